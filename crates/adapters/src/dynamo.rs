@@ -1,0 +1,301 @@
+//! The core's `Store` over one DynamoDB table (`pk`/`sk` strings, TTL attribute `expires_at`).
+//!
+//! | pk | sk | what |
+//! |---|---|---|
+//! | `CONN#<connectionId>` | `META` | session_id, user_id, connected_at |
+//! | `MSG#<messageId>` | `CLAIM` | session_id, status (`answering`/`answered`): answer each message once |
+//! | `SESSION#<sessionId>` | `TURN#<ts_ms, 13 digits>#<messageId>` | user_text, assistant_text, products, status, model, tokens |
+//!
+//! A turn is one item holding both the user message and the answer, so history is one `Query`
+//! (newest first, `Limit`) and a turn can never be half-stored.
+
+use std::collections::HashMap;
+
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use mangaassist_core::error::StoreError;
+use mangaassist_core::ids::{ConnectionId, MessageId, SessionId, UserId};
+use mangaassist_core::ports::{Claim, ConnectionRecord, Store, TurnRecord, TurnStatus};
+use mangaassist_core::protocol::ProductRef;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// `Store` over DynamoDB.
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn get_s<'a>(item: &'a Item, k: &str) -> Option<&'a str> {
+    item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+fn get_n<T: std::str::FromStr>(item: &Item, k: &str) -> Option<T> {
+    item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+}
+
+/// Maps an SDK error, keeping it whole as the source; throttling is told apart by its error code.
+fn store_err<E>(err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let throttled = matches!(
+        err.code(),
+        Some("ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded")
+    );
+    if throttled { StoreError::Throttled(Box::new(err)) } else { StoreError::Other(Box::new(err)) }
+}
+
+fn conn_key(id: &ConnectionId) -> (AttributeValue, AttributeValue) {
+    (s(format!("CONN#{id}")), s("META"))
+}
+
+fn claim_key(id: &MessageId) -> (AttributeValue, AttributeValue) {
+    (s(format!("MSG#{id}")), s("CLAIM"))
+}
+
+/// The sort key of a turn: zero-padded time first, so turns sort chronologically.
+pub fn turn_sk(ts_ms: u64, id: &MessageId) -> String {
+    format!("TURN#{ts_ms:013}#{id}")
+}
+
+impl DynamoStore {
+    pub fn new(sdk: &SdkConfig, table: impl Into<String>) -> Self {
+        let conf = aws_sdk_dynamodb::config::Builder::from(sdk)
+            .timeout_config(crate::sdk::request_timeouts())
+            .retry_config(crate::sdk::request_retries())
+            .build();
+        Self { client: Client::from_conf(conf), table: table.into() }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn turn_from_item(item: &Item) -> Option<TurnRecord> {
+        let session_id = SessionId::parse(get_s(item, "pk")?.strip_prefix("SESSION#")?).ok()?;
+        let message_id = MessageId::parse(get_s(item, "message_id")?).ok()?;
+        let products = item
+            .get("products")
+            .and_then(|v| v.as_l().ok())
+            .map(|l| l.iter().filter_map(|v| v.as_s().ok()).map(|a| ProductRef { asin: a.clone() }).collect())
+            .unwrap_or_default();
+        Some(TurnRecord {
+            session_id,
+            message_id,
+            ts_ms: get_n(item, "ts_ms")?,
+            user_text: get_s(item, "user_text")?.to_owned(),
+            assistant_text: get_s(item, "assistant_text").unwrap_or_default().to_owned(),
+            products,
+            status: TurnStatus::parse(get_s(item, "status")?)?,
+            model: get_s(item, "model").unwrap_or_default().to_owned(),
+            input_tokens: get_n(item, "input_tokens").unwrap_or(0),
+            output_tokens: get_n(item, "output_tokens").unwrap_or(0),
+            expires_at: get_n(item, "expires_at").unwrap_or(0),
+        })
+    }
+}
+
+impl Store for DynamoStore {
+    async fn put_connection(&self, rec: &ConnectionRecord) -> Result<(), StoreError> {
+        let (pk, sk) = conn_key(&rec.connection_id);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", pk)
+            .item("sk", sk)
+            .item("session_id", s(rec.session_id.as_str()))
+            .item("user_id", s(rec.user_id.as_str()))
+            .item("connected_at", n(rec.connected_at_ms))
+            .item("expires_at", n(rec.expires_at))
+            .send()
+            .await
+            .map_err(store_err)?;
+        Ok(())
+    }
+
+    async fn get_connection(&self, id: &ConnectionId) -> Result<Option<ConnectionRecord>, StoreError> {
+        let (pk, sk) = conn_key(id);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", pk)
+            .key("sk", sk)
+            .send()
+            .await
+            .map_err(store_err)?;
+        let Some(item) = out.item else { return Ok(None) };
+        let rec = (|| {
+            Some(ConnectionRecord {
+                connection_id: id.clone(),
+                session_id: SessionId::parse(get_s(&item, "session_id")?).ok()?,
+                user_id: UserId::parse(get_s(&item, "user_id")?).ok()?,
+                connected_at_ms: get_n(&item, "connected_at")?,
+                expires_at: get_n(&item, "expires_at").unwrap_or(0),
+            })
+        })();
+        if rec.is_none() {
+            tracing::warn!(connection_id = %id, "malformed connection record ignored");
+        }
+        Ok(rec)
+    }
+
+    async fn delete_connection(&self, id: &ConnectionId) -> Result<(), StoreError> {
+        let (pk, sk) = conn_key(id);
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", pk)
+            .key("sk", sk)
+            .send()
+            .await
+            .map_err(store_err)?;
+        Ok(())
+    }
+
+    async fn claim_message(&self, id: &MessageId, session: &SessionId, expires_at: u64) -> Result<Claim, StoreError> {
+        let (pk, sk) = claim_key(id);
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", pk)
+            .item("sk", sk)
+            .item("session_id", s(session.as_str()))
+            .item("status", s("answering"))
+            .item("expires_at", n(expires_at))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(Claim::Claimed),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
+                Ok(Claim::Duplicate)
+            }
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
+    async fn release_claim(&self, id: &MessageId) -> Result<(), StoreError> {
+        let (pk, sk) = claim_key(id);
+        // Only a claim still being answered is released; an answered one stays.
+        let res = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", pk)
+            .key("sk", sk)
+            .condition_expression("#st = :answering")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":answering", s("answering"))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
+    async fn save_turn(&self, t: &TurnRecord) -> Result<(), StoreError> {
+        let products = AttributeValue::L(t.products.iter().map(|p| s(p.asin.as_str())).collect());
+        let turn = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(format!("SESSION#{}", t.session_id)))
+            .item("sk", s(turn_sk(t.ts_ms, &t.message_id)))
+            .item("message_id", s(t.message_id.as_str()))
+            .item("ts_ms", n(t.ts_ms))
+            .item("user_text", s(t.user_text.as_str()))
+            .item("assistant_text", s(t.assistant_text.as_str()))
+            .item("products", products)
+            .item("status", s(t.status.as_str()))
+            .item("model", s(t.model.as_str()))
+            .item("input_tokens", n(t.input_tokens))
+            .item("output_tokens", n(t.output_tokens))
+            .item("expires_at", n(t.expires_at))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|e| StoreError::Other(Box::new(e)))?;
+        let (pk, sk) = claim_key(&t.message_id);
+        let claim = Put::builder()
+            .table_name(&self.table)
+            .item("pk", pk)
+            .item("sk", sk)
+            .item("session_id", s(t.session_id.as_str()))
+            .item("status", s("answered"))
+            .item("expires_at", n(t.expires_at))
+            .build()
+            .map_err(|e| StoreError::Other(Box::new(e)))?;
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(turn).build())
+            .transact_items(TransactWriteItem::builder().put(claim).build())
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            // The turn item exists already: this exact turn was stored before. Idempotent success.
+            Err(e)
+                if e.as_service_error().is_some_and(|se| {
+                    se.is_transaction_canceled_exception()
+                        && se.message().unwrap_or_default().contains("ConditionalCheckFailed")
+                }) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
+    async fn recent_turns(&self, session: &SessionId, limit: u32) -> Result<Vec<TurnRecord>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :turn)")
+            .expression_attribute_values(":pk", s(format!("SESSION#{session}")))
+            .expression_attribute_values(":turn", s("TURN#"))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(store_err)?;
+        Ok(out.items().iter().filter_map(Self::turn_from_item).collect())
+    }
+}
+
+/// Creates the table if it does not exist (local runs and tests; on AWS the SAM template owns it).
+pub async fn ensure_table(client: &Client, table: &str) -> Result<(), StoreError> {
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+    let attr =
+        |name: &str| AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build();
+    let key = |name: &str, kt| KeySchemaElement::builder().attribute_name(name).key_type(kt).build();
+    let res = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("pk").map_err(|e| StoreError::Other(Box::new(e)))?)
+        .attribute_definitions(attr("sk").map_err(|e| StoreError::Other(Box::new(e)))?)
+        .key_schema(key("pk", KeyType::Hash).map_err(|e| StoreError::Other(Box::new(e)))?)
+        .key_schema(key("sk", KeyType::Range).map_err(|e| StoreError::Other(Box::new(e)))?)
+        .send()
+        .await;
+    match res {
+        Ok(_) => Ok(()),
+        Err(e) if e.as_service_error().is_some_and(|se| se.is_resource_in_use_exception()) => Ok(()),
+        Err(e) => Err(store_err(e)),
+    }
+}

@@ -1,0 +1,15 @@
+//! The core's ports implemented with the AWS SDK for Rust. Every client is built once per container from
+//! one `SdkConfig` (so they share one HTTP connection pool) and any endpoint can be overridden with the
+//! SDK's own `AWS_ENDPOINT_URL_<SERVICE>` variables, which is how local runs and tests reach the emulators
+//! and moto.
+//!
+//! # Layout
+//! - [`bedrock`]: `ModelClient` over Bedrock `ConverseStream`.
+//! - [`apigw`]: `ConnectionSink` over API Gateway `PostToConnection`, one cached client per endpoint.
+//! - [`dynamo`]: `Store` over one DynamoDB table.
+//! - [`sdk`]: shared SDK configuration (timeouts, retries).
+
+pub mod apigw;
+pub mod bedrock;
+pub mod dynamo;
+pub mod sdk;

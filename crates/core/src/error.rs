@@ -1,0 +1,101 @@
+//! Typed errors. Every error a client can see has a stable machine-readable `code()` (sent in the `error`
+//! event) and `is_retryable()`; the source error of a dependency is kept (boxed, so `Result`s stay small)
+//! and logged, never flattened before the kind is decided.
+
+use std::error::Error as StdError;
+
+/// A boxed source error from an adapter (an `SdkError`, an I/O error, ...).
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Why a client frame was rejected. Each variant is one `code` on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("the frame is not a JSON object: {0}")]
+    BadFrame(String),
+    #[error("unknown action {0:?}; supported: \"sendMessage\"")]
+    UnknownAction(String),
+    #[error("missing field `{0}`")]
+    MissingField(&'static str),
+    #[error("invalid field `{field}`: {reason}")]
+    InvalidField { field: &'static str, reason: String },
+    #[error("the message is {len} bytes; the limit is {limit}")]
+    MessageTooLong { len: usize, limit: usize },
+}
+
+impl FrameError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadFrame(_) => "bad_frame",
+            Self::UnknownAction(_) => "unknown_action",
+            Self::MissingField(_) => "missing_field",
+            Self::InvalidField { .. } => "invalid_field",
+            Self::MessageTooLong { .. } => "message_too_long",
+        }
+    }
+}
+
+/// What went wrong talking to the model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("the model is throttling requests")]
+    Throttled(#[source] BoxError),
+    #[error("the model service is unavailable")]
+    Unavailable(#[source] BoxError),
+    #[error("the model did not answer within {0} ms")]
+    Timeout(u64),
+    #[error("the model rejected the request: {0}")]
+    Rejected(String, #[source] BoxError),
+    #[error("model stream failed")]
+    Other(#[source] BoxError),
+}
+
+impl ModelError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Throttled(_) => "model_throttled",
+            Self::Unavailable(_) => "model_unavailable",
+            Self::Timeout(_) => "model_timeout",
+            Self::Rejected(..) => "model_rejected",
+            Self::Other(_) => "model_error",
+        }
+    }
+
+    /// Would the same request, sent again (now or on the other route), plausibly succeed?
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::Rejected(..))
+    }
+}
+
+/// What went wrong posting a frame to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The client has gone (API Gateway's `GoneException`): stop at once, nobody is listening.
+    #[error("the client connection is gone")]
+    Gone,
+    /// Throttled, timed out or a 5xx: the same frame may be posted again.
+    #[error("posting to the connection failed (retryable)")]
+    Retryable(#[source] BoxError),
+    #[error("posting to the connection failed")]
+    Fatal(#[source] BoxError),
+}
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is throttling requests")]
+    Throttled(#[source] BoxError),
+    #[error("store request failed")]
+    Other(#[source] BoxError),
+}
+
+/// Formats an error with its whole `source()` chain, for logs.
+pub fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}

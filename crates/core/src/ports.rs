@@ -1,0 +1,163 @@
+//! The narrow traits a turn depends on. Handlers are generic over them (static dispatch on the streaming
+//! path); `mangaassist-adapters` implements them with the AWS SDK, `mangaassist-local` with embedded
+//! in-process versions.
+
+use std::future::Future;
+
+use bytes::Bytes;
+
+use crate::error::{ModelError, SinkError, StoreError};
+use crate::ids::{ConnectionId, MessageId, SessionId, UserId};
+use crate::protocol::ProductRef;
+
+/// Who said a message in the conversation sent to the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+/// One message of the conversation sent to the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub text: String,
+}
+
+/// A ConverseStream request, independent of the SDK.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelRequest {
+    /// A model id, inference-profile id or provisioned-throughput ARN.
+    pub model_id: String,
+    /// The system prompt, sent as its own block (stable, so it can be cached).
+    pub system: String,
+    pub messages: Vec<ChatMessage>,
+    pub max_tokens: u32,
+    pub temperature: f32,
+    /// Sent as Bedrock `requestMetadata`: lets invocation logs be joined with our turn logs.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// What the model stream yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelEvent {
+    /// A piece of the answer text.
+    Text(String),
+    /// Token counts from the stream's `metadata` event.
+    Usage { input_tokens: u32, output_tokens: u32 },
+    /// Why generation stopped (`end_turn`, `max_tokens`, ...).
+    Stop(String),
+}
+
+/// An open model response stream. Dropping it cancels the request.
+pub trait ModelStream: Send {
+    /// The next event; `None` at the end of the stream.
+    fn next(&mut self) -> impl Future<Output = Option<Result<ModelEvent, ModelError>>> + Send;
+}
+
+/// Starts model response streams (Bedrock `ConverseStream`).
+pub trait ModelClient: Send + Sync {
+    type Stream: ModelStream;
+    /// Resolves once the response has started (headers received), before the first token.
+    fn converse_stream(&self, req: &ModelRequest) -> impl Future<Output = Result<Self::Stream, ModelError>> + Send;
+}
+
+/// Posts frames to a WebSocket client (API Gateway `PostToConnection`).
+pub trait ConnectionSink: Send + Sync {
+    fn post(&self, conn: &ConnectionId, frame: Bytes) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+/// The `CONN#<id>` record written on `$connect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionRecord {
+    pub connection_id: ConnectionId,
+    pub session_id: SessionId,
+    pub user_id: UserId,
+    pub connected_at_ms: u64,
+    /// TTL, Unix seconds.
+    pub expires_at: u64,
+}
+
+/// How a turn ended, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnStatus {
+    /// The whole answer streamed.
+    Complete,
+    /// The stream broke after some text had been sent; the text is what the client saw.
+    Partial,
+    /// The client left mid-answer.
+    ClientGone,
+}
+
+impl TurnStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Complete => "complete",
+            Self::Partial => "partial",
+            Self::ClientGone => "client_gone",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "complete" => Some(Self::Complete),
+            "partial" => Some(Self::Partial),
+            "client_gone" => Some(Self::ClientGone),
+            _ => None,
+        }
+    }
+}
+
+/// One exchange (user message + assistant answer) under `SESSION#<id>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnRecord {
+    pub session_id: SessionId,
+    pub message_id: MessageId,
+    /// When the user message arrived, Unix ms: orders the turns of a session.
+    pub ts_ms: u64,
+    pub user_text: String,
+    pub assistant_text: String,
+    pub products: Vec<ProductRef>,
+    pub status: TurnStatus,
+    pub model: String,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    /// TTL, Unix seconds.
+    pub expires_at: u64,
+}
+
+/// The result of claiming a message id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This invocation owns the message: answer it.
+    Claimed,
+    /// Another invocation has claimed (or answered) it already: do not answer twice.
+    Duplicate,
+}
+
+/// Conversation state: connections, message-id claims, turns.
+pub trait Store: Send + Sync {
+    fn put_connection(&self, rec: &ConnectionRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn get_connection(
+        &self,
+        id: &ConnectionId,
+    ) -> impl Future<Output = Result<Option<ConnectionRecord>, StoreError>> + Send;
+    fn delete_connection(&self, id: &ConnectionId) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Atomically claims a message id so it is answered once, however often it is delivered.
+    fn claim_message(
+        &self,
+        id: &MessageId,
+        session: &SessionId,
+        expires_at: u64,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+    /// Gives a claim back (the turn failed before anything was sent), so the client may retry the same id.
+    fn release_claim(&self, id: &MessageId) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Stores a turn; storing the same turn twice is a no-op.
+    fn save_turn(&self, turn: &TurnRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The newest `limit` turns of a session, newest first.
+    fn recent_turns(
+        &self,
+        session: &SessionId,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<TurnRecord>, StoreError>> + Send;
+}

@@ -1,0 +1,234 @@
+//! The wire protocol between the browser and the chat Lambda: JSON text frames.
+//!
+//! - client -> `{"action":"sendMessage","message_id":"<uuid>","text":"...","page_context":{...}}`
+//! - server -> `delta`, `completed`, `error` events ([`ServerEvent`]).
+//!
+//! Parsing is strict about what matters (types, sizes, ids) and lenient about unknown extra fields, so an
+//! older Lambda keeps serving a newer client.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::FrameError;
+use crate::ids::MessageId;
+
+/// The longest user message accepted, in bytes of UTF-8. A shopper's question is a sentence or two; the
+/// prompt budget gives the user message about 100 tokens, so 4 KB is generous and still bounds cost.
+pub const MAX_TEXT_BYTES: usize = 4 * 1024;
+/// The largest `page_context` accepted, serialized.
+pub const MAX_PAGE_CONTEXT_BYTES: usize = 4 * 1024;
+/// API Gateway WebSocket frames are limited to 32 KB; every frame we post stays under this.
+pub const MAX_FRAME_BYTES: usize = 32 * 1024;
+
+/// The action names a client may send.
+pub const ACTION_SEND_MESSAGE: &str = "sendMessage";
+
+/// A validated client message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientMessage {
+    pub message_id: MessageId,
+    pub text: String,
+    /// What the shopper is looking at (current ASIN, store section, cart, ...), as sent by the page.
+    pub page_context: Map<String, Value>,
+}
+
+/// A rejected frame, with the message id when one could be read (so the client can match the error).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    pub message_id: Option<String>,
+    pub error: FrameError,
+}
+
+impl ClientMessage {
+    /// Parses one WebSocket text frame.
+    pub fn parse(frame: &str) -> Result<Self, Rejected> {
+        let reject = |message_id: Option<String>, error| Rejected { message_id, error };
+        let value: Value =
+            serde_json::from_str(frame).map_err(|e| reject(None, FrameError::BadFrame(e.to_string())))?;
+        let Value::Object(mut obj) = value else {
+            return Err(reject(None, FrameError::BadFrame("expected an object".to_owned())));
+        };
+        // Echo the id back on errors only if it is well-formed: never reflect arbitrary input.
+        let raw_id = obj.get("message_id").and_then(Value::as_str).map(str::to_owned);
+        let echo_id = raw_id.as_deref().and_then(|s| MessageId::parse(s).ok()).map(|m| m.to_string());
+
+        match obj.get("action") {
+            Some(Value::String(a)) if a == ACTION_SEND_MESSAGE => {}
+            Some(Value::String(a)) => {
+                let shown: String = a.chars().take(40).collect();
+                return Err(reject(echo_id, FrameError::UnknownAction(shown)));
+            }
+            Some(_) => return Err(reject(echo_id, FrameError::UnknownAction("<not a string>".to_owned()))),
+            None => return Err(reject(echo_id, FrameError::MissingField("action"))),
+        }
+
+        let Some(raw_id) = raw_id else {
+            return Err(reject(None, FrameError::MissingField("message_id")));
+        };
+        let message_id = MessageId::parse(raw_id)
+            .map_err(|e| reject(None, FrameError::InvalidField { field: "message_id", reason: e.reason.to_owned() }))?;
+        let echo = Some(message_id.to_string());
+
+        let text = match obj.remove("text") {
+            Some(Value::String(t)) => t,
+            Some(_) => {
+                return Err(reject(
+                    echo,
+                    FrameError::InvalidField { field: "text", reason: "must be a string".into() },
+                ));
+            }
+            None => return Err(reject(echo, FrameError::MissingField("text"))),
+        };
+        if text.len() > MAX_TEXT_BYTES {
+            return Err(reject(echo, FrameError::MessageTooLong { len: text.len(), limit: MAX_TEXT_BYTES }));
+        }
+        let text = text.trim().to_owned();
+        if text.is_empty() {
+            return Err(reject(echo, FrameError::InvalidField { field: "text", reason: "is empty".into() }));
+        }
+
+        let page_context = match obj.remove("page_context") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => {
+                let size = serde_json::to_string(&m).map_or(usize::MAX, |s| s.len());
+                if size > MAX_PAGE_CONTEXT_BYTES {
+                    return Err(reject(
+                        echo,
+                        FrameError::InvalidField {
+                            field: "page_context",
+                            reason: format!("is {size} bytes; the limit is {MAX_PAGE_CONTEXT_BYTES}"),
+                        },
+                    ));
+                }
+                m
+            }
+            Some(_) => {
+                return Err(reject(
+                    echo,
+                    FrameError::InvalidField { field: "page_context", reason: "must be an object".into() },
+                ));
+            }
+        };
+        Ok(Self { message_id, text, page_context })
+    }
+}
+
+/// A product the answer mentions, sent in `completed` so the page can render cards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProductRef {
+    pub asin: String,
+}
+
+/// Timings and sizes of one turn, sent in `completed` and logged.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TurnMetrics {
+    /// Turn start (event received) -> first delta accepted by API Gateway.
+    pub first_token_ms: f64,
+    /// Model request sent -> first text delta received: the model's (and network's) share.
+    pub model_first_token_ms: f64,
+    /// Turn start -> last delta accepted.
+    pub total_ms: f64,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    /// Delta frames posted (fewer than output tokens when coalescing works).
+    pub frames: u32,
+    /// The model id or provisioned-throughput ARN that answered.
+    pub model: String,
+}
+
+/// Server -> client events.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerEvent<'a> {
+    Delta { message_id: &'a str, seq: u32, text: &'a str },
+    Completed { message_id: &'a str, seq: u32, products: &'a [ProductRef], metrics: &'a TurnMetrics },
+    Error { message_id: Option<&'a str>, code: &'a str, message: &'a str, retryable: bool },
+}
+
+impl ServerEvent<'_> {
+    /// The frame bytes. Serializing these types cannot fail (no maps with non-string keys, no floats
+    /// that are not finite: metrics are finite by construction), but a failure still yields valid JSON.
+    pub fn to_frame(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_else(|_| br#"{"type":"error","code":"internal"}"#.to_vec())
+    }
+}
+
+/// Bytes `s` takes inside a JSON string literal (as `serde_json` writes it: non-ASCII stays UTF-8).
+pub fn json_escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{08}' | '\u{0c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// The longest prefix of `text` (ending on a char boundary) whose JSON-escaped form fits in `budget` bytes.
+/// Returns the prefix's length in bytes.
+pub fn prefix_fitting(text: &str, budget: usize) -> usize {
+    let mut used = 0;
+    for (i, c) in text.char_indices() {
+        used += json_escaped_len(c);
+        if used > budget {
+            return i;
+        }
+    }
+    text.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(frame: &str) -> &'static str {
+        ClientMessage::parse(frame).unwrap_err().error.code()
+    }
+
+    #[test]
+    fn a_well_formed_send_message_parses() {
+        let m = ClientMessage::parse(
+            r#"{"action":"sendMessage","message_id":"m-1","text":"  おすすめは? ","page_context":{"current_asin":"B0TEST0001"}}"#,
+        )
+        .unwrap();
+        assert_eq!(m.message_id.as_str(), "m-1");
+        assert_eq!(m.text, "おすすめは?");
+        assert_eq!(m.page_context["current_asin"], "B0TEST0001");
+    }
+
+    #[test]
+    fn each_bad_frame_gets_its_own_code() {
+        assert_eq!(code("not json"), "bad_frame");
+        assert_eq!(code("[1,2]"), "bad_frame");
+        assert_eq!(code(r#"{"action":"dance","message_id":"m"}"#), "unknown_action");
+        assert_eq!(code(r#"{"message_id":"m","text":"hi"}"#), "missing_field");
+        assert_eq!(code(r#"{"action":"sendMessage","text":"hi"}"#), "missing_field");
+        assert_eq!(code(r#"{"action":"sendMessage","message_id":"m"}"#), "missing_field");
+        assert_eq!(code(r#"{"action":"sendMessage","message_id":"m","text":7}"#), "invalid_field");
+        assert_eq!(code(r#"{"action":"sendMessage","message_id":"m","text":"   "}"#), "invalid_field");
+        assert_eq!(code(r#"{"action":"sendMessage","message_id":"a b","text":"hi"}"#), "invalid_field");
+        assert_eq!(code(r#"{"action":"sendMessage","message_id":"m","text":"hi","page_context":3}"#), "invalid_field");
+    }
+
+    #[test]
+    fn an_oversized_text_is_rejected_with_its_message_id() {
+        let frame = format!(r#"{{"action":"sendMessage","message_id":"m-9","text":"{}"}}"#, "a".repeat(200_000));
+        let r = ClientMessage::parse(&frame).unwrap_err();
+        assert_eq!(r.error.code(), "message_too_long");
+        assert_eq!(r.message_id.as_deref(), Some("m-9"));
+    }
+
+    #[test]
+    fn prefix_fitting_never_splits_a_character() {
+        let text = "進撃の巨人";
+        let n = prefix_fitting(text, 7);
+        assert_eq!(&text[..n], "進撃");
+        assert_eq!(prefix_fitting("a\"b", 2), 1);
+        assert_eq!(prefix_fitting("abc", 10), 3);
+    }
+
+    #[test]
+    fn delta_frames_have_the_documented_shape() {
+        let f = ServerEvent::Delta { message_id: "m", seq: 3, text: "hi" }.to_frame();
+        let v: Value = serde_json::from_slice(&f).unwrap();
+        assert_eq!(v, serde_json::json!({"type":"delta","message_id":"m","seq":3,"text":"hi"}));
+    }
+}

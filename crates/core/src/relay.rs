@@ -1,0 +1,310 @@
+//! The streaming relay: model text deltas in, WebSocket frames out.
+//!
+//! - The first token is posted the moment it arrives.
+//! - While a post is in flight, further tokens are coalesced into the next frame, so a slow
+//!   `PostToConnection` (tens of ms) never makes the stream fall behind the model, and a fast one costs
+//!   one frame per token at most.
+//! - Every frame carries a sequence number; every frame stays under API Gateway's 32 KB frame limit,
+//!   splitting on character boundaries (JSON escaping accounted for).
+//! - A `Gone` client stops the relay at once; the caller drops the model stream, which cancels it.
+//! - Retryable post failures are retried a bounded number of times with jittered backoff.
+//!
+//! [`RelayMode::PerToken`] is the seed design's post-and-wait-per-token relay, kept for the bench's
+//! side-by-side ablation.
+
+use std::pin::pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::OptionFuture;
+use tokio::time::Instant;
+
+use crate::error::{ModelError, SinkError};
+use crate::ids::{ConnectionId, MessageId};
+use crate::ports::{ConnectionSink, ModelEvent, ModelStream};
+use crate::protocol::{MAX_FRAME_BYTES, ServerEvent, prefix_fitting};
+
+/// How deltas become frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayMode {
+    /// Post at once when idle; coalesce while a post is in flight.
+    Coalesce,
+    /// One frame per model delta, each awaited before reading the next (the baseline).
+    PerToken,
+}
+
+impl RelayMode {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "coalesce" => Some(Self::Coalesce),
+            "per_token" | "per-token" => Some(Self::PerToken),
+            _ => None,
+        }
+    }
+}
+
+/// Relay tuning.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayConfig {
+    pub mode: RelayMode,
+    /// Upper bound of one frame, bytes. API Gateway's limit is 32 KB.
+    pub max_frame_bytes: usize,
+    /// Attempts per frame for retryable post failures (1 = no retry).
+    pub post_attempts: u32,
+    /// Deadline of one post attempt.
+    pub post_timeout: Duration,
+    /// The longest silence tolerated between two model events once the stream is open.
+    pub idle_timeout: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            mode: RelayMode::Coalesce,
+            max_frame_bytes: MAX_FRAME_BYTES,
+            post_attempts: 3,
+            post_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How the relay ended.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// The model finished and every delta was posted.
+    Completed,
+    /// The client left; nothing more can be sent.
+    ClientGone,
+    /// The model stream failed; what had arrived before was posted.
+    ModelFailed(ModelError),
+    /// Posting failed for good (not `Gone`).
+    SinkFailed(SinkError),
+}
+
+/// What the relay saw and did.
+#[derive(Debug)]
+pub struct RelayOutcome {
+    pub end: RelayEnd,
+    /// All text received from the model (what the client saw, unless the sink failed).
+    pub text: String,
+    /// When the first text delta arrived from the model.
+    pub first_delta_at: Option<Instant>,
+    /// When the first frame was accepted by the sink.
+    pub first_post_at: Option<Instant>,
+    /// When the last frame was accepted by the sink.
+    pub last_post_at: Option<Instant>,
+    /// Frames posted; also the next sequence number.
+    pub frames: u32,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    pub stop_reason: Option<String>,
+}
+
+impl RelayOutcome {
+    fn new() -> Self {
+        Self {
+            end: RelayEnd::Completed,
+            text: String::new(),
+            first_delta_at: None,
+            first_post_at: None,
+            last_post_at: None,
+            frames: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            stop_reason: None,
+        }
+    }
+
+    /// Whether any frame reached the client.
+    pub fn sent_anything(&self) -> bool {
+        self.first_post_at.is_some()
+    }
+
+    fn record_post(&mut self) {
+        let now = Instant::now();
+        self.first_post_at.get_or_insert(now);
+        self.last_post_at = Some(now);
+    }
+
+    /// Applies one model event; returns the text to forward, if any.
+    fn apply(&mut self, ev: ModelEvent) -> Option<String> {
+        match ev {
+            ModelEvent::Text(t) if t.is_empty() => None,
+            ModelEvent::Text(t) => {
+                self.first_delta_at.get_or_insert_with(Instant::now);
+                self.text.push_str(&t);
+                Some(t)
+            }
+            ModelEvent::Usage { input_tokens, output_tokens } => {
+                self.input_tokens = input_tokens;
+                self.output_tokens = output_tokens;
+                None
+            }
+            ModelEvent::Stop(reason) => {
+                self.stop_reason = Some(reason);
+                None
+            }
+        }
+    }
+}
+
+/// Builds the next delta frame from the front of `buf`, draining what it takes.
+fn take_frame(buf: &mut String, message_id: &MessageId, seq: u32, max_frame: usize) -> Bytes {
+    let overhead = ServerEvent::Delta { message_id: message_id.as_str(), seq, text: "" }.to_frame().len();
+    let budget = max_frame.saturating_sub(overhead).max(4);
+    let mut n = prefix_fitting(buf, budget);
+    if n == 0 {
+        // A single character wider than the budget cannot happen with a sane limit; never loop forever.
+        n = buf.chars().next().map_or(0, char::len_utf8);
+    }
+    let frame = ServerEvent::Delta { message_id: message_id.as_str(), seq, text: &buf[..n] }.to_frame();
+    buf.drain(..n);
+    Bytes::from(frame)
+}
+
+/// Posts one frame with a per-attempt timeout and bounded, jittered retries.
+pub async fn post_with_retry<S: ConnectionSink>(
+    sink: &S,
+    conn: &ConnectionId,
+    frame: Bytes,
+    cfg: &RelayConfig,
+) -> Result<(), SinkError> {
+    let mut attempt = 1;
+    loop {
+        let res = match tokio::time::timeout(cfg.post_timeout, sink.post(conn, frame.clone())).await {
+            Ok(r) => r,
+            Err(elapsed) => Err(SinkError::Retryable(Box::new(elapsed))),
+        };
+        match res {
+            Err(SinkError::Retryable(e)) if attempt < cfg.post_attempts => {
+                tracing::warn!(attempt, error = %crate::error::chain(e.as_ref()), "post to connection failed; retrying");
+                let base = 10u64 << (attempt - 1).min(6);
+                tokio::time::sleep(Duration::from_millis(base + fastrand::u64(0..=base))).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Relays `stream` to `conn` until the model ends, the client leaves, or something fails. The caller owns
+/// the stream and drops it on return, which cancels generation if it is still running.
+pub async fn relay<M: ModelStream, S: ConnectionSink>(
+    stream: &mut M,
+    sink: &S,
+    conn: &ConnectionId,
+    message_id: &MessageId,
+    cfg: &RelayConfig,
+) -> RelayOutcome {
+    match cfg.mode {
+        RelayMode::Coalesce => relay_coalescing(stream, sink, conn, message_id, cfg).await,
+        RelayMode::PerToken => relay_per_token(stream, sink, conn, message_id, cfg).await,
+    }
+}
+
+async fn next_event<M: ModelStream>(stream: &mut M, idle: Duration) -> Option<Result<ModelEvent, ModelError>> {
+    match tokio::time::timeout(idle, stream.next()).await {
+        Ok(ev) => ev,
+        Err(_) => Some(Err(ModelError::Timeout(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX)))),
+    }
+}
+
+async fn relay_coalescing<M: ModelStream, S: ConnectionSink>(
+    stream: &mut M,
+    sink: &S,
+    conn: &ConnectionId,
+    message_id: &MessageId,
+    cfg: &RelayConfig,
+) -> RelayOutcome {
+    let mut out = RelayOutcome::new();
+    let mut buf = String::new();
+    let mut model_done = false;
+    let mut model_error = None;
+    let mut inflight = pin!(OptionFuture::from(None));
+    let mut posting = false;
+
+    loop {
+        if !posting && !buf.is_empty() {
+            let frame = take_frame(&mut buf, message_id, out.frames, cfg.max_frame_bytes);
+            out.frames += 1;
+            inflight.set(Some(post_with_retry(sink, conn, frame, cfg)).into());
+            posting = true;
+        }
+        if model_done && !posting {
+            break;
+        }
+        tokio::select! {
+            // Finish posts first: a finished post frees the way for the next (coalesced) frame.
+            biased;
+            res = &mut inflight, if posting => {
+                posting = false;
+                match res {
+                    Some(Ok(())) => out.record_post(),
+                    Some(Err(SinkError::Gone)) => {
+                        out.end = RelayEnd::ClientGone;
+                        return out;
+                    }
+                    Some(Err(e)) => {
+                        out.end = RelayEnd::SinkFailed(e);
+                        return out;
+                    }
+                    None => {}
+                }
+            }
+            ev = next_event(stream, cfg.idle_timeout), if !model_done => match ev {
+                Some(Ok(ev)) => {
+                    if let Some(t) = out.apply(ev) {
+                        buf.push_str(&t);
+                    }
+                }
+                None => model_done = true,
+                Some(Err(e)) => {
+                    // Flush what already arrived, then report the failure.
+                    model_done = true;
+                    model_error = Some(e);
+                }
+            },
+        }
+    }
+    if let Some(e) = model_error {
+        out.end = RelayEnd::ModelFailed(e);
+    }
+    out
+}
+
+async fn relay_per_token<M: ModelStream, S: ConnectionSink>(
+    stream: &mut M,
+    sink: &S,
+    conn: &ConnectionId,
+    message_id: &MessageId,
+    cfg: &RelayConfig,
+) -> RelayOutcome {
+    let mut out = RelayOutcome::new();
+    loop {
+        let ev = match next_event(stream, cfg.idle_timeout).await {
+            None => return out,
+            Some(Err(e)) => {
+                out.end = RelayEnd::ModelFailed(e);
+                return out;
+            }
+            Some(Ok(ev)) => ev,
+        };
+        let Some(mut piece) = out.apply(ev) else { continue };
+        while !piece.is_empty() {
+            let frame = take_frame(&mut piece, message_id, out.frames, cfg.max_frame_bytes);
+            out.frames += 1;
+            match post_with_retry(sink, conn, frame, cfg).await {
+                Ok(()) => out.record_post(),
+                Err(SinkError::Gone) => {
+                    out.end = RelayEnd::ClientGone;
+                    return out;
+                }
+                Err(e) => {
+                    out.end = RelayEnd::SinkFailed(e);
+                    return out;
+                }
+            }
+        }
+    }
+}

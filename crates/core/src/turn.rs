@@ -1,0 +1,457 @@
+//! One chat turn, from the client's frame to the stored answer, plus `$connect` / `$disconnect`.
+//!
+//! The critical path to the first token is: parse -> open the model stream -> first delta -> post. Everything
+//! else runs beside it (session lookup, message-id claim) or after the stream (the `completed` event, the
+//! stored turn). Before the first token has been sent, a failed or silent model attempt is retried (once, by
+//! default, on the fallback model when one is configured); after it, a failure is a typed `error` event and
+//! the partial answer is stored.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::clock::Clock;
+use crate::error::{ModelError, SinkError, StoreError, chain};
+use crate::ids::{ConnectionId, MessageId, SessionId, UserId};
+use crate::ports::{
+    Claim, ConnectionRecord, ConnectionSink, ModelClient, ModelEvent, ModelStream, Store, TurnRecord, TurnStatus,
+};
+use crate::prompt::{PromptConfig, build_request, products_in};
+use crate::protocol::{ClientMessage, ServerEvent, TurnMetrics};
+use crate::relay::{RelayConfig, RelayEnd, RelayOutcome, post_with_retry, relay};
+
+/// Settings of the turn, read once at cold start.
+#[derive(Debug, Clone)]
+pub struct TurnConfig {
+    /// On-demand model id (or inference-profile id).
+    pub model_id: String,
+    /// Tried when the first attempt fails before its first token; defaults to `model_id` again.
+    pub fallback_model_id: Option<String>,
+    pub prompt: PromptConfig,
+    pub relay: RelayConfig,
+    /// Attempts to get a first token before anything is sent (1 = no retry).
+    pub model_attempts: u32,
+    /// Deadline for one attempt's first token.
+    pub first_token_timeout: Duration,
+    /// Verbatim turns of history sent to the model.
+    pub history_turns: u32,
+    pub connection_ttl: Duration,
+    pub turn_ttl: Duration,
+    pub claim_ttl: Duration,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            model_id: "anthropic.claude-3-5-haiku-20241022-v1:0".to_owned(),
+            fallback_model_id: None,
+            prompt: PromptConfig { max_tokens: 400, temperature: 0.3 },
+            relay: RelayConfig::default(),
+            model_attempts: 2,
+            first_token_timeout: Duration::from_secs(5),
+            history_turns: 4,
+            connection_ttl: Duration::from_secs(3 * 3600),
+            turn_ttl: Duration::from_secs(30 * 24 * 3600),
+            claim_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// How a `sendMessage` invocation ended (for logs, metrics and tests).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnResult {
+    /// The frame was rejected with this error code.
+    Rejected(&'static str),
+    /// The message id had been claimed before: not answered again.
+    Duplicate,
+    /// The answer streamed to the end.
+    Completed(TurnMetrics),
+    /// The client left mid-answer.
+    ClientGone,
+    /// The turn failed with this error code.
+    Failed(&'static str),
+}
+
+/// Connection id -> session id. Connection records never change after `$connect`, so a warm container can
+/// skip the store lookup on every turn after a connection's first.
+#[derive(Debug, Default)]
+struct SessionCache(Mutex<HashMap<ConnectionId, (SessionId, UserId)>>);
+
+impl SessionCache {
+    const CAP: usize = 10_000;
+
+    fn get(&self, id: &ConnectionId) -> Option<(SessionId, UserId)> {
+        self.0.lock().ok()?.get(id).cloned()
+    }
+
+    fn put(&self, id: ConnectionId, v: (SessionId, UserId)) {
+        if let Ok(mut m) = self.0.lock() {
+            if m.len() >= Self::CAP {
+                m.clear();
+            }
+            m.insert(id, v);
+        }
+    }
+
+    fn remove(&self, id: &ConnectionId) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(id);
+        }
+    }
+}
+
+/// The turn engine: model client, store and clock, built once per container.
+pub struct Engine<M, St, C> {
+    pub model: M,
+    pub store: St,
+    pub clock: C,
+    pub cfg: TurnConfig,
+    sessions: SessionCache,
+}
+
+/// A model stream whose first events were read while deciding whether to retry.
+struct Primed<S> {
+    head: std::vec::IntoIter<ModelEvent>,
+    rest: S,
+}
+
+impl<S: ModelStream> ModelStream for Primed<S> {
+    async fn next(&mut self) -> Option<Result<ModelEvent, ModelError>> {
+        match self.head.next() {
+            Some(ev) => Some(Ok(ev)),
+            None => self.rest.next().await,
+        }
+    }
+}
+
+fn secs(d: Duration) -> u64 {
+    d.as_secs()
+}
+
+fn ms_since(from: Instant, to: Option<Instant>) -> f64 {
+    to.map_or(0.0, |t| t.saturating_duration_since(from).as_secs_f64() * 1000.0)
+}
+
+/// Posts an `error` event; a failure to deliver it is only logged (there is nobody else to tell).
+pub async fn send_error<S: ConnectionSink>(
+    sink: &S,
+    conn: &ConnectionId,
+    cfg: &RelayConfig,
+    message_id: Option<&str>,
+    code: &str,
+    message: &str,
+    retryable: bool,
+) {
+    let frame = ServerEvent::Error { message_id, code, message, retryable }.to_frame();
+    if let Err(e) = post_with_retry(sink, conn, Bytes::from(frame), cfg).await {
+        tracing::warn!(code, error = %chain(&e), "could not deliver error event");
+    }
+}
+
+impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
+    pub fn new(model: M, store: St, clock: C, cfg: TurnConfig) -> Self {
+        Self { model, store, clock, cfg, sessions: SessionCache::default() }
+    }
+
+    /// `$connect`: stores the connection record. A valid `session_id` from the client resumes that session;
+    /// otherwise a new one starts.
+    pub async fn connect(
+        &self,
+        conn: ConnectionId,
+        session_id: Option<&str>,
+        user_id: Option<&str>,
+    ) -> Result<ConnectionRecord, StoreError> {
+        let session_id = match session_id.map(SessionId::parse) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "ignoring invalid session_id on connect; starting a new session");
+                SessionId::random()
+            }
+            None => SessionId::random(),
+        };
+        let user_id = user_id.and_then(|u| UserId::parse(u).ok()).unwrap_or_else(UserId::anonymous);
+        let now = self.clock.now_ms();
+        let rec = ConnectionRecord {
+            connection_id: conn,
+            session_id,
+            user_id,
+            connected_at_ms: now,
+            expires_at: now / 1000 + secs(self.cfg.connection_ttl),
+        };
+        self.store.put_connection(&rec).await?;
+        self.sessions.put(rec.connection_id.clone(), (rec.session_id.clone(), rec.user_id.clone()));
+        Ok(rec)
+    }
+
+    /// `$disconnect`: forgets the connection (its turns stay with the session).
+    pub async fn disconnect(&self, conn: &ConnectionId) -> Result<(), StoreError> {
+        self.sessions.remove(conn);
+        self.store.delete_connection(conn).await
+    }
+
+    /// The session of a connection. A connection without a record (expired TTL, lost write) gets a session
+    /// of its own, keyed by the connection id, rather than a failed turn.
+    async fn session_of(&self, conn: &ConnectionId) -> (SessionId, UserId) {
+        if let Some(v) = self.sessions.get(conn) {
+            return v;
+        }
+        let fallback = || {
+            let s = SessionId::parse(conn.as_str().replace(['=', '+'], "_")).unwrap_or_else(|_| SessionId::random());
+            (s, UserId::anonymous())
+        };
+        let v = match self.store.get_connection(conn).await {
+            Ok(Some(rec)) => (rec.session_id, rec.user_id),
+            Ok(None) => {
+                tracing::warn!(connection_id = %conn, "no connection record; using a connection-scoped session");
+                fallback()
+            }
+            Err(e) => {
+                tracing::error!(connection_id = %conn, error = %chain(&e), "connection lookup failed");
+                fallback()
+            }
+        };
+        self.sessions.put(conn.clone(), v.clone());
+        v
+    }
+
+    /// Opens the model stream and waits for its first text delta, retrying (on the fallback model, when one
+    /// is configured) while nothing has been sent. Returns the primed stream, the model that answers and
+    /// when its request was sent.
+    async fn open_stream(
+        &self,
+        msg: &ClientMessage,
+        history: &[TurnRecord],
+    ) -> Result<(Primed<M::Stream>, String, Instant), ModelError> {
+        let attempts = self.cfg.model_attempts.max(1);
+        let mut last_err = ModelError::Timeout(0);
+        for attempt in 1..=attempts {
+            let model_id = match (&self.cfg.fallback_model_id, attempt) {
+                (Some(fb), a) if a > 1 => fb.as_str(),
+                _ => self.cfg.model_id.as_str(),
+            };
+            let metadata = vec![("message_id".to_owned(), msg.message_id.to_string())];
+            let req = build_request(model_id, &self.cfg.prompt, msg, history, metadata);
+            let sent = Instant::now();
+            let first = async {
+                let mut stream = self.model.converse_stream(&req).await?;
+                let mut head = Vec::new();
+                loop {
+                    match stream.next().await {
+                        Some(Ok(ev @ ModelEvent::Text(_))) => {
+                            head.push(ev);
+                            return Ok((stream, head));
+                        }
+                        Some(Ok(ev)) => head.push(ev),
+                        Some(Err(e)) => return Err(e),
+                        None => return Ok((stream, head)),
+                    }
+                }
+            };
+            let timeout_ms = u64::try_from(self.cfg.first_token_timeout.as_millis()).unwrap_or(u64::MAX);
+            match tokio::time::timeout(self.cfg.first_token_timeout, first).await {
+                Ok(Ok((rest, head))) => {
+                    return Ok((Primed { head: head.into_iter(), rest }, model_id.to_owned(), sent));
+                }
+                Ok(Err(e)) if e.is_retryable() && attempt < attempts => {
+                    tracing::warn!(attempt, model_id, error = %chain(&e), "model attempt failed before first token; retrying");
+                    last_err = e;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) if attempt < attempts => {
+                    tracing::warn!(attempt, model_id, timeout_ms, "no first token in time; retrying");
+                    last_err = ModelError::Timeout(timeout_ms);
+                }
+                Err(_) => return Err(ModelError::Timeout(timeout_ms)),
+            }
+        }
+        Err(last_err)
+    }
+
+    /// `sendMessage` (and `$default`): runs one turn. Never fails: every outcome is reported to the client
+    /// as an event where possible, and returned for logging.
+    pub async fn send_message<S: ConnectionSink>(
+        &self,
+        sink: &S,
+        conn: &ConnectionId,
+        body: &str,
+        started: Instant,
+    ) -> TurnResult {
+        let rcfg = &self.cfg.relay;
+        let msg = match ClientMessage::parse(body) {
+            Ok(m) => m,
+            Err(r) => {
+                let code = r.error.code();
+                tracing::info!(code, error = %r.error, "rejected frame");
+                send_error(sink, conn, rcfg, r.message_id.as_deref(), code, &r.error.to_string(), false).await;
+                return TurnResult::Rejected(code);
+            }
+        };
+        let ts_ms = self.clock.now_ms();
+        let mid = msg.message_id.as_str();
+
+        // Beside the model call: who is this, and has this message been answered already?
+        let claim_fut = async {
+            let (session, _user) = self.session_of(conn).await;
+            let expires = ts_ms / 1000 + secs(self.cfg.claim_ttl);
+            let claim = self.store.claim_message(&msg.message_id, &session, expires).await;
+            (session, claim)
+        };
+        let ((session, claim), opened) = tokio::join!(claim_fut, self.open_stream(&msg, &[]));
+
+        let claimed = match claim {
+            Ok(Claim::Claimed) => true,
+            Ok(Claim::Duplicate) => {
+                drop(opened);
+                tracing::info!(message_id = mid, "duplicate message id; not answering twice");
+                let text = "this message_id has already been answered or is being answered";
+                send_error(sink, conn, rcfg, Some(mid), "duplicate_message", text, false).await;
+                return TurnResult::Duplicate;
+            }
+            Err(e) => {
+                // Answer anyway: a shopper waiting beats a perfect dedupe. Logged for the alarm.
+                tracing::error!(message_id = mid, error = %chain(&e), "message claim failed; answering without dedupe");
+                false
+            }
+        };
+
+        let (mut stream, model, sent) = match opened {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(message_id = mid, code = e.code(), error = %chain(&e), "model failed before first token");
+                if claimed {
+                    self.release(&msg.message_id).await;
+                }
+                let text = format!("{e}; nothing was answered, please send it again");
+                send_error(sink, conn, rcfg, Some(mid), e.code(), &text, e.is_retryable()).await;
+                return TurnResult::Failed(e.code());
+            }
+        };
+
+        let out = relay(&mut stream, sink, conn, &msg.message_id, rcfg).await;
+        drop(stream); // cancels generation if the relay stopped early
+
+        let metrics = TurnMetrics {
+            first_token_ms: ms_since(started, out.first_post_at),
+            model_first_token_ms: ms_since(sent, out.first_delta_at),
+            total_ms: ms_since(started, out.last_post_at),
+            input_tokens: out.input_tokens,
+            output_tokens: out.output_tokens,
+            frames: out.frames,
+            model,
+        };
+        self.finish(sink, conn, &msg, &session, ts_ms, claimed, out, metrics).await
+    }
+
+    async fn release(&self, id: &MessageId) {
+        if let Err(e) = self.store.release_claim(id).await {
+            tracing::error!(message_id = %id, error = %chain(&e), "could not release message claim");
+        }
+    }
+
+    /// After the stream: tell the client how it ended and store the turn, side by side.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish<S: ConnectionSink>(
+        &self,
+        sink: &S,
+        conn: &ConnectionId,
+        msg: &ClientMessage,
+        session: &SessionId,
+        ts_ms: u64,
+        claimed: bool,
+        out: RelayOutcome,
+        metrics: TurnMetrics,
+    ) -> TurnResult {
+        let rcfg = &self.cfg.relay;
+        let mid = msg.message_id.as_str();
+        let products = products_in(&out.text);
+        let status = match &out.end {
+            RelayEnd::Completed => TurnStatus::Complete,
+            RelayEnd::ClientGone => TurnStatus::ClientGone,
+            RelayEnd::ModelFailed(_) | RelayEnd::SinkFailed(_) => TurnStatus::Partial,
+        };
+        let record = TurnRecord {
+            session_id: session.clone(),
+            message_id: msg.message_id.clone(),
+            ts_ms,
+            user_text: msg.text.clone(),
+            assistant_text: out.text.clone(),
+            products: products.clone(),
+            status,
+            model: metrics.model.clone(),
+            input_tokens: out.input_tokens,
+            output_tokens: out.output_tokens,
+            expires_at: ts_ms / 1000 + secs(self.cfg.turn_ttl),
+        };
+        let store = async {
+            if !out.sent_anything() && status != TurnStatus::Complete {
+                // Nothing reached the client: let it retry the same message id.
+                if claimed {
+                    self.release(&msg.message_id).await;
+                }
+                return;
+            }
+            if let Err(e) = self.store.save_turn(&record).await {
+                tracing::error!(message_id = mid, error = %chain(&e), "could not store turn");
+            }
+        };
+        let notify = async {
+            match &out.end {
+                RelayEnd::Completed => {
+                    let ev = ServerEvent::Completed {
+                        message_id: mid,
+                        seq: out.frames,
+                        products: &products,
+                        metrics: &metrics,
+                    };
+                    match post_with_retry(sink, conn, Bytes::from(ev.to_frame()), rcfg).await {
+                        Ok(()) | Err(SinkError::Gone) => {}
+                        Err(e) => {
+                            tracing::warn!(message_id = mid, error = %chain(&e), "could not deliver completed event")
+                        }
+                    }
+                    TurnResult::Completed(metrics.clone())
+                }
+                RelayEnd::ClientGone => {
+                    tracing::info!(
+                        message_id = mid,
+                        frames = out.frames,
+                        "client left mid-answer; generation cancelled"
+                    );
+                    TurnResult::ClientGone
+                }
+                RelayEnd::ModelFailed(e) => {
+                    tracing::error!(message_id = mid, code = e.code(), error = %chain(e), "model stream failed mid-answer");
+                    let text = if out.sent_anything() {
+                        format!("{e}; the answer above is incomplete")
+                    } else {
+                        format!("{e}; nothing was answered, please send it again")
+                    };
+                    send_error(sink, conn, rcfg, Some(mid), e.code(), &text, e.is_retryable()).await;
+                    TurnResult::Failed(e.code())
+                }
+                RelayEnd::SinkFailed(e) => {
+                    tracing::error!(message_id = mid, error = %chain(e), "posting to the client failed");
+                    TurnResult::Failed("delivery_failed")
+                }
+            }
+        };
+        let ((), result) = tokio::join!(store, notify);
+        tracing::info!(
+            message_id = mid,
+            session_id = %session,
+            status = status.as_str(),
+            first_token_ms = metrics.first_token_ms,
+            model_first_token_ms = metrics.model_first_token_ms,
+            total_ms = metrics.total_ms,
+            input_tokens = metrics.input_tokens,
+            output_tokens = metrics.output_tokens,
+            frames = metrics.frames,
+            model = %metrics.model,
+            "turn finished"
+        );
+        result
+    }
+}

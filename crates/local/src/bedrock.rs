@@ -1,0 +1,485 @@
+//! A Bedrock emulator that the unmodified `aws-sdk-bedrockruntime` client talks to.
+//!
+//! It serves `POST /model/{modelId}/converse-stream` in the real `application/vnd.amazon.eventstream`
+//! framing (written with `aws-smithy-eventstream`, the SDK's own codec): `messageStart`,
+//! `contentBlockDelta`..., `contentBlockStop`, `messageStop`, `metadata`. Errors are real too: an HTTP 429
+//! with `x-amzn-ErrorType: ThrottlingException` before the stream, an `exception` message inside it.
+//!
+//! # Latency model
+//! For a request with `n` input tokens and an answer of `m` tokens:
+//! - first token after `overhead_ms + n * prefill_ms_per_token`, times a uniform factor in `1 ± jitter`;
+//! - then one token every `1000 / decode_tokens_per_sec` ms, on an absolute schedule (no drift).
+//!
+//! The defaults ([`LatencyModel::bedrock_like`]) put a ~450-token prompt's first token near 0.6 s and decode
+//! at 75 tokens/s, inside the published on-demand Claude ranges (0.6-0.95 s, 50-100 tokens/s). Tokens are
+//! estimated as one per 4 ASCII bytes plus one per non-ASCII character.
+//!
+//! # Answers
+//! Deterministic functions of the prompt: the products (ASINs) that appear in the context are recommended
+//! in order of appearance, in Japanese when the question is Japanese, padded to about `answer_tokens`.
+//!
+//! Every request is recorded ([`Stats`]) under its `requestMetadata.message_id`, so the bench can tell the
+//! model's own first-token time from ours.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_smithy_eventstream::frame::write_message_to;
+use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+
+/// The emulator's latency model; see the module docs.
+#[derive(Debug, Clone, Copy)]
+pub struct LatencyModel {
+    pub overhead_ms: f64,
+    pub prefill_ms_per_token: f64,
+    pub decode_tokens_per_sec: f64,
+    /// Relative spread of the first-token time, e.g. 0.15 for ±15%.
+    pub jitter: f64,
+}
+
+impl LatencyModel {
+    /// Close to published on-demand Claude medians (see module docs).
+    pub fn bedrock_like() -> Self {
+        Self { overhead_ms: 500.0, prefill_ms_per_token: 0.25, decode_tokens_per_sec: 75.0, jitter: 0.15 }
+    }
+
+    /// Fast, for tests: a few milliseconds to the first token, 2,000 tokens/s.
+    pub fn fast() -> Self {
+        Self { overhead_ms: 5.0, prefill_ms_per_token: 0.0, decode_tokens_per_sec: 2000.0, jitter: 0.0 }
+    }
+
+    fn first_token(&self, input_tokens: u32) -> Duration {
+        let base = self.overhead_ms + self.prefill_ms_per_token * f64::from(input_tokens);
+        let factor = 1.0 + self.jitter * (fastrand::f64() * 2.0 - 1.0);
+        Duration::from_secs_f64((base * factor).max(0.0) / 1000.0)
+    }
+
+    fn per_token(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.decode_tokens_per_sec.max(1.0))
+    }
+}
+
+/// Emulator settings.
+#[derive(Debug, Clone, Copy)]
+pub struct EmulatorConfig {
+    pub latency: LatencyModel,
+    /// Typical answer length in tokens (capped by the request's `maxTokens`).
+    pub answer_tokens: u32,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        Self { latency: LatencyModel::bedrock_like(), answer_tokens: 90 }
+    }
+}
+
+/// A failure to inject into the next request(s), for tests and failure drills.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// HTTP 429 `ThrottlingException` before the stream starts.
+    ThrottleBeforeStream,
+    /// HTTP 503 `ServiceUnavailableException` before the stream starts.
+    UnavailableBeforeStream,
+    /// An `exception` message of this type (e.g. `throttlingException`) after this many text deltas.
+    ExceptionAfter { deltas: u32, exception_type: &'static str },
+    /// Headers are sent, then nothing for this long.
+    StallBeforeFirstToken(Duration),
+}
+
+/// What the emulator saw of one request.
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    pub model_id: String,
+    pub received_at: Instant,
+    pub first_delta_at: Option<Instant>,
+    pub input_tokens: u32,
+    /// Text deltas written so far.
+    pub deltas_sent: u32,
+    /// Text deltas the full answer has.
+    pub deltas_planned: u32,
+    pub completed: bool,
+    /// The client went away before the end: generation stopped.
+    pub cancelled: bool,
+    pub fault: Option<Fault>,
+}
+
+impl RequestRecord {
+    /// Request received -> first text delta written, ms.
+    pub fn first_token_ms(&self) -> Option<f64> {
+        self.first_delta_at.map(|t| (t - self.received_at).as_secs_f64() * 1000.0)
+    }
+}
+
+/// Everything the emulator recorded, keyed by `requestMetadata.message_id` (or a counter when absent).
+#[derive(Debug, Default)]
+pub struct Stats {
+    requests: Mutex<HashMap<String, Vec<RequestRecord>>>,
+}
+
+impl Stats {
+    /// Every request made for a message id (more than one when the turn retried).
+    pub fn for_message(&self, message_id: &str) -> Vec<RequestRecord> {
+        self.requests.lock().map(|m| m.get(message_id).cloned().unwrap_or_default()).unwrap_or_default()
+    }
+
+    pub fn total_requests(&self) -> usize {
+        self.requests.lock().map(|m| m.values().map(Vec::len).sum()).unwrap_or(0)
+    }
+
+    fn update(&self, key: &str, idx: usize, f: impl FnOnce(&mut RequestRecord)) {
+        if let Ok(mut m) = self.requests.lock()
+            && let Some(r) = m.get_mut(key).and_then(|v| v.get_mut(idx))
+        {
+            f(r);
+        }
+    }
+
+    fn insert(&self, key: String, rec: RequestRecord) -> usize {
+        let Ok(mut m) = self.requests.lock() else { return 0 };
+        let v = m.entry(key).or_default();
+        v.push(rec);
+        v.len() - 1
+    }
+}
+
+struct Shared {
+    cfg: EmulatorConfig,
+    stats: Arc<Stats>,
+    faults: Mutex<VecDeque<Fault>>,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+/// A running emulator.
+#[derive(Clone)]
+pub struct BedrockEmulator {
+    pub addr: SocketAddr,
+    pub stats: Arc<Stats>,
+    shared: Arc<Shared>,
+}
+
+impl BedrockEmulator {
+    /// Binds `addr` (use port 0 for an ephemeral port) and serves until the runtime stops.
+    pub async fn start(addr: SocketAddr, cfg: EmulatorConfig) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let stats = Arc::new(Stats::default());
+        let shared = Arc::new(Shared {
+            cfg,
+            stats: stats.clone(),
+            faults: Mutex::new(VecDeque::new()),
+            counter: std::sync::atomic::AtomicU64::new(0),
+        });
+        let app =
+            Router::new().route("/model/{model_id}/converse-stream", post(converse_stream)).with_state(shared.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "bedrock emulator stopped");
+            }
+        });
+        Ok(Self { addr, stats, shared })
+    }
+
+    /// `http://addr`, for `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` or an SDK config's `endpoint_url`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Applies `fault` to the next request (queued in order).
+    pub fn inject(&self, fault: Fault) {
+        if let Ok(mut q) = self.shared.faults.lock() {
+            q.push_back(fault);
+        }
+    }
+}
+
+/// Token estimate: one per 4 ASCII bytes, one per non-ASCII character.
+pub fn estimate_tokens(text: &str) -> u32 {
+    let (ascii, other) =
+        text.chars().fold((0u32, 0u32), |(a, o), c| if c.is_ascii() { (a + 1, o) } else { (a, o + 1) });
+    ascii.div_ceil(4) + other
+}
+
+fn is_japanese(text: &str) -> bool {
+    text.chars().any(|c| matches!(c as u32, 0x3040..=0x30FF | 0x4E00..=0x9FFF))
+}
+
+/// Splits an answer into model-like tokens: a word with its leading space, long words in 4-byte pieces,
+/// Japanese two characters at a time.
+pub fn tokenize_answer(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for c in text.chars() {
+        let boundary = (c == ' ' || c == '\n') && !cur.trim().is_empty();
+        let full = if c.is_ascii() { cur.len() >= 6 && cur.is_ascii() } else { cur.chars().count() >= 2 };
+        if boundary || full || (!c.is_ascii() && cur.is_ascii() && !cur.trim().is_empty()) {
+            out.push(std::mem::take(&mut cur));
+        }
+        cur.push(c);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// The deterministic answer for a prompt (see module docs).
+pub fn answer_for(context: &str, question: &str, target_tokens: u32) -> String {
+    let products: Vec<&str> = {
+        let mut v: Vec<&str> = Vec::new();
+        for w in context.split(|c: char| !c.is_ascii_alphanumeric()) {
+            if mangaassist_core::prompt::is_asin(w) && !v.contains(&w) {
+                v.push(w);
+            }
+        }
+        v
+    };
+    let ja = is_japanese(question);
+    let mut out = String::new();
+    if ja {
+        out.push_str("ご質問ありがとうございます。");
+        if products.is_empty() {
+            out.push_str(
+                "該当する商品は見つかりませんでしたが、ジャンルや好きな作品を教えていただければお探しします。",
+            );
+        } else {
+            out.push_str("おすすめはこちらです:\n");
+            for (i, p) in products.iter().take(3).enumerate() {
+                out.push_str(&format!("{}. {p} は人気の高い作品で、第1巻から読み始めるのがおすすめです。\n", i + 1));
+            }
+        }
+    } else {
+        out.push_str("Thanks for asking! ");
+        if products.is_empty() {
+            out.push_str(
+                "I could not find a matching title, but tell me a genre or a series you like and I will look again.",
+            );
+        } else {
+            out.push_str("Here are my picks:\n");
+            for (i, p) in products.iter().take(3).enumerate() {
+                out.push_str(&format!(
+                    "{}. {p} is a popular series with strong reviews; volume 1 is the best place to start.\n",
+                    i + 1
+                ));
+            }
+        }
+    }
+    let filler_ja = "新刊の予約や在庫状況もお気軽にお尋ねください。";
+    let filler_en = " You can also ask me about new volumes, stock or delivery times.";
+    let mut n = 0;
+    while estimate_tokens(&out) < target_tokens && n < 20 {
+        out.push_str(if ja { filler_ja } else { filler_en });
+        n += 1;
+    }
+    out
+}
+
+fn text_of(content: &Value) -> String {
+    content
+        .as_array()
+        .map(|blocks| {
+            blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
+        })
+        .unwrap_or_default()
+}
+
+fn frame(headers: Vec<Header>, payload: Vec<u8>) -> Bytes {
+    let msg = Message::new_from_parts(headers, payload);
+    let mut buf = Vec::with_capacity(128);
+    if let Err(e) = write_message_to(&msg, &mut buf) {
+        tracing::error!(error = %e, "event-stream encoding failed");
+    }
+    Bytes::from(buf)
+}
+
+fn hs(name: &'static str, value: &'static str) -> Header {
+    Header::new(name, HeaderValue::String(value.into()))
+}
+
+fn event(event_type: &'static str, payload: &Value) -> Bytes {
+    let headers =
+        vec![hs(":message-type", "event"), hs(":event-type", event_type), hs(":content-type", "application/json")];
+    frame(headers, serde_json::to_vec(payload).unwrap_or_default())
+}
+
+fn exception(exception_type: &'static str, message: &str) -> Bytes {
+    let headers = vec![
+        hs(":message-type", "exception"),
+        hs(":exception-type", exception_type),
+        hs(":content-type", "application/json"),
+    ];
+    frame(headers, serde_json::to_vec(&json!({ "message": message })).unwrap_or_default())
+}
+
+fn error_response(status: StatusCode, error_type: &str, message: &str) -> Response {
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = error_type.parse() {
+        headers.insert("x-amzn-errortype", v);
+    }
+    (status, headers, axum::Json(json!({ "message": message }))).into_response()
+}
+
+async fn converse_stream(State(shared): State<Arc<Shared>>, Path(model_id): Path<String>, body: Bytes) -> Response {
+    let received_at = Instant::now();
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return error_response(StatusCode::BAD_REQUEST, "ValidationException", "malformed request body");
+    };
+    let system = req.get("system").map(text_of).unwrap_or_default();
+    let messages = req.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
+    let Some(last) = messages.last() else {
+        return error_response(StatusCode::BAD_REQUEST, "ValidationException", "messages must not be empty");
+    };
+    let question = last.get("content").map(text_of).unwrap_or_default();
+    let mut context = system.clone();
+    for m in &messages {
+        context.push('\n');
+        context.push_str(&m.get("content").map(text_of).unwrap_or_default());
+    }
+    let max_tokens = req.pointer("/inferenceConfig/maxTokens").and_then(Value::as_u64).unwrap_or(512);
+    let key = req
+        .pointer("/requestMetadata/message_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("req-{}", shared.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+
+    let input_tokens = estimate_tokens(&context);
+    let target = shared.cfg.answer_tokens.min(u32::try_from(max_tokens).unwrap_or(u32::MAX));
+    let mut tokens = tokenize_answer(&answer_for(&context, &question, target));
+    let stop_reason = if tokens.len() > max_tokens as usize {
+        tokens.truncate(max_tokens as usize);
+        "max_tokens"
+    } else {
+        "end_turn"
+    };
+    let fault = shared.faults.lock().ok().and_then(|mut q| q.pop_front());
+    let idx = shared.stats.insert(
+        key.clone(),
+        RequestRecord {
+            model_id,
+            received_at,
+            first_delta_at: None,
+            input_tokens,
+            deltas_sent: 0,
+            deltas_planned: u32::try_from(tokens.len()).unwrap_or(u32::MAX),
+            completed: false,
+            cancelled: false,
+            fault: fault.clone(),
+        },
+    );
+    match fault {
+        Some(Fault::ThrottleBeforeStream) => {
+            return error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "ThrottlingException",
+                "Too many requests, please wait before trying again.",
+            );
+        }
+        Some(Fault::UnavailableBeforeStream) => {
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailableException",
+                "Service unavailable.",
+            );
+        }
+        _ => {}
+    }
+
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let lat = shared.cfg.latency;
+    let stats = shared.stats.clone();
+    tokio::spawn(async move {
+        let send = |b: Bytes| {
+            let tx = tx.clone();
+            async move { tx.send(Ok(b)).await.is_ok() }
+        };
+        let cancelled = |stats: &Stats| stats.update(&key, idx, |r| r.cancelled = true);
+        if !send(event("messageStart", &json!({ "role": "assistant" }))).await {
+            return cancelled(&stats);
+        }
+        let mut at = received_at + lat.first_token(input_tokens);
+        if let Some(Fault::StallBeforeFirstToken(d)) = &fault {
+            at += *d;
+        }
+        let per = lat.per_token();
+        for (i, tok) in tokens.iter().enumerate() {
+            if let Some(Fault::ExceptionAfter { deltas, exception_type }) = &fault
+                && i == *deltas as usize
+            {
+                let _ = send(exception(exception_type, "injected failure")).await;
+                return;
+            }
+            sleep_until(at).await;
+            if !send(event("contentBlockDelta", &json!({ "contentBlockIndex": 0, "delta": { "text": tok } }))).await {
+                return cancelled(&stats);
+            }
+            stats.update(&key, idx, |r| {
+                r.first_delta_at.get_or_insert_with(Instant::now);
+                r.deltas_sent += 1;
+            });
+            at += per;
+        }
+        let output_tokens = tokens.len();
+        let latency_ms = received_at.elapsed().as_millis();
+        let tail = [
+            event("contentBlockStop", &json!({ "contentBlockIndex": 0 })),
+            event("messageStop", &json!({ "stopReason": stop_reason })),
+            event(
+                "metadata",
+                &json!({
+                    "usage": { "inputTokens": input_tokens, "outputTokens": output_tokens, "totalTokens": input_tokens as usize + output_tokens },
+                    "metrics": { "latencyMs": latency_ms }
+                }),
+            ),
+        ];
+        for b in tail {
+            if !send(b).await {
+                return cancelled(&stats);
+            }
+        }
+        stats.update(&key, idx, |r| r.completed = true);
+    });
+
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/vnd.amazon.eventstream")
+        .header("x-amzn-requestid", uuid::Uuid::new_v4().to_string())
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_mention_context_products_in_order() {
+        let a = answer_for("see B0AAAAAAA1 and B0BBBBBBB2", "any horror?", 10);
+        let first = a.find("B0AAAAAAA1").unwrap();
+        let second = a.find("B0BBBBBBB2").unwrap();
+        assert!(first < second);
+    }
+
+    #[test]
+    fn japanese_questions_get_japanese_answers() {
+        assert!(answer_for("B0AAAAAAA1", "おすすめは?", 10).contains("おすすめ"));
+    }
+
+    #[test]
+    fn tokens_concatenate_back_to_the_answer() {
+        let a = answer_for("B0AAAAAAA1", "おすすめは? and more", 120);
+        assert_eq!(tokenize_answer(&a).concat(), a);
+        assert!(tokenize_answer(&a).len() > 20);
+    }
+}

@@ -1,0 +1,385 @@
+//! The end-to-end benchmark: scripted conversations over real WebSocket connections, against the local
+//! system (started in-process) or a deployed stage (`--url`).
+//!
+//! Per turn it measures, on the client: first-token latency (send -> first `delta`) and total latency
+//! (send -> `completed`); and it takes the model's own first-token time from the Bedrock emulator's
+//! record of that very request (joined on `requestMetadata.message_id`), or from the `completed` metrics
+//! when the system is remote. `overhead = ttft - model_ttft` per turn is our share: gateway, handler,
+//! SDK, relay, and the WebSocket hop.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::bedrock::{BedrockEmulator, LatencyModel};
+use crate::client::ChatClient;
+use crate::memory::MemoryStore;
+use crate::system::{SystemOptions, start};
+use mangaassist_core::relay::RelayMode;
+
+/// One scripted conversation: `{"messages":[{"text":"...","page_context":{...}}]}`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Conversation {
+    pub messages: Vec<ScriptedMessage>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ScriptedMessage {
+    pub text: String,
+    #[serde(default)]
+    pub page_context: Option<Value>,
+}
+
+/// The built-in conversations: English and Japanese, product questions, recommendations and follow-ups.
+pub fn builtin_conversations() -> Vec<Conversation> {
+    let c = |msgs: &[(&str, Value)]| Conversation {
+        messages: msgs
+            .iter()
+            .map(|(t, pc)| ScriptedMessage { text: (*t).to_owned(), page_context: (!pc.is_null()).then(|| pc.clone()) })
+            .collect(),
+    };
+    vec![
+        c(&[
+            (
+                "Show me some horror manga",
+                json!({"store_section":"horror","browsing_history":["B0UZUMAKI1","B0CHAINSAW"]}),
+            ),
+            ("Tell me more about the first one", json!({"current_asin":"B0UZUMAKI1"})),
+            ("Is volume 1 in stock?", json!({"current_asin":"B0UZUMAKI1"})),
+        ]),
+        c(&[
+            (
+                "おすすめのファンタジー漫画はありますか?",
+                json!({"store_section":"fantasy","browsing_history":["B0FRIEREN1","B0BERSERK1"]}),
+            ),
+            ("2つ目について詳しく教えて", json!({"current_asin":"B0BERSERK1"})),
+            ("全巻セットはありますか?", Value::Null),
+        ]),
+        c(&[
+            ("Where is my order 112-1234567-1234567?", Value::Null),
+            ("Can I return a damaged volume?", json!({"current_asin":"B0ONEPIECE"})),
+        ]),
+        c(&[
+            (
+                "Something like Vagabond, but shorter?",
+                json!({"current_asin":"B0VAGABOND","browsing_history":["B0VAGABOND","B0MONSTER1"]}),
+            ),
+            ("Which one has the best reviews?", json!({"browsing_history":["B0MONSTER1","B0AKIRA001"]})),
+            ("Add the first one to my cart", json!({"cart_asins":["B0SPYFAMLY"]})),
+        ]),
+        c(&[
+            ("今月のセールは?", json!({"store_section":"promotions"})),
+            ("SPY×FAMILYの最新刊はいつ発売?", json!({"current_asin":"B0SPYFAMLY"})),
+        ]),
+    ]
+}
+
+/// Reads conversations from a JSONL file.
+pub fn read_script(path: &PathBuf) -> anyhow::Result<Vec<Conversation>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("Failed to read {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let c: Conversation =
+            serde_json::from_str(line).with_context(|| format!("{}:{}: not a conversation", path.display(), i + 1))?;
+        anyhow::ensure!(!c.messages.is_empty(), "{}:{}: a conversation needs messages", path.display(), i + 1);
+        out.push(c);
+    }
+    anyhow::ensure!(!out.is_empty(), "{} holds no conversations", path.display());
+    Ok(out)
+}
+
+/// p50/p95/p99 in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct Pcts {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
+/// Exact percentiles (nearest rank) of a sample.
+pub fn pcts(samples: &[f64]) -> Pcts {
+    if samples.is_empty() {
+        return Pcts::default();
+    }
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| {
+        let rank = (p * v.len() as f64).ceil() as usize;
+        v[rank.clamp(1, v.len()) - 1]
+    };
+    Pcts { p50: q(0.50), p95: q(0.95), p99: q(0.99) }
+}
+
+/// Results of one run (one system configuration at one concurrency).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub relay: String,
+    pub concurrency: usize,
+    pub conversations: usize,
+    pub turns: u64,
+    pub errors: u64,
+    pub ttft_ms: Pcts,
+    pub model_ttft_ms: Pcts,
+    pub overhead_ms: Pcts,
+    pub total_ms: Pcts,
+    pub frames_per_turn: f64,
+    pub output_tokens_per_turn: f64,
+    pub wall_s: f64,
+}
+
+#[derive(Default)]
+struct Acc {
+    ttft: Vec<f64>,
+    model: Vec<f64>,
+    overhead: Vec<f64>,
+    total: Vec<f64>,
+    turns: u64,
+    errors: u64,
+    frames: u64,
+    out_tokens: u64,
+    first_errors: Vec<String>,
+}
+
+struct TurnSample {
+    ttft_ms: f64,
+    total_ms: f64,
+    completed: Value,
+    message_id: String,
+}
+
+async fn run_turn(client: &mut ChatClient, msg: &ScriptedMessage) -> anyhow::Result<TurnSample> {
+    let t0 = Instant::now();
+    let id = client.send_message(&msg.text, msg.page_context.as_ref()).await?;
+    let mut first = None;
+    loop {
+        let ev = client.next_event(Duration::from_secs(30)).await?;
+        if ev.get("message_id").and_then(Value::as_str) != Some(id.as_str()) {
+            continue;
+        }
+        match ev.get("type").and_then(Value::as_str) {
+            Some("delta") => {
+                first.get_or_insert_with(|| t0.elapsed());
+            }
+            Some("completed") => {
+                let total = t0.elapsed();
+                let first = first.context("completed without any delta")?;
+                return Ok(TurnSample {
+                    ttft_ms: first.as_secs_f64() * 1000.0,
+                    total_ms: total.as_secs_f64() * 1000.0,
+                    completed: ev,
+                    message_id: id,
+                });
+            }
+            Some("error") => anyhow::bail!("error event: {ev}"),
+            _ => {}
+        }
+    }
+}
+
+/// Drives `conversations` conversations (cycling through `script`) at `concurrency` against `url`.
+pub async fn run(
+    url: &str,
+    script: &[Conversation],
+    conversations: usize,
+    concurrency: usize,
+    emulator: Option<&BedrockEmulator>,
+    relay: &str,
+) -> RunReport {
+    let next = Arc::new(AtomicUsize::new(0));
+    let acc = Arc::new(Mutex::new(Acc::default()));
+    let script = Arc::new(script.to_vec());
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (next, acc, script, url) = (next.clone(), acc.clone(), script.clone(), url.to_owned());
+        let emu = emulator.cloned();
+        workers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= conversations {
+                    return;
+                }
+                let conv = &script[i % script.len()];
+                let mut client = match ChatClient::connect(&url).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let mut a = acc.lock().await;
+                        a.errors += conv.messages.len() as u64;
+                        if a.first_errors.len() < 3 {
+                            a.first_errors.push(format!("{e:#}"));
+                        }
+                        continue;
+                    }
+                };
+                for msg in &conv.messages {
+                    let res = run_turn(&mut client, msg).await;
+                    let mut a = acc.lock().await;
+                    match res {
+                        Ok(s) => {
+                            let m = &s.completed["metrics"];
+                            let model = emu
+                                .as_ref()
+                                .and_then(|e| {
+                                    e.stats.for_message(&s.message_id).last().and_then(|r| r.first_token_ms())
+                                })
+                                .or_else(|| m["model_first_token_ms"].as_f64())
+                                .unwrap_or(0.0);
+                            a.turns += 1;
+                            a.frames += m["frames"].as_u64().unwrap_or(0);
+                            a.out_tokens += m["output_tokens"].as_u64().unwrap_or(0);
+                            a.ttft.push(s.ttft_ms);
+                            a.total.push(s.total_ms);
+                            a.model.push(model);
+                            a.overhead.push(s.ttft_ms - model);
+                        }
+                        Err(e) => {
+                            a.errors += 1;
+                            if a.first_errors.len() < 3 {
+                                a.first_errors.push(format!("{e:#}"));
+                            }
+                        }
+                    }
+                }
+                client.close().await;
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    let a = acc.lock().await;
+    for e in &a.first_errors {
+        eprintln!("  error: {e}");
+    }
+    let per_turn = |x: u64| if a.turns == 0 { 0.0 } else { x as f64 / a.turns as f64 };
+    RunReport {
+        relay: relay.to_owned(),
+        concurrency,
+        conversations,
+        turns: a.turns,
+        errors: a.errors,
+        ttft_ms: pcts(&a.ttft),
+        model_ttft_ms: pcts(&a.model),
+        overhead_ms: pcts(&a.overhead),
+        total_ms: pcts(&a.total),
+        frames_per_turn: per_turn(a.frames),
+        output_tokens_per_turn: per_turn(a.out_tokens),
+        wall_s: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// What `mangaassist bench` was asked to do.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub url: Option<String>,
+    pub script: Option<PathBuf>,
+    pub conversations: Option<usize>,
+    pub concurrency: Vec<usize>,
+    pub relay: Vec<RelayMode>,
+    pub quick: bool,
+    pub post_latency: Duration,
+    pub json: Option<PathBuf>,
+}
+
+fn relay_name(m: RelayMode) -> &'static str {
+    match m {
+        RelayMode::Coalesce => "coalesce",
+        RelayMode::PerToken => "per_token",
+    }
+}
+
+fn print_table(runs: &[RunReport]) {
+    println!(
+        "| relay | conc | turns | err | ttft p50/p95/p99 ms | model ttft p50/p95/p99 ms | overhead p50/p95/p99 ms | total p50/p95/p99 ms | frames/turn | out tok/turn |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let f = |p: &Pcts| format!("{:.1} / {:.1} / {:.1}", p.p50, p.p95, p.p99);
+    let g = |p: &Pcts| format!("{:.2} / {:.2} / {:.2}", p.p50, p.p95, p.p99);
+    for r in runs {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} |",
+            r.relay,
+            r.concurrency,
+            r.turns,
+            r.errors,
+            f(&r.ttft_ms),
+            f(&r.model_ttft_ms),
+            g(&r.overhead_ms),
+            f(&r.total_ms),
+            r.frames_per_turn,
+            r.output_tokens_per_turn
+        );
+    }
+}
+
+/// Runs the bench and prints (and optionally writes) the report.
+pub async fn main(opts: BenchOptions) -> anyhow::Result<()> {
+    let script = match &opts.script {
+        Some(p) => read_script(p)?,
+        None => builtin_conversations(),
+    };
+    let mut runs = Vec::new();
+    for &conc in &opts.concurrency {
+        let conversations = opts.conversations.unwrap_or(match (opts.quick, conc) {
+            (true, 1) => 3,
+            (true, c) => c,
+            (false, 1) => 10,
+            (false, c) => c * 4,
+        });
+        if let Some(url) = &opts.url {
+            eprintln!("bench: {conversations} conversations at concurrency {conc} against {url}");
+            runs.push(run(url, &script, conversations, conc, None, "remote").await);
+            continue;
+        }
+        for &mode in &opts.relay {
+            let mut sys = SystemOptions::default();
+            sys.emulator.latency = LatencyModel::bedrock_like();
+            sys.turn.relay.mode = mode;
+            sys.gateway.post_delay = opts.post_latency;
+            let system = start(MemoryStore::default(), sys).await?;
+            eprintln!("bench: {conversations} conversations at concurrency {conc}, relay {}", relay_name(mode));
+            runs.push(
+                run(&system.ws_url(), &script, conversations, conc, Some(&system.emulator), relay_name(mode)).await,
+            );
+        }
+    }
+    print_table(&runs);
+    if let Some(path) = &opts.json {
+        let mut doc: BTreeMap<&str, Value> = BTreeMap::new();
+        if let Some(first) = runs.first() {
+            let v = serde_json::to_value(first)?;
+            for k in ["ttft_ms", "model_ttft_ms", "overhead_ms", "total_ms", "turns", "errors", "frames_per_turn"] {
+                doc.insert(k, v[k].clone());
+            }
+        }
+        doc.insert("runs", serde_json::to_value(&runs)?);
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("Failed to write {}", path.display()))?;
+        eprintln!("bench: wrote {}", path.display());
+    }
+    let errors: u64 = runs.iter().map(|r| r.errors).sum();
+    anyhow::ensure!(errors == 0, "{errors} turns failed");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        let p = pcts(&v);
+        assert_eq!((p.p50, p.p95, p.p99), (50.0, 95.0, 99.0));
+        assert_eq!(pcts(&[]).p99, 0.0);
+    }
+}

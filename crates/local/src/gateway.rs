@@ -1,0 +1,404 @@
+//! An API Gateway WebSocket emulator.
+//!
+//! - Clients connect with WebSocket at `ws://addr/` (or `ws://addr/{stage}`); query parameters reach
+//!   `$connect` as `queryStringParameters`, and a non-2xx `$connect` answer refuses the handshake (403), as
+//!   on AWS.
+//! - Each text frame is routed by the route selection expression `$request.body.action`: a JSON body
+//!   whose `action` names a configured route goes to that route, anything else to `$default`. Each frame is
+//!   its own invocation, run concurrently, with the same event JSON API Gateway sends
+//!   (`requestContext.routeKey`, `eventType`, `connectionId`, `domainName`, `stage`, `messageId`, ...).
+//! - The management API `POST|GET|DELETE /{stage}/@connections/{id}` is what
+//!   `aws-sdk-apigatewaymanagement` calls; unknown ids get `410` with `x-amzn-ErrorType: GoneException`.
+//!   A POST returns once the frame has been written to the client's socket.
+//! - A closed socket removes the connection and invokes `$disconnect`.
+//!
+//! Real API Gateway limits a message to 128 KB (32 KB frames); here the inbound limit is configurable and
+//! generous by default so that the chat function's own validation can be exercised.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use base64::Engine as _;
+use futures_util::future::BoxFuture;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Map, Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+/// Invokes the route's Lambda with an event and returns its response JSON.
+pub type Invoke = Arc<dyn Fn(Value) -> BoxFuture<'static, Result<Value, String>> + Send + Sync>;
+
+/// Emulator settings.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub stage: String,
+    /// Route keys besides `$connect`, `$disconnect`, `$default`.
+    pub routes: Vec<String>,
+    /// Largest inbound message accepted.
+    pub max_message_bytes: usize,
+    /// Added to every `@connections` POST before it answers: models the management API's round trip from
+    /// a Lambda on AWS (tens of ms), which is what coalescing hides. Zero by default.
+    pub post_delay: std::time::Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            stage: "local".to_owned(),
+            routes: vec!["sendMessage".to_owned()],
+            max_message_bytes: 256 * 1024,
+            post_delay: std::time::Duration::ZERO,
+        }
+    }
+}
+
+enum Outbound {
+    Frame(Message, oneshot::Sender<()>),
+    Close,
+}
+
+struct Conn {
+    tx: mpsc::Sender<Outbound>,
+    connected_at_ms: u64,
+    last_active_ms: Arc<AtomicU64>,
+    source_ip: String,
+    user_agent: String,
+}
+
+struct Shared {
+    cfg: GatewayConfig,
+    invoke: Invoke,
+    conns: Mutex<HashMap<String, Conn>>,
+    addr: SocketAddr,
+    posts: AtomicU64,
+}
+
+/// A running gateway emulator.
+#[derive(Clone)]
+pub struct Gateway {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
+}
+
+fn iso(ms: u64) -> String {
+    let secs = i64::try_from(ms / 1000).unwrap_or(0);
+    aws_smithy_types::DateTime::from_secs(secs).fmt(aws_smithy_types::date_time::Format::DateTime).unwrap_or_default()
+}
+
+/// An id shaped like API Gateway's (`L0SM9cOFvHcCIhw=`).
+fn new_connection_id() -> String {
+    let mut s: String = (0..15).map(|_| fastrand::alphanumeric()).collect();
+    s.push('=');
+    s
+}
+
+impl Gateway {
+    /// Serves on `listener` (bound beforehand, so its address can be configured into the function that
+    /// `invoke` calls) until the runtime stops.
+    pub fn start(listener: tokio::net::TcpListener, cfg: GatewayConfig, invoke: Invoke) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let shared =
+            Arc::new(Shared { cfg, invoke, conns: Mutex::new(HashMap::new()), addr, posts: AtomicU64::new(0) });
+        let app = Router::new()
+            .route("/", get(upgrade))
+            .route("/{stage}", get(upgrade_stage))
+            .route("/{stage}/@connections/{id}", any(manage))
+            .with_state(shared.clone());
+        tokio::spawn(async move {
+            let svc = app.into_make_service_with_connect_info::<SocketAddr>();
+            if let Err(e) = axum::serve(listener, svc).await {
+                tracing::error!(error = %e, "gateway emulator stopped");
+            }
+        });
+        Ok(Self { addr, shared })
+    }
+
+    /// The WebSocket URL clients connect to.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/{}", self.addr, self.shared.cfg.stage)
+    }
+
+    /// The management endpoint for `aws-sdk-apigatewaymanagement` (`APIGW_MANAGEMENT_ENDPOINT`).
+    pub fn management_endpoint(&self) -> String {
+        format!("http://{}/{}", self.addr, self.shared.cfg.stage)
+    }
+
+    /// Open connections.
+    pub fn connection_count(&self) -> usize {
+        self.shared.conns.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// `@connections` POSTs served so far.
+    pub fn posts(&self) -> u64 {
+        self.shared.posts.load(Ordering::Relaxed)
+    }
+}
+
+fn header_maps(headers: &HeaderMap) -> (Map<String, Value>, Map<String, Value>) {
+    let mut single = Map::new();
+    let mut multi: Map<String, Value> = Map::new();
+    for (k, v) in headers {
+        let v = v.to_str().unwrap_or_default().to_owned();
+        single.insert(k.as_str().to_owned(), Value::String(v.clone()));
+        if let Some(Value::Array(a)) = multi.get_mut(k.as_str()) {
+            a.push(Value::String(v));
+        } else {
+            multi.insert(k.as_str().to_owned(), json!([v]));
+        }
+    }
+    (single, multi)
+}
+
+fn request_context(
+    s: &Shared,
+    route_key: &str,
+    event_type: &str,
+    conn_id: &str,
+    connected_at: u64,
+    source_ip: &str,
+    user_agent: &str,
+) -> Map<String, Value> {
+    let now = now_ms();
+    let mut rc = Map::new();
+    rc.insert("routeKey".into(), json!(route_key));
+    rc.insert("eventType".into(), json!(event_type));
+    rc.insert("extendedRequestId".into(), json!(uuid::Uuid::new_v4().to_string()));
+    rc.insert("requestTime".into(), json!(iso(now)));
+    rc.insert("messageDirection".into(), json!("IN"));
+    rc.insert("stage".into(), json!(s.cfg.stage));
+    rc.insert("connectedAt".into(), json!(connected_at));
+    rc.insert("requestTimeEpoch".into(), json!(now));
+    rc.insert("identity".into(), json!({ "sourceIp": source_ip, "userAgent": user_agent }));
+    rc.insert("requestId".into(), json!(uuid::Uuid::new_v4().to_string()));
+    rc.insert("domainName".into(), json!(s.addr.to_string()));
+    rc.insert("connectionId".into(), json!(conn_id));
+    rc.insert("apiId".into(), json!("local"));
+    rc
+}
+
+fn accepted(resp: &Result<Value, String>) -> bool {
+    match resp {
+        Ok(v) => v.get("statusCode").and_then(Value::as_u64).is_none_or(|c| (200..300).contains(&c)),
+        Err(_) => false,
+    }
+}
+
+async fn upgrade_stage(
+    ws: WebSocketUpgrade,
+    State(s): State<Arc<Shared>>,
+    Path(_stage): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    upgrade(ws, State(s), ConnectInfo(peer), Query(q), headers).await
+}
+
+async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(s): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let conn_id = new_connection_id();
+    let connected_at = now_ms();
+    let source_ip = peer.ip().to_string();
+    let user_agent = headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let (h, mh) = header_maps(&headers);
+    let multi_q: Map<String, Value> = q.iter().map(|(k, v)| (k.clone(), json!([v]))).collect();
+    let mut ev = Map::new();
+    ev.insert("headers".into(), Value::Object(h));
+    ev.insert("multiValueHeaders".into(), Value::Object(mh));
+    ev.insert("queryStringParameters".into(), if q.is_empty() { Value::Null } else { json!(q) });
+    ev.insert(
+        "multiValueQueryStringParameters".into(),
+        if q.is_empty() { Value::Null } else { Value::Object(multi_q) },
+    );
+    ev.insert(
+        "requestContext".into(),
+        Value::Object(request_context(&s, "$connect", "CONNECT", &conn_id, connected_at, &source_ip, &user_agent)),
+    );
+    ev.insert("isBase64Encoded".into(), json!(false));
+    let resp = (s.invoke)(Value::Object(ev)).await;
+    if !accepted(&resp) {
+        tracing::warn!(connection_id = conn_id, response = ?resp, "$connect refused the connection");
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    ws.max_message_size(s.cfg.max_message_bytes)
+        .on_upgrade(move |socket| run_connection(s, socket, conn_id, connected_at, source_ip, user_agent))
+}
+
+fn route_for(s: &Shared, body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("action").and_then(Value::as_str).map(str::to_owned))
+        .filter(|a| s.cfg.routes.iter().any(|r| r == a))
+        .unwrap_or_else(|| "$default".to_owned())
+}
+
+async fn run_connection(
+    s: Arc<Shared>,
+    socket: WebSocket,
+    conn_id: String,
+    connected_at: u64,
+    source_ip: String,
+    user_agent: String,
+) {
+    let (mut ws_tx, mut ws_rx) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Outbound>(64);
+    let last_active = Arc::new(AtomicU64::new(connected_at));
+    if let Ok(mut m) = s.conns.lock() {
+        m.insert(
+            conn_id.clone(),
+            Conn {
+                tx,
+                connected_at_ms: connected_at,
+                last_active_ms: last_active.clone(),
+                source_ip: source_ip.clone(),
+                user_agent: user_agent.clone(),
+            },
+        );
+    }
+    let writer = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            match out {
+                Outbound::Frame(msg, ack) => {
+                    if ws_tx.send(msg).await.is_err() {
+                        break;
+                    }
+                    let _ = ack.send(());
+                }
+                Outbound::Close => {
+                    let _ = ws_tx.send(Message::Close(Some(CloseFrame { code: 1000, reason: "".into() }))).await;
+                    break;
+                }
+            }
+        }
+    });
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut close_code = 1006u16;
+    while let Some(msg) = ws_rx.next().await {
+        let (body, b64) = match msg {
+            Ok(Message::Text(t)) => (t.to_string(), false),
+            Ok(Message::Binary(b)) => (base64::engine::general_purpose::STANDARD.encode(&b), true),
+            Ok(Message::Close(f)) => {
+                close_code = f.map_or(1005, |f| f.code);
+                break;
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!(connection_id = conn_id, error = %e, "websocket read failed");
+                break;
+            }
+        };
+        last_active.store(now_ms(), Ordering::Relaxed);
+        let route = if b64 { "$default".to_owned() } else { route_for(&s, &body) };
+        let mut rc = request_context(&s, &route, "MESSAGE", &conn_id, connected_at, &source_ip, &user_agent);
+        rc.insert("messageId".into(), json!(uuid::Uuid::new_v4().to_string()));
+        let ev = json!({ "requestContext": rc, "body": body, "isBase64Encoded": b64 });
+        let invoke = s.invoke.clone();
+        tasks.spawn(async move {
+            if let Err(e) = invoke(ev).await {
+                tracing::error!(error = %e, "route invocation failed");
+            }
+        });
+        // Reap finished invocations so the set does not grow with the connection's life.
+        while tasks.try_join_next().is_some() {}
+    }
+
+    if let Ok(mut m) = s.conns.lock() {
+        m.remove(&conn_id);
+    }
+    writer.abort();
+    let mut rc = request_context(&s, "$disconnect", "DISCONNECT", &conn_id, connected_at, &source_ip, &user_agent);
+    rc.insert("disconnectStatusCode".into(), json!(close_code));
+    rc.insert(
+        "disconnectReason".into(),
+        json!(if close_code == 1000 || close_code == 1001 {
+            "Client-side close frame status code"
+        } else {
+            "Connection closed"
+        }),
+    );
+    let _ = (s.invoke)(json!({ "requestContext": rc, "isBase64Encoded": false })).await;
+    // In-flight invocations finish on their own (as Lambda invocations would); their posts now get 410.
+    tasks.detach_all();
+}
+
+fn gone() -> Response {
+    let mut h = HeaderMap::new();
+    h.insert("x-amzn-errortype", axum::http::HeaderValue::from_static("GoneException"));
+    (StatusCode::GONE, h, axum::Json(json!({ "message": "The connection is gone" }))).into_response()
+}
+
+async fn manage(
+    State(s): State<Arc<Shared>>,
+    Path((stage, id)): Path<(String, String)>,
+    method: axum::http::Method,
+    body: Bytes,
+) -> Response {
+    if stage != s.cfg.stage {
+        return (StatusCode::NOT_FOUND, axum::Json(json!({ "message": "Not Found" }))).into_response();
+    }
+    let conn = s.conns.lock().ok().and_then(|m| {
+        m.get(&id).map(|c| {
+            (
+                c.tx.clone(),
+                c.connected_at_ms,
+                c.last_active_ms.load(Ordering::Relaxed),
+                c.source_ip.clone(),
+                c.user_agent.clone(),
+            )
+        })
+    });
+    let Some((tx, connected_at, last_active, ip, ua)) = conn else { return gone() };
+    match method.as_str() {
+        "POST" => {
+            if body.len() > 128 * 1024 {
+                let mut h = HeaderMap::new();
+                h.insert("x-amzn-errortype", axum::http::HeaderValue::from_static("PayloadTooLargeException"));
+                return (StatusCode::PAYLOAD_TOO_LARGE, h, axum::Json(json!({ "message": "Payload too large" })))
+                    .into_response();
+            }
+            s.posts.fetch_add(1, Ordering::Relaxed);
+            let msg = match std::str::from_utf8(&body) {
+                Ok(t) => Message::Text(t.into()),
+                Err(_) => Message::Binary(body),
+            };
+            if !s.cfg.post_delay.is_zero() {
+                tokio::time::sleep(s.cfg.post_delay).await;
+            }
+            let (ack_tx, ack_rx) = oneshot::channel();
+            if tx.send(Outbound::Frame(msg, ack_tx)).await.is_err() || ack_rx.await.is_err() {
+                return gone();
+            }
+            StatusCode::OK.into_response()
+        }
+        "GET" => axum::Json(json!({
+            "ConnectedAt": iso(connected_at),
+            "Identity": { "SourceIp": ip, "UserAgent": ua },
+            "LastActiveAt": iso(last_active),
+        }))
+        .into_response(),
+        "DELETE" => {
+            let _ = tx.send(Outbound::Close).await;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+    }
+}

@@ -1,0 +1,192 @@
+//! `mangaassist`: run the whole system locally (`serve`), talk to it (`chat`), measure it (`bench`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use mangaassist_core::relay::RelayMode;
+use mangaassist_local::bedrock::LatencyModel;
+use mangaassist_local::bench::{self, BenchOptions};
+use mangaassist_local::client::ChatClient;
+use mangaassist_local::memory::MemoryStore;
+use mangaassist_local::system::{SystemOptions, start};
+use serde_json::Value;
+use tokio::io::AsyncBufReadExt;
+
+#[derive(Parser)]
+#[command(name = "mangaassist", version, about = "MangaAssist latency engine: local system, chat client, benchmark")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Latency {
+    /// Published on-demand Claude figures (first token ~0.6 s, 75 tokens/s).
+    Bedrock,
+    /// Milliseconds: for demos and smoke tests.
+    Fast,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Relay {
+    Coalesce,
+    PerToken,
+    Both,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the whole system on embedded defaults (no AWS account) and print the WebSocket URL.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, value_enum, default_value = "bedrock")]
+        latency: Latency,
+        #[arg(long, value_enum, default_value = "coalesce")]
+        relay: Relay,
+    },
+    /// Chat from the terminal: each line you type is sent; tokens print as they stream.
+    Chat {
+        #[arg(long, default_value = "ws://127.0.0.1:8080/local")]
+        url: String,
+        /// Send this one message and exit, instead of reading lines from stdin.
+        #[arg(long, short)]
+        message: Option<String>,
+        /// Page context JSON sent with every message, e.g. '{"current_asin":"B0UZUMAKI1"}'.
+        #[arg(long)]
+        page_context: Option<String>,
+    },
+    /// Measure first-token latency, total latency and our overhead over real WebSocket connections.
+    Bench {
+        /// A running system (e.g. a deployed stage's wss:// URL); default: start one in-process.
+        #[arg(long)]
+        url: Option<String>,
+        /// Conversations per run (default: 10 at concurrency 1, 4 per connection otherwise).
+        #[arg(long)]
+        conversations: Option<usize>,
+        #[arg(long, value_delimiter = ',', default_value = "1,50")]
+        concurrency: Vec<usize>,
+        /// Relay under test; `both` runs the coalescing relay and the post-per-token baseline side by side.
+        #[arg(long, value_enum, default_value = "both")]
+        relay: Relay,
+        /// Emulated PostToConnection round trip, ms (the management API's latency as seen from Lambda).
+        #[arg(long, default_value_t = 15)]
+        post_latency_ms: u64,
+        /// Finish in under 30 s (fewer conversations; coalescing relay only unless --relay is given).
+        #[arg(long)]
+        quick: bool,
+        /// Replay conversations from a JSONL file: {"messages":[{"text":"...","page_context":{...}}]}.
+        #[arg(long)]
+        script: Option<PathBuf>,
+        /// Also write the report as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+fn relay_modes(r: Relay) -> Vec<RelayMode> {
+    match r {
+        Relay::Coalesce => vec![RelayMode::Coalesce],
+        Relay::PerToken => vec![RelayMode::PerToken],
+        Relay::Both => vec![RelayMode::Coalesce, RelayMode::PerToken],
+    }
+}
+
+async fn serve(listen: SocketAddr, latency: Latency, relay: Relay) -> anyhow::Result<()> {
+    let mut opts = SystemOptions { gateway_addr: listen, ..SystemOptions::default() };
+    opts.emulator.latency = match latency {
+        Latency::Bedrock => LatencyModel::bedrock_like(),
+        Latency::Fast => LatencyModel::fast(),
+    };
+    opts.turn.relay.mode = relay_modes(relay)[0];
+    let system = start(MemoryStore::default(), opts).await?;
+    println!("MangaAssist is running (embedded store, Bedrock emulator at {}).", system.emulator.url());
+    println!("WebSocket: {}", system.ws_url());
+    println!("Try:       mangaassist chat --url {}", system.ws_url());
+    tokio::signal::ctrl_c().await.context("Failed to wait for Ctrl-C")?;
+    Ok(())
+}
+
+async fn chat(url: &str, message: Option<String>, page_context: Option<String>) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let pc: Option<Value> =
+        page_context.map(|s| serde_json::from_str(&s)).transpose().context("--page-context is not JSON")?;
+    let mut client = ChatClient::connect(url).await?;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut one_shot = message;
+    let interactive = one_shot.is_none();
+    loop {
+        let text = match one_shot.take() {
+            Some(t) => t,
+            None if interactive => {
+                eprint!("> ");
+                match lines.next_line().await? {
+                    Some(l) if l.trim().is_empty() => continue,
+                    Some(l) => l,
+                    None => break,
+                }
+            }
+            None => break,
+        };
+        let id = client.send_message(&text, pc.as_ref()).await?;
+        loop {
+            let ev = client.next_event(Duration::from_secs(30)).await?;
+            if ev["message_id"].as_str() != Some(id.as_str()) {
+                continue;
+            }
+            match ev["type"].as_str() {
+                Some("delta") => {
+                    print!("{}", ev["text"].as_str().unwrap_or_default());
+                    std::io::stdout().flush()?;
+                }
+                Some("completed") => {
+                    println!();
+                    eprintln!("[products {}] [metrics {}]", ev["products"], ev["metrics"]);
+                    break;
+                }
+                _ => {
+                    eprintln!(
+                        "\n[{}: {}]",
+                        ev["code"].as_str().unwrap_or("error"),
+                        ev["message"].as_str().unwrap_or_default()
+                    );
+                    break;
+                }
+            }
+        }
+        if !interactive {
+            break;
+        }
+    }
+    client.close().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().cmd {
+        Cmd::Serve { listen, latency, relay } => serve(listen, latency, relay).await,
+        Cmd::Chat { url, message, page_context } => chat(&url, message, page_context).await,
+        Cmd::Bench { url, conversations, concurrency, relay, post_latency_ms, quick, script, json } => {
+            let relay = if quick && relay == Relay::Both { Relay::Coalesce } else { relay };
+            bench::main(BenchOptions {
+                url,
+                script,
+                conversations,
+                concurrency,
+                relay: relay_modes(relay),
+                quick,
+                post_latency: Duration::from_millis(post_latency_ms),
+                json,
+            })
+            .await
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The embedded store: the core's `Store` in process memory, for `mangaassist serve` and the bench. Same
+//! semantics as the DynamoDB adapter (conditional claim, idempotent turn writes, newest-first history).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use mangaassist_core::error::StoreError;
+use mangaassist_core::ids::{ConnectionId, MessageId, SessionId};
+use mangaassist_core::ports::{Claim, ConnectionRecord, Store, TurnRecord};
+
+#[derive(Debug, Default)]
+struct Inner {
+    connections: HashMap<ConnectionId, ConnectionRecord>,
+    /// message id -> answered?
+    claims: HashMap<MessageId, bool>,
+    turns: HashMap<SessionId, BTreeMap<(u64, MessageId), TurnRecord>>,
+}
+
+/// `Store` in memory.
+#[derive(Debug, Default)]
+pub struct MemoryStore(Mutex<Inner>);
+
+fn poisoned() -> StoreError {
+    StoreError::Other("memory store lock poisoned".into())
+}
+
+impl MemoryStore {
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> Result<T, StoreError> {
+        self.0.lock().map(|mut g| f(&mut g)).map_err(|_| poisoned())
+    }
+}
+
+impl Store for MemoryStore {
+    async fn put_connection(&self, rec: &ConnectionRecord) -> Result<(), StoreError> {
+        self.with(|i| {
+            i.connections.insert(rec.connection_id.clone(), rec.clone());
+        })
+    }
+
+    async fn get_connection(&self, id: &ConnectionId) -> Result<Option<ConnectionRecord>, StoreError> {
+        self.with(|i| i.connections.get(id).cloned())
+    }
+
+    async fn delete_connection(&self, id: &ConnectionId) -> Result<(), StoreError> {
+        self.with(|i| {
+            i.connections.remove(id);
+        })
+    }
+
+    async fn claim_message(&self, id: &MessageId, _session: &SessionId, _expires_at: u64) -> Result<Claim, StoreError> {
+        self.with(|i| {
+            if i.claims.contains_key(id) {
+                Claim::Duplicate
+            } else {
+                i.claims.insert(id.clone(), false);
+                Claim::Claimed
+            }
+        })
+    }
+
+    async fn release_claim(&self, id: &MessageId) -> Result<(), StoreError> {
+        self.with(|i| {
+            if i.claims.get(id) == Some(&false) {
+                i.claims.remove(id);
+            }
+        })
+    }
+
+    async fn save_turn(&self, t: &TurnRecord) -> Result<(), StoreError> {
+        self.with(|i| {
+            i.turns
+                .entry(t.session_id.clone())
+                .or_default()
+                .entry((t.ts_ms, t.message_id.clone()))
+                .or_insert_with(|| t.clone());
+            i.claims.insert(t.message_id.clone(), true);
+        })
+    }
+
+    async fn recent_turns(&self, session: &SessionId, limit: u32) -> Result<Vec<TurnRecord>, StoreError> {
+        self.with(|i| {
+            i.turns.get(session).map(|m| m.values().rev().take(limit as usize).cloned().collect()).unwrap_or_default()
+        })
+    }
+}

@@ -1,0 +1,140 @@
+//! Configuration of the chat function, read from the environment once at cold start.
+//!
+//! Endpoints of AWS services are not here: the SDK's own `AWS_ENDPOINT_URL_<SERVICE>` variables override
+//! them (`AWS_ENDPOINT_URL_BEDROCK_RUNTIME`, `AWS_ENDPOINT_URL_DYNAMODB`).
+
+use std::time::Duration;
+
+use mangaassist_core::prompt::PromptConfig;
+use mangaassist_core::relay::{RelayConfig, RelayMode};
+use mangaassist_core::turn::TurnConfig;
+
+/// A setting that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {name}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub value: String,
+    pub reason: &'static str,
+}
+
+/// Everything the chat function reads from its environment.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    /// DynamoDB table (`TABLE_NAME`).
+    pub table_name: String,
+    /// Replaces `https://{domainName}/{stage}` as the `@connections` endpoint (`APIGW_MANAGEMENT_ENDPOINT`).
+    pub management_endpoint: Option<String>,
+    pub turn: TurnConfig,
+}
+
+fn parse<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+    reason: &'static str,
+) -> Result<T, ConfigError> {
+    match get(name) {
+        None => Ok(default),
+        Some(v) if v.trim().is_empty() => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| ConfigError { name, value: v, reason }),
+    }
+}
+
+fn millis(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let ms = parse(get, name, u64::try_from(default.as_millis()).unwrap_or(u64::MAX), "expected milliseconds")?;
+    Ok(Duration::from_millis(ms))
+}
+
+impl ChatConfig {
+    /// Reads the configuration through `get` (the process environment in `main`, a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let d = TurnConfig::default();
+        let nonempty = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let mode = match nonempty("RELAY_MODE") {
+            None => RelayMode::Coalesce,
+            Some(v) => RelayMode::parse(v.trim()).ok_or(ConfigError {
+                name: "RELAY_MODE",
+                value: v,
+                reason: "expected coalesce or per_token",
+            })?,
+        };
+        let relay = RelayConfig {
+            mode,
+            post_attempts: parse(&get, "POST_ATTEMPTS", d.relay.post_attempts, "expected a count")?.max(1),
+            post_timeout: millis(&get, "POST_TIMEOUT_MS", d.relay.post_timeout)?,
+            idle_timeout: millis(&get, "STREAM_IDLE_TIMEOUT_MS", d.relay.idle_timeout)?,
+            ..d.relay
+        };
+        let temperature: f32 = parse(&get, "TEMPERATURE", d.prompt.temperature, "expected a number")?;
+        if !(0.0..=1.0).contains(&temperature) {
+            return Err(ConfigError { name: "TEMPERATURE", value: temperature.to_string(), reason: "expected 0..=1" });
+        }
+        let turn = TurnConfig {
+            model_id: nonempty("MODEL_ID").unwrap_or(d.model_id),
+            fallback_model_id: nonempty("FALLBACK_MODEL_ID"),
+            prompt: PromptConfig {
+                max_tokens: parse(&get, "MAX_TOKENS", d.prompt.max_tokens, "expected a token count")?,
+                temperature,
+            },
+            relay,
+            model_attempts: parse(&get, "MODEL_ATTEMPTS", d.model_attempts, "expected a count")?.max(1),
+            first_token_timeout: millis(&get, "FIRST_TOKEN_TIMEOUT_MS", d.first_token_timeout)?,
+            history_turns: parse(&get, "HISTORY_TURNS", d.history_turns, "expected a count")?,
+            connection_ttl: d.connection_ttl,
+            turn_ttl: Duration::from_secs(
+                parse(&get, "TURN_TTL_DAYS", d.turn_ttl.as_secs() / 86_400, "expected days")? * 86_400,
+            ),
+            claim_ttl: d.claim_ttl,
+        };
+        Ok(Self {
+            table_name: nonempty("TABLE_NAME").unwrap_or_else(|| "mangaassist".to_owned()),
+            management_endpoint: nonempty("APIGW_MANAGEMENT_ENDPOINT"),
+            turn,
+        })
+    }
+
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<ChatConfig, ConfigError> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        ChatConfig::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_need_no_environment() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.table_name, "mangaassist");
+        assert_eq!(c.turn.relay.mode, RelayMode::Coalesce);
+        assert!(c.management_endpoint.is_none());
+    }
+
+    #[test]
+    fn a_bad_number_names_the_setting() {
+        let err = cfg(&[("MAX_TOKENS", "lots")]).unwrap_err();
+        assert_eq!(err.name, "MAX_TOKENS");
+        assert!(cfg(&[("RELAY_MODE", "fast")]).is_err());
+        assert!(cfg(&[("TEMPERATURE", "3")]).is_err());
+    }
+
+    #[test]
+    fn settings_are_read() {
+        let c = cfg(&[("RELAY_MODE", "per_token"), ("FIRST_TOKEN_TIMEOUT_MS", "900"), ("MODEL_ID", "m")]).unwrap();
+        assert_eq!(c.turn.relay.mode, RelayMode::PerToken);
+        assert_eq!(c.turn.first_token_timeout, Duration::from_millis(900));
+        assert_eq!(c.turn.model_id, "m");
+    }
+}

@@ -1,0 +1,94 @@
+//! Routes one API Gateway WebSocket event to the turn engine.
+//!
+//! `sendMessage`, `$default` and any other route run a turn (a frame that is not a valid `sendMessage`
+//! gets a typed `error` event from the engine). The response's status code matters only for `$connect`,
+//! where anything but 2xx refuses the connection.
+
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use lambda_runtime::LambdaEvent;
+use mangaassist_adapters::apigw::ApiGatewaySinks;
+use mangaassist_core::clock::Clock;
+use mangaassist_core::error::chain;
+use mangaassist_core::ids::ConnectionId;
+use mangaassist_core::ports::{ModelClient, Store};
+use mangaassist_core::turn::{Engine, TurnResult};
+use serde::Serialize;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+/// What API Gateway expects back from a WebSocket route integration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WsResponse {
+    pub status_code: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+impl WsResponse {
+    fn status(code: u16) -> Self {
+        Self { status_code: code, body: None }
+    }
+}
+
+/// The chat function's state, built once per container.
+pub struct App<M, St, C> {
+    pub engine: Engine<M, St, C>,
+    pub sinks: ApiGatewaySinks,
+}
+
+/// Handles one event. Errors are answered, never raised: a Lambda error on `sendMessage` would only be
+/// logged by API Gateway, and the client would hear nothing.
+pub async fn handle<M: ModelClient, St: Store, C: Clock>(
+    app: &App<M, St, C>,
+    event: LambdaEvent<ApiGatewayWebsocketProxyRequest>,
+) -> Result<WsResponse, lambda_runtime::Error> {
+    let started = Instant::now();
+    let (ev, ctx) = event.into_parts();
+    let rc = &ev.request_context;
+    let route = rc.route_key.as_deref().unwrap_or("$default");
+    let Some(conn) = rc.connection_id.as_deref().and_then(|c| ConnectionId::parse(c).ok()) else {
+        tracing::error!(route, "event without a valid connectionId");
+        return Ok(WsResponse::status(400));
+    };
+    let span = tracing::info_span!("ws", route, connection_id = %conn, request_id = %ctx.request_id);
+    async move {
+        match route {
+            "$connect" => {
+                let q = &ev.query_string_parameters;
+                let user = rc.authorizer.fields.get("principalId").and_then(|v| v.as_str());
+                match app.engine.connect(conn, q.first("session_id"), user).await {
+                    Ok(rec) => {
+                        tracing::info!(session_id = %rec.session_id, "connected");
+                        Ok(WsResponse::status(200))
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %chain(&e), "could not store the connection; refusing it");
+                        Ok(WsResponse::status(500))
+                    }
+                }
+            }
+            "$disconnect" => {
+                if let Err(e) = app.engine.disconnect(&conn).await {
+                    tracing::error!(error = %chain(&e), "could not delete the connection record (its TTL will)");
+                }
+                Ok(WsResponse::status(200))
+            }
+            _ => {
+                let sink = app
+                    .sinks
+                    .for_event(rc.domain_name.as_deref().unwrap_or_default(), rc.stage.as_deref().unwrap_or_default());
+                let body = ev.body.as_deref().unwrap_or_default();
+                let result = app.engine.send_message(&sink, &conn, body, started).await;
+                let status = match result {
+                    TurnResult::Completed(_) | TurnResult::ClientGone | TurnResult::Duplicate => 200,
+                    TurnResult::Rejected(_) => 400,
+                    TurnResult::Failed(_) => 502,
+                };
+                Ok(WsResponse::status(status))
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
