@@ -16,6 +16,7 @@ use std::pin::pin;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use futures_util::future::OptionFuture;
 use tokio::time::Instant;
 
@@ -223,6 +224,14 @@ async fn relay_coalescing<M: ModelStream, S: ConnectionSink>(
     let mut model_error = None;
     let mut inflight = pin!(OptionFuture::from(None));
     let mut posting = false;
+    // The model read lives in this stream across loop turns: `select!` may drop a `next()` call, but never
+    // a read in progress, so no event is lost when a post finishes first (the SDK's `recv()` is not
+    // documented as cancel-safe, and neither need any `ModelStream` be).
+    let idle = cfg.idle_timeout;
+    let mut events = pin!(futures_util::stream::unfold(stream, move |s| async move {
+        let ev = next_event(s, idle).await?;
+        Some((ev, s))
+    }));
 
     loop {
         if !posting && !buf.is_empty() {
@@ -252,7 +261,7 @@ async fn relay_coalescing<M: ModelStream, S: ConnectionSink>(
                     None => {}
                 }
             }
-            ev = next_event(stream, cfg.idle_timeout), if !model_done => match ev {
+            ev = events.next(), if !model_done => match ev {
                 Some(Ok(ev)) => {
                     if let Some(t) = out.apply(ev) {
                         buf.push_str(&t);
@@ -306,5 +315,165 @@ async fn relay_per_token<M: ModelStream, S: ConnectionSink>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    /// A model stream that yields scripted events, each after a delay.
+    struct Scripted {
+        events: VecDeque<(Duration, Result<ModelEvent, ModelError>)>,
+        polled_after_end: bool,
+    }
+
+    impl Scripted {
+        fn tokens(n: usize, gap: Duration) -> Self {
+            let events = (0..n).map(|i| (gap, Ok(ModelEvent::Text(format!("t{i} "))))).collect();
+            Self { events, polled_after_end: false }
+        }
+    }
+
+    impl ModelStream for Scripted {
+        async fn next(&mut self) -> Option<Result<ModelEvent, ModelError>> {
+            match self.events.pop_front() {
+                Some((d, ev)) => {
+                    tokio::time::sleep(d).await;
+                    Some(ev)
+                }
+                None => {
+                    self.polled_after_end = true;
+                    None
+                }
+            }
+        }
+    }
+
+    /// A sink that records frames, takes `delay` per post, and reports `Gone` from post number `gone_at`.
+    struct Recorder {
+        frames: Mutex<Vec<serde_json::Value>>,
+        delay: Duration,
+        gone_at: Option<usize>,
+    }
+
+    impl Recorder {
+        fn new(delay: Duration) -> Self {
+            Self { frames: Mutex::new(Vec::new()), delay, gone_at: None }
+        }
+        fn frames(&self) -> Vec<serde_json::Value> {
+            self.frames.lock().unwrap().clone()
+        }
+    }
+
+    impl ConnectionSink for Recorder {
+        async fn post(&self, _conn: &ConnectionId, frame: Bytes) -> Result<(), SinkError> {
+            tokio::time::sleep(self.delay).await;
+            let mut f = self.frames.lock().unwrap();
+            if self.gone_at.is_some_and(|g| f.len() >= g) {
+                return Err(SinkError::Gone);
+            }
+            assert!(frame.len() <= MAX_FRAME_BYTES, "frame of {} bytes", frame.len());
+            f.push(serde_json::from_slice(&frame).unwrap());
+            Ok(())
+        }
+    }
+
+    fn ids() -> (ConnectionId, MessageId) {
+        (ConnectionId::parse("c1=").unwrap(), MessageId::parse("m1").unwrap())
+    }
+
+    fn text_of(frames: &[serde_json::Value]) -> String {
+        frames.iter().map(|f| f["text"].as_str().unwrap()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_token_is_posted_before_the_second_arrives() {
+        let (c, m) = ids();
+        let mut s = Scripted::tokens(2, Duration::from_millis(100));
+        let sink = Recorder::new(Duration::from_millis(1));
+        let out = relay(&mut s, &sink, &c, &m, &RelayConfig::default()).await;
+        let first_post = out.first_post_at.unwrap() - out.first_delta_at.unwrap();
+        assert!(first_post < Duration::from_millis(100), "first post took {first_post:?}");
+        assert_eq!(out.frames, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_arriving_during_a_slow_post_are_coalesced_in_order() {
+        let (c, m) = ids();
+        let mut s = Scripted::tokens(100, Duration::from_millis(2));
+        let sink = Recorder::new(Duration::from_millis(20));
+        let out = relay(&mut s, &sink, &c, &m, &RelayConfig::default()).await;
+        assert!(matches!(out.end, RelayEnd::Completed));
+        let frames = sink.frames();
+        assert!(frames.len() < 20, "{} frames for 100 tokens", frames.len());
+        assert_eq!(frames.len() as u32, out.frames);
+        for (i, f) in frames.iter().enumerate() {
+            assert_eq!(f["seq"], i as u64);
+            assert_eq!(f["type"], "delta");
+        }
+        assert_eq!(text_of(&frames), out.text);
+        assert_eq!(out.text, (0..100).map(|i| format!("t{i} ")).collect::<String>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_per_token_baseline_posts_one_frame_per_token() {
+        let (c, m) = ids();
+        let mut s = Scripted::tokens(30, Duration::from_millis(2));
+        let sink = Recorder::new(Duration::from_millis(20));
+        let cfg = RelayConfig { mode: RelayMode::PerToken, ..RelayConfig::default() };
+        let out = relay(&mut s, &sink, &c, &m, &cfg).await;
+        assert_eq!(out.frames, 30);
+        assert_eq!(text_of(&sink.frames()), out.text);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_burst_is_split_into_frames_under_the_limit_without_breaking_characters() {
+        let (c, m) = ids();
+        let big = "漫画\"\n".repeat(20_000); // ~220 KB of text, with characters JSON must escape
+        let mut s = Scripted {
+            events: VecDeque::from([(Duration::ZERO, Ok(ModelEvent::Text(big.clone())))]),
+            polled_after_end: false,
+        };
+        let sink = Recorder::new(Duration::from_millis(1));
+        let out = relay(&mut s, &sink, &c, &m, &RelayConfig::default()).await;
+        let frames = sink.frames();
+        assert!(frames.len() >= 7);
+        assert_eq!(text_of(&frames), big);
+        assert!(matches!(out.end, RelayEnd::Completed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gone_client_stops_the_relay_without_reading_the_rest_of_the_stream() {
+        let (c, m) = ids();
+        let mut s = Scripted::tokens(50, Duration::from_millis(10));
+        let mut sink = Recorder::new(Duration::from_millis(1));
+        sink.gone_at = Some(3);
+        let out = relay(&mut s, &sink, &c, &m, &RelayConfig::default()).await;
+        assert!(matches!(out.end, RelayEnd::ClientGone));
+        assert!(s.events.len() > 40, "relay kept reading: {} events left", s.events.len());
+        assert!(!s.polled_after_end);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_model_failure_mid_stream_flushes_what_arrived_then_reports() {
+        let (c, m) = ids();
+        let mut s = Scripted::tokens(3, Duration::from_millis(5));
+        s.events.push_back((Duration::from_millis(5), Err(ModelError::Throttled("boom".into()))));
+        let sink = Recorder::new(Duration::from_millis(30));
+        let out = relay(&mut s, &sink, &c, &m, &RelayConfig::default()).await;
+        assert!(matches!(out.end, RelayEnd::ModelFailed(ModelError::Throttled(_))));
+        assert_eq!(text_of(&sink.frames()), "t0 t1 t2 ");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_model_times_out() {
+        let (c, m) = ids();
+        let mut s = Scripted::tokens(2, Duration::from_secs(60));
+        let sink = Recorder::new(Duration::ZERO);
+        let out = relay(&mut s, &sink, &c, &m, &RelayConfig::default()).await;
+        assert!(matches!(out.end, RelayEnd::ModelFailed(ModelError::Timeout(_))));
     }
 }
