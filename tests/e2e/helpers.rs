@@ -1,0 +1,108 @@
+//! Real servers on ephemeral ports: moto_server (DynamoDB), the Bedrock and gateway emulators, and a
+//! recording `@connections` endpoint for handler tests.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mangaassist_adapters::dynamo::{DynamoStore, ensure_table};
+use mangaassist_local::bedrock::{EmulatorConfig, LatencyModel};
+use mangaassist_local::client::ChatClient;
+use mangaassist_local::system::{LocalSystem, SystemOptions, start};
+use serde_json::Value;
+
+/// A moto_server process, killed when dropped.
+pub struct Moto {
+    _child: tokio::process::Child,
+    pub url: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub async fn moto() -> Moto {
+    let port = free_port();
+    let child = tokio::process::Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("moto_server must be installed (pip install 'moto[server]'); .ci/run installs it");
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Moto { _child: child, url: format!("http://127.0.0.1:{port}") };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("moto_server did not start on port {port}");
+}
+
+/// A `DynamoStore` on a fresh table in `moto`.
+pub async fn dynamo(moto: &Moto) -> DynamoStore {
+    let sdk = mangaassist_adapters::sdk::local(&moto.url).await;
+    let table = format!("t{}", uuid::Uuid::new_v4().simple());
+    let store = DynamoStore::new(&sdk, &table);
+    ensure_table(store.client(), &table).await.unwrap();
+    store
+}
+
+/// The local system over a moto-backed store, with the given emulator latency.
+pub async fn system(moto: &Moto, latency: LatencyModel) -> LocalSystem<DynamoStore> {
+    let opts = SystemOptions { emulator: EmulatorConfig { latency, answer_tokens: 60 }, ..SystemOptions::default() };
+    start(dynamo(moto).await, opts).await.unwrap()
+}
+
+/// Slow enough to leave mid-answer: 40 tokens/s.
+pub fn slow() -> LatencyModel {
+    LatencyModel { overhead_ms: 20.0, prefill_ms_per_token: 0.0, decode_tokens_per_sec: 40.0, jitter: 0.0 }
+}
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Events for `id` until its `completed` or `error` (inclusive).
+pub async fn events_until_end(client: &mut ChatClient, id: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        let ev = client.next_event(WAIT).await.unwrap();
+        if ev["message_id"].as_str() != Some(id) {
+            continue;
+        }
+        let end = matches!(ev["type"].as_str(), Some("completed" | "error"));
+        out.push(ev);
+        if end {
+            return out;
+        }
+    }
+}
+
+pub fn deltas_text(events: &[Value]) -> String {
+    events.iter().filter(|e| e["type"] == "delta").map(|e| e["text"].as_str().unwrap()).collect()
+}
+
+/// An `@connections` endpoint that accepts and records every POST (for handler tests that run without
+/// a gateway).
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub frames: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+pub async fn recording_endpoint() -> (String, Recorder) {
+    use axum::extract::{Path, State};
+    let rec = Recorder::default();
+    let app = axum::Router::new()
+        .route(
+            "/prod/@connections/{id}",
+            axum::routing::post(|State(r): State<Recorder>, Path(id): Path<String>, body: String| async move {
+                r.frames.lock().unwrap().push((id, serde_json::from_str(&body).unwrap()));
+                axum::http::StatusCode::OK
+            }),
+        )
+        .with_state(rec.clone());
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/prod"), rec)
+}
