@@ -59,7 +59,7 @@ async fn a_repeated_message_id_is_answered_once() {
     assert_eq!(second[0]["code"], "duplicate_message");
     assert_eq!(second[0]["retryable"], false);
 
-    // The second delivery may reach the model before the claim says no, but it is never relayed.
+    // The second delivery may reach the model before the claim says no, but is cancelled, never relayed.
     assert!(sys.emulator.stats.for_message(&id).len() <= 2);
     let next = client.send_message("And horror?", None).await.unwrap();
     assert_eq!(events_until_end(&mut client, &next).await.last().unwrap()["type"], "completed");

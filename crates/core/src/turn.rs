@@ -7,6 +7,7 @@
 //! the partial answer is stored.
 
 use std::collections::HashMap;
+use std::pin::pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -299,12 +300,20 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
             let claim = self.store.claim_message(&msg.message_id, &session, expires).await;
             (session, claim)
         };
-        let ((session, claim), opened) = tokio::join!(claim_fut, self.open_stream(&msg, &[]));
+        let mut claim_fut = pin!(claim_fut);
+        let mut open = pin!(self.open_stream(&msg, &[]));
+        let mut opened = None;
+        let (session, claim) = loop {
+            tokio::select! {
+                c = &mut claim_fut => break c,
+                o = &mut open, if opened.is_none() => opened = Some(o),
+            }
+        };
 
         let claimed = match claim {
             Ok(Claim::Claimed) => true,
             Ok(Claim::Duplicate) => {
-                drop(opened);
+                // Dropping the pending model call cancels it: a duplicate costs no first token.
                 tracing::info!(message_id = mid, "duplicate message id; not answering twice");
                 let text = "this message_id has already been answered or is being answered";
                 send_error(sink, conn, rcfg, Some(mid), "duplicate_message", text, false).await;
@@ -317,6 +326,10 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
             }
         };
 
+        let opened = match opened {
+            Some(o) => o,
+            None => open.await,
+        };
         let (mut stream, model, sent) = match opened {
             Ok(v) => v,
             Err(e) => {

@@ -45,8 +45,9 @@ pub struct GatewayConfig {
     pub routes: Vec<String>,
     /// Largest inbound message accepted.
     pub max_message_bytes: usize,
-    /// Added to every `@connections` POST before it answers: models the management API's round trip from
-    /// a Lambda on AWS (tens of ms), which is what coalescing hides. Zero by default.
+    /// Added to every `@connections` POST after the frame is written and before the POST answers: models
+    /// the management API's round trip as the Lambda waits on it (tens of ms on AWS), which is what
+    /// coalescing hides. Zero by default.
     pub post_delay: std::time::Duration,
 }
 
@@ -380,12 +381,13 @@ async fn manage(
                 Ok(t) => Message::Text(t.into()),
                 Err(_) => Message::Binary(body),
             };
-            if !s.cfg.post_delay.is_zero() {
-                tokio::time::sleep(s.cfg.post_delay).await;
-            }
             let (ack_tx, ack_rx) = oneshot::channel();
             if tx.send(Outbound::Frame(msg, ack_tx)).await.is_err() || ack_rx.await.is_err() {
                 return gone();
+            }
+            // The frame is on the client's socket; the caller still waits out the emulated round trip.
+            if !s.cfg.post_delay.is_zero() {
+                tokio::time::sleep(s.cfg.post_delay).await;
             }
             StatusCode::OK.into_response()
         }

@@ -41,12 +41,23 @@ enum Relay {
 enum Cmd {
     /// Run the whole system on embedded defaults (no AWS account) and print the WebSocket URL.
     Serve {
+        /// The WebSocket gateway (and its `@connections` management API).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// The Bedrock emulator (for `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` when running the function elsewhere).
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        bedrock_listen: SocketAddr,
         #[arg(long, value_enum, default_value = "bedrock")]
         latency: Latency,
         #[arg(long, value_enum, default_value = "coalesce")]
         relay: Relay,
+    },
+    /// Create the DynamoDB table (for running the chat function against moto_server or DynamoDB Local).
+    CreateTable {
+        #[arg(long, default_value = "http://127.0.0.1:5000")]
+        endpoint: String,
+        #[arg(long, default_value = "mangaassist")]
+        table: String,
     },
     /// Chat from the terminal: each line you type is sent; tokens print as they stream.
     Chat {
@@ -95,16 +106,18 @@ fn relay_modes(r: Relay) -> Vec<RelayMode> {
     }
 }
 
-async fn serve(listen: SocketAddr, latency: Latency, relay: Relay) -> anyhow::Result<()> {
-    let mut opts = SystemOptions { gateway_addr: listen, ..SystemOptions::default() };
+async fn serve(listen: SocketAddr, bedrock_listen: SocketAddr, latency: Latency, relay: Relay) -> anyhow::Result<()> {
+    let mut opts = SystemOptions { gateway_addr: listen, bedrock_addr: bedrock_listen, ..SystemOptions::default() };
     opts.emulator.latency = match latency {
         Latency::Bedrock => LatencyModel::bedrock_like(),
         Latency::Fast => LatencyModel::fast(),
     };
     opts.turn.relay.mode = relay_modes(relay)[0];
     let system = start(MemoryStore::default(), opts).await?;
-    println!("MangaAssist is running (embedded store, Bedrock emulator at {}).", system.emulator.url());
-    println!("WebSocket: {}", system.ws_url());
+    println!("MangaAssist is running on embedded defaults (in-memory store, no AWS account).");
+    println!("WebSocket:        {}", system.ws_url());
+    println!("Bedrock emulator: {}", system.emulator.url());
+    println!("@connections:     {}", system.gateway.management_endpoint());
     println!("Try:       mangaassist chat --url {}", system.ws_url());
     tokio::signal::ctrl_c().await.context("Failed to wait for Ctrl-C")?;
     Ok(())
@@ -172,7 +185,16 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().cmd {
-        Cmd::Serve { listen, latency, relay } => serve(listen, latency, relay).await,
+        Cmd::Serve { listen, bedrock_listen, latency, relay } => serve(listen, bedrock_listen, latency, relay).await,
+        Cmd::CreateTable { endpoint, table } => {
+            let sdk = mangaassist_adapters::sdk::local(&endpoint).await;
+            let store = mangaassist_adapters::dynamo::DynamoStore::new(&sdk, &table);
+            mangaassist_adapters::dynamo::ensure_table(store.client(), &table)
+                .await
+                .with_context(|| format!("Failed to create table {table} at {endpoint}"))?;
+            println!("table {table} is ready at {endpoint}");
+            Ok(())
+        }
         Cmd::Chat { url, message, page_context } => chat(&url, message, page_context).await,
         Cmd::Bench { url, conversations, concurrency, relay, post_latency_ms, quick, script, json } => {
             let relay = if quick && relay == Relay::Both { Relay::Coalesce } else { relay };

@@ -27,6 +27,8 @@ pub type LocalApp<St> = App<BedrockModel, St, SystemClock>;
 pub struct SystemOptions {
     /// Where the gateway listens (port 0: ephemeral).
     pub gateway_addr: SocketAddr,
+    /// Where the Bedrock emulator listens (port 0: ephemeral).
+    pub bedrock_addr: SocketAddr,
     pub emulator: EmulatorConfig,
     pub turn: TurnConfig,
     pub gateway: GatewayConfig,
@@ -36,6 +38,7 @@ impl Default for SystemOptions {
     fn default() -> Self {
         Self {
             gateway_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            bedrock_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             emulator: EmulatorConfig::default(),
             turn: TurnConfig::default(),
             gateway: GatewayConfig::default(),
@@ -73,7 +76,7 @@ pub fn in_process<St: Store + 'static>(app: Arc<LocalApp<St>>) -> Invoke {
 
 /// Starts the emulators and wires the chat handler to them, with `store` as its store.
 pub async fn start<St: Store + 'static>(store: St, opts: SystemOptions) -> anyhow::Result<LocalSystem<St>> {
-    let emulator = BedrockEmulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), opts.emulator)
+    let emulator = BedrockEmulator::start(opts.bedrock_addr, opts.emulator)
         .await
         .context("Failed to start the Bedrock emulator")?;
     let listener = tokio::net::TcpListener::bind(opts.gateway_addr)
