@@ -7,9 +7,13 @@
 //! - [`bedrock`]: `ModelClient` over Bedrock `ConverseStream`.
 //! - [`apigw`]: `ConnectionSink` over API Gateway `PostToConnection`, one cached client per endpoint.
 //! - [`dynamo`]: `Store` over one DynamoDB table.
+//! - [`bedrock_control`]: `ThroughputControl` over the Bedrock provisioned-throughput control plane.
+//! - [`throughput_state`]: `ThroughputStateStore` over the `CONFIG/THROUGHPUT` item, optimistically locked.
 //! - [`sdk`]: shared SDK configuration (timeouts, retries).
 
 pub mod apigw;
 pub mod bedrock;
+pub mod bedrock_control;
 pub mod dynamo;
 pub mod sdk;
+pub mod throughput_state;

@@ -1,0 +1,125 @@
+//! Configuration of the throughput function, read from the environment once at cold start.
+//!
+//! The Bedrock and DynamoDB endpoints are not here: the SDK's own `AWS_ENDPOINT_URL_BEDROCK` and
+//! `AWS_ENDPOINT_URL_DYNAMODB` variables override them.
+
+use mangaassist_core::throughput::{Commitment, ThroughputSpec};
+
+/// A setting that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {name}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub value: String,
+    pub reason: &'static str,
+}
+
+/// Everything the throughput function reads from its environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThroughputConfig {
+    /// DynamoDB table holding `CONFIG/THROUGHPUT` (`TABLE_NAME`).
+    pub table_name: String,
+    /// What to buy: `PT_NAME` (default `mangaassist-peak`), `PT_MODEL_ID` (required), `PT_MODEL_UNITS`
+    /// (default 1), `PT_COMMITMENT` (`OneMonth`, `SixMonths`; default none, i.e. hourly and deletable).
+    pub spec: ThroughputSpec,
+}
+
+/// `^([0-9a-zA-Z][_-]?)+$`, 1 to 63 characters: what Bedrock accepts as a provisioned model name.
+fn valid_name(s: &str) -> bool {
+    let mut prev_sep = true;
+    for c in s.chars() {
+        let sep = c == '_' || c == '-';
+        if !(c.is_ascii_alphanumeric() || sep) || (sep && prev_sep) {
+            return false;
+        }
+        prev_sep = sep;
+    }
+    (1..=63).contains(&s.len())
+}
+
+impl ThroughputConfig {
+    /// Reads the configuration through `get` (the process environment in `main`, a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let nonempty = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let table_name = nonempty("TABLE_NAME").unwrap_or_else(|| "mangaassist".to_owned());
+        let Some(model_id) = nonempty("PT_MODEL_ID") else {
+            return Err(ConfigError {
+                name: "PT_MODEL_ID",
+                value: String::new(),
+                reason: "required: the model to buy provisioned throughput for",
+            });
+        };
+        let name = nonempty("PT_NAME").unwrap_or_else(|| "mangaassist-peak".to_owned());
+        if !valid_name(&name) {
+            return Err(ConfigError { name: "PT_NAME", value: name, reason: "expected 1-63 of [0-9a-zA-Z_-]" });
+        }
+        let model_units = match nonempty("PT_MODEL_UNITS") {
+            None => 1,
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if n >= 1 => n,
+                _ => return Err(ConfigError { name: "PT_MODEL_UNITS", value: v, reason: "expected a count >= 1" }),
+            },
+        };
+        let commitment = match nonempty("PT_COMMITMENT") {
+            None => None,
+            Some(v) if v.eq_ignore_ascii_case("none") => None,
+            Some(v) => Some(Commitment::parse(&v).ok_or(ConfigError {
+                name: "PT_COMMITMENT",
+                value: v,
+                reason: "expected none, OneMonth or SixMonths",
+            })?),
+        };
+        Ok(Self { table_name, spec: ThroughputSpec { name, model_id, model_units, commitment } })
+    }
+
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<ThroughputConfig, ConfigError> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        ThroughputConfig::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn only_the_model_is_required() {
+        let c = cfg(&[("PT_MODEL_ID", "anthropic.claude-3-5-haiku-20241022-v1:0")]).unwrap();
+        assert_eq!(c.spec.name, "mangaassist-peak");
+        assert_eq!(c.spec.model_units, 1);
+        assert_eq!(c.spec.commitment, None);
+        assert_eq!(c.table_name, "mangaassist");
+        assert_eq!(cfg(&[]).unwrap_err().name, "PT_MODEL_ID");
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let m = ("PT_MODEL_ID", "m");
+        assert_eq!(cfg(&[m, ("PT_MODEL_UNITS", "0")]).unwrap_err().name, "PT_MODEL_UNITS");
+        assert_eq!(cfg(&[m, ("PT_COMMITMENT", "1y")]).unwrap_err().name, "PT_COMMITMENT");
+        assert_eq!(cfg(&[m, ("PT_NAME", "has space")]).unwrap_err().name, "PT_NAME");
+    }
+
+    #[test]
+    fn settings_are_read() {
+        let c = cfg(&[
+            ("PT_MODEL_ID", "m"),
+            ("PT_MODEL_UNITS", "2"),
+            ("PT_COMMITMENT", "OneMonth"),
+            ("PT_NAME", "peak_2"),
+            ("TABLE_NAME", "t"),
+        ])
+        .unwrap();
+        assert_eq!(c.spec.model_units, 2);
+        assert_eq!(c.spec.commitment, Some(Commitment::OneMonth));
+        assert_eq!(c.spec.name, "peak_2");
+        assert_eq!(c.table_name, "t");
+        assert_eq!(cfg(&[("PT_MODEL_ID", "m"), ("PT_COMMITMENT", "none")]).unwrap().spec.commitment, None);
+    }
+}
