@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mangaassist_adapters::dynamo::{DynamoStore, ensure_table};
+use mangaassist_core::turn::TurnConfig;
 use mangaassist_local::bedrock::{EmulatorConfig, LatencyModel};
 use mangaassist_local::client::ChatClient;
 use mangaassist_local::system::{LocalSystem, SystemOptions, start};
@@ -51,8 +52,28 @@ pub async fn dynamo(moto: &Moto) -> DynamoStore {
 
 /// The local system over a moto-backed store, with the given emulator latency.
 pub async fn system(moto: &Moto, latency: LatencyModel) -> LocalSystem<DynamoStore> {
-    let opts = SystemOptions { emulator: EmulatorConfig { latency, answer_tokens: 60 }, ..SystemOptions::default() };
+    system_with(moto, latency, |_| {}).await
+}
+
+/// The same, with the turn configuration adjusted by `f`.
+pub async fn system_with(
+    moto: &Moto,
+    latency: LatencyModel,
+    f: impl FnOnce(&mut TurnConfig),
+) -> LocalSystem<DynamoStore> {
+    let mut opts =
+        SystemOptions { emulator: EmulatorConfig { latency, answer_tokens: 60 }, ..SystemOptions::default() };
+    f(&mut opts.turn);
     start(dynamo(moto).await, opts).await.unwrap()
+}
+
+/// Sends `text` and returns the `completed` event (panics on an error event).
+pub async fn ask(client: &mut ChatClient, text: &str, page: Option<&Value>) -> Value {
+    let id = client.send_message(text, page).await.unwrap();
+    let events = events_until_end(client, &id).await;
+    let last = events.last().unwrap().clone();
+    assert_eq!(last["type"], "completed", "{last}");
+    last
 }
 
 /// Slow enough to leave mid-answer: 40 tokens/s.

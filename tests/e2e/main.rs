@@ -4,5 +4,7 @@
 // A test binary: failing loudly is its job.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod compression;
 mod helpers;
+mod throughput;
 mod turns;

@@ -11,12 +11,13 @@ use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
 use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::error::SdkError;
+use aws_sdk_bedrockruntime::operation::converse::ConverseError;
 use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamError;
 use aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver;
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ContentBlockDelta, ConversationRole, ConverseStreamOutput, InferenceConfiguration, Message,
-    SystemContentBlock,
+    ContentBlock, ContentBlockDelta, ConversationRole, ConverseOutput, ConverseStreamOutput, InferenceConfiguration,
+    Message, SystemContentBlock,
 };
 use mangaassist_core::error::ModelError;
 use mangaassist_core::ports::{ModelClient, ModelEvent, ModelRequest, ModelStream, Role};
@@ -113,23 +114,67 @@ fn to_message(role: Role, text: &str) -> Result<Message, ModelError> {
         .map_err(|e| ModelError::Rejected("invalid message".to_owned(), boxed(e)))
 }
 
+/// The SDK pieces of a request: messages, inference settings, request metadata.
+type Parts = (Vec<Message>, InferenceConfiguration, Option<HashMap<String, String>>);
+
+fn parts(req: &ModelRequest) -> Result<Parts, ModelError> {
+    let messages = req.messages.iter().map(|m| to_message(m.role, &m.text)).collect::<Result<Vec<_>, _>>()?;
+    let max_tokens = i32::try_from(req.max_tokens).unwrap_or(i32::MAX);
+    let inference = InferenceConfiguration::builder().max_tokens(max_tokens).temperature(req.temperature).build();
+    let metadata: HashMap<String, String> = req.metadata.iter().cloned().collect();
+    Ok((messages, inference, (!metadata.is_empty()).then_some(metadata)))
+}
+
+fn map_converse_error(err: SdkError<ConverseError, aws_sdk_bedrockruntime::config::http::HttpResponse>) -> ModelError {
+    match &err {
+        SdkError::ServiceError(se) if se.err().is_throttling_exception() => ModelError::Throttled(boxed(err)),
+        SdkError::ServiceError(se) if se.err().is_validation_exception() => {
+            let msg = se.err().meta().message().unwrap_or("rejected").to_owned();
+            ModelError::Rejected(msg, boxed(err))
+        }
+        SdkError::ServiceError(_) => ModelError::Other(boxed(err)),
+        _ => ModelError::Unavailable(boxed(err)),
+    }
+}
+
 impl ModelClient for BedrockModel {
     type Stream = BedrockStream;
 
+    async fn complete(&self, req: &ModelRequest) -> Result<String, ModelError> {
+        let (messages, inference, metadata) = parts(req)?;
+        let out = self
+            .client
+            .converse()
+            .model_id(&req.model_id)
+            .system(SystemContentBlock::Text(req.system.clone()))
+            .set_messages(Some(messages))
+            .inference_config(inference)
+            .set_request_metadata(metadata)
+            .send()
+            .await
+            .map_err(map_converse_error)?;
+        let text = match out.output {
+            Some(ConverseOutput::Message(m)) => m
+                .content
+                .into_iter()
+                .filter_map(|b| if let ContentBlock::Text(t) = b { Some(t) } else { None })
+                .collect::<Vec<_>>()
+                .join(""),
+            _ => String::new(),
+        };
+        Ok(text)
+    }
+
     async fn converse_stream(&self, req: &ModelRequest) -> Result<BedrockStream, ModelError> {
-        let messages = req.messages.iter().map(|m| to_message(m.role, &m.text)).collect::<Result<Vec<_>, _>>()?;
-        let max_tokens = i32::try_from(req.max_tokens).unwrap_or(i32::MAX);
-        let metadata: HashMap<String, String> = req.metadata.iter().cloned().collect();
+        let (messages, inference, metadata) = parts(req)?;
         let out = self
             .client
             .converse_stream()
             .model_id(&req.model_id)
             .system(SystemContentBlock::Text(req.system.clone()))
             .set_messages(Some(messages))
-            .inference_config(
-                InferenceConfiguration::builder().max_tokens(max_tokens).temperature(req.temperature).build(),
-            )
-            .set_request_metadata((!metadata.is_empty()).then_some(metadata))
+            .inference_config(inference)
+            .set_request_metadata(metadata)
             .send()
             .await
             .map_err(map_start_error)?;

@@ -5,6 +5,7 @@
 //! | `CONN#<connectionId>` | `META` | session_id, user_id, connected_at |
 //! | `MSG#<messageId>` | `CLAIM` | session_id, status (`answering`/`answered`): answer each message once |
 //! | `SESSION#<sessionId>` | `TURN#<ts_ms, 13 digits>#<messageId>` | user_text, assistant_text, products, status, model, tokens |
+//! | `SESSION#<sessionId>` | `SUMMARY` | text, covers_until_ms: the running summary of older turns |
 //!
 //! A turn is one item holding both the user message and the answer, so history is one `Query`
 //! (newest first, `Limit`) and a turn can never be half-stored.
@@ -17,7 +18,7 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use mangaassist_core::error::StoreError;
 use mangaassist_core::ids::{ConnectionId, MessageId, SessionId, UserId};
-use mangaassist_core::ports::{Claim, ConnectionRecord, Store, TurnRecord, TurnStatus};
+use mangaassist_core::ports::{Claim, ConnectionRecord, Store, Summary, TurnRecord, TurnStatus};
 use mangaassist_core::protocol::ProductRef;
 
 type Item = HashMap<String, AttributeValue>;
@@ -256,6 +257,47 @@ impl Store for DynamoStore {
             {
                 Ok(())
             }
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
+    async fn get_summary(&self, session: &SessionId) -> Result<Option<Summary>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("SESSION#{session}")))
+            .key("sk", s("SUMMARY"))
+            .send()
+            .await
+            .map_err(store_err)?;
+        Ok(out.item.and_then(|item| {
+            Some(Summary {
+                text: get_s(&item, "text")?.to_owned(),
+                covers_until_ms: get_n(&item, "covers_until_ms")?,
+                expires_at: get_n(&item, "expires_at").unwrap_or(0),
+            })
+        }))
+    }
+
+    async fn put_summary(&self, session: &SessionId, summary: &Summary) -> Result<(), StoreError> {
+        // Never move the summary backwards: a slower, older summarization must not overwrite a newer one.
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("SESSION#{session}")))
+            .item("sk", s("SUMMARY"))
+            .item("text", s(summary.text.as_str()))
+            .item("covers_until_ms", n(summary.covers_until_ms))
+            .item("expires_at", n(summary.expires_at))
+            .condition_expression("attribute_not_exists(pk) OR covers_until_ms < :c")
+            .expression_attribute_values(":c", n(summary.covers_until_ms))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(()),
             Err(e) => Err(store_err(e)),
         }
     }

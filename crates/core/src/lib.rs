@@ -7,16 +7,24 @@
 //! - [`protocol`]: the client <-> server JSON frames (`ClientMessage`, `ServerEvent`) and their size limits.
 //! - [`error`]: the typed errors a turn can end in, each with a stable `code()` and `is_retryable()`.
 //! - [`ports`]: the traits the turn is generic over: model stream, connection sink, store.
+//! - [`tokenizer`]: token counting (cl100k BPE, warmed off the critical path) and per-model calibration.
+//! - [`intent`]: intent classification and entities (ASINs, order ids, ordinals), English and Japanese.
+//! - [`compress`]: prompt compression to per-section token budgets under a hard total.
 //! - [`relay`]: model deltas -> coalesced, sequenced WebSocket frames under the frame limit.
 //! - [`prompt`]: the system prompt and the request sent to the model.
 //! - [`turn`]: one chat turn from frame to persisted answer, and the connect/disconnect handlers.
+//! - [`throughput`]: the provisioned-throughput reconciler (desired vs actual, JST peak hours, routing).
 //! - [`clock`]: wall-clock time behind a trait so that logic never reads the system clock directly.
 
 pub mod clock;
+pub mod compress;
 pub mod error;
 pub mod ids;
+pub mod intent;
 pub mod ports;
 pub mod prompt;
 pub mod protocol;
 pub mod relay;
+pub mod throughput;
+pub mod tokenizer;
 pub mod turn;

@@ -55,11 +55,14 @@ pub trait ModelStream: Send {
     fn next(&mut self) -> impl Future<Output = Option<Result<ModelEvent, ModelError>>> + Send;
 }
 
-/// Starts model response streams (Bedrock `ConverseStream`).
+/// Starts model response streams (Bedrock `ConverseStream`) and runs short non-streaming calls
+/// (Bedrock `Converse`, for summaries).
 pub trait ModelClient: Send + Sync {
     type Stream: ModelStream;
     /// Resolves once the response has started (headers received), before the first token.
     fn converse_stream(&self, req: &ModelRequest) -> impl Future<Output = Result<Self::Stream, ModelError>> + Send;
+    /// The whole answer text at once.
+    fn complete(&self, req: &ModelRequest) -> impl Future<Output = Result<String, ModelError>> + Send;
 }
 
 /// Posts frames to a WebSocket client (API Gateway `PostToConnection`).
@@ -126,6 +129,16 @@ pub struct TurnRecord {
     pub expires_at: u64,
 }
 
+/// The running summary of a session's turns older than the verbatim window (`SESSION#<id>` / `SUMMARY`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub text: String,
+    /// The newest turn (`ts_ms`) the summary covers.
+    pub covers_until_ms: u64,
+    /// TTL, Unix seconds.
+    pub expires_at: u64,
+}
+
 /// The result of claiming a message id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
@@ -154,6 +167,12 @@ pub trait Store: Send + Sync {
     fn release_claim(&self, id: &MessageId) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Stores a turn; storing the same turn twice is a no-op.
     fn save_turn(&self, turn: &TurnRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn get_summary(&self, session: &SessionId) -> impl Future<Output = Result<Option<Summary>, StoreError>> + Send;
+    fn put_summary(
+        &self,
+        session: &SessionId,
+        summary: &Summary,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// The newest `limit` turns of a session, newest first.
     fn recent_turns(
         &self,

@@ -1,17 +1,25 @@
-//! The model request for a turn: a stable system prompt first (cacheable prefix), then recent history,
-//! then the per-turn context and the user message. The compression pipeline (token budgets per section)
-//! builds on this layout.
+//! The model request for a turn: the system prompt template, and the request built from a compressed
+//! prompt (stable system block first, so Bedrock prompt caching can hit) or, for the ablation, from the
+//! uncompressed inputs.
 
-use serde_json::{Map, Value};
+use crate::compress::{CompressInput, CompressedPrompt};
+use crate::ports::{ChatMessage, ModelRequest, Role};
+use crate::protocol::ProductRef;
 
-use crate::ports::{ChatMessage, ModelRequest, Role, TurnRecord};
-use crate::protocol::{ClientMessage, ProductRef};
-
-/// The system prompt: short on purpose, every token costs prefill time on every turn.
-pub const SYSTEM_PROMPT: &str = "You are MangaAssist, the shopping assistant of a Japanese manga store. \
-Answer in the shopper's language, briefly: at most 3 short sentences or a list of at most 5 titles. \
-Recommend only products that appear in the context, with their ASIN. \
-If you do not know, say so and suggest how to find out.";
+/// The system prompt template. Lines starting with `@intent,...:` are optional blocks that the
+/// compressor keeps only for those intents; the rest is always sent (minified).
+pub const SYSTEM_PROMPT: &str = "\
+You are MangaAssist, the shopping assistant of a Japanese manga store.
+Answer in the shopper's language, briefly: at most 3 short sentences, or a list of at most 5 titles.
+Recommend only products that appear in the context, and give each one's ASIN.
+If you do not know, say so and suggest how to find out. Never invent prices, stock or dates.
+@order_tracking: For orders, ask for the order id (123-1234567-1234567) if it is missing; never guess a delivery date.
+@return_request: Returns are accepted within 30 days for unread or damaged volumes; explain the steps, do not promise refunds.
+@checkout_help: For checkout problems, suggest checking the cart, the payment method and coupon conditions, in that order.
+@promotion: Mention only promotions that appear in the context, with their end dates.
+@recommendation,product_discovery: Prefer complete or ongoing series with high ratings; say how many volumes each has.
+@product_question: Answer about the product the shopper refers to; if it is ambiguous, ask which one.
+";
 
 /// Model parameters of a turn.
 #[derive(Debug, Clone)]
@@ -20,48 +28,67 @@ pub struct PromptConfig {
     pub temperature: f32,
 }
 
-/// Renders page context as compact `key=value` pairs; strings unquoted, other values as JSON.
-pub fn render_page_context(ctx: &Map<String, Value>) -> String {
-    let mut out = String::new();
-    for (k, v) in ctx {
-        if v.is_null() {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str("; ");
-        }
-        out.push_str(k);
-        out.push('=');
-        match v {
-            Value::String(s) => out.push_str(s),
-            other => out.push_str(&other.to_string()),
-        }
-    }
-    out
-}
-
-/// Builds the request: system prompt, the given history (oldest first), then this message with its page
-/// context.
-pub fn build_request(
+/// A request carrying a compressed prompt: the system block, then one user message.
+pub fn compressed_request(
     model_id: &str,
     cfg: &PromptConfig,
-    msg: &ClientMessage,
-    history: &[TurnRecord],
+    prompt: &CompressedPrompt,
     metadata: Vec<(String, String)>,
 ) -> ModelRequest {
-    let mut messages = Vec::with_capacity(history.len() * 2 + 1);
-    for t in history {
-        messages.push(ChatMessage { role: Role::User, text: t.user_text.clone() });
-        if !t.assistant_text.is_empty() {
-            messages.push(ChatMessage { role: Role::Assistant, text: t.assistant_text.clone() });
+    ModelRequest {
+        model_id: model_id.to_owned(),
+        system: prompt.system.clone(),
+        messages: vec![ChatMessage { role: Role::User, text: prompt.user.clone() }],
+        max_tokens: cfg.max_tokens,
+        temperature: cfg.temperature,
+        metadata,
+    }
+}
+
+/// The uncompressed request (the ablation baseline): the whole system prompt template, every message of
+/// the history as its own turn, all retrieved text, the page context as JSON, the message.
+pub fn uncompressed_request(
+    model_id: &str,
+    cfg: &PromptConfig,
+    input: &CompressInput<'_>,
+    metadata: Vec<(String, String)>,
+) -> ModelRequest {
+    let mut messages: Vec<ChatMessage> = Vec::with_capacity(input.conversation.len() + 1);
+    for m in input.conversation {
+        // Converse needs alternating roles starting with the user: merge runs of one role.
+        match messages.last_mut() {
+            Some(last) if last.role == m.role => {
+                last.text.push('\n');
+                last.text.push_str(&m.text);
+            }
+            None if m.role == Role::Assistant => {}
+            _ => messages.push(m.clone()),
         }
     }
-    let page = render_page_context(&msg.page_context);
-    let text = if page.is_empty() { msg.text.clone() } else { format!("[page] {page}\n{}", msg.text) };
+    let mut text = String::new();
+    if let Some(s) = input.summary {
+        text.push_str(s);
+        text.push('\n');
+    }
+    for c in input.rag_chunks {
+        text.push_str(&c.content);
+        text.push('\n');
+    }
+    if !input.page_context.is_empty() {
+        text.push_str(&serde_json::to_string(input.page_context).unwrap_or_default());
+        text.push('\n');
+    }
+    for (k, v) in input.notes {
+        text.push_str(&format!("{k}={v}\n"));
+    }
+    text.push_str(input.user_message);
+    if messages.last().is_some_and(|m| m.role == Role::User) {
+        messages.pop();
+    }
     messages.push(ChatMessage { role: Role::User, text });
     ModelRequest {
         model_id: model_id.to_owned(),
-        system: SYSTEM_PROMPT.to_owned(),
+        system: input.system_prompt.to_owned(),
         messages,
         max_tokens: cfg.max_tokens,
         temperature: cfg.temperature,
@@ -96,12 +123,5 @@ mod tests {
             products_in("Try B0ABCDEF12 (進撃の巨人), or B0ZZZZZZZ9; B0ABCDEF12 again. Not B0abc, not XB0ABCDEF12.");
         let asins: Vec<_> = p.iter().map(|p| p.asin.as_str()).collect();
         assert_eq!(asins, ["B0ABCDEF12", "B0ZZZZZZZ9"]);
-    }
-
-    #[test]
-    fn page_context_renders_compactly() {
-        let ctx: Map<String, Value> =
-            serde_json::from_str(r#"{"current_asin":"B0ABCDEF12","cart":["a","b"],"x":null}"#).unwrap();
-        assert_eq!(render_page_context(&ctx), r#"cart=["a","b"]; current_asin=B0ABCDEF12"#);
     }
 }

@@ -132,6 +132,13 @@ pub struct TurnMetrics {
     pub output_tokens: u32,
     /// Delta frames posted (fewer than output tokens when coalescing works).
     pub frames: u32,
+    /// Our count of the prompt as sent (cl100k estimate).
+    pub prompt_tokens: u32,
+    /// Our count of the same prompt uncompressed.
+    pub raw_tokens: u32,
+    /// `prompt_tokens / raw_tokens`.
+    pub compression_ratio: f64,
+    pub intent: String,
     /// The model id or provisioned-throughput ARN that answered.
     pub model: String,
 }

@@ -7,7 +7,6 @@
 //! the partial answer is stored.
 
 use std::collections::HashMap;
-use std::pin::pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -15,14 +14,18 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
+use crate::compress::{CompressInput, PromptBudget, PromptCompressor, raw_tokens};
 use crate::error::{ModelError, SinkError, StoreError, chain};
 use crate::ids::{ConnectionId, MessageId, SessionId, UserId};
+use crate::intent;
 use crate::ports::{
-    Claim, ConnectionRecord, ConnectionSink, ModelClient, ModelEvent, ModelStream, Store, TurnRecord, TurnStatus,
+    ChatMessage, Claim, ConnectionRecord, ConnectionSink, ModelClient, ModelEvent, ModelRequest, ModelStream, Role,
+    Store, Summary, TurnRecord, TurnStatus,
 };
-use crate::prompt::{PromptConfig, build_request, products_in};
+use crate::prompt::{PromptConfig, SYSTEM_PROMPT, compressed_request, products_in, uncompressed_request};
 use crate::protocol::{ClientMessage, ServerEvent, TurnMetrics};
 use crate::relay::{RelayConfig, RelayEnd, RelayOutcome, post_with_retry, relay};
+use crate::tokenizer::{Calibration, Estimator, Tokenizer};
 
 /// Settings of the turn, read once at cold start.
 #[derive(Debug, Clone)]
@@ -37,8 +40,17 @@ pub struct TurnConfig {
     pub model_attempts: u32,
     /// Deadline for one attempt's first token.
     pub first_token_timeout: Duration,
-    /// Verbatim turns of history sent to the model.
-    pub history_turns: u32,
+    /// Token budgets of the prompt sections.
+    pub budget: PromptBudget,
+    /// Compress the prompt (off only for the ablation benchmark).
+    pub compression: bool,
+    /// Exchanges loaded from memory each turn: the verbatim window plus material for the digest and the
+    /// next summary.
+    pub memory_turns: u32,
+    /// Model for conversation summaries (a small, fast one); `None` disables summaries.
+    pub summary_model_id: Option<String>,
+    /// Summarize once this many exchanges older than the verbatim window are not yet covered.
+    pub summarize_after: usize,
     pub connection_ttl: Duration,
     pub turn_ttl: Duration,
     pub claim_ttl: Duration,
@@ -53,7 +65,11 @@ impl Default for TurnConfig {
             relay: RelayConfig::default(),
             model_attempts: 2,
             first_token_timeout: Duration::from_secs(5),
-            history_turns: 4,
+            budget: PromptBudget::default(),
+            compression: true,
+            memory_turns: 8,
+            summary_model_id: Some("anthropic.claude-3-haiku-20240307-v1:0".to_owned()),
+            summarize_after: 2,
             connection_ttl: Duration::from_secs(3 * 3600),
             turn_ttl: Duration::from_secs(30 * 24 * 3600),
             claim_ttl: Duration::from_secs(24 * 3600),
@@ -111,7 +127,36 @@ pub struct Engine<M, St, C> {
     pub clock: C,
     pub cfg: TurnConfig,
     sessions: SessionCache,
+    tokens: Estimator,
+    calibration: Calibration,
+    compressor: PromptCompressor,
 }
+
+/// What the store remembers of a session: recent exchanges (newest first) and the running summary.
+#[derive(Debug, Default)]
+struct Memory {
+    turns: Vec<TurnRecord>,
+    summary: Option<Summary>,
+}
+
+impl Memory {
+    /// The exchanges the summary does not cover, as messages, oldest first.
+    fn messages(&self) -> Vec<ChatMessage> {
+        let covered = self.summary.as_ref().map_or(0, |s| s.covers_until_ms);
+        let mut out = Vec::with_capacity(self.turns.len() * 2);
+        for t in self.turns.iter().rev().filter(|t| t.ts_ms > covered) {
+            out.push(ChatMessage { role: Role::User, text: t.user_text.clone() });
+            if !t.assistant_text.is_empty() {
+                out.push(ChatMessage { role: Role::Assistant, text: t.assistant_text.clone() });
+            }
+        }
+        out
+    }
+}
+
+/// Instructions for the summary model.
+const SUMMARY_PROMPT: &str = "Summarize this manga-store chat for the assistant's memory in at most 60 words: \
+what the shopper wants, titles and ASINs discussed, open questions. Same language as the chat.";
 
 /// A model stream whose first events were read while deciding whether to retry.
 struct Primed<S> {
@@ -154,7 +199,17 @@ pub async fn send_error<S: ConnectionSink>(
 
 impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
     pub fn new(model: M, store: St, clock: C, cfg: TurnConfig) -> Self {
-        Self { model, store, clock, cfg, sessions: SessionCache::default() }
+        let compressor = PromptCompressor::new(cfg.budget);
+        Self {
+            model,
+            store,
+            clock,
+            cfg,
+            sessions: SessionCache::default(),
+            tokens: Estimator::warm_in_background(),
+            calibration: Calibration::default(),
+            compressor,
+        }
     }
 
     /// `$connect`: stores the connection record. A valid `session_id` from the client resumes that session;
@@ -221,20 +276,17 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
     /// Opens the model stream and waits for its first text delta, retrying (on the fallback model, when one
     /// is configured) while nothing has been sent. Returns the primed stream, the model that answers and
     /// when its request was sent.
-    async fn open_stream(
-        &self,
-        msg: &ClientMessage,
-        history: &[TurnRecord],
-    ) -> Result<(Primed<M::Stream>, String, Instant), ModelError> {
+    async fn open_stream(&self, base: &ModelRequest) -> Result<(Primed<M::Stream>, String, Instant), ModelError> {
         let attempts = self.cfg.model_attempts.max(1);
         let mut last_err = ModelError::Timeout(0);
+        let mut req = base.clone();
         for attempt in 1..=attempts {
             let model_id = match (&self.cfg.fallback_model_id, attempt) {
                 (Some(fb), a) if a > 1 => fb.as_str(),
-                _ => self.cfg.model_id.as_str(),
+                _ => base.model_id.as_str(),
             };
-            let metadata = vec![("message_id".to_owned(), msg.message_id.to_string())];
-            let req = build_request(model_id, &self.cfg.prompt, msg, history, metadata);
+            req.model_id.clear();
+            req.model_id.push_str(model_id);
             let sent = Instant::now();
             let first = async {
                 let mut stream = self.model.converse_stream(&req).await?;
@@ -293,27 +345,15 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
         let ts_ms = self.clock.now_ms();
         let mid = msg.message_id.as_str();
 
-        // Beside the model call: who is this, and has this message been answered already?
-        let claim_fut = async {
-            let (session, _user) = self.session_of(conn).await;
-            let expires = ts_ms / 1000 + secs(self.cfg.claim_ttl);
-            let claim = self.store.claim_message(&msg.message_id, &session, expires).await;
-            (session, claim)
-        };
-        let mut claim_fut = pin!(claim_fut);
-        let mut open = pin!(self.open_stream(&msg, &[]));
-        let mut opened = None;
-        let (session, claim) = loop {
-            tokio::select! {
-                c = &mut claim_fut => break c,
-                o = &mut open, if opened.is_none() => opened = Some(o),
-            }
-        };
-
+        // Who is this (cached per warm container), then, side by side: has this message been answered
+        // already, and what does the session remember?
+        let (session, _user) = self.session_of(conn).await;
+        let expires = ts_ms / 1000 + secs(self.cfg.claim_ttl);
+        let (claim, memory) =
+            tokio::join!(self.store.claim_message(&msg.message_id, &session, expires), self.load_memory(&session));
         let claimed = match claim {
             Ok(Claim::Claimed) => true,
             Ok(Claim::Duplicate) => {
-                // Dropping the pending model call cancels it: a duplicate costs no first token.
                 tracing::info!(message_id = mid, "duplicate message id; not answering twice");
                 let text = "this message_id has already been answered or is being answered";
                 send_error(sink, conn, rcfg, Some(mid), "duplicate_message", text, false).await;
@@ -326,11 +366,40 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
             }
         };
 
-        let opened = match opened {
-            Some(o) => o,
-            None => open.await,
+        // Classify, resolve ordinals against the last answer, compress to the budget.
+        let previous = memory.turns.first().map(|t| t.products.as_slice()).unwrap_or_default();
+        let entities = intent::extract(&msg.text, previous);
+        let intent = intent::classify(&msg.text, &entities);
+        let conversation = memory.messages();
+        let notes: Vec<(&str, String)> = entities.resolved.iter().map(|p| ("refers_to", p.asin.clone())).collect();
+        let input = CompressInput {
+            system_prompt: SYSTEM_PROMPT,
+            rag_chunks: &[],
+            conversation: &conversation,
+            summary: memory.summary.as_ref().map(|s| s.text.as_str()),
+            page_context: &msg.page_context,
+            notes: &notes,
+            user_message: &msg.text,
+            intent,
         };
-        let (mut stream, model, sent) = match opened {
+        let metadata = vec![("message_id".to_owned(), msg.message_id.to_string())];
+        let request = if self.cfg.compression {
+            let budget = self.cfg.budget.calibrated(self.calibration.factor(&self.cfg.model_id));
+            match self.compressor.compress(&self.tokens, &input, &budget) {
+                Ok(p) => compressed_request(&self.cfg.model_id, &self.cfg.prompt, &p, metadata),
+                Err(e) => {
+                    if claimed {
+                        self.release(&msg.message_id).await;
+                    }
+                    send_error(sink, conn, rcfg, Some(mid), "message_too_long", &e.to_string(), false).await;
+                    return TurnResult::Rejected("message_too_long");
+                }
+            }
+        } else {
+            uncompressed_request(&self.cfg.model_id, &self.cfg.prompt, &input, metadata)
+        };
+
+        let (mut stream, model, sent) = match self.open_stream(&request).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(message_id = mid, code = e.code(), error = %chain(&e), "model failed before first token");
@@ -346,6 +415,14 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
         let out = relay(&mut stream, sink, conn, &msg.message_id, rcfg).await;
         drop(stream); // cancels generation if the relay stopped early
 
+        // Off the critical path from here: what the uncompressed prompt would have cost, and what Bedrock
+        // says this one cost (which calibrates the next budgets).
+        let prompt_tokens = self.tokens.count(&request.system)
+            + request.messages.iter().map(|m| self.tokens.count(&m.text)).sum::<usize>();
+        let raw = raw_tokens(&self.tokens, &input).max(1);
+        if self.tokens.is_exact() {
+            self.calibration.observe(&model, prompt_tokens, out.input_tokens);
+        }
         let metrics = TurnMetrics {
             first_token_ms: ms_since(started, out.first_post_at),
             model_first_token_ms: ms_since(sent, out.first_delta_at),
@@ -353,9 +430,81 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
             input_tokens: out.input_tokens,
             output_tokens: out.output_tokens,
             frames: out.frames,
+            prompt_tokens: u32::try_from(prompt_tokens).unwrap_or(u32::MAX),
+            raw_tokens: u32::try_from(raw).unwrap_or(u32::MAX),
+            compression_ratio: prompt_tokens as f64 / raw as f64,
+            intent: intent.as_str().to_owned(),
             model,
         };
-        self.finish(sink, conn, &msg, &session, ts_ms, claimed, out, metrics).await
+        let (result, record) = self.finish(sink, conn, &msg, &session, ts_ms, claimed, out, metrics).await;
+        if let Some(record) = record {
+            self.maybe_summarize(&session, &memory, &record).await;
+        }
+        result
+    }
+
+    /// Recent exchanges and the summary, side by side; a failure leaves the turn without memory.
+    async fn load_memory(&self, session: &SessionId) -> Memory {
+        let (turns, summary) =
+            tokio::join!(self.store.recent_turns(session, self.cfg.memory_turns), self.store.get_summary(session));
+        let turns = turns.unwrap_or_else(|e| {
+            tracing::warn!(session_id = %session, error = %chain(&e), "could not load recent turns; answering without them");
+            Vec::new()
+        });
+        let summary = summary.unwrap_or_else(|e| {
+            tracing::warn!(session_id = %session, error = %chain(&e), "could not load the summary");
+            None
+        });
+        Memory { turns, summary }
+    }
+
+    /// After the answer: when enough exchanges have left the verbatim window uncovered, fold them into
+    /// the session's summary with a small model. Bounded by a deadline; a failure only means the digest
+    /// of older questions is used until the next try.
+    async fn maybe_summarize(&self, session: &SessionId, memory: &Memory, latest: &TurnRecord) {
+        let Some(model_id) = &self.cfg.summary_model_id else { return };
+        let covered = memory.summary.as_ref().map_or(0, |s| s.covers_until_ms);
+        let window = self.cfg.budget.verbatim_messages.div_ceil(2);
+        let older: Vec<&TurnRecord> =
+            std::iter::once(latest).chain(memory.turns.iter()).skip(window).filter(|t| t.ts_ms > covered).collect();
+        if older.len() < self.cfg.summarize_after.max(1) {
+            return;
+        }
+        let mut text = String::new();
+        if let Some(s) = &memory.summary {
+            text.push_str("Summary so far: ");
+            text.push_str(&s.text);
+            text.push('\n');
+        }
+        for t in older.iter().rev() {
+            text.push_str("user: ");
+            text.push_str(&t.user_text);
+            text.push_str("\nassistant: ");
+            text.push_str(&t.assistant_text);
+            text.push('\n');
+        }
+        let req = ModelRequest {
+            model_id: model_id.clone(),
+            system: SUMMARY_PROMPT.to_owned(),
+            messages: vec![ChatMessage { role: Role::User, text }],
+            max_tokens: 120,
+            temperature: 0.0,
+            metadata: vec![("purpose".to_owned(), "summary".to_owned())],
+        };
+        let summary = match tokio::time::timeout(Duration::from_secs(5), self.model.complete(&req)).await {
+            Ok(Ok(t)) if !t.trim().is_empty() => t.trim().to_owned(),
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => return tracing::warn!(session_id = %session, error = %chain(&e), "summary failed"),
+            Err(_) => return tracing::warn!(session_id = %session, "summary timed out"),
+        };
+        let s = Summary {
+            text: summary,
+            covers_until_ms: older.first().map_or(covered, |t| t.ts_ms),
+            expires_at: latest.expires_at,
+        };
+        if let Err(e) = self.store.put_summary(session, &s).await {
+            tracing::warn!(session_id = %session, error = %chain(&e), "could not store the summary");
+        }
     }
 
     async fn release(&self, id: &MessageId) {
@@ -376,7 +525,7 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
         claimed: bool,
         out: RelayOutcome,
         metrics: TurnMetrics,
-    ) -> TurnResult {
+    ) -> (TurnResult, Option<TurnRecord>) {
         let rcfg = &self.cfg.relay;
         let mid = msg.message_id.as_str();
         let products = products_in(&out.text);
@@ -404,10 +553,14 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
                 if claimed {
                     self.release(&msg.message_id).await;
                 }
-                return;
+                return false;
             }
-            if let Err(e) = self.store.save_turn(&record).await {
-                tracing::error!(message_id = mid, error = %chain(&e), "could not store turn");
+            match self.store.save_turn(&record).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(message_id = mid, error = %chain(&e), "could not store turn");
+                    false
+                }
             }
         };
         let notify = async {
@@ -451,7 +604,7 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
                 }
             }
         };
-        let ((), result) = tokio::join!(store, notify);
+        let (stored, result) = tokio::join!(store, notify);
         tracing::info!(
             message_id = mid,
             session_id = %session,
@@ -463,8 +616,12 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
             output_tokens = metrics.output_tokens,
             frames = metrics.frames,
             model = %metrics.model,
+            prompt_tokens = metrics.prompt_tokens,
+            raw_tokens = metrics.raw_tokens,
+            compression_ratio = metrics.compression_ratio,
+            intent = %metrics.intent,
             "turn finished"
         );
-        result
+        (result, stored.then_some(record))
     }
 }

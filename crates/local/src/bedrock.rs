@@ -11,12 +11,16 @@
 //! - then one token every `1000 / decode_tokens_per_sec` ms, on an absolute schedule (no drift).
 //!
 //! The defaults ([`LatencyModel::bedrock_like`]) put a ~450-token prompt's first token near 0.6 s and decode
-//! at 75 tokens/s, inside the published on-demand Claude ranges (0.6-0.95 s, 50-100 tokens/s). Tokens are
-//! estimated as one per 4 ASCII bytes plus one per non-ASCII character.
+//! at 75 tokens/s, inside the published on-demand Claude ranges (0.6-0.95 s, 50-100 tokens/s). Input
+//! tokens are the `cl100k_base` count times [`CLAUDE_TOKENS_PER_CL100K`], plus 3 per message.
+//!
+//! `POST /model/{modelId}/converse` (non-streaming, used for conversation summaries) answers with a
+//! deterministic summary of the shopper's lines after the same latency model's full generation time.
 //!
 //! # Answers
 //! Deterministic functions of the prompt: the products (ASINs) that appear in the context are recommended
-//! in order of appearance, in Japanese when the question is Japanese, padded to about `answer_tokens`.
+//! in order of appearance (only the one named by `refers_to=<ASIN>` when the prompt has it), in Japanese
+//! when the question is Japanese, padded to about `answer_tokens`.
 //!
 //! Every request is recorded ([`Stats`]) under its `requestMetadata.message_id`, so the bench can tell the
 //! model's own first-token time from ours.
@@ -166,6 +170,8 @@ struct Shared {
 pub struct BedrockEmulator {
     pub addr: SocketAddr,
     pub stats: Arc<Stats>,
+    /// The provisioned-throughput control plane served on the same address.
+    pub control: Arc<crate::control_plane::ControlPlane>,
     shared: Arc<Shared>,
 }
 
@@ -175,20 +181,24 @@ impl BedrockEmulator {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stats = Arc::new(Stats::default());
+        let control = Arc::new(crate::control_plane::ControlPlane::default());
         let shared = Arc::new(Shared {
             cfg,
             stats: stats.clone(),
             faults: Mutex::new(VecDeque::new()),
             counter: std::sync::atomic::AtomicU64::new(0),
         });
-        let app =
-            Router::new().route("/model/{model_id}/converse-stream", post(converse_stream)).with_state(shared.clone());
+        let app = Router::new()
+            .route("/model/{model_id}/converse-stream", post(converse_stream))
+            .route("/model/{model_id}/converse", post(converse))
+            .with_state(shared.clone())
+            .merge(crate::control_plane::router(control.clone()));
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "bedrock emulator stopped");
             }
         });
-        Ok(Self { addr, stats, shared })
+        Ok(Self { addr, stats, control, shared })
     }
 
     /// `http://addr`, for `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` or an SDK config's `endpoint_url`.
@@ -204,7 +214,18 @@ impl BedrockEmulator {
     }
 }
 
-/// Token estimate: one per 4 ASCII bytes, one per non-ASCII character.
+/// How many tokens Claude bills per `cl100k_base` token, on our mixed English/Japanese traffic. An
+/// assumption (Claude's tokenizer is not public) that makes the emulator's `inputTokens` differ from our
+/// estimate the way Bedrock's would, so the chat function's online calibration has something to learn.
+pub const CLAUDE_TOKENS_PER_CL100K: f64 = 1.15;
+
+/// The `inputTokens` the emulator reports for a request's text (`messages` framing adds 3 per message).
+pub fn billed_tokens(text: &str, messages: usize) -> u32 {
+    let n = mangaassist_core::tokenizer::Tokenizer::count(&mangaassist_core::tokenizer::Cl100k, text);
+    ((n as f64) * CLAUDE_TOKENS_PER_CL100K).round() as u32 + 3 * u32::try_from(messages).unwrap_or(0)
+}
+
+/// Token estimate for answer lengths: one per 4 ASCII bytes, one per non-ASCII character.
 pub fn estimate_tokens(text: &str) -> u32 {
     let (ascii, other) =
         text.chars().fold((0u32, 0u32), |(a, o), c| if c.is_ascii() { (a + 1, o) } else { (a, o + 1) });
@@ -236,14 +257,23 @@ pub fn tokenize_answer(text: &str) -> Vec<String> {
 
 /// The deterministic answer for a prompt (see module docs).
 pub fn answer_for(context: &str, question: &str, target_tokens: u32) -> String {
-    let products: Vec<&str> = {
-        let mut v: Vec<&str> = Vec::new();
-        for w in context.split(|c: char| !c.is_ascii_alphanumeric()) {
-            if mangaassist_core::prompt::is_asin(w) && !v.contains(&w) {
-                v.push(w);
+    // A prompt that says which product the shopper refers to (`refers_to=<ASIN>`) gets an answer about it.
+    let focus = context
+        .split("refers_to=")
+        .nth(1)
+        .map(|rest| &rest[..rest.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(rest.len())])
+        .filter(|a| mangaassist_core::prompt::is_asin(a));
+    let products: Vec<&str> = match focus {
+        Some(a) => vec![a],
+        None => {
+            let mut v: Vec<&str> = Vec::new();
+            for w in context.split(|c: char| !c.is_ascii_alphanumeric()) {
+                if mangaassist_core::prompt::is_asin(w) && !v.contains(&w) {
+                    v.push(w);
+                }
             }
+            v
         }
-        v
     };
     let ja = is_japanese(question);
     let mut out = String::new();
@@ -353,7 +383,7 @@ async fn converse_stream(State(shared): State<Arc<Shared>>, Path(model_id): Path
         .map(str::to_owned)
         .unwrap_or_else(|| format!("req-{}", shared.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
 
-    let input_tokens = estimate_tokens(&context);
+    let input_tokens = billed_tokens(&context, messages.len());
     let target = shared.cfg.answer_tokens.min(u32::try_from(max_tokens).unwrap_or(u32::MAX));
     let mut tokens = tokenize_answer(&answer_for(&context, &question, target));
     let stop_reason = if tokens.len() > max_tokens as usize {
@@ -457,6 +487,63 @@ async fn converse_stream(State(shared): State<Arc<Shared>>, Path(model_id): Path
         .header("x-amzn-requestid", uuid::Uuid::new_v4().to_string())
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// `Converse`: the whole answer at once. The answer is a summary-like digest of the user lines.
+async fn converse(State(shared): State<Arc<Shared>>, Path(model_id): Path<String>, body: Bytes) -> Response {
+    let received_at = Instant::now();
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return error_response(StatusCode::BAD_REQUEST, "ValidationException", "malformed request body");
+    };
+    let messages = req.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
+    if messages.is_empty() {
+        return error_response(StatusCode::BAD_REQUEST, "ValidationException", "messages must not be empty");
+    }
+    let mut context = req.get("system").map(text_of).unwrap_or_default();
+    for m in &messages {
+        context.push('\n');
+        context.push_str(&m.get("content").map(text_of).unwrap_or_default());
+    }
+    let mut asked: Vec<String> = Vec::new();
+    for line in context.lines() {
+        if let Some(q) = line.strip_prefix("user: ") {
+            asked.push(q.split_whitespace().take(8).collect::<Vec<_>>().join(" "));
+        }
+    }
+    let mut asins: Vec<&str> = Vec::new();
+    for w in context.split(|c: char| !c.is_ascii_alphanumeric()) {
+        if mangaassist_core::prompt::is_asin(w) && !asins.contains(&w) {
+            asins.push(w);
+        }
+    }
+    let text = format!("The shopper asked: {}. Products discussed: {}.", asked.join("; "), asins.join(", "));
+    let input_tokens = billed_tokens(&context, messages.len());
+    let output_tokens = estimate_tokens(&text);
+    let lat = shared.cfg.latency;
+    let done = lat.first_token(input_tokens) + lat.per_token() * output_tokens;
+    let key = format!("converse-{}", shared.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    shared.stats.insert(
+        key,
+        RequestRecord {
+            model_id,
+            received_at,
+            first_delta_at: None,
+            input_tokens,
+            deltas_sent: 0,
+            deltas_planned: 0,
+            completed: true,
+            cancelled: false,
+            fault: None,
+        },
+    );
+    sleep_until(received_at + done).await;
+    axum::Json(json!({
+        "output": { "message": { "role": "assistant", "content": [{ "text": text }] } },
+        "stopReason": "end_turn",
+        "usage": { "inputTokens": input_tokens, "outputTokens": output_tokens, "totalTokens": input_tokens + output_tokens },
+        "metrics": { "latencyMs": received_at.elapsed().as_millis() }
+    }))
+    .into_response()
 }
 
 #[cfg(test)]

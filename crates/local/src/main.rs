@@ -31,6 +31,14 @@ enum Latency {
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Scenario {
+    /// TTFT, total latency and our overhead; relay ablation.
+    Turns,
+    /// Raw vs compressed prompt tokens, CPU per compression; TTFT with compression on and off.
+    Compression,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
 enum Relay {
     Coalesce,
     PerToken,
@@ -70,8 +78,23 @@ enum Cmd {
         #[arg(long)]
         page_context: Option<String>,
     },
-    /// Measure first-token latency, total latency and our overhead over real WebSocket connections.
+    /// Measure first-token latency, total latency and our overhead over real WebSocket connections
+    /// (`--scenario turns`), or prompt compression (`--scenario compression`).
     Bench {
+        #[arg(long, value_enum, default_value = "turns")]
+        scenario: Scenario,
+        /// compression: read requests from this JSONL file instead of generating them (format in README).
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+        /// compression: generated requests.
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// compression: generator seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// compression: skip the end-to-end TTFT comparison.
+        #[arg(long)]
+        no_e2e: bool,
         /// A running system (e.g. a deployed stage's wss:// URL); default: start one in-process.
         #[arg(long)]
         url: Option<String>,
@@ -196,7 +219,18 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Chat { url, message, page_context } => chat(&url, message, page_context).await,
-        Cmd::Bench { url, conversations, concurrency, relay, post_latency_ms, quick, script, json } => {
+        Cmd::Bench { scenario: Scenario::Compression, corpus, requests, seed, no_e2e, quick, json, .. } => {
+            bench::compression(bench::CompressionOptions {
+                corpus,
+                requests: if quick { requests.min(500) } else { requests },
+                seed,
+                e2e: !no_e2e,
+                quick,
+                json,
+            })
+            .await
+        }
+        Cmd::Bench { url, conversations, concurrency, relay, post_latency_ms, quick, script, json, .. } => {
             let relay = if quick && relay == Relay::Both { Relay::Coalesce } else { relay };
             bench::main(BenchOptions {
                 url,

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use mangaassist_core::error::StoreError;
 use mangaassist_core::ids::{ConnectionId, MessageId, SessionId};
-use mangaassist_core::ports::{Claim, ConnectionRecord, Store, TurnRecord};
+use mangaassist_core::ports::{Claim, ConnectionRecord, Store, Summary, TurnRecord};
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -14,6 +14,7 @@ struct Inner {
     /// message id -> answered?
     claims: HashMap<MessageId, bool>,
     turns: HashMap<SessionId, BTreeMap<(u64, MessageId), TurnRecord>>,
+    summaries: HashMap<SessionId, Summary>,
 }
 
 /// `Store` in memory.
@@ -74,6 +75,19 @@ impl Store for MemoryStore {
                 .entry((t.ts_ms, t.message_id.clone()))
                 .or_insert_with(|| t.clone());
             i.claims.insert(t.message_id.clone(), true);
+        })
+    }
+
+    async fn get_summary(&self, session: &SessionId) -> Result<Option<Summary>, StoreError> {
+        self.with(|i| i.summaries.get(session).cloned())
+    }
+
+    async fn put_summary(&self, session: &SessionId, summary: &Summary) -> Result<(), StoreError> {
+        self.with(|i| {
+            let newer = i.summaries.get(session).is_none_or(|s| s.covers_until_ms < summary.covers_until_ms);
+            if newer {
+                i.summaries.insert(session.clone(), summary.clone());
+            }
         })
     }
 

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use mangaassist_core::compress::PromptBudget;
 use mangaassist_core::prompt::PromptConfig;
 use mangaassist_core::relay::{RelayConfig, RelayMode};
 use mangaassist_core::turn::TurnConfig;
@@ -84,7 +85,33 @@ impl ChatConfig {
             relay,
             model_attempts: parse(&get, "MODEL_ATTEMPTS", d.model_attempts, "expected a count")?.max(1),
             first_token_timeout: millis(&get, "FIRST_TOKEN_TIMEOUT_MS", d.first_token_timeout)?,
-            history_turns: parse(&get, "HISTORY_TURNS", d.history_turns, "expected a count")?,
+            budget: PromptBudget {
+                system: parse(&get, "BUDGET_SYSTEM_TOKENS", d.budget.system, "expected a token count")?,
+                rag: parse(&get, "BUDGET_RAG_TOKENS", d.budget.rag, "expected a token count")?,
+                conversation: parse(
+                    &get,
+                    "BUDGET_CONVERSATION_TOKENS",
+                    d.budget.conversation,
+                    "expected a token count",
+                )?,
+                page: parse(&get, "BUDGET_PAGE_TOKENS", d.budget.page, "expected a token count")?,
+                user_message: parse(
+                    &get,
+                    "BUDGET_USER_MESSAGE_TOKENS",
+                    d.budget.user_message,
+                    "expected a token count",
+                )?,
+                total: parse(&get, "BUDGET_TOTAL_TOKENS", d.budget.total, "expected a token count")?,
+                ..d.budget
+            },
+            compression: parse(&get, "COMPRESSION", d.compression, "expected true or false")?,
+            memory_turns: parse(&get, "MEMORY_TURNS", d.memory_turns, "expected a count")?,
+            summary_model_id: match nonempty("SUMMARY_MODEL_ID").as_deref() {
+                None => d.summary_model_id,
+                Some("off" | "none") => None,
+                Some(m) => Some(m.to_owned()),
+            },
+            summarize_after: d.summarize_after,
             connection_ttl: d.connection_ttl,
             turn_ttl: Duration::from_secs(
                 parse(&get, "TURN_TTL_DAYS", d.turn_ttl.as_secs() / 86_400, "expected days")? * 86_400,
@@ -128,6 +155,15 @@ mod tests {
         assert_eq!(err.name, "MAX_TOKENS");
         assert!(cfg(&[("RELAY_MODE", "fast")]).is_err());
         assert!(cfg(&[("TEMPERATURE", "3")]).is_err());
+    }
+
+    #[test]
+    fn budgets_and_summaries_are_configurable() {
+        let c = cfg(&[("BUDGET_TOTAL_TOKENS", "1500"), ("COMPRESSION", "false"), ("SUMMARY_MODEL_ID", "off")]).unwrap();
+        assert_eq!(c.turn.budget.total, 1500);
+        assert_eq!(c.turn.budget.rag, 350);
+        assert!(!c.turn.compression);
+        assert!(c.turn.summary_model_id.is_none());
     }
 
     #[test]
