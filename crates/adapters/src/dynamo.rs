@@ -103,6 +103,8 @@ impl DynamoStore {
             model: get_s(item, "model").unwrap_or_default().to_owned(),
             input_tokens: get_n(item, "input_tokens").unwrap_or(0),
             output_tokens: get_n(item, "output_tokens").unwrap_or(0),
+            user_tokens: get_n(item, "user_tokens"),
+            assistant_tokens: get_n(item, "assistant_tokens"),
             expires_at: get_n(item, "expires_at").unwrap_or(0),
         })
     }
@@ -212,7 +214,8 @@ impl Store for DynamoStore {
 
     async fn save_turn(&self, t: &TurnRecord) -> Result<(), StoreError> {
         let products = AttributeValue::L(t.products.iter().map(|p| s(p.asin.as_str())).collect());
-        let turn = Put::builder()
+        let counts = [("user_tokens", t.user_tokens), ("assistant_tokens", t.assistant_tokens)];
+        let mut turn = Put::builder()
             .table_name(&self.table)
             .item("pk", s(format!("SESSION#{}", t.session_id)))
             .item("sk", s(turn_sk(t.ts_ms, &t.message_id)))
@@ -226,9 +229,13 @@ impl Store for DynamoStore {
             .item("input_tokens", n(t.input_tokens))
             .item("output_tokens", n(t.output_tokens))
             .item("expires_at", n(t.expires_at))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(|e| StoreError::Other(Box::new(e)))?;
+            .condition_expression("attribute_not_exists(pk)");
+        for (k, v) in counts {
+            if let Some(v) = v {
+                turn = turn.item(k, n(v));
+            }
+        }
+        let turn = turn.build().map_err(|e| StoreError::Other(Box::new(e)))?;
         let (pk, sk) = claim_key(&t.message_id);
         let claim = Put::builder()
             .table_name(&self.table)

@@ -22,8 +22,8 @@ fn fixture() -> (Vec<RagChunk>, Vec<ChatMessage>, Map<String, Value>) {
         )
     };
     let mut chunks: Vec<RagChunk> =
-        (0..6).map(|i| RagChunk { content: chunk(i), score: 0.9 - i as f32 * 0.1 }).collect();
-    chunks.push(RagChunk { content: format!("{} ", chunk(0)), score: 0.5 });
+        (0..6).map(|i| RagChunk { content: chunk(i), score: 0.9 - i as f32 * 0.1, tokens: None }).collect();
+    chunks.push(RagChunk { content: format!("{} ", chunk(0)), score: 0.5, tokens: None });
     let conversation = (0..10)
         .map(|i| ChatMessage {
             role: if i % 2 == 0 { Role::User } else { Role::Assistant },
@@ -60,6 +60,7 @@ fn benches(c: &mut Criterion) {
         system_prompt: SYSTEM_PROMPT,
         rag_chunks: &chunks,
         conversation: &conversation,
+        conversation_tokens: &[],
         summary: Some("The shopper likes short horror series and asked about Uzumaki."),
         page_context: &page,
         notes: &[],
@@ -71,6 +72,14 @@ fn benches(c: &mut Criterion) {
         b.iter(|| compressor.compress(&Cl100k, black_box(&input), &budget).map(|p| p.total_tokens))
     });
     c.bench_function("raw_tokens_off_path", |b| b.iter(|| raw_tokens(&Cl100k, black_box(&input))));
+    // As in production: stored turns and indexed chunks carry their token counts.
+    let counted: Vec<RagChunk> =
+        chunks.iter().map(|c| RagChunk { tokens: Some(Cl100k.count(c.content.trim())), ..c.clone() }).collect();
+    let known: Vec<Option<usize>> = conversation.iter().map(|m| Some(Cl100k.count(m.text.trim()))).collect();
+    let stored = CompressInput { rag_chunks: &counted, conversation_tokens: &known, ..input };
+    c.bench_function("compress_typical_prompt_stored_counts", |b| {
+        b.iter(|| compressor.compress(&Cl100k, black_box(&stored), &budget).map(|p| p.total_tokens))
+    });
 }
 
 criterion_group!(compress, benches);

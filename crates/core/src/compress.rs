@@ -85,6 +85,8 @@ impl PromptBudget {
 pub struct RagChunk {
     pub content: String,
     pub score: f32,
+    /// Its token count, when the index knows it (counted once at indexing, not on every turn).
+    pub tokens: Option<usize>,
 }
 
 /// Everything that may go into the prompt.
@@ -94,6 +96,8 @@ pub struct CompressInput<'a> {
     pub rag_chunks: &'a [RagChunk],
     /// Oldest first.
     pub conversation: &'a [ChatMessage],
+    /// Token counts of `conversation`'s texts when known (stored with each turn), same order; may be empty.
+    pub conversation_tokens: &'a [Option<usize>],
     /// The stored running summary of turns older than the verbatim window.
     pub summary: Option<&'a str>,
     pub page_context: &'a Map<String, Value>,
@@ -205,25 +209,30 @@ pub fn truncate_at_boundary<'a, T: Tokenizer + ?Sized>(tok: &T, text: &'a str, m
     cut
 }
 
-/// Word (ASCII) or character-bigram (other scripts) shingles, hashed, sorted, deduplicated.
+/// FNV-1a: shingles are compared within one request, so a fast non-keyed hash is enough.
+fn fnv(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Word (ASCII, case-folded) or character-bigram (other scripts) shingles, hashed, sorted, deduplicated.
 fn shingles(text: &str) -> Vec<u64> {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let h = |s: &str| {
-        let mut hasher = DefaultHasher::new();
-        s.hash(&mut hasher);
-        hasher.finish()
-    };
     let mut out: Vec<u64> = Vec::new();
     for w in text.split(|c: char| c.is_whitespace() || c.is_ascii_punctuation()).filter(|w| !w.is_empty()) {
         if w.is_ascii() {
-            out.push(h(&w.to_ascii_lowercase()));
+            out.push(fnv(w.bytes().map(|b| b.to_ascii_lowercase())));
         } else {
-            let idx: Vec<usize> = w.char_indices().map(|(i, _)| i).chain(std::iter::once(w.len())).collect();
-            for win in idx.windows(3) {
-                out.push(h(&w[win[0]..win[2]]));
+            let mut prev: Option<usize> = None;
+            let mut any = false;
+            for (i, _) in w.char_indices().skip(1).chain(std::iter::once((w.len(), ' '))) {
+                let start = prev.unwrap_or(0);
+                if prev.is_some() {
+                    out.push(fnv(w[start..i].bytes()));
+                    any = true;
+                }
+                prev = Some(w[..i].char_indices().next_back().map_or(0, |(j, _)| j));
             }
-            if idx.len() == 2 {
-                out.push(h(w));
+            if !any {
+                out.push(fnv(w.bytes()));
             }
         }
     }
@@ -263,44 +272,58 @@ fn compress_rag<T: Tokenizer + ?Sized>(
     budget: usize,
     min_chunk: usize,
 ) -> (String, usize) {
-    let mut order: Vec<&RagChunk> = chunks.iter().filter(|c| !c.content.trim().is_empty()).collect();
-    order.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut order: Vec<(usize, &str, f32, Option<usize>)> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (i, c.content.trim(), c.score, c.tokens))
+        .filter(|(_, t, _, _)| !t.is_empty())
+        .collect();
+    order.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+    // Each piece after the first costs its separator, plus one slack token for merges at the join.
+    let join_cost = tok.count(RAG_SEPARATOR) + 1;
     let mut kept_shingles: Vec<Vec<u64>> = Vec::new();
-    let mut candidates: Vec<(&str, usize)> = Vec::new();
-    for c in order {
-        let sh = shingles(&c.content);
+    let mut used = 0;
+    let mut picked: Vec<(usize, &str)> = Vec::new();
+    let mut first_left_out: Option<&str> = None;
+    for (_, text, _, known) in order {
+        let join = if picked.is_empty() { 0 } else { join_cost };
+        let room = budget.saturating_sub(used + join);
+        if room == 0 {
+            break;
+        }
+        let sh = shingles(text);
         if kept_shingles.iter().any(|k| jaccard(k, &sh) >= NEAR_DUPLICATE) {
             continue;
         }
-        kept_shingles.push(sh);
-        candidates.push((c.content.trim(), tok.count(c.content.trim())));
-    }
-    // Each piece after the first costs its separator; `slack` covers merges at the join.
-    let join_cost = tok.count(RAG_SEPARATOR) + 1;
-    let mut used = 0;
-    let mut picked: Vec<(usize, &str)> = Vec::new();
-    let mut first_left_out = None;
-    for (i, (text, n)) in candidates.iter().enumerate() {
-        let cost = n + if picked.is_empty() { 0 } else { join_cost };
-        if used + cost <= budget {
-            used += cost;
-            picked.push((i, text));
-        } else if first_left_out.is_none() {
-            first_left_out = Some(i);
-        }
-    }
-    if let Some(i) = first_left_out {
-        let cost_join = if picked.is_empty() { 0 } else { join_cost };
-        let room = budget.saturating_sub(used + cost_join);
-        if room >= min_chunk {
-            let cut = truncate_at_boundary(tok, candidates[i].0, room);
-            if !cut.trim().is_empty() {
-                used += tok.count(cut) + cost_join;
-                picked.push((i, cut));
+        let fits = match known {
+            Some(n) => (n <= room).then_some(n),
+            None => tok.count_up_to(text, room),
+        };
+        match fits {
+            Some(n) => {
+                used += n + join;
+                picked.push((picked.len(), text));
+                kept_shingles.push(sh);
+            }
+            None => {
+                if first_left_out.is_none() {
+                    first_left_out = Some(text);
+                    kept_shingles.push(sh);
+                }
             }
         }
     }
-    picked.sort_by_key(|(i, _)| *i);
+    if let Some(text) = first_left_out {
+        let join = if picked.is_empty() { 0 } else { join_cost };
+        let room = budget.saturating_sub(used + join);
+        if room >= min_chunk {
+            let cut = truncate_at_boundary(tok, text, room);
+            if !cut.trim().is_empty() {
+                used += tok.count(cut) + join;
+                picked.push((picked.len(), cut));
+            }
+        }
+    }
     let text = picked.iter().map(|(_, t)| *t).collect::<Vec<_>>().join(RAG_SEPARATOR);
     (text, used)
 }
@@ -312,53 +335,84 @@ fn role_prefix(role: Role) -> &'static str {
     }
 }
 
-/// Fits the conversation into `budget` (see module docs); returns the section text and its cost.
+/// Fits the conversation into `budget` (see module docs); returns the section text and its cost. Lines are
+/// taken newest first, so older material is only looked at while budget remains.
 fn compress_conversation<T: Tokenizer + ?Sized>(
     tok: &T,
     messages: &[ChatMessage],
+    known: &[Option<usize>],
     summary: Option<&str>,
     budget: usize,
     verbatim: usize,
 ) -> (String, usize) {
     let split = messages.len().saturating_sub(verbatim);
     let (older, recent) = messages.split_at(split);
-    let mut lines: Vec<String> = Vec::with_capacity(recent.len() + 1);
-    match summary.map(str::trim).filter(|s| !s.is_empty()) {
-        Some(s) => lines.push(format!("[Earlier: {s}]")),
-        None if !older.is_empty() => {
-            let asked: Vec<&str> = older
-                .iter()
-                .filter(|m| m.role == Role::User)
-                .map(|m| truncate_at_boundary(tok, m.text.trim(), 16))
-                .filter(|q| !q.is_empty())
-                .collect();
-            if !asked.is_empty() {
-                lines.push(format!("[Earlier the shopper asked: {}]", asked.join(" | ")));
+    let mut lines: Vec<String> = Vec::with_capacity(recent.len() + 1); // newest first
+    let mut used = 0;
+    for (i, m) in recent.iter().enumerate().rev() {
+        let line = format!("{}{}", role_prefix(m.role), m.text.trim());
+        let room = budget.saturating_sub(used + 1); // +1: the newline joining it to the next line
+        // A stored count covers the text; the prefix costs its own tokens plus one for the join.
+        let fits = match known.get(split + i).copied().flatten() {
+            Some(n) => {
+                let n = n + tok.count(role_prefix(m.role)) + 1;
+                (n <= room).then_some(n)
             }
+            None => tok.count_up_to(&line, room),
+        };
+        match fits {
+            Some(n) => {
+                used += n + 1;
+                lines.push(line);
+            }
+            None if lines.is_empty() => {
+                // A newest message longer than the whole budget: keep its beginning.
+                let cut = truncate_at_boundary(tok, &line, budget.saturating_sub(1));
+                let n = tok.count(cut) + usize::from(!cut.is_empty());
+                return (cut.to_owned(), n);
+            }
+            None => return (join_reversed(&lines), used),
         }
-        None => {}
     }
-    for m in recent {
-        lines.push(format!("{}{}", role_prefix(m.role), m.text.trim()));
+    let room = budget.saturating_sub(used + 1);
+    let earlier = match summary.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) if room > 0 => Some(format!("[Earlier: {s}]")),
+        None if room > 8 && !older.is_empty() => {
+            // A digest of the shopper's older questions, newest first until the room is used.
+            let mut asked: Vec<&str> = Vec::new();
+            let mut cost = 8;
+            for m in older.iter().rev().filter(|m| m.role == Role::User) {
+                let q = truncate_at_boundary(tok, m.text.trim(), 16);
+                let n = tok.count(q) + 1;
+                if q.is_empty() || cost + n > room {
+                    break;
+                }
+                cost += n;
+                asked.push(q);
+            }
+            asked.reverse();
+            (!asked.is_empty()).then(|| format!("[Earlier the shopper asked: {}]", asked.join(" | ")))
+        }
+        _ => None,
+    };
+    if let Some(line) = earlier
+        && let Some(n) = tok.count_up_to(&line, room)
+    {
+        used += n + 1;
+        lines.push(line);
     }
-    // Costs per line (+1 for the newline join), dropped from the oldest end until they fit.
-    let costs: Vec<usize> = lines.iter().map(|l| tok.count(l) + 1).collect();
-    let mut start = 0;
-    let mut total: usize = costs.iter().sum();
-    while total > budget && start + 1 < lines.len() {
-        total -= costs[start];
-        start += 1;
+    (join_reversed(&lines), used)
+}
+
+fn join_reversed(lines: &[String]) -> String {
+    let mut out = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for l in lines.iter().rev() {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(l);
     }
-    if lines.is_empty() {
-        return (String::new(), 0);
-    }
-    if total > budget {
-        // A single newest message longer than the whole budget: keep its beginning.
-        let cut = truncate_at_boundary(tok, &lines[start], budget.saturating_sub(1));
-        let n = tok.count(cut) + usize::from(!cut.is_empty());
-        return (cut.to_owned(), n);
-    }
-    (lines[start..].join("\n"), total)
+    out
 }
 
 fn compress_page<T: Tokenizer + ?Sized>(
@@ -449,6 +503,7 @@ impl PromptCompressor {
         let (conversation, conv_tokens) = compress_conversation(
             tok,
             input.conversation,
+            input.conversation_tokens,
             input.summary,
             budget.conversation,
             budget.verbatim_messages,
@@ -511,8 +566,13 @@ impl PromptCompressor {
 /// whole page context as JSON, the message. For the `compression_ratio` metric; not on the critical path.
 pub fn raw_tokens<T: Tokenizer + ?Sized>(tok: &T, input: &CompressInput<'_>) -> usize {
     tok.count(input.system_prompt)
-        + input.rag_chunks.iter().map(|c| tok.count(&c.content)).sum::<usize>()
-        + input.conversation.iter().map(|m| tok.count(&m.text) + 2).sum::<usize>()
+        + input.rag_chunks.iter().map(|c| c.tokens.unwrap_or_else(|| tok.count(&c.content))).sum::<usize>()
+        + input
+            .conversation
+            .iter()
+            .enumerate()
+            .map(|(i, m)| input.conversation_tokens.get(i).copied().flatten().unwrap_or_else(|| tok.count(&m.text)) + 2)
+            .sum::<usize>()
         + input.summary.map_or(0, |s| tok.count(s))
         + if input.page_context.is_empty() {
             0
@@ -542,6 +602,7 @@ mod tests {
             system_prompt: "You are   MangaAssist.\n\n  Be brief.\n@order_tracking: Ask for the order id.\n",
             rag_chunks: chunks,
             conversation: conv,
+            conversation_tokens: &[],
             summary: None,
             page_context: page,
             notes: &[],
@@ -564,9 +625,9 @@ mod tests {
     fn rag_keeps_whole_chunks_by_score_and_cuts_the_next_at_a_sentence() {
         let long = "Berserk is a dark fantasy. It follows Guts. ".repeat(40);
         let chunks = vec![
-            RagChunk { content: "Uzumaki is a horror classic by Junji Ito.".into(), score: 0.9 },
-            RagChunk { content: long.clone(), score: 0.8 },
-            RagChunk { content: "Uzumaki is a horror classic by Junji Ito!".into(), score: 0.7 },
+            RagChunk { content: "Uzumaki is a horror classic by Junji Ito.".into(), score: 0.9, tokens: None },
+            RagChunk { content: long.clone(), score: 0.8, tokens: None },
+            RagChunk { content: "Uzumaki is a horror classic by Junji Ito!".into(), score: 0.7, tokens: None },
         ];
         let (text, n) = compress_rag(&Cl100k, &chunks, 120, 50);
         assert!(text.starts_with("Uzumaki is a horror classic by Junji Ito."));
@@ -578,8 +639,8 @@ mod tests {
     #[test]
     fn a_tiny_remainder_is_dropped_rather_than_cut() {
         let chunks = vec![
-            RagChunk { content: "word ".repeat(90), score: 0.9 },
-            RagChunk { content: "other ".repeat(90), score: 0.8 },
+            RagChunk { content: "word ".repeat(90), score: 0.9, tokens: None },
+            RagChunk { content: "other ".repeat(90), score: 0.8, tokens: None },
         ];
         let (text, _) = compress_rag(&Cl100k, &chunks, 120, 50);
         assert!(!text.contains("other"));
@@ -595,12 +656,12 @@ mod tests {
             msg(Role::User, "Which is shorter?"),
             msg(Role::Assistant, "Vagabond."),
         ];
-        let (text, _) = compress_conversation(&Cl100k, &conv, None, 200, 4);
+        let (text, _) = compress_conversation(&Cl100k, &conv, &[], None, 200, 4);
         assert!(text.starts_with("[Earlier the shopper asked: Do you have Berserk?]"), "{text}");
         assert!(text.contains(
             "user: And Vagabond?\nassistant: Yes, volumes 1-37.\nuser: Which is shorter?\nassistant: Vagabond."
         ));
-        let (with_summary, _) = compress_conversation(&Cl100k, &conv, Some("asked about Berserk"), 200, 4);
+        let (with_summary, _) = compress_conversation(&Cl100k, &conv, &[], Some("asked about Berserk"), 200, 4);
         assert!(with_summary.starts_with("[Earlier: asked about Berserk]"));
     }
 
@@ -660,12 +721,17 @@ mod tests {
             user in "[a-zA-Z ]{1,60}",
             total in 200usize..2000,
         ) {
-            let chunks: Vec<RagChunk> = chunks.into_iter().map(|(content, score)| RagChunk { content, score }).collect();
+            let chunks: Vec<RagChunk> = chunks.into_iter().map(|(content, score)| {
+                let tokens = (score > 0.5).then(|| Cl100k.count(content.trim()));
+                RagChunk { content, score, tokens }
+            }).collect();
             let conv: Vec<ChatMessage> = turns.iter().enumerate()
                 .map(|(i, t)| msg(if i % 2 == 0 { Role::User } else { Role::Assistant }, t)).collect();
             let page: Map<String, Value> = serde_json::from_str(r#"{"store_section":"horror","browsing_history":["B0AAAAAAA1"]}"#).unwrap();
+            let known: Vec<Option<usize>> = conv.iter().enumerate().map(|(i, m)| (i % 3 == 0).then(|| Cl100k.count(m.text.trim()))).collect();
             let mut inp = input(&chunks, &conv, &page, &user);
             inp.summary = summary.as_deref();
+            inp.conversation_tokens = &known;
             let budget = PromptBudget { total, ..PromptBudget::default() };
             let c = PromptCompressor::default();
             let Ok(out) = c.compress(&Cl100k, &inp, &budget) else { return Ok(()) };

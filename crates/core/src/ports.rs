@@ -125,6 +125,9 @@ pub struct TurnRecord {
     pub model: String,
     pub input_tokens: u32,
     pub output_tokens: u32,
+    /// Our token counts of `user_text` and `assistant_text`, stored so later prompts need not recount.
+    pub user_tokens: Option<u32>,
+    pub assistant_tokens: Option<u32>,
     /// TTL, Unix seconds.
     pub expires_at: u64,
 }

@@ -20,6 +20,11 @@ use unicode_segmentation::GraphemeCursor;
 /// Counts and truncates text in tokens.
 pub trait Tokenizer: Send + Sync {
     fn count(&self, text: &str) -> usize;
+    /// `Some(count)` when `text` is at most `limit` tokens, else `None`; may stop counting early.
+    fn count_up_to(&self, text: &str, limit: usize) -> Option<usize> {
+        let n = self.count(text);
+        (n <= limit).then_some(n)
+    }
     /// The longest prefix of `text` of at most `max` tokens, ending on a grapheme boundary.
     fn truncate<'a>(&self, text: &'a str, max: usize) -> &'a str;
 }
@@ -50,6 +55,18 @@ impl Cl100k {
 impl Tokenizer for Cl100k {
     fn count(&self, text: &str) -> usize {
         Self::bpe().count(text)
+    }
+
+    fn count_up_to(&self, text: &str, limit: usize) -> Option<usize> {
+        let bpe = Self::bpe();
+        let mut used = 0;
+        for piece in bpe.split(text) {
+            used += bpe.bpe.count(piece.as_bytes());
+            if used > limit {
+                return None;
+            }
+        }
+        Some(used)
     }
 
     fn truncate<'a>(&self, text: &'a str, max: usize) -> &'a str {
@@ -133,6 +150,10 @@ impl Tokenizer for Estimator {
         if self.is_exact() { Cl100k.count(text) } else { Heuristic.count(text) }
     }
 
+    fn count_up_to(&self, text: &str, limit: usize) -> Option<usize> {
+        if self.is_exact() { Cl100k.count_up_to(text, limit) } else { Heuristic.count_up_to(text, limit) }
+    }
+
     fn truncate<'a>(&self, text: &'a str, max: usize) -> &'a str {
         if self.is_exact() { Cl100k.truncate(text, max) } else { Heuristic.truncate(text, max) }
     }
@@ -199,6 +220,15 @@ mod tests {
             let (h, b) = (Heuristic.count(text) as f32, Cl100k.count(text) as f32);
             assert!((h / b - 1.0).abs() < 0.5, "heuristic {h} vs bpe {b} for {text}");
         }
+    }
+
+    #[test]
+    fn counting_up_to_a_limit_agrees_with_counting() {
+        let text = "Spiral Chronicle (渦巻く年代記) is a horror series in 12 volumes. ".repeat(5);
+        let n = Cl100k.count(&text);
+        assert_eq!(Cl100k.count_up_to(&text, n), Some(n));
+        assert_eq!(Cl100k.count_up_to(&text, n - 1), None);
+        assert_eq!(Heuristic.count_up_to(&text, 10), None);
     }
 
     #[test]

@@ -140,17 +140,21 @@ struct Memory {
 }
 
 impl Memory {
-    /// The exchanges the summary does not cover, as messages, oldest first.
-    fn messages(&self) -> Vec<ChatMessage> {
+    /// The exchanges the summary does not cover, as messages oldest first, with their stored token counts.
+    fn messages(&self) -> (Vec<ChatMessage>, Vec<Option<usize>>) {
         let covered = self.summary.as_ref().map_or(0, |s| s.covers_until_ms);
         let mut out = Vec::with_capacity(self.turns.len() * 2);
+        let mut counts = Vec::with_capacity(self.turns.len() * 2);
+        let n = |c: Option<u32>| c.map(|c| c as usize);
         for t in self.turns.iter().rev().filter(|t| t.ts_ms > covered) {
             out.push(ChatMessage { role: Role::User, text: t.user_text.clone() });
+            counts.push(n(t.user_tokens));
             if !t.assistant_text.is_empty() {
                 out.push(ChatMessage { role: Role::Assistant, text: t.assistant_text.clone() });
+                counts.push(n(t.assistant_tokens));
             }
         }
-        out
+        (out, counts)
     }
 }
 
@@ -370,12 +374,13 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
         let previous = memory.turns.first().map(|t| t.products.as_slice()).unwrap_or_default();
         let entities = intent::extract(&msg.text, previous);
         let intent = intent::classify(&msg.text, &entities);
-        let conversation = memory.messages();
+        let (conversation, conversation_tokens) = memory.messages();
         let notes: Vec<(&str, String)> = entities.resolved.iter().map(|p| ("refers_to", p.asin.clone())).collect();
         let input = CompressInput {
             system_prompt: SYSTEM_PROMPT,
             rag_chunks: &[],
             conversation: &conversation,
+            conversation_tokens: &conversation_tokens,
             summary: memory.summary.as_ref().map(|s| s.text.as_str()),
             page_context: &msg.page_context,
             notes: &notes,
@@ -507,6 +512,11 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
         }
     }
 
+    /// A count worth storing: only the BPE's, never the warm-up estimate.
+    fn exact_count(&self, text: &str) -> Option<u32> {
+        self.tokens.is_exact().then(|| u32::try_from(self.tokens.count(text.trim())).unwrap_or(u32::MAX))
+    }
+
     async fn release(&self, id: &MessageId) {
         if let Err(e) = self.store.release_claim(id).await {
             tracing::error!(message_id = %id, error = %chain(&e), "could not release message claim");
@@ -545,6 +555,8 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
             model: metrics.model.clone(),
             input_tokens: out.input_tokens,
             output_tokens: out.output_tokens,
+            user_tokens: self.exact_count(&msg.text),
+            assistant_tokens: self.exact_count(&out.text),
             expires_at: ts_ms / 1000 + secs(self.cfg.turn_ttl),
         };
         let store = async {
