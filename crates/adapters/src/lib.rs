@@ -1,4 +1,5 @@
-//! The core's ports implemented with the AWS SDK for Rust. Every client is built once per container from
+//! The core's ports implemented with the AWS SDK for Rust, plus the context sources over HTTP and Redis. Every
+//! SDK client is built once per container from
 //! one `SdkConfig` (so they share one HTTP connection pool) and any endpoint can be overridden with the
 //! SDK's own `AWS_ENDPOINT_URL_<SERVICE>` variables, which is how local runs and tests reach the emulators
 //! and moto.
@@ -10,10 +11,18 @@
 //! - [`bedrock_control`]: `ThroughputControl` over the Bedrock provisioned-throughput control plane.
 //! - [`throughput_state`]: `ThroughputStateStore` over the `CONFIG/THROUGHPUT` item, optimistically locked.
 //! - [`sdk`]: shared SDK configuration (timeouts, retries).
+//! - [`opensearch`]: `Retriever` over OpenSearch `_search` (BM25 `multi_match`, intent filter on `kind`).
+//! - [`services`]: `ProductService` over the store's HTTP product, review, recommendation and promotion services.
+//! - [`redis_cache`]: `Cache` over Redis/Valkey (ElastiCache Serverless: TLS, cluster mode), self-reconnecting.
+//! - [`http`]: shared plumbing of the HTTP sources (timeouts, bounded jittered retries, error mapping).
 
 pub mod apigw;
 pub mod bedrock;
 pub mod bedrock_control;
 pub mod dynamo;
+pub mod http;
+pub mod opensearch;
+pub mod redis_cache;
 pub mod sdk;
+pub mod services;
 pub mod throughput_state;
