@@ -1,0 +1,408 @@
+//! Turn metrics as CloudWatch Embedded Metric Format (EMF) records, one JSON line each on stdout.
+//!
+//! Lambda ships every stdout line to CloudWatch Logs, and CloudWatch Logs turns a line that is an EMF
+//! document into metric data points: no `PutMetricData` call, no client, nothing on the critical path but
+//! one formatted line. This module is the one place where the metric names, the namespace, the dimensions
+//! and the units are defined; the SAM template's alarms and dashboard name the same strings (a test in
+//! `tests/e2e/template.rs` checks that every alarm's metric is in [`ALL`]).
+//!
+//! A record looks like this (one line in reality):
+//!
+//! ```json
+//! {"_aws":{"Timestamp":1795770910120,
+//!          "CloudWatchMetrics":[{"Namespace":"MangaAssist",
+//!                                "Dimensions":[["intent","route"],["route"],[]],
+//!                                "Metrics":[{"Name":"bedrock.first_token_latency_ms","Unit":"Milliseconds"}]}]},
+//!  "intent":"recommendation","route":"on-demand","bedrock.first_token_latency_ms":412.5}
+//! ```
+//!
+//! Each dimension set becomes its own CloudWatch metric: `[intent, route]` gives per-intent figures on
+//! each route, `[route]` compares on-demand with provisioned throughput, and the empty set `[]` publishes
+//! the metric with no dimensions at all, the aggregate over all traffic that the alarms watch (CloudWatch
+//! cannot compute a percentile across dimension values afterwards, so the aggregate must be published).
+
+use std::io::Write as _;
+
+use crate::protocol::TurnMetrics;
+
+/// The CloudWatch namespace of every metric this project publishes.
+pub const NAMESPACE: &str = "MangaAssist";
+
+/// Turn start -> first delta accepted by API Gateway: the time to first token the shopper sees.
+pub const FIRST_TOKEN_LATENCY_MS: &str = "bedrock.first_token_latency_ms";
+/// Turn start -> last delta accepted.
+pub const TOTAL_LATENCY_MS: &str = "bedrock.total_latency_ms";
+/// Tokens of the prompt as sent (after compression).
+pub const PROMPT_TOTAL_TOKENS: &str = "prompt.total_tokens";
+/// Prompt tokens sent / prompt tokens before compression (1.0: compression saved nothing).
+pub const COMPRESSION_RATIO: &str = "prompt.compression_ratio";
+/// Time spent gathering the turn's context (memory, RAG, product data, prefetched entries).
+pub const CONTEXT_ASSEMBLY_TIME_MS: &str = "context.assembly_time_ms";
+/// Share of the turn's context lookups answered by the prefetch cache, 0..=1.
+pub const PREFETCH_HIT_RATE: &str = "prefetch.hit_rate";
+
+/// Every metric name above: what alarms and dashboards may refer to.
+pub const ALL: &[&str] = &[
+    FIRST_TOKEN_LATENCY_MS,
+    TOTAL_LATENCY_MS,
+    PROMPT_TOTAL_TOKENS,
+    COMPRESSION_RATIO,
+    CONTEXT_ASSEMBLY_TIME_MS,
+    PREFETCH_HIT_RATE,
+];
+
+/// Dimension: the classified intent of the turn (`recommendation`, `order_tracking`, ...).
+pub const DIM_INTENT: &str = "intent";
+/// Dimension: which model route answered, [`ROUTE_ON_DEMAND`] or [`ROUTE_PROVISIONED`].
+pub const DIM_ROUTE: &str = "route";
+/// The `route` value of a turn answered by an on-demand model.
+pub const ROUTE_ON_DEMAND: &str = "on-demand";
+/// The `route` value of a turn answered through provisioned throughput.
+pub const ROUTE_PROVISIONED: &str = "provisioned";
+
+/// CloudWatch rejects an empty dimension value (and with it the whole record), so one is written instead.
+const EMPTY_DIMENSION_VALUE: &str = "unknown";
+/// CloudWatch's limit on a dimension value's length, in characters.
+const MAX_DIMENSION_VALUE_CHARS: usize = 1024;
+
+/// The CloudWatch units this project uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Milliseconds,
+    Count,
+    /// A ratio or another dimensionless number.
+    None,
+}
+
+impl Unit {
+    /// The unit's name as CloudWatch spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Milliseconds => "Milliseconds",
+            Self::Count => "Count",
+            Self::None => "None",
+        }
+    }
+}
+
+/// The route a turn took, read from the model id that answered: a provisioned-throughput ARN or an
+/// on-demand model id.
+pub fn route_for_model(model: &str) -> &'static str {
+    if model.contains(":provisioned-model/") { ROUTE_PROVISIONED } else { ROUTE_ON_DEMAND }
+}
+
+/// One EMF record under [`NAMESPACE`]: dimension values and metric values sharing one timestamp.
+///
+/// Build it with [`Emf::new`], [`Emf::dimension`] and [`Emf::metric`]; the dimension sets default to the
+/// roll-ups of the declared keys (see [`Emf::dimension`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Emf {
+    timestamp_ms: u64,
+    dimensions: Vec<(String, String)>,
+    dimension_sets: Option<Vec<Vec<String>>>,
+    metrics: Vec<(String, f64, Unit)>,
+}
+
+impl Emf {
+    /// A record stamped `timestamp_ms` (milliseconds since the Unix epoch). CloudWatch drops records
+    /// stamped more than two weeks in the past or two hours in the future.
+    pub fn new(timestamp_ms: u64) -> Self {
+        Self { timestamp_ms, dimensions: Vec::new(), dimension_sets: None, metrics: Vec::new() }
+    }
+
+    /// Adds a dimension (a repeated key replaces the value). Declare the most specific dimension first:
+    /// unless [`Emf::dimension_sets`] says otherwise, keys `[k1, k2, .., kn]` publish each metric under
+    /// `[k1..kn]`, `[k2..kn]`, .., `[kn]` and `[]` (no dimensions), so `intent` then `route` gives
+    /// `[["intent","route"],["route"],[]]`. An empty value is written as `unknown`.
+    #[must_use]
+    pub fn dimension(mut self, key: &str, value: &str) -> Self {
+        let value = if value.is_empty() {
+            EMPTY_DIMENSION_VALUE.to_owned()
+        } else {
+            value.chars().take(MAX_DIMENSION_VALUE_CHARS).collect()
+        };
+        match self.dimensions.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.dimensions.push((key.to_owned(), value)),
+        }
+        self
+    }
+
+    /// Replaces the default roll-up dimension sets. Every key named must also be added with
+    /// [`Emf::dimension`]; sets naming an undeclared key are left out of the record.
+    #[must_use]
+    pub fn dimension_sets(mut self, sets: &[&[&str]]) -> Self {
+        self.dimension_sets = Some(sets.iter().map(|set| set.iter().map(|k| (*k).to_owned()).collect()).collect());
+        self
+    }
+
+    /// Adds a metric value (a repeated name replaces the value). A value that is not finite (NaN, for
+    /// instance a ratio of two zeros) is left out: JSON cannot carry it and CloudWatch would reject it.
+    #[must_use]
+    pub fn metric(mut self, name: &str, value: f64, unit: Unit) -> Self {
+        if !value.is_finite() {
+            return self;
+        }
+        match self.metrics.iter_mut().find(|(n, _, _)| n == name) {
+            Some(slot) => {
+                slot.1 = value;
+                slot.2 = unit;
+            }
+            None => self.metrics.push((name.to_owned(), value, unit)),
+        }
+        self
+    }
+
+    /// The value recorded for metric `name`, if any.
+    pub fn value(&self, name: &str) -> Option<f64> {
+        self.metrics.iter().find(|(n, _, _)| n == name).map(|(_, v, _)| *v)
+    }
+
+    fn sets(&self) -> Vec<Vec<String>> {
+        match &self.dimension_sets {
+            Some(sets) => sets
+                .iter()
+                .filter(|set| set.iter().all(|k| self.dimensions.iter().any(|(d, _)| d == k)))
+                .cloned()
+                .collect(),
+            None => (0..=self.dimensions.len())
+                .map(|skip| self.dimensions.iter().skip(skip).map(|(k, _)| k.clone()).collect())
+                .collect(),
+        }
+    }
+
+    /// The record as one line of JSON (no newline).
+    pub fn to_json(&self) -> String {
+        use serde_json::{Map, Value, json};
+
+        let definitions: Vec<Value> =
+            self.metrics.iter().map(|(name, _, unit)| json!({"Name": name, "Unit": unit.as_str()})).collect();
+        let mut root = Map::new();
+        root.insert(
+            "_aws".to_owned(),
+            json!({
+                "Timestamp": self.timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": NAMESPACE,
+                    "Dimensions": self.sets(),
+                    "Metrics": definitions,
+                }],
+            }),
+        );
+        for (key, value) in &self.dimensions {
+            root.insert(key.clone(), Value::String(value.clone()));
+        }
+        for (name, value, _) in &self.metrics {
+            root.insert(name.clone(), json!(value));
+        }
+        Value::Object(root).to_string()
+    }
+
+    /// Writes the record to stdout as one line, which Lambda ships to CloudWatch Logs. The line is written
+    /// under the stdout lock in one call, so it never interleaves with log lines. A failed write is
+    /// ignored: a lost metric must not fail a turn, and there is nowhere else to report it.
+    pub fn emit(&self) {
+        let mut line = self.to_json();
+        line.push('\n');
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
+    }
+}
+
+/// The record of one finished turn: `metrics` under the design's names, dimensioned by its intent and
+/// `route` ([`ROUTE_ON_DEMAND`] or [`ROUTE_PROVISIONED`]; see [`route_for_model`]).
+/// `context_assembly_ms` and `prefetch_hit_rate` (0..=1) are recorded when the turn measured them.
+pub fn turn_record(
+    metrics: &TurnMetrics,
+    route: &str,
+    timestamp_ms: u64,
+    context_assembly_ms: Option<f64>,
+    prefetch_hit_rate: Option<f64>,
+) -> Emf {
+    let mut emf = Emf::new(timestamp_ms)
+        .dimension(DIM_INTENT, &metrics.intent)
+        .dimension(DIM_ROUTE, route)
+        .metric(FIRST_TOKEN_LATENCY_MS, metrics.first_token_ms, Unit::Milliseconds)
+        .metric(TOTAL_LATENCY_MS, metrics.total_ms, Unit::Milliseconds)
+        .metric(PROMPT_TOTAL_TOKENS, f64::from(metrics.prompt_tokens), Unit::Count)
+        .metric(COMPRESSION_RATIO, metrics.compression_ratio, Unit::None);
+    if let Some(ms) = context_assembly_ms {
+        emf = emf.metric(CONTEXT_ASSEMBLY_TIME_MS, ms, Unit::Milliseconds);
+    }
+    if let Some(rate) = prefetch_hit_rate {
+        emf = emf.metric(PREFETCH_HIT_RATE, rate, Unit::None);
+    }
+    emf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// Checks `line` against the rules of the EMF specification that CloudWatch enforces, and returns it
+    /// parsed.
+    fn assert_valid_emf(line: &str) -> Value {
+        assert!(!line.contains('\n'), "an EMF record is one line: {line}");
+        let doc: Value = serde_json::from_str(line).unwrap();
+        let root = doc.as_object().unwrap();
+        let aws = root["_aws"].as_object().unwrap();
+        assert!(aws["Timestamp"].is_u64(), "Timestamp must be an integer of milliseconds: {line}");
+        let directives = aws["CloudWatchMetrics"].as_array().unwrap();
+        assert!(!directives.is_empty());
+        for directive in directives {
+            assert_eq!(directive["Namespace"], NAMESPACE);
+            let metrics = directive["Metrics"].as_array().unwrap();
+            assert!(metrics.len() <= 100, "at most 100 metrics per directive");
+            for m in metrics {
+                let name = m["Name"].as_str().unwrap();
+                assert!(root[name].is_number(), "metric {name} must be a top-level number: {line}");
+                let unit = m["Unit"].as_str().unwrap();
+                assert!(["Milliseconds", "Count", "None"].contains(&unit), "{unit}");
+            }
+            for set in directive["Dimensions"].as_array().unwrap() {
+                let set = set.as_array().unwrap();
+                assert!(set.len() <= 30, "at most 30 keys per dimension set");
+                for key in set {
+                    let key = key.as_str().unwrap();
+                    let value = root[key].as_str().unwrap_or_else(|| panic!("dimension {key} must be a string"));
+                    assert!(!value.is_empty());
+                }
+            }
+        }
+        doc
+    }
+
+    fn sample() -> TurnMetrics {
+        TurnMetrics {
+            first_token_ms: 412.5,
+            model_first_token_ms: 380.0,
+            total_ms: 1830.25,
+            input_tokens: 900,
+            output_tokens: 120,
+            frames: 40,
+            prompt_tokens: 1480,
+            raw_tokens: 2960,
+            compression_ratio: 0.5,
+            intent: "recommendation".to_owned(),
+            model: "anthropic.claude-3-5-haiku-20241022-v1:0".to_owned(),
+            ..TurnMetrics::default()
+        }
+    }
+
+    #[test]
+    fn a_turn_record_is_valid_emf_with_the_designs_names() {
+        let doc = assert_valid_emf(&turn_record(&sample(), ROUTE_ON_DEMAND, 1_795_770_910_120, None, None).to_json());
+        assert_eq!(doc["_aws"]["Timestamp"], 1_795_770_910_120_u64);
+        assert_eq!(doc[FIRST_TOKEN_LATENCY_MS], 412.5);
+        assert_eq!(doc[TOTAL_LATENCY_MS], 1830.25);
+        assert_eq!(doc[PROMPT_TOTAL_TOKENS], 1480.0);
+        assert_eq!(doc[COMPRESSION_RATIO], 0.5);
+        assert_eq!(doc["intent"], "recommendation");
+        assert_eq!(doc["route"], "on-demand");
+        let units: Vec<(&str, &str)> = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["Name"].as_str().unwrap(), m["Unit"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            units,
+            [
+                (FIRST_TOKEN_LATENCY_MS, "Milliseconds"),
+                (TOTAL_LATENCY_MS, "Milliseconds"),
+                (PROMPT_TOTAL_TOKENS, "Count"),
+                (COMPRESSION_RATIO, "None"),
+            ]
+        );
+    }
+
+    #[test]
+    fn turn_metrics_are_published_per_intent_per_route_and_in_aggregate() {
+        let doc = assert_valid_emf(&turn_record(&sample(), ROUTE_PROVISIONED, 1, None, None).to_json());
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([["intent", "route"], ["route"], []])
+        );
+    }
+
+    #[test]
+    fn context_assembly_and_prefetch_hit_rate_are_recorded_only_when_measured() {
+        let without = turn_record(&sample(), ROUTE_ON_DEMAND, 1, None, None);
+        assert_eq!(without.value(CONTEXT_ASSEMBLY_TIME_MS), None);
+        assert_eq!(without.value(PREFETCH_HIT_RATE), None);
+        let with = turn_record(&sample(), ROUTE_ON_DEMAND, 1, Some(120.0), Some(0.25));
+        let doc = assert_valid_emf(&with.to_json());
+        assert_eq!(doc[CONTEXT_ASSEMBLY_TIME_MS], 120.0);
+        assert_eq!(doc[PREFETCH_HIT_RATE], 0.25);
+        let names: Vec<&str> = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names.len(), ALL.len());
+        assert!(ALL.iter().all(|n| names.contains(n)));
+    }
+
+    #[test]
+    fn a_ratio_that_is_not_a_number_is_left_out_rather_than_written_as_null() {
+        let mut m = sample();
+        m.compression_ratio = f64::NAN;
+        let doc = assert_valid_emf(&turn_record(&m, ROUTE_ON_DEMAND, 1, None, Some(f64::INFINITY)).to_json());
+        assert!(doc.get(COMPRESSION_RATIO).is_none());
+        assert!(doc.get(PREFETCH_HIT_RATE).is_none());
+        assert_eq!(doc[FIRST_TOKEN_LATENCY_MS], 412.5);
+    }
+
+    #[test]
+    fn an_empty_intent_is_written_as_unknown() {
+        let mut m = sample();
+        m.intent.clear();
+        let doc = assert_valid_emf(&turn_record(&m, ROUTE_ON_DEMAND, 1, None, None).to_json());
+        assert_eq!(doc["intent"], "unknown");
+    }
+
+    #[test]
+    fn repeated_dimensions_and_metrics_keep_the_last_value() {
+        let emf = Emf::new(7)
+            .dimension("route", "on-demand")
+            .dimension("route", "provisioned")
+            .metric(TOTAL_LATENCY_MS, 1.0, Unit::Milliseconds)
+            .metric(TOTAL_LATENCY_MS, 2.0, Unit::Milliseconds);
+        let doc = assert_valid_emf(&emf.to_json());
+        assert_eq!(doc["route"], "provisioned");
+        assert_eq!(doc[TOTAL_LATENCY_MS], 2.0);
+        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap().len(), 1);
+        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"], serde_json::json!([["route"], []]));
+    }
+
+    #[test]
+    fn explicit_dimension_sets_drop_sets_naming_undeclared_keys() {
+        let emf = Emf::new(7)
+            .dimension("intent", "faq")
+            .dimension_sets(&[&["intent"], &["intent", "route"], &[]])
+            .metric(PROMPT_TOTAL_TOKENS, 10.0, Unit::Count);
+        let doc = assert_valid_emf(&emf.to_json());
+        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"], serde_json::json!([["intent"], []]));
+    }
+
+    #[test]
+    fn the_route_is_read_from_the_model_that_answered() {
+        assert_eq!(
+            route_for_model("arn:aws:bedrock:ap-northeast-1:123456789012:provisioned-model/abc"),
+            ROUTE_PROVISIONED
+        );
+        assert_eq!(route_for_model("anthropic.claude-3-5-haiku-20241022-v1:0"), ROUTE_ON_DEMAND);
+    }
+
+    #[test]
+    fn metric_names_are_unique_and_fit_cloudwatch_limits() {
+        for (i, name) in ALL.iter().enumerate() {
+            assert!(!ALL[i + 1..].contains(name), "{name} is listed twice");
+            assert!((1..=255).contains(&name.len()));
+            assert!(name.is_ascii() && !name.contains(' '));
+        }
+        assert!(!ALL.contains(&DIM_INTENT) && !ALL.contains(&DIM_ROUTE));
+    }
+}
