@@ -61,8 +61,10 @@ pub async fn system_with(
     latency: LatencyModel,
     f: impl FnOnce(&mut TurnConfig),
 ) -> LocalSystem<DynamoStore> {
-    let mut opts =
-        SystemOptions { emulator: EmulatorConfig { latency, answer_tokens: 60 }, ..SystemOptions::default() };
+    let mut opts = SystemOptions {
+        emulator: EmulatorConfig { latency, answer_tokens: 60, ..EmulatorConfig::default() },
+        ..SystemOptions::default()
+    };
     f(&mut opts.turn);
     start(dynamo(moto).await, opts).await.unwrap()
 }
@@ -126,4 +128,112 @@ pub async fn recording_endpoint() -> (String, Recorder) {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     (format!("http://{addr}/prod"), rec)
+}
+
+/// A redis-server process on 127.0.0.1, killed when dropped. It can be stopped and started again on the
+/// same port, to test that clients reconnect by themselves.
+pub struct Redis {
+    child: Option<tokio::process::Child>,
+    args: Vec<String>,
+    pub port: u16,
+    pub url: String,
+}
+
+fn spawn_redis(port: u16, extra: &[String]) -> tokio::process::Child {
+    tokio::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server must be installed (apt-get install -y redis-server); .ci/run installs it")
+}
+
+/// Sends one inline command to the Redis on `port` and returns the start of its reply.
+pub async fn redis_command(port: u16, command: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(format!("{command}\r\n").as_bytes()).await?;
+    let mut buf = vec![0; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.map_err(std::io::Error::other)??;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+async fn wait_for_pong(port: u16) {
+    for _ in 0..200 {
+        if redis_command(port, "PING").await.is_ok_and(|r| r.starts_with("+PONG")) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("redis-server did not start on port {port}");
+}
+
+impl Redis {
+    /// Starts the server again (on the same port) if it is stopped, and waits for it.
+    pub async fn start(&mut self) {
+        if self.child.is_none() {
+            self.child = Some(spawn_redis(self.port, &self.args));
+        }
+        wait_for_pong(self.port).await;
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to clients).
+    pub async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().await.unwrap();
+        }
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: connections stay open but nothing answers.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = self.child.as_ref().and_then(|c| c.id()).unwrap();
+        let sig = if frozen { "-STOP" } else { "-CONT" };
+        assert!(std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+    }
+}
+
+/// A Redis configuration for a port where nothing listens yet; `start` it later.
+pub fn redis_stopped() -> Redis {
+    let port = free_port();
+    Redis { child: None, args: Vec::new(), port, url: format!("redis://127.0.0.1:{port}") }
+}
+
+pub async fn redis() -> Redis {
+    let mut r = redis_stopped();
+    r.start().await;
+    r
+}
+
+/// A one-node Redis Cluster owning every hash slot: multi-key commands across slots fail with `CROSSSLOT`,
+/// as on ElastiCache Serverless.
+pub async fn redis_cluster() -> Redis {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("mangaassist-redis-cluster-{port}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let args: Vec<String> = [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        &format!("nodes-{port}.conf"),
+        "--cluster-announce-ip",
+        "127.0.0.1",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut r = Redis { child: None, args, port, url: format!("redis://127.0.0.1:{port}") };
+    r.start().await;
+    let reply = redis_command(port, "CLUSTER ADDSLOTSRANGE 0 16383").await.unwrap();
+    assert!(reply.starts_with("+OK"), "{reply}");
+    for _ in 0..200 {
+        if redis_command(port, "CLUSTER INFO").await.is_ok_and(|r| r.contains("cluster_state:ok")) {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the one-node cluster on port {port} did not become ready");
 }

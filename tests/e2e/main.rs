@@ -5,6 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod compression;
+mod context;
 mod helpers;
+mod routing;
+mod sources;
+mod template;
 mod throughput;
 mod turns;

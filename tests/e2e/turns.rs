@@ -33,7 +33,8 @@ async fn deltas_arrive_in_order_before_completed_and_match_the_stored_answer() {
     assert!(last["metrics"]["first_token_ms"].as_f64().unwrap() > 0.0);
     let products: Vec<&str> =
         last["products"].as_array().unwrap().iter().map(|p| p["asin"].as_str().unwrap()).collect();
-    assert_eq!(products, ["B0UZUMAKI1", "B0CHAINSAW"], "the answer recommends what the context offered");
+    assert_eq!(products[..2], ["B0UZUMAKI1", "B0CHAINSAW"], "the products the shopper was looking at come first");
+    assert!(products.len() <= 3, "{products:?}");
 
     let text = deltas_text(deltas);
     let stored = sys.app.engine.store.recent_turns(&SessionId::parse(session).unwrap(), 5).await.unwrap();
@@ -188,7 +189,7 @@ async fn the_handler_serves_the_sample_events() {
     let moto = moto().await;
     let emu = BedrockEmulator::start(
         ([127, 0, 0, 1], 0).into(),
-        EmulatorConfig { latency: LatencyModel::fast(), answer_tokens: 40 },
+        EmulatorConfig { latency: LatencyModel::fast(), answer_tokens: 40, ..EmulatorConfig::default() },
     )
     .await
     .unwrap();

@@ -141,6 +141,19 @@ pub struct TurnMetrics {
     pub intent: String,
     /// The model id or provisioned-throughput ARN that answered.
     pub model: String,
+    /// `provisioned` or `on-demand`.
+    pub route: String,
+    /// Context assembly, turn start to everything gathered.
+    pub assembly_ms: f64,
+    pub legs: crate::context::LegTimings,
+    /// Legs that failed or were cut at their deadline (`leg: why`).
+    pub context_errors: Vec<String>,
+    /// Lookups served from the cache (filled by speculative prefetch), e.g. `product:B0...`.
+    pub cache_hits: Vec<String>,
+    /// Lookups made (cache hits + service calls).
+    pub cache_lookups: u32,
+    /// Attempts that failed before the first token and were retried on the next route.
+    pub failovers: u32,
 }
 
 /// Server -> client events.

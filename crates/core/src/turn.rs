@@ -15,9 +15,14 @@ use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::compress::{CompressInput, PromptBudget, PromptCompressor, raw_tokens};
+use crate::context::{
+    Assembled, ContextConfig, ContextSources, NoSources, cached_lookups, focus_products, lookups, memory_leg, retrieval,
+};
 use crate::error::{ModelError, SinkError, StoreError, chain};
 use crate::ids::{ConnectionId, MessageId, SessionId, UserId};
 use crate::intent;
+use crate::intent::{Entities, Intent};
+use crate::metrics;
 use crate::ports::{
     ChatMessage, Claim, ConnectionRecord, ConnectionSink, ModelClient, ModelEvent, ModelRequest, ModelStream, Role,
     Store, Summary, TurnRecord, TurnStatus,
@@ -25,6 +30,7 @@ use crate::ports::{
 use crate::prompt::{PromptConfig, SYSTEM_PROMPT, compressed_request, products_in, uncompressed_request};
 use crate::protocol::{ClientMessage, ServerEvent, TurnMetrics};
 use crate::relay::{RelayConfig, RelayEnd, RelayOutcome, post_with_retry, relay};
+use crate::routes::{Route, Routes, plan};
 use crate::tokenizer::{Calibration, Estimator, Tokenizer};
 
 /// Settings of the turn, read once at cold start.
@@ -51,6 +57,11 @@ pub struct TurnConfig {
     pub summary_model_id: Option<String>,
     /// Summarize once this many exchanges older than the verbatim window are not yet covered.
     pub summarize_after: usize,
+    /// Deadlines of the context legs.
+    pub context: ContextConfig,
+    /// Write one CloudWatch EMF record per answered turn to stdout (on in Lambda; off locally, where stdout
+    /// is the terminal).
+    pub emf: bool,
     pub connection_ttl: Duration,
     pub turn_ttl: Duration,
     pub claim_ttl: Duration,
@@ -70,6 +81,8 @@ impl Default for TurnConfig {
             memory_turns: 8,
             summary_model_id: Some("anthropic.claude-3-haiku-20240307-v1:0".to_owned()),
             summarize_after: 2,
+            context: ContextConfig::default(),
+            emf: false,
             connection_ttl: Duration::from_secs(3 * 3600),
             turn_ttl: Duration::from_secs(30 * 24 * 3600),
             claim_ttl: Duration::from_secs(24 * 3600),
@@ -85,7 +98,7 @@ pub enum TurnResult {
     /// The message id had been claimed before: not answered again.
     Duplicate,
     /// The answer streamed to the end.
-    Completed(TurnMetrics),
+    Completed(Box<TurnMetrics>),
     /// The client left mid-answer.
     ClientGone,
     /// The turn failed with this error code.
@@ -120,16 +133,18 @@ impl SessionCache {
     }
 }
 
-/// The turn engine: model client, store and clock, built once per container.
-pub struct Engine<M, St, C> {
+/// The turn engine: model client, store, clock and context sources, built once per container.
+pub struct Engine<M, St, C, X = NoSources> {
     pub model: M,
     pub store: St,
     pub clock: C,
+    pub sources: X,
     pub cfg: TurnConfig,
     sessions: SessionCache,
     tokens: Estimator,
     calibration: Calibration,
     compressor: PromptCompressor,
+    routes: Routes,
 }
 
 /// What the store remembers of a session: recent exchanges (newest first) and the running summary.
@@ -201,19 +216,46 @@ pub async fn send_error<S: ConnectionSink>(
     }
 }
 
-impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
+impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C, NoSources> {
+    /// An engine without context sources (memory and the message only); see [`Engine::with_sources`].
     pub fn new(model: M, store: St, clock: C, cfg: TurnConfig) -> Self {
         let compressor = PromptCompressor::new(cfg.budget);
         Self {
             model,
             store,
             clock,
+            sources: NoSources,
             cfg,
             sessions: SessionCache::default(),
             tokens: Estimator::warm_in_background(),
             calibration: Calibration::default(),
             compressor,
+            routes: Routes::default(),
         }
+    }
+
+    /// Gathers retrieval, cache and product-service context for every turn.
+    pub fn with_sources<X: ContextSources>(self, sources: X) -> Engine<M, St, C, X> {
+        Engine {
+            model: self.model,
+            store: self.store,
+            clock: self.clock,
+            sources,
+            cfg: self.cfg,
+            sessions: self.sessions,
+            tokens: self.tokens,
+            calibration: self.calibration,
+            compressor: self.compressor,
+            routes: self.routes,
+        }
+    }
+}
+
+impl<M: ModelClient, St: Store, C: Clock, X: ContextSources> Engine<M, St, C, X> {
+    /// Routes to provisioned throughput while the reconciler's record says it is in service.
+    pub fn with_routes(mut self, routes: Routes) -> Self {
+        self.routes = routes;
+        self
     }
 
     /// `$connect`: stores the connection record. A valid `session_id` from the client resumes that session;
@@ -262,7 +304,10 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
             let s = SessionId::parse(conn.as_str().replace(['=', '+'], "_")).unwrap_or_else(|_| SessionId::random());
             (s, UserId::anonymous())
         };
-        let v = match self.store.get_connection(conn).await {
+        // Bounded like a memory read: a throttled table must not hold the first token hostage.
+        let lookup = tokio::time::timeout(self.cfg.context.memory, self.store.get_connection(conn)).await;
+        let lookup = lookup.unwrap_or_else(|_| Err(StoreError::Other("connection lookup timed out".into())));
+        let v = match lookup {
             Ok(Some(rec)) => (rec.session_id, rec.user_id),
             Ok(None) => {
                 tracing::warn!(connection_id = %conn, "no connection record; using a connection-scoped session");
@@ -280,15 +325,17 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
     /// Opens the model stream and waits for its first text delta, retrying (on the fallback model, when one
     /// is configured) while nothing has been sent. Returns the primed stream, the model that answers and
     /// when its request was sent.
-    async fn open_stream(&self, base: &ModelRequest) -> Result<(Primed<M::Stream>, String, Instant), ModelError> {
-        let attempts = self.cfg.model_attempts.max(1);
+    async fn open_stream(
+        &self,
+        base: &ModelRequest,
+        plan: &[(String, Route); 2],
+    ) -> Result<(Primed<M::Stream>, String, Route, u32, Instant), ModelError> {
+        let attempts = self.cfg.model_attempts.clamp(1, 2);
         let mut last_err = ModelError::Timeout(0);
         let mut req = base.clone();
         for attempt in 1..=attempts {
-            let model_id = match (&self.cfg.fallback_model_id, attempt) {
-                (Some(fb), a) if a > 1 => fb.as_str(),
-                _ => base.model_id.as_str(),
-            };
+            let (model_id, route) = &plan[attempt as usize - 1];
+            let model_id = model_id.as_str();
             req.model_id.clear();
             req.model_id.push_str(model_id);
             let sent = Instant::now();
@@ -310,7 +357,13 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
             let timeout_ms = u64::try_from(self.cfg.first_token_timeout.as_millis()).unwrap_or(u64::MAX);
             match tokio::time::timeout(self.cfg.first_token_timeout, first).await {
                 Ok(Ok((rest, head))) => {
-                    return Ok((Primed { head: head.into_iter(), rest }, model_id.to_owned(), sent));
+                    return Ok((
+                        Primed { head: head.into_iter(), rest },
+                        model_id.to_owned(),
+                        *route,
+                        attempt - 1,
+                        sent,
+                    ));
                 }
                 Ok(Err(e)) if e.is_retryable() && attempt < attempts => {
                     tracing::warn!(attempt, model_id, error = %chain(&e), "model attempt failed before first token; retrying");
@@ -351,10 +404,18 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
 
         // Who is this (cached per warm container), then, side by side: has this message been answered
         // already, and what does the session remember?
-        let (session, _user) = self.session_of(conn).await;
+        let (session, user) = self.session_of(conn).await;
         let expires = ts_ms / 1000 + secs(self.cfg.claim_ttl);
-        let (claim, memory) =
-            tokio::join!(self.store.claim_message(&msg.message_id, &session, expires), self.load_memory(&session));
+        let claim = async {
+            let deadline = self.cfg.context.memory;
+            let claim = tokio::time::timeout(deadline, self.store.claim_message(&msg.message_id, &session, expires));
+            claim.await.unwrap_or_else(|_| Err(StoreError::Other("message claim timed out".into())))
+        };
+        let ((claim, provisioned), (memory, entities, intent, asm)) = tokio::join!(
+            async { tokio::join!(claim, self.routes.provisioned()) },
+            self.assemble(&msg, &session, &user)
+        );
+        let plan = plan(provisioned.as_deref(), &self.cfg.model_id, self.cfg.fallback_model_id.as_deref());
         let claimed = match claim {
             Ok(Claim::Claimed) => true,
             Ok(Claim::Duplicate) => {
@@ -370,15 +431,12 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
             }
         };
 
-        // Classify, resolve ordinals against the last answer, compress to the budget.
-        let previous = memory.turns.first().map(|t| t.products.as_slice()).unwrap_or_default();
-        let entities = intent::extract(&msg.text, previous);
-        let intent = intent::classify(&msg.text, &entities);
+        // Compress everything that arrived to the budget.
         let (conversation, conversation_tokens) = memory.messages();
         let notes: Vec<(&str, String)> = entities.resolved.iter().map(|p| ("refers_to", p.asin.clone())).collect();
         let input = CompressInput {
             system_prompt: SYSTEM_PROMPT,
-            rag_chunks: &[],
+            rag_chunks: &asm.chunks,
             conversation: &conversation,
             conversation_tokens: &conversation_tokens,
             summary: memory.summary.as_ref().map(|s| s.text.as_str()),
@@ -389,9 +447,9 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
         };
         let metadata = vec![("message_id".to_owned(), msg.message_id.to_string())];
         let request = if self.cfg.compression {
-            let budget = self.cfg.budget.calibrated(self.calibration.factor(&self.cfg.model_id));
+            let budget = self.cfg.budget.calibrated(self.calibration.factor(&plan[0].0));
             match self.compressor.compress(&self.tokens, &input, &budget) {
-                Ok(p) => compressed_request(&self.cfg.model_id, &self.cfg.prompt, &p, metadata),
+                Ok(p) => compressed_request(&plan[0].0, &self.cfg.prompt, &p, metadata),
                 Err(e) => {
                     if claimed {
                         self.release(&msg.message_id).await;
@@ -401,10 +459,10 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
                 }
             }
         } else {
-            uncompressed_request(&self.cfg.model_id, &self.cfg.prompt, &input, metadata)
+            uncompressed_request(&plan[0].0, &self.cfg.prompt, &input, metadata)
         };
 
-        let (mut stream, model, sent) = match self.open_stream(&request).await {
+        let (mut stream, model, route, failovers, sent) = match self.open_stream(&request, &plan).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(message_id = mid, code = e.code(), error = %chain(&e), "model failed before first token");
@@ -440,12 +498,96 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
             compression_ratio: prompt_tokens as f64 / raw as f64,
             intent: intent.as_str().to_owned(),
             model,
+            route: route.as_str().to_owned(),
+            failovers,
+            assembly_ms: asm.assembly_ms,
+            legs: asm.legs,
+            context_errors: asm.errors.clone(),
+            cache_hits: asm.cache_hits.clone(),
+            cache_lookups: u32::try_from(asm.lookups).unwrap_or(u32::MAX),
         };
+        let emf = self.cfg.emf.then(|| {
+            let hit_rate =
+                (metrics.cache_lookups > 0).then(|| metrics.cache_hits.len() as f64 / f64::from(metrics.cache_lookups));
+            metrics::turn_record(&metrics, &metrics.route, ts_ms, Some(metrics.assembly_ms), hit_rate)
+        });
         let (result, record) = self.finish(sink, conn, &msg, &session, ts_ms, claimed, out, metrics).await;
-        if let Some(record) = record {
-            self.maybe_summarize(&session, &memory, &record).await;
+        if let (Some(emf), TurnResult::Completed(_)) = (emf, &result) {
+            emf.emit();
         }
+        // After the answer, side by side: fold old turns into the summary, and keep what the services
+        // returned in the cache (cache-aside) for the next turn.
+        let summarize = async {
+            if let Some(record) = &record {
+                self.maybe_summarize(&session, &memory, record).await;
+            }
+        };
+        tokio::join!(summarize, self.write_back(&asm));
         result
+    }
+
+    /// Context for the turn. Concurrently: retrieval (needs only the message and its intent) and memory,
+    /// then the cache and product-service lookups that memory's resolved ordinals point at. With
+    /// `context.sequential` (the benchmark's baseline) the same legs run one after another.
+    async fn assemble(
+        &self,
+        msg: &ClientMessage,
+        session: &SessionId,
+        user: &UserId,
+    ) -> (Memory, Entities, Intent, Assembled) {
+        let cfg = &self.cfg.context;
+        let start = Instant::now();
+        let cap = start + cfg.overall;
+        // The intent does not depend on what an ordinal resolves to, so classify before memory arrives.
+        let intent = intent::classify(&msg.text, &intent::extract(&msg.text, &[]));
+        let after_memory = async {
+            let (memory, memory_ms) = memory_leg(cfg, cap, self.load_memory(session)).await;
+            let cut = memory.is_none();
+            let memory = memory.unwrap_or_default();
+            let previous = memory.turns.first().map(|t| t.products.as_slice()).unwrap_or_default();
+            let entities = intent::extract(&msg.text, previous);
+            let mut asm = Assembled::default();
+            asm.legs.memory_ms = memory_ms;
+            if cut {
+                asm.errors.push(format!("memory: deadline of {} ms", cfg.memory.as_millis()));
+            }
+            let products = focus_products(&entities, &msg.page_context, cfg.max_products);
+            (memory, entities, asm, lookups(intent, &products, user.as_str()))
+        };
+        let (memory, entities, mut asm, chunks) = if cfg.sequential {
+            let (memory, entities, mut asm, wanted) = after_memory.await;
+            let (chunks, took, err) = retrieval(&self.sources, cfg, cap, &msg.text, intent).await;
+            asm.legs.retrieval_ms = took;
+            asm.errors.extend(err);
+            cached_lookups(&self.sources, cfg, cap, wanted, &mut asm).await;
+            (memory, entities, asm, chunks)
+        } else {
+            let with_lookups = async {
+                let (memory, entities, mut asm, wanted) = after_memory.await;
+                cached_lookups(&self.sources, cfg, cap, wanted, &mut asm).await;
+                (memory, entities, asm)
+            };
+            let ((memory, entities, mut asm), (chunks, took, err)) =
+                tokio::join!(with_lookups, retrieval(&self.sources, cfg, cap, &msg.text, intent));
+            asm.legs.retrieval_ms = took;
+            asm.errors.extend(err);
+            (memory, entities, asm, chunks)
+        };
+        asm.chunks.extend(chunks);
+        asm.assembly_ms = start.elapsed().as_secs_f64() * 1000.0;
+        (memory, entities, intent, asm)
+    }
+
+    /// Cache-aside: what the services returned this turn goes into the cache with its TTL.
+    async fn write_back(&self, asm: &Assembled) {
+        let writes = asm.fetched.iter().map(|(l, v)| async move {
+            let key = l.key();
+            let res = tokio::time::timeout(self.cfg.context.cache, self.sources.cache_set(&key, v, l.ttl())).await;
+            if !matches!(res, Ok(Ok(()))) {
+                tracing::debug!(key, "cache write-back failed");
+            }
+        });
+        futures_util::future::join_all(writes).await;
     }
 
     /// Recent exchanges and the summary, side by side; a failure leaves the turn without memory.
@@ -590,7 +732,7 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
                             tracing::warn!(message_id = mid, error = %chain(&e), "could not deliver completed event")
                         }
                     }
-                    TurnResult::Completed(metrics.clone())
+                    TurnResult::Completed(Box::new(metrics.clone()))
                 }
                 RelayEnd::ClientGone => {
                     tracing::info!(
@@ -632,6 +774,11 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C> {
             raw_tokens = metrics.raw_tokens,
             compression_ratio = metrics.compression_ratio,
             intent = %metrics.intent,
+            route = %metrics.route,
+            failovers = metrics.failovers,
+            assembly_ms = metrics.assembly_ms,
+            context_errors = ?metrics.context_errors,
+            cache_hits = metrics.cache_hits.len(),
             "turn finished"
         );
         (result, stored.then_some(record))

@@ -75,17 +75,45 @@ impl LatencyModel {
     }
 }
 
+/// Capacity: how many streams a route serves at once, and how its latency behaves under load.
+///
+/// - On-demand (any model id): shared capacity. Above `on_demand_concurrency` streams per model id the
+///   request is throttled (HTTP 429 `ThrottlingException`); below it, the first-token time grows with load
+///   by up to `on_demand_load_penalty` (0.6 = +60% at the limit) on top of the latency model's jitter.
+/// - Provisioned (an ARN the control plane reports `InService`): `provisioned_streams_per_unit` streams per
+///   model unit, steady latency (jitter `provisioned_jitter`, no load penalty), throttled above capacity.
+///   An ARN that is not in service answers 400 `ValidationException`.
+#[derive(Debug, Clone, Copy)]
+pub struct CapacityModel {
+    pub on_demand_concurrency: usize,
+    pub on_demand_load_penalty: f64,
+    pub provisioned_streams_per_unit: usize,
+    pub provisioned_jitter: f64,
+}
+
+impl Default for CapacityModel {
+    fn default() -> Self {
+        Self {
+            on_demand_concurrency: 40,
+            on_demand_load_penalty: 0.6,
+            provisioned_streams_per_unit: 40,
+            provisioned_jitter: 0.03,
+        }
+    }
+}
+
 /// Emulator settings.
 #[derive(Debug, Clone, Copy)]
 pub struct EmulatorConfig {
     pub latency: LatencyModel,
     /// Typical answer length in tokens (capped by the request's `maxTokens`).
     pub answer_tokens: u32,
+    pub capacity: CapacityModel,
 }
 
 impl Default for EmulatorConfig {
     fn default() -> Self {
-        Self { latency: LatencyModel::bedrock_like(), answer_tokens: 90 }
+        Self { latency: LatencyModel::bedrock_like(), answer_tokens: 90, capacity: CapacityModel::default() }
     }
 }
 
@@ -130,12 +158,18 @@ impl RequestRecord {
 #[derive(Debug, Default)]
 pub struct Stats {
     requests: Mutex<HashMap<String, Vec<RequestRecord>>>,
+    throttled: std::sync::atomic::AtomicU64,
 }
 
 impl Stats {
     /// Every request made for a message id (more than one when the turn retried).
     pub fn for_message(&self, message_id: &str) -> Vec<RequestRecord> {
         self.requests.lock().map(|m| m.get(message_id).cloned().unwrap_or_default()).unwrap_or_default()
+    }
+
+    /// Requests refused with `ThrottlingException` for lack of capacity (injected faults not counted).
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn total_requests(&self) -> usize {
@@ -163,6 +197,25 @@ struct Shared {
     stats: Arc<Stats>,
     faults: Mutex<VecDeque<Fault>>,
     counter: std::sync::atomic::AtomicU64,
+    control: Arc<crate::control_plane::ControlPlane>,
+    /// Streams in flight per model id or ARN.
+    active: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// Decrements a route's in-flight count when a stream ends, however it ends.
+struct InFlight {
+    active: Arc<Mutex<HashMap<String, usize>>>,
+    key: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.active.lock()
+            && let Some(n) = m.get_mut(&self.key)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 /// A running emulator.
@@ -182,11 +235,14 @@ impl BedrockEmulator {
         let addr = listener.local_addr()?;
         let stats = Arc::new(Stats::default());
         let control = Arc::new(crate::control_plane::ControlPlane::default());
+        let shared_control = control.clone();
         let shared = Arc::new(Shared {
             cfg,
             stats: stats.clone(),
             faults: Mutex::new(VecDeque::new()),
             counter: std::sync::atomic::AtomicU64::new(0),
+            control: shared_control,
+            active: Arc::new(Mutex::new(HashMap::new())),
         });
         let app = Router::new()
             .route("/model/{model_id}/converse-stream", post(converse_stream))
@@ -257,19 +313,32 @@ pub fn tokenize_answer(text: &str) -> Vec<String> {
 
 /// The deterministic answer for a prompt (see module docs).
 pub fn answer_for(context: &str, question: &str, target_tokens: u32) -> String {
-    // A prompt that says which product the shopper refers to (`refers_to=<ASIN>`) gets an answer about it.
+    // What a model would put first: the product the shopper refers to (`refers_to=<ASIN>`), then ASINs in
+    // the question, then the page the shopper is on, then the rest of the context.
+    let asins_in = |text: &str| -> Vec<String> {
+        text.split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| mangaassist_core::prompt::is_asin(w))
+            .map(str::to_owned)
+            .collect()
+    };
+    let section = |tag: &str| -> String {
+        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+        context.split(&open).nth(1).and_then(|rest| rest.split(&close).next()).unwrap_or_default().to_owned()
+    };
     let focus = context
         .split("refers_to=")
         .nth(1)
         .map(|rest| &rest[..rest.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(rest.len())])
         .filter(|a| mangaassist_core::prompt::is_asin(a));
-    let products: Vec<&str> = match focus {
-        Some(a) => vec![a],
+    let products: Vec<String> = match focus {
+        Some(a) => vec![a.to_owned()],
         None => {
-            let mut v: Vec<&str> = Vec::new();
-            for w in context.split(|c: char| !c.is_ascii_alphanumeric()) {
-                if mangaassist_core::prompt::is_asin(w) && !v.contains(&w) {
-                    v.push(w);
+            let mut v: Vec<String> = Vec::new();
+            let asked = section("question");
+            let asked = if asked.is_empty() { question.to_owned() } else { asked };
+            for a in [asins_in(&asked), asins_in(&section("page")), asins_in(context)].concat() {
+                if !v.contains(&a) {
+                    v.push(a);
                 }
             }
             v
@@ -396,7 +465,7 @@ async fn converse_stream(State(shared): State<Arc<Shared>>, Path(model_id): Path
     let idx = shared.stats.insert(
         key.clone(),
         RequestRecord {
-            model_id,
+            model_id: model_id.clone(),
             received_at,
             first_delta_at: None,
             input_tokens,
@@ -425,10 +494,53 @@ async fn converse_stream(State(shared): State<Arc<Shared>>, Path(model_id): Path
         _ => {}
     }
 
+    // Admission: which capacity serves this model id, and is there room?
+    let cap = shared.cfg.capacity;
+    let model_key = model_id;
+    let (limit, jitter, load_penalty) = if model_key.contains(":provisioned-model/") {
+        let view = shared.control.list().into_iter().find(|p| p.arn == model_key);
+        match view {
+            Some(p) if p.status == "InService" => (
+                cap.provisioned_streams_per_unit * usize::try_from(p.model_units).unwrap_or(1).max(1),
+                cap.provisioned_jitter,
+                0.0,
+            ),
+            _ => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "ValidationException",
+                    "The provisioned model is not in service.",
+                );
+            }
+        }
+    } else {
+        (cap.on_demand_concurrency, shared.cfg.latency.jitter, cap.on_demand_load_penalty)
+    };
+    let admitted = shared.active.lock().ok().and_then(|mut m| {
+        let n = m.entry(model_key.clone()).or_insert(0);
+        (*n < limit).then(|| {
+            *n += 1;
+            *n
+        })
+    });
+    let Some(load) = admitted else {
+        shared.stats.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "ThrottlingException",
+            "Too many requests, please wait before trying again.",
+        );
+    };
+    let in_flight = InFlight { active: shared.active.clone(), key: model_key };
+    let mut lat = shared.cfg.latency;
+    lat.jitter = jitter;
+    lat.overhead_ms *= 1.0 + load_penalty * (load as f64 / limit.max(1) as f64);
+    lat.prefill_ms_per_token *= 1.0 + load_penalty * (load as f64 / limit.max(1) as f64);
+
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    let lat = shared.cfg.latency;
     let stats = shared.stats.clone();
     tokio::spawn(async move {
+        let _in_flight = in_flight;
         let send = |b: Bytes| {
             let tx = tx.clone();
             async move { tx.send(Ok(b)).await.is_ok() }

@@ -137,6 +137,10 @@ pub struct RunReport {
     pub output_tokens_per_turn: f64,
     /// Input tokens the model reported, per turn.
     pub input_tokens_per_turn: f64,
+    /// Turns that failed over to another route before their first token.
+    pub failovers: u64,
+    /// Context assembly as the turns reported it.
+    pub assembly_ms: Pcts,
     pub wall_s: f64,
 }
 
@@ -151,6 +155,8 @@ struct Acc {
     frames: u64,
     out_tokens: u64,
     in_tokens: u64,
+    failovers: u64,
+    assembly: Vec<f64>,
     first_errors: Vec<String>,
 }
 
@@ -242,6 +248,8 @@ pub async fn run(
                             a.frames += m["frames"].as_u64().unwrap_or(0);
                             a.out_tokens += m["output_tokens"].as_u64().unwrap_or(0);
                             a.in_tokens += m["input_tokens"].as_u64().unwrap_or(0);
+                            a.failovers += m["failovers"].as_u64().unwrap_or(0);
+                            a.assembly.push(m["assembly_ms"].as_f64().unwrap_or(0.0));
                             a.ttft.push(s.ttft_ms);
                             a.total.push(s.total_ms);
                             a.model.push(model);
@@ -278,6 +286,8 @@ pub async fn run(
         frames_per_turn: per_turn(a.frames),
         output_tokens_per_turn: per_turn(a.out_tokens),
         input_tokens_per_turn: per_turn(a.in_tokens),
+        failovers: a.failovers,
+        assembly_ms: pcts(&a.assembly),
         wall_s: started.elapsed().as_secs_f64(),
     }
 }
@@ -593,5 +603,148 @@ pub async fn compression(opts: CompressionOptions) -> anyhow::Result<()> {
         eprintln!("bench: wrote {}", path.display());
     }
     anyhow::ensure!(over == 0, "{over} prompts over budget");
+    Ok(())
+}
+
+/// A route loader the bench sets once its provisioned throughput is in service.
+#[derive(Clone, Default)]
+struct SharedRoute(Arc<std::sync::Mutex<Option<String>>>);
+
+impl mangaassist_core::routes::RouteLoader for SharedRoute {
+    fn provisioned_arn(
+        &self,
+    ) -> futures_util::future::BoxFuture<'_, Result<Option<String>, mangaassist_core::error::StoreError>> {
+        let arn = self.0.lock().ok().and_then(|a| a.clone());
+        Box::pin(async move { Ok(arn) })
+    }
+}
+
+/// What `bench --scenario spike` was asked to do.
+#[derive(Debug, Clone)]
+pub struct SpikeOptions {
+    /// Concurrency of each phase of the ramp.
+    pub steps: Vec<usize>,
+    /// Model units bought for the provisioned run.
+    pub model_units: u32,
+    pub json: Option<PathBuf>,
+}
+
+/// Ramps concurrency against on-demand-only routing and against provisioned routing, side by side.
+pub async fn spike(opts: SpikeOptions) -> anyhow::Result<()> {
+    use mangaassist_core::routes::Routes;
+    let script: Vec<Conversation> = builtin_conversations();
+    let mut report = serde_json::Map::new();
+    let mut rows = Vec::new();
+    for provisioned in [false, true] {
+        let label = if provisioned { "provisioned" } else { "on_demand" };
+        let mut sys = SystemOptions::default();
+        sys.turn.fallback_model_id = Some("anthropic.claude-3-haiku-20240307-v1:0".to_owned());
+        let route = SharedRoute::default();
+        let routes = Routes::new(route.clone(), Duration::from_secs(1));
+        let system = crate::system::start_routed(MemoryStore::default(), sys, routes).await?;
+        if provisioned {
+            let arn = buy_provisioned(&system.emulator, opts.model_units).await?;
+            if let Ok(mut r) = route.0.lock() {
+                *r = Some(arn);
+            }
+        }
+        let throttled_before = system.emulator.stats.throttled();
+        let (mut ttft, mut failovers, mut errors, mut turns) = (Vec::new(), 0u64, 0u64, 0u64);
+        for &conc in &opts.steps {
+            eprintln!("bench: spike {label}: {conc} concurrent conversations");
+            let r = run(&system.ws_url(), &script, conc * 2, conc, Some(&system.emulator), label).await;
+            failovers += r.failovers;
+            errors += r.errors;
+            turns += r.turns;
+            ttft.push(r.ttft_ms);
+            rows.push(r);
+        }
+        let throttled = system.emulator.stats.throttled() - throttled_before;
+        report.insert(
+            label.to_owned(),
+            json!({
+                "ttft_ms_by_step": ttft, "throttled": throttled, "failovers": failovers,
+                "client_errors": errors, "turns": turns, "steps": opts.steps,
+                "ttft_ms": rows.last().map(|r| r.ttft_ms),
+            }),
+        );
+    }
+    print_table(&rows);
+    for label in ["on_demand", "provisioned"] {
+        let v = &report[label];
+        println!(
+            "{label}: throttled {} failovers {} client errors {} over {} turns",
+            v["throttled"], v["failovers"], v["client_errors"], v["turns"]
+        );
+    }
+    if let Some(path) = &opts.json {
+        std::fs::write(path, serde_json::to_string_pretty(&Value::Object(report))?)
+            .with_context(|| format!("Failed to write {}", path.display()))?;
+        eprintln!("bench: wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Buys provisioned throughput from the emulator's control plane with the real `aws-sdk-bedrock` client
+/// and waits until it is in service.
+async fn buy_provisioned(emulator: &BedrockEmulator, units: u32) -> anyhow::Result<String> {
+    use mangaassist_adapters::bedrock_control::BedrockControl;
+    use mangaassist_core::throughput::{ThroughputControl, ThroughputSpec, ThroughputStatus};
+    emulator.control.set_creating_delay(Duration::from_millis(200));
+    let sdk = mangaassist_adapters::sdk::local(&emulator.url()).await;
+    let control = BedrockControl::new(&sdk);
+    let spec = ThroughputSpec {
+        name: "bench-spike".to_owned(),
+        model_id: "anthropic.claude-3-5-haiku-20241022-v1:0".to_owned(),
+        model_units: units,
+        commitment: None,
+    };
+    let arn = control.create(&spec, "bench-spike-1").await.map_err(|e| anyhow::anyhow!("create failed: {e}"))?;
+    for _ in 0..100 {
+        let now = control.get(&arn).await.map_err(|e| anyhow::anyhow!("get failed: {e}"))?;
+        if now.as_ref().is_some_and(|p| p.status == ThroughputStatus::InService) {
+            return Ok(arn);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("provisioned throughput did not reach InService")
+}
+
+/// Sequential vs parallel context assembly over the same turns, with the design's latency profile
+/// (memory 50 ms, retrieval 200 ms, product services 100 ms; classification here takes microseconds).
+pub async fn context(quick: bool, json_path: Option<PathBuf>) -> anyhow::Result<()> {
+    use crate::system::SourceLatency;
+    let script = builtin_conversations();
+    let conversations = if quick { 3 } else { 10 };
+    let mut runs = Vec::new();
+    for sequential in [true, false] {
+        let mut sys = SystemOptions { sources: SourceLatency::design(), ..SystemOptions::default() };
+        sys.turn.context.sequential = sequential;
+        // Generous deadlines: this measures the shapes, not the cut-offs.
+        sys.turn.context.overall = Duration::from_secs(2);
+        sys.turn.context.retrieval = Duration::from_secs(1);
+        sys.turn.context.services = Duration::from_secs(1);
+        let store = MemoryStore::with_latency(Duration::from_millis(50));
+        let system = start(store, sys).await?;
+        let label = if sequential { "sequential" } else { "parallel" };
+        eprintln!("bench: {conversations} conversations, {label} context assembly");
+        runs.push(run(&system.ws_url(), &script, conversations, 1, Some(&system.emulator), label).await);
+    }
+    print_table(&runs);
+    println!("| assembly | p50 ms | p95 ms |\n|---|---|---|");
+    for r in &runs {
+        println!("| {} | {:.1} | {:.1} |", r.relay, r.assembly_ms.p50, r.assembly_ms.p95);
+    }
+    let doc = json!({
+        "assembly_ms_sequential": runs[0].assembly_ms, "assembly_ms_parallel": runs[1].assembly_ms,
+        "ttft_ms_sequential": runs[0].ttft_ms, "ttft_ms_parallel": runs[1].ttft_ms,
+    });
+    if let Some(path) = &json_path {
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("Failed to write {}", path.display()))?;
+        eprintln!("bench: wrote {}", path.display());
+    }
+    let errors: u64 = runs.iter().map(|r| r.errors).sum();
+    anyhow::ensure!(errors == 0, "{errors} turns failed");
     Ok(())
 }

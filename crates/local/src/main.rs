@@ -22,7 +22,7 @@ struct Cli {
     cmd: Cmd,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
 enum Latency {
     /// Published on-demand Claude figures (first token ~0.6 s, 75 tokens/s).
     Bedrock,
@@ -36,6 +36,10 @@ enum Scenario {
     Turns,
     /// Raw vs compressed prompt tokens, CPU per compression; TTFT with compression on and off.
     Compression,
+    /// A concurrency ramp against on-demand-only and provisioned routing, side by side.
+    Spike,
+    /// Sequential vs parallel context assembly under the design's latency profile.
+    Context,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -136,7 +140,14 @@ async fn serve(listen: SocketAddr, bedrock_listen: SocketAddr, latency: Latency,
         Latency::Fast => LatencyModel::fast(),
     };
     opts.turn.relay.mode = relay_modes(relay)[0];
-    let system = start(MemoryStore::default(), opts).await?;
+    if latency == Latency::Bedrock {
+        opts.sources = mangaassist_local::system::SourceLatency::design();
+    }
+    let store = match latency {
+        Latency::Bedrock => MemoryStore::with_latency(Duration::from_millis(50)),
+        Latency::Fast => MemoryStore::default(),
+    };
+    let system = start(store, opts).await?;
     println!("MangaAssist is running on embedded defaults (in-memory store, no AWS account).");
     println!("WebSocket:        {}", system.ws_url());
     println!("Bedrock emulator: {}", system.emulator.url());
@@ -229,6 +240,11 @@ async fn main() -> anyhow::Result<()> {
                 json,
             })
             .await
+        }
+        Cmd::Bench { scenario: Scenario::Context, quick, json, .. } => bench::context(quick, json).await,
+        Cmd::Bench { scenario: Scenario::Spike, quick, json, .. } => {
+            let steps = if quick { vec![5, 50] } else { vec![5, 10, 20, 50] };
+            bench::spike(bench::SpikeOptions { steps, model_units: 2, json }).await
         }
         Cmd::Bench { url, conversations, concurrency, relay, post_latency_ms, quick, script, json, .. } => {
             let relay = if quick && relay == Relay::Both { Relay::Coalesce } else { relay };

@@ -17,15 +17,27 @@ struct Inner {
     summaries: HashMap<SessionId, Summary>,
 }
 
-/// `Store` in memory.
+/// `Store` in memory, with an optional artificial latency on the memory reads (recent turns, summary) so
+/// the bench can apply the design's latency profile.
 #[derive(Debug, Default)]
-pub struct MemoryStore(Mutex<Inner>);
+pub struct MemoryStore(Mutex<Inner>, std::time::Duration);
 
 fn poisoned() -> StoreError {
     StoreError::Other("memory store lock poisoned".into())
 }
 
 impl MemoryStore {
+    /// Memory reads take `latency` (the design's profile: 50 ms).
+    pub fn with_latency(latency: std::time::Duration) -> Self {
+        Self(Mutex::default(), latency)
+    }
+
+    async fn read_delay(&self) {
+        if !self.1.is_zero() {
+            tokio::time::sleep(self.1).await;
+        }
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> Result<T, StoreError> {
         self.0.lock().map(|mut g| f(&mut g)).map_err(|_| poisoned())
     }
@@ -79,6 +91,7 @@ impl Store for MemoryStore {
     }
 
     async fn get_summary(&self, session: &SessionId) -> Result<Option<Summary>, StoreError> {
+        self.read_delay().await;
         self.with(|i| i.summaries.get(session).cloned())
     }
 
@@ -92,6 +105,7 @@ impl Store for MemoryStore {
     }
 
     async fn recent_turns(&self, session: &SessionId, limit: u32) -> Result<Vec<TurnRecord>, StoreError> {
+        self.read_delay().await;
         self.with(|i| {
             i.turns.get(session).map(|m| m.values().rev().take(limit as usize).cloned().collect()).unwrap_or_default()
         })

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
@@ -12,15 +13,39 @@ use lambda_runtime::LambdaEvent;
 use mangaassist_adapters::apigw::ApiGatewaySinks;
 use mangaassist_adapters::bedrock::BedrockModel;
 use mangaassist_core::clock::SystemClock;
+use mangaassist_core::context::Sources;
 use mangaassist_core::ports::Store;
+use mangaassist_core::routes::Routes;
+use mangaassist_core::sources::Cache;
 use mangaassist_core::turn::{Engine, TurnConfig};
 use serde_json::Value;
 
 use crate::bedrock::{BedrockEmulator, EmulatorConfig};
+use crate::catalog::Catalog;
 use crate::gateway::{Gateway, GatewayConfig, Invoke};
+use crate::search::EmbeddedRetriever;
+use crate::services::{EmbeddedServices, Latency, ServiceLatencies};
+use crate::ttl_cache::TtlCache;
+
+/// The embedded context sources; the cache is a parameter (in-process by default, Redis in tests).
+pub type LocalSources<K> = Sources<Arc<EmbeddedRetriever>, Arc<EmbeddedServices>, K>;
 
 /// The chat function's state as the local system runs it.
-pub type LocalApp<St> = App<BedrockModel, St, SystemClock>;
+pub type LocalApp<St, K = TtlCache> = App<BedrockModel, St, SystemClock, LocalSources<K>>;
+
+/// Artificial latencies of the embedded sources.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SourceLatency {
+    pub retrieval: Duration,
+    pub services: Duration,
+}
+
+impl SourceLatency {
+    /// The design's latency profile (RAG 200 ms, product services 100 ms; memory 50 ms is the store's).
+    pub fn design() -> Self {
+        Self { retrieval: Duration::from_millis(200), services: Duration::from_millis(100) }
+    }
+}
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -32,6 +57,8 @@ pub struct SystemOptions {
     pub emulator: EmulatorConfig,
     pub turn: TurnConfig,
     pub gateway: GatewayConfig,
+    /// Zero by default (tests); `serve` and the bench use [`SourceLatency::design`].
+    pub sources: SourceLatency,
 }
 
 impl Default for SystemOptions {
@@ -42,25 +69,28 @@ impl Default for SystemOptions {
             emulator: EmulatorConfig::default(),
             turn: TurnConfig::default(),
             gateway: GatewayConfig::default(),
+            sources: SourceLatency::default(),
         }
     }
 }
 
 /// A running local system.
-pub struct LocalSystem<St> {
+pub struct LocalSystem<St, K = TtlCache> {
     pub emulator: BedrockEmulator,
     pub gateway: Gateway,
-    pub app: Arc<LocalApp<St>>,
+    pub app: Arc<LocalApp<St, K>>,
+    /// The embedded product services (request counts per service).
+    pub services: Arc<EmbeddedServices>,
 }
 
-impl<St> LocalSystem<St> {
+impl<St, K> LocalSystem<St, K> {
     pub fn ws_url(&self) -> String {
         self.gateway.ws_url()
     }
 }
 
 /// Invokes the chat handler in-process: JSON in, JSON out, as the Lambda runtime would.
-pub fn in_process<St: Store + 'static>(app: Arc<LocalApp<St>>) -> Invoke {
+pub fn in_process<St: Store + 'static, K: Cache + 'static>(app: Arc<LocalApp<St, K>>) -> Invoke {
     Arc::new(move |ev: Value| {
         let app = app.clone();
         Box::pin(async move {
@@ -76,6 +106,34 @@ pub fn in_process<St: Store + 'static>(app: Arc<LocalApp<St>>) -> Invoke {
 
 /// Starts the emulators and wires the chat handler to them, with `store` as its store.
 pub async fn start<St: Store + 'static>(store: St, opts: SystemOptions) -> anyhow::Result<LocalSystem<St>> {
+    start_routed(store, opts, Routes::default()).await
+}
+
+/// The same, with provisioned-throughput routing.
+pub async fn start_routed<St: Store + 'static>(
+    store: St,
+    opts: SystemOptions,
+    routes: Routes,
+) -> anyhow::Result<LocalSystem<St>> {
+    start_full(store, TtlCache::default(), opts, routes).await
+}
+
+/// The same, with a cache of the caller's choice (e.g. Redis).
+pub async fn start_full<St: Store + 'static, K: Cache + 'static>(
+    store: St,
+    cache: K,
+    opts: SystemOptions,
+    routes: Routes,
+) -> anyhow::Result<LocalSystem<St, K>> {
+    let catalog = Arc::new(Catalog::default());
+    let retriever = Arc::new(
+        EmbeddedRetriever::build(&catalog)
+            .context("Failed to index the catalog")?
+            .with_latency(Latency::fixed(opts.sources.retrieval)),
+    );
+    let services = Arc::new(
+        EmbeddedServices::new(catalog).with_latency(ServiceLatencies::all(Latency::fixed(opts.sources.services))),
+    );
     let emulator = BedrockEmulator::start(opts.bedrock_addr, opts.emulator)
         .await
         .context("Failed to start the Bedrock emulator")?;
@@ -86,9 +144,11 @@ pub async fn start<St: Store + 'static>(store: St, opts: SystemOptions) -> anyho
     let management = format!("http://{gw_addr}/{}", opts.gateway.stage);
     let sdk = mangaassist_adapters::sdk::local(&emulator.url()).await;
     let app = Arc::new(App {
-        engine: Engine::new(BedrockModel::new(&sdk), store, SystemClock, opts.turn),
+        engine: Engine::new(BedrockModel::new(&sdk), store, SystemClock, opts.turn)
+            .with_sources(Sources { retriever, products: services.clone(), cache })
+            .with_routes(routes),
         sinks: ApiGatewaySinks::new(sdk, Some(management)),
     });
     let gateway = Gateway::start(listener, opts.gateway, in_process(app.clone()))?;
-    Ok(LocalSystem { emulator, gateway, app })
+    Ok(LocalSystem { emulator, gateway, app, services })
 }

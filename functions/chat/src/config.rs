@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use mangaassist_core::compress::PromptBudget;
+use mangaassist_core::context::ContextConfig;
 use mangaassist_core::prompt::PromptConfig;
 use mangaassist_core::relay::{RelayConfig, RelayMode};
 use mangaassist_core::turn::TurnConfig;
@@ -26,7 +27,23 @@ pub struct ChatConfig {
     pub table_name: String,
     /// Replaces `https://{domainName}/{stage}` as the `@connections` endpoint (`APIGW_MANAGEMENT_ENDPOINT`).
     pub management_endpoint: Option<String>,
+    /// How long the provisioned-throughput record is cached (`ROUTE_CACHE_SECS`, default 30; 0 turns
+    /// provisioned routing off).
+    pub route_cache: Duration,
+    /// Context sources; each is optional (`None`: that leg answers empty).
+    pub opensearch: Option<(String, String)>,
+    pub services: Option<ServiceUrls>,
+    pub redis: Option<(String, bool)>,
     pub turn: TurnConfig,
+}
+
+/// Base URLs of the product services (`PRODUCTS_URL`; the others default to it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceUrls {
+    pub products: String,
+    pub reviews: String,
+    pub recommendations: String,
+    pub promotions: String,
 }
 
 fn parse<T: std::str::FromStr>(
@@ -112,6 +129,16 @@ impl ChatConfig {
                 Some(m) => Some(m.to_owned()),
             },
             summarize_after: d.summarize_after,
+            emf: parse(&get, "EMF_METRICS", true, "expected true or false")?,
+            context: ContextConfig {
+                memory: millis(&get, "MEMORY_DEADLINE_MS", d.context.memory)?,
+                retrieval: millis(&get, "RETRIEVAL_DEADLINE_MS", d.context.retrieval)?,
+                cache: millis(&get, "CACHE_DEADLINE_MS", d.context.cache)?,
+                services: millis(&get, "SERVICES_DEADLINE_MS", d.context.services)?,
+                overall: millis(&get, "CONTEXT_DEADLINE_MS", d.context.overall)?,
+                top_k: parse(&get, "RAG_TOP_K", d.context.top_k, "expected a count")?,
+                ..d.context
+            },
             connection_ttl: d.connection_ttl,
             turn_ttl: Duration::from_secs(
                 parse(&get, "TURN_TTL_DAYS", d.turn_ttl.as_secs() / 86_400, "expected days")? * 86_400,
@@ -121,6 +148,19 @@ impl ChatConfig {
         Ok(Self {
             table_name: nonempty("TABLE_NAME").unwrap_or_else(|| "mangaassist".to_owned()),
             management_endpoint: nonempty("APIGW_MANAGEMENT_ENDPOINT"),
+            route_cache: Duration::from_secs(parse(&get, "ROUTE_CACHE_SECS", 30, "expected seconds")?),
+            opensearch: nonempty("OPENSEARCH_URL")
+                .map(|u| (u, nonempty("OPENSEARCH_INDEX").unwrap_or_else(|| "manga".to_owned()))),
+            services: nonempty("PRODUCTS_URL").map(|p| ServiceUrls {
+                reviews: nonempty("REVIEWS_URL").unwrap_or_else(|| p.clone()),
+                recommendations: nonempty("RECOMMENDATIONS_URL").unwrap_or_else(|| p.clone()),
+                promotions: nonempty("PROMOTIONS_URL").unwrap_or_else(|| p.clone()),
+                products: p,
+            }),
+            redis: match nonempty("REDIS_URL") {
+                None => None,
+                Some(u) => Some((u, parse(&get, "REDIS_CLUSTER", false, "expected true or false")?)),
+            },
             turn,
         })
     }

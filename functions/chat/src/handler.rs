@@ -8,6 +8,7 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use lambda_runtime::LambdaEvent;
 use mangaassist_adapters::apigw::ApiGatewaySinks;
 use mangaassist_core::clock::Clock;
+use mangaassist_core::context::{ContextSources, NoSources};
 use mangaassist_core::error::chain;
 use mangaassist_core::ids::ConnectionId;
 use mangaassist_core::ports::{ModelClient, Store};
@@ -32,15 +33,15 @@ impl WsResponse {
 }
 
 /// The chat function's state, built once per container.
-pub struct App<M, St, C> {
-    pub engine: Engine<M, St, C>,
+pub struct App<M, St, C, X = NoSources> {
+    pub engine: Engine<M, St, C, X>,
     pub sinks: ApiGatewaySinks,
 }
 
 /// Handles one event. Errors are answered, never raised: a Lambda error on `sendMessage` would only be
 /// logged by API Gateway, and the client would hear nothing.
-pub async fn handle<M: ModelClient, St: Store, C: Clock>(
-    app: &App<M, St, C>,
+pub async fn handle<M: ModelClient, St: Store, C: Clock, X: ContextSources>(
+    app: &App<M, St, C, X>,
     event: LambdaEvent<ApiGatewayWebsocketProxyRequest>,
 ) -> Result<WsResponse, lambda_runtime::Error> {
     let started = Instant::now();
@@ -63,8 +64,10 @@ pub async fn handle<M: ModelClient, St: Store, C: Clock>(
                         Ok(WsResponse::status(200))
                     }
                     Err(e) => {
-                        tracing::error!(error = %chain(&e), "could not store the connection; refusing it");
-                        Ok(WsResponse::status(500))
+                        // Accept anyway: the shopper can chat, with a connection-scoped session, rather than
+                        // not at all. Turns are still stored (under that session) once the store recovers.
+                        tracing::error!(error = %chain(&e), "could not store the connection; accepting it without a record");
+                        Ok(WsResponse::status(200))
                     }
                 }
             }
@@ -79,7 +82,9 @@ pub async fn handle<M: ModelClient, St: Store, C: Clock>(
                     .sinks
                     .for_event(rc.domain_name.as_deref().unwrap_or_default(), rc.stage.as_deref().unwrap_or_default());
                 let body = ev.body.as_deref().unwrap_or_default();
-                let result = app.engine.send_message(&sink, &conn, body, started).await;
+                // Boxed: the turn's state machine is large, and an invocation should not depend on the
+                // caller's stack size (one allocation per turn).
+                let result = Box::pin(app.engine.send_message(&sink, &conn, body, started)).await;
                 let status = match result {
                     TurnResult::Completed(_) | TurnResult::ClientGone | TurnResult::Duplicate => 200,
                     TurnResult::Rejected(_) => 400,
