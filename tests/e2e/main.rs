@@ -7,6 +7,7 @@
 mod compression;
 mod context;
 mod helpers;
+mod prefetch;
 mod routing;
 mod sources;
 mod template;

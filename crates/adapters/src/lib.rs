@@ -14,6 +14,8 @@
 //! - [`opensearch`]: `Retriever` over OpenSearch `_search` (BM25 `multi_match`, intent filter on `kind`).
 //! - [`services`]: `ProductService` over the store's HTTP product, review, recommendation and promotion services.
 //! - [`redis_cache`]: `Cache` over Redis/Valkey (ElastiCache Serverless: TLS, cluster mode), self-reconnecting.
+//! - [`transitions`]: `TransitionStore` over Redis hashes (`HINCRBY`/`HGETALL`), sharing the cache's connection.
+//! - [`lambda_queue`]: `PrefetchQueue` over an asynchronous Lambda `Invoke` of the prefetch function.
 //! - [`http`]: shared plumbing of the HTTP sources (timeouts, bounded jittered retries, error mapping).
 
 pub mod apigw;
@@ -21,8 +23,10 @@ pub mod bedrock;
 pub mod bedrock_control;
 pub mod dynamo;
 pub mod http;
+pub mod lambda_queue;
 pub mod opensearch;
 pub mod redis_cache;
 pub mod sdk;
 pub mod services;
 pub mod throughput_state;
+pub mod transitions;

@@ -3,7 +3,7 @@
 //! - `get_many` is one `MGET`. In cluster mode (ElastiCache Serverless always is) a multi-key command must
 //!   stay within one hash slot, so keys are grouped by slot, one `MGET` per slot is sent concurrently, and the
 //!   answers are put back in the caller's order.
-//! - `set` is `SET key value PX ttl`.
+//! - `set` is `SET key value PX ttl`; `set_if_absent` is `SET key value PX ttl NX`.
 //! - Every command runs under `command_timeout` and fails fast while the connection is down: a cache that is
 //!   away costs a turn one `Unavailable` error (a miss), never a wait for reconnection.
 //! - The connection is driven by a background task that reconnects by itself with jittered exponential
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use fred::prelude::{
     Builder, ClientLike, Config, Error as RedisError, ErrorKind, Expiration, KeysInterface, Options, ReconnectPolicy,
-    Value as RedisValue,
+    SetOptions, Value as RedisValue,
 };
 use futures_util::future::try_join_all;
 use mangaassist_core::sources::{Cache, SourceError};
@@ -146,7 +146,13 @@ impl RedisCache {
         true
     }
 
-    async fn bounded<T>(&self, fut: impl Future<Output = Result<T, RedisError>>) -> Result<T, SourceError> {
+    /// The client with this cache's per-command options (timeout, one attempt, fail fast), for other ports
+    /// sharing the connection (the transition counts).
+    pub(crate) fn client(&self) -> fred::clients::WithOptions<fred::clients::Client> {
+        self.client.with_options(&self.options)
+    }
+
+    pub(crate) async fn bounded<T>(&self, fut: impl Future<Output = Result<T, RedisError>>) -> Result<T, SourceError> {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(res) => res.map_err(|e| source_error(e, self.timeout)),
             Err(_) => Err(SourceError::Timeout(millis(self.timeout))),
@@ -239,6 +245,14 @@ impl Cache for RedisCache {
         let client = self.client.with_options(&self.options);
         let fut = client.set::<(), _, _>(key, value, Some(Expiration::PX(ttl_ms)), None, false);
         self.bounded(fut).await
+    }
+
+    async fn set_if_absent(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, SourceError> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let client = self.client.with_options(&self.options);
+        // `SET NX` answers `OK` when it set the key and nil when the key existed.
+        let fut = client.set::<RedisValue, _, _>(key, value, Some(Expiration::PX(ttl_ms)), Some(SetOptions::NX), false);
+        Ok(!self.bounded(fut).await?.is_null())
     }
 }
 

@@ -66,6 +66,13 @@ pub trait ContextSources: Send + Sync {
     ) -> impl Future<Output = Result<Vec<RagChunk>, SourceError>> + Send;
     fn cache_get(&self, keys: &[String]) -> impl Future<Output = Result<Vec<Option<String>>, SourceError>> + Send;
     fn cache_set(&self, key: &str, value: &str, ttl: Duration) -> impl Future<Output = Result<(), SourceError>> + Send;
+    /// `SET NX EX`: `true` when this call set `key` (the prefetch claim).
+    fn cache_set_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, SourceError>> + Send;
     /// One service call for a cache key (`product:…`, `review:…`, `reco:…`, `promo:…`).
     fn fetch(&self, key: &Lookup) -> impl Future<Output = Result<Option<Value>, SourceError>> + Send;
 }
@@ -83,6 +90,9 @@ impl ContextSources for NoSources {
     }
     async fn cache_set(&self, _: &str, _: &str, _: Duration) -> Result<(), SourceError> {
         Ok(())
+    }
+    async fn cache_set_if_absent(&self, _: &str, _: &str, _: Duration) -> Result<bool, SourceError> {
+        Ok(true)
     }
     async fn fetch(&self, _: &Lookup) -> Result<Option<Value>, SourceError> {
         Ok(None)
@@ -111,6 +121,14 @@ impl<R: Retriever, P: ProductService, K: Cache> ContextSources for Sources<R, P,
     }
     fn cache_set(&self, key: &str, value: &str, ttl: Duration) -> impl Future<Output = Result<(), SourceError>> + Send {
         self.cache.set(key, value, ttl)
+    }
+    fn cache_set_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, SourceError>> + Send {
+        self.cache.set_if_absent(key, value, ttl)
     }
     async fn fetch(&self, l: &Lookup) -> Result<Option<Value>, SourceError> {
         match l {
@@ -359,6 +377,9 @@ mod tests {
         }
         async fn cache_set(&self, _: &str, _: &str, _: Duration) -> Result<(), SourceError> {
             Ok(())
+        }
+        async fn cache_set_if_absent(&self, _: &str, _: &str, _: Duration) -> Result<bool, SourceError> {
+            Ok(true)
         }
         async fn fetch(&self, l: &Lookup) -> Result<Option<Value>, SourceError> {
             self.calls.lock().unwrap().push(l.key());

@@ -15,6 +15,7 @@
 //! - [`context`]: parallel context assembly with per-leg deadlines (retrieval, cache, product services).
 //! - [`relay`]: model deltas -> coalesced, sequenced WebSocket frames under the frame limit.
 //! - [`prompt`]: the system prompt and the request sent to the model.
+//! - [`prefetch`]: speculative prefetch: next-intent prediction (prior, then learned) and cache filling.
 //! - [`turn`]: one chat turn from frame to persisted answer, and the connect/disconnect handlers.
 //! - [`throughput`]: the provisioned-throughput reconciler (desired vs actual, JST peak hours, routing).
 //! - [`metrics`]: CloudWatch Embedded Metric Format records of a turn; the one list of metric names.
@@ -28,6 +29,7 @@ pub mod ids;
 pub mod intent;
 pub mod metrics;
 pub mod ports;
+pub mod prefetch;
 pub mod prompt;
 pub mod protocol;
 pub mod relay;

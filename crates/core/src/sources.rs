@@ -80,6 +80,14 @@ pub trait Cache: Send + Sync {
     /// Values for `keys`, in order; `None` for a miss.
     fn get_many(&self, keys: &[String]) -> impl Future<Output = Result<Vec<Option<String>>, SourceError>> + Send;
     fn set(&self, key: &str, value: &str, ttl: Duration) -> impl Future<Output = Result<(), SourceError>> + Send;
+    /// Sets `key` only when it does not exist (`SET NX EX`); `true` when this call set it. The claim that
+    /// makes a retried prefetch invocation a no-op.
+    fn set_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, SourceError>> + Send;
 }
 
 /// Cache keys and their TTLs (the design's table). One place, shared by the assembler and prefetch.
@@ -138,6 +146,14 @@ impl<T: Cache> Cache for std::sync::Arc<T> {
     }
     fn set(&self, key: &str, value: &str, ttl: Duration) -> impl Future<Output = Result<(), SourceError>> + Send {
         (**self).set(key, value, ttl)
+    }
+    fn set_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, SourceError>> + Send {
+        (**self).set_if_absent(key, value, ttl)
     }
 }
 
@@ -200,6 +216,13 @@ impl<T: Cache> Cache for Option<T> {
         match self {
             Some(c) => c.set(key, value, ttl).await,
             None => Ok(()),
+        }
+    }
+    /// Without a cache nothing can be claimed, and nothing would be shared with a retry either: `true`.
+    async fn set_if_absent(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, SourceError> {
+        match self {
+            Some(c) => c.set_if_absent(key, value, ttl).await,
+            None => Ok(true),
         }
     }
 }

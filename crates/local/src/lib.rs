@@ -12,6 +12,7 @@
 //! - [`catalog`]: the seeded store catalog: product details, reviews, recommendations, promotions, help pages.
 //! - [`search`]: the embedded `Retriever`, an in-RAM tantivy index (English words, Japanese bigrams).
 //! - [`services`]: the embedded `ProductService` (latency, request counts) and its HTTP emulator.
+//! - [`prefetch`]: the prefetch Lambda emulated by tracked tasks, and in-memory transition counts.
 //! - [`ttl_cache`]: the embedded `Cache`, in memory with TTLs and a size bound.
 
 pub mod bedrock;
@@ -22,6 +23,7 @@ pub mod control_plane;
 pub mod corpus;
 pub mod gateway;
 pub mod memory;
+pub mod prefetch;
 pub mod search;
 pub mod services;
 pub mod system;

@@ -49,6 +49,25 @@ impl Inner {
             self.entries.remove(&key);
         }
     }
+
+    /// Replaces `key`'s value and TTL, evicting to stay within `capacity`; a zero TTL only removes it.
+    fn insert(&mut self, capacity: usize, key: &str, value: &str, ttl: Duration, now: Instant) {
+        self.remove(key);
+        if ttl.is_zero() {
+            return;
+        }
+        if self.entries.len() >= capacity {
+            self.purge_expired(now);
+        }
+        while self.entries.len() >= capacity {
+            self.evict_soonest();
+        }
+        let expires = now.checked_add(ttl).unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
+        self.seq += 1;
+        let seq = self.seq;
+        self.by_expiry.insert((expires, seq), key.to_owned());
+        self.entries.insert(key.to_owned(), Entry { value: value.to_owned(), expires, seq });
+    }
 }
 
 /// `Cache` in memory, with TTLs and a size bound.
@@ -93,24 +112,20 @@ impl Cache for TtlCache {
     }
 
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), SourceError> {
-        let now = Instant::now();
         let mut inner = self.inner.lock().map_err(|_| poisoned())?;
-        inner.remove(key);
-        if ttl.is_zero() {
-            return Ok(());
-        }
-        if inner.entries.len() >= self.capacity {
-            inner.purge_expired(now);
-        }
-        while inner.entries.len() >= self.capacity {
-            inner.evict_soonest();
-        }
-        let expires = now.checked_add(ttl).unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
-        inner.seq += 1;
-        let seq = inner.seq;
-        inner.by_expiry.insert((expires, seq), key.to_owned());
-        inner.entries.insert(key.to_owned(), Entry { value: value.to_owned(), expires, seq });
+        inner.insert(self.capacity, key, value, ttl, Instant::now());
         Ok(())
+    }
+
+    async fn set_if_absent(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, SourceError> {
+        let now = Instant::now();
+        // Check and set under one lock: two claims racing for the same key cannot both win.
+        let mut inner = self.inner.lock().map_err(|_| poisoned())?;
+        if inner.entries.get(key).is_some_and(|e| e.expires > now) {
+            return Ok(false);
+        }
+        inner.insert(self.capacity, key, value, ttl, now);
+        Ok(true)
     }
 }
 
@@ -155,6 +170,16 @@ mod tests {
         );
         let inner = c.inner.lock().unwrap();
         assert_eq!((inner.entries.len(), inner.by_expiry.len()), (3, 3));
+    }
+
+    #[tokio::test]
+    async fn set_if_absent_claims_a_key_once_until_it_expires() {
+        let c = TtlCache::new(10);
+        assert!(c.set_if_absent("claim", "1", Duration::from_millis(40)).await.unwrap());
+        assert!(!c.set_if_absent("claim", "2", Duration::from_secs(60)).await.unwrap());
+        assert_eq!(c.get_many(&keys(&["claim"])).await.unwrap(), vec![Some("1".into())]);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(c.set_if_absent("claim", "3", Duration::from_secs(60)).await.unwrap());
     }
 
     #[tokio::test]

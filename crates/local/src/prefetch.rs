@@ -1,0 +1,134 @@
+//! The embedded prefetch worker. Locally the prefetch Lambda is emulated by a task: [`EmbeddedQueue`]
+//! runs the core's [`Prefetcher`] in process on a tracked [`JoinSet`] (never a bare spawn), and
+//! [`EmbeddedQueue::drain`] waits for the outstanding jobs, so tests and the bench can observe the cache
+//! after the prefetch, and nothing is lost at shutdown. [`MemoryTransitions`] keeps the transition counts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use mangaassist_core::context::ContextSources;
+use mangaassist_core::prefetch::{PrefetchJob, PrefetchQueue, PrefetchReport, Prefetcher, TransitionStore};
+use mangaassist_core::sources::SourceError;
+use tokio::task::JoinSet;
+
+fn poisoned() -> SourceError {
+    SourceError::Other("embedded transition counts lock poisoned".into())
+}
+
+/// `TransitionStore` in memory: from -> to -> count.
+#[derive(Debug, Default)]
+pub struct MemoryTransitions {
+    counts: Mutex<HashMap<String, HashMap<String, u64>>>,
+}
+
+impl TransitionStore for MemoryTransitions {
+    async fn observe(&self, from: &str, to: &str) -> Result<(), SourceError> {
+        let mut counts = self.counts.lock().map_err(|_| poisoned())?;
+        *counts.entry(from.to_owned()).or_default().entry(to.to_owned()).or_default() += 1;
+        Ok(())
+    }
+
+    async fn counts(&self, from: &str) -> Result<HashMap<String, u64>, SourceError> {
+        let counts = self.counts.lock().map_err(|_| poisoned())?;
+        Ok(counts.get(from).cloned().unwrap_or_default())
+    }
+}
+
+/// `PrefetchQueue` that runs each job on a task of its own, tracked until [`Self::drain`].
+#[derive(Debug)]
+pub struct EmbeddedQueue<X, T> {
+    prefetcher: Arc<Prefetcher<X, T>>,
+    tasks: Mutex<JoinSet<PrefetchReport>>,
+}
+
+impl<X, T> EmbeddedQueue<X, T>
+where
+    X: ContextSources + 'static,
+    T: TransitionStore + 'static,
+{
+    pub fn new(prefetcher: Prefetcher<X, T>) -> Self {
+        Self { prefetcher: Arc::new(prefetcher), tasks: Mutex::new(JoinSet::new()) }
+    }
+
+    pub fn prefetcher(&self) -> &Prefetcher<X, T> {
+        &self.prefetcher
+    }
+
+    /// Waits for every job enqueued so far and returns their reports, in completion order. Each job is
+    /// bounded by the prefetcher's own timeout, so this is too.
+    pub async fn drain(&self) -> Vec<PrefetchReport> {
+        let mut reports = Vec::new();
+        loop {
+            // Take the set out of the lock so no guard is held across an await; jobs enqueued meanwhile land
+            // in the fresh set and are picked up by the next round.
+            let mut tasks = match self.tasks.lock() {
+                Ok(mut t) => std::mem::take(&mut *t),
+                Err(_) => return reports,
+            };
+            if tasks.is_empty() {
+                return reports;
+            }
+            while let Some(res) = tasks.join_next().await {
+                match res {
+                    Ok(r) => reports.push(r),
+                    Err(e) => tracing::error!(error = %e, "prefetch task failed"),
+                }
+            }
+        }
+    }
+}
+
+impl<X, T> PrefetchQueue for EmbeddedQueue<X, T>
+where
+    X: ContextSources + 'static,
+    T: TransitionStore + 'static,
+{
+    async fn enqueue(&self, job: &PrefetchJob) -> Result<(), SourceError> {
+        let prefetcher = Arc::clone(&self.prefetcher);
+        let job = job.clone();
+        let mut tasks = self.tasks.lock().map_err(|_| SourceError::Other("prefetch task set lock poisoned".into()))?;
+        // Reap finished jobs so a long-running server does not accumulate their results.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move { prefetcher.run(&job).await });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mangaassist_core::context::NoSources;
+    use mangaassist_core::prefetch::PrefetchConfig;
+
+    #[tokio::test]
+    async fn transitions_are_counted_per_origin() {
+        let t = MemoryTransitions::default();
+        t.observe("a", "b").await.unwrap();
+        t.observe("a", "b").await.unwrap();
+        t.observe("a", "c").await.unwrap();
+        let c = t.counts("a").await.unwrap();
+        assert_eq!((c["b"], c["c"]), (2, 1));
+        assert!(t.counts("b").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn drain_waits_for_every_enqueued_job() {
+        let q = EmbeddedQueue::new(Prefetcher::new(NoSources, MemoryTransitions::default(), PrefetchConfig::default()));
+        for id in ["m1", "m2"] {
+            let job = PrefetchJob {
+                session_id: "s".into(),
+                user_id: "u".into(),
+                message_id: id.into(),
+                previous_intent: Some("product_question".into()),
+                intent: "recommendation".into(),
+                products: vec!["B0AAAAAAA1".into()],
+                page_context: Default::default(),
+            };
+            q.enqueue(&job).await.unwrap();
+        }
+        let reports = q.drain().await;
+        assert_eq!(reports.len(), 2);
+        assert!(q.drain().await.is_empty());
+        assert_eq!(q.prefetcher().transitions().counts("product_question").await.unwrap()["recommendation"], 2);
+    }
+}
