@@ -281,11 +281,15 @@ pub fn billed_tokens(text: &str, messages: usize) -> u32 {
     ((n as f64) * CLAUDE_TOKENS_PER_CL100K).round() as u32 + 3 * u32::try_from(messages).unwrap_or(0)
 }
 
-/// Token estimate for answer lengths: one per 4 ASCII bytes, one per non-ASCII character.
+/// Token estimate for answer lengths (the core's BPE-free estimate).
 pub fn estimate_tokens(text: &str) -> u32 {
-    let (ascii, other) =
-        text.chars().fold((0u32, 0u32), |(a, o), c| if c.is_ascii() { (a + 1, o) } else { (a, o + 1) });
-    ascii.div_ceil(4) + other
+    u32::try_from(mangaassist_core::tokenizer::Tokenizer::count(&mangaassist_core::tokenizer::Heuristic, text))
+        .unwrap_or(u32::MAX)
+}
+
+/// The ASINs `text` mentions, in order, without repeats.
+fn asins_in(text: &str) -> Vec<String> {
+    mangaassist_core::prompt::products_in(text).into_iter().map(|p| p.asin).collect()
 }
 
 fn is_japanese(text: &str) -> bool {
@@ -315,12 +319,6 @@ pub fn tokenize_answer(text: &str) -> Vec<String> {
 pub fn answer_for(context: &str, question: &str, target_tokens: u32) -> String {
     // What a model would put first: the product the shopper refers to (`refers_to=<ASIN>`), then ASINs in
     // the question, then the page the shopper is on, then the rest of the context.
-    let asins_in = |text: &str| -> Vec<String> {
-        text.split(|c: char| !c.is_ascii_alphanumeric())
-            .filter(|w| mangaassist_core::prompt::is_asin(w))
-            .map(str::to_owned)
-            .collect()
-    };
     let section = |tag: &str| -> String {
         let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
         context.split(&open).nth(1).and_then(|rest| rest.split(&close).next()).unwrap_or_default().to_owned()
@@ -622,12 +620,7 @@ async fn converse(State(shared): State<Arc<Shared>>, Path(model_id): Path<String
             asked.push(q.split_whitespace().take(8).collect::<Vec<_>>().join(" "));
         }
     }
-    let mut asins: Vec<&str> = Vec::new();
-    for w in context.split(|c: char| !c.is_ascii_alphanumeric()) {
-        if mangaassist_core::prompt::is_asin(w) && !asins.contains(&w) {
-            asins.push(w);
-        }
-    }
+    let asins = asins_in(&context);
     let text = format!("The shopper asked: {}. Products discussed: {}.", asked.join("; "), asins.join(", "));
     let input_tokens = billed_tokens(&context, messages.len());
     let output_tokens = estimate_tokens(&text);

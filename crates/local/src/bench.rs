@@ -82,20 +82,23 @@ pub fn builtin_conversations() -> Vec<Conversation> {
     ]
 }
 
+/// Reads one JSON value per non-empty line.
+fn read_jsonl<T: serde::de::DeserializeOwned>(path: &PathBuf, what: &str) -> anyhow::Result<Vec<T>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("Failed to read {}", path.display()))?;
+    let out: Vec<T> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}: not {what}", path.display(), i + 1)))
+        .collect::<anyhow::Result<_>>()?;
+    anyhow::ensure!(!out.is_empty(), "{} holds no {what}", path.display());
+    Ok(out)
+}
+
 /// Reads conversations from a JSONL file.
 pub fn read_script(path: &PathBuf) -> anyhow::Result<Vec<Conversation>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("Failed to read {}", path.display()))?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let c: Conversation =
-            serde_json::from_str(line).with_context(|| format!("{}:{}: not a conversation", path.display(), i + 1))?;
-        anyhow::ensure!(!c.messages.is_empty(), "{}:{}: a conversation needs messages", path.display(), i + 1);
-        out.push(c);
-    }
-    anyhow::ensure!(!out.is_empty(), "{} holds no conversations", path.display());
+    let out: Vec<Conversation> = read_jsonl(path, "a conversation")?;
+    anyhow::ensure!(out.iter().all(|c| !c.messages.is_empty()), "{}: a conversation needs messages", path.display());
     Ok(out)
 }
 
@@ -109,16 +112,8 @@ pub struct Pcts {
 
 /// Exact percentiles (nearest rank) of a sample.
 pub fn pcts(samples: &[f64]) -> Pcts {
-    if samples.is_empty() {
-        return Pcts::default();
-    }
-    let mut v = samples.to_vec();
-    v.sort_by(f64::total_cmp);
-    let q = |p: f64| {
-        let rank = (p * v.len() as f64).ceil() as usize;
-        v[rank.clamp(1, v.len()) - 1]
-    };
-    Pcts { p50: q(0.50), p95: q(0.95), p99: q(0.99) }
+    let d = dist(samples);
+    Pcts { p50: d.p50, p95: d.p95, p99: d.p99 }
 }
 
 /// Results of one run (one system configuration at one concurrency).
@@ -433,14 +428,7 @@ pub struct CompressionOptions {
 }
 
 fn read_corpus(path: &PathBuf) -> anyhow::Result<Vec<crate::corpus::CorpusRequest>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("Failed to read {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).with_context(|| format!("{}:{}: not a corpus request", path.display(), i + 1))
-        })
-        .collect()
+    read_jsonl(path, "a corpus request")
 }
 
 /// Long conversations for the end-to-end comparison: `turns` questions each, from the generator.
