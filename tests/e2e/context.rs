@@ -140,3 +140,35 @@ async fn dynamodb_throttling_everywhere_still_answers_the_shopper_promptly() {
 async fn system_opts(moto: &Moto, opts: SystemOptions) -> LocalSystem<DynamoStore> {
     mangaassist_local::system::start(dynamo(moto).await, opts).await.unwrap()
 }
+
+#[tokio::test]
+async fn a_predicted_follow_up_is_served_from_what_prefetch_cached() {
+    let moto = moto().await;
+    let mut opts = fast();
+    opts.prefetch = true;
+    let sys = system_opts(&moto, opts).await;
+    let group: Vec<String> = sys.services.catalog().products()[..3].iter().map(|p| p.asin.clone()).collect();
+    let mut client = ChatClient::connect(&sys.ws_url()).await.unwrap();
+    let first =
+        ask(&mut client, "Can you recommend something similar?", Some(&json!({"browsing_history": group}))).await;
+    assert_eq!(first["metrics"]["intent"], "recommendation");
+    let named = first["products"][0]["asin"].as_str().unwrap().to_owned();
+    let reports = sys.prefetch.as_ref().unwrap().drain().await;
+    assert_eq!(reports.len(), 1);
+    let before = sys.services.requests(Service::Products);
+
+    let done = ask(&mut client, "Tell me more about the first one", None).await;
+    let m = &done["metrics"];
+    assert_eq!(m["intent"], "product_question");
+    let hits: Vec<&str> = m["cache_hits"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    for key in [format!("product:{named}"), format!("review:{named}"), format!("rag:product_question:{named}")] {
+        assert!(hits.contains(&key.as_str()), "{key} not served from the cache: {hits:?}");
+    }
+    assert_eq!(sys.services.requests(Service::Products), before, "the product service saw no request");
+    assert_eq!(m["legs"]["retrieval_ms"], 0.0, "a follow-up does not run a text search on its own words");
+    assert_eq!(done["products"][0]["asin"], named.as_str(), "the answer is about the product referred to");
+
+    // An unpredicted follow-up still works, without cache hits.
+    let done = ask(&mut client, "Where is my order 112-4433221-7788990?", None).await;
+    assert_eq!(done["metrics"]["intent"], "order_tracking");
+}

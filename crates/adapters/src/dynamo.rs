@@ -99,6 +99,7 @@ impl DynamoStore {
             user_text: get_s(item, "user_text")?.to_owned(),
             assistant_text: get_s(item, "assistant_text").unwrap_or_default().to_owned(),
             products,
+            intent: get_s(item, "intent").map(str::to_owned),
             status: TurnStatus::parse(get_s(item, "status")?)?,
             model: get_s(item, "model").unwrap_or_default().to_owned(),
             input_tokens: get_n(item, "input_tokens").unwrap_or(0),
@@ -215,6 +216,7 @@ impl Store for DynamoStore {
     async fn save_turn(&self, t: &TurnRecord) -> Result<(), StoreError> {
         let products = AttributeValue::L(t.products.iter().map(|p| s(p.asin.as_str())).collect());
         let counts = [("user_tokens", t.user_tokens), ("assistant_tokens", t.assistant_tokens)];
+        let intent = t.intent.as_deref();
         let mut turn = Put::builder()
             .table_name(&self.table)
             .item("pk", s(format!("SESSION#{}", t.session_id)))
@@ -234,6 +236,9 @@ impl Store for DynamoStore {
             if let Some(v) = v {
                 turn = turn.item(k, n(v));
             }
+        }
+        if let Some(i) = intent {
+            turn = turn.item("intent", s(i));
         }
         let turn = turn.build().map_err(|e| StoreError::Other(Box::new(e)))?;
         let (pk, sk) = claim_key(&t.message_id);

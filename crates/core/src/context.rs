@@ -136,6 +136,17 @@ impl<R: Retriever, P: ProductService, K: Cache> ContextSources for Sources<R, P,
             Lookup::Review(a) => self.products.reviews(a).await,
             Lookup::Reco { user, asin } => self.products.recommendations(asin, user).await,
             Lookup::Promo => self.products.promotions(keys::PROMO_PLACEMENT).await,
+            Lookup::Rag { intent, asin } => {
+                let chunks = self.retriever.retrieve(asin, *intent, 3).await?;
+                if chunks.is_empty() {
+                    return Ok(None);
+                }
+                let items: Vec<Value> = chunks
+                    .into_iter()
+                    .map(|c| serde_json::json!({ "content": c.content, "score": c.score, "tokens": c.tokens }))
+                    .collect();
+                Ok(Some(Value::Array(items)))
+            }
         }
     }
 }
@@ -145,8 +156,17 @@ impl<R: Retriever, P: ProductService, K: Cache> ContextSources for Sources<R, P,
 pub enum Lookup {
     Product(String),
     Review(String),
-    Reco { user: String, asin: String },
+    Reco {
+        user: String,
+        asin: String,
+    },
     Promo,
+    /// The passages a turn of `intent` about `asin` retrieves (a follow-up such as "the first one", whose
+    /// own words are useless to a text search); cached as a JSON array of chunks.
+    Rag {
+        intent: Intent,
+        asin: String,
+    },
 }
 
 impl Lookup {
@@ -156,6 +176,7 @@ impl Lookup {
             Self::Review(a) => keys::review(a),
             Self::Reco { user, asin } => keys::reco(user, asin),
             Self::Promo => keys::promo(),
+            Self::Rag { intent, asin } => keys::rag(intent.as_str(), asin),
         }
     }
 
@@ -165,6 +186,7 @@ impl Lookup {
             Self::Review(_) => keys::REVIEW_TTL,
             Self::Reco { .. } => keys::RECO_TTL,
             Self::Promo => keys::PROMO_TTL,
+            Self::Rag { .. } => keys::RAG_TTL,
         }
     }
 
@@ -175,7 +197,28 @@ impl Lookup {
             Self::Review(_) => 0.97,
             Self::Reco { .. } => 0.95,
             Self::Promo => 0.93,
+            Self::Rag { .. } => 0.9,
         }
+    }
+
+    /// The chunks a cached or fetched value stands for: a `Rag` array becomes its chunks, anything else
+    /// one chunk named by its key.
+    fn chunks(&self, value: &str) -> Vec<RagChunk> {
+        if let Self::Rag { .. } = self
+            && let Ok(Value::Array(items)) = serde_json::from_str::<Value>(value)
+        {
+            return items
+                .iter()
+                .filter_map(|c| {
+                    Some(RagChunk {
+                        content: c.get("content")?.as_str()?.to_owned(),
+                        score: c.get("score").and_then(Value::as_f64).unwrap_or(0.5) as f32,
+                        tokens: c.get("tokens").and_then(Value::as_u64).map(|t| t as usize),
+                    })
+                })
+                .collect();
+        }
+        vec![RagChunk { content: format!("{}: {value}", self.key()), score: self.score(), tokens: None }]
     }
 }
 
@@ -303,7 +346,7 @@ pub async fn cached_lookups<X: ContextSources>(
     for (l, hit) in lookups.into_iter().zip(hits) {
         match hit {
             Some(v) => {
-                out.chunks.push(RagChunk { content: format!("{}: {v}", l.key()), score: l.score(), tokens: None });
+                out.chunks.extend(l.chunks(&v));
                 out.cache_hits.push(l.key());
             }
             None => misses.push(l),
@@ -322,7 +365,7 @@ pub async fn cached_lookups<X: ContextSources>(
         }
         if let Some(Some(v)) = v {
             let text = v.to_string();
-            out.chunks.push(RagChunk { content: format!("{}: {text}", l.key()), score: l.score(), tokens: None });
+            out.chunks.extend(l.chunks(&text));
             out.fetched.push((l, text));
         }
     }

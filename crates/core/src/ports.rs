@@ -121,6 +121,8 @@ pub struct TurnRecord {
     pub user_text: String,
     pub assistant_text: String,
     pub products: Vec<ProductRef>,
+    /// The intent the message was classified as (what the next turn's prefetch prediction starts from).
+    pub intent: Option<String>,
     pub status: TurnStatus,
     pub model: String,
     pub input_tokens: u32,

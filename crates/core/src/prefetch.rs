@@ -275,6 +275,16 @@ pub trait PrefetchQueue: Send + Sync {
     fn enqueue(&self, job: &PrefetchJob) -> impl Future<Output = Result<(), SourceError>> + Send;
 }
 
+/// No prefetch at all (the engine's default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoPrefetch;
+
+impl PrefetchQueue for NoPrefetch {
+    async fn enqueue(&self, _: &PrefetchJob) -> Result<(), SourceError> {
+        Ok(())
+    }
+}
+
 /// No prefetch worker configured: jobs are dropped.
 impl<Q: PrefetchQueue> PrefetchQueue for Option<Q> {
     async fn enqueue(&self, job: &PrefetchJob) -> Result<(), SourceError> {

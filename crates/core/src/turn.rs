@@ -16,7 +16,8 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::compress::{CompressInput, PromptBudget, PromptCompressor, raw_tokens};
 use crate::context::{
-    Assembled, ContextConfig, ContextSources, NoSources, cached_lookups, focus_products, lookups, memory_leg, retrieval,
+    Assembled, ContextConfig, ContextSources, Lookup, NoSources, cached_lookups, focus_products, lookups, memory_leg,
+    retrieval,
 };
 use crate::error::{ModelError, SinkError, StoreError, chain};
 use crate::ids::{ConnectionId, MessageId, SessionId, UserId};
@@ -27,8 +28,9 @@ use crate::ports::{
     ChatMessage, Claim, ConnectionRecord, ConnectionSink, ModelClient, ModelEvent, ModelRequest, ModelStream, Role,
     Store, Summary, TurnRecord, TurnStatus,
 };
+use crate::prefetch::{NoPrefetch, PrefetchJob, PrefetchQueue};
 use crate::prompt::{PromptConfig, SYSTEM_PROMPT, compressed_request, products_in, uncompressed_request};
-use crate::protocol::{ClientMessage, ServerEvent, TurnMetrics};
+use crate::protocol::{ClientMessage, ProductRef, ServerEvent, TurnMetrics};
 use crate::relay::{RelayConfig, RelayEnd, RelayOutcome, post_with_retry, relay};
 use crate::routes::{Route, Routes, plan};
 use crate::tokenizer::{Calibration, Estimator, Tokenizer};
@@ -134,11 +136,13 @@ impl SessionCache {
 }
 
 /// The turn engine: model client, store, clock and context sources, built once per container.
-pub struct Engine<M, St, C, X = NoSources> {
+pub struct Engine<M, St, C, X = NoSources, Q = NoPrefetch> {
     pub model: M,
     pub store: St,
     pub clock: C,
     pub sources: X,
+    /// Where finished turns are handed for speculative prefetch of the likely follow-up.
+    pub prefetch: Q,
     pub cfg: TurnConfig,
     sessions: SessionCache,
     tokens: Estimator,
@@ -216,7 +220,7 @@ pub async fn send_error<S: ConnectionSink>(
     }
 }
 
-impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C, NoSources> {
+impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C, NoSources, NoPrefetch> {
     /// An engine without context sources (memory and the message only); see [`Engine::with_sources`].
     pub fn new(model: M, store: St, clock: C, cfg: TurnConfig) -> Self {
         let compressor = PromptCompressor::new(cfg.budget);
@@ -225,6 +229,7 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C, NoSources> {
             store,
             clock,
             sources: NoSources,
+            prefetch: NoPrefetch,
             cfg,
             sessions: SessionCache::default(),
             tokens: Estimator::warm_in_background(),
@@ -235,12 +240,13 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C, NoSources> {
     }
 
     /// Gathers retrieval, cache and product-service context for every turn.
-    pub fn with_sources<X: ContextSources>(self, sources: X) -> Engine<M, St, C, X> {
+    pub fn with_sources<X: ContextSources>(self, sources: X) -> Engine<M, St, C, X, NoPrefetch> {
         Engine {
             model: self.model,
             store: self.store,
             clock: self.clock,
             sources,
+            prefetch: NoPrefetch,
             cfg: self.cfg,
             sessions: self.sessions,
             tokens: self.tokens,
@@ -251,7 +257,24 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C, NoSources> {
     }
 }
 
-impl<M: ModelClient, St: Store, C: Clock, X: ContextSources> Engine<M, St, C, X> {
+impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> Engine<M, St, C, X, Q> {
+    /// Hands each answered turn to `prefetch` (the async prefetch Lambda in production).
+    pub fn with_prefetch<Q2: PrefetchQueue>(self, prefetch: Q2) -> Engine<M, St, C, X, Q2> {
+        Engine {
+            model: self.model,
+            store: self.store,
+            clock: self.clock,
+            sources: self.sources,
+            prefetch,
+            cfg: self.cfg,
+            sessions: self.sessions,
+            tokens: self.tokens,
+            calibration: self.calibration,
+            compressor: self.compressor,
+            routes: self.routes,
+        }
+    }
+
     /// Routes to provisioned throughput while the reconciler's record says it is in service.
     pub fn with_routes(mut self, routes: Routes) -> Self {
         self.routes = routes;
@@ -511,7 +534,17 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources> Engine<M, St, C, X>
                 (metrics.cache_lookups > 0).then(|| metrics.cache_hits.len() as f64 / f64::from(metrics.cache_lookups));
             metrics::turn_record(&metrics, &metrics.route, ts_ms, Some(metrics.assembly_ms), hit_rate)
         });
-        let (result, record) = self.finish(sink, conn, &msg, &session, ts_ms, claimed, out, metrics).await;
+        let products = products_in(&out.text);
+        let job = PrefetchJob {
+            session_id: session.to_string(),
+            user_id: user.to_string(),
+            message_id: msg.message_id.to_string(),
+            previous_intent: memory.turns.first().and_then(|t| t.intent.clone()),
+            intent: intent.as_str().to_owned(),
+            products: products.iter().map(|p| p.asin.clone()).collect(),
+            page_context: msg.page_context.clone(),
+        };
+        let (result, record) = self.finish(sink, conn, &msg, &session, ts_ms, claimed, out, products, metrics).await;
         if let (Some(emf), TurnResult::Completed(_)) = (emf, &result) {
             emf.emit();
         }
@@ -522,8 +555,23 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources> Engine<M, St, C, X>
                 self.maybe_summarize(&session, &memory, record).await;
             }
         };
-        tokio::join!(summarize, self.write_back(&asm));
+        let prefetch = async {
+            if matches!(result, TurnResult::Completed(_)) {
+                self.hand_to_prefetch(&job).await;
+            }
+        };
+        tokio::join!(summarize, self.write_back(&asm), prefetch);
         result
+    }
+
+    /// Hands the finished turn to speculative prefetch: bounded, and a failure only costs the next turn
+    /// its cache hits.
+    async fn hand_to_prefetch(&self, job: &PrefetchJob) {
+        match tokio::time::timeout(Duration::from_secs(1), self.prefetch.enqueue(job)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(message_id = %job.message_id, error = %chain(&e), "prefetch not started"),
+            Err(_) => tracing::warn!(message_id = %job.message_id, "prefetch hand-off timed out"),
+        }
     }
 
     /// Context for the turn. Concurrently: retrieval (needs only the message and its intent) and memory,
@@ -539,7 +587,11 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources> Engine<M, St, C, X>
         let start = Instant::now();
         let cap = start + cfg.overall;
         // The intent does not depend on what an ordinal resolves to, so classify before memory arrives.
-        let intent = intent::classify(&msg.text, &intent::extract(&msg.text, &[]));
+        let early = intent::extract(&msg.text, &[]);
+        let intent = intent::classify(&msg.text, &early);
+        // "Tell me more about the first one": its words are useless to a text search. Its passages come
+        // from the product it points at, as a (prefetchable) lookup once memory has resolved it.
+        let follow_up = early.ordinal.is_some();
         let after_memory = async {
             let (memory, memory_ms) = memory_leg(cfg, cap, self.load_memory(session)).await;
             let cut = memory.is_none();
@@ -552,11 +604,22 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources> Engine<M, St, C, X>
                 asm.errors.push(format!("memory: deadline of {} ms", cfg.memory.as_millis()));
             }
             let products = focus_products(&entities, &msg.page_context, cfg.max_products);
-            (memory, entities, asm, lookups(intent, &products, user.as_str()))
+            let mut wanted = lookups(intent, &products, user.as_str());
+            if follow_up && let Some(asin) = entities.resolved.as_ref().map(|p| p.asin.clone()) {
+                wanted.push(Lookup::Rag { intent, asin });
+            }
+            (memory, entities, asm, wanted)
+        };
+        let search = async {
+            if follow_up {
+                (Vec::new(), 0.0, None)
+            } else {
+                retrieval(&self.sources, cfg, cap, &msg.text, intent).await
+            }
         };
         let (memory, entities, mut asm, chunks) = if cfg.sequential {
             let (memory, entities, mut asm, wanted) = after_memory.await;
-            let (chunks, took, err) = retrieval(&self.sources, cfg, cap, &msg.text, intent).await;
+            let (chunks, took, err) = search.await;
             asm.legs.retrieval_ms = took;
             asm.errors.extend(err);
             cached_lookups(&self.sources, cfg, cap, wanted, &mut asm).await;
@@ -567,8 +630,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources> Engine<M, St, C, X>
                 cached_lookups(&self.sources, cfg, cap, wanted, &mut asm).await;
                 (memory, entities, asm)
             };
-            let ((memory, entities, mut asm), (chunks, took, err)) =
-                tokio::join!(with_lookups, retrieval(&self.sources, cfg, cap, &msg.text, intent));
+            let ((memory, entities, mut asm), (chunks, took, err)) = tokio::join!(with_lookups, search);
             asm.legs.retrieval_ms = took;
             asm.errors.extend(err);
             (memory, entities, asm, chunks)
@@ -676,11 +738,11 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources> Engine<M, St, C, X>
         ts_ms: u64,
         claimed: bool,
         out: RelayOutcome,
+        products: Vec<ProductRef>,
         metrics: TurnMetrics,
     ) -> (TurnResult, Option<TurnRecord>) {
         let rcfg = &self.cfg.relay;
         let mid = msg.message_id.as_str();
-        let products = products_in(&out.text);
         let status = match &out.end {
             RelayEnd::Completed => TurnStatus::Complete,
             RelayEnd::ClientGone => TurnStatus::ClientGone,
@@ -693,6 +755,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources> Engine<M, St, C, X>
             user_text: msg.text.clone(),
             assistant_text: out.text.clone(),
             products: products.clone(),
+            intent: Some(metrics.intent.clone()),
             status,
             model: metrics.model.clone(),
             input_tokens: out.input_tokens,

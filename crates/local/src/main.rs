@@ -40,6 +40,8 @@ enum Scenario {
     Spike,
     /// Sequential vs parallel context assembly under the design's latency profile.
     Context,
+    /// Follow-up TTFT with speculative prefetch on and off.
+    Followups,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -140,6 +142,7 @@ async fn serve(listen: SocketAddr, bedrock_listen: SocketAddr, latency: Latency,
         Latency::Fast => LatencyModel::fast(),
     };
     opts.turn.relay.mode = relay_modes(relay)[0];
+    opts.prefetch = true;
     if latency == Latency::Bedrock {
         opts.sources = mangaassist_local::system::SourceLatency::design();
     }
@@ -242,6 +245,7 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Cmd::Bench { scenario: Scenario::Context, quick, json, .. } => bench::context(quick, json).await,
+        Cmd::Bench { scenario: Scenario::Followups, quick, json, .. } => bench::followups(quick, json).await,
         Cmd::Bench { scenario: Scenario::Spike, quick, json, .. } => {
             let steps = if quick { vec![5, 50] } else { vec![5, 10, 20, 50] };
             bench::spike(bench::SpikeOptions { steps, model_units: 2, json }).await

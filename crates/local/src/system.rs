@@ -15,6 +15,7 @@ use mangaassist_adapters::bedrock::BedrockModel;
 use mangaassist_core::clock::SystemClock;
 use mangaassist_core::context::Sources;
 use mangaassist_core::ports::Store;
+use mangaassist_core::prefetch::{PrefetchConfig, Prefetcher};
 use mangaassist_core::routes::Routes;
 use mangaassist_core::sources::Cache;
 use mangaassist_core::turn::{Engine, TurnConfig};
@@ -23,15 +24,21 @@ use serde_json::Value;
 use crate::bedrock::{BedrockEmulator, EmulatorConfig};
 use crate::catalog::Catalog;
 use crate::gateway::{Gateway, GatewayConfig, Invoke};
+use crate::prefetch::{EmbeddedQueue, MemoryTransitions};
 use crate::search::EmbeddedRetriever;
 use crate::services::{EmbeddedServices, Latency, ServiceLatencies};
 use crate::ttl_cache::TtlCache;
 
-/// The embedded context sources; the cache is a parameter (in-process by default, Redis in tests).
-pub type LocalSources<K> = Sources<Arc<EmbeddedRetriever>, Arc<EmbeddedServices>, K>;
+/// The embedded context sources; the cache is a parameter (in-process by default, Redis in tests), shared
+/// with the prefetcher.
+pub type LocalSources<K> = Sources<Arc<EmbeddedRetriever>, Arc<EmbeddedServices>, Arc<K>>;
+
+/// The prefetch Lambda, emulated by tasks in this process.
+pub type LocalPrefetch<K> = EmbeddedQueue<LocalSources<K>, MemoryTransitions>;
 
 /// The chat function's state as the local system runs it.
-pub type LocalApp<St, K = TtlCache> = App<BedrockModel, St, SystemClock, LocalSources<K>>;
+pub type LocalApp<St, K = TtlCache> =
+    App<BedrockModel, St, SystemClock, LocalSources<K>, Option<Arc<LocalPrefetch<K>>>>;
 
 /// Artificial latencies of the embedded sources.
 #[derive(Debug, Clone, Copy, Default)]
@@ -59,6 +66,8 @@ pub struct SystemOptions {
     pub gateway: GatewayConfig,
     /// Zero by default (tests); `serve` and the bench use [`SourceLatency::design`].
     pub sources: SourceLatency,
+    /// Speculative prefetch after each answer (off by default so tests see only their own requests).
+    pub prefetch: bool,
 }
 
 impl Default for SystemOptions {
@@ -70,6 +79,7 @@ impl Default for SystemOptions {
             turn: TurnConfig::default(),
             gateway: GatewayConfig::default(),
             sources: SourceLatency::default(),
+            prefetch: false,
         }
     }
 }
@@ -81,6 +91,8 @@ pub struct LocalSystem<St, K = TtlCache> {
     pub app: Arc<LocalApp<St, K>>,
     /// The embedded product services (request counts per service).
     pub services: Arc<EmbeddedServices>,
+    /// The emulated prefetch Lambda, when prefetch is on (`drain` waits for its jobs).
+    pub prefetch: Option<Arc<LocalPrefetch<K>>>,
 }
 
 impl<St, K> LocalSystem<St, K> {
@@ -143,12 +155,18 @@ pub async fn start_full<St: Store + 'static, K: Cache + 'static>(
     let gw_addr = listener.local_addr()?;
     let management = format!("http://{gw_addr}/{}", opts.gateway.stage);
     let sdk = mangaassist_adapters::sdk::local(&emulator.url()).await;
+    let cache = Arc::new(cache);
+    let prefetch = opts.prefetch.then(|| {
+        let sources = Sources { retriever: retriever.clone(), products: services.clone(), cache: cache.clone() };
+        Arc::new(EmbeddedQueue::new(Prefetcher::new(sources, MemoryTransitions::default(), PrefetchConfig::default())))
+    });
     let app = Arc::new(App {
         engine: Engine::new(BedrockModel::new(&sdk), store, SystemClock, opts.turn)
             .with_sources(Sources { retriever, products: services.clone(), cache })
+            .with_prefetch(prefetch.clone())
             .with_routes(routes),
         sinks: ApiGatewaySinks::new(sdk, Some(management)),
     });
     let gateway = Gateway::start(listener, opts.gateway, in_process(app.clone()))?;
-    Ok(LocalSystem { emulator, gateway, app, services })
+    Ok(LocalSystem { emulator, gateway, app, services, prefetch })
 }

@@ -34,6 +34,8 @@ pub struct ChatConfig {
     pub opensearch: Option<(String, String)>,
     pub services: Option<ServiceUrls>,
     pub redis: Option<(String, bool)>,
+    /// The prefetch function invoked asynchronously after each answer (`PREFETCH_FUNCTION_NAME`).
+    pub prefetch_function: Option<String>,
     pub turn: TurnConfig,
 }
 
@@ -157,6 +159,7 @@ impl ChatConfig {
                 promotions: nonempty("PROMOTIONS_URL").unwrap_or_else(|| p.clone()),
                 products: p,
             }),
+            prefetch_function: nonempty("PREFETCH_FUNCTION_NAME"),
             redis: match nonempty("REDIS_URL") {
                 None => None,
                 Some(u) => Some((u, parse(&get, "REDIS_CLUSTER", false, "expected true or false")?)),

@@ -12,6 +12,7 @@ use mangaassist_core::context::{ContextSources, NoSources};
 use mangaassist_core::error::chain;
 use mangaassist_core::ids::ConnectionId;
 use mangaassist_core::ports::{ModelClient, Store};
+use mangaassist_core::prefetch::{NoPrefetch, PrefetchQueue};
 use mangaassist_core::turn::{Engine, TurnResult};
 use serde::Serialize;
 use tokio::time::Instant;
@@ -33,15 +34,15 @@ impl WsResponse {
 }
 
 /// The chat function's state, built once per container.
-pub struct App<M, St, C, X = NoSources> {
-    pub engine: Engine<M, St, C, X>,
+pub struct App<M, St, C, X = NoSources, Q = NoPrefetch> {
+    pub engine: Engine<M, St, C, X, Q>,
     pub sinks: ApiGatewaySinks,
 }
 
 /// Handles one event. Errors are answered, never raised: a Lambda error on `sendMessage` would only be
 /// logged by API Gateway, and the client would hear nothing.
-pub async fn handle<M: ModelClient, St: Store, C: Clock, X: ContextSources>(
-    app: &App<M, St, C, X>,
+pub async fn handle<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue>(
+    app: &App<M, St, C, X, Q>,
     event: LambdaEvent<ApiGatewayWebsocketProxyRequest>,
 ) -> Result<WsResponse, lambda_runtime::Error> {
     let started = Instant::now();

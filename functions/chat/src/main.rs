@@ -9,6 +9,7 @@ use mangaassist_adapters::apigw::ApiGatewaySinks;
 use mangaassist_adapters::bedrock::BedrockModel;
 use mangaassist_adapters::dynamo::DynamoStore;
 use mangaassist_adapters::http::HttpSettings;
+use mangaassist_adapters::lambda_queue::LambdaQueue;
 use mangaassist_adapters::opensearch::{OpenSearchConfig, OpenSearchRetriever};
 use mangaassist_adapters::redis_cache::{RedisCache, RedisConfig};
 use mangaassist_adapters::sdk;
@@ -56,7 +57,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     };
     let mut engine =
         Engine::new(BedrockModel::new(&sdk), DynamoStore::new(&sdk, &cfg.table_name), SystemClock, cfg.turn)
-            .with_sources(Sources { retriever, products, cache });
+            .with_sources(Sources { retriever, products, cache })
+            .with_prefetch(cfg.prefetch_function.as_ref().map(|f| LambdaQueue::new(&sdk, f)));
     if !cfg.route_cache.is_zero() {
         // The reconciler's CONFIG/THROUGHPUT record decides when provisioned throughput serves the turn.
         engine = engine.with_routes(Routes::new(DynamoThroughputState::new(&sdk, &cfg.table_name), cfg.route_cache));
