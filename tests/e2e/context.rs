@@ -153,7 +153,7 @@ async fn a_predicted_follow_up_is_served_from_what_prefetch_cached() {
         ask(&mut client, "Can you recommend something similar?", Some(&json!({"browsing_history": group}))).await;
     assert_eq!(first["metrics"]["intent"], "recommendation");
     let named = first["products"][0]["asin"].as_str().unwrap().to_owned();
-    let reports = sys.prefetch.as_ref().unwrap().drain().await;
+    let reports = sys.prefetch.as_ref().unwrap().drain_after(1, Duration::from_secs(5)).await;
     assert_eq!(reports.len(), 1);
     let before = sys.services.requests(Service::Products);
 

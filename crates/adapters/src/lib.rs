@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`bedrock`]: `ModelClient` over Bedrock `ConverseStream`.
 //! - [`apigw`]: `ConnectionSink` over API Gateway `PostToConnection`, one cached client per endpoint.
+//! - [`env`]: settings from the environment, the context-source settings and adapters, Lambda logging.
 //! - [`dynamo`]: `Store` over one DynamoDB table.
 //! - [`bedrock_control`]: `ThroughputControl` over the Bedrock provisioned-throughput control plane.
 //! - [`throughput_state`]: `ThroughputStateStore` over the `CONFIG/THROUGHPUT` item, optimistically locked.
@@ -22,6 +23,7 @@ pub mod apigw;
 pub mod bedrock;
 pub mod bedrock_control;
 pub mod dynamo;
+pub mod env;
 pub mod http;
 pub mod lambda_queue;
 pub mod opensearch;

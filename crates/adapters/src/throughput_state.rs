@@ -18,9 +18,10 @@ use std::collections::HashMap;
 
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use mangaassist_core::error::StoreError;
+
+use crate::dynamo::{get_n, get_s, store_err};
 use mangaassist_core::throughput::{
     Desired, DesiredSource, SaveOutcome, ThroughputState, ThroughputStateStore, ThroughputStatus,
 };
@@ -35,25 +36,6 @@ const SK: &str = "THROUGHPUT";
 pub struct DynamoThroughputState {
     client: Client,
     table: String,
-}
-
-fn store_err<E>(err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> StoreError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let throttled = matches!(
-        err.code(),
-        Some("ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded")
-    );
-    if throttled { StoreError::Throttled(Box::new(err)) } else { StoreError::Other(Box::new(err)) }
-}
-
-fn get_s<'a>(item: &'a Item, k: &str) -> Option<&'a str> {
-    item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
-}
-
-fn get_n<T: std::str::FromStr>(item: &Item, k: &str) -> Option<T> {
-    item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
 }
 
 /// A stored item that does not parse: an error rather than a silent reset, since the reconciler would

@@ -342,12 +342,19 @@ pub fn extract(text: &str, previous: &[ProductRef]) -> Entities {
     }
     let lower = text.to_lowercase();
     e.ordinal = japanese_ordinal(text).or_else(|| english_ordinal(&lower));
-    e.resolved = match e.ordinal {
-        Some(Ordinal::Nth(n)) => previous.get(n - 1).cloned(),
-        Some(Ordinal::Last) => previous.last().cloned(),
-        None => None,
-    };
+    e.resolve(previous);
     e
+}
+
+impl Entities {
+    /// Points the ordinal at a product of `previous` (the last answer's products), once memory has them.
+    pub fn resolve(&mut self, previous: &[ProductRef]) {
+        self.resolved = match self.ordinal {
+            Some(Ordinal::Nth(n)) => previous.get(n - 1).cloned(),
+            Some(Ordinal::Last) => previous.last().cloned(),
+            None => None,
+        };
+    }
 }
 
 #[cfg(test)]

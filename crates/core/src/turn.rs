@@ -424,10 +424,12 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         };
         let ts_ms = self.clock.now_ms();
         let mid = msg.message_id.as_str();
+        tracing::Span::current().record("message_id", mid);
 
         // Who is this (cached per warm container), then, side by side: has this message been answered
         // already, and what does the session remember?
         let (session, user) = self.session_of(conn).await;
+        tracing::Span::current().record("session_id", session.as_str());
         let expires = ts_ms / 1000 + secs(self.cfg.claim_ttl);
         let claim = async {
             let deadline = self.cfg.context.memory;
@@ -597,7 +599,8 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             let cut = memory.is_none();
             let memory = memory.unwrap_or_default();
             let previous = memory.turns.first().map(|t| t.products.as_slice()).unwrap_or_default();
-            let entities = intent::extract(&msg.text, previous);
+            let mut entities = early.clone();
+            entities.resolve(previous);
             let mut asm = Assembled::default();
             asm.legs.memory_ms = memory_ms;
             if cut {

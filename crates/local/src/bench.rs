@@ -82,6 +82,14 @@ pub fn builtin_conversations() -> Vec<Conversation> {
     ]
 }
 
+/// Writes a report as pretty JSON.
+fn write_json(path: &PathBuf, doc: &impl Serialize) -> anyhow::Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(doc)?)
+        .with_context(|| format!("Failed to write {}", path.display()))?;
+    eprintln!("bench: wrote {}", path.display());
+    Ok(())
+}
+
 /// Reads one JSON value per non-empty line.
 fn read_jsonl<T: serde::de::DeserializeOwned>(path: &PathBuf, what: &str) -> anyhow::Result<Vec<T>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("Failed to read {}", path.display()))?;
@@ -374,9 +382,7 @@ pub async fn main(opts: BenchOptions) -> anyhow::Result<()> {
             }
         }
         doc.insert("runs", serde_json::to_value(&runs)?);
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
-            .with_context(|| format!("Failed to write {}", path.display()))?;
-        eprintln!("bench: wrote {}", path.display());
+        write_json(path, &doc)?;
     }
     let errors: u64 = runs.iter().map(|r| r.errors).sum();
     anyhow::ensure!(errors == 0, "{errors} turns failed");
@@ -588,9 +594,7 @@ pub async fn compression(opts: CompressionOptions) -> anyhow::Result<()> {
         );
     }
     if let Some(path) = &opts.json {
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
-            .with_context(|| format!("Failed to write {}", path.display()))?;
-        eprintln!("bench: wrote {}", path.display());
+        write_json(path, &doc)?;
     }
     anyhow::ensure!(over == 0, "{over} prompts over budget");
     Ok(())
@@ -668,9 +672,7 @@ pub async fn spike(opts: SpikeOptions) -> anyhow::Result<()> {
         );
     }
     if let Some(path) = &opts.json {
-        std::fs::write(path, serde_json::to_string_pretty(&Value::Object(report))?)
-            .with_context(|| format!("Failed to write {}", path.display()))?;
-        eprintln!("bench: wrote {}", path.display());
+        write_json(path, &Value::Object(report))?;
     }
     Ok(())
 }
@@ -730,9 +732,7 @@ pub async fn context(quick: bool, json_path: Option<PathBuf>) -> anyhow::Result<
         "ttft_ms_sequential": runs[0].ttft_ms, "ttft_ms_parallel": runs[1].ttft_ms,
     });
     if let Some(path) = &json_path {
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
-            .with_context(|| format!("Failed to write {}", path.display()))?;
-        eprintln!("bench: wrote {}", path.display());
+        write_json(path, &doc)?;
     }
     let errors: u64 = runs.iter().map(|r| r.errors).sum();
     anyhow::ensure!(errors == 0, "{errors} turns failed");
@@ -753,6 +753,7 @@ pub async fn followups(quick: bool, json_path: Option<PathBuf>) -> anyhow::Resul
         let system = start(MemoryStore::with_latency(Duration::from_millis(50)), sys).await?;
         let products: Vec<_> = system.services.catalog().products().iter().take(conversations * 3).cloned().collect();
         let (mut predicted, mut unpredicted, mut hits, mut lookups, mut errors) = (vec![], vec![], 0u64, 0u64, 0u64);
+        let mut completed = 0u64;
         let label = if prefetch { "prefetch" } else { "no_prefetch" };
         eprintln!("bench: {conversations} conversations with follow-ups, {label}");
         for i in 0..conversations {
@@ -787,8 +788,9 @@ pub async fn followups(quick: bool, json_path: Option<PathBuf>) -> anyhow::Resul
                         eprintln!("  error: {e:#}");
                     }
                 }
+                completed += 1;
                 if let Some(q) = &system.prefetch {
-                    q.drain().await;
+                    q.drain_after(completed, Duration::from_secs(2)).await;
                 }
             }
             client.close().await;
@@ -821,9 +823,7 @@ pub async fn followups(quick: bool, json_path: Option<PathBuf>) -> anyhow::Resul
         "reduction_pct": reduction, "hit_rate": hit_rate, "detail": report,
     });
     if let Some(path) = &json_path {
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
-            .with_context(|| format!("Failed to write {}", path.display()))?;
-        eprintln!("bench: wrote {}", path.display());
+        write_json(path, &doc)?;
     }
     Ok(())
 }

@@ -39,6 +39,8 @@ impl TransitionStore for MemoryTransitions {
 pub struct EmbeddedQueue<X, T> {
     prefetcher: Arc<Prefetcher<X, T>>,
     tasks: Mutex<JoinSet<PrefetchReport>>,
+    /// Jobs handed over so far.
+    enqueued: std::sync::atomic::AtomicU64,
 }
 
 impl<X, T> EmbeddedQueue<X, T>
@@ -47,11 +49,27 @@ where
     T: TransitionStore + 'static,
 {
     pub fn new(prefetcher: Prefetcher<X, T>) -> Self {
-        Self { prefetcher: Arc::new(prefetcher), tasks: Mutex::new(JoinSet::new()) }
+        Self { prefetcher: Arc::new(prefetcher), tasks: Mutex::new(JoinSet::new()), enqueued: Default::default() }
     }
 
     pub fn prefetcher(&self) -> &Prefetcher<X, T> {
         &self.prefetcher
+    }
+
+    /// Jobs handed over so far.
+    pub fn enqueued(&self) -> u64 {
+        self.enqueued.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Waits (up to `within`) until `jobs` jobs have been handed over in all, then drains. A turn hands its
+    /// job over just after its `completed` event, so a caller that saw `completed` uses this, not
+    /// [`Self::drain`], to be sure the job is there.
+    pub async fn drain_after(&self, jobs: u64, within: std::time::Duration) -> Vec<PrefetchReport> {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.enqueued() < jobs && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        self.drain().await
     }
 
     /// Waits for every job enqueued so far and returns their reports, in completion order. Each job is
@@ -90,6 +108,7 @@ where
         // Reap finished jobs so a long-running server does not accumulate their results.
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move { prefetcher.run(&job).await });
+        self.enqueued.fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 }

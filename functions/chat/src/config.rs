@@ -5,20 +5,13 @@
 
 use std::time::Duration;
 
+pub use mangaassist_adapters::env::ConfigError;
+use mangaassist_adapters::env::{Env, SourceSettings};
 use mangaassist_core::compress::PromptBudget;
 use mangaassist_core::context::ContextConfig;
 use mangaassist_core::prompt::PromptConfig;
 use mangaassist_core::relay::{RelayConfig, RelayMode};
 use mangaassist_core::turn::TurnConfig;
-
-/// A setting that could not be used.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid setting {name}={value:?}: {reason}")]
-pub struct ConfigError {
-    pub name: &'static str,
-    pub value: String,
-    pub reason: &'static str,
-}
 
 /// Everything the chat function reads from its environment.
 #[derive(Debug, Clone)]
@@ -30,54 +23,21 @@ pub struct ChatConfig {
     /// How long the provisioned-throughput record is cached (`ROUTE_CACHE_SECS`, default 30; 0 turns
     /// provisioned routing off).
     pub route_cache: Duration,
-    /// Context sources; each is optional (`None`: that leg answers empty).
-    pub opensearch: Option<(String, String)>,
-    pub services: Option<ServiceUrls>,
-    pub redis: Option<(String, bool)>,
+    /// Context sources; each is optional (unset: that leg answers empty).
+    pub sources: SourceSettings,
     /// The prefetch function invoked asynchronously after each answer (`PREFETCH_FUNCTION_NAME`).
     pub prefetch_function: Option<String>,
     pub turn: TurnConfig,
-}
-
-/// Base URLs of the product services (`PRODUCTS_URL`; the others default to it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceUrls {
-    pub products: String,
-    pub reviews: String,
-    pub recommendations: String,
-    pub promotions: String,
-}
-
-fn parse<T: std::str::FromStr>(
-    get: &impl Fn(&str) -> Option<String>,
-    name: &'static str,
-    default: T,
-    reason: &'static str,
-) -> Result<T, ConfigError> {
-    match get(name) {
-        None => Ok(default),
-        Some(v) if v.trim().is_empty() => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| ConfigError { name, value: v, reason }),
-    }
-}
-
-fn millis(
-    get: &impl Fn(&str) -> Option<String>,
-    name: &'static str,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    let ms = parse(get, name, u64::try_from(default.as_millis()).unwrap_or(u64::MAX), "expected milliseconds")?;
-    Ok(Duration::from_millis(ms))
 }
 
 impl ChatConfig {
     /// Reads the configuration through `get` (the process environment in `main`, a map in tests).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let d = TurnConfig::default();
-        let nonempty = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        let mode = match nonempty("RELAY_MODE") {
+        let env = Env(get);
+        let mode = match env.nonempty("RELAY_MODE") {
             None => RelayMode::Coalesce,
-            Some(v) => RelayMode::parse(v.trim()).ok_or(ConfigError {
+            Some(v) => RelayMode::parse(&v).ok_or(ConfigError {
                 name: "RELAY_MODE",
                 value: v,
                 reason: "expected coalesce or per_token",
@@ -85,85 +45,72 @@ impl ChatConfig {
         };
         let relay = RelayConfig {
             mode,
-            post_attempts: parse(&get, "POST_ATTEMPTS", d.relay.post_attempts, "expected a count")?.max(1),
-            post_timeout: millis(&get, "POST_TIMEOUT_MS", d.relay.post_timeout)?,
-            idle_timeout: millis(&get, "STREAM_IDLE_TIMEOUT_MS", d.relay.idle_timeout)?,
+            post_attempts: env.parse("POST_ATTEMPTS", d.relay.post_attempts, "expected a count")?.max(1),
+            post_timeout: env.millis("POST_TIMEOUT_MS", d.relay.post_timeout)?,
+            idle_timeout: env.millis("STREAM_IDLE_TIMEOUT_MS", d.relay.idle_timeout)?,
             ..d.relay
         };
-        let temperature: f32 = parse(&get, "TEMPERATURE", d.prompt.temperature, "expected a number")?;
+        let temperature: f32 = env.parse("TEMPERATURE", d.prompt.temperature, "expected a number")?;
         if !(0.0..=1.0).contains(&temperature) {
             return Err(ConfigError { name: "TEMPERATURE", value: temperature.to_string(), reason: "expected 0..=1" });
         }
         let turn = TurnConfig {
-            model_id: nonempty("MODEL_ID").unwrap_or(d.model_id),
-            fallback_model_id: nonempty("FALLBACK_MODEL_ID"),
+            model_id: env.nonempty("MODEL_ID").unwrap_or(d.model_id),
+            fallback_model_id: env.nonempty("FALLBACK_MODEL_ID"),
             prompt: PromptConfig {
-                max_tokens: parse(&get, "MAX_TOKENS", d.prompt.max_tokens, "expected a token count")?,
+                max_tokens: env.parse("MAX_TOKENS", d.prompt.max_tokens, "expected a token count")?,
                 temperature,
             },
             relay,
-            model_attempts: parse(&get, "MODEL_ATTEMPTS", d.model_attempts, "expected a count")?.max(1),
-            first_token_timeout: millis(&get, "FIRST_TOKEN_TIMEOUT_MS", d.first_token_timeout)?,
+            model_attempts: env.parse("MODEL_ATTEMPTS", d.model_attempts, "expected a count")?.max(1),
+            first_token_timeout: env.millis("FIRST_TOKEN_TIMEOUT_MS", d.first_token_timeout)?,
             budget: PromptBudget {
-                system: parse(&get, "BUDGET_SYSTEM_TOKENS", d.budget.system, "expected a token count")?,
-                rag: parse(&get, "BUDGET_RAG_TOKENS", d.budget.rag, "expected a token count")?,
-                conversation: parse(
-                    &get,
+                system: env.parse("BUDGET_SYSTEM_TOKENS", d.budget.system, "expected a token count")?,
+                rag: env.parse("BUDGET_RAG_TOKENS", d.budget.rag, "expected a token count")?,
+                conversation: env.parse(
                     "BUDGET_CONVERSATION_TOKENS",
                     d.budget.conversation,
                     "expected a token count",
                 )?,
-                page: parse(&get, "BUDGET_PAGE_TOKENS", d.budget.page, "expected a token count")?,
-                user_message: parse(
-                    &get,
+                page: env.parse("BUDGET_PAGE_TOKENS", d.budget.page, "expected a token count")?,
+                user_message: env.parse(
                     "BUDGET_USER_MESSAGE_TOKENS",
                     d.budget.user_message,
                     "expected a token count",
                 )?,
-                total: parse(&get, "BUDGET_TOTAL_TOKENS", d.budget.total, "expected a token count")?,
+                total: env.parse("BUDGET_TOTAL_TOKENS", d.budget.total, "expected a token count")?,
                 ..d.budget
             },
-            compression: parse(&get, "COMPRESSION", d.compression, "expected true or false")?,
-            memory_turns: parse(&get, "MEMORY_TURNS", d.memory_turns, "expected a count")?,
-            summary_model_id: match nonempty("SUMMARY_MODEL_ID").as_deref() {
+            compression: env.parse("COMPRESSION", d.compression, "expected true or false")?,
+            memory_turns: env.parse("MEMORY_TURNS", d.memory_turns, "expected a count")?,
+            summary_model_id: match env.nonempty("SUMMARY_MODEL_ID").as_deref() {
                 None => d.summary_model_id,
                 Some("off" | "none") => None,
                 Some(m) => Some(m.to_owned()),
             },
             summarize_after: d.summarize_after,
-            emf: parse(&get, "EMF_METRICS", true, "expected true or false")?,
+            emf: env.parse("EMF_METRICS", true, "expected true or false")?,
             context: ContextConfig {
-                memory: millis(&get, "MEMORY_DEADLINE_MS", d.context.memory)?,
-                retrieval: millis(&get, "RETRIEVAL_DEADLINE_MS", d.context.retrieval)?,
-                cache: millis(&get, "CACHE_DEADLINE_MS", d.context.cache)?,
-                services: millis(&get, "SERVICES_DEADLINE_MS", d.context.services)?,
-                overall: millis(&get, "CONTEXT_DEADLINE_MS", d.context.overall)?,
-                top_k: parse(&get, "RAG_TOP_K", d.context.top_k, "expected a count")?,
+                memory: env.millis("MEMORY_DEADLINE_MS", d.context.memory)?,
+                retrieval: env.millis("RETRIEVAL_DEADLINE_MS", d.context.retrieval)?,
+                cache: env.millis("CACHE_DEADLINE_MS", d.context.cache)?,
+                services: env.millis("SERVICES_DEADLINE_MS", d.context.services)?,
+                overall: env.millis("CONTEXT_DEADLINE_MS", d.context.overall)?,
+                top_k: env.parse("RAG_TOP_K", d.context.top_k, "expected a count")?,
                 ..d.context
             },
             connection_ttl: d.connection_ttl,
             turn_ttl: Duration::from_secs(
-                parse(&get, "TURN_TTL_DAYS", d.turn_ttl.as_secs() / 86_400, "expected days")? * 86_400,
+                env.parse("TURN_TTL_DAYS", d.turn_ttl.as_secs() / 86_400, "expected days")? * 86_400,
             ),
             claim_ttl: d.claim_ttl,
         };
         Ok(Self {
-            table_name: nonempty("TABLE_NAME").unwrap_or_else(|| "mangaassist".to_owned()),
-            management_endpoint: nonempty("APIGW_MANAGEMENT_ENDPOINT"),
-            route_cache: Duration::from_secs(parse(&get, "ROUTE_CACHE_SECS", 30, "expected seconds")?),
-            opensearch: nonempty("OPENSEARCH_URL")
-                .map(|u| (u, nonempty("OPENSEARCH_INDEX").unwrap_or_else(|| "manga".to_owned()))),
-            services: nonempty("PRODUCTS_URL").map(|p| ServiceUrls {
-                reviews: nonempty("REVIEWS_URL").unwrap_or_else(|| p.clone()),
-                recommendations: nonempty("RECOMMENDATIONS_URL").unwrap_or_else(|| p.clone()),
-                promotions: nonempty("PROMOTIONS_URL").unwrap_or_else(|| p.clone()),
-                products: p,
-            }),
-            prefetch_function: nonempty("PREFETCH_FUNCTION_NAME"),
-            redis: match nonempty("REDIS_URL") {
-                None => None,
-                Some(u) => Some((u, parse(&get, "REDIS_CLUSTER", false, "expected true or false")?)),
-            },
+            table_name: env.nonempty("TABLE_NAME").unwrap_or_else(|| "mangaassist".to_owned()),
+            management_endpoint: env.nonempty("APIGW_MANAGEMENT_ENDPOINT"),
+            route_cache: Duration::from_secs(env.parse("ROUTE_CACHE_SECS", 30, "expected seconds")?),
+            prefetch_function: env.nonempty("PREFETCH_FUNCTION_NAME"),
+            sources: SourceSettings::read(&env)?,
             turn,
         })
     }

@@ -53,7 +53,15 @@ pub async fn handle<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: P
         tracing::error!(route, "event without a valid connectionId");
         return Ok(WsResponse::status(400));
     };
-    let span = tracing::info_span!("ws", route, connection_id = %conn, request_id = %ctx.request_id);
+    // session_id and message_id are recorded on the span by the turn once it knows them.
+    let span = tracing::info_span!(
+        "ws",
+        route,
+        connection_id = %conn,
+        request_id = %ctx.request_id,
+        session_id = tracing::field::Empty,
+        message_id = tracing::field::Empty
+    );
     async move {
         match route {
             "$connect" => {

@@ -4,36 +4,14 @@
 //! `PRODUCTS_URL` and `REVIEWS_URL`, `RECOMMENDATIONS_URL`, `PROMOTIONS_URL` defaulting to it); an unset
 //! source is skipped. Without `REDIS_URL` there is nowhere to prefetch into, so every run does nothing useful.
 
-use std::time::Duration;
-
+pub use mangaassist_adapters::env::ConfigError;
+use mangaassist_adapters::env::{Env, SourceSettings};
 use mangaassist_core::prefetch::PrefetchConfig;
-
-/// A setting that could not be used.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid setting {name}={value:?}: {reason}")]
-pub struct ConfigError {
-    pub name: &'static str,
-    pub value: String,
-    pub reason: &'static str,
-}
-
-/// Base URLs of the product services.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceUrls {
-    pub products: String,
-    pub reviews: String,
-    pub recommendations: String,
-    pub promotions: String,
-}
 
 /// Everything the prefetch function reads from its environment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrefetchFnConfig {
-    /// `REDIS_URL` and `REDIS_CLUSTER` (default false).
-    pub redis: Option<(String, bool)>,
-    /// `OPENSEARCH_URL` and `OPENSEARCH_INDEX` (default `manga`).
-    pub opensearch: Option<(String, String)>,
-    pub services: Option<ServiceUrls>,
+    pub sources: SourceSettings,
     /// `PREFETCH_THRESHOLD` (default 0.25) and `PREFETCH_TIMEOUT_MS` (default 2000).
     pub prefetch: PrefetchConfig,
 }
@@ -41,43 +19,21 @@ pub struct PrefetchFnConfig {
 impl PrefetchFnConfig {
     /// Reads the configuration through `get` (the process environment in `main`, a map in tests).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let nonempty = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let mut prefetch = PrefetchConfig::default();
-        if let Some(v) = nonempty("PREFETCH_THRESHOLD") {
-            match v.parse::<f64>() {
-                Ok(t) if (0.0..=1.0).contains(&t) => prefetch.threshold = t,
-                _ => return Err(ConfigError { name: "PREFETCH_THRESHOLD", value: v, reason: "expected 0.0 to 1.0" }),
-            }
+        let env = Env(get);
+        let d = PrefetchConfig::default();
+        let threshold: f64 = env.parse("PREFETCH_THRESHOLD", d.threshold, "expected 0.0 to 1.0")?;
+        if !(0.0..=1.0).contains(&threshold) {
+            return Err(ConfigError {
+                name: "PREFETCH_THRESHOLD",
+                value: threshold.to_string(),
+                reason: "expected 0.0 to 1.0",
+            });
         }
-        if let Some(v) = nonempty("PREFETCH_TIMEOUT_MS") {
-            match v.parse::<u64>() {
-                Ok(ms) if ms >= 1 => prefetch.timeout = Duration::from_millis(ms),
-                _ => return Err(ConfigError { name: "PREFETCH_TIMEOUT_MS", value: v, reason: "expected ms >= 1" }),
-            }
+        let timeout = env.millis("PREFETCH_TIMEOUT_MS", d.timeout)?;
+        if timeout.is_zero() {
+            return Err(ConfigError { name: "PREFETCH_TIMEOUT_MS", value: "0".into(), reason: "expected ms >= 1" });
         }
-        let redis = match nonempty("REDIS_URL") {
-            None => None,
-            Some(u) => {
-                let cluster = match nonempty("REDIS_CLUSTER") {
-                    None => false,
-                    Some(v) => v.parse::<bool>().map_err(|_| ConfigError {
-                        name: "REDIS_CLUSTER",
-                        value: v,
-                        reason: "expected true or false",
-                    })?,
-                };
-                Some((u, cluster))
-            }
-        };
-        let opensearch =
-            nonempty("OPENSEARCH_URL").map(|u| (u, nonempty("OPENSEARCH_INDEX").unwrap_or_else(|| "manga".to_owned())));
-        let services = nonempty("PRODUCTS_URL").map(|p| ServiceUrls {
-            reviews: nonempty("REVIEWS_URL").unwrap_or_else(|| p.clone()),
-            recommendations: nonempty("RECOMMENDATIONS_URL").unwrap_or_else(|| p.clone()),
-            promotions: nonempty("PROMOTIONS_URL").unwrap_or_else(|| p.clone()),
-            products: p,
-        });
-        Ok(Self { redis, opensearch, services, prefetch })
+        Ok(Self { sources: SourceSettings::read(&env)?, prefetch: PrefetchConfig { threshold, timeout, ..d } })
     }
 
     /// Reads the process environment.
@@ -90,6 +46,7 @@ impl PrefetchFnConfig {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use std::time::Duration;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<PrefetchFnConfig, ConfigError> {
         let m: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
@@ -99,7 +56,7 @@ mod tests {
     #[test]
     fn defaults_need_no_environment() {
         let c = cfg(&[]).unwrap();
-        assert_eq!((c.redis, c.opensearch, c.services), (None, None, None));
+        assert_eq!(c.sources, SourceSettings::default());
         assert_eq!(c.prefetch, PrefetchConfig::default());
     }
 
@@ -115,9 +72,9 @@ mod tests {
             ("PREFETCH_TIMEOUT_MS", "500"),
         ])
         .unwrap();
-        assert_eq!(c.redis, Some(("rediss://cache:6379".into(), true)));
-        assert_eq!(c.opensearch, Some(("http://os".into(), "manga".into())));
-        let s = c.services.unwrap();
+        assert_eq!(c.sources.redis, Some(("rediss://cache:6379".into(), true)));
+        assert_eq!(c.sources.opensearch, Some(("http://os".into(), "manga".into())));
+        let s = c.sources.services.unwrap();
         assert_eq!((s.reviews.as_str(), s.promotions.as_str()), ("http://r", "http://p"));
         assert_eq!((c.prefetch.threshold, c.prefetch.timeout), (0.4, Duration::from_millis(500)));
     }

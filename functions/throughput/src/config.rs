@@ -5,14 +5,8 @@
 
 use mangaassist_core::throughput::{Commitment, ThroughputSpec};
 
-/// A setting that could not be used.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid setting {name}={value:?}: {reason}")]
-pub struct ConfigError {
-    pub name: &'static str,
-    pub value: String,
-    pub reason: &'static str,
-}
+pub use mangaassist_adapters::env::ConfigError;
+use mangaassist_adapters::env::Env;
 
 /// Everything the throughput function reads from its environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +34,8 @@ fn valid_name(s: &str) -> bool {
 impl ThroughputConfig {
     /// Reads the configuration through `get` (the process environment in `main`, a map in tests).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let nonempty = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let env = Env(get);
+        let nonempty = |name: &str| env.nonempty(name);
         let table_name = nonempty("TABLE_NAME").unwrap_or_else(|| "mangaassist".to_owned());
         let Some(model_id) = nonempty("PT_MODEL_ID") else {
             return Err(ConfigError {

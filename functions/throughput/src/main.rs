@@ -13,12 +13,7 @@ use throughput::handler::handle;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_current_span(true)
-        .without_time() // CloudWatch stamps every line
-        .init();
+    mangaassist_adapters::env::init_tracing();
 
     let cfg = ThroughputConfig::from_env().context("Failed to read the throughput function's configuration")?;
     let sdk = sdk::load().await;

@@ -1,0 +1,153 @@
+//! What the functions share at cold start: reading settings from the environment (one error type, the
+//! parsing helpers), the context-source settings both the chat and the prefetch function read (OpenSearch,
+//! the product services, ElastiCache) and their adapters, and JSON logging for Lambda.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use mangaassist_core::context::Sources;
+
+use crate::http::HttpSettings;
+use crate::opensearch::{OpenSearchConfig, OpenSearchRetriever};
+use crate::redis_cache::{RedisCache, RedisConfig};
+use crate::services::{HttpProductService, ServiceEndpoints};
+
+/// A setting that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {name}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub value: String,
+    pub reason: &'static str,
+}
+
+/// Settings looked up by name (the process environment in `main`, a map in tests).
+pub struct Env<F>(pub F);
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    /// The trimmed value, `None` when unset or blank.
+    pub fn nonempty(&self, name: &str) -> Option<String> {
+        (self.0)(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    /// The value parsed, `default` when unset or blank.
+    pub fn parse<T: FromStr>(&self, name: &'static str, default: T, reason: &'static str) -> Result<T, ConfigError> {
+        match self.nonempty(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| ConfigError { name, value: v, reason }),
+        }
+    }
+
+    /// A duration given in milliseconds.
+    pub fn millis(&self, name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+        let ms = self.parse(name, u64::try_from(default.as_millis()).unwrap_or(u64::MAX), "expected milliseconds")?;
+        Ok(Duration::from_millis(ms))
+    }
+}
+
+/// The process environment.
+pub fn process_env() -> Env<impl Fn(&str) -> Option<String>> {
+    Env(|k: &str| std::env::var(k).ok())
+}
+
+/// Where the context sources are; each is optional (unset: that leg answers empty).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SourceSettings {
+    /// `OPENSEARCH_URL` and `OPENSEARCH_INDEX` (default `manga`).
+    pub opensearch: Option<(String, String)>,
+    /// `PRODUCTS_URL`; `REVIEWS_URL`, `RECOMMENDATIONS_URL`, `PROMOTIONS_URL` default to it.
+    pub services: Option<ServiceEndpoints>,
+    /// `REDIS_URL` (`rediss://` for TLS) and `REDIS_CLUSTER` (default false).
+    pub redis: Option<(String, bool)>,
+}
+
+/// The adapters [`SourceSettings::build`] makes.
+pub type ConfiguredSources = Sources<Option<OpenSearchRetriever>, Option<HttpProductService>, Option<RedisCache>>;
+
+impl SourceSettings {
+    pub fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let redis = match env.nonempty("REDIS_URL") {
+            None => None,
+            Some(u) => Some((u, env.parse("REDIS_CLUSTER", false, "expected true or false")?)),
+        };
+        Ok(Self {
+            opensearch: env
+                .nonempty("OPENSEARCH_URL")
+                .map(|u| (u, env.nonempty("OPENSEARCH_INDEX").unwrap_or_else(|| "manga".to_owned()))),
+            services: env.nonempty("PRODUCTS_URL").map(|p| ServiceEndpoints {
+                reviews: env.nonempty("REVIEWS_URL").unwrap_or_else(|| p.clone()),
+                recommendations: env.nonempty("RECOMMENDATIONS_URL").unwrap_or_else(|| p.clone()),
+                promotions: env.nonempty("PROMOTIONS_URL").unwrap_or_else(|| p.clone()),
+                products: p,
+            }),
+            redis,
+        })
+    }
+
+    /// Builds the configured adapters (once, at cold start).
+    pub fn build(&self) -> anyhow::Result<ConfiguredSources> {
+        use anyhow::Context as _;
+        let retriever = match &self.opensearch {
+            Some((url, index)) => Some(
+                OpenSearchRetriever::new(OpenSearchConfig::new(url, index))
+                    .context("Failed to configure OpenSearch")?,
+            ),
+            None => None,
+        };
+        let products = match &self.services {
+            Some(e) => {
+                Some(HttpProductService::new(e, HttpSettings::default()).context("Failed to configure services")?)
+            }
+            None => None,
+        };
+        let cache = match &self.redis {
+            Some((url, cluster)) => {
+                Some(RedisCache::connect(&RedisConfig::new(url, *cluster)).context("Failed to configure ElastiCache")?)
+            }
+            None => None,
+        };
+        Ok(Sources { retriever, products, cache })
+    }
+}
+
+/// JSON logs for CloudWatch (which stamps every line), filtered by `RUST_LOG` (default `info`), with the
+/// current span's fields on every line.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_current_span(true)
+        .without_time()
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Env(move |k: &str| m.get(k).cloned())
+    }
+
+    #[test]
+    fn service_urls_default_to_the_products_one_and_unset_sources_stay_off() {
+        let s = SourceSettings::read(&env(&[("PRODUCTS_URL", "http://p"), ("REVIEWS_URL", "http://r")])).unwrap();
+        let e = s.services.unwrap();
+        assert_eq!(
+            (e.products.as_str(), e.reviews.as_str(), e.promotions.as_str()),
+            ("http://p", "http://r", "http://p")
+        );
+        assert!(s.opensearch.is_none() && s.redis.is_none());
+        assert_eq!(SourceSettings::read(&env(&[])).unwrap(), SourceSettings::default());
+    }
+
+    #[test]
+    fn a_bad_value_names_its_setting() {
+        let err = SourceSettings::read(&env(&[("REDIS_URL", "redis://x"), ("REDIS_CLUSTER", "maybe")])).unwrap_err();
+        assert_eq!(err.name, "REDIS_CLUSTER");
+        assert_eq!(env(&[("X", " 7 ")]).parse("X", 1u32, "count").unwrap(), 7);
+        assert_eq!(env(&[]).millis("X", Duration::from_millis(5)).unwrap(), Duration::from_millis(5));
+    }
+}
