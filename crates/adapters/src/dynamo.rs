@@ -73,11 +73,7 @@ pub fn turn_sk(ts_ms: u64, id: &MessageId) -> String {
 
 impl DynamoStore {
     pub fn new(sdk: &SdkConfig, table: impl Into<String>) -> Self {
-        let conf = aws_sdk_dynamodb::config::Builder::from(sdk)
-            .timeout_config(crate::sdk::request_timeouts())
-            .retry_config(crate::sdk::request_retries())
-            .build();
-        Self { client: Client::from_conf(conf), table: table.into() }
+        Self { client: crate::sdk::dynamodb(sdk), table: table.into() }
     }
 
     pub fn client(&self) -> &Client {

@@ -29,6 +29,15 @@ pub fn request_retries() -> RetryConfig {
     RetryConfig::standard().with_max_attempts(3)
 }
 
+/// The DynamoDB client every adapter uses: request timeouts and bounded retries.
+pub fn dynamodb(sdk: &SdkConfig) -> aws_sdk_dynamodb::Client {
+    let conf = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .timeout_config(request_timeouts())
+        .retry_config(request_retries())
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(conf)
+}
+
 /// An `SdkConfig` for local endpoints (emulators, moto): fixed region and static credentials, so no AWS
 /// account, profile or instance metadata is consulted. `endpoint` applies to every client built from it
 /// unless the client sets its own.

@@ -62,11 +62,7 @@ fn from_item(item: &Item) -> Result<ThroughputState, Malformed> {
 
 impl DynamoThroughputState {
     pub fn new(sdk: &SdkConfig, table: impl Into<String>) -> Self {
-        let conf = aws_sdk_dynamodb::config::Builder::from(sdk)
-            .timeout_config(crate::sdk::request_timeouts())
-            .retry_config(crate::sdk::request_retries())
-            .build();
-        Self { client: Client::from_conf(conf), table: table.into() }
+        Self { client: crate::sdk::dynamodb(sdk), table: table.into() }
     }
 
     /// Shares a client built elsewhere (e.g. `DynamoStore::client()`), with its timeouts and retries.

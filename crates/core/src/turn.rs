@@ -241,12 +241,19 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C, NoSources, NoPrefetch
 
     /// Gathers retrieval, cache and product-service context for every turn.
     pub fn with_sources<X: ContextSources>(self, sources: X) -> Engine<M, St, C, X, NoPrefetch> {
+        self.with_parts(|_| sources, NoPrefetch)
+    }
+}
+
+impl<M, St, C, X, Q> Engine<M, St, C, X, Q> {
+    /// The same engine with its context sources mapped and another prefetch queue.
+    fn with_parts<X2, Q2>(self, sources: impl FnOnce(X) -> X2, prefetch: Q2) -> Engine<M, St, C, X2, Q2> {
         Engine {
             model: self.model,
             store: self.store,
             clock: self.clock,
-            sources,
-            prefetch: NoPrefetch,
+            sources: sources(self.sources),
+            prefetch,
             cfg: self.cfg,
             sessions: self.sessions,
             tokens: self.tokens,
@@ -260,19 +267,7 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C, NoSources, NoPrefetch
 impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> Engine<M, St, C, X, Q> {
     /// Hands each answered turn to `prefetch` (the async prefetch Lambda in production).
     pub fn with_prefetch<Q2: PrefetchQueue>(self, prefetch: Q2) -> Engine<M, St, C, X, Q2> {
-        Engine {
-            model: self.model,
-            store: self.store,
-            clock: self.clock,
-            sources: self.sources,
-            prefetch,
-            cfg: self.cfg,
-            sessions: self.sessions,
-            tokens: self.tokens,
-            calibration: self.calibration,
-            compressor: self.compressor,
-            routes: self.routes,
-        }
+        self.with_parts(|sources| sources, prefetch)
     }
 
     /// Routes to provisioned throughput while the reconciler's record says it is in service.
