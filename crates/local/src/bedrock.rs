@@ -323,6 +323,9 @@ pub fn answer_for(context: &str, question: &str, target_tokens: u32) -> String {
         let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
         context.split(&open).nth(1).and_then(|rest| rest.split(&close).next()).unwrap_or_default().to_owned()
     };
+    // The shopper's own words: the `<question>` section of a compressed prompt, else the whole message.
+    let asked = section("question");
+    let asked = if asked.is_empty() { question.to_owned() } else { asked };
     let focus = context
         .split("refers_to=")
         .nth(1)
@@ -332,8 +335,6 @@ pub fn answer_for(context: &str, question: &str, target_tokens: u32) -> String {
         Some(a) => vec![a.to_owned()],
         None => {
             let mut v: Vec<String> = Vec::new();
-            let asked = section("question");
-            let asked = if asked.is_empty() { question.to_owned() } else { asked };
             for a in [asins_in(&asked), asins_in(&section("page")), asins_in(context)].concat() {
                 if !v.contains(&a) {
                     v.push(a);
@@ -342,7 +343,7 @@ pub fn answer_for(context: &str, question: &str, target_tokens: u32) -> String {
             v
         }
     };
-    let ja = is_japanese(question);
+    let ja = is_japanese(&asked);
     let mut out = String::new();
     if ja {
         out.push_str("ご質問ありがとうございます。");
@@ -661,6 +662,15 @@ mod tests {
         let first = a.find("B0AAAAAAA1").unwrap();
         let second = a.find("B0BBBBBBB2").unwrap();
         assert!(first < second);
+    }
+
+    #[test]
+    fn the_language_follows_the_question_not_the_retrieved_context() {
+        let prompt =
+            "<context>\n渦巻く年代記は人気シリーズです。\n</context>\n<question>\nShow me horror manga\n</question>";
+        assert!(answer_for(prompt, prompt, 10).starts_with("Thanks for asking"));
+        let prompt = "<context>\nSpiral Chronicle is popular.\n</context>\n<question>\nおすすめは?\n</question>";
+        assert!(answer_for(prompt, prompt, 10).starts_with("ご質問"));
     }
 
     #[test]
