@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use mangaassist_core::ids::SessionId;
 use mangaassist_core::ports::Store;
-use mangaassist_local::bedrock::LatencyModel;
 use mangaassist_local::client::ChatClient;
+use mangaassist_local::emulators::bedrock::LatencyModel;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -36,7 +36,7 @@ async fn a_thirty_turn_session_stays_within_budget_and_bills_fewer_tokens_than_u
     let on = system(&moto, LatencyModel::fast()).await;
     let off = system_with(&moto, LatencyModel::fast(), |t| {
         t.compression = false;
-        t.summary_model_id = None;
+        t.summary.model_id = None;
     })
     .await;
     let (on_url, off_url) = (on.ws_url(), off.ws_url());

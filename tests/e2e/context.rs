@@ -6,9 +6,9 @@ use std::time::Duration;
 use mangaassist_adapters::dynamo::DynamoStore;
 use mangaassist_adapters::redis_cache::{RedisCache, RedisConfig};
 use mangaassist_core::routes::Routes;
-use mangaassist_local::bedrock::{EmulatorConfig, LatencyModel};
 use mangaassist_local::client::ChatClient;
-use mangaassist_local::services::Service;
+use mangaassist_local::embedded::services::Service;
+use mangaassist_local::emulators::bedrock::{EmulatorConfig, LatencyModel};
 use mangaassist_local::system::{LocalSystem, SourceLatency, SystemOptions, start_full};
 use serde_json::{Value, json};
 

@@ -7,9 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mangaassist_adapters::dynamo::{DynamoStore, ensure_table};
+use mangaassist_core::ids::SessionId;
+use mangaassist_core::ports::{Store, TurnRecord};
 use mangaassist_core::turn::TurnConfig;
-use mangaassist_local::bedrock::{EmulatorConfig, LatencyModel};
 use mangaassist_local::client::ChatClient;
+use mangaassist_local::emulators::bedrock::{EmulatorConfig, LatencyModel};
 use mangaassist_local::system::{LocalSystem, SystemOptions, start};
 use serde_json::Value;
 
@@ -236,4 +238,20 @@ pub async fn redis_cluster() -> Redis {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("the one-node cluster on port {port} did not become ready");
+}
+
+/// The session's stored turns once there are `n` of them (the turn is stored side by side with the event
+/// that ends it, so a client can see the event a moment before the write lands); what is there after 2.5 s
+/// otherwise.
+pub async fn stored_turns<St: Store>(store: &St, session: &str, n: usize) -> Vec<TurnRecord> {
+    let session = SessionId::parse(session).unwrap();
+    let mut stored = Vec::new();
+    for _ in 0..50 {
+        stored = store.recent_turns(&session, 10).await.unwrap();
+        if stored.len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stored
 }

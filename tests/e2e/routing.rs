@@ -9,8 +9,8 @@ use mangaassist_adapters::throughput_state::DynamoThroughputState;
 use mangaassist_core::clock::Clock;
 use mangaassist_core::routes::Routes;
 use mangaassist_core::throughput::{Reconciler, ThroughputSpec, Trigger};
-use mangaassist_local::bedrock::{EmulatorConfig, Fault, LatencyModel};
 use mangaassist_local::client::ChatClient;
+use mangaassist_local::emulators::bedrock::{EmulatorConfig, Fault, LatencyModel};
 use mangaassist_local::system::{SystemOptions, start_routed};
 
 use crate::helpers::*;

@@ -12,12 +12,14 @@ use mangaassist_adapters::http::{HttpSettings, Retry};
 use mangaassist_adapters::opensearch::{BasicAuth, OpenSearchConfig, OpenSearchRetriever};
 use mangaassist_adapters::redis_cache::{RedisCache, RedisConfig};
 use mangaassist_adapters::services::HttpProductService;
+use mangaassist_core::entries::{Lookup, PROMO_PLACEMENT};
+use mangaassist_core::ids::{Asin, UserId};
 use mangaassist_core::intent::Intent;
 use mangaassist_core::sources::kinds_for;
-use mangaassist_core::sources::{Cache, ProductService, Retriever, SourceError, keys};
-use mangaassist_local::catalog::{Catalog, DocKind};
-use mangaassist_local::search::EmbeddedRetriever;
-use mangaassist_local::services::{EmbeddedServices, Latency, Service, ServiceLatencies, ServicesServer};
+use mangaassist_core::sources::{Cache, ProductService, Retriever, SourceError};
+use mangaassist_local::embedded::catalog::{Catalog, DocKind};
+use mangaassist_local::embedded::search::EmbeddedRetriever;
+use mangaassist_local::embedded::services::{EmbeddedServices, Latency, Service, ServiceLatencies, ServicesServer};
 use serde_json::{Value, json};
 
 use crate::helpers::{redis, redis_cluster, redis_stopped};
@@ -51,7 +53,8 @@ async fn until_answers(cache: &RedisCache, within: Duration) -> Vec<Option<Strin
 async fn redis_returns_hits_and_misses_in_order_and_expires_entries() {
     let server = redis().await;
     let cache = connected(&server.url, false).await;
-    cache.set(&keys::product("B0TEST0001"), r#"{"asin":"B0TEST0001"}"#, keys::PRODUCT_TTL).await.unwrap();
+    let product = Lookup::Product(Asin::parse("B0TEST0001").unwrap());
+    cache.set(&product.key(), r#"{"asin":"B0TEST0001"}"#, product.ttl()).await.unwrap();
     cache.set("short", "soon gone", Duration::from_millis(150)).await.unwrap();
     let got = cache.get_many(&strings(&["missing", "product:B0TEST0001", "short"])).await.unwrap();
     assert_eq!(got, vec![None, Some(r#"{"asin":"B0TEST0001"}"#.into()), Some("soon gone".into())]);
@@ -121,7 +124,9 @@ async fn a_frozen_redis_costs_one_command_timeout_not_a_hang() {
 async fn in_cluster_mode_keys_across_hash_slots_are_read_in_one_call() {
     let server = redis_cluster().await;
     let cache = connected(&server.url, true).await;
-    let ks = strings(&[&keys::product("B0AAAAAAA1"), &keys::review("B0AAAAAAA1"), &keys::promo(), "nothing"]);
+    let a = Asin::parse("B0AAAAAAA1").unwrap();
+    let (product, review) = (Lookup::Product(a.clone()).key(), Lookup::Review(a).key());
+    let ks = strings(&[&product, &review, &Lookup::Promo.key(), "nothing"]);
     for (i, k) in ks.iter().take(3).enumerate() {
         cache.set(k, &format!("v{i}"), Duration::from_secs(60)).await.unwrap();
     }
@@ -144,13 +149,15 @@ async fn services_server(latency: ServiceLatencies) -> (ServicesServer, Arc<Cata
 async fn the_http_product_service_reads_the_catalog_and_a_missing_product_is_none() {
     let (server, catalog) = services_server(ServiceLatencies::default()).await;
     let svc = HttpProductService::new(&server.endpoints(), HttpSettings::default()).unwrap();
-    let asin = catalog.products()[0].asin.clone();
+    let asin = Asin::parse(catalog.products()[0].asin.as_str()).unwrap();
+    let user = UserId::parse("user.1@example").unwrap();
 
-    assert_eq!(svc.product(&asin).await.unwrap(), catalog.product_json(&asin));
-    assert_eq!(svc.reviews(&asin).await.unwrap(), catalog.reviews_json(&asin));
-    assert_eq!(svc.recommendations(&asin, "user 1/ä").await.unwrap(), catalog.recommendations_json(&asin, "user 1/ä"));
-    assert_eq!(svc.promotions(keys::PROMO_PLACEMENT).await.unwrap(), catalog.promotions_json(keys::PROMO_PLACEMENT));
-    assert_eq!(svc.product("B0NOSUCH01").await.unwrap(), None);
+    assert_eq!(svc.product(&asin).await.unwrap(), catalog.product_json(asin.as_str()));
+    assert_eq!(svc.reviews(&asin).await.unwrap(), catalog.reviews_json(asin.as_str()));
+    let recos = catalog.recommendations_json(asin.as_str(), user.as_str());
+    assert_eq!(svc.recommendations(&asin, &user).await.unwrap(), recos);
+    assert_eq!(svc.promotions(PROMO_PLACEMENT).await.unwrap(), catalog.promotions_json(PROMO_PLACEMENT));
+    assert_eq!(svc.product(&Asin::parse("B0NOSUCH01").unwrap()).await.unwrap(), None);
     assert_eq!(svc.promotions("nowhere").await.unwrap(), None);
 
     let counts = server.services();
@@ -164,7 +171,7 @@ async fn a_slow_product_service_is_a_timeout_and_is_not_retried() {
     let (server, catalog) = services_server(slow).await;
     let settings = HttpSettings { request_timeout: Duration::from_millis(150), ..HttpSettings::default() };
     let svc = HttpProductService::new(&server.endpoints(), settings).unwrap();
-    let asin = &catalog.products()[0].asin;
+    let asin = &Asin::parse(catalog.products()[0].asin.as_str()).unwrap();
 
     let t = Instant::now();
     let res = svc.product(asin).await;
@@ -273,7 +280,7 @@ async fn a_slow_opensearch_is_a_timeout() {
 }
 
 /// A product whose title no other product shares.
-fn unique_product(catalog: &Catalog) -> &mangaassist_local::catalog::CatalogProduct {
+fn unique_product(catalog: &Catalog) -> &mangaassist_local::embedded::catalog::CatalogProduct {
     catalog
         .products()
         .iter()

@@ -14,7 +14,7 @@ use mangaassist_adapters::dynamo::ensure_table;
 use mangaassist_adapters::throughput_state::DynamoThroughputState;
 use mangaassist_core::clock::Clock;
 use mangaassist_core::throughput::{Action, Reconciler, ThroughputControl, ThroughputSpec, ThroughputStatus};
-use mangaassist_local::bedrock::{BedrockEmulator, EmulatorConfig};
+use mangaassist_local::emulators::bedrock::{BedrockEmulator, EmulatorConfig};
 use serde_json::Value;
 
 use crate::helpers::*;

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use mangaassist_core::ids::{ConnectionId, SessionId};
 use mangaassist_core::ports::{Store, TurnStatus};
-use mangaassist_local::bedrock::{Fault, LatencyModel};
 use mangaassist_local::client::ChatClient;
+use mangaassist_local::emulators::bedrock::{Fault, LatencyModel};
 use serde_json::json;
 
 use crate::helpers::*;
@@ -37,7 +37,7 @@ async fn deltas_arrive_in_order_before_completed_and_match_the_stored_answer() {
     assert!(products.len() <= 3, "{products:?}");
 
     let text = deltas_text(deltas);
-    let stored = sys.app.engine.store.recent_turns(&SessionId::parse(session).unwrap(), 5).await.unwrap();
+    let stored = stored_turns(&sys.app.engine.store, session, 1).await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].assistant_text, text, "what the client saw is what was stored");
     assert_eq!(stored[0].user_text, "Show me horror manga");
@@ -169,7 +169,7 @@ async fn a_model_failure_mid_answer_is_a_typed_error_and_the_partial_answer_is_k
     let seen = deltas_text(&events);
     assert!(!seen.is_empty());
 
-    let stored = sys.app.engine.store.recent_turns(&SessionId::parse(session).unwrap(), 5).await.unwrap();
+    let stored = stored_turns(&sys.app.engine.store, session, 1).await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].status, TurnStatus::Partial);
     assert_eq!(stored[0].assistant_text, seen);
@@ -184,7 +184,7 @@ async fn the_handler_serves_the_sample_events() {
     use mangaassist_adapters::bedrock::BedrockModel;
     use mangaassist_core::clock::SystemClock;
     use mangaassist_core::turn::{Engine, TurnConfig};
-    use mangaassist_local::bedrock::{BedrockEmulator, EmulatorConfig};
+    use mangaassist_local::emulators::bedrock::{BedrockEmulator, EmulatorConfig};
 
     let moto = moto().await;
     let emu = BedrockEmulator::start(

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
 use aws_sdk_bedrockruntime::Client;
-use aws_sdk_bedrockruntime::error::SdkError;
+use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::operation::converse::ConverseError;
 use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamError;
 use aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver;
@@ -48,55 +48,77 @@ fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> mangaassist_core
     Box::new(e)
 }
 
-fn map_start_error(
-    err: SdkError<ConverseStreamError, aws_sdk_bedrockruntime::config::http::HttpResponse>,
-) -> ModelError {
-    match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => ModelError::Unavailable(boxed(err)),
-        SdkError::ServiceError(se) => {
-            let e = se.err();
-            if e.is_throttling_exception() {
-                ModelError::Throttled(boxed(err))
-            } else if e.is_service_unavailable_exception()
-                || e.is_model_not_ready_exception()
-                || e.is_internal_server_exception()
-                || e.is_model_timeout_exception()
-            {
-                ModelError::Unavailable(boxed(err))
-            } else if e.is_validation_exception()
-                || e.is_access_denied_exception()
-                || e.is_resource_not_found_exception()
-                || e.is_model_error_exception()
-            {
-                let msg = e.meta().message().unwrap_or("rejected").to_owned();
-                ModelError::Rejected(msg, boxed(err))
-            } else {
-                ModelError::Other(boxed(err))
+/// The Bedrock runtime's error kinds, as every operation's error type names them.
+trait BedrockErrorKind {
+    fn is_throttling(&self) -> bool;
+    /// Transient on Bedrock's side: unavailable, not ready, internal, timed out.
+    fn is_unavailable(&self) -> bool;
+    /// The request itself is refused: invalid, not allowed, unknown model, the model erred on it.
+    fn is_rejected(&self) -> bool;
+}
+
+macro_rules! bedrock_error_kind {
+    ($t:ty) => {
+        impl BedrockErrorKind for $t {
+            fn is_throttling(&self) -> bool {
+                self.is_throttling_exception()
+            }
+            fn is_unavailable(&self) -> bool {
+                self.is_service_unavailable_exception()
+                    || self.is_internal_server_exception()
+                    || self.is_model_timeout_exception()
+                    || self.is_model_not_ready_exception()
+            }
+            fn is_rejected(&self) -> bool {
+                self.is_validation_exception()
+                    || self.is_access_denied_exception()
+                    || self.is_resource_not_found_exception()
+                    || self.is_model_error_exception()
             }
         }
-        _ => ModelError::Other(boxed(err)),
+    };
+}
+
+bedrock_error_kind!(ConverseError);
+bedrock_error_kind!(ConverseStreamError);
+
+/// A mid-stream exception: the stream's own error type has fewer kinds.
+impl BedrockErrorKind for ConverseStreamOutputError {
+    fn is_throttling(&self) -> bool {
+        self.is_throttling_exception()
+    }
+    fn is_unavailable(&self) -> bool {
+        self.is_service_unavailable_exception() || self.is_internal_server_exception()
+    }
+    fn is_rejected(&self) -> bool {
+        self.is_validation_exception()
     }
 }
 
-fn map_stream_error(
-    err: SdkError<ConverseStreamOutputError, aws_smithy_types::event_stream::RawMessage>,
-) -> ModelError {
+/// The one retry rule of the Bedrock runtime, for `Converse`, `ConverseStream` and the stream's events
+/// alike: throttling and transient failures (including timeouts and broken connections) are worth another
+/// attempt (on the other route), a refused request is not.
+fn model_error<E, R>(err: SdkError<E, R>) -> ModelError
+where
+    E: BedrockErrorKind + ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
     match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            ModelError::Unavailable(boxed(err))
+        }
         SdkError::ServiceError(se) => {
             let e = se.err();
-            if e.is_throttling_exception() {
+            if e.is_throttling() {
                 ModelError::Throttled(boxed(err))
-            } else if e.is_service_unavailable_exception() || e.is_internal_server_exception() {
+            } else if e.is_unavailable() {
                 ModelError::Unavailable(boxed(err))
-            } else if e.is_validation_exception() {
+            } else if e.is_rejected() {
                 let msg = e.meta().message().unwrap_or("rejected").to_owned();
                 ModelError::Rejected(msg, boxed(err))
             } else {
                 ModelError::Other(boxed(err))
             }
-        }
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            ModelError::Unavailable(boxed(err))
         }
         _ => ModelError::Other(boxed(err)),
     }
@@ -125,18 +147,6 @@ fn parts(req: &ModelRequest) -> Result<Parts, ModelError> {
     Ok((messages, inference, (!metadata.is_empty()).then_some(metadata)))
 }
 
-fn map_converse_error(err: SdkError<ConverseError, aws_sdk_bedrockruntime::config::http::HttpResponse>) -> ModelError {
-    match &err {
-        SdkError::ServiceError(se) if se.err().is_throttling_exception() => ModelError::Throttled(boxed(err)),
-        SdkError::ServiceError(se) if se.err().is_validation_exception() => {
-            let msg = se.err().meta().message().unwrap_or("rejected").to_owned();
-            ModelError::Rejected(msg, boxed(err))
-        }
-        SdkError::ServiceError(_) => ModelError::Other(boxed(err)),
-        _ => ModelError::Unavailable(boxed(err)),
-    }
-}
-
 impl ModelClient for BedrockModel {
     type Stream = BedrockStream;
 
@@ -152,7 +162,7 @@ impl ModelClient for BedrockModel {
             .set_request_metadata(metadata)
             .send()
             .await
-            .map_err(map_converse_error)?;
+            .map_err(model_error)?;
         let text = match out.output {
             Some(ConverseOutput::Message(m)) => m
                 .content
@@ -177,7 +187,7 @@ impl ModelClient for BedrockModel {
             .set_request_metadata(metadata)
             .send()
             .await
-            .map_err(map_start_error)?;
+            .map_err(model_error)?;
         Ok(BedrockStream { rx: out.stream })
     }
 }
@@ -188,7 +198,7 @@ impl ModelStream for BedrockStream {
             let ev = match self.rx.recv().await {
                 Ok(Some(ev)) => ev,
                 Ok(None) => return None,
-                Err(e) => return Some(Err(map_stream_error(e))),
+                Err(e) => return Some(Err(model_error(e))),
             };
             let mapped = match ev {
                 ConverseStreamOutput::ContentBlockDelta(d) => match d.delta {

@@ -17,9 +17,9 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use mangaassist_core::error::StoreError;
-use mangaassist_core::ids::{ConnectionId, MessageId, SessionId, UserId};
+use mangaassist_core::ids::{Asin, ConnectionId, MessageId, SessionId, UserId};
+use mangaassist_core::intent::Intent;
 use mangaassist_core::ports::{Claim, ConnectionRecord, Store, Summary, TurnRecord, TurnStatus};
-use mangaassist_core::protocol::ProductRef;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -46,7 +46,9 @@ pub(crate) fn get_n<T: std::str::FromStr>(item: &Item, k: &str) -> Option<T> {
     item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
 }
 
-/// Maps an SDK error, keeping it whole as the source; throttling is told apart by its error code.
+/// Maps an SDK error, keeping it whole as the source: the one rule for every DynamoDB call. Throttling is
+/// told apart by its error code; a timeout, a failed connection or a 5xx is `Unavailable` (retryable: our
+/// writes are idempotent); anything else (validation, access) is final.
 pub(crate) fn store_err<E>(err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -55,7 +57,18 @@ where
         err.code(),
         Some("ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded")
     );
-    if throttled { StoreError::Throttled(Box::new(err)) } else { StoreError::Other(Box::new(err)) }
+    let unavailable = match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(se) => se.raw().status().is_server_error(),
+        _ => false,
+    };
+    if throttled {
+        StoreError::Throttled(Box::new(err))
+    } else if unavailable {
+        StoreError::Unavailable(Box::new(err))
+    } else {
+        StoreError::Other(Box::new(err))
+    }
 }
 
 fn conn_key(id: &ConnectionId) -> (AttributeValue, AttributeValue) {
@@ -86,7 +99,7 @@ impl DynamoStore {
         let products = item
             .get("products")
             .and_then(|v| v.as_l().ok())
-            .map(|l| l.iter().filter_map(|v| v.as_s().ok()).map(|a| ProductRef { asin: a.clone() }).collect())
+            .map(|l| l.iter().filter_map(|v| v.as_s().ok()).filter_map(|a| Asin::parse(a.as_str()).ok()).collect())
             .unwrap_or_default();
         Some(TurnRecord {
             session_id,
@@ -95,7 +108,7 @@ impl DynamoStore {
             user_text: get_s(item, "user_text")?.to_owned(),
             assistant_text: get_s(item, "assistant_text").unwrap_or_default().to_owned(),
             products,
-            intent: get_s(item, "intent").map(str::to_owned),
+            intent: get_s(item, "intent").and_then(Intent::parse),
             status: TurnStatus::parse(get_s(item, "status")?)?,
             model: get_s(item, "model").unwrap_or_default().to_owned(),
             input_tokens: get_n(item, "input_tokens").unwrap_or(0),
@@ -210,9 +223,9 @@ impl Store for DynamoStore {
     }
 
     async fn save_turn(&self, t: &TurnRecord) -> Result<(), StoreError> {
-        let products = AttributeValue::L(t.products.iter().map(|p| s(p.asin.as_str())).collect());
+        let products = AttributeValue::L(t.products.iter().map(|a| s(a.as_str())).collect());
         let counts = [("user_tokens", t.user_tokens), ("assistant_tokens", t.assistant_tokens)];
-        let intent = t.intent.as_deref();
+        let intent = t.intent.map(Intent::as_str);
         let mut turn = Put::builder()
             .table_name(&self.table)
             .item("pk", s(format!("SESSION#{}", t.session_id)))

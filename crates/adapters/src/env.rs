@@ -5,7 +5,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use mangaassist_core::context::Sources;
+use mangaassist_core::sources::Sources;
 
 use crate::http::HttpSettings;
 use crate::opensearch::{OpenSearchConfig, OpenSearchRetriever};

@@ -13,9 +13,8 @@
 
 use std::time::Duration;
 
-use mangaassist_core::compress::RagChunk;
 use mangaassist_core::intent::Intent;
-use mangaassist_core::sources::{Retriever, SourceError, kinds_for};
+use mangaassist_core::sources::{Passage, Retriever, SourceError, kinds_for};
 use reqwest::Url;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -140,13 +139,13 @@ impl OpenSearchRetriever {
     }
 
     /// Chunks from a `_search` response body, best first, scores divided by the best score.
-    pub fn parse_response(&self, body: &[u8]) -> Result<Vec<RagChunk>, SourceError> {
+    pub fn parse_response(&self, body: &[u8]) -> Result<Vec<Passage>, SourceError> {
         let malformed = |reason: String| {
             SourceError::Other(Box::new(HttpError::Malformed { url: self.search_url.to_string(), reason }))
         };
         let resp: SearchResponse = serde_json::from_slice(body).map_err(|e| malformed(e.to_string()))?;
         let c = &self.config;
-        let mut chunks: Vec<RagChunk> = resp
+        let mut chunks: Vec<Passage> = resp
             .hits
             .hits
             .into_iter()
@@ -161,7 +160,7 @@ impl OpenSearchRetriever {
                     .and_then(|f| hit.source.get(f))
                     .and_then(Value::as_u64)
                     .and_then(|n| usize::try_from(n).ok());
-                Some(RagChunk { content: content.to_owned(), score: hit.score.unwrap_or(0.0), tokens })
+                Some(Passage { content: content.to_owned(), score: hit.score.unwrap_or(0.0), tokens })
             })
             .collect();
         let max = chunks.iter().map(|ch| ch.score).fold(0.0f32, f32::max);
@@ -172,7 +171,7 @@ impl OpenSearchRetriever {
         Ok(chunks)
     }
 
-    async fn search_once(&self, body: &Value) -> Result<Vec<RagChunk>, SourceError> {
+    async fn search_once(&self, body: &Value) -> Result<Vec<Passage>, SourceError> {
         let timeout = self.config.http.request_timeout;
         let mut req = self.client.post(self.search_url.clone()).timeout(timeout).json(body);
         if let Some(auth) = &self.config.auth {
@@ -194,7 +193,7 @@ impl OpenSearchRetriever {
 }
 
 impl Retriever for OpenSearchRetriever {
-    async fn retrieve(&self, query: &str, intent: Intent, top_k: usize) -> Result<Vec<RagChunk>, SourceError> {
+    async fn retrieve(&self, query: &str, intent: Intent, top_k: usize) -> Result<Vec<Passage>, SourceError> {
         let query = query.trim();
         if query.is_empty() || top_k == 0 {
             return Ok(Vec::new());

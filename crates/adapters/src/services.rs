@@ -11,6 +11,7 @@
 //! within the bound of [`Retry`](crate::http::Retry)); a request over its timeout is `Timeout`. One `reqwest`
 //! client, so one connection pool, serves all four.
 
+use mangaassist_core::ids::{Asin, UserId};
 use mangaassist_core::sources::{ProductService, SourceError};
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
@@ -96,17 +97,17 @@ impl HttpProductService {
 }
 
 impl ProductService for HttpProductService {
-    async fn product(&self, asin: &str) -> Result<Option<Value>, SourceError> {
-        self.get(http::join(&self.products, &["products", asin])).await
+    async fn product(&self, asin: &Asin) -> Result<Option<Value>, SourceError> {
+        self.get(http::join(&self.products, &["products", asin.as_str()])).await
     }
 
-    async fn reviews(&self, asin: &str) -> Result<Option<Value>, SourceError> {
-        self.get(http::join(&self.reviews, &["reviews", asin])).await
+    async fn reviews(&self, asin: &Asin) -> Result<Option<Value>, SourceError> {
+        self.get(http::join(&self.reviews, &["reviews", asin.as_str()])).await
     }
 
-    async fn recommendations(&self, seed_asin: &str, user: &str) -> Result<Option<Value>, SourceError> {
+    async fn recommendations(&self, seed_asin: &Asin, user: &UserId) -> Result<Option<Value>, SourceError> {
         let mut url = http::join(&self.recommendations, &["recommendations"]);
-        url.query_pairs_mut().append_pair("seed", seed_asin).append_pair("user", user);
+        url.query_pairs_mut().append_pair("seed", seed_asin.as_str()).append_pair("user", user.as_str());
         self.get(url).await
     }
 
@@ -134,6 +135,6 @@ mod tests {
             HttpSettings { retry: crate::http::Retry::none(), ..HttpSettings::default() },
         )
         .unwrap();
-        assert!(matches!(svc.product("B000000001").await, Err(SourceError::Unavailable(_))));
+        assert!(matches!(svc.product(&Asin::parse("B000000001").unwrap()).await, Err(SourceError::Unavailable(_))));
     }
 }

@@ -8,13 +8,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use fred::prelude::HashesInterface;
+use mangaassist_core::intent::Intent;
 use mangaassist_core::prefetch::TransitionStore;
 use mangaassist_core::sources::SourceError;
 
 use crate::redis_cache::RedisCache;
 
 /// The hash holding the transitions from `from`.
-pub fn key(from: &str) -> String {
+pub fn key(from: Intent) -> String {
     format!("transitions:{from}")
 }
 
@@ -32,12 +33,12 @@ impl RedisTransitions {
 }
 
 impl TransitionStore for RedisTransitions {
-    async fn observe(&self, from: &str, to: &str) -> Result<(), SourceError> {
+    async fn observe(&self, from: Intent, to: Intent) -> Result<(), SourceError> {
         let client = self.cache.client();
-        self.cache.bounded(client.hincrby::<i64, _, _>(key(from), to, 1)).await.map(|_| ())
+        self.cache.bounded(client.hincrby::<i64, _, _>(key(from), to.as_str(), 1)).await.map(|_| ())
     }
 
-    async fn counts(&self, from: &str) -> Result<HashMap<String, u64>, SourceError> {
+    async fn counts(&self, from: Intent) -> Result<HashMap<String, u64>, SourceError> {
         let client = self.cache.client();
         self.cache.bounded(client.hgetall::<HashMap<String, u64>, _>(key(from))).await
     }
@@ -50,14 +51,15 @@ mod tests {
 
     #[test]
     fn transitions_from_an_intent_share_one_hash() {
-        assert_eq!(key("product_discovery"), "transitions:product_discovery");
+        assert_eq!(key(Intent::ProductDiscovery), "transitions:product_discovery");
     }
 
     #[tokio::test]
     async fn without_a_server_counting_is_an_error_not_a_wait() {
         let cache = RedisCache::connect(&RedisConfig::new("redis://127.0.0.1:1", false)).unwrap();
         let t = RedisTransitions::new(Arc::new(cache));
-        assert!(matches!(t.observe("a", "b").await, Err(SourceError::Unavailable(_) | SourceError::Timeout(_))));
-        assert!(t.counts("a").await.is_err());
+        let (a, b) = (Intent::Faq, Intent::Promotion);
+        assert!(matches!(t.observe(a, b).await, Err(SourceError::Unavailable(_) | SourceError::Timeout(_))));
+        assert!(t.counts(a).await.is_err());
     }
 }

@@ -4,15 +4,16 @@
 //! `cargo bench -p mangaassist-core --bench compress`
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use mangaassist_core::compress::{CompressInput, PromptBudget, PromptCompressor, RagChunk, raw_tokens};
+use mangaassist_core::compress::{CompressInput, PromptBudget, PromptCompressor, raw_tokens};
 use mangaassist_core::intent::{self, Intent};
 use mangaassist_core::ports::{ChatMessage, Role};
 use mangaassist_core::prompt::SYSTEM_PROMPT;
+use mangaassist_core::sources::Passage;
 use mangaassist_core::tokenizer::{Cl100k, Tokenizer};
 use serde_json::{Map, Value};
 use std::hint::black_box;
 
-fn fixture() -> (Vec<RagChunk>, Vec<ChatMessage>, Map<String, Value>) {
+fn fixture() -> (Vec<Passage>, Vec<ChatMessage>, Map<String, Value>) {
     let chunk = |i: usize| {
         format!(
             "Spiral Chronicle {i} (渦巻く年代記) is a horror series in {} volumes. ASIN B0SPIRAL{i:02}. Readers praise its art \
@@ -21,9 +22,9 @@ fn fixture() -> (Vec<RagChunk>, Vec<ChatMessage>, Map<String, Value>) {
             10 + i
         )
     };
-    let mut chunks: Vec<RagChunk> =
-        (0..6).map(|i| RagChunk { content: chunk(i), score: 0.9 - i as f32 * 0.1, tokens: None }).collect();
-    chunks.push(RagChunk { content: format!("{} ", chunk(0)), score: 0.5, tokens: None });
+    let mut chunks: Vec<Passage> =
+        (0..6).map(|i| Passage { content: chunk(i), score: 0.9 - i as f32 * 0.1, tokens: None }).collect();
+    chunks.push(Passage { content: format!("{} ", chunk(0)), score: 0.5, tokens: None });
     let conversation = (0..10)
         .map(|i| ChatMessage {
             role: if i % 2 == 0 { Role::User } else { Role::Assistant },
@@ -73,8 +74,8 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("raw_tokens_off_path", |b| b.iter(|| raw_tokens(&Cl100k, black_box(&input))));
     // As in production: stored turns and indexed chunks carry their token counts.
-    let counted: Vec<RagChunk> =
-        chunks.iter().map(|c| RagChunk { tokens: Some(Cl100k.count(c.content.trim())), ..c.clone() }).collect();
+    let counted: Vec<Passage> =
+        chunks.iter().map(|c| Passage { tokens: Some(Cl100k.count(c.content.trim())), ..c.clone() }).collect();
     let known: Vec<Option<usize>> = conversation.iter().map(|m| Some(Cl100k.count(m.text.trim()))).collect();
     let stored = CompressInput { rag_chunks: &counted, conversation_tokens: &known, ..input };
     c.bench_function("compress_typical_prompt_stored_counts", |b| {

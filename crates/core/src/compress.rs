@@ -28,7 +28,37 @@ use serde_json::{Map, Value};
 
 use crate::intent::Intent;
 use crate::ports::{ChatMessage, Role};
+use crate::sources::Passage;
 use crate::tokenizer::{Tokenizer, grapheme_floor};
+
+/// A section of the prompt's user message, delimited by its tags. The constants below are the one
+/// definition of the layout: the compressor writes them, and whatever reads a prompt (the emulator, tests)
+/// finds the sections through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tag {
+    pub open: &'static str,
+    pub close: &'static str,
+}
+
+impl Tag {
+    /// The text between this tag's first opening and the closing that follows it.
+    pub fn section<'a>(&self, prompt: &'a str) -> Option<&'a str> {
+        let start = prompt.find(self.open)? + self.open.len();
+        let len = prompt[start..].find(self.close)?;
+        Some(prompt[start..start + len].trim_matches('\n'))
+    }
+}
+
+/// Older exchanges (summary or digest) and the verbatim recent ones.
+pub const HISTORY: Tag = Tag { open: "<history>", close: "</history>" };
+/// Retrieved passages and service data.
+pub const CONTEXT: Tag = Tag { open: "<context>", close: "</context>" };
+/// Page-context fields the intent needs, and notes such as [`REFERS_TO`].
+pub const PAGE: Tag = Tag { open: "<page>", close: "</page>" };
+/// The shopper's message.
+pub const QUESTION: Tag = Tag { open: "<question>", close: "</question>" };
+/// The note naming the product an ordinal ("the first one") resolved to: `refers_to=<ASIN>` in [`PAGE`].
+pub const REFERS_TO: &str = "refers_to";
 
 /// Token budget per section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,20 +110,11 @@ impl PromptBudget {
     }
 }
 
-/// A retrieved passage.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RagChunk {
-    pub content: String,
-    pub score: f32,
-    /// Its token count, when the index knows it (counted once at indexing, not on every turn).
-    pub tokens: Option<usize>,
-}
-
 /// Everything that may go into the prompt.
 #[derive(Debug, Clone, Copy)]
 pub struct CompressInput<'a> {
     pub system_prompt: &'a str,
-    pub rag_chunks: &'a [RagChunk],
+    pub rag_chunks: &'a [Passage],
     /// Oldest first.
     pub conversation: &'a [ChatMessage],
     /// Token counts of `conversation`'s texts when known (stored with each turn), same order; may be empty.
@@ -268,7 +289,7 @@ const RAG_SEPARATOR: &str = "\n---\n";
 /// Fits RAG chunks into `budget`; returns the section text and its token cost (joins included).
 fn compress_rag<T: Tokenizer + ?Sized>(
     tok: &T,
-    chunks: &[RagChunk],
+    chunks: &[Passage],
     budget: usize,
     min_chunk: usize,
 ) -> (String, usize) {
@@ -458,6 +479,16 @@ fn compress_page<T: Tokenizer + ?Sized>(
     (cut.to_owned(), tok.count(cut))
 }
 
+/// Appends `<tag>{sep}{body}{sep}</tag>\n`.
+fn write_section(out: &mut String, t: Tag, body: &str, sep: &str) {
+    out.push_str(t.open);
+    out.push_str(sep);
+    out.push_str(body);
+    out.push_str(sep);
+    out.push_str(t.close);
+    out.push('\n');
+}
+
 /// Compresses prompts; caches the minified system prompt per intent.
 #[derive(Debug, Default)]
 pub struct PromptCompressor {
@@ -511,14 +542,15 @@ impl PromptCompressor {
         let (page, page_tokens) = compress_page(tok, input.page_context, input.notes, input.intent, budget.page);
 
         // Framing: the tags around each present section, counted once; +2 slack per section join.
-        let mut framing = tok.count("<question>\n\n</question>") + 2;
+        let framed = |t: Tag| tok.count(t.open) + tok.count(t.close) + 2 + 2;
+        let mut framing = framed(QUESTION);
         if !conversation.is_empty() {
-            framing += tok.count("<history>\n\n</history>\n") + 2;
+            framing += framed(HISTORY);
         }
         if !page.is_empty() {
-            framing += tok.count("<page></page>\n") + 2;
+            framing += framed(PAGE);
         }
-        let ctx_framing = tok.count("<context>\n\n</context>\n") + 2;
+        let ctx_framing = framed(CONTEXT);
         let fixed = system_tokens + conv_tokens + page_tokens + user_tokens + framing;
         let unused = budget.system.saturating_sub(system_tokens)
             + budget.conversation.saturating_sub(conv_tokens)
@@ -532,23 +564,16 @@ impl PromptCompressor {
 
         let mut user = String::with_capacity(conversation.len() + rag.len() + page.len() + question.len() + 64);
         if !conversation.is_empty() {
-            user.push_str("<history>\n");
-            user.push_str(&conversation);
-            user.push_str("\n</history>\n");
+            write_section(&mut user, HISTORY, &conversation, "\n");
         }
         if !rag.is_empty() {
-            user.push_str("<context>\n");
-            user.push_str(&rag);
-            user.push_str("\n</context>\n");
+            write_section(&mut user, CONTEXT, &rag, "\n");
         }
         if !page.is_empty() {
-            user.push_str("<page>");
-            user.push_str(&page);
-            user.push_str("</page>\n");
+            write_section(&mut user, PAGE, &page, "");
         }
-        user.push_str("<question>\n");
-        user.push_str(question);
-        user.push_str("\n</question>");
+        write_section(&mut user, QUESTION, question, "\n");
+        user.pop(); // no newline after the last section
 
         let sections = SectionTokens {
             system: system_tokens,
@@ -593,7 +618,7 @@ mod tests {
     }
 
     fn input<'a>(
-        chunks: &'a [RagChunk],
+        chunks: &'a [Passage],
         conv: &'a [ChatMessage],
         page: &'a Map<String, Value>,
         user: &'a str,
@@ -625,9 +650,9 @@ mod tests {
     fn rag_keeps_whole_chunks_by_score_and_cuts_the_next_at_a_sentence() {
         let long = "Berserk is a dark fantasy. It follows Guts. ".repeat(40);
         let chunks = vec![
-            RagChunk { content: "Uzumaki is a horror classic by Junji Ito.".into(), score: 0.9, tokens: None },
-            RagChunk { content: long.clone(), score: 0.8, tokens: None },
-            RagChunk { content: "Uzumaki is a horror classic by Junji Ito!".into(), score: 0.7, tokens: None },
+            Passage { content: "Uzumaki is a horror classic by Junji Ito.".into(), score: 0.9, tokens: None },
+            Passage { content: long.clone(), score: 0.8, tokens: None },
+            Passage { content: "Uzumaki is a horror classic by Junji Ito!".into(), score: 0.7, tokens: None },
         ];
         let (text, n) = compress_rag(&Cl100k, &chunks, 120, 50);
         assert!(text.starts_with("Uzumaki is a horror classic by Junji Ito."));
@@ -639,8 +664,8 @@ mod tests {
     #[test]
     fn a_tiny_remainder_is_dropped_rather_than_cut() {
         let chunks = vec![
-            RagChunk { content: "word ".repeat(90), score: 0.9, tokens: None },
-            RagChunk { content: "other ".repeat(90), score: 0.8, tokens: None },
+            Passage { content: "word ".repeat(90), score: 0.9, tokens: None },
+            Passage { content: "other ".repeat(90), score: 0.8, tokens: None },
         ];
         let (text, _) = compress_rag(&Cl100k, &chunks, 120, 50);
         assert!(!text.contains("other"));
@@ -721,9 +746,9 @@ mod tests {
             user in "[a-zA-Z ]{1,60}",
             total in 200usize..2000,
         ) {
-            let chunks: Vec<RagChunk> = chunks.into_iter().map(|(content, score)| {
+            let chunks: Vec<Passage> = chunks.into_iter().map(|(content, score)| {
                 let tokens = (score > 0.5).then(|| Cl100k.count(content.trim()));
-                RagChunk { content, score, tokens }
+                Passage { content, score, tokens }
             }).collect();
             let conv: Vec<ChatMessage> = turns.iter().enumerate()
                 .map(|(i, t)| msg(if i % 2 == 0 { Role::User } else { Role::Assistant }, t)).collect();

@@ -79,13 +79,53 @@ pub enum SinkError {
     Fatal(#[source] BoxError),
 }
 
+impl SinkError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Gone => "client_gone",
+            Self::Retryable(_) => "delivery_retryable",
+            Self::Fatal(_) => "delivery_failed",
+        }
+    }
+
+    /// The same frame may be posted again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Retryable(_))
+    }
+}
+
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the store is throttling requests")]
     Throttled(#[source] BoxError),
+    /// A timeout, a connection failure or a 5xx: the request may not have been applied.
+    #[error("the store is unavailable")]
+    Unavailable(#[source] BoxError),
     #[error("store request failed")]
     Other(#[source] BoxError),
+}
+
+impl StoreError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Throttled(_) => "store_throttled",
+            Self::Unavailable(_) => "store_unavailable",
+            Self::Other(_) => "store_error",
+        }
+    }
+
+    /// Would the same request, sent again after a backoff, plausibly succeed? (Writes of this project are
+    /// idempotent, so retrying an `Unavailable` one is safe.)
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::Other(_))
+    }
+}
+
+impl From<crate::deadline::DeadlineExceeded> for StoreError {
+    fn from(e: crate::deadline::DeadlineExceeded) -> Self {
+        Self::Unavailable(Box::new(e))
+    }
 }
 
 /// Formats an error with its whole `source()` chain, for logs.

@@ -1,7 +1,11 @@
 //! Validated identifiers. Each has a `parse` constructor that rejects what could not have come from a
-//! well-behaved client or from API Gateway, so the rest of the code never re-checks them.
+//! well-behaved client, from API Gateway or from the catalog, so the rest of the code never re-checks them.
+//! They (de)serialize as plain strings, validated on the way in: a stored record or an async-invoke
+//! payload with a malformed id fails to parse instead of travelling on.
 
 use std::fmt;
+
+use serde::{Deserialize, Serialize};
 
 /// Why an identifier was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,7 +31,8 @@ fn check(field: &'static str, s: &str, max: usize, ok: impl Fn(char) -> bool) ->
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $field:literal, $max:expr, $ok:expr) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
         impl $name {
@@ -35,6 +40,7 @@ macro_rules! id_type {
             pub fn parse(s: impl Into<String>) -> Result<Self, InvalidId> {
                 let s = s.into();
                 check($field, &s, $max, $ok)?;
+                extra_check($field, &s)?;
                 Ok(Self(s))
             }
 
@@ -54,7 +60,40 @@ macro_rules! id_type {
                 &self.0
             }
         }
+
+        impl TryFrom<String> for $name {
+            type Error = InvalidId;
+            fn try_from(s: String) -> Result<Self, InvalidId> {
+                Self::parse(s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
     };
+}
+
+/// Rules beyond length and alphabet (an ASIN's fixed length and prefix).
+fn extra_check(field: &'static str, s: &str) -> Result<(), InvalidId> {
+    if field == "asin" && !Asin::is_valid(s) {
+        return Err(InvalidId { field, reason: "is not 10 characters starting with B0" });
+    }
+    Ok(())
 }
 
 fn token_char(c: char) -> bool {
@@ -77,6 +116,30 @@ id_type!(
     /// The signed-in shopper, or `anon`.
     UserId, "user_id", 128, |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@')
 );
+
+id_type!(
+    /// A store product id: 10 upper-case letters and digits starting with `B0` (book ISBN-10s, all digits,
+    /// are not products of this store). What the prompt, the cache keys and the product cards are keyed by.
+    Asin, "asin", 10, |c: char| c.is_ascii_uppercase() || c.is_ascii_digit()
+);
+
+impl Asin {
+    /// Whether `s` is an ASIN, without allocating.
+    pub fn is_valid(s: &str) -> bool {
+        s.len() == 10 && s.starts_with("B0") && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    }
+
+    /// The ASINs `text` mentions, in order of first mention, without repeats.
+    pub fn all_in(text: &str) -> Vec<Asin> {
+        let mut out: Vec<Asin> = Vec::new();
+        for word in text.split(|c: char| !c.is_ascii_alphanumeric()) {
+            if Self::is_valid(word) && !out.iter().any(|a| a.0 == word) {
+                out.push(Self(word.to_owned()));
+            }
+        }
+        out
+    }
+}
 
 impl SessionId {
     /// A new random session id (128 bits, hex).
@@ -105,6 +168,24 @@ mod tests {
     fn a_message_id_with_a_slash_is_rejected() {
         let err = MessageId::parse("a/b").unwrap_err();
         assert_eq!(err.field, "message_id");
+    }
+
+    #[test]
+    fn asins_are_ten_upper_case_characters_starting_with_b0() {
+        assert!(Asin::parse("B0UZUMAKI1").is_ok());
+        for bad in ["B0abc", "XB0ABCDEF1", "B0ABCDEF12X", "4088820010", "b0uzumaki1"] {
+            assert!(Asin::parse(bad).is_err(), "{bad}");
+        }
+        let found = Asin::all_in("Try B0ABCDEF12 (進撃の巨人), or B0ZZZZZZZ9; B0ABCDEF12 again. Not B0abc.");
+        assert_eq!(found, ["B0ABCDEF12", "B0ZZZZZZZ9"]);
+    }
+
+    #[test]
+    fn ids_deserialize_only_when_valid() {
+        let ok: Asin = serde_json::from_str("\"B0UZUMAKI1\"").unwrap();
+        assert_eq!(ok.as_str(), "B0UZUMAKI1");
+        assert!(serde_json::from_str::<Asin>("\"nope\"").is_err());
+        assert_eq!(serde_json::to_string(&ok).unwrap(), "\"B0UZUMAKI1\"");
     }
 
     #[test]

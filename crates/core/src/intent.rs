@@ -5,11 +5,13 @@
 //! little relevance, never correctness. Ordinals ("the first one", "2つ目", "最後の") are resolved against
 //! the products of the previous answer.
 
-use crate::prompt::is_asin;
-use crate::protocol::ProductRef;
+use serde::{Deserialize, Serialize};
 
-/// What the shopper wants. `General` is the fallback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+use crate::ids::Asin;
+
+/// What the shopper wants. `General` is the fallback. Serialized as its name (`product_question`, ...).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Intent {
     ProductQuestion,
     Recommendation,
@@ -19,6 +21,7 @@ pub enum Intent {
     Faq,
     Promotion,
     CheckoutHelp,
+    #[default]
     General,
 }
 
@@ -51,6 +54,12 @@ impl Intent {
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|i| i.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Intent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -233,12 +242,12 @@ pub enum Ordinal {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Entities {
     /// ASINs written in the message.
-    pub asins: Vec<String>,
+    pub asins: Vec<Asin>,
     /// Amazon-style order ids (`123-1234567-1234567`).
     pub order_ids: Vec<String>,
     pub ordinal: Option<Ordinal>,
     /// The product the ordinal points at in the previous answer, when it exists.
-    pub resolved: Option<ProductRef>,
+    pub resolved: Option<Asin>,
 }
 
 const EN_ORDINALS: &[(&str, usize)] = &[
@@ -331,11 +340,13 @@ fn is_order_id(w: &str) -> bool {
 }
 
 /// Extracts entities from `text`, resolving ordinals against `previous` (the last answer's products).
-pub fn extract(text: &str, previous: &[ProductRef]) -> Entities {
+pub fn extract(text: &str, previous: &[Asin]) -> Entities {
     let mut e = Entities::default();
     for w in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
-        if is_asin(w) && !e.asins.iter().any(|a| a == w) {
-            e.asins.push(w.to_owned());
+        if let Ok(a) = Asin::parse(w) {
+            if !e.asins.contains(&a) {
+                e.asins.push(a);
+            }
         } else if is_order_id(w) && !e.order_ids.iter().any(|o| o == w) {
             e.order_ids.push(w.to_owned());
         }
@@ -348,7 +359,7 @@ pub fn extract(text: &str, previous: &[ProductRef]) -> Entities {
 
 impl Entities {
     /// Points the ordinal at a product of `previous` (the last answer's products), once memory has them.
-    pub fn resolve(&mut self, previous: &[ProductRef]) {
+    pub fn resolve(&mut self, previous: &[Asin]) {
         self.resolved = match self.ordinal {
             Some(Ordinal::Nth(n)) => previous.get(n - 1).cloned(),
             Some(Ordinal::Last) => previous.last().cloned(),
@@ -394,8 +405,8 @@ mod tests {
 
     #[test]
     fn ordinals_resolve_against_the_previous_answer() {
-        let prev: Vec<ProductRef> =
-            ["B0AAAAAAA1", "B0BBBBBBB2", "B0CCCCCCC3"].iter().map(|a| ProductRef { asin: (*a).to_owned() }).collect();
+        let prev: Vec<Asin> =
+            ["B0AAAAAAA1", "B0BBBBBBB2", "B0CCCCCCC3"].iter().map(|a| Asin::parse(*a).unwrap()).collect();
         let cases = [
             ("tell me more about the first one", Some(Ordinal::Nth(1)), Some("B0AAAAAAA1")),
             ("what about the 2nd?", Some(Ordinal::Nth(2)), Some("B0BBBBBBB2")),
@@ -414,7 +425,7 @@ mod tests {
         for (text, ord, asin) in cases {
             let e = extract(text, &prev);
             assert_eq!(e.ordinal, ord, "{text}");
-            assert_eq!(e.resolved.as_ref().map(|p| p.asin.as_str()), asin, "{text}");
+            assert_eq!(e.resolved.as_ref().map(Asin::as_str), asin, "{text}");
         }
     }
 
@@ -429,6 +440,7 @@ mod tests {
     fn intents_round_trip_through_their_names() {
         for i in Intent::ALL {
             assert_eq!(Intent::parse(i.as_str()), Some(i));
+            assert_eq!(serde_json::to_string(&i).unwrap(), format!("\"{i}\""));
         }
     }
 }

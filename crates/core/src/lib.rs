@@ -1,32 +1,47 @@
 //! Domain logic of the MangaAssist latency engine. It knows nothing of AWS or sockets: every outside
-//! dependency is a narrow trait in [`ports`], implemented by `mangaassist-adapters` (AWS SDK) and by
-//! `mangaassist-local` (embedded defaults for local runs and tests).
+//! dependency is a narrow trait in [`ports`] or [`sources`], implemented by `mangaassist-adapters` (AWS SDK,
+//! Redis, HTTP) and by `mangaassist-local` (embedded defaults for local runs and tests).
 //!
 //! # Layout
-//! - [`ids`]: validated newtypes for the identifiers that cross the wire (message, connection, session, user).
-//! - [`protocol`]: the client <-> server JSON frames (`ClientMessage`, `ServerEvent`) and their size limits.
-//! - [`error`]: the typed errors a turn can end in, each with a stable `code()` and `is_retryable()`.
-//! - [`ports`]: the traits the turn is generic over: model stream, connection sink, store.
-//! - [`tokenizer`]: token counting (cl100k BPE, warmed off the critical path) and per-model calibration.
-//! - [`intent`]: intent classification and entities (ASINs, order ids, ordinals), English and Japanese.
-//! - [`compress`]: prompt compression to per-section token budgets under a hard total.
-//! - [`sources`]: ports of the context sources (retrieval, product services, cache) and the cache keys.
-//! - [`routes`]: provisioned vs on-demand model routing, cached, with the failover order.
-//! - [`context`]: parallel context assembly with per-leg deadlines (retrieval, cache, product services).
-//! - [`relay`]: model deltas -> coalesced, sequenced WebSocket frames under the frame limit.
-//! - [`prompt`]: the system prompt and the request sent to the model.
-//! - [`prefetch`]: speculative prefetch: next-intent prediction (prior, then learned) and cache filling.
-//! - [`turn`]: one chat turn from frame to persisted answer, and the connect/disconnect handlers.
-//! - [`throughput`]: the provisioned-throughput reconciler (desired vs actual, JST peak hours, routing).
-//! - [`metrics`]: CloudWatch Embedded Metric Format records of a turn; the one list of metric names.
+//! The modules read top-down: each uses only modules listed above it.
+//!
+//! Values at the bottom:
+//! - [`ids`]: validated newtypes for identifiers (message, connection, session, user, ASIN).
+//! - [`error`]: the typed errors of each dependency family, each with a stable `code()` and `is_retryable()`.
+//! - [`deadline`]: the one way to bound a call in time; an overrun names what was cut.
 //! - [`clock`]: wall-clock time behind a trait so that logic never reads the system clock directly.
+//! - [`intent`]: the shopper's intent and the entities of a message (ASINs, order ids, ordinals), EN and JA.
+//! - [`protocol`]: the client <-> server JSON frames, their size limits, and the wire values (route, metrics).
+//! - [`tokenizer`]: token counting (cl100k BPE, warmed off the critical path) and per-model calibration.
+//!
+//! Ports and what flows through them:
+//! - [`ports`]: the model stream, the connection sink and the store, with their records.
+//! - [`sources`]: the context sources (retrieval, product services, cache) and their bundle.
+//! - [`entries`]: what the cache holds, one type per entry with its key and TTL.
+//! - [`memory_store`]: the embedded `Store` (local runs and in-process tests).
+//!
+//! The steps of a turn:
+//! - [`session`]: `$connect` / `$disconnect`, connection -> session, and what a session remembers.
+//! - [`context`]: parallel context assembly under per-leg deadlines, and the cache write-back.
+//! - [`compress`]: prompt compression to per-section token budgets under a hard total; the prompt's tags.
+//! - [`prompt`]: the system prompt, and the request built from what was gathered.
+//! - [`throughput`]: the provisioned-throughput reconciler (desired vs actual, JST peak hours).
+//! - [`routes`]: provisioned vs on-demand routing, and opening the model stream with failover.
+//! - [`relay`]: model deltas -> coalesced, sequenced WebSocket frames under the frame limit.
+//! - [`summary`]: the running summary of older exchanges, written after the answer by a small model.
+//! - [`prefetch`]: speculative prefetch: next-intent prediction (prior, then learned) and cache filling.
+//! - [`metrics`]: CloudWatch Embedded Metric Format records of a turn; the one list of metric names.
+//! - [`turn`]: the pipeline of one chat turn, from frame to stored answer ([`turn::Engine`]).
 
 pub mod clock;
 pub mod compress;
 pub mod context;
+pub mod deadline;
+pub mod entries;
 pub mod error;
 pub mod ids;
 pub mod intent;
+pub mod memory_store;
 pub mod metrics;
 pub mod ports;
 pub mod prefetch;
@@ -34,7 +49,9 @@ pub mod prompt;
 pub mod protocol;
 pub mod relay;
 pub mod routes;
+pub mod session;
 pub mod sources;
+pub mod summary;
 pub mod throughput;
 pub mod tokenizer;
 pub mod turn;

@@ -53,12 +53,8 @@ pub const ALL: &[&str] = &[
 
 /// Dimension: the classified intent of the turn (`recommendation`, `order_tracking`, ...).
 pub const DIM_INTENT: &str = "intent";
-/// Dimension: which model route answered, [`ROUTE_ON_DEMAND`] or [`ROUTE_PROVISIONED`].
+/// Dimension: which model route answered (`on-demand` or `provisioned`, [`crate::protocol::Route`]).
 pub const DIM_ROUTE: &str = "route";
-/// The `route` value of a turn answered by an on-demand model.
-pub const ROUTE_ON_DEMAND: &str = "on-demand";
-/// The `route` value of a turn answered through provisioned throughput.
-pub const ROUTE_PROVISIONED: &str = "provisioned";
 
 /// CloudWatch rejects an empty dimension value (and with it the whole record), so one is written instead.
 const EMPTY_DIMENSION_VALUE: &str = "unknown";
@@ -83,12 +79,6 @@ impl Unit {
             Self::None => "None",
         }
     }
-}
-
-/// The route a turn took, read from the model id that answered: a provisioned-throughput ARN or an
-/// on-demand model id.
-pub fn route_for_model(model: &str) -> &'static str {
-    if model.contains(":provisioned-model/") { ROUTE_PROVISIONED } else { ROUTE_ON_DEMAND }
 }
 
 /// One EMF record under [`NAMESPACE`]: dimension values and metric values sharing one timestamp.
@@ -210,18 +200,17 @@ impl Emf {
 }
 
 /// The record of one finished turn: `metrics` under the design's names, dimensioned by its intent and
-/// `route` ([`ROUTE_ON_DEMAND`] or [`ROUTE_PROVISIONED`]; see [`route_for_model`]).
+/// route.
 /// `context_assembly_ms` and `prefetch_hit_rate` (0..=1) are recorded when the turn measured them.
 pub fn turn_record(
     metrics: &TurnMetrics,
-    route: &str,
     timestamp_ms: u64,
     context_assembly_ms: Option<f64>,
     prefetch_hit_rate: Option<f64>,
 ) -> Emf {
     let mut emf = Emf::new(timestamp_ms)
-        .dimension(DIM_INTENT, &metrics.intent)
-        .dimension(DIM_ROUTE, route)
+        .dimension(DIM_INTENT, metrics.intent.as_str())
+        .dimension(DIM_ROUTE, metrics.route.as_str())
         .metric(FIRST_TOKEN_LATENCY_MS, metrics.first_token_ms, Unit::Milliseconds)
         .metric(TOTAL_LATENCY_MS, metrics.total_ms, Unit::Milliseconds)
         .metric(PROMPT_TOTAL_TOKENS, f64::from(metrics.prompt_tokens), Unit::Count)
@@ -284,7 +273,7 @@ mod tests {
             prompt_tokens: 1480,
             raw_tokens: 2960,
             compression_ratio: 0.5,
-            intent: "recommendation".to_owned(),
+            intent: crate::intent::Intent::Recommendation,
             model: "anthropic.claude-3-5-haiku-20241022-v1:0".to_owned(),
             ..TurnMetrics::default()
         }
@@ -292,7 +281,7 @@ mod tests {
 
     #[test]
     fn a_turn_record_is_valid_emf_with_the_designs_names() {
-        let doc = assert_valid_emf(&turn_record(&sample(), ROUTE_ON_DEMAND, 1_795_770_910_120, None, None).to_json());
+        let doc = assert_valid_emf(&turn_record(&sample(), 1_795_770_910_120, None, None).to_json());
         assert_eq!(doc["_aws"]["Timestamp"], 1_795_770_910_120_u64);
         assert_eq!(doc[FIRST_TOKEN_LATENCY_MS], 412.5);
         assert_eq!(doc[TOTAL_LATENCY_MS], 1830.25);
@@ -319,7 +308,9 @@ mod tests {
 
     #[test]
     fn turn_metrics_are_published_per_intent_per_route_and_in_aggregate() {
-        let doc = assert_valid_emf(&turn_record(&sample(), ROUTE_PROVISIONED, 1, None, None).to_json());
+        let m = TurnMetrics { route: crate::protocol::Route::Provisioned, ..sample() };
+        let doc = assert_valid_emf(&turn_record(&m, 1, None, None).to_json());
+        assert_eq!(doc["route"], "provisioned");
         assert_eq!(
             doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
             serde_json::json!([["intent", "route"], ["route"], []])
@@ -328,10 +319,10 @@ mod tests {
 
     #[test]
     fn context_assembly_and_prefetch_hit_rate_are_recorded_only_when_measured() {
-        let without = turn_record(&sample(), ROUTE_ON_DEMAND, 1, None, None);
+        let without = turn_record(&sample(), 1, None, None);
         assert_eq!(without.value(CONTEXT_ASSEMBLY_TIME_MS), None);
         assert_eq!(without.value(PREFETCH_HIT_RATE), None);
-        let with = turn_record(&sample(), ROUTE_ON_DEMAND, 1, Some(120.0), Some(0.25));
+        let with = turn_record(&sample(), 1, Some(120.0), Some(0.25));
         let doc = assert_valid_emf(&with.to_json());
         assert_eq!(doc[CONTEXT_ASSEMBLY_TIME_MS], 120.0);
         assert_eq!(doc[PREFETCH_HIT_RATE], 0.25);
@@ -349,18 +340,10 @@ mod tests {
     fn a_ratio_that_is_not_a_number_is_left_out_rather_than_written_as_null() {
         let mut m = sample();
         m.compression_ratio = f64::NAN;
-        let doc = assert_valid_emf(&turn_record(&m, ROUTE_ON_DEMAND, 1, None, Some(f64::INFINITY)).to_json());
+        let doc = assert_valid_emf(&turn_record(&m, 1, None, Some(f64::INFINITY)).to_json());
         assert!(doc.get(COMPRESSION_RATIO).is_none());
         assert!(doc.get(PREFETCH_HIT_RATE).is_none());
         assert_eq!(doc[FIRST_TOKEN_LATENCY_MS], 412.5);
-    }
-
-    #[test]
-    fn an_empty_intent_is_written_as_unknown() {
-        let mut m = sample();
-        m.intent.clear();
-        let doc = assert_valid_emf(&turn_record(&m, ROUTE_ON_DEMAND, 1, None, None).to_json());
-        assert_eq!(doc["intent"], "unknown");
     }
 
     #[test]
@@ -385,15 +368,6 @@ mod tests {
             .metric(PROMPT_TOTAL_TOKENS, 10.0, Unit::Count);
         let doc = assert_valid_emf(&emf.to_json());
         assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"], serde_json::json!([["intent"], []]));
-    }
-
-    #[test]
-    fn the_route_is_read_from_the_model_that_answered() {
-        assert_eq!(
-            route_for_model("arn:aws:bedrock:ap-northeast-1:123456789012:provisioned-model/abc"),
-            ROUTE_PROVISIONED
-        );
-        assert_eq!(route_for_model("anthropic.claude-3-5-haiku-20241022-v1:0"), ROUTE_ON_DEMAND);
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::future::Future;
 use bytes::Bytes;
 
 use crate::error::{ModelError, SinkError, StoreError};
-use crate::ids::{ConnectionId, MessageId, SessionId, UserId};
-use crate::protocol::ProductRef;
+use crate::ids::{Asin, ConnectionId, MessageId, SessionId, UserId};
+use crate::intent::Intent;
 
 /// Who said a message in the conversation sent to the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,9 +120,10 @@ pub struct TurnRecord {
     pub ts_ms: u64,
     pub user_text: String,
     pub assistant_text: String,
-    pub products: Vec<ProductRef>,
+    /// The products the answer named, in order (what "the first one" of the next turn points into).
+    pub products: Vec<Asin>,
     /// The intent the message was classified as (what the next turn's prefetch prediction starts from).
-    pub intent: Option<String>,
+    pub intent: Option<Intent>,
     pub status: TurnStatus,
     pub model: String,
     pub input_tokens: u32,
@@ -184,4 +185,51 @@ pub trait Store: Send + Sync {
         session: &SessionId,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<TurnRecord>, StoreError>> + Send;
+}
+
+/// A shared store (the local system and tests keep a handle to inspect it).
+impl<T: Store> Store for std::sync::Arc<T> {
+    fn put_connection(&self, rec: &ConnectionRecord) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).put_connection(rec)
+    }
+    fn get_connection(
+        &self,
+        id: &ConnectionId,
+    ) -> impl Future<Output = Result<Option<ConnectionRecord>, StoreError>> + Send {
+        (**self).get_connection(id)
+    }
+    fn delete_connection(&self, id: &ConnectionId) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).delete_connection(id)
+    }
+    fn claim_message(
+        &self,
+        id: &MessageId,
+        session: &SessionId,
+        expires_at: u64,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send {
+        (**self).claim_message(id, session, expires_at)
+    }
+    fn release_claim(&self, id: &MessageId) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).release_claim(id)
+    }
+    fn save_turn(&self, turn: &TurnRecord) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).save_turn(turn)
+    }
+    fn get_summary(&self, session: &SessionId) -> impl Future<Output = Result<Option<Summary>, StoreError>> + Send {
+        (**self).get_summary(session)
+    }
+    fn put_summary(
+        &self,
+        session: &SessionId,
+        summary: &Summary,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).put_summary(session, summary)
+    }
+    fn recent_turns(
+        &self,
+        session: &SessionId,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<TurnRecord>, StoreError>> + Send {
+        (**self).recent_turns(session, limit)
+    }
 }

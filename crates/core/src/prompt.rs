@@ -1,10 +1,14 @@
-//! The model request for a turn: the system prompt template, and the request built from a compressed
-//! prompt (stable system block first, so Bedrock prompt caching can hit) or, for the ablation, from the
-//! uncompressed inputs.
+//! The model request for a turn: the system prompt template, the [`Prompter`] that turns what was gathered
+//! into a request compressed to the token budget (stable system block first, so Bedrock prompt caching
+//! can hit) or, for the ablation, the uncompressed one, and the token accounting of what was sent.
 
-use crate::compress::{CompressInput, CompressedPrompt};
+use crate::compress::{
+    CompressError, CompressInput, CompressedPrompt, PromptBudget, PromptCompressor, REFERS_TO, raw_tokens,
+};
+use crate::context::Gathered;
 use crate::ports::{ChatMessage, ModelRequest, Role};
-use crate::protocol::ProductRef;
+use crate::protocol::ClientMessage;
+use crate::tokenizer::{Calibration, Estimator, Tokenizer};
 
 /// The system prompt template. Lines starting with `@intent,...:` are optional blocks that the
 /// compressor keeps only for those intents; the rest is always sent (minified).
@@ -96,32 +100,92 @@ pub fn uncompressed_request(
     }
 }
 
-/// Whether `s` is an ASIN: 10 characters, upper-case letters and digits (store ASINs start with `B0`,
-/// book ISBN-10s are digits).
-pub fn is_asin(s: &str) -> bool {
-    s.len() == 10 && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) && s.starts_with("B0")
+/// The owned pieces a [`CompressInput`] borrows: the conversation as messages, their stored counts, and
+/// the notes derived this turn.
+#[derive(Debug, Default)]
+pub struct PromptParts {
+    conversation: Vec<ChatMessage>,
+    counts: Vec<Option<usize>>,
+    notes: Vec<(&'static str, String)>,
 }
 
-/// The ASINs a text mentions, in order of first mention, without repeats.
-pub fn products_in(text: &str) -> Vec<ProductRef> {
-    let mut out: Vec<ProductRef> = Vec::new();
-    for word in text.split(|c: char| !c.is_ascii_alphanumeric()) {
-        if is_asin(word) && !out.iter().any(|p| p.asin == word) {
-            out.push(ProductRef { asin: word.to_owned() });
+impl PromptParts {
+    pub fn new(gathered: &Gathered) -> Self {
+        let (conversation, counts) = gathered.memory.messages();
+        let notes = gathered.entities.resolved.iter().map(|a| (REFERS_TO, a.to_string())).collect();
+        Self { conversation, counts, notes }
+    }
+
+    /// Everything that may go into the prompt.
+    pub fn input<'a>(&'a self, msg: &'a ClientMessage, gathered: &'a Gathered) -> CompressInput<'a> {
+        CompressInput {
+            system_prompt: SYSTEM_PROMPT,
+            rag_chunks: &gathered.context.passages,
+            conversation: &self.conversation,
+            conversation_tokens: &self.counts,
+            summary: gathered.memory.summary.as_ref().map(|s| s.text.as_str()),
+            page_context: &msg.page_context,
+            notes: &self.notes,
+            user_message: &msg.text,
+            intent: gathered.intent,
         }
     }
-    out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Builds model requests within the budget, and learns from what Bedrock bills how far our token
+/// estimate is off for each model. Built once per container.
+#[derive(Debug)]
+pub struct Prompter {
+    pub cfg: PromptConfig,
+    pub budget: PromptBudget,
+    /// Compress (off only for the ablation benchmark).
+    pub compression: bool,
+    tokens: Estimator,
+    calibration: Calibration,
+    compressor: PromptCompressor,
+}
 
-    #[test]
-    fn asins_are_found_in_order_without_repeats() {
-        let p =
-            products_in("Try B0ABCDEF12 (進撃の巨人), or B0ZZZZZZZ9; B0ABCDEF12 again. Not B0abc, not XB0ABCDEF12.");
-        let asins: Vec<_> = p.iter().map(|p| p.asin.as_str()).collect();
-        assert_eq!(asins, ["B0ABCDEF12", "B0ZZZZZZZ9"]);
+impl Prompter {
+    /// Starts loading the tokenizer on a background thread (a heuristic counts until it is ready).
+    pub fn new(cfg: PromptConfig, budget: PromptBudget, compression: bool) -> Self {
+        Self::with_tokens(cfg, budget, compression, Estimator::warm_in_background())
+    }
+
+    pub fn with_tokens(cfg: PromptConfig, budget: PromptBudget, compression: bool, tokens: Estimator) -> Self {
+        let compressor = PromptCompressor::new(budget);
+        Self { cfg, budget, compression, tokens, calibration: Calibration::default(), compressor }
+    }
+
+    /// The request for `model_id`: compressed to the budget calibrated for that model, or uncompressed.
+    pub fn request(
+        &self,
+        input: &CompressInput<'_>,
+        model_id: &str,
+        metadata: Vec<(String, String)>,
+    ) -> Result<ModelRequest, CompressError> {
+        if !self.compression {
+            return Ok(uncompressed_request(model_id, &self.cfg, input, metadata));
+        }
+        let budget = self.budget.calibrated(self.calibration.factor(model_id));
+        let prompt = self.compressor.compress(&self.tokens, input, &budget)?;
+        Ok(compressed_request(model_id, &self.cfg, &prompt, metadata))
+    }
+
+    /// Off the critical path, after the answer: our count of the request as sent and of the same prompt
+    /// uncompressed; Bedrock's billed count calibrates the next budgets for `model`.
+    pub fn account(&self, request: &ModelRequest, input: &CompressInput<'_>, model: &str, billed: u32) -> (u32, u32) {
+        let sent = self.tokens.count(&request.system)
+            + request.messages.iter().map(|m| self.tokens.count(&m.text)).sum::<usize>();
+        let raw = raw_tokens(&self.tokens, input).max(1);
+        if self.tokens.is_exact() {
+            self.calibration.observe(model, sent, billed);
+        }
+        let n = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
+        (n(sent), n(raw))
+    }
+
+    /// A count worth storing with a turn: only the BPE's, never the warm-up estimate.
+    pub fn exact_count(&self, text: &str) -> Option<u32> {
+        self.tokens.is_exact().then(|| u32::try_from(self.tokens.count(text.trim())).unwrap_or(u32::MAX))
     }
 }

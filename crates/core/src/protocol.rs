@@ -10,7 +10,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::error::FrameError;
-use crate::ids::MessageId;
+use crate::ids::{Asin, MessageId};
+use crate::intent::Intent;
 
 /// The longest user message accepted, in bytes of UTF-8. A shopper's question is a sentence or two; the
 /// prompt budget gives the user message about 100 tokens, so 4 KB is generous and still bounds cost.
@@ -116,7 +117,41 @@ impl ClientMessage {
 /// A product the answer mentions, sent in `completed` so the page can render cards.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProductRef {
-    pub asin: String,
+    pub asin: Asin,
+}
+
+/// Which capacity answered a turn: on-demand (a model id or inference profile) or provisioned throughput.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+pub enum Route {
+    #[default]
+    #[serde(rename = "on-demand")]
+    OnDemand,
+    #[serde(rename = "provisioned")]
+    Provisioned,
+}
+
+impl Route {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OnDemand => "on-demand",
+            Self::Provisioned => "provisioned",
+        }
+    }
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Per-leg timings of context assembly, ms (0 for a leg that did not run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct LegTimings {
+    pub memory_ms: f64,
+    pub retrieval_ms: f64,
+    pub cache_ms: f64,
+    pub services_ms: f64,
 }
 
 /// Timings and sizes of one turn, sent in `completed` and logged.
@@ -138,14 +173,13 @@ pub struct TurnMetrics {
     pub raw_tokens: u32,
     /// `prompt_tokens / raw_tokens`.
     pub compression_ratio: f64,
-    pub intent: String,
+    pub intent: Intent,
     /// The model id or provisioned-throughput ARN that answered.
     pub model: String,
-    /// `provisioned` or `on-demand`.
-    pub route: String,
+    pub route: Route,
     /// Context assembly, turn start to everything gathered.
     pub assembly_ms: f64,
-    pub legs: crate::context::LegTimings,
+    pub legs: LegTimings,
     /// Legs that failed or were cut at their deadline (`leg: why`).
     pub context_errors: Vec<String>,
     /// Lookups served from the cache (filled by speculative prefetch), e.g. `product:B0...`.

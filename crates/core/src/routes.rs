@@ -1,9 +1,11 @@
-//! Which model a turn asks: the provisioned-throughput ARN while the reconciler's `CONFIG/THROUGHPUT`
-//! record says `InService`, else the on-demand model (or inference profile). The record is cached for a
-//! short TTL and refreshed beside the turn's other first reads, so a refresh never adds latency.
+//! Which model a turn asks, and opening its stream: the provisioned-throughput ARN while the reconciler's
+//! `CONFIG/THROUGHPUT` record says `InService`, else the on-demand model (or inference profile). The record
+//! is cached for a short TTL and refreshed beside the turn's other first reads, so a refresh never adds
+//! latency.
 //!
 //! Failover order, before anything has been sent to the client: provisioned -> on-demand; on-demand ->
-//! the fallback model when configured, else on-demand again.
+//! the fallback model when configured, else on-demand again. [`open_stream`] walks that order until a
+//! first text delta arrives, so the relay starts with a stream that is known to answer.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -11,7 +13,10 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
-use crate::error::{StoreError, chain};
+use crate::deadline::within;
+use crate::error::{ModelError, StoreError, chain};
+use crate::ports::{ModelClient, ModelEvent, ModelRequest, ModelStream};
+pub use crate::protocol::Route;
 use crate::throughput::{ThroughputStateStore, provisioned_route};
 
 /// Reads the provisioned ARN that is in service, if any. Called once per TTL per container, so a boxed
@@ -23,22 +28,6 @@ pub trait RouteLoader: Send + Sync {
 impl<T: ThroughputStateStore> RouteLoader for T {
     fn provisioned_arn(&self) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
         Box::pin(async move { Ok(provisioned_route(self.load().await?.as_ref()).map(str::to_owned)) })
-    }
-}
-
-/// The route a request took.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    OnDemand,
-    Provisioned,
-}
-
-impl Route {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::OnDemand => "on-demand",
-            Self::Provisioned => "provisioned",
-        }
     }
 }
 
@@ -98,6 +87,97 @@ pub fn plan(provisioned: Option<&str>, on_demand: &str, fallback: Option<&str>) 
         Some(arn) => [(arn.to_owned(), Route::Provisioned), (on_demand.to_owned(), Route::OnDemand)],
         None => [(on_demand.to_owned(), Route::OnDemand), (fallback.unwrap_or(on_demand).to_owned(), Route::OnDemand)],
     }
+}
+
+/// How hard to try for a first token before anything is sent.
+#[derive(Debug, Clone, Copy)]
+pub struct FailoverConfig {
+    /// Attempts along the plan (1 = no retry, at most 2).
+    pub attempts: u32,
+    /// Deadline for one attempt's first token.
+    pub first_token_timeout: Duration,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        Self { attempts: 2, first_token_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// A model stream whose first events were read while deciding whether to fail over.
+pub struct Primed<S> {
+    head: std::vec::IntoIter<ModelEvent>,
+    rest: S,
+}
+
+impl<S: ModelStream> ModelStream for Primed<S> {
+    async fn next(&mut self) -> Option<Result<ModelEvent, ModelError>> {
+        match self.head.next() {
+            Some(ev) => Some(Ok(ev)),
+            None => self.rest.next().await,
+        }
+    }
+}
+
+/// A stream that has produced its first text delta (or ended without one).
+pub struct Opened<S> {
+    pub stream: Primed<S>,
+    /// The model id or ARN that answers.
+    pub model: String,
+    pub route: Route,
+    /// Attempts that failed before this one.
+    pub failovers: u32,
+    /// When the answering request was sent.
+    pub sent_at: Instant,
+}
+
+/// Reads events until the first text delta; the events read are kept for the relay.
+async fn first_text<S: ModelStream>(mut stream: S) -> Result<(S, Vec<ModelEvent>), ModelError> {
+    let mut head = Vec::new();
+    loop {
+        match stream.next().await {
+            Some(Ok(ev @ ModelEvent::Text(_))) => {
+                head.push(ev);
+                return Ok((stream, head));
+            }
+            Some(Ok(ev)) => head.push(ev),
+            Some(Err(e)) => return Err(e),
+            None => return Ok((stream, head)),
+        }
+    }
+}
+
+/// Opens the model stream for `base` along `plan`, failing over (while nothing has been sent) on a
+/// retryable error or a first token later than the configured timeout.
+pub async fn open_stream<M: ModelClient>(
+    model: &M,
+    base: &ModelRequest,
+    plan: &[(String, Route); 2],
+    cfg: &FailoverConfig,
+) -> Result<Opened<M::Stream>, ModelError> {
+    let attempts = cfg.attempts.clamp(1, 2);
+    let mut last_err = ModelError::Timeout(0);
+    let mut req = base.clone();
+    for attempt in 1..=attempts {
+        let (model_id, route) = &plan[attempt as usize - 1];
+        req.model_id.clone_from(model_id);
+        let sent_at = Instant::now();
+        let first = async { first_text(model.converse_stream(&req).await?).await };
+        let err = match within("first token", cfg.first_token_timeout, first).await {
+            Ok(Ok((rest, head))) => {
+                let stream = Primed { head: head.into_iter(), rest };
+                return Ok(Opened { stream, model: model_id.clone(), route: *route, failovers: attempt - 1, sent_at });
+            }
+            Ok(Err(e)) => e,
+            Err(late) => ModelError::Timeout(late.ms),
+        };
+        if !err.is_retryable() || attempt == attempts {
+            return Err(err);
+        }
+        tracing::warn!(attempt, model_id, code = err.code(), error = %chain(&err), "model attempt failed before first token; failing over");
+        last_err = err;
+    }
+    Err(last_err)
 }
 
 #[cfg(test)]

@@ -1,18 +1,32 @@
 //! Ports of the context sources a turn gathers from (besides conversation memory, which is the store):
-//! retrieval (RAG), the product services, and the cache that speculative prefetch fills.
+//! retrieval (RAG), the product services, and the cache that speculative prefetch fills; and the one
+//! bundle of them ([`ContextSources`]) that the assembler and the prefetcher are generic over.
 //!
 //! Production adapters live in `mangaassist-adapters` (OpenSearch, HTTP product services, ElastiCache);
 //! embedded ones in `mangaassist-local` (an in-process full-text index, the generated catalog, a TTL
-//! cache). Every call is bounded by the assembler's per-leg deadline; adapters add their own timeouts.
+//! cache). Every call is bounded by the caller's deadline; adapters add their own timeouts. What the cache
+//! holds, and under which keys, is [`crate::entries`].
 
 use std::future::Future;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::compress::RagChunk;
+use crate::entries::{Lookup, RagEntry};
 use crate::error::BoxError;
+use crate::ids::{Asin, UserId};
 use crate::intent::Intent;
+
+/// A retrieved passage (or a piece of service data shown to the model as one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Passage {
+    pub content: String,
+    pub score: f32,
+    /// Its token count, when known (counted once, at indexing or when cached, not on every turn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<usize>,
+}
 
 /// What went wrong in a context source.
 #[derive(Debug, thiserror::Error)]
@@ -60,17 +74,17 @@ pub trait Retriever: Send + Sync {
         query: &str,
         intent: Intent,
         top_k: usize,
-    ) -> impl Future<Output = Result<Vec<RagChunk>, SourceError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Passage>, SourceError>> + Send;
 }
 
 /// The store's product services. Payloads are the services' JSON, passed to the prompt compactly.
 pub trait ProductService: Send + Sync {
-    fn product(&self, asin: &str) -> impl Future<Output = Result<Option<Value>, SourceError>> + Send;
-    fn reviews(&self, asin: &str) -> impl Future<Output = Result<Option<Value>, SourceError>> + Send;
+    fn product(&self, asin: &Asin) -> impl Future<Output = Result<Option<Value>, SourceError>> + Send;
+    fn reviews(&self, asin: &Asin) -> impl Future<Output = Result<Option<Value>, SourceError>> + Send;
     fn recommendations(
         &self,
-        seed_asin: &str,
-        user: &str,
+        seed_asin: &Asin,
+        user: &UserId,
     ) -> impl Future<Output = Result<Option<Value>, SourceError>> + Send;
     fn promotions(&self, placement: &str) -> impl Future<Output = Result<Option<Value>, SourceError>> + Send;
 }
@@ -90,48 +104,18 @@ pub trait Cache: Send + Sync {
     ) -> impl Future<Output = Result<bool, SourceError>> + Send;
 }
 
-/// Cache keys and their TTLs (the design's table). One place, shared by the assembler and prefetch.
-pub mod keys {
-    use std::time::Duration;
-
-    pub const PRODUCT_TTL: Duration = Duration::from_secs(300);
-    pub const REVIEW_TTL: Duration = Duration::from_secs(3600);
-    pub const RECO_TTL: Duration = Duration::from_secs(900);
-    pub const PROMO_TTL: Duration = Duration::from_secs(900);
-    /// Retrieved chunks for a predicted follow-up (prefetch), keyed by intent and product.
-    pub const RAG_TTL: Duration = Duration::from_secs(900);
-    /// The promotions placement the chat uses.
-    pub const PROMO_PLACEMENT: &str = "manga-home";
-
-    pub fn product(asin: &str) -> String {
-        format!("product:{asin}")
-    }
-    pub fn review(asin: &str) -> String {
-        format!("review:{asin}")
-    }
-    pub fn reco(user: &str, asin: &str) -> String {
-        format!("reco:{user}:{asin}")
-    }
-    pub fn promo() -> String {
-        format!("promo:{PROMO_PLACEMENT}")
-    }
-    pub fn rag(intent: &str, asin: &str) -> String {
-        format!("rag:{intent}:{asin}")
-    }
-}
-
 // Shared sources (the local system keeps a handle to count requests; prefetch shares the cache).
 impl<T: ProductService> ProductService for std::sync::Arc<T> {
-    fn product(&self, asin: &str) -> impl Future<Output = Result<Option<Value>, SourceError>> + Send {
+    fn product(&self, asin: &Asin) -> impl Future<Output = Result<Option<Value>, SourceError>> + Send {
         (**self).product(asin)
     }
-    fn reviews(&self, asin: &str) -> impl Future<Output = Result<Option<Value>, SourceError>> + Send {
+    fn reviews(&self, asin: &Asin) -> impl Future<Output = Result<Option<Value>, SourceError>> + Send {
         (**self).reviews(asin)
     }
     fn recommendations(
         &self,
-        seed_asin: &str,
-        user: &str,
+        seed_asin: &Asin,
+        user: &UserId,
     ) -> impl Future<Output = Result<Option<Value>, SourceError>> + Send {
         (**self).recommendations(seed_asin, user)
     }
@@ -163,14 +147,14 @@ impl<T: Retriever> Retriever for std::sync::Arc<T> {
         query: &str,
         intent: Intent,
         top_k: usize,
-    ) -> impl Future<Output = Result<Vec<RagChunk>, SourceError>> + Send {
+    ) -> impl Future<Output = Result<Vec<Passage>, SourceError>> + Send {
         (**self).retrieve(query, intent, top_k)
     }
 }
 
 // An unconfigured source (`None`) answers empty: the turn goes on with what the others provide.
 impl<T: Retriever> Retriever for Option<T> {
-    async fn retrieve(&self, query: &str, intent: Intent, top_k: usize) -> Result<Vec<RagChunk>, SourceError> {
+    async fn retrieve(&self, query: &str, intent: Intent, top_k: usize) -> Result<Vec<Passage>, SourceError> {
         match self {
             Some(r) => r.retrieve(query, intent, top_k).await,
             None => Ok(Vec::new()),
@@ -179,19 +163,19 @@ impl<T: Retriever> Retriever for Option<T> {
 }
 
 impl<T: ProductService> ProductService for Option<T> {
-    async fn product(&self, asin: &str) -> Result<Option<Value>, SourceError> {
+    async fn product(&self, asin: &Asin) -> Result<Option<Value>, SourceError> {
         match self {
             Some(p) => p.product(asin).await,
             None => Ok(None),
         }
     }
-    async fn reviews(&self, asin: &str) -> Result<Option<Value>, SourceError> {
+    async fn reviews(&self, asin: &Asin) -> Result<Option<Value>, SourceError> {
         match self {
             Some(p) => p.reviews(asin).await,
             None => Ok(None),
         }
     }
-    async fn recommendations(&self, seed_asin: &str, user: &str) -> Result<Option<Value>, SourceError> {
+    async fn recommendations(&self, seed_asin: &Asin, user: &UserId) -> Result<Option<Value>, SourceError> {
         match self {
             Some(p) => p.recommendations(seed_asin, user).await,
             None => Ok(None),
@@ -223,6 +207,95 @@ impl<T: Cache> Cache for Option<T> {
         match self {
             Some(c) => c.set_if_absent(key, value, ttl).await,
             None => Ok(true),
+        }
+    }
+}
+
+/// All context sources of a turn, bundled so the engine and the prefetcher have one type parameter for them.
+pub trait ContextSources: Send + Sync {
+    fn retrieve(
+        &self,
+        query: &str,
+        intent: Intent,
+        top_k: usize,
+    ) -> impl Future<Output = Result<Vec<Passage>, SourceError>> + Send;
+    fn cache_get(&self, keys: &[String]) -> impl Future<Output = Result<Vec<Option<String>>, SourceError>> + Send;
+    fn cache_set(&self, key: &str, value: &str, ttl: Duration) -> impl Future<Output = Result<(), SourceError>> + Send;
+    /// `SET NX EX`: `true` when this call set `key` (the prefetch claim).
+    fn cache_set_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, SourceError>> + Send;
+    /// The value of one cache entry from its source (a service call, or the passages of a `Rag` lookup),
+    /// in the entry's cached form; `None` when the source has nothing for it.
+    fn fetch(&self, key: &Lookup) -> impl Future<Output = Result<Option<Value>, SourceError>> + Send;
+}
+
+/// No context sources: memory and the message only.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSources;
+
+impl ContextSources for NoSources {
+    async fn retrieve(&self, _: &str, _: Intent, _: usize) -> Result<Vec<Passage>, SourceError> {
+        Ok(Vec::new())
+    }
+    async fn cache_get(&self, keys: &[String]) -> Result<Vec<Option<String>>, SourceError> {
+        Ok(vec![None; keys.len()])
+    }
+    async fn cache_set(&self, _: &str, _: &str, _: Duration) -> Result<(), SourceError> {
+        Ok(())
+    }
+    async fn cache_set_if_absent(&self, _: &str, _: &str, _: Duration) -> Result<bool, SourceError> {
+        Ok(true)
+    }
+    async fn fetch(&self, _: &Lookup) -> Result<Option<Value>, SourceError> {
+        Ok(None)
+    }
+}
+
+/// Retriever + product services + cache.
+#[derive(Debug, Clone)]
+pub struct Sources<R, P, K> {
+    pub retriever: R,
+    pub products: P,
+    pub cache: K,
+}
+
+impl<R: Retriever, P: ProductService, K: Cache> ContextSources for Sources<R, P, K> {
+    fn retrieve(
+        &self,
+        query: &str,
+        intent: Intent,
+        top_k: usize,
+    ) -> impl Future<Output = Result<Vec<Passage>, SourceError>> + Send {
+        self.retriever.retrieve(query, intent, top_k)
+    }
+    fn cache_get(&self, keys: &[String]) -> impl Future<Output = Result<Vec<Option<String>>, SourceError>> + Send {
+        self.cache.get_many(keys)
+    }
+    fn cache_set(&self, key: &str, value: &str, ttl: Duration) -> impl Future<Output = Result<(), SourceError>> + Send {
+        self.cache.set(key, value, ttl)
+    }
+    fn cache_set_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, SourceError>> + Send {
+        self.cache.set_if_absent(key, value, ttl)
+    }
+    async fn fetch(&self, l: &Lookup) -> Result<Option<Value>, SourceError> {
+        match l {
+            Lookup::Product(a) => self.products.product(a).await,
+            Lookup::Review(a) => self.products.reviews(a).await,
+            Lookup::Reco { user, asin } => self.products.recommendations(asin, user).await,
+            Lookup::Promo => self.products.promotions(crate::entries::PROMO_PLACEMENT).await,
+            Lookup::Rag { intent, asin } => {
+                let passages = self.retriever.retrieve(asin.as_str(), *intent, RagEntry::TOP_K).await?;
+                Ok(RagEntry(passages).into_value())
+            }
         }
     }
 }

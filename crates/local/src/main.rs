@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use mangaassist_core::memory_store::MemoryStore;
 use mangaassist_core::relay::RelayMode;
-use mangaassist_local::bedrock::LatencyModel;
-use mangaassist_local::bench::{self, BenchOptions};
+use mangaassist_local::bench;
+use mangaassist_local::bench::turns::BenchOptions;
 use mangaassist_local::client::ChatClient;
-use mangaassist_local::memory::MemoryStore;
+use mangaassist_local::emulators::bedrock::LatencyModel;
 use mangaassist_local::system::{SystemOptions, start};
 use serde_json::Value;
 use tokio::io::AsyncBufReadExt;
@@ -234,7 +235,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Chat { url, message, page_context } => chat(&url, message, page_context).await,
         Cmd::Bench { scenario: Scenario::Compression, corpus, requests, seed, no_e2e, quick, json, .. } => {
-            bench::compression(bench::CompressionOptions {
+            bench::compression::compression(bench::compression::CompressionOptions {
                 corpus,
                 requests: if quick { requests.min(500) } else { requests },
                 seed,
@@ -244,15 +245,15 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
-        Cmd::Bench { scenario: Scenario::Context, quick, json, .. } => bench::context(quick, json).await,
-        Cmd::Bench { scenario: Scenario::Followups, quick, json, .. } => bench::followups(quick, json).await,
+        Cmd::Bench { scenario: Scenario::Context, quick, json, .. } => bench::context::context(quick, json).await,
+        Cmd::Bench { scenario: Scenario::Followups, quick, json, .. } => bench::followups::followups(quick, json).await,
         Cmd::Bench { scenario: Scenario::Spike, quick, json, .. } => {
             let steps = if quick { vec![5, 50] } else { vec![5, 10, 20, 50] };
-            bench::spike(bench::SpikeOptions { steps, model_units: 2, json }).await
+            bench::spike::spike(bench::spike::SpikeOptions { steps, model_units: 2, json }).await
         }
         Cmd::Bench { url, conversations, concurrency, relay, post_latency_ms, quick, script, json, .. } => {
             let relay = if quick && relay == Relay::Both { Relay::Coalesce } else { relay };
-            bench::main(BenchOptions {
+            bench::turns::turns(BenchOptions {
                 url,
                 script,
                 conversations,

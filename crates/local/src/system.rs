@@ -13,21 +13,21 @@ use lambda_runtime::LambdaEvent;
 use mangaassist_adapters::apigw::ApiGatewaySinks;
 use mangaassist_adapters::bedrock::BedrockModel;
 use mangaassist_core::clock::SystemClock;
-use mangaassist_core::context::Sources;
 use mangaassist_core::ports::Store;
 use mangaassist_core::prefetch::{PrefetchConfig, Prefetcher};
 use mangaassist_core::routes::Routes;
 use mangaassist_core::sources::Cache;
+use mangaassist_core::sources::Sources;
 use mangaassist_core::turn::{Engine, TurnConfig};
 use serde_json::Value;
 
-use crate::bedrock::{BedrockEmulator, EmulatorConfig};
-use crate::catalog::Catalog;
-use crate::gateway::{Gateway, GatewayConfig, Invoke};
-use crate::prefetch::{EmbeddedQueue, MemoryTransitions};
-use crate::search::EmbeddedRetriever;
-use crate::services::{EmbeddedServices, Latency, ServiceLatencies};
-use crate::ttl_cache::TtlCache;
+use crate::embedded::catalog::Catalog;
+use crate::embedded::prefetch::{EmbeddedQueue, MemoryTransitions};
+use crate::embedded::search::EmbeddedRetriever;
+use crate::embedded::services::{EmbeddedServices, Latency, ServiceLatencies};
+use crate::embedded::ttl_cache::TtlCache;
+use crate::emulators::bedrock::{BedrockEmulator, EmulatorConfig};
+use crate::emulators::gateway::{Gateway, GatewayConfig, Invoke};
 
 /// The embedded context sources; the cache is a parameter (in-process by default, Redis in tests), shared
 /// with the prefetcher.

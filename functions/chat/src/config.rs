@@ -11,6 +11,8 @@ use mangaassist_core::compress::PromptBudget;
 use mangaassist_core::context::ContextConfig;
 use mangaassist_core::prompt::PromptConfig;
 use mangaassist_core::relay::{RelayConfig, RelayMode};
+use mangaassist_core::routes::FailoverConfig;
+use mangaassist_core::summary::SummaryConfig;
 use mangaassist_core::turn::TurnConfig;
 
 /// Everything the chat function reads from its environment.
@@ -62,8 +64,10 @@ impl ChatConfig {
                 temperature,
             },
             relay,
-            model_attempts: env.parse("MODEL_ATTEMPTS", d.model_attempts, "expected a count")?.max(1),
-            first_token_timeout: env.millis("FIRST_TOKEN_TIMEOUT_MS", d.first_token_timeout)?,
+            failover: FailoverConfig {
+                attempts: env.parse("MODEL_ATTEMPTS", d.failover.attempts, "expected a count")?.max(1),
+                first_token_timeout: env.millis("FIRST_TOKEN_TIMEOUT_MS", d.failover.first_token_timeout)?,
+            },
             budget: PromptBudget {
                 system: env.parse("BUDGET_SYSTEM_TOKENS", d.budget.system, "expected a token count")?,
                 rag: env.parse("BUDGET_RAG_TOKENS", d.budget.rag, "expected a token count")?,
@@ -82,13 +86,14 @@ impl ChatConfig {
                 ..d.budget
             },
             compression: env.parse("COMPRESSION", d.compression, "expected true or false")?,
-            memory_turns: env.parse("MEMORY_TURNS", d.memory_turns, "expected a count")?,
-            summary_model_id: match env.nonempty("SUMMARY_MODEL_ID").as_deref() {
-                None => d.summary_model_id,
-                Some("off" | "none") => None,
-                Some(m) => Some(m.to_owned()),
+            summary: SummaryConfig {
+                model_id: match env.nonempty("SUMMARY_MODEL_ID").as_deref() {
+                    None => d.summary.model_id.clone(),
+                    Some("off" | "none") => None,
+                    Some(m) => Some(m.to_owned()),
+                },
+                ..d.summary.clone()
             },
-            summarize_after: d.summarize_after,
             emf: env.parse("EMF_METRICS", true, "expected true or false")?,
             context: ContextConfig {
                 memory: env.millis("MEMORY_DEADLINE_MS", d.context.memory)?,
@@ -97,13 +102,15 @@ impl ChatConfig {
                 services: env.millis("SERVICES_DEADLINE_MS", d.context.services)?,
                 overall: env.millis("CONTEXT_DEADLINE_MS", d.context.overall)?,
                 top_k: env.parse("RAG_TOP_K", d.context.top_k, "expected a count")?,
+                memory_turns: env.parse("MEMORY_TURNS", d.context.memory_turns, "expected a count")?,
                 ..d.context
             },
-            connection_ttl: d.connection_ttl,
+            session: d.session,
             turn_ttl: Duration::from_secs(
                 env.parse("TURN_TTL_DAYS", d.turn_ttl.as_secs() / 86_400, "expected days")? * 86_400,
             ),
             claim_ttl: d.claim_ttl,
+            prefetch_handoff: d.prefetch_handoff,
         };
         Ok(Self {
             table_name: env.nonempty("TABLE_NAME").unwrap_or_else(|| "mangaassist".to_owned()),
@@ -153,14 +160,14 @@ mod tests {
         assert_eq!(c.turn.budget.total, 1500);
         assert_eq!(c.turn.budget.rag, 350);
         assert!(!c.turn.compression);
-        assert!(c.turn.summary_model_id.is_none());
+        assert!(c.turn.summary.model_id.is_none());
     }
 
     #[test]
     fn settings_are_read() {
         let c = cfg(&[("RELAY_MODE", "per_token"), ("FIRST_TOKEN_TIMEOUT_MS", "900"), ("MODEL_ID", "m")]).unwrap();
         assert_eq!(c.turn.relay.mode, RelayMode::PerToken);
-        assert_eq!(c.turn.first_token_timeout, Duration::from_millis(900));
+        assert_eq!(c.turn.failover.first_token_timeout, Duration::from_millis(900));
         assert_eq!(c.turn.model_id, "m");
     }
 }

@@ -8,11 +8,11 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use lambda_runtime::LambdaEvent;
 use mangaassist_adapters::apigw::ApiGatewaySinks;
 use mangaassist_core::clock::Clock;
-use mangaassist_core::context::{ContextSources, NoSources};
 use mangaassist_core::error::chain;
 use mangaassist_core::ids::ConnectionId;
 use mangaassist_core::ports::{ModelClient, Store};
 use mangaassist_core::prefetch::{NoPrefetch, PrefetchQueue};
+use mangaassist_core::sources::{ContextSources, NoSources};
 use mangaassist_core::turn::{Engine, TurnResult};
 use serde::Serialize;
 use tokio::time::Instant;
@@ -67,7 +67,8 @@ pub async fn handle<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: P
             "$connect" => {
                 let q = &ev.query_string_parameters;
                 let user = rc.authorizer.fields.get("principalId").and_then(|v| v.as_str());
-                match app.engine.connect(conn, q.first("session_id"), user).await {
+                // Boxed, like the turn: the SDK's futures are deep, and so the handler's would be.
+                match Box::pin(app.engine.connect(conn, q.first("session_id"), user)).await {
                     Ok(rec) => {
                         tracing::info!(session_id = %rec.session_id, "connected");
                         Ok(WsResponse::status(200))
@@ -81,7 +82,7 @@ pub async fn handle<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: P
                 }
             }
             "$disconnect" => {
-                if let Err(e) = app.engine.disconnect(&conn).await {
+                if let Err(e) = Box::pin(app.engine.disconnect(&conn)).await {
                     tracing::error!(error = %chain(&e), "could not delete the connection record (its TTL will)");
                 }
                 Ok(WsResponse::status(200))

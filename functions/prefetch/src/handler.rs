@@ -3,8 +3,8 @@
 //! failures included, so Lambda does not retry a best-effort prefetch (the claim would skip it anyway).
 
 use lambda_runtime::LambdaEvent;
-use mangaassist_core::context::ContextSources;
 use mangaassist_core::prefetch::{PrefetchJob, PrefetchReport, Prefetcher, TransitionStore};
+use mangaassist_core::sources::ContextSources;
 use serde_json::Value;
 use tracing::Instrument;
 
@@ -41,7 +41,7 @@ pub async fn handle<X: ContextSources, T: TransitionStore>(
             return Err(e.into());
         }
     };
-    let span = tracing::info_span!("prefetch", message_id = job.message_id, request_id = %ctx.request_id);
+    let span = tracing::info_span!("prefetch", message_id = %job.message_id, request_id = %ctx.request_id);
     Ok(prefetcher.run(&job).instrument(span).await)
 }
 
@@ -53,7 +53,7 @@ mod tests {
     fn the_sample_event_is_a_job() {
         let path = format!("{}/../../events/prefetch.json", env!("CARGO_MANIFEST_DIR"));
         let job = parse_job(serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()).unwrap();
-        assert_eq!(job.intent, "product_discovery");
+        assert_eq!(job.intent, mangaassist_core::intent::Intent::ProductDiscovery);
         assert!(!job.products.is_empty());
     }
 

@@ -10,8 +10,8 @@
 
 use std::collections::HashSet;
 
-use mangaassist_core::compress::RagChunk;
 use mangaassist_core::intent::Intent;
+use mangaassist_core::sources::Passage;
 use mangaassist_core::sources::kinds_for;
 use mangaassist_core::sources::{Retriever, SourceError};
 use mangaassist_core::tokenizer::{Cl100k, Tokenizer as _};
@@ -24,8 +24,8 @@ use tantivy::schema::{
 use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
 use tantivy::{Index, IndexReader, ReloadPolicy, TantivyDocument, Term};
 
-use crate::catalog::{Catalog, DocKind, Document};
-use crate::services::Latency;
+use crate::embedded::catalog::{Catalog, DocKind, Document};
+use crate::embedded::services::Latency;
 
 const CJK_TOKENIZER: &str = "cjk_bigram";
 /// The indexer's memory budget; the catalog's index is far smaller.
@@ -145,7 +145,7 @@ struct Fields {
 pub struct Hit {
     pub id: String,
     pub kind: DocKind,
-    pub chunk: RagChunk,
+    pub chunk: Passage,
 }
 
 /// `Retriever` over an in-RAM tantivy index.
@@ -154,7 +154,7 @@ pub struct EmbeddedRetriever {
     reader: IndexReader,
     fields: Fields,
     /// Indexed documents with their chunks (token counts included), by ordinal.
-    docs: Vec<(String, DocKind, RagChunk)>,
+    docs: Vec<(String, DocKind, Passage)>,
     latency: Latency,
 }
 
@@ -196,7 +196,7 @@ impl EmbeddedRetriever {
             doc.add_text(fields.text, &d.text);
             doc.add_text(fields.text_cjk, &d.text);
             writer.add_document(doc)?;
-            let chunk = RagChunk { content: d.text.clone(), score: 0.0, tokens: Some(Cl100k.count(&d.text)) };
+            let chunk = Passage { content: d.text.clone(), score: 0.0, tokens: Some(Cl100k.count(&d.text)) };
             docs.push((d.id.clone(), d.kind, chunk));
         }
         let index = writer.finalize()?;
@@ -275,14 +275,14 @@ impl EmbeddedRetriever {
             let Some(ord) = doc.get_first(self.fields.ord).and_then(|v| v.as_u64()) else { continue };
             let Some((id, kind, chunk)) = usize::try_from(ord).ok().and_then(|o| self.docs.get(o)) else { continue };
             let score = if best > 0.0 { (score / best).clamp(0.0, 1.0) } else { 0.0 };
-            hits.push(Hit { id: id.clone(), kind: *kind, chunk: RagChunk { score, ..chunk.clone() } });
+            hits.push(Hit { id: id.clone(), kind: *kind, chunk: Passage { score, ..chunk.clone() } });
         }
         Ok(hits)
     }
 }
 
 impl Retriever for EmbeddedRetriever {
-    async fn retrieve(&self, query: &str, intent: Intent, top_k: usize) -> Result<Vec<RagChunk>, SourceError> {
+    async fn retrieve(&self, query: &str, intent: Intent, top_k: usize) -> Result<Vec<Passage>, SourceError> {
         self.latency.wait().await;
         Ok(self.search(query, kinds_for(intent), top_k)?.into_iter().map(|h| h.chunk).collect())
     }

@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use mangaassist_core::context::ContextSources;
+use mangaassist_core::intent::Intent;
 use mangaassist_core::prefetch::{PrefetchJob, PrefetchQueue, PrefetchReport, Prefetcher, TransitionStore};
-use mangaassist_core::sources::SourceError;
+use mangaassist_core::sources::{ContextSources, SourceError};
 use tokio::task::JoinSet;
 
 fn poisoned() -> SourceError {
@@ -18,19 +18,19 @@ fn poisoned() -> SourceError {
 /// `TransitionStore` in memory: from -> to -> count.
 #[derive(Debug, Default)]
 pub struct MemoryTransitions {
-    counts: Mutex<HashMap<String, HashMap<String, u64>>>,
+    counts: Mutex<HashMap<Intent, HashMap<String, u64>>>,
 }
 
 impl TransitionStore for MemoryTransitions {
-    async fn observe(&self, from: &str, to: &str) -> Result<(), SourceError> {
+    async fn observe(&self, from: Intent, to: Intent) -> Result<(), SourceError> {
         let mut counts = self.counts.lock().map_err(|_| poisoned())?;
-        *counts.entry(from.to_owned()).or_default().entry(to.to_owned()).or_default() += 1;
+        *counts.entry(from).or_default().entry(to.as_str().to_owned()).or_default() += 1;
         Ok(())
     }
 
-    async fn counts(&self, from: &str) -> Result<HashMap<String, u64>, SourceError> {
+    async fn counts(&self, from: Intent) -> Result<HashMap<String, u64>, SourceError> {
         let counts = self.counts.lock().map_err(|_| poisoned())?;
-        Ok(counts.get(from).cloned().unwrap_or_default())
+        Ok(counts.get(&from).cloned().unwrap_or_default())
     }
 }
 
@@ -116,18 +116,19 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mangaassist_core::context::NoSources;
     use mangaassist_core::prefetch::PrefetchConfig;
+    use mangaassist_core::sources::NoSources;
 
     #[tokio::test]
     async fn transitions_are_counted_per_origin() {
         let t = MemoryTransitions::default();
-        t.observe("a", "b").await.unwrap();
-        t.observe("a", "b").await.unwrap();
-        t.observe("a", "c").await.unwrap();
-        let c = t.counts("a").await.unwrap();
-        assert_eq!((c["b"], c["c"]), (2, 1));
-        assert!(t.counts("b").await.unwrap().is_empty());
+        let (a, b, c) = (Intent::Recommendation, Intent::ProductQuestion, Intent::Faq);
+        t.observe(a, b).await.unwrap();
+        t.observe(a, b).await.unwrap();
+        t.observe(a, c).await.unwrap();
+        let n = t.counts(a).await.unwrap();
+        assert_eq!((n["product_question"], n["faq"]), (2, 1));
+        assert!(t.counts(b).await.unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -135,12 +136,12 @@ mod tests {
         let q = EmbeddedQueue::new(Prefetcher::new(NoSources, MemoryTransitions::default(), PrefetchConfig::default()));
         for id in ["m1", "m2"] {
             let job = PrefetchJob {
-                session_id: "s".into(),
-                user_id: "u".into(),
-                message_id: id.into(),
-                previous_intent: Some("product_question".into()),
-                intent: "recommendation".into(),
-                products: vec!["B0AAAAAAA1".into()],
+                session_id: mangaassist_core::ids::SessionId::parse("s").unwrap(),
+                user_id: mangaassist_core::ids::UserId::parse("u").unwrap(),
+                message_id: mangaassist_core::ids::MessageId::parse(id).unwrap(),
+                previous_intent: Some(Intent::ProductQuestion),
+                intent: Intent::Recommendation,
+                products: vec![mangaassist_core::ids::Asin::parse("B0AAAAAAA1").unwrap()],
                 page_context: Default::default(),
             };
             q.enqueue(&job).await.unwrap();
@@ -148,6 +149,6 @@ mod tests {
         let reports = q.drain().await;
         assert_eq!(reports.len(), 2);
         assert!(q.drain().await.is_empty());
-        assert_eq!(q.prefetcher().transitions().counts("product_question").await.unwrap()["recommendation"], 2);
+        assert_eq!(q.prefetcher().transitions().counts(Intent::ProductQuestion).await.unwrap()["recommendation"], 2);
     }
 }

@@ -18,9 +18,7 @@
 //! deterministic summary of the shopper's lines after the same latency model's full generation time.
 //!
 //! # Answers
-//! Deterministic functions of the prompt: the products (ASINs) that appear in the context are recommended
-//! in order of appearance (only the one named by `refers_to=<ASIN>` when the prompt has it), in Japanese
-//! when the question is Japanese, padded to about `answer_tokens`.
+//! Deterministic functions of the prompt ([`super::answers`]), padded to about `answer_tokens`.
 //!
 //! Every request is recorded ([`Stats`]) under its `requestMetadata.message_id`, so the bench can tell the
 //! model's own first-token time from ours.
@@ -42,6 +40,9 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
+
+use super::answers::{answer_for, estimate_tokens, tokenize_answer};
+use mangaassist_core::ids::Asin;
 
 /// The emulator's latency model; see the module docs.
 #[derive(Debug, Clone, Copy)]
@@ -197,7 +198,7 @@ struct Shared {
     stats: Arc<Stats>,
     faults: Mutex<VecDeque<Fault>>,
     counter: std::sync::atomic::AtomicU64,
-    control: Arc<crate::control_plane::ControlPlane>,
+    control: Arc<crate::emulators::control_plane::ControlPlane>,
     /// Streams in flight per model id or ARN.
     active: Arc<Mutex<HashMap<String, usize>>>,
 }
@@ -224,7 +225,7 @@ pub struct BedrockEmulator {
     pub addr: SocketAddr,
     pub stats: Arc<Stats>,
     /// The provisioned-throughput control plane served on the same address.
-    pub control: Arc<crate::control_plane::ControlPlane>,
+    pub control: Arc<crate::emulators::control_plane::ControlPlane>,
     shared: Arc<Shared>,
 }
 
@@ -234,7 +235,7 @@ impl BedrockEmulator {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stats = Arc::new(Stats::default());
-        let control = Arc::new(crate::control_plane::ControlPlane::default());
+        let control = Arc::new(crate::emulators::control_plane::ControlPlane::default());
         let shared_control = control.clone();
         let shared = Arc::new(Shared {
             cfg,
@@ -248,7 +249,7 @@ impl BedrockEmulator {
             .route("/model/{model_id}/converse-stream", post(converse_stream))
             .route("/model/{model_id}/converse", post(converse))
             .with_state(shared.clone())
-            .merge(crate::control_plane::router(control.clone()));
+            .merge(crate::emulators::control_plane::router(control.clone()));
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "bedrock emulator stopped");
@@ -279,108 +280,6 @@ pub const CLAUDE_TOKENS_PER_CL100K: f64 = 1.15;
 pub fn billed_tokens(text: &str, messages: usize) -> u32 {
     let n = mangaassist_core::tokenizer::Tokenizer::count(&mangaassist_core::tokenizer::Cl100k, text);
     ((n as f64) * CLAUDE_TOKENS_PER_CL100K).round() as u32 + 3 * u32::try_from(messages).unwrap_or(0)
-}
-
-/// Token estimate for answer lengths (the core's BPE-free estimate).
-pub fn estimate_tokens(text: &str) -> u32 {
-    u32::try_from(mangaassist_core::tokenizer::Tokenizer::count(&mangaassist_core::tokenizer::Heuristic, text))
-        .unwrap_or(u32::MAX)
-}
-
-/// The ASINs `text` mentions, in order, without repeats.
-fn asins_in(text: &str) -> Vec<String> {
-    mangaassist_core::prompt::products_in(text).into_iter().map(|p| p.asin).collect()
-}
-
-fn is_japanese(text: &str) -> bool {
-    text.chars().any(|c| matches!(c as u32, 0x3040..=0x30FF | 0x4E00..=0x9FFF))
-}
-
-/// Splits an answer into model-like tokens: a word with its leading space, long words in 4-byte pieces,
-/// Japanese two characters at a time.
-pub fn tokenize_answer(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    for c in text.chars() {
-        let boundary = (c == ' ' || c == '\n') && !cur.trim().is_empty();
-        let full = if c.is_ascii() { cur.len() >= 6 && cur.is_ascii() } else { cur.chars().count() >= 2 };
-        if boundary || full || (!c.is_ascii() && cur.is_ascii() && !cur.trim().is_empty()) {
-            out.push(std::mem::take(&mut cur));
-        }
-        cur.push(c);
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
-}
-
-/// The deterministic answer for a prompt (see module docs).
-pub fn answer_for(context: &str, question: &str, target_tokens: u32) -> String {
-    // What a model would put first: the product the shopper refers to (`refers_to=<ASIN>`), then ASINs in
-    // the question, then the page the shopper is on, then the rest of the context.
-    let section = |tag: &str| -> String {
-        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-        context.split(&open).nth(1).and_then(|rest| rest.split(&close).next()).unwrap_or_default().to_owned()
-    };
-    // The shopper's own words: the `<question>` section of a compressed prompt, else the whole message.
-    let asked = section("question");
-    let asked = if asked.is_empty() { question.to_owned() } else { asked };
-    let focus = context
-        .split("refers_to=")
-        .nth(1)
-        .map(|rest| &rest[..rest.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(rest.len())])
-        .filter(|a| mangaassist_core::prompt::is_asin(a));
-    let products: Vec<String> = match focus {
-        Some(a) => vec![a.to_owned()],
-        None => {
-            let mut v: Vec<String> = Vec::new();
-            for a in [asins_in(&asked), asins_in(&section("page")), asins_in(context)].concat() {
-                if !v.contains(&a) {
-                    v.push(a);
-                }
-            }
-            v
-        }
-    };
-    let ja = is_japanese(&asked);
-    let mut out = String::new();
-    if ja {
-        out.push_str("ご質問ありがとうございます。");
-        if products.is_empty() {
-            out.push_str(
-                "該当する商品は見つかりませんでしたが、ジャンルや好きな作品を教えていただければお探しします。",
-            );
-        } else {
-            out.push_str("おすすめはこちらです:\n");
-            for (i, p) in products.iter().take(3).enumerate() {
-                out.push_str(&format!("{}. {p} は人気の高い作品で、第1巻から読み始めるのがおすすめです。\n", i + 1));
-            }
-        }
-    } else {
-        out.push_str("Thanks for asking! ");
-        if products.is_empty() {
-            out.push_str(
-                "I could not find a matching title, but tell me a genre or a series you like and I will look again.",
-            );
-        } else {
-            out.push_str("Here are my picks:\n");
-            for (i, p) in products.iter().take(3).enumerate() {
-                out.push_str(&format!(
-                    "{}. {p} is a popular series with strong reviews; volume 1 is the best place to start.\n",
-                    i + 1
-                ));
-            }
-        }
-    }
-    let filler_ja = "新刊の予約や在庫状況もお気軽にお尋ねください。";
-    let filler_en = " You can also ask me about new volumes, stock or delivery times.";
-    let mut n = 0;
-    while estimate_tokens(&out) < target_tokens && n < 20 {
-        out.push_str(if ja { filler_ja } else { filler_en });
-        n += 1;
-    }
-    out
 }
 
 fn text_of(content: &Value) -> String {
@@ -621,7 +520,7 @@ async fn converse(State(shared): State<Arc<Shared>>, Path(model_id): Path<String
             asked.push(q.split_whitespace().take(8).collect::<Vec<_>>().join(" "));
         }
     }
-    let asins = asins_in(&context);
+    let asins: Vec<String> = Asin::all_in(&context).into_iter().map(String::from).collect();
     let text = format!("The shopper asked: {}. Products discussed: {}.", asked.join("; "), asins.join(", "));
     let input_tokens = billed_tokens(&context, messages.len());
     let output_tokens = estimate_tokens(&text);
@@ -650,38 +549,4 @@ async fn converse(State(shared): State<Arc<Shared>>, Path(model_id): Path<String
         "metrics": { "latencyMs": received_at.elapsed().as_millis() }
     }))
     .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn answers_mention_context_products_in_order() {
-        let a = answer_for("see B0AAAAAAA1 and B0BBBBBBB2", "any horror?", 10);
-        let first = a.find("B0AAAAAAA1").unwrap();
-        let second = a.find("B0BBBBBBB2").unwrap();
-        assert!(first < second);
-    }
-
-    #[test]
-    fn the_language_follows_the_question_not_the_retrieved_context() {
-        let prompt =
-            "<context>\n渦巻く年代記は人気シリーズです。\n</context>\n<question>\nShow me horror manga\n</question>";
-        assert!(answer_for(prompt, prompt, 10).starts_with("Thanks for asking"));
-        let prompt = "<context>\nSpiral Chronicle is popular.\n</context>\n<question>\nおすすめは?\n</question>";
-        assert!(answer_for(prompt, prompt, 10).starts_with("ご質問"));
-    }
-
-    #[test]
-    fn japanese_questions_get_japanese_answers() {
-        assert!(answer_for("B0AAAAAAA1", "おすすめは?", 10).contains("おすすめ"));
-    }
-
-    #[test]
-    fn tokens_concatenate_back_to_the_answer() {
-        let a = answer_for("B0AAAAAAA1", "おすすめは? and more", 120);
-        assert_eq!(tokenize_answer(&a).concat(), a);
-        assert!(tokenize_answer(&a).len() > 20);
-    }
 }

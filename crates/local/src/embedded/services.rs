@@ -1,4 +1,4 @@
-//! The embedded product services over the [`Catalog`](crate::catalog::Catalog): the core's `ProductService`
+//! The embedded product services over the [`Catalog`](crate::embedded::catalog::Catalog): the core's `ProductService`
 //! in process (for `mangaassist serve`, the bench and tests), with an artificial latency and a request
 //! counter per service; and [`ServicesServer`], the same services over HTTP on the routes the production
 //! adapter (`mangaassist_adapters::services`) calls, so that adapter is tested against a real server.
@@ -13,11 +13,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use mangaassist_adapters::services::ServiceEndpoints;
+use mangaassist_core::ids::{Asin, UserId};
 use mangaassist_core::sources::{ProductService, SourceError};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::catalog::Catalog;
+use crate::embedded::catalog::Catalog;
 
 /// An artificial latency: `base` plus a uniformly random `0..=jitter`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -144,16 +145,16 @@ impl EmbeddedServices {
 }
 
 impl ProductService for EmbeddedServices {
-    async fn product(&self, asin: &str) -> Result<Option<Value>, SourceError> {
-        Ok(self.answer(Service::Products, |c| c.product_json(asin)).await)
+    async fn product(&self, asin: &Asin) -> Result<Option<Value>, SourceError> {
+        Ok(self.answer(Service::Products, |c| c.product_json(asin.as_str())).await)
     }
 
-    async fn reviews(&self, asin: &str) -> Result<Option<Value>, SourceError> {
-        Ok(self.answer(Service::Reviews, |c| c.reviews_json(asin)).await)
+    async fn reviews(&self, asin: &Asin) -> Result<Option<Value>, SourceError> {
+        Ok(self.answer(Service::Reviews, |c| c.reviews_json(asin.as_str())).await)
     }
 
-    async fn recommendations(&self, seed_asin: &str, user: &str) -> Result<Option<Value>, SourceError> {
-        Ok(self.answer(Service::Recommendations, |c| c.recommendations_json(seed_asin, user)).await)
+    async fn recommendations(&self, seed_asin: &Asin, user: &UserId) -> Result<Option<Value>, SourceError> {
+        Ok(self.answer(Service::Recommendations, |c| c.recommendations_json(seed_asin.as_str(), user.as_str())).await)
     }
 
     async fn promotions(&self, placement: &str) -> Result<Option<Value>, SourceError> {
@@ -249,9 +250,10 @@ mod tests {
     #[tokio::test]
     async fn each_service_counts_its_own_requests() {
         let svc = EmbeddedServices::new(Arc::new(Catalog::generate(1, 20)));
-        let asin = svc.catalog().products()[0].asin.clone();
+        let asin = Asin::parse(svc.catalog().products()[0].asin.as_str()).unwrap();
+        let missing = Asin::parse("B0MISSING1").unwrap();
         assert!(svc.product(&asin).await.unwrap().is_some());
-        assert!(svc.product("B0MISSING1").await.unwrap().is_none());
+        assert!(svc.product(&missing).await.unwrap().is_none());
         assert!(svc.reviews(&asin).await.unwrap().is_some());
         assert_eq!(svc.requests(Service::Products), 2);
         assert_eq!(svc.requests(Service::Reviews), 1);
@@ -269,7 +271,7 @@ mod tests {
         svc.promotions("manga-home").await.unwrap();
         assert!(t.elapsed() >= Duration::from_millis(40));
         let t = tokio::time::Instant::now();
-        svc.reviews("B0MISSING1").await.unwrap();
+        svc.reviews(&Asin::parse("B0MISSING1").unwrap()).await.unwrap();
         assert!(t.elapsed() < Duration::from_millis(40));
     }
 

@@ -1,12 +1,13 @@
-//! The embedded store: the core's `Store` in process memory, for `mangaassist serve` and the bench. Same
-//! semantics as the DynamoDB adapter (conditional claim, idempotent turn writes, newest-first history).
+//! The embedded [`Store`]: conversation state in process memory, for `mangaassist serve`, the bench and the
+//! engine's in-process tests. Same semantics as the DynamoDB adapter (conditional claim, idempotent turn
+//! writes, newest-first history).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use mangaassist_core::error::StoreError;
-use mangaassist_core::ids::{ConnectionId, MessageId, SessionId};
-use mangaassist_core::ports::{Claim, ConnectionRecord, Store, Summary, TurnRecord};
+use crate::error::StoreError;
+use crate::ids::{ConnectionId, MessageId, SessionId};
+use crate::ports::{Claim, ConnectionRecord, Store, Summary, TurnRecord};
 
 #[derive(Debug, Default)]
 struct Inner {

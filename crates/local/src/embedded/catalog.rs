@@ -1,4 +1,4 @@
-//! The embedded store catalog: a seeded, reproducible manga catalog (titles from [`crate::corpus`]) with what
+//! The embedded store catalog: a seeded, reproducible manga catalog (titles from [`crate::bench::corpus`]) with what
 //! the product services answer (details, review summaries, same-genre recommendations, promotions) and the
 //! retrieval documents (one description per product, FAQ and policy pages in English and Japanese).
 //!
@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::corpus::Generator;
+use crate::bench::corpus::Generator;
 
 /// The seed and size `mangaassist serve` and the bench use.
 pub const DEFAULT_SEED: u64 = 42;
@@ -328,7 +328,7 @@ impl Catalog {
         // The genre on sale this week: the first product's, so it is stable for a seed.
         let featured = self.products.first().map(|p| p.genre);
         let promos = match placement {
-            mangaassist_core::sources::keys::PROMO_PLACEMENT => {
+            mangaassist_core::entries::PROMO_PLACEMENT => {
                 let mut v = vec![json!({
                     "id": "points-x10",
                     "title": "10x points on every first volume this week",
@@ -428,7 +428,7 @@ mod tests {
     #[test]
     fn the_chat_placement_has_promotions_and_an_unknown_one_has_none() {
         let c = Catalog::default();
-        let p = c.promotions_json(mangaassist_core::sources::keys::PROMO_PLACEMENT).unwrap();
+        let p = c.promotions_json(mangaassist_core::entries::PROMO_PLACEMENT).unwrap();
         assert!(p["promotions"].as_array().is_some_and(|a| !a.is_empty()));
         assert!(c.promotions_json("nowhere").is_none());
     }

@@ -1,0 +1,185 @@
+//! The assembler through its production path: [`Assembler::assemble`] over the embedded store and
+//! scripted sources, on tokio's paused clock.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::*;
+use crate::ids::MessageId;
+use crate::memory_store::MemoryStore;
+use crate::ports::{TurnRecord, TurnStatus};
+
+/// Sources with scripted latencies; records service calls and cache writes.
+#[derive(Default)]
+struct Scripted {
+    retrieval: Duration,
+    service: Duration,
+    cached: HashMap<String, String>,
+    cache_fails: bool,
+    calls: Mutex<Vec<String>>,
+    queries: Mutex<Vec<String>>,
+    written: Mutex<Vec<String>>,
+}
+
+impl ContextSources for Scripted {
+    async fn retrieve(&self, q: &str, _: Intent, _: usize) -> Result<Vec<Passage>, SourceError> {
+        self.queries.lock().unwrap().push(q.to_owned());
+        tokio::time::sleep(self.retrieval).await;
+        Ok(vec![Passage { content: format!("about {q}"), score: 0.5, tokens: None }])
+    }
+    async fn cache_get(&self, keys: &[String]) -> Result<Vec<Option<String>>, SourceError> {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if self.cache_fails {
+            return Err(SourceError::Unavailable("redis down".into()));
+        }
+        Ok(keys.iter().map(|k| self.cached.get(k).cloned()).collect())
+    }
+    async fn cache_set(&self, key: &str, _: &str, _: Duration) -> Result<(), SourceError> {
+        self.written.lock().unwrap().push(key.to_owned());
+        Ok(())
+    }
+    async fn cache_set_if_absent(&self, _: &str, _: &str, _: Duration) -> Result<bool, SourceError> {
+        Ok(true)
+    }
+    async fn fetch(&self, l: &Lookup) -> Result<Option<Value>, SourceError> {
+        self.calls.lock().unwrap().push(l.key());
+        tokio::time::sleep(self.service).await;
+        Ok(Some(serde_json::json!({ "key": l.key() })))
+    }
+}
+
+fn message(text: &str, page: &str) -> ClientMessage {
+    let frame = serde_json::json!({"action": "sendMessage", "message_id": "m-1", "text": text, "page_context": serde_json::from_str::<Value>(page).unwrap()});
+    ClientMessage::parse(&frame.to_string()).unwrap()
+}
+
+fn session() -> SessionId {
+    SessionId::parse("s-1").unwrap()
+}
+
+async fn assemble(src: &Scripted, store: &MemoryStore, text: &str, page: &str) -> Gathered {
+    let cfg = ContextConfig::default();
+    let asm = Assembler { sources: src, store, cfg: &cfg };
+    asm.assemble(&message(text, page), &session(), &UserId::anonymous()).await
+}
+
+/// A store whose memory reads take 50 ms, holding one earlier answer that named two products.
+async fn store_with_an_answer() -> MemoryStore {
+    let store = MemoryStore::with_latency(Duration::from_millis(50));
+    let turn = TurnRecord {
+        session_id: session(),
+        message_id: MessageId::parse("m-0").unwrap(),
+        ts_ms: 1,
+        user_text: "horror please".into(),
+        assistant_text: "B0AAAAAAA1 and B0BBBBBBB2".into(),
+        products: vec![Asin::parse("B0AAAAAAA1").unwrap(), Asin::parse("B0BBBBBBB2").unwrap()],
+        intent: Some(Intent::ProductDiscovery),
+        status: TurnStatus::Complete,
+        model: "m".into(),
+        input_tokens: 0,
+        output_tokens: 0,
+        user_tokens: None,
+        assistant_tokens: None,
+        expires_at: u64::MAX,
+    };
+    store.save_turn(&turn).await.unwrap();
+    store
+}
+
+const ABOUT_A: &str = r#"{"current_asin":"B0AAAAAAA1"}"#;
+
+#[tokio::test(start_paused = true)]
+async fn the_legs_cost_the_slowest_not_the_sum() {
+    let src =
+        Scripted { retrieval: Duration::from_millis(200), service: Duration::from_millis(100), ..Default::default() };
+    let store = store_with_an_answer().await;
+    let g = assemble(&src, &store, "Is it in stock?", ABOUT_A).await;
+    let asm = &g.context;
+    assert!(asm.errors.is_empty(), "{:?}", asm.errors);
+    assert!((200.0..205.0).contains(&asm.assembly_ms), "{}", asm.assembly_ms);
+    assert_eq!(g.intent, Intent::ProductQuestion);
+    assert_eq!(asm.passages.len(), 3, "product, review, retrieved passage");
+    assert_eq!(src.calls.lock().unwrap().len(), 2);
+    assert_eq!(g.memory.turns.len(), 1, "memory arrived");
+}
+
+#[tokio::test(start_paused = true)]
+async fn sequential_assembly_costs_the_sum() {
+    let src =
+        Scripted { retrieval: Duration::from_millis(100), service: Duration::from_millis(60), ..Default::default() };
+    let store = store_with_an_answer().await;
+    let cfg = ContextConfig { sequential: true, ..ContextConfig::default() };
+    let asm = Assembler { sources: &src, store: &store, cfg: &cfg };
+    let g = asm.assemble(&message("Is it in stock?", ABOUT_A), &session(), &UserId::anonymous()).await;
+    assert!(g.context.assembly_ms >= 50.0 + 1.0 + 60.0 + 100.0, "{}", g.context.assembly_ms);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_leg_is_cut_at_its_deadline_and_the_rest_arrives() {
+    let src = Scripted { retrieval: Duration::from_secs(5), service: Duration::from_millis(10), ..Default::default() };
+    let store = MemoryStore::default();
+    let g = assemble(&src, &store, "Is it in stock?", ABOUT_A).await;
+    assert_eq!(g.context.errors, ["retrieval: deadline of 240 ms"]);
+    assert!(g.context.assembly_ms <= 250.0 + 1.0, "{}", g.context.assembly_ms);
+    assert_eq!(g.context.passages.len(), 2, "the service data still arrived");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cache_hit_skips_the_service_call_and_misses_are_written_back() {
+    let mut src = Scripted { service: Duration::from_millis(100), ..Default::default() };
+    src.cached.insert("product:B0AAAAAAA1".into(), r#"{"title":"cached"}"#.into());
+    let store = MemoryStore::default();
+    let g = assemble(&src, &store, "Is it in stock?", ABOUT_A).await;
+    assert_eq!(g.context.cache_hits, ["product:B0AAAAAAA1"]);
+    assert_eq!(*src.calls.lock().unwrap(), ["review:B0AAAAAAA1"]);
+    let cfg = ContextConfig::default();
+    Assembler { sources: &src, store: &store, cfg: &cfg }.write_back(&g.context).await;
+    assert_eq!(*src.written.lock().unwrap(), ["review:B0AAAAAAA1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_cache_falls_back_to_the_services() {
+    let src = Scripted { cache_fails: true, ..Default::default() };
+    let store = MemoryStore::default();
+    let g = assemble(&src, &store, "Is it in stock?", ABOUT_A).await;
+    assert_eq!(g.context.errors.len(), 1);
+    assert!(g.context.errors[0].starts_with("cache:"));
+    assert_eq!(src.calls.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ordinal_follow_up_reads_its_products_passages_instead_of_searching_its_words() {
+    let src = Scripted::default();
+    let store = store_with_an_answer().await;
+    let g = assemble(&src, &store, "Tell me more about the second one", "{}").await;
+    assert_eq!(g.entities.resolved.as_ref().map(Asin::as_str), Some("B0BBBBBBB2"));
+    assert!(src.queries.lock().unwrap().is_empty(), "no text search for an ordinal");
+    assert_eq!(
+        *src.calls.lock().unwrap(),
+        ["product:B0BBBBBBB2", "review:B0BBBBBBB2", "rag:product_question:B0BBBBBBB2"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_memory_is_cut_and_the_turn_goes_on_without_it() {
+    let src = Scripted::default();
+    let store = MemoryStore::with_latency(Duration::from_secs(2));
+    let g = assemble(&src, &store, "Show me horror manga", "{}").await;
+    assert_eq!(g.context.errors, ["memory: deadline of 150 ms"]);
+    assert!(g.memory.turns.is_empty());
+    assert!(g.context.passages.iter().any(|p| p.content == "about Show me horror manga"), "retrieval still arrived");
+}
+
+#[test]
+fn focus_prefers_named_products_then_the_ordinal_then_the_page() {
+    let e = Entities {
+        asins: vec![Asin::parse("B0NAMED001").unwrap()],
+        resolved: Some(Asin::parse("B0ORDINAL1").unwrap()),
+        ..Entities::default()
+    };
+    let page: serde_json::Map<String, Value> =
+        serde_json::from_str(r#"{"current_asin":"B0CURRENT1","browsing_history":["B0HISTORY1","not an asin"]}"#)
+            .unwrap();
+    assert_eq!(focus_products(&e, &page, 3), ["B0NAMED001", "B0ORDINAL1", "B0CURRENT1"]);
+    assert_eq!(focus_products(&Entities::default(), &page, 3), ["B0CURRENT1", "B0HISTORY1"]);
+}

@@ -1,0 +1,305 @@
+//! The engine in process: the embedded store, a scripted model client and a recording sink, no sockets.
+//! One test per branch of the pipeline.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+use super::*;
+use crate::error::ModelError;
+use crate::memory_store::MemoryStore;
+use crate::ports::{ModelEvent, ModelRequest, ModelStream};
+use crate::sources::SourceError;
+
+/// What the scripted model does for one request.
+enum Script {
+    /// Fails before the stream starts.
+    Refuse(ModelError),
+    /// Streams these events, each after its delay.
+    Stream(Vec<(Duration, Result<ModelEvent, ModelError>)>),
+}
+
+/// A model client that plays scripts in order (then a default answer) and records every request.
+#[derive(Default)]
+struct ScriptedModel {
+    scripts: Mutex<VecDeque<Script>>,
+    requests: Mutex<Vec<ModelRequest>>,
+    summaries: Mutex<Vec<ModelRequest>>,
+}
+
+fn answer(text: &str) -> Script {
+    let mut events: Vec<(Duration, Result<ModelEvent, ModelError>)> =
+        text.split_inclusive(' ').map(|w| (Duration::from_millis(5), Ok(ModelEvent::Text(w.to_owned())))).collect();
+    events.push((Duration::ZERO, Ok(ModelEvent::Stop("end_turn".into()))));
+    events.push((Duration::ZERO, Ok(ModelEvent::Usage { input_tokens: 300, output_tokens: 12 })));
+    Script::Stream(events)
+}
+
+impl ScriptedModel {
+    fn then(self, s: Script) -> Self {
+        self.scripts.lock().unwrap().push_back(s);
+        self
+    }
+
+    fn requests(&self) -> Vec<ModelRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+struct Played(VecDeque<(Duration, Result<ModelEvent, ModelError>)>);
+
+impl ModelStream for Played {
+    async fn next(&mut self) -> Option<Result<ModelEvent, ModelError>> {
+        let (delay, ev) = self.0.pop_front()?;
+        tokio::time::sleep(delay).await;
+        Some(ev)
+    }
+}
+
+impl ModelClient for Arc<ScriptedModel> {
+    type Stream = Played;
+
+    async fn converse_stream(&self, req: &ModelRequest) -> Result<Played, ModelError> {
+        self.requests.lock().unwrap().push(req.clone());
+        let script = self.scripts.lock().unwrap().pop_front();
+        match script.unwrap_or_else(|| answer("Try B0AAAAAAA1 or B0BBBBBBB2, both are popular.")) {
+            Script::Refuse(e) => Err(e),
+            Script::Stream(events) => Ok(Played(events.into())),
+        }
+    }
+
+    async fn complete(&self, req: &ModelRequest) -> Result<String, ModelError> {
+        self.summaries.lock().unwrap().push(req.clone());
+        Ok("The shopper likes horror.".into())
+    }
+}
+
+/// Records every frame; says `Gone` from the `gone_at`-th post on.
+#[derive(Default)]
+struct Recorder {
+    frames: Mutex<Vec<Value>>,
+    gone_at: Option<usize>,
+}
+
+impl Recorder {
+    fn events(&self) -> Vec<Value> {
+        self.frames.lock().unwrap().clone()
+    }
+
+    fn types(&self) -> Vec<String> {
+        self.events().iter().map(|e| e["type"].as_str().unwrap_or_default().to_owned()).collect()
+    }
+
+    fn last(&self) -> Value {
+        self.events().last().cloned().unwrap_or_default()
+    }
+}
+
+impl ConnectionSink for Recorder {
+    async fn post(&self, _: &ConnectionId, frame: Bytes) -> Result<(), SinkError> {
+        let mut frames = self.frames.lock().unwrap();
+        if self.gone_at.is_some_and(|n| frames.len() >= n) {
+            return Err(SinkError::Gone);
+        }
+        frames.push(serde_json::from_slice(&frame).unwrap());
+        Ok(())
+    }
+}
+
+/// A prefetch queue that records its jobs.
+#[derive(Default)]
+struct Jobs(Mutex<Vec<PrefetchJob>>);
+
+impl PrefetchQueue for Arc<Jobs> {
+    async fn enqueue(&self, job: &PrefetchJob) -> Result<(), SourceError> {
+        self.0.lock().unwrap().push(job.clone());
+        Ok(())
+    }
+}
+
+struct Clock0;
+impl Clock for Clock0 {
+    fn now_ms(&self) -> u64 {
+        1_800_000_000_000
+    }
+}
+
+type TestEngine = Engine<Arc<ScriptedModel>, Arc<MemoryStore>, Clock0, NoSources, Arc<Jobs>>;
+
+struct Harness {
+    engine: TestEngine,
+    model: Arc<ScriptedModel>,
+    store: Arc<MemoryStore>,
+    jobs: Arc<Jobs>,
+}
+
+fn harness(model: ScriptedModel, cfg: TurnConfig) -> Harness {
+    let (model, store, jobs) = (Arc::new(model), Arc::new(MemoryStore::default()), Arc::new(Jobs::default()));
+    let engine = Engine::new(model.clone(), store.clone(), Clock0, cfg).with_prefetch(jobs.clone());
+    Harness { engine, model, store, jobs }
+}
+
+fn config() -> TurnConfig {
+    TurnConfig { fallback_model_id: Some("fallback".into()), ..TurnConfig::default() }
+}
+
+fn conn() -> ConnectionId {
+    ConnectionId::parse("conn-1").unwrap()
+}
+
+fn frame(id: &str, text: &str) -> String {
+    serde_json::json!({"action": "sendMessage", "message_id": id, "text": text}).to_string()
+}
+
+impl Harness {
+    async fn send(&self, sink: &Recorder, id: &str, text: &str) -> TurnResult {
+        self.engine.send_message(sink, &conn(), &frame(id, text), Instant::now()).await
+    }
+
+    async fn turns(&self) -> Vec<TurnRecord> {
+        let (session, _) = self.engine.sessions.session_of(&*self.store, &conn()).await;
+        self.store.recent_turns(&session, 10).await.unwrap()
+    }
+}
+
+fn completed_intent(r: &TurnResult) -> Intent {
+    match r {
+        TurnResult::Completed(m) => m.intent,
+        other => panic!("not completed: {other:?}"),
+    }
+}
+
+use crate::intent::Intent;
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_streams_then_completes_and_is_stored_and_handed_to_prefetch() {
+    let h = harness(ScriptedModel::default(), config());
+    h.engine.connect(conn(), Some("s-1"), Some("u-1")).await.unwrap();
+    let sink = Recorder::default();
+    let r = h.send(&sink, "m-1", "Show me some horror manga").await;
+    assert_eq!(completed_intent(&r), Intent::ProductDiscovery);
+    let types = sink.types();
+    assert!(types.len() >= 2 && types[..types.len() - 1].iter().all(|t| t == "delta"), "{types:?}");
+    let done = sink.last();
+    assert_eq!(done["type"], "completed");
+    assert_eq!(done["products"], serde_json::json!([{"asin": "B0AAAAAAA1"}, {"asin": "B0BBBBBBB2"}]));
+    assert_eq!(done["metrics"]["route"], "on-demand");
+    let turns = h.turns().await;
+    assert_eq!(turns.len(), 1);
+    assert_eq!(turns[0].status, TurnStatus::Complete);
+    assert_eq!(turns[0].products, ["B0AAAAAAA1", "B0BBBBBBB2"]);
+    let jobs = h.jobs.0.lock().unwrap().clone();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!((jobs[0].session_id.as_str(), jobs[0].user_id.as_str()), ("s-1", "u-1"));
+    assert_eq!(jobs[0].products, ["B0AAAAAAA1", "B0BBBBBBB2"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bad_frame_gets_a_typed_error_and_never_reaches_the_model() {
+    let h = harness(ScriptedModel::default(), config());
+    let sink = Recorder::default();
+    let r = h.engine.send_message(&sink, &conn(), "{not json", Instant::now()).await;
+    assert_eq!(r, TurnResult::Rejected("bad_frame"));
+    assert_eq!(sink.last()["code"], "bad_frame");
+    assert!(h.model.requests().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_id_is_answered_once() {
+    let h = harness(ScriptedModel::default(), config());
+    let sink = Recorder::default();
+    completed_intent(&h.send(&sink, "m-1", "hello").await);
+    let again = Recorder::default();
+    assert_eq!(h.send(&again, "m-1", "hello").await, TurnResult::Duplicate);
+    assert_eq!(again.last()["code"], "duplicate_message");
+    assert_eq!(h.model.requests().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_over_long_message_is_refused_and_its_id_can_be_sent_again() {
+    let h = harness(ScriptedModel::default(), config());
+    let sink = Recorder::default();
+    let r = h.send(&sink, "m-1", &"manga ".repeat(300)).await;
+    assert_eq!(r, TurnResult::Rejected("message_too_long"));
+    assert!(h.model.requests().is_empty());
+    completed_intent(&h.send(&sink, "m-1", "shorter, then").await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_throttle_before_the_first_token_fails_over_to_the_fallback_model() {
+    let model = ScriptedModel::default().then(Script::Refuse(ModelError::Throttled("429".into())));
+    let h = harness(model, config());
+    let sink = Recorder::default();
+    let r = h.send(&sink, "m-1", "hello").await;
+    let TurnResult::Completed(m) = r else { panic!("{r:?}") };
+    assert_eq!((m.failovers, m.model.as_str()), (1, "fallback"));
+    let asked: Vec<String> = h.model.requests().into_iter().map(|r| r.model_id).collect();
+    assert_eq!(asked, [TurnConfig::default().model_id, "fallback".to_owned()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_model_that_fails_before_any_token_releases_the_claim() {
+    let model = ScriptedModel::default()
+        .then(Script::Refuse(ModelError::Unavailable("503".into())))
+        .then(Script::Refuse(ModelError::Unavailable("503".into())));
+    let h = harness(model, config());
+    let sink = Recorder::default();
+    assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::Failed("model_unavailable"));
+    let err = sink.last();
+    assert_eq!((err["code"].as_str(), err["retryable"].as_bool()), (Some("model_unavailable"), Some(true)));
+    assert!(h.turns().await.is_empty(), "nothing was answered, nothing stored");
+    completed_intent(&h.send(&sink, "m-1", "hello").await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_breaks_mid_answer_is_stored_as_partial() {
+    let broken = Script::Stream(vec![
+        (Duration::from_millis(5), Ok(ModelEvent::Text("The first part ".into()))),
+        (Duration::from_millis(5), Err(ModelError::Unavailable("reset".into()))),
+    ]);
+    let h = harness(ScriptedModel::default().then(broken), config());
+    let sink = Recorder::default();
+    assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::Failed("model_unavailable"));
+    assert_eq!(sink.types(), ["delta", "error"]);
+    let turns = h.turns().await;
+    assert_eq!((turns[0].status, turns[0].assistant_text.as_str()), (TurnStatus::Partial, "The first part "));
+    assert!(h.jobs.0.lock().unwrap().is_empty(), "no prefetch for a failed turn");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_leaves_stops_the_stream_and_the_turn_is_stored_as_client_gone() {
+    let h = harness(ScriptedModel::default(), config());
+    let sink = Recorder { gone_at: Some(1), ..Recorder::default() };
+    assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::ClientGone);
+    assert_eq!(h.turns().await[0].status, TurnStatus::ClientGone);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_one_resolves_against_the_previous_answer() {
+    let h = harness(ScriptedModel::default(), config());
+    let sink = Recorder::default();
+    completed_intent(&h.send(&sink, "m-1", "Show me some horror manga").await);
+    let r = h.send(&sink, "m-2", "Tell me more about the second one").await;
+    assert_eq!(completed_intent(&r), Intent::ProductQuestion);
+    let prompt = &h.model.requests()[1].messages[0].text;
+    assert!(prompt.contains("refers_to=B0BBBBBBB2"), "{prompt}");
+    assert!(prompt.contains("user: Show me some horror manga"), "the first exchange is in the history: {prompt}");
+    let jobs = h.jobs.0.lock().unwrap().clone();
+    assert_eq!(jobs[1].previous_intent, Some(Intent::ProductDiscovery));
+}
+
+#[tokio::test(start_paused = true)]
+async fn older_exchanges_are_summarized_by_the_small_model() {
+    let cfg = TurnConfig { summary: SummaryConfig { model_id: Some("small".into()), ..config().summary }, ..config() };
+    let h = harness(ScriptedModel::default(), cfg);
+    let sink = Recorder::default();
+    for (i, text) in ["hello", "horror please", "anything scary?", "and funny?"].iter().enumerate() {
+        completed_intent(&h.send(&sink, &format!("m-{i}"), text).await);
+    }
+    let summaries = h.model.summaries.lock().unwrap().clone();
+    assert_eq!(summaries.len(), 1, "two exchanges left the verbatim window once");
+    assert_eq!(summaries[0].model_id, "small");
+    let (session, _) = h.engine.sessions.session_of(&*h.store, &conn()).await;
+    assert!(h.store.get_summary(&session).await.unwrap().is_some());
+}
