@@ -1,0 +1,172 @@
+//! Each section's rules, and the budget held by construction (property test).
+
+use super::sections::{compress_conversation, compress_page, compress_rag, role_prefix};
+use super::*;
+use crate::ports::Role;
+use crate::tokenizer::Cl100k;
+use proptest::prelude::*;
+
+fn msg(role: Role, text: &str) -> ChatMessage {
+    ChatMessage { role, text: text.to_owned() }
+}
+
+fn input<'a>(
+    chunks: &'a [Passage],
+    conv: &'a [ChatMessage],
+    page: &'a Map<String, Value>,
+    user: &'a str,
+) -> CompressInput<'a> {
+    CompressInput {
+        system_prompt: "You are   MangaAssist.\n\n  Be brief.\n@order_tracking: Ask for the order id.\n",
+        rag_chunks: chunks,
+        conversation: conv,
+        conversation_tokens: &[],
+        summary: None,
+        page_context: page,
+        notes: &[],
+        user_message: user,
+        intent: Intent::Recommendation,
+    }
+}
+
+#[test]
+fn the_system_prompt_is_minified_and_filtered_by_intent() {
+    let p = "  You are   MangaAssist.\n\n\t Be brief.  \n@order_tracking,return_request: Ask for the order id.\n";
+    assert_eq!(minify_system_prompt(p, Intent::Faq), "You are MangaAssist.\nBe brief.");
+    assert_eq!(
+        minify_system_prompt(p, Intent::ReturnRequest),
+        "You are MangaAssist.\nBe brief.\nAsk for the order id."
+    );
+}
+
+#[test]
+fn rag_keeps_whole_chunks_by_score_and_cuts_the_next_at_a_sentence() {
+    let long = "Berserk is a dark fantasy. It follows Guts. ".repeat(40);
+    let chunks = vec![
+        Passage { content: "Uzumaki is a horror classic by Junji Ito.".into(), score: 0.9, tokens: None },
+        Passage { content: long.clone(), score: 0.8, tokens: None },
+        Passage { content: "Uzumaki is a horror classic by Junji Ito!".into(), score: 0.7, tokens: None },
+    ];
+    let (text, n) = compress_rag(&Cl100k, &chunks, 120, 50);
+    assert!(text.starts_with("Uzumaki is a horror classic by Junji Ito."));
+    assert_eq!(text.matches("Uzumaki").count(), 1, "the near-duplicate is gone: {text}");
+    assert!(text.ends_with('.'), "cut at a sentence end: {text:?}");
+    assert!(n <= 120 && Cl100k.count(&text) <= n);
+}
+
+#[test]
+fn a_tiny_remainder_is_dropped_rather_than_cut() {
+    let chunks = vec![
+        Passage { content: "word ".repeat(90), score: 0.9, tokens: None },
+        Passage { content: "other ".repeat(90), score: 0.8, tokens: None },
+    ];
+    let (text, _) = compress_rag(&Cl100k, &chunks, 120, 50);
+    assert!(!text.contains("other"));
+}
+
+#[test]
+fn older_turns_become_a_digest_and_the_last_four_stay_verbatim() {
+    let conv = vec![
+        msg(Role::User, "Do you have Berserk?"),
+        msg(Role::Assistant, "Yes, all 42 volumes."),
+        msg(Role::User, "And Vagabond?"),
+        msg(Role::Assistant, "Yes, volumes 1-37."),
+        msg(Role::User, "Which is shorter?"),
+        msg(Role::Assistant, "Vagabond."),
+    ];
+    let (text, _) = compress_conversation(&Cl100k, &conv, &[], None, 200, 4);
+    assert!(text.starts_with("[Earlier the shopper asked: Do you have Berserk?]"), "{text}");
+    assert!(
+        text.contains(
+            "user: And Vagabond?\nassistant: Yes, volumes 1-37.\nuser: Which is shorter?\nassistant: Vagabond."
+        )
+    );
+    let (with_summary, _) = compress_conversation(&Cl100k, &conv, &[], Some("asked about Berserk"), 200, 4);
+    assert!(with_summary.starts_with("[Earlier: asked about Berserk]"));
+}
+
+#[test]
+fn page_context_keeps_only_what_the_intent_needs() {
+    let page: Map<String, Value> = serde_json::from_str(
+        r#"{"current_asin":"B0AAAAAAA1","store_section":"horror","cart_asins":["B0X","B0Y"],"browsing_history":["B0Z"]}"#,
+    )
+    .unwrap();
+    let (p, _) = compress_page(&Cl100k, &page, &[], Intent::CheckoutHelp, 100);
+    assert_eq!(p, "cart_asins=B0X,B0Y");
+    let (p, _) = compress_page(&Cl100k, &page, &[("refers_to", "B0Q".into())], Intent::OrderTracking, 100);
+    assert_eq!(p, "refers_to=B0Q");
+}
+
+#[test]
+fn an_over_long_user_message_is_an_error_not_a_cut() {
+    let page = Map::new();
+    let long = "manga ".repeat(300);
+    let c = PromptCompressor::default();
+    let err = c.compress(&Cl100k, &input(&[], &[], &page, &long), &PromptBudget::default()).unwrap_err();
+    assert!(matches!(err, CompressError::UserMessageTooLong { limit: 100, .. }));
+}
+
+#[test]
+fn calibration_shrinks_budgets() {
+    let b = PromptBudget::default().calibrated(1.25);
+    assert_eq!((b.total, b.rag, b.user_message), (1600, 280, 80));
+}
+
+fn arb_text() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        prop_oneof![
+            Just("manga ".to_owned()),
+            Just("進撃の巨人".to_owned()),
+            Just("。".to_owned()),
+            Just(". ".to_owned()),
+            Just("e\u{301}".to_owned()),
+            Just("👨‍👩‍👧".to_owned()),
+            Just("\n".to_owned()),
+            "[a-zA-Z]{1,12}",
+            "[ぁ-んァ-ン一-龯]{1,6}",
+        ],
+        0..120,
+    )
+    .prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn compression_never_exceeds_the_budget_and_keeps_the_message_and_recent_turns(
+        chunks in proptest::collection::vec((arb_text(), 0.0f32..1.0), 0..8),
+        turns in proptest::collection::vec(arb_text(), 0..30),
+        summary in proptest::option::of(arb_text()),
+        user in "[a-zA-Z ]{1,60}",
+        total in 200usize..2000,
+    ) {
+        let chunks: Vec<Passage> = chunks.into_iter().map(|(content, score)| {
+            let tokens = (score > 0.5).then(|| Cl100k.count(content.trim()));
+            Passage { content, score, tokens }
+        }).collect();
+        let conv: Vec<ChatMessage> = turns.iter().enumerate()
+            .map(|(i, t)| msg(if i % 2 == 0 { Role::User } else { Role::Assistant }, t)).collect();
+        let page: Map<String, Value> = serde_json::from_str(r#"{"store_section":"horror","browsing_history":["B0AAAAAAA1"]}"#).unwrap();
+        let known: Vec<Option<usize>> = conv.iter().enumerate().map(|(i, m)| (i % 3 == 0).then(|| Cl100k.count(m.text.trim()))).collect();
+        let mut inp = input(&chunks, &conv, &page, &user);
+        inp.summary = summary.as_deref();
+        inp.conversation_tokens = &known;
+        let budget = PromptBudget { total, ..PromptBudget::default() };
+        let c = PromptCompressor::default();
+        let Ok(out) = c.compress(&Cl100k, &inp, &budget) else { return Ok(()) };
+        let exact = Cl100k.count(&out.system) + Cl100k.count(&out.user);
+        prop_assert!(exact <= out.total_tokens, "exact {} > accounted {}", exact, out.total_tokens);
+        prop_assert!(out.total_tokens <= budget.total.max(out.sections.system + out.sections.user_message + out.sections.conversation + out.sections.page + out.sections.framing));
+        prop_assert!(out.total_tokens <= 2000);
+        prop_assert!(out.user.contains(user.trim()), "the user message is intact");
+        if let Some(last) = conv.last() {
+            let line = format!("{}{}", role_prefix(last.role), last.text.trim());
+            if Cl100k.count(&line) < budget.conversation && !last.text.trim().is_empty() {
+                prop_assert!(out.user.contains(&line), "the newest message is verbatim");
+            }
+        }
+        let again = c.compress(&Cl100k, &inp, &budget).unwrap();
+        prop_assert_eq!(&again, &out, "deterministic");
+    }
+}

@@ -1,0 +1,303 @@
+//! The reconciler over a fake control plane and store, on a fixed clock.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::*;
+use crate::error::StoreError;
+
+// 2026-11-28 in JST, as Unix ms.
+const JST_0859: u64 = 1_795_823_940_000;
+const JST_0900: u64 = 1_795_824_000_000;
+const JST_2259: u64 = 1_795_874_340_000;
+const JST_2300: u64 = 1_795_874_400_000;
+const MINUTE: u64 = 60_000;
+
+struct FixedClock(AtomicU64);
+
+impl Clock for FixedClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Default)]
+struct Fake {
+    pts: Vec<ProvisionedThroughput>,
+    tokens: HashMap<String, String>,
+    creations: u32,
+    deletions: u32,
+    fail_next: bool,
+}
+
+#[derive(Default)]
+struct FakeControl(Mutex<Fake>);
+
+impl FakeControl {
+    fn with<T>(&self, f: impl FnOnce(&mut Fake) -> T) -> T {
+        f(&mut self.0.lock().unwrap())
+    }
+
+    fn set_all(&self, status: ThroughputStatus) {
+        self.with(|f| f.pts.iter_mut().for_each(|p| p.status = status));
+    }
+}
+
+impl ThroughputControl for FakeControl {
+    async fn find_by_name(&self, name: &str) -> Result<Option<ProvisionedThroughput>, ControlError> {
+        // List summaries carry no failure message.
+        Ok(self
+            .with(|f| f.pts.iter().find(|p| p.name == name).cloned())
+            .map(|p| ProvisionedThroughput { failure_message: None, ..p }))
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<ProvisionedThroughput>, ControlError> {
+        Ok(self.with(|f| f.pts.iter().find(|p| p.arn == id || p.name == id).cloned()))
+    }
+
+    async fn create(&self, spec: &ThroughputSpec, token: &str) -> Result<String, ControlError> {
+        self.with(|f| {
+            if let Some(arn) = f.tokens.get(token) {
+                return Ok(arn.clone());
+            }
+            if f.pts.iter().any(|p| p.name == spec.name) {
+                return Err(ControlError::Rejected("name in use".into(), "name in use".into()));
+            }
+            f.creations += 1;
+            let arn = format!("arn:aws:bedrock:us-east-1:123456789012:provisioned-model/pt{}", f.creations);
+            let failed = std::mem::take(&mut f.fail_next);
+            f.pts.push(ProvisionedThroughput {
+                arn: arn.clone(),
+                name: spec.name.clone(),
+                status: if failed { ThroughputStatus::Failed } else { ThroughputStatus::Creating },
+                model_units: spec.model_units,
+                failure_message: failed.then(|| "insufficient capacity".to_owned()),
+            });
+            f.tokens.insert(token.to_owned(), arn.clone());
+            Ok(arn)
+        })
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), ControlError> {
+        self.with(|f| {
+            let before = f.pts.len();
+            f.pts.retain(|p| p.arn != id && p.name != id);
+            if f.pts.len() < before {
+                f.deletions += 1;
+            }
+        });
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct FakeStore {
+    state: Mutex<Option<ThroughputState>>,
+    /// Conflicts to report: each one also bumps the stored version, as a competing writer would.
+    conflicts: AtomicU32,
+    saves: AtomicU32,
+}
+
+impl ThroughputStateStore for FakeStore {
+    async fn load(&self) -> Result<Option<ThroughputState>, StoreError> {
+        Ok(self.state.lock().unwrap().clone())
+    }
+
+    async fn save(&self, state: &ThroughputState, expected: u64) -> Result<SaveOutcome, StoreError> {
+        let mut stored = self.state.lock().unwrap();
+        if self.conflicts.load(Ordering::SeqCst) > 0 {
+            self.conflicts.fetch_sub(1, Ordering::SeqCst);
+            let mut other = stored.clone().unwrap_or_default();
+            other.version += 1;
+            *stored = Some(other);
+            return Ok(SaveOutcome::Conflict);
+        }
+        if stored.as_ref().map_or(0, |s| s.version) != expected {
+            return Ok(SaveOutcome::Conflict);
+        }
+        self.saves.fetch_add(1, Ordering::SeqCst);
+        *stored = Some(state.clone());
+        Ok(SaveOutcome::Saved)
+    }
+}
+
+type Rec = Reconciler<FakeControl, FakeStore, FixedClock>;
+
+fn reconciler(now: u64) -> Rec {
+    let spec = ThroughputSpec {
+        name: "mangaassist-peak".into(),
+        model_id: "anthropic.claude-3-5-haiku-20241022-v1:0".into(),
+        model_units: 1,
+        commitment: None,
+    };
+    Reconciler::new(FakeControl::default(), FakeStore::default(), FixedClock(AtomicU64::new(now)), spec)
+}
+
+fn at(r: &Rec, now: u64) {
+    r.clock.0.store(now, Ordering::SeqCst);
+}
+
+#[test]
+fn peak_starts_at_nine_and_ends_before_eleven_pm_jst() {
+    assert!(!is_peak(JST_0859), "08:59 is off-peak");
+    assert!(is_peak(JST_0900), "09:00 is peak");
+    assert!(is_peak(JST_2259), "22:59 is peak");
+    assert!(!is_peak(JST_2300), "23:00 is off-peak");
+}
+
+#[test]
+fn the_jst_date_rolls_over_at_midnight_tokyo_time() {
+    assert_eq!(JstTime::from_unix_ms(JST_0859).date_compact(), "20261128");
+    // 2026-11-27T23:59Z is already the 28th in Tokyo; 14:59Z on the 28th is still the 28th.
+    assert_eq!(JstTime::from_unix_ms(JST_0900 - 9 * 3_600_000 - MINUTE).date_compact(), "20261127");
+    assert_eq!(JstTime::from_unix_ms(0).date_compact(), "19700101");
+    assert_eq!(JstTime::from_unix_ms(951_782_400_000).date_compact(), "20000229");
+}
+
+#[tokio::test]
+async fn reconcile_follows_the_clock_at_the_peak_boundaries() {
+    for (now, want) in [
+        (JST_0859, Desired::OnDemand),
+        (JST_0900, Desired::Provisioned),
+        (JST_2259, Desired::Provisioned),
+        (JST_2300, Desired::OnDemand),
+    ] {
+        let r = reconciler(now);
+        let out = r.run(Trigger::Reconcile).await.unwrap();
+        assert_eq!(out.state.desired, want, "at {now}");
+    }
+}
+
+#[tokio::test]
+async fn scaling_up_twice_buys_once() {
+    let r = reconciler(JST_0900);
+    let first = r.run(Trigger::ScaleUp).await.unwrap();
+    assert_eq!(first.actions.len(), 1);
+    assert_eq!(first.state.status, ThroughputStatus::Creating);
+    let second = r.run(Trigger::ScaleUp).await.unwrap();
+    assert!(second.actions.is_empty(), "{:?}", second.actions);
+    assert_eq!(r.control.with(|f| f.creations), 1);
+    assert_eq!(second.state.arn, first.state.arn);
+}
+
+#[tokio::test]
+async fn a_retried_purchase_decided_on_the_same_state_reuses_the_client_token() {
+    let r = reconciler(JST_0900);
+    let token = client_token(&r.spec.name, JST_0900, 0);
+    assert_eq!(token, "mangaassist-peak-20261128-v0");
+    r.control.create(&r.spec, &token).await.unwrap();
+    // The first invocation bought, then died before writing state; the retry finds it and buys nothing.
+    let out = r.run(Trigger::ScaleUp).await.unwrap();
+    assert!(out.actions.is_empty());
+    assert_eq!(r.control.with(|f| f.creations), 1);
+    assert!(out.state.arn.is_some());
+}
+
+#[tokio::test]
+async fn scaling_down_with_nothing_provisioned_is_a_no_op() {
+    let r = reconciler(JST_2300);
+    let out = r.run(Trigger::ScaleDown).await.unwrap();
+    assert!(out.actions.is_empty());
+    assert_eq!(out.state.status, ThroughputStatus::NotProvisioned);
+    assert_eq!(r.control.with(|f| (f.creations, f.deletions)), (0, 0));
+    // Nothing changed the second time, so nothing is written.
+    let saves = r.store.saves.load(Ordering::SeqCst);
+    r.run(Trigger::ScaleDown).await.unwrap();
+    assert_eq!(r.store.saves.load(Ordering::SeqCst), saves);
+}
+
+#[tokio::test]
+async fn scaling_down_deletes_what_scaling_up_bought() {
+    let r = reconciler(JST_0900);
+    let up = r.run(Trigger::ScaleUp).await.unwrap();
+    at(&r, JST_2300);
+    let down = r.run(Trigger::ScaleDown).await.unwrap();
+    assert_eq!(down.actions, vec![Action::Deleted(up.state.arn.unwrap())]);
+    assert_eq!(down.state.route(), None);
+    assert!(r.control.with(|f| f.pts.is_empty()));
+}
+
+#[tokio::test]
+async fn a_failed_creation_is_reported_then_bought_again_on_the_next_reconcile() {
+    let r = reconciler(JST_0900);
+    r.control.with(|f| f.fail_next = true);
+    let first = r.run(Trigger::ScaleUp).await.unwrap();
+    assert_eq!(first.state.status, ThroughputStatus::Failed);
+    let err = first.state.last_error.clone().unwrap();
+    assert!(err.contains("insufficient capacity"), "{err}");
+    assert_eq!(first.state.route(), None);
+
+    at(&r, JST_0900 + 5 * MINUTE);
+    let second = r.run(Trigger::Reconcile).await.unwrap();
+    let failed_arn = first.state.arn.unwrap();
+    assert_eq!(second.actions.first(), Some(&Action::Deleted(failed_arn.clone())));
+    assert!(matches!(second.actions.get(1), Some(Action::Created(arn)) if *arn != failed_arn));
+    assert_eq!(second.state.status, ThroughputStatus::Creating);
+    assert_eq!(second.state.last_error, None);
+    assert_eq!(r.control.with(|f| (f.creations, f.deletions)), (2, 1));
+
+    r.control.set_all(ThroughputStatus::InService);
+    let third = r.run(Trigger::Reconcile).await.unwrap();
+    assert_eq!(third.state.route(), second.state.arn.as_deref());
+}
+
+#[tokio::test]
+async fn a_lost_optimistic_lock_is_retried_on_fresh_state() {
+    let r = reconciler(JST_0900);
+    r.store.conflicts.store(2, Ordering::SeqCst);
+    let out = r.run(Trigger::ScaleUp).await.unwrap();
+    assert_eq!(out.attempts, 3);
+    assert_eq!(r.control.with(|f| f.creations), 1, "the redone passes found what the first one bought");
+    assert_eq!(r.store.state.lock().unwrap().as_ref().map(|s| s.version), Some(3));
+    assert!(out.state.arn.is_some());
+}
+
+#[tokio::test]
+async fn a_lock_lost_every_time_gives_up_after_the_retries() {
+    let r = reconciler(JST_0900);
+    r.store.conflicts.store(u32::MAX, Ordering::SeqCst);
+    let err = r.run(Trigger::ScaleUp).await.unwrap_err();
+    assert!(matches!(err, ThroughputError::Contended(4)), "{err}");
+    assert_eq!(err.code(), "state_contended");
+}
+
+#[tokio::test]
+async fn an_off_peak_alarm_holds_provisioned_for_an_hour_against_reconcile() {
+    let r = reconciler(JST_2300 + 60 * MINUTE);
+    let fired = r.run(Trigger::AlarmFiring).await.unwrap();
+    assert_eq!(fired.state.desired, Desired::Provisioned);
+    assert_eq!(fired.actions.len(), 1);
+
+    at(&r, JST_2300 + 119 * MINUTE);
+    let held = r.run(Trigger::Reconcile).await.unwrap();
+    assert_eq!(held.state.desired, Desired::Provisioned);
+    assert!(held.actions.is_empty());
+
+    at(&r, JST_2300 + 120 * MINUTE);
+    let released = r.run(Trigger::Reconcile).await.unwrap();
+    assert_eq!(released.state.desired, Desired::OnDemand);
+    assert!(matches!(released.actions.as_slice(), [Action::Deleted(_)]));
+}
+
+#[tokio::test]
+async fn an_alarm_clearing_during_peak_changes_nothing() {
+    let r = reconciler(JST_0900 + 60 * MINUTE);
+    r.run(Trigger::AlarmFiring).await.unwrap();
+    let out = r.run(Trigger::AlarmCleared).await.unwrap();
+    assert_eq!(out.state.desired, Desired::Provisioned);
+    assert!(out.actions.is_empty());
+    assert_eq!(r.control.with(|f| f.creations), 1);
+}
+
+#[test]
+fn only_an_in_service_throughput_is_routed_to() {
+    let mut s = ThroughputState { arn: Some("arn:pt".into()), ..ThroughputState::default() };
+    for status in [ThroughputStatus::Creating, ThroughputStatus::Failed, ThroughputStatus::Updating] {
+        s.status = status;
+        assert_eq!(s.route(), None, "{status:?}");
+    }
+    s.status = ThroughputStatus::InService;
+    assert_eq!(provisioned_route(Some(&s)), Some("arn:pt"));
+    assert_eq!(provisioned_route(None), None);
+}
