@@ -55,8 +55,11 @@ async fn a_thirty_turn_session_stays_within_budget_and_bills_fewer_tokens_than_u
     // The uncompressed prompt grows with the session; the compressed one does not.
     let first_on = with[0]["metrics"]["input_tokens"].as_u64().unwrap();
     assert!(last_on < first_on * 3, "compressed prompt grew from {first_on} to {last_on}");
-    let ratio = with.last().unwrap()["metrics"]["compression_ratio"].as_f64().unwrap();
-    assert!(ratio < 0.65, "ratio {ratio} (the design's target is under 0.65)");
+    // The design's target is on the metric (under 0.65), not on one turn: a turn's ratio moves with whether
+    // the summary of older turns (written after each answer) has landed before it reads its memory.
+    let ratios: Vec<f64> = with.iter().map(|c| c["metrics"]["compression_ratio"].as_f64().unwrap()).collect();
+    let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+    assert!(mean < 0.65, "mean ratio {mean} (the design's target is under 0.65): {ratios:?}");
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 mod compression;
 mod context;
 mod helpers;
+mod models;
 mod prefetch;
 mod routing;
 mod sources;

@@ -71,6 +71,9 @@ fn job(id: &str, previous: Option<Intent>, intent: Intent, products: &[Asin]) ->
         intent,
         products: products.to_vec(),
         page_context: Default::default(),
+        history: Vec::new(),
+        summary: None,
+        previous_products: Vec::new(),
     }
 }
 

@@ -45,7 +45,7 @@ async fn turns_use_provisioned_capacity_only_once_it_is_in_service_and_fail_over
         PeakClock,
         ThroughputSpec {
             name: "mangaassist-peak".into(),
-            model_id: "anthropic.claude-3-5-haiku-20241022-v1:0".into(),
+            model_id: "anthropic.claude-haiku-4-5-20251001-v1:0:200k".into(),
             model_units: 1,
             commitment: None,
         },

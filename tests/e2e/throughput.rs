@@ -49,7 +49,7 @@ async fn rig(now_ms: u64) -> Rig {
     ensure_table(&dynamo, &table).await.unwrap();
     let spec = ThroughputSpec {
         name: "mangaassist-peak".into(),
-        model_id: "anthropic.claude-3-5-haiku-20241022-v1:0".into(),
+        model_id: "anthropic.claude-haiku-4-5-20251001-v1:0:200k".into(),
         model_units: 1,
         commitment: None,
     };

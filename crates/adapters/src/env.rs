@@ -5,6 +5,9 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use mangaassist_core::compress::PromptBudget;
+use mangaassist_core::models::{CLAUDE_HAIKU_4_5, check, profile_for_region};
+use mangaassist_core::pregen::{PregenConfig, PregenMode};
 use mangaassist_core::sources::Sources;
 
 use crate::http::HttpSettings;
@@ -110,6 +113,53 @@ impl SourceSettings {
     }
 }
 
+/// The stack's Region (`AWS_REGION`, set by Lambda), which picks the default inference profiles.
+pub fn region<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> String {
+    env.nonempty("AWS_REGION").unwrap_or_else(|| "ap-northeast-1".to_owned())
+}
+
+/// The prompt budgets (`BUDGET_*_TOKENS`), the same for the chat turn and for pre-generation.
+pub fn prompt_budget<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<PromptBudget, ConfigError> {
+    let d = PromptBudget::default();
+    let n = |name: &'static str, default: usize| env.parse(name, default, "expected a token count");
+    Ok(PromptBudget {
+        system: n("BUDGET_SYSTEM_TOKENS", d.system)?,
+        rag: n("BUDGET_RAG_TOKENS", d.rag)?,
+        conversation: n("BUDGET_CONVERSATION_TOKENS", d.conversation)?,
+        page: n("BUDGET_PAGE_TOKENS", d.page)?,
+        user_message: n("BUDGET_USER_MESSAGE_TOKENS", d.user_message)?,
+        total: n("BUDGET_TOTAL_TOKENS", d.total)?,
+        ..d
+    })
+}
+
+/// Speculative pre-generation (`PREGEN` = `off` | `full` | `full+opening`, `PREGEN_MAX`, `PREGEN_TTL_SECS`,
+/// `PREGEN_MODEL_ID`, `PREGEN_TIMEOUT_MS`): the prefetch function generates, the chat function serves.
+pub fn pregen_settings<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<PregenConfig, ConfigError> {
+    let d = PregenConfig::default();
+    let mode = match env.nonempty("PREGEN") {
+        None => d.mode,
+        Some(v) => PregenMode::parse(&v).ok_or(ConfigError {
+            name: "PREGEN",
+            value: v,
+            reason: "expected off, full or full+opening",
+        })?,
+    };
+    let model_id =
+        env.nonempty("PREGEN_MODEL_ID").unwrap_or_else(|| profile_for_region(&region(env), CLAUDE_HAIKU_4_5));
+    if check(&model_id).is_err() {
+        return Err(ConfigError { name: "PREGEN_MODEL_ID", value: model_id, reason: "unknown or retired model" });
+    }
+    Ok(PregenConfig {
+        mode,
+        max: env.parse("PREGEN_MAX", d.max, "expected a count")?,
+        ttl: Duration::from_secs(env.parse("PREGEN_TTL_SECS", d.ttl.as_secs(), "expected seconds")?),
+        model_id,
+        max_tokens: env.parse("MAX_TOKENS", d.max_tokens, "expected a token count")?,
+        timeout: env.millis("PREGEN_TIMEOUT_MS", d.timeout)?,
+    })
+}
+
 /// JSON logs for CloudWatch (which stamps every line), filtered by `RUST_LOG` (default `info`), with the
 /// current span's fields on every line.
 pub fn init_tracing() {
@@ -141,6 +191,18 @@ mod tests {
         );
         assert!(s.opensearch.is_none() && s.redis.is_none());
         assert_eq!(SourceSettings::read(&env(&[])).unwrap(), SourceSettings::default());
+    }
+
+    #[test]
+    fn pregen_defaults_to_full_opening_with_haiku_in_the_regions_profile() {
+        let p = pregen_settings(&env(&[("AWS_REGION", "ap-northeast-1")])).unwrap();
+        assert_eq!(p.mode, PregenMode::FullOpening);
+        assert_eq!(p.model_id, "jp.anthropic.claude-haiku-4-5-20251001-v1:0");
+        assert_eq!((p.max, p.ttl), (3, Duration::from_secs(600)));
+        assert_eq!(pregen_settings(&env(&[("PREGEN", "on")])).unwrap_err().name, "PREGEN");
+        let retired = env(&[("PREGEN_MODEL_ID", "anthropic.claude-3-haiku-20240307-v1:0")]);
+        assert_eq!(pregen_settings(&retired).unwrap_err().name, "PREGEN_MODEL_ID");
+        assert_eq!(prompt_budget(&env(&[("BUDGET_RAG_TOKENS", "300")])).unwrap().rag, 300);
     }
 
     #[test]

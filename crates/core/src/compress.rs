@@ -33,7 +33,7 @@ use crate::tokenizer::Tokenizer;
 
 mod sections;
 
-pub use sections::{NEAR_DUPLICATE, truncate_at_boundary};
+pub use sections::{CountMemo, NEAR_DUPLICATE, truncate_at_boundary};
 use sections::{compress_conversation, compress_page, compress_rag};
 
 /// A section of the prompt's user message, delimited by its tags. The constants below are the one
@@ -230,11 +230,13 @@ fn write_section(out: &mut String, t: Tag, body: &str, sep: &str) {
 pub struct PromptCompressor {
     pub budget: PromptBudget,
     system_cache: Mutex<HashMap<(usize, Intent), (String, usize)>>,
+    /// Counts of passages that arrived without one.
+    pub counts: CountMemo,
 }
 
 impl PromptCompressor {
     pub fn new(budget: PromptBudget) -> Self {
-        Self { budget, system_cache: Mutex::new(HashMap::new()) }
+        Self { budget, system_cache: Mutex::new(HashMap::new()), counts: CountMemo::default() }
     }
 
     fn system<T: Tokenizer + ?Sized>(&self, tok: &T, prompt: &str, intent: Intent, budget: usize) -> (String, usize) {
@@ -278,7 +280,7 @@ impl PromptCompressor {
         let (page, page_tokens) = compress_page(tok, input.page_context, input.notes, input.intent, budget.page);
 
         // Framing: the tags around each present section, counted once; +2 slack per section join.
-        let framed = |t: Tag| tok.count(t.open) + tok.count(t.close) + 2 + 2;
+        let framed = |t: Tag| tok.count_fixed(t.open) + tok.count_fixed(t.close) + 2 + 2;
         let mut framing = framed(QUESTION);
         if !conversation.is_empty() {
             framing += framed(HISTORY);
@@ -293,7 +295,7 @@ impl PromptCompressor {
             + budget.page.saturating_sub(page_tokens)
             + budget.user_message.saturating_sub(user_tokens);
         let rag_budget = (budget.rag + unused).min(budget.total.saturating_sub(fixed + ctx_framing)).saturating_sub(0);
-        let (rag, rag_tokens) = compress_rag(tok, input.rag_chunks, rag_budget, budget.min_chunk);
+        let (rag, rag_tokens) = compress_rag(tok, input.rag_chunks, rag_budget, budget.min_chunk, &self.counts);
         if !rag.is_empty() {
             framing += ctx_framing;
         }

@@ -24,6 +24,7 @@ use crate::entries::Lookup;
 use crate::ids::{Asin, SessionId, UserId};
 use crate::intent::{self, Entities, Intent};
 use crate::ports::Store;
+use crate::pregen::{self, Ask, PregenEntry};
 use crate::protocol::{ClientMessage, LegTimings};
 use crate::session::Memory;
 use crate::sources::{ContextSources, Passage, SourceError};
@@ -45,6 +46,9 @@ pub struct ContextConfig {
     pub memory_turns: u32,
     /// Run the legs one after another (the benchmark's baseline), not side by side.
     pub sequential: bool,
+    /// Read the pre-generated answer for a follow-up about one product of the last answer, in the same
+    /// cache read as its facts.
+    pub pregen: bool,
 }
 
 impl Default for ContextConfig {
@@ -54,11 +58,13 @@ impl Default for ContextConfig {
             retrieval: Duration::from_millis(240),
             cache: Duration::from_millis(40),
             services: Duration::from_millis(150),
-            overall: Duration::from_millis(250),
+            // A follow-up's passages come after memory: 50 + 200 ms in the design's profile.
+            overall: Duration::from_millis(300),
             top_k: 5,
             max_products: 3,
             memory_turns: 8,
             sequential: false,
+            pregen: true,
         }
     }
 }
@@ -122,6 +128,13 @@ pub struct Assembled {
     pub cache_hits: Vec<String>,
     /// Entries fetched from their sources (written back to the cache after the answer).
     pub fetched: Vec<(Lookup, String)>,
+    /// Every entry's value, from the cache or its source: the facts a pre-generated answer is checked
+    /// against.
+    pub values: Vec<(Lookup, String)>,
+    /// What the follow-up asks of one product of the last answer.
+    pub ask: Option<Ask>,
+    /// The pre-generated answer for that product, when the cache had one.
+    pub pregen: Option<PregenEntry>,
     /// Entries looked up in total.
     pub lookups: usize,
     /// `leg: error` for each leg that failed or was cut at its deadline.
@@ -219,7 +232,13 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
         if let (Some(_), Some(asin)) = (entities.ordinal, entities.resolved.clone()) {
             wanted.push(Lookup::Rag { intent, asin });
         }
-        self.cached_lookups(wanted, cap, &mut asm).await;
+        let ask = pregen::ask(&msg.text, intent, &entities);
+        let entry = match (&ask, self.cfg.pregen) {
+            (Ask::Overview(a) | Ask::Specific(a), true) => Some(PregenEntry::key(session, a)),
+            _ => None,
+        };
+        asm.ask = Some(ask);
+        self.cached_lookups(wanted, entry, cap, &mut asm).await;
         (memory, entities, asm)
     }
 
@@ -231,31 +250,41 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
     }
 
     /// Fetches `lookups`: the cache first, their sources for misses, all side by side.
-    async fn cached_lookups(&self, lookups: Vec<Lookup>, cap: Instant, out: &mut Assembled) {
-        if lookups.is_empty() {
+    async fn cached_lookups(&self, lookups: Vec<Lookup>, entry: Option<String>, cap: Instant, out: &mut Assembled) {
+        if lookups.is_empty() && entry.is_none() {
             return;
         }
         out.lookups = lookups.len();
-        let keys: Vec<String> = lookups.iter().map(Lookup::key).collect();
+        let mut keys: Vec<String> = lookups.iter().map(Lookup::key).collect();
+        keys.extend(entry);
         let (hits, took, err) = leg("cache", self.cfg.cache, cap, self.sources.cache_get(&keys)).await;
         out.legs.cache_ms = took;
         out.errors.extend(err);
-        let hits = hits.unwrap_or_else(|| vec![None; keys.len()]);
+        let mut hits = hits.unwrap_or_else(|| vec![None; keys.len()]).into_iter();
         let mut misses = Vec::new();
-        for ((l, key), hit) in lookups.into_iter().zip(keys).zip(hits) {
-            match hit {
+        for (l, key) in lookups.into_iter().zip(keys) {
+            match hits.next().flatten() {
                 Some(v) => {
                     out.passages.extend(l.passages(&v));
                     out.cache_hits.push(key);
+                    out.values.push((l, v));
                 }
                 None => misses.push(l),
             }
         }
+        out.pregen = hits.next().flatten().as_deref().and_then(PregenEntry::decode);
         if misses.is_empty() {
             return;
         }
         let start = Instant::now();
-        let calls = misses.iter().map(|l| leg("services", self.cfg.services, cap, self.sources.fetch(l)));
+        let calls = misses.iter().map(|l| {
+            // Passages come from the retriever, under its deadline; everything else from a product service.
+            let (name, deadline) = match l {
+                Lookup::Rag { .. } => ("retrieval", self.cfg.retrieval),
+                _ => ("services", self.cfg.services),
+            };
+            leg(name, deadline, cap, self.sources.fetch(l))
+        });
         let results = futures_util::future::join_all(calls).await;
         out.legs.services_ms = ms(start.elapsed());
         for (l, (v, _, err)) in misses.into_iter().zip(results) {
@@ -263,6 +292,7 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
             if let Some(Some(v)) = v {
                 let text = v.to_string();
                 out.passages.extend(l.passages(&text));
+                out.values.push((l.clone(), text.clone()));
                 out.fetched.push((l, text));
             }
         }

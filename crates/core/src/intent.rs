@@ -63,6 +63,11 @@ impl std::fmt::Display for Intent {
     }
 }
 
+/// Whether `text` is Japanese: it has kana or kanji (answers follow the shopper's language).
+pub fn is_japanese(text: &str) -> bool {
+    text.chars().any(|c| matches!(c as u32, 0x3040..=0x30FF | 0x4E00..=0x9FFF))
+}
+
 /// Keywords per intent with weights; English ones are matched on the lower-cased text.
 const RULES: &[(Intent, &[(&str, u8)])] = &[
     (

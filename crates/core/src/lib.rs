@@ -13,12 +13,14 @@
 //! - [`intent`]: the shopper's intent and the entities of a message (ASINs, order ids, ordinals), EN and JA.
 //! - [`protocol`]: the client <-> server JSON frames, their size limits, and the wire values (route, metrics).
 //! - [`tokenizer`]: token counting (cl100k BPE, warmed off the critical path) and per-model calibration.
+//! - [`models`]: which model answers which intent; the capability table per model family; request levers.
 //!
 //! Ports and what flows through them:
 //! - [`ports`]: the model stream, the connection sink and the store, with their records.
 //! - [`sources`]: the context sources (retrieval, product services, cache) and their bundle.
 //! - [`entries`]: what the cache holds, one type per entry with its key and TTL.
 //! - [`memory_store`]: the embedded `Store` (local runs and in-process tests).
+//! - [`pregen`]: pre-generated answers: the cache entry, its fingerprint, and when one may be served.
 //!
 //! The steps of a turn:
 //! - [`session`]: `$connect` / `$disconnect`, connection -> session, and what a session remembers.
@@ -28,6 +30,7 @@
 //! - [`throughput`]: the provisioned-throughput reconciler (desired vs actual, JST peak hours).
 //! - [`routes`]: provisioned vs on-demand routing, and opening the model stream with failover.
 //! - [`relay`]: model deltas -> coalesced, sequenced WebSocket frames under the frame limit.
+//! - [`serve`]: where an answer comes from: the model, a pre-generated answer, or its opening continued.
 //! - [`summary`]: the running summary of older exchanges, written after the answer by a small model.
 //! - [`prefetch`]: speculative prefetch: next-intent prediction (prior, then learned) and cache filling.
 //! - [`metrics`]: CloudWatch Embedded Metric Format records of a turn; the one list of metric names.
@@ -43,12 +46,15 @@ pub mod ids;
 pub mod intent;
 pub mod memory_store;
 pub mod metrics;
+pub mod models;
 pub mod ports;
 pub mod prefetch;
+pub mod pregen;
 pub mod prompt;
 pub mod protocol;
 pub mod relay;
 pub mod routes;
+pub mod serve;
 pub mod session;
 pub mod sources;
 pub mod summary;

@@ -40,9 +40,31 @@ pub const COMPRESSION_RATIO: &str = "prompt.compression_ratio";
 pub const CONTEXT_ASSEMBLY_TIME_MS: &str = "context.assembly_time_ms";
 /// Share of the turn's context lookups answered by the prefetch cache, 0..=1.
 pub const PREFETCH_HIT_RATE: &str = "prefetch.hit_rate";
+/// Of the overview follow-ups a pre-generated answer could serve, the share it served, 0..=1.
+pub const PREGEN_HIT_RATE: &str = "pregen.hit_rate";
+/// Output tokens of pre-generated answers that were never served (emitted by the prefetch function).
+pub const PREGEN_WASTED_TOKENS: &str = "pregen.wasted_tokens";
+/// Output tokens spent generating answers ahead of the question (emitted by the prefetch function).
+pub const PREGEN_GENERATED_TOKENS: &str = "pregen.generated_tokens";
+/// Input tokens Bedrock read from its prompt cache for the turn.
+pub const CACHE_READ_TOKENS: &str = "bedrock.cache_read_tokens";
 
 /// Every metric name above: what alarms and dashboards may refer to.
 pub const ALL: &[&str] = &[
+    FIRST_TOKEN_LATENCY_MS,
+    TOTAL_LATENCY_MS,
+    PROMPT_TOTAL_TOKENS,
+    COMPRESSION_RATIO,
+    CONTEXT_ASSEMBLY_TIME_MS,
+    PREFETCH_HIT_RATE,
+    CACHE_READ_TOKENS,
+    PREGEN_HIT_RATE,
+    PREGEN_WASTED_TOKENS,
+    PREGEN_GENERATED_TOKENS,
+];
+
+/// The metrics of the design's alarm table: each has an alarm in the template.
+pub const ALARMED: &[&str] = &[
     FIRST_TOKEN_LATENCY_MS,
     TOTAL_LATENCY_MS,
     PROMPT_TOTAL_TOKENS,
@@ -55,6 +77,8 @@ pub const ALL: &[&str] = &[
 pub const DIM_INTENT: &str = "intent";
 /// Dimension: which model route answered (`on-demand` or `provisioned`, [`crate::protocol::Route`]).
 pub const DIM_ROUTE: &str = "route";
+/// Dimension: the model (or inference profile, or provisioned ARN) that answered.
+pub const DIM_MODEL: &str = "model";
 
 /// CloudWatch rejects an empty dimension value (and with it the whole record), so one is written instead.
 const EMPTY_DIMENSION_VALUE: &str = "unknown";
@@ -207,10 +231,14 @@ pub fn turn_record(
     timestamp_ms: u64,
     context_assembly_ms: Option<f64>,
     prefetch_hit_rate: Option<f64>,
+    pregen_hit_rate: Option<f64>,
 ) -> Emf {
     let mut emf = Emf::new(timestamp_ms)
         .dimension(DIM_INTENT, metrics.intent.as_str())
         .dimension(DIM_ROUTE, metrics.route.as_str())
+        .dimension(DIM_MODEL, &metrics.model)
+        .dimension_sets(&[&[DIM_INTENT, DIM_ROUTE], &[DIM_ROUTE], &[DIM_MODEL], &[]])
+        .metric(CACHE_READ_TOKENS, f64::from(metrics.cache_read_tokens), Unit::Count)
         .metric(FIRST_TOKEN_LATENCY_MS, metrics.first_token_ms, Unit::Milliseconds)
         .metric(TOTAL_LATENCY_MS, metrics.total_ms, Unit::Milliseconds)
         .metric(PROMPT_TOTAL_TOKENS, f64::from(metrics.prompt_tokens), Unit::Count)
@@ -221,7 +249,20 @@ pub fn turn_record(
     if let Some(rate) = prefetch_hit_rate {
         emf = emf.metric(PREFETCH_HIT_RATE, rate, Unit::None);
     }
+    if let Some(rate) = pregen_hit_rate {
+        emf = emf.metric(PREGEN_HIT_RATE, rate, Unit::None);
+    }
     emf
+}
+
+/// The record of one prefetch run that pre-generated: tokens spent, and tokens of earlier answers that
+/// were never served.
+pub fn pregen_record(timestamp_ms: u64, generated_tokens: u32, wasted_tokens: u32) -> Emf {
+    Emf::new(timestamp_ms).metric(PREGEN_GENERATED_TOKENS, f64::from(generated_tokens), Unit::Count).metric(
+        PREGEN_WASTED_TOKENS,
+        f64::from(wasted_tokens),
+        Unit::Count,
+    )
 }
 
 #[cfg(test)]
@@ -281,7 +322,7 @@ mod tests {
 
     #[test]
     fn a_turn_record_is_valid_emf_with_the_designs_names() {
-        let doc = assert_valid_emf(&turn_record(&sample(), 1_795_770_910_120, None, None).to_json());
+        let doc = assert_valid_emf(&turn_record(&sample(), 1_795_770_910_120, None, None, None).to_json());
         assert_eq!(doc["_aws"]["Timestamp"], 1_795_770_910_120_u64);
         assert_eq!(doc[FIRST_TOKEN_LATENCY_MS], 412.5);
         assert_eq!(doc[TOTAL_LATENCY_MS], 1830.25);
@@ -298,6 +339,7 @@ mod tests {
         assert_eq!(
             units,
             [
+                (CACHE_READ_TOKENS, "Count"),
                 (FIRST_TOKEN_LATENCY_MS, "Milliseconds"),
                 (TOTAL_LATENCY_MS, "Milliseconds"),
                 (PROMPT_TOTAL_TOKENS, "Count"),
@@ -309,20 +351,20 @@ mod tests {
     #[test]
     fn turn_metrics_are_published_per_intent_per_route_and_in_aggregate() {
         let m = TurnMetrics { route: crate::protocol::Route::Provisioned, ..sample() };
-        let doc = assert_valid_emf(&turn_record(&m, 1, None, None).to_json());
+        let doc = assert_valid_emf(&turn_record(&m, 1, None, None, None).to_json());
         assert_eq!(doc["route"], "provisioned");
         assert_eq!(
             doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
-            serde_json::json!([["intent", "route"], ["route"], []])
+            serde_json::json!([["intent", "route"], ["route"], ["model"], []])
         );
     }
 
     #[test]
     fn context_assembly_and_prefetch_hit_rate_are_recorded_only_when_measured() {
-        let without = turn_record(&sample(), 1, None, None);
+        let without = turn_record(&sample(), 1, None, None, None);
         assert_eq!(without.value(CONTEXT_ASSEMBLY_TIME_MS), None);
         assert_eq!(without.value(PREFETCH_HIT_RATE), None);
-        let with = turn_record(&sample(), 1, Some(120.0), Some(0.25));
+        let with = turn_record(&sample(), 1, Some(120.0), Some(0.25), Some(1.0));
         let doc = assert_valid_emf(&with.to_json());
         assert_eq!(doc[CONTEXT_ASSEMBLY_TIME_MS], 120.0);
         assert_eq!(doc[PREFETCH_HIT_RATE], 0.25);
@@ -332,15 +374,17 @@ mod tests {
             .iter()
             .map(|m| m["Name"].as_str().unwrap())
             .collect();
-        assert_eq!(names.len(), ALL.len());
-        assert!(ALL.iter().all(|n| names.contains(n)));
+        let per_turn: Vec<&&str> =
+            ALL.iter().filter(|n| ![PREGEN_WASTED_TOKENS, PREGEN_GENERATED_TOKENS].contains(n)).collect();
+        assert_eq!(names.len(), per_turn.len());
+        assert!(per_turn.iter().all(|n| names.contains(n)));
     }
 
     #[test]
     fn a_ratio_that_is_not_a_number_is_left_out_rather_than_written_as_null() {
         let mut m = sample();
         m.compression_ratio = f64::NAN;
-        let doc = assert_valid_emf(&turn_record(&m, 1, None, Some(f64::INFINITY)).to_json());
+        let doc = assert_valid_emf(&turn_record(&m, 1, None, Some(f64::INFINITY), None).to_json());
         assert!(doc.get(COMPRESSION_RATIO).is_none());
         assert!(doc.get(PREFETCH_HIT_RATE).is_none());
         assert_eq!(doc[FIRST_TOKEN_LATENCY_MS], 412.5);

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use crate::error::{ModelError, SinkError, StoreError};
 use crate::ids::{Asin, ConnectionId, MessageId, SessionId, UserId};
 use crate::intent::Intent;
+use crate::models::RequestLevers;
 
 /// Who said a message in the conversation sent to the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,10 +26,13 @@ pub struct ChatMessage {
 }
 
 /// A ConverseStream request, independent of the SDK.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ModelRequest {
     /// A model id, inference-profile id or provisioned-throughput ARN.
     pub model_id: String,
+    /// A long stable prefix of the system prompt (store policies, catalog facts), sent first; a prompt-cache
+    /// checkpoint follows it when `levers.cache_point` is set.
+    pub system_prefix: Option<std::sync::Arc<str>>,
     /// The system prompt, sent as its own block (stable, so it can be cached).
     pub system: String,
     pub messages: Vec<ChatMessage>,
@@ -36,6 +40,8 @@ pub struct ModelRequest {
     pub temperature: f32,
     /// Sent as Bedrock `requestMetadata`: lets invocation logs be joined with our turn logs.
     pub metadata: Vec<(String, String)>,
+    /// Latency-optimized inference, the priority tier, the cache checkpoint: only what the model supports.
+    pub levers: RequestLevers,
 }
 
 /// What the model stream yields.
@@ -43,8 +49,11 @@ pub struct ModelRequest {
 pub enum ModelEvent {
     /// A piece of the answer text.
     Text(String),
-    /// Token counts from the stream's `metadata` event.
-    Usage { input_tokens: u32, output_tokens: u32 },
+    /// Token counts from the stream's `metadata` event (cache reads and writes are part of the input).
+    Usage { input_tokens: u32, output_tokens: u32, cache_read_tokens: u32, cache_write_tokens: u32 },
+    /// How the request was served, from the `metadata` event: the performance tier (`standard` or
+    /// `optimized`; a request over the optimized quota silently runs standard) and the service tier.
+    Served { latency: Option<String>, service_tier: Option<String> },
     /// Why generation stopped (`end_turn`, `max_tokens`, ...).
     Stop(String),
 }
@@ -55,14 +64,22 @@ pub trait ModelStream: Send {
     fn next(&mut self) -> impl Future<Output = Option<Result<ModelEvent, ModelError>>> + Send;
 }
 
+/// A whole answer and what it cost.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Completion {
+    pub text: String,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+}
+
 /// Starts model response streams (Bedrock `ConverseStream`) and runs short non-streaming calls
 /// (Bedrock `Converse`, for summaries).
 pub trait ModelClient: Send + Sync {
     type Stream: ModelStream;
     /// Resolves once the response has started (headers received), before the first token.
     fn converse_stream(&self, req: &ModelRequest) -> impl Future<Output = Result<Self::Stream, ModelError>> + Send;
-    /// The whole answer text at once.
-    fn complete(&self, req: &ModelRequest) -> impl Future<Output = Result<String, ModelError>> + Send;
+    /// The whole answer at once (Bedrock `Converse`).
+    fn complete(&self, req: &ModelRequest) -> impl Future<Output = Result<Completion, ModelError>> + Send;
 }
 
 /// Posts frames to a WebSocket client (API Gateway `PostToConnection`).

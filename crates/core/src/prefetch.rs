@@ -55,6 +55,24 @@ pub struct PrefetchJob {
     pub products: Vec<Asin>,
     #[serde(default)]
     pub page_context: Map<String, Value>,
+    /// The exchanges the next turn will have verbatim, oldest first (this one last): what pre-generation
+    /// puts in the follow-up's prompt, as the turn would.
+    #[serde(default)]
+    pub history: Vec<Exchange>,
+    /// The session's running summary, when it has one.
+    #[serde(default)]
+    pub summary: Option<String>,
+    /// The products of the answer before this one (their pre-generated answers are now out of reach).
+    #[serde(default)]
+    pub previous_products: Vec<Asin>,
+}
+
+/// One question and its answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exchange {
+    pub user: String,
+    pub assistant: String,
 }
 
 /// Context a predicted follow-up needs (the design's prefetch keys).
@@ -331,20 +349,31 @@ pub struct PrefetchReport {
     pub skipped: Vec<String>,
     /// `step: error` for each step that failed or was cut at the deadline.
     pub errors: Vec<String>,
+    /// Speculative pre-generation, when a product question was predicted.
+    pub pregen: Option<PregenReport>,
     pub elapsed_ms: f64,
 }
 
-/// The prefetch worker: the context sources (whose cache it fills) and the transition counts.
+/// The prefetch worker: the context sources (whose cache it fills), the transition counts, and the
+/// pre-generation step.
 #[derive(Debug)]
-pub struct Prefetcher<X, T> {
+pub struct Prefetcher<X, T, G = NoPregen> {
     sources: X,
     transitions: T,
     config: PrefetchConfig,
+    pregen: G,
 }
 
-impl<X: ContextSources, T: TransitionStore> Prefetcher<X, T> {
+impl<X: ContextSources, T: TransitionStore> Prefetcher<X, T, NoPregen> {
     pub fn new(sources: X, transitions: T, config: PrefetchConfig) -> Self {
-        Self { sources, transitions, config }
+        Self { sources, transitions, config, pregen: NoPregen }
+    }
+}
+
+impl<X: ContextSources, T: TransitionStore, G: Pregenerate> Prefetcher<X, T, G> {
+    /// Pre-generates answers to predicted overview follow-ups after the context prefetch.
+    pub fn with_pregen<G2: Pregenerate>(self, pregen: G2) -> Prefetcher<X, T, G2> {
+        Prefetcher { sources: self.sources, transitions: self.transitions, config: self.config, pregen }
     }
 
     pub fn sources(&self) -> &X {
@@ -367,13 +396,21 @@ impl<X: ContextSources, T: TransitionStore> Prefetcher<X, T> {
         // Boxed: the nested service futures would otherwise make every caller's future type deep enough to hit
         // the compiler's recursion limit; one allocation per job is nothing next to the network calls.
         Box::pin(self.run_until(job, deadline, &mut report)).await;
+        // Pre-generation has its own deadline: it waits for the model, which the context prefetch must not.
+        if !report.duplicate && report.predicted.iter().any(|p| p.intent == Intent::ProductQuestion) {
+            report.pregen = Some(Box::pin(self.pregen.pregenerate(&self.sources, job)).await);
+        }
         report.elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
+        let pregen = report.pregen.as_ref();
         tracing::info!(
             message_id = %job.message_id,
             duplicate = report.duplicate,
             written = report.written.len(),
             skipped = report.skipped.len(),
             errors = report.errors.len(),
+            pregen_generated = pregen.map_or(0, |p| p.generated.len()),
+            pregen_output_tokens = pregen.map_or(0, |p| p.output_tokens),
+            pregen_wasted_tokens = pregen.map_or(0, |p| p.wasted_tokens),
             elapsed_ms = report.elapsed_ms,
             "prefetch done"
         );
@@ -452,6 +489,10 @@ impl<X: ContextSources, T: TransitionStore> Prefetcher<X, T> {
         Ok(Some(key))
     }
 }
+
+mod pregen;
+
+pub use pregen::{NoPregen, PregenReport, Pregenerate, Pregenerator};
 
 #[cfg(test)]
 mod tests;

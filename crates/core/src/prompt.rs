@@ -2,10 +2,13 @@
 //! into a request compressed to the token budget (stable system block first, so Bedrock prompt caching
 //! can hit) or, for the ablation, the uncompressed one, and the token accounting of what was sent.
 
+use std::sync::Arc;
+
 use crate::compress::{
     CompressError, CompressInput, CompressedPrompt, PromptBudget, PromptCompressor, REFERS_TO, raw_tokens,
 };
 use crate::context::Gathered;
+use crate::models::{Levers, ModelChoice, RequestLevers};
 use crate::ports::{ChatMessage, ModelRequest, Role};
 use crate::protocol::ClientMessage;
 use crate::tokenizer::{Calibration, Estimator, Tokenizer};
@@ -25,34 +28,45 @@ If you do not know, say so and suggest how to find out. Never invent prices, sto
 @product_question: Answer about the product the shopper refers to; if it is ambiguous, ask which one.
 ";
 
-/// Model parameters of a turn.
+/// Model parameters of a turn (the answer cap is the intent's: [`ModelChoice::max_tokens`]).
 #[derive(Debug, Clone)]
 pub struct PromptConfig {
-    pub max_tokens: u32,
     pub temperature: f32,
+    /// Request levers the operator switched on (each sent only where the model supports it).
+    pub levers: Levers,
+    /// A long stable prefix of the system prompt (store policies, catalog facts; `CACHED_PREFIX_FILE`):
+    /// with `levers.prompt_cache`, a cache checkpoint follows it once it is long enough for the model.
+    pub cached_prefix: Option<Arc<str>>,
+}
+
+impl Default for PromptConfig {
+    fn default() -> Self {
+        Self { temperature: 0.3, levers: Levers::default(), cached_prefix: None }
+    }
 }
 
 /// A request carrying a compressed prompt: the system block, then one user message.
 pub fn compressed_request(
-    model_id: &str,
+    choice: &ModelChoice,
     cfg: &PromptConfig,
     prompt: &CompressedPrompt,
     metadata: Vec<(String, String)>,
 ) -> ModelRequest {
     ModelRequest {
-        model_id: model_id.to_owned(),
+        model_id: choice.model_id.clone(),
         system: prompt.system.clone(),
         messages: vec![ChatMessage { role: Role::User, text: prompt.user.clone() }],
-        max_tokens: cfg.max_tokens,
+        max_tokens: choice.max_tokens,
         temperature: cfg.temperature,
         metadata,
+        ..ModelRequest::default()
     }
 }
 
 /// The uncompressed request (the ablation baseline): the whole system prompt template, every message of
 /// the history as its own turn, all retrieved text, the page context as JSON, the message.
 pub fn uncompressed_request(
-    model_id: &str,
+    choice: &ModelChoice,
     cfg: &PromptConfig,
     input: &CompressInput<'_>,
     metadata: Vec<(String, String)>,
@@ -91,12 +105,13 @@ pub fn uncompressed_request(
     }
     messages.push(ChatMessage { role: Role::User, text });
     ModelRequest {
-        model_id: model_id.to_owned(),
+        model_id: choice.model_id.clone(),
         system: input.system_prompt.to_owned(),
         messages,
-        max_tokens: cfg.max_tokens,
+        max_tokens: choice.max_tokens,
         temperature: cfg.temperature,
         metadata,
+        ..ModelRequest::default()
     }
 }
 
@@ -143,6 +158,8 @@ pub struct Prompter {
     tokens: Estimator,
     calibration: Calibration,
     compressor: PromptCompressor,
+    /// Tokens of `cfg.cached_prefix` (counted once, when the tokenizer was ready).
+    prefix_tokens: std::sync::OnceLock<usize>,
 }
 
 impl Prompter {
@@ -153,22 +170,39 @@ impl Prompter {
 
     pub fn with_tokens(cfg: PromptConfig, budget: PromptBudget, compression: bool, tokens: Estimator) -> Self {
         let compressor = PromptCompressor::new(budget);
-        Self { cfg, budget, compression, tokens, calibration: Calibration::default(), compressor }
+        let calibration = Calibration::default();
+        Self { cfg, budget, compression, tokens, calibration, compressor, prefix_tokens: std::sync::OnceLock::new() }
     }
 
-    /// The request for `model_id`: compressed to the budget calibrated for that model, or uncompressed.
+    /// The request for `choice`: compressed to the budget calibrated for its model, or uncompressed; with
+    /// the cached prefix and the levers that model supports.
     pub fn request(
         &self,
         input: &CompressInput<'_>,
-        model_id: &str,
+        choice: &ModelChoice,
         metadata: Vec<(String, String)>,
     ) -> Result<ModelRequest, CompressError> {
-        if !self.compression {
-            return Ok(uncompressed_request(model_id, &self.cfg, input, metadata));
-        }
-        let budget = self.budget.calibrated(self.calibration.factor(model_id));
-        let prompt = self.compressor.compress(&self.tokens, input, &budget)?;
-        Ok(compressed_request(model_id, &self.cfg, &prompt, metadata))
+        let mut req = if self.compression {
+            let budget = self.budget.calibrated(self.calibration.factor(&choice.model_id));
+            let prompt = self.compressor.compress(&self.tokens, input, &budget)?;
+            compressed_request(choice, &self.cfg, &prompt, metadata)
+        } else {
+            uncompressed_request(choice, &self.cfg, input, metadata)
+        };
+        req.system_prefix.clone_from(&self.cfg.cached_prefix);
+        req.levers = self.levers_for(&choice.model_id);
+        Ok(req)
+    }
+
+    /// The levers a request to `model_id` carries. The cache checkpoint follows the cached prefix, so the
+    /// prefix alone must reach the model's minimum tokens per checkpoint.
+    pub fn levers_for(&self, model_id: &str) -> RequestLevers {
+        self.cfg.levers.for_model(model_id, self.prefix_tokens())
+    }
+
+    fn prefix_tokens(&self) -> usize {
+        let count = || self.cfg.cached_prefix.as_deref().map_or(0, |p| self.tokens.count(p));
+        if self.tokens.is_exact() { *self.prefix_tokens.get_or_init(count) } else { count() }
     }
 
     /// Off the critical path, after the answer: our count of the request as sent and of the same prompt

@@ -145,6 +145,19 @@ impl std::fmt::Display for Route {
     }
 }
 
+/// Where a turn's answer came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Served {
+    /// The model answered.
+    #[default]
+    Model,
+    /// A pre-generated answer, with no model call.
+    Pregen,
+    /// A pre-generated answer's first sentence, continued by the model.
+    PregenOpening,
+}
+
 /// Per-leg timings of context assembly, ms (0 for a leg that did not run).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct LegTimings {
@@ -165,6 +178,15 @@ pub struct TurnMetrics {
     pub total_ms: f64,
     pub input_tokens: u32,
     pub output_tokens: u32,
+    /// Input tokens read from Bedrock's prompt cache, and written to it.
+    pub cache_read_tokens: u32,
+    pub cache_write_tokens: u32,
+    /// The performance tier that served the request as Bedrock reported it (`standard` / `optimized`).
+    pub performance: Option<String>,
+    /// The service tier that served it (`priority`, `default`, ...), when Bedrock said.
+    pub service_tier: Option<String>,
+    /// The answer cap this intent's route allowed.
+    pub max_tokens: u32,
     /// Delta frames posted (fewer than output tokens when coalescing works).
     pub frames: u32,
     /// Our count of the prompt as sent (cl100k estimate).
@@ -188,6 +210,8 @@ pub struct TurnMetrics {
     pub cache_lookups: u32,
     /// Attempts that failed before the first token and were retried on the next route.
     pub failovers: u32,
+    /// The model, a pre-generated answer, or a pre-generated opening continued by the model.
+    pub served: Served,
 }
 
 /// Server -> client events.

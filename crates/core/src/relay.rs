@@ -99,6 +99,11 @@ pub struct RelayOutcome {
     pub frames: u32,
     pub input_tokens: u32,
     pub output_tokens: u32,
+    pub cache_read_tokens: u32,
+    pub cache_write_tokens: u32,
+    /// The performance tier that served the request, as Bedrock reported it.
+    pub latency: Option<String>,
+    pub service_tier: Option<String>,
     pub stop_reason: Option<String>,
 }
 
@@ -113,6 +118,10 @@ impl RelayOutcome {
             frames: 0,
             input_tokens: 0,
             output_tokens: 0,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
+            latency: None,
+            service_tier: None,
             stop_reason: None,
         }
     }
@@ -137,9 +146,16 @@ impl RelayOutcome {
                 self.text.push_str(&t);
                 Some(t)
             }
-            ModelEvent::Usage { input_tokens, output_tokens } => {
+            ModelEvent::Usage { input_tokens, output_tokens, cache_read_tokens, cache_write_tokens } => {
                 self.input_tokens = input_tokens;
                 self.output_tokens = output_tokens;
+                self.cache_read_tokens = cache_read_tokens;
+                self.cache_write_tokens = cache_write_tokens;
+                None
+            }
+            ModelEvent::Served { latency, service_tier } => {
+                self.latency = latency;
+                self.service_tier = service_tier;
                 None
             }
             ModelEvent::Stop(reason) => {

@@ -11,7 +11,7 @@ use crate::ports::{ChatMessage, ModelClient, ModelRequest, Role, Store, Summary,
 use crate::session::Memory;
 
 /// Instructions for the summary model.
-const SUMMARY_PROMPT: &str = "Summarize this manga-store chat for the assistant's memory in at most 60 words: \
+pub const SUMMARY_PROMPT: &str = "Summarize this manga-store chat for the assistant's memory in at most 60 words: \
 what the shopper wants, titles and ASINs discussed, open questions. Same language as the chat.";
 
 /// Settings of the summarizer.
@@ -81,9 +81,10 @@ pub async fn maybe_summarize<M: ModelClient, St: Store>(
         max_tokens: 120,
         temperature: 0.0,
         metadata: vec![("purpose".to_owned(), "summary".to_owned())],
+        ..ModelRequest::default()
     };
     let text = match within("summary", cfg.timeout, model.complete(&req)).await {
-        Ok(Ok(t)) if !t.trim().is_empty() => t.trim().to_owned(),
+        Ok(Ok(c)) if !c.text.trim().is_empty() => c.text.trim().to_owned(),
         Ok(Ok(_)) => return,
         Ok(Err(e)) => return tracing::warn!(session_id = %session, error = %chain(&e), "summary failed"),
         Err(e) => return tracing::warn!(session_id = %session, error = %e, "summary timed out"),

@@ -27,6 +27,29 @@ pub trait Tokenizer: Send + Sync {
     }
     /// The longest prefix of `text` of at most `max` tokens, ending on a grapheme boundary.
     fn truncate<'a>(&self, text: &'a str, max: usize) -> &'a str;
+    /// The count of a fixed piece of markup (a tag, a separator, a role prefix): the same on every call, so
+    /// tokenizers may remember it.
+    fn count_fixed(&self, text: &'static str) -> usize {
+        self.count(text)
+    }
+}
+
+/// Counts of fixed markup under the BPE, remembered by address (the strings are `'static`).
+fn fixed_count(text: &'static str) -> usize {
+    static COUNTS: Mutex<Vec<(usize, usize, usize)>> = Mutex::new(Vec::new());
+    let key = (text.as_ptr() as usize, text.len());
+    if let Ok(v) = COUNTS.lock()
+        && let Some(&(_, _, n)) = v.iter().find(|(p, l, _)| (*p, *l) == key)
+    {
+        return n;
+    }
+    let n = Cl100k.count(text);
+    if let Ok(mut v) = COUNTS.lock()
+        && v.len() < 64
+    {
+        v.push((key.0, key.1, n));
+    }
+    n
 }
 
 /// Steps `idx` back to the nearest grapheme-cluster boundary of `text`.
@@ -67,6 +90,10 @@ impl Tokenizer for Cl100k {
             }
         }
         Some(used)
+    }
+
+    fn count_fixed(&self, text: &'static str) -> usize {
+        fixed_count(text)
     }
 
     fn truncate<'a>(&self, text: &'a str, max: usize) -> &'a str {
@@ -156,6 +183,10 @@ impl Tokenizer for Estimator {
 
     fn truncate<'a>(&self, text: &'a str, max: usize) -> &'a str {
         if self.is_exact() { Cl100k.truncate(text, max) } else { Heuristic.truncate(text, max) }
+    }
+
+    fn count_fixed(&self, text: &'static str) -> usize {
+        if self.is_exact() { fixed_count(text) } else { Heuristic.count(text) }
     }
 }
 

@@ -25,12 +25,16 @@ use crate::deadline::within;
 use crate::error::{SinkError, StoreError, chain};
 use crate::ids::{Asin, ConnectionId, SessionId, UserId};
 use crate::metrics;
+use crate::models::{CLAUDE_HAIKU_4_5, ModelRouting, NOVA_2_LITE, base_model_id};
 use crate::ports::{Claim, ConnectionRecord, ConnectionSink, ModelClient, Store, TurnRecord, TurnStatus};
+use crate::prefetch::Exchange;
 use crate::prefetch::{NoPrefetch, PrefetchJob, PrefetchQueue};
+use crate::pregen::{Ask, PregenConfig};
 use crate::prompt::{PromptConfig, PromptParts, Prompter};
 use crate::protocol::{ClientMessage, ProductRef, Rejected, ServerEvent, TurnMetrics};
-use crate::relay::{RelayConfig, RelayEnd, RelayOutcome, post_with_retry, relay};
-use crate::routes::{FailoverConfig, Opened, Routes, plan};
+use crate::relay::{RelayConfig, RelayEnd, RelayOutcome, post_with_retry};
+use crate::routes::{FailoverConfig, Routes, plan};
+use crate::serve::{self, Answerer, Serving, Streamed};
 use crate::session::{SessionConfig, Sessions};
 use crate::sources::{ContextSources, NoSources};
 use crate::summary::{SummaryConfig, maybe_summarize};
@@ -38,10 +42,13 @@ use crate::summary::{SummaryConfig, maybe_summarize};
 /// Settings of the turn, read once at cold start.
 #[derive(Debug, Clone)]
 pub struct TurnConfig {
-    /// On-demand model id (or inference-profile id).
-    pub model_id: String,
-    /// Tried when the first attempt fails before its first token; defaults to `model_id` again.
+    /// Which model (on-demand model id or inference profile) answers each intent, with its answer cap.
+    pub models: ModelRouting,
+    /// Tried when the first attempt fails before its first token; defaults to the intent's model again.
     pub fallback_model_id: Option<String>,
+    /// The model the provisioned throughput serves (its base id decides which intents may use it); `None`:
+    /// the default route's model.
+    pub provisioned_model: Option<String>,
     pub prompt: PromptConfig,
     pub relay: RelayConfig,
     pub failover: FailoverConfig,
@@ -60,21 +67,24 @@ pub struct TurnConfig {
     pub claim_ttl: Duration,
     /// Bound of the hand-off to the prefetch worker.
     pub prefetch_handoff: Duration,
+    /// Serving pre-generated answers (`PREGEN`); the entries' TTL.
+    pub pregen: PregenConfig,
 }
 
 impl Default for TurnConfig {
     fn default() -> Self {
         let budget = PromptBudget::default();
         Self {
-            model_id: "anthropic.claude-3-5-haiku-20241022-v1:0".to_owned(),
+            models: ModelRouting::split(&format!("jp.{CLAUDE_HAIKU_4_5}"), &format!("jp.{NOVA_2_LITE}"), 400, 200),
             fallback_model_id: None,
-            prompt: PromptConfig { max_tokens: 400, temperature: 0.3 },
+            provisioned_model: None,
+            prompt: PromptConfig::default(),
             relay: RelayConfig::default(),
             failover: FailoverConfig::default(),
             budget,
             compression: true,
             summary: SummaryConfig {
-                model_id: Some("anthropic.claude-3-haiku-20240307-v1:0".to_owned()),
+                model_id: Some(format!("jp.{NOVA_2_LITE}")),
                 verbatim_exchanges: budget.verbatim_messages.div_ceil(2),
                 ..SummaryConfig::default()
             },
@@ -84,6 +94,7 @@ impl Default for TurnConfig {
             turn_ttl: Duration::from_secs(30 * 24 * 3600),
             claim_ttl: Duration::from_secs(24 * 3600),
             prefetch_handoff: Duration::from_secs(1),
+            pregen: PregenConfig::default(),
         }
     }
 }
@@ -230,38 +241,47 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             Some(claimed) => claimed,
             None => return TurnResult::Duplicate,
         };
-        let plan = plan(provisioned.as_deref(), &self.cfg.model_id, self.cfg.fallback_model_id.as_deref());
+        // The intent's model, on provisioned throughput when that serves this model; or a pre-generated
+        // answer, when one fits.
+        let choice = self.cfg.models.for_intent(gathered.intent);
+        let provisioned = provisioned.filter(|_| self.provisioned_serves(&choice.model_id));
+        let plan = plan(provisioned.as_deref(), &choice.model_id, self.cfg.fallback_model_id.as_deref());
+        let serving = serve::decide(self.cfg.pregen.mode, &turn.msg.text, &gathered, &choice.model_id);
 
         // 3. Compress everything that arrived to the budget.
         let parts = PromptParts::new(&gathered);
         let input = parts.input(&turn.msg, &gathered);
         let metadata = vec![("message_id".to_owned(), turn.msg.message_id.to_string())];
-        let request = match self.prompter.request(&input, &plan[0].0, metadata) {
+        let request = match self.prompter.request(&input, choice, metadata) {
             Ok(r) => r,
             Err(e) => return self.abort(sink, conn, &turn, "message_too_long", &e.to_string(), false).await,
         };
 
-        // 4. Stream: the first attempt that yields a token, then the relay.
-        let opened = match crate::routes::open_stream(&self.model, &request, &plan, &self.cfg.failover).await {
-            Ok(o) => o,
+        // 4. Stream: the model's first attempt that yields a token (or the pre-generated answer), relayed.
+        let answerer = Answerer { model: &self.model, relay: &self.cfg.relay, failover: &self.cfg.failover };
+        let streamed = answerer.answer(sink, conn, &turn.msg.message_id, &request, &plan, serving.clone()).await;
+        let Streamed { out, model, route, failovers, model_first_token_ms, served } = match streamed {
+            Ok(s) => s,
             Err(e) => {
                 tracing::error!(code = e.code(), error = %chain(&e), "model failed before first token");
                 let text = format!("{e}; nothing was answered, please send it again");
                 return self.abort(sink, conn, &turn, e.code(), &text, e.is_retryable()).await;
             }
         };
-        let Opened { mut stream, model, route, failovers, sent_at } = opened;
-        let out = relay(&mut stream, sink, conn, &turn.msg.message_id, &self.cfg.relay).await;
-        drop(stream); // cancels generation if the relay stopped early
 
         // 5. After the stream: tell the client and store the turn, then the work that outlives it.
         let (prompt_tokens, raw_tokens) = self.prompter.account(&request, &input, &model, out.input_tokens);
         let metrics = TurnMetrics {
             first_token_ms: ms_since(turn.started, out.first_post_at),
-            model_first_token_ms: ms_since(sent_at, out.first_delta_at),
+            model_first_token_ms,
             total_ms: ms_since(turn.started, out.last_post_at),
             input_tokens: out.input_tokens,
             output_tokens: out.output_tokens,
+            cache_read_tokens: out.cache_read_tokens,
+            cache_write_tokens: out.cache_write_tokens,
+            performance: out.latency.clone(),
+            service_tier: out.service_tier.clone(),
+            max_tokens: choice.max_tokens,
             frames: out.frames,
             prompt_tokens,
             raw_tokens,
@@ -275,10 +295,18 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             context_errors: gathered.context.errors.clone(),
             cache_hits: gathered.context.cache_hits.clone(),
             cache_lookups: u32::try_from(gathered.context.lookups).unwrap_or(u32::MAX),
+            served,
         };
-        let (result, record, stored) = self.finish(sink, conn, &turn, out, metrics).await;
-        self.after_answer(&turn, &gathered, &result, &record, stored).await;
+        let about = gathered.entities.resolved.as_ref();
+        let (result, record, stored) = self.finish(sink, conn, &turn, out, metrics, about).await;
+        self.after_answer(&turn, &gathered, &result, &record, stored, &serving).await;
         result
+    }
+
+    /// Whether the provisioned throughput serves `model_id` (same base model).
+    fn provisioned_serves(&self, model_id: &str) -> bool {
+        let pt = self.cfg.provisioned_model.as_deref().unwrap_or(&self.cfg.models.default.model_id);
+        base_model_id(pt) == base_model_id(model_id)
     }
 
     /// Step 1's failure: the frame's typed error.
@@ -354,13 +382,19 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         turn: &Turn,
         out: RelayOutcome,
         metrics: TurnMetrics,
+        about: Option<&Asin>,
     ) -> (TurnResult, TurnRecord, bool) {
         let status = match &out.end {
             RelayEnd::Completed => TurnStatus::Complete,
             RelayEnd::ClientGone => TurnStatus::ClientGone,
             RelayEnd::ModelFailed(_) | RelayEnd::SinkFailed(_) => TurnStatus::Partial,
         };
-        let products = Asin::all_in(&out.text);
+        // The products the answer names; an answer about "the first one" that names it only by title is
+        // about that product.
+        let mut products = Asin::all_in(&out.text);
+        if products.is_empty() {
+            products.extend(about.cloned());
+        }
         let record = TurnRecord {
             session_id: turn.session.clone(),
             message_id: turn.msg.message_id.clone(),
@@ -443,7 +477,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
 
     /// What outlives the stream, awaited before the handler returns (Lambda freezes afterwards): the EMF
     /// record of a completed turn, and side by side the summary (when the turn was stored), the cache
-    /// write-back and the prefetch hand-off (when it completed).
+    /// write-back, the mark on a served pre-generated answer, and the prefetch hand-off (when it completed).
     async fn after_answer(
         &self,
         turn: &Turn,
@@ -451,6 +485,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         result: &TurnResult,
         record: &TurnRecord,
         stored: bool,
+        serving: &Serving,
     ) {
         let completed = match result {
             TurnResult::Completed(m) => Some(m),
@@ -459,7 +494,10 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         if let (true, Some(m)) = (self.cfg.emf, completed) {
             let lookups = f64::from(m.cache_lookups);
             let hit_rate = (lookups > 0.0).then(|| m.cache_hits.len() as f64 / lookups);
-            metrics::turn_record(m, turn.ts_ms, Some(m.assembly_ms), hit_rate).emit();
+            // Of the overview requests a pre-generated answer could have served: served or not.
+            let overview = matches!(gathered.context.ask, Some(Ask::Overview(_))) && self.cfg.pregen.mode.is_on();
+            let pregen_hit = overview.then(|| f64::from(u8::from(matches!(serving, Serving::Pregen(_)))));
+            metrics::turn_record(m, turn.ts_ms, Some(m.assembly_ms), hit_rate, pregen_hit).emit();
         }
         let summarize = async {
             if stored {
@@ -467,22 +505,50 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
                 maybe_summarize(&self.model, &self.store, cfg, &turn.session, memory, record).await;
             }
         };
+        let mark_served = async {
+            if let (Serving::Pregen(entry), Some(Ask::Overview(asin))) = (serving, &gathered.context.ask) {
+                let key = crate::pregen::PregenEntry::key(&turn.session, asin);
+                let served = crate::pregen::PregenEntry { served: true, ..entry.clone() }.encode();
+                let set = self.sources.cache_set(&key, &served, self.cfg.pregen.ttl);
+                if !matches!(within("pregen mark", self.cfg.context.cache, set).await, Ok(Ok(()))) {
+                    tracing::debug!(key, "could not mark the pre-generated answer served");
+                }
+            }
+        };
         let prefetch = async {
             if completed.is_some() {
-                let job = PrefetchJob {
-                    session_id: turn.session.clone(),
-                    user_id: turn.user.clone(),
-                    message_id: turn.msg.message_id.clone(),
-                    previous_intent: gathered.memory.previous_intent(),
-                    intent: gathered.intent,
-                    products: record.products.clone(),
-                    page_context: turn.msg.page_context.clone(),
-                };
-                self.hand_to_prefetch(&job).await;
+                self.hand_to_prefetch(&self.prefetch_job(turn, gathered, record)).await;
             }
         };
         let assembler = Assembler { sources: &self.sources, store: &self.store, cfg: &self.cfg.context };
-        tokio::join!(summarize, assembler.write_back(&gathered.context), prefetch);
+        tokio::join!(summarize, assembler.write_back(&gathered.context), mark_served, prefetch);
+    }
+
+    /// What the prefetch worker needs to predict, prefetch and pre-generate the next turn: this exchange
+    /// and the ones the next prompt keeps verbatim, the summary, the products of this answer and the last.
+    fn prefetch_job(&self, turn: &Turn, gathered: &Gathered, record: &TurnRecord) -> PrefetchJob {
+        let memory = &gathered.memory;
+        let keep = self.cfg.summary.verbatim_exchanges.saturating_sub(1);
+        let mut history: Vec<Exchange> = memory
+            .turns
+            .iter()
+            .take(keep)
+            .rev()
+            .map(|t| Exchange { user: t.user_text.clone(), assistant: t.assistant_text.clone() })
+            .collect();
+        history.push(Exchange { user: record.user_text.clone(), assistant: record.assistant_text.clone() });
+        PrefetchJob {
+            session_id: turn.session.clone(),
+            user_id: turn.user.clone(),
+            message_id: turn.msg.message_id.clone(),
+            previous_intent: memory.previous_intent(),
+            intent: gathered.intent,
+            products: record.products.clone(),
+            page_context: turn.msg.page_context.clone(),
+            history,
+            summary: memory.summary.as_ref().map(|s| s.text.clone()),
+            previous_products: memory.previous_products().to_vec(),
+        }
     }
 
     /// Hands the finished turn to speculative prefetch: bounded, and a failure only costs the next turn

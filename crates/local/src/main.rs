@@ -43,6 +43,8 @@ enum Scenario {
     Context,
     /// Follow-up TTFT with speculative prefetch on and off.
     Followups,
+    /// One model for everything vs per-intent routing, and each request lever on and off, per intent.
+    Models,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -247,6 +249,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Bench { scenario: Scenario::Context, quick, json, .. } => bench::context::context(quick, json).await,
         Cmd::Bench { scenario: Scenario::Followups, quick, json, .. } => bench::followups::followups(quick, json).await,
+        Cmd::Bench { scenario: Scenario::Models, quick, json, .. } => bench::models::models(quick, json).await,
         Cmd::Bench { scenario: Scenario::Spike, quick, json, .. } => {
             let steps = if quick { vec![5, 50] } else { vec![5, 10, 20, 50] };
             bench::spike::spike(bench::spike::SpikeOptions { steps, model_units: 2, json }).await

@@ -14,7 +14,8 @@ use mangaassist_adapters::apigw::ApiGatewaySinks;
 use mangaassist_adapters::bedrock::BedrockModel;
 use mangaassist_core::clock::SystemClock;
 use mangaassist_core::ports::Store;
-use mangaassist_core::prefetch::{PrefetchConfig, Prefetcher};
+use mangaassist_core::prefetch::{PrefetchConfig, Prefetcher, Pregenerator};
+use mangaassist_core::prompt::Prompter;
 use mangaassist_core::routes::Routes;
 use mangaassist_core::sources::Cache;
 use mangaassist_core::sources::Sources;
@@ -33,8 +34,8 @@ use crate::emulators::gateway::{Gateway, GatewayConfig, Invoke};
 /// with the prefetcher.
 pub type LocalSources<K> = Sources<Arc<EmbeddedRetriever>, Arc<EmbeddedServices>, Arc<K>>;
 
-/// The prefetch Lambda, emulated by tasks in this process.
-pub type LocalPrefetch<K> = EmbeddedQueue<LocalSources<K>, MemoryTransitions>;
+/// The prefetch Lambda, emulated by tasks in this process, pre-generating with the Bedrock emulator.
+pub type LocalPrefetch<K> = EmbeddedQueue<LocalSources<K>, MemoryTransitions, Pregenerator<BedrockModel, SystemClock>>;
 
 /// The chat function's state as the local system runs it.
 pub type LocalApp<St, K = TtlCache> =
@@ -158,7 +159,16 @@ pub async fn start_full<St: Store + 'static, K: Cache + 'static>(
     let cache = Arc::new(cache);
     let prefetch = opts.prefetch.then(|| {
         let sources = Sources { retriever: retriever.clone(), products: services.clone(), cache: cache.clone() };
-        Arc::new(EmbeddedQueue::new(Prefetcher::new(sources, MemoryTransitions::default(), PrefetchConfig::default())))
+        // The chat turn's own prompt settings: a pre-generated answer is asked as the turn would ask it.
+        let t = &opts.turn;
+        let pregen = Pregenerator {
+            model: BedrockModel::new(&sdk),
+            prompter: Prompter::new(t.prompt.clone(), t.budget, t.compression),
+            cfg: t.pregen.clone(),
+            clock: SystemClock,
+        };
+        let prefetcher = Prefetcher::new(sources, MemoryTransitions::default(), PrefetchConfig::default());
+        Arc::new(EmbeddedQueue::new(prefetcher.with_pregen(pregen)))
     });
     let app = Arc::new(App {
         engine: Engine::new(BedrockModel::new(&sdk), store, SystemClock, opts.turn)

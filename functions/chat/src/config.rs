@@ -6,14 +6,17 @@
 use std::time::Duration;
 
 pub use mangaassist_adapters::env::ConfigError;
-use mangaassist_adapters::env::{Env, SourceSettings};
-use mangaassist_core::compress::PromptBudget;
+use mangaassist_adapters::env::{Env, SourceSettings, pregen_settings, prompt_budget, region};
 use mangaassist_core::context::ContextConfig;
+use mangaassist_core::models::{
+    CLAUDE_HAIKU_4_5, Levers, ModelConfigError, ModelRouting, NOVA_2_LITE, check, profile_for_region,
+};
 use mangaassist_core::prompt::PromptConfig;
 use mangaassist_core::relay::{RelayConfig, RelayMode};
 use mangaassist_core::routes::FailoverConfig;
 use mangaassist_core::summary::SummaryConfig;
 use mangaassist_core::turn::TurnConfig;
+use std::sync::Arc;
 
 /// Everything the chat function reads from its environment.
 #[derive(Debug, Clone)]
@@ -32,11 +35,91 @@ pub struct ChatConfig {
     pub turn: TurnConfig,
 }
 
+/// Why the chat function cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatConfigError {
+    #[error(transparent)]
+    Setting(#[from] ConfigError),
+    #[error("invalid model setting {name}: {source}")]
+    Models {
+        name: &'static str,
+        #[source]
+        source: ModelConfigError,
+    },
+    #[error("could not read {name}={path:?}")]
+    File {
+        name: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ChatConfigError {
+    /// The setting at fault.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Setting(e) => e.name,
+            Self::Models { name, .. } | Self::File { name, .. } => name,
+        }
+    }
+}
+
+fn models(name: &'static str) -> impl FnOnce(ModelConfigError) -> ChatConfigError {
+    move |source| ChatConfigError::Models { name, source }
+}
+
+/// Which model answers which intent: `MODEL_ID` (default: Claude Haiku 4.5 through the stack region's
+/// inference profile) for product questions and recommendations, `SMALL_MODEL_ID` (Nova 2 Lite, same
+/// profile rule) for the simple intents, unless `MODEL_BY_INTENT=off`; then the overrides.
+fn routing<F: Fn(&str) -> Option<String>>(env: &Env<F>, region: &str) -> Result<ModelRouting, ChatConfigError> {
+    let main = env.nonempty("MODEL_ID").unwrap_or_else(|| profile_for_region(region, CLAUDE_HAIKU_4_5));
+    let small = env.nonempty("SMALL_MODEL_ID").unwrap_or_else(|| profile_for_region(region, NOVA_2_LITE));
+    let max_tokens = env.parse("MAX_TOKENS", 400, "expected a token count")?;
+    let simple_max = env.parse("SIMPLE_MAX_TOKENS", 200, "expected a token count")?;
+    let by_intent = env.nonempty("MODEL_BY_INTENT").unwrap_or_default();
+    let base = match by_intent.as_str() {
+        "off" | "none" => ModelRouting::single(main, max_tokens),
+        _ => ModelRouting::split(&main, &small, max_tokens, simple_max),
+    };
+    let by_intent = if matches!(by_intent.as_str(), "off" | "none") { "" } else { by_intent.as_str() };
+    let max_by_intent = env.nonempty("MAX_TOKENS_BY_INTENT").unwrap_or_default();
+    base.with_overrides(by_intent, &max_by_intent).map_err(models("MODEL_BY_INTENT"))
+}
+
 impl ChatConfig {
     /// Reads the configuration through `get` (the process environment in `main`, a map in tests).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ChatConfigError> {
         let d = TurnConfig::default();
         let env = Env(get);
+        let region = region(&env);
+        let pregen = pregen_settings(&env)?;
+        let routing = routing(&env, &region)?;
+        let fallback = env.nonempty("FALLBACK_MODEL_ID");
+        if let Some(f) = &fallback {
+            check(f).map_err(models("FALLBACK_MODEL_ID"))?;
+        }
+        let summary_model = match env.nonempty("SUMMARY_MODEL_ID").as_deref() {
+            Some("off" | "none") => None,
+            Some(m) => Some(m.to_owned()),
+            None => Some(env.nonempty("SMALL_MODEL_ID").unwrap_or_else(|| profile_for_region(&region, NOVA_2_LITE))),
+        };
+        if let Some(m) = &summary_model {
+            check(m).map_err(models("SUMMARY_MODEL_ID"))?;
+        }
+        let cached_prefix = match env.nonempty("CACHED_PREFIX_FILE") {
+            None => None,
+            Some(path) => Some(Arc::<str>::from(
+                std::fs::read_to_string(&path)
+                    .map_err(|source| ChatConfigError::File { name: "CACHED_PREFIX_FILE", path, source })?
+                    .trim(),
+            )),
+        };
+        let levers = Levers {
+            latency_optimized: env.parse("LATENCY_OPTIMIZED", false, "expected true or false")?,
+            priority_tier: env.parse("PRIORITY_TIER", false, "expected true or false")?,
+            prompt_cache: env.parse("PROMPT_CACHE", true, "expected true or false")?,
+        };
         let mode = match env.nonempty("RELAY_MODE") {
             None => RelayMode::Coalesce,
             Some(v) => RelayMode::parse(&v).ok_or(ConfigError {
@@ -54,46 +137,22 @@ impl ChatConfig {
         };
         let temperature: f32 = env.parse("TEMPERATURE", d.prompt.temperature, "expected a number")?;
         if !(0.0..=1.0).contains(&temperature) {
-            return Err(ConfigError { name: "TEMPERATURE", value: temperature.to_string(), reason: "expected 0..=1" });
+            let e = ConfigError { name: "TEMPERATURE", value: temperature.to_string(), reason: "expected 0..=1" };
+            return Err(e.into());
         }
         let turn = TurnConfig {
-            model_id: env.nonempty("MODEL_ID").unwrap_or(d.model_id),
-            fallback_model_id: env.nonempty("FALLBACK_MODEL_ID"),
-            prompt: PromptConfig {
-                max_tokens: env.parse("MAX_TOKENS", d.prompt.max_tokens, "expected a token count")?,
-                temperature,
-            },
+            models: routing,
+            fallback_model_id: fallback,
+            provisioned_model: env.nonempty("PROVISIONED_MODEL_ID"),
+            prompt: PromptConfig { temperature, levers, cached_prefix },
             relay,
             failover: FailoverConfig {
                 attempts: env.parse("MODEL_ATTEMPTS", d.failover.attempts, "expected a count")?.max(1),
                 first_token_timeout: env.millis("FIRST_TOKEN_TIMEOUT_MS", d.failover.first_token_timeout)?,
             },
-            budget: PromptBudget {
-                system: env.parse("BUDGET_SYSTEM_TOKENS", d.budget.system, "expected a token count")?,
-                rag: env.parse("BUDGET_RAG_TOKENS", d.budget.rag, "expected a token count")?,
-                conversation: env.parse(
-                    "BUDGET_CONVERSATION_TOKENS",
-                    d.budget.conversation,
-                    "expected a token count",
-                )?,
-                page: env.parse("BUDGET_PAGE_TOKENS", d.budget.page, "expected a token count")?,
-                user_message: env.parse(
-                    "BUDGET_USER_MESSAGE_TOKENS",
-                    d.budget.user_message,
-                    "expected a token count",
-                )?,
-                total: env.parse("BUDGET_TOTAL_TOKENS", d.budget.total, "expected a token count")?,
-                ..d.budget
-            },
+            budget: prompt_budget(&env)?,
             compression: env.parse("COMPRESSION", d.compression, "expected true or false")?,
-            summary: SummaryConfig {
-                model_id: match env.nonempty("SUMMARY_MODEL_ID").as_deref() {
-                    None => d.summary.model_id.clone(),
-                    Some("off" | "none") => None,
-                    Some(m) => Some(m.to_owned()),
-                },
-                ..d.summary.clone()
-            },
+            summary: SummaryConfig { model_id: summary_model, ..d.summary.clone() },
             emf: env.parse("EMF_METRICS", true, "expected true or false")?,
             context: ContextConfig {
                 memory: env.millis("MEMORY_DEADLINE_MS", d.context.memory)?,
@@ -103,6 +162,7 @@ impl ChatConfig {
                 overall: env.millis("CONTEXT_DEADLINE_MS", d.context.overall)?,
                 top_k: env.parse("RAG_TOP_K", d.context.top_k, "expected a count")?,
                 memory_turns: env.parse("MEMORY_TURNS", d.context.memory_turns, "expected a count")?,
+                pregen: pregen.mode.is_on(),
                 ..d.context
             },
             session: d.session,
@@ -111,6 +171,7 @@ impl ChatConfig {
             ),
             claim_ttl: d.claim_ttl,
             prefetch_handoff: d.prefetch_handoff,
+            pregen,
         };
         Ok(Self {
             table_name: env.nonempty("TABLE_NAME").unwrap_or_else(|| "mangaassist".to_owned()),
@@ -123,7 +184,7 @@ impl ChatConfig {
     }
 
     /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env() -> Result<Self, ChatConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 }
@@ -131,9 +192,10 @@ impl ChatConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mangaassist_core::intent::Intent;
     use std::collections::HashMap;
 
-    fn cfg(pairs: &[(&str, &str)]) -> Result<ChatConfig, ConfigError> {
+    fn cfg(pairs: &[(&str, &str)]) -> Result<ChatConfig, ChatConfigError> {
         let m: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         ChatConfig::from_lookup(|k| m.get(k).cloned())
     }
@@ -149,7 +211,7 @@ mod tests {
     #[test]
     fn a_bad_number_names_the_setting() {
         let err = cfg(&[("MAX_TOKENS", "lots")]).unwrap_err();
-        assert_eq!(err.name, "MAX_TOKENS");
+        assert_eq!(err.name(), "MAX_TOKENS");
         assert!(cfg(&[("RELAY_MODE", "fast")]).is_err());
         assert!(cfg(&[("TEMPERATURE", "3")]).is_err());
     }
@@ -165,9 +227,45 @@ mod tests {
 
     #[test]
     fn settings_are_read() {
-        let c = cfg(&[("RELAY_MODE", "per_token"), ("FIRST_TOKEN_TIMEOUT_MS", "900"), ("MODEL_ID", "m")]).unwrap();
+        let c = cfg(&[
+            ("RELAY_MODE", "per_token"),
+            ("FIRST_TOKEN_TIMEOUT_MS", "900"),
+            ("MODEL_ID", "us.amazon.nova-pro-v1:0"),
+        ])
+        .unwrap();
         assert_eq!(c.turn.relay.mode, RelayMode::PerToken);
         assert_eq!(c.turn.failover.first_token_timeout, Duration::from_millis(900));
-        assert_eq!(c.turn.model_id, "m");
+        assert_eq!(c.turn.models.default.model_id, "us.amazon.nova-pro-v1:0");
+    }
+
+    #[test]
+    fn the_default_models_are_current_and_follow_the_stack_region() {
+        let c = cfg(&[("AWS_REGION", "ap-northeast-1")]).unwrap();
+        let r = &c.turn.models;
+        assert_eq!(r.for_intent(Intent::Recommendation).model_id, "jp.anthropic.claude-haiku-4-5-20251001-v1:0");
+        assert_eq!(r.for_intent(Intent::Faq).model_id, "jp.amazon.nova-2-lite-v1:0");
+        assert_eq!(r.for_intent(Intent::Faq).max_tokens, 200);
+        assert_eq!(c.turn.summary.model_id.as_deref(), Some("jp.amazon.nova-2-lite-v1:0"));
+        let c = cfg(&[("AWS_REGION", "us-west-2"), ("MODEL_BY_INTENT", "off")]).unwrap();
+        assert_eq!(c.turn.models.for_intent(Intent::Faq).model_id, "global.anthropic.claude-haiku-4-5-20251001-v1:0");
+    }
+
+    #[test]
+    fn a_retired_or_unknown_model_or_a_bad_routing_table_stops_the_start() {
+        let e = cfg(&[("MODEL_ID", "anthropic.claude-3-5-haiku-20241022-v1:0")]).unwrap_err();
+        assert_eq!(e.name(), "MODEL_BY_INTENT");
+        assert!(e.to_string().contains("end of life"), "{e}");
+        let e = cfg(&[("SUMMARY_MODEL_ID", "anthropic.claude-3-haiku-20240307-v1:0")]).unwrap_err();
+        assert_eq!(e.name(), "SUMMARY_MODEL_ID");
+        assert!(cfg(&[("MODEL_BY_INTENT", "shopping=jp.amazon.nova-2-lite-v1:0")]).is_err());
+        assert!(cfg(&[("FALLBACK_MODEL_ID", "nope")]).is_err());
+        assert!(cfg(&[("CACHED_PREFIX_FILE", "/no/such/file")]).is_err());
+    }
+
+    #[test]
+    fn levers_are_switches() {
+        let c = cfg(&[("LATENCY_OPTIMIZED", "true"), ("PRIORITY_TIER", "true"), ("PROMPT_CACHE", "false")]).unwrap();
+        assert_eq!(c.turn.prompt.levers, Levers { latency_optimized: true, priority_tier: true, prompt_cache: false });
+        assert!(cfg(&[("PRIORITY_TIER", "maybe")]).is_err());
     }
 }

@@ -5,8 +5,10 @@
 //! source is skipped. Without `REDIS_URL` there is nowhere to prefetch into, so every run does nothing useful.
 
 pub use mangaassist_adapters::env::ConfigError;
-use mangaassist_adapters::env::{Env, SourceSettings};
+use mangaassist_adapters::env::{Env, SourceSettings, pregen_settings, prompt_budget};
+use mangaassist_core::compress::PromptBudget;
 use mangaassist_core::prefetch::PrefetchConfig;
+use mangaassist_core::pregen::PregenConfig;
 
 /// Everything the prefetch function reads from its environment.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,6 +16,11 @@ pub struct PrefetchFnConfig {
     pub sources: SourceSettings,
     /// `PREFETCH_THRESHOLD` (default 0.25) and `PREFETCH_TIMEOUT_MS` (default 2000).
     pub prefetch: PrefetchConfig,
+    /// Speculative pre-generation (`PREGEN`, ...; see `mangaassist_adapters::env::pregen_settings`).
+    pub pregen: PregenConfig,
+    /// The chat function's prompt budgets (`BUDGET_*_TOKENS`): a pre-generated answer's prompt is built
+    /// as the turn's would be.
+    pub budget: PromptBudget,
 }
 
 impl PrefetchFnConfig {
@@ -33,7 +40,12 @@ impl PrefetchFnConfig {
         if timeout.is_zero() {
             return Err(ConfigError { name: "PREFETCH_TIMEOUT_MS", value: "0".into(), reason: "expected ms >= 1" });
         }
-        Ok(Self { sources: SourceSettings::read(&env)?, prefetch: PrefetchConfig { threshold, timeout, ..d } })
+        Ok(Self {
+            sources: SourceSettings::read(&env)?,
+            prefetch: PrefetchConfig { threshold, timeout, ..d },
+            pregen: pregen_settings(&env)?,
+            budget: prompt_budget(&env)?,
+        })
     }
 
     /// Reads the process environment.

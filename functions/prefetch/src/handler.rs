@@ -3,7 +3,8 @@
 //! failures included, so Lambda does not retry a best-effort prefetch (the claim would skip it anyway).
 
 use lambda_runtime::LambdaEvent;
-use mangaassist_core::prefetch::{PrefetchJob, PrefetchReport, Prefetcher, TransitionStore};
+use mangaassist_core::metrics;
+use mangaassist_core::prefetch::{PrefetchJob, PrefetchReport, Prefetcher, Pregenerate, TransitionStore};
 use mangaassist_core::sources::ContextSources;
 use serde_json::Value;
 use tracing::Instrument;
@@ -29,8 +30,8 @@ pub fn parse_job(event: Value) -> Result<PrefetchJob, JobError> {
 }
 
 /// Handles one invocation.
-pub async fn handle<X: ContextSources, T: TransitionStore>(
-    prefetcher: &Prefetcher<X, T>,
+pub async fn handle<X: ContextSources, T: TransitionStore, G: Pregenerate>(
+    prefetcher: &Prefetcher<X, T, G>,
     event: LambdaEvent<Value>,
 ) -> Result<PrefetchReport, lambda_runtime::Error> {
     let (payload, ctx) = event.into_parts();
@@ -42,7 +43,13 @@ pub async fn handle<X: ContextSources, T: TransitionStore>(
         }
     };
     let span = tracing::info_span!("prefetch", message_id = %job.message_id, request_id = %ctx.request_id);
-    Ok(prefetcher.run(&job).instrument(span).await)
+    let report = prefetcher.run(&job).instrument(span).await;
+    // What pre-generation cost, and what it wasted: EMF, like the chat function's turn records.
+    if let Some(p) = &report.pregen {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        metrics::pregen_record(u64::try_from(now).unwrap_or(0), p.output_tokens, p.wasted_tokens).emit();
+    }
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -1,11 +1,15 @@
-//! Wiring only: tracing, configuration, adapters built once, then the Lambda runtime loop.
+//! Wiring only: tracing, configuration, adapters and SDK clients built once, then the Lambda runtime loop.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use lambda_runtime::{LambdaEvent, service_fn};
+use mangaassist_adapters::bedrock::BedrockModel;
+use mangaassist_adapters::sdk;
 use mangaassist_adapters::transitions::RedisTransitions;
-use mangaassist_core::prefetch::Prefetcher;
+use mangaassist_core::clock::SystemClock;
+use mangaassist_core::prefetch::{Prefetcher, Pregenerator};
+use mangaassist_core::prompt::{PromptConfig, Prompter};
 use mangaassist_core::sources::Sources;
 use prefetch::config::PrefetchFnConfig;
 use prefetch::handler::handle;
@@ -21,7 +25,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let cache = built.cache.map(Arc::new);
     let transitions = cache.clone().map(RedisTransitions::new);
     let sources = Sources { retriever: built.retriever, products: built.products, cache };
-    let prefetcher = Prefetcher::new(sources, transitions, cfg.prefetch);
+    let sdk = sdk::load().await;
+    let pregen = Pregenerator {
+        model: BedrockModel::new(&sdk),
+        prompter: Prompter::new(PromptConfig::default(), cfg.budget, true),
+        cfg: cfg.pregen,
+        clock: SystemClock,
+    };
+    let prefetcher = Prefetcher::new(sources, transitions, cfg.prefetch).with_pregen(pregen);
     let prefetcher = &prefetcher;
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| async move { handle(prefetcher, ev).await })).await
 }

@@ -85,7 +85,7 @@ mod tests {
 
     #[test]
     fn only_the_model_is_required() {
-        let c = cfg(&[("PT_MODEL_ID", "anthropic.claude-3-5-haiku-20241022-v1:0")]).unwrap();
+        let c = cfg(&[("PT_MODEL_ID", "anthropic.claude-haiku-4-5-20251001-v1:0:200k")]).unwrap();
         assert_eq!(c.spec.name, "mangaassist-peak");
         assert_eq!(c.spec.model_units, 1);
         assert_eq!(c.spec.commitment, None);

@@ -3,6 +3,9 @@
 //! digest), and the page context (the fields the intent needs). Each returns the section's text and its
 //! token cost, never above its budget.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use serde_json::{Map, Value};
 
 use super::page_fields;
@@ -36,26 +39,45 @@ fn fnv(bytes: impl IntoIterator<Item = u8>) -> u64 {
     bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// Separates words for shingling: ASCII white space and punctuation (bytes: the scan never decodes UTF-8).
+fn is_separator(b: u8) -> bool {
+    b.is_ascii_whitespace() || b.is_ascii_punctuation()
+}
+
 /// Word (ASCII, case-folded) or character-bigram (other scripts) shingles, hashed, sorted, deduplicated.
+/// One pass over the bytes: words end at ASCII separators, which are always character boundaries.
 fn shingles(text: &str) -> Vec<u64> {
-    let mut out: Vec<u64> = Vec::new();
-    for w in text.split(|c: char| c.is_whitespace() || c.is_ascii_punctuation()).filter(|w| !w.is_empty()) {
-        if w.is_ascii() {
-            out.push(fnv(w.bytes().map(|b| b.to_ascii_lowercase())));
-        } else {
-            let mut prev: Option<usize> = None;
-            let mut any = false;
-            for (i, _) in w.char_indices().skip(1).chain(std::iter::once((w.len(), ' '))) {
-                let start = prev.unwrap_or(0);
-                if prev.is_some() {
-                    out.push(fnv(w[start..i].bytes()));
-                    any = true;
-                }
-                prev = Some(w[..i].char_indices().next_back().map_or(0, |(j, _)| j));
+    let bytes = text.as_bytes();
+    let mut out: Vec<u64> = Vec::with_capacity(bytes.len() / 4);
+    let mut i = 0;
+    while i < bytes.len() {
+        while i < bytes.len() && is_separator(bytes[i]) {
+            i += 1;
+        }
+        let (start, mut ascii) = (i, true);
+        while i < bytes.len() && !is_separator(bytes[i]) {
+            ascii &= bytes[i].is_ascii();
+            i += 1;
+        }
+        let word = &text[start..i];
+        if word.is_empty() {
+            break;
+        }
+        if ascii {
+            out.push(fnv(word.bytes().map(|b| b.to_ascii_lowercase())));
+            continue;
+        }
+        // Overlapping pairs of characters; a one-character word stands alone.
+        let (mut two_back, mut one_back, mut paired) = (None, None, false);
+        for k in word.char_indices().map(|(k, _)| k).chain(std::iter::once(word.len())) {
+            if let Some(a) = two_back {
+                out.push(fnv(word[a..k].bytes()));
+                paired = true;
             }
-            if !any {
-                out.push(fnv(w.bytes()));
-            }
+            (two_back, one_back) = (one_back, Some(k));
+        }
+        if !paired {
+            out.push(fnv(word.bytes()));
         }
     }
     out.sort_unstable();
@@ -88,11 +110,46 @@ pub const NEAR_DUPLICATE: f32 = 0.8;
 const RAG_SEPARATOR: &str = "\n---\n";
 
 /// Fits RAG chunks into `budget`; returns the section text and its token cost (joins included).
+/// Token counts of passages seen before, by a hash of their text: a passage that arrives without a count
+/// (service data, a source that does not count at indexing) is counted once per container, not once per
+/// turn. Bounded: cleared when full.
+#[derive(Debug, Default)]
+pub struct CountMemo(Mutex<HashMap<u64, usize>>);
+
+impl CountMemo {
+    const CAP: usize = 8192;
+
+    fn key(text: &str) -> u64 {
+        fnv(text.bytes())
+    }
+
+    fn get(&self, key: u64) -> Option<usize> {
+        self.0.lock().ok()?.get(&key).copied()
+    }
+
+    fn put(&self, key: u64, n: usize) {
+        if let Ok(mut m) = self.0.lock() {
+            if m.len() >= Self::CAP {
+                m.clear();
+            }
+            m.insert(key, n);
+        }
+    }
+
+    /// Forgets every count (the bench's cold row).
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.0.lock() {
+            m.clear();
+        }
+    }
+}
+
 pub(super) fn compress_rag<T: Tokenizer + ?Sized>(
     tok: &T,
     chunks: &[Passage],
     budget: usize,
     min_chunk: usize,
+    memo: &CountMemo,
 ) -> (String, usize) {
     let mut order: Vec<(usize, &str, f32, Option<usize>)> = chunks
         .iter()
@@ -102,7 +159,7 @@ pub(super) fn compress_rag<T: Tokenizer + ?Sized>(
         .collect();
     order.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
     // Each piece after the first costs its separator, plus one slack token for merges at the join.
-    let join_cost = tok.count(RAG_SEPARATOR) + 1;
+    let join_cost = tok.count_fixed(RAG_SEPARATOR) + 1;
     let mut kept_shingles: Vec<Vec<u64>> = Vec::new();
     let mut used = 0;
     let mut picked: Vec<(usize, &str)> = Vec::new();
@@ -117,9 +174,17 @@ pub(super) fn compress_rag<T: Tokenizer + ?Sized>(
         if kept_shingles.iter().any(|k| jaccard(k, &sh) >= NEAR_DUPLICATE) {
             continue;
         }
-        let fits = match known {
+        let key = known.is_none().then(|| CountMemo::key(text));
+        let fits = match known.or_else(|| key.and_then(|k| memo.get(k))) {
             Some(n) => (n <= room).then_some(n),
-            None => tok.count_up_to(text, room),
+            None => {
+                // Counting stops at `room`: only a passage that fits gets a complete count to remember.
+                let n = tok.count_up_to(text, room);
+                if let (Some(k), Some(n)) = (key, n) {
+                    memo.put(k, n);
+                }
+                n
+            }
         };
         match fits {
             Some(n) => {
@@ -177,7 +242,7 @@ pub(super) fn compress_conversation<T: Tokenizer + ?Sized>(
         // A stored count covers the text; the prefix costs its own tokens plus one for the join.
         let fits = match known.get(split + i).copied().flatten() {
             Some(n) => {
-                let n = n + tok.count(role_prefix(m.role)) + 1;
+                let n = n + tok.count_fixed(role_prefix(m.role)) + 1;
                 (n <= room).then_some(n)
             }
             None => tok.count_up_to(&line, room),
@@ -275,7 +340,10 @@ pub(super) fn compress_page<T: Tokenizer + ?Sized>(
             other => push(k, &other.to_string()),
         }
     }
-    let cut = truncate_at_boundary(tok, &out, budget);
-    let cut = if cut.len() < out.len() { cut.trim_end_matches([';', ' ', ',']) } else { cut };
+    // One pass in the common case (it fits); a cut costs a second.
+    if let Some(n) = tok.count_up_to(&out, budget) {
+        return (out, n);
+    }
+    let cut = truncate_at_boundary(tok, &out, budget).trim_end_matches([';', ' ', ',']);
     (cut.to_owned(), tok.count(cut))
 }

@@ -47,11 +47,34 @@ fn rag_keeps_whole_chunks_by_score_and_cuts_the_next_at_a_sentence() {
         Passage { content: long.clone(), score: 0.8, tokens: None },
         Passage { content: "Uzumaki is a horror classic by Junji Ito!".into(), score: 0.7, tokens: None },
     ];
-    let (text, n) = compress_rag(&Cl100k, &chunks, 120, 50);
+    let (text, n) = compress_rag(&Cl100k, &chunks, 120, 50, &CountMemo::default());
     assert!(text.starts_with("Uzumaki is a horror classic by Junji Ito."));
     assert_eq!(text.matches("Uzumaki").count(), 1, "the near-duplicate is gone: {text}");
     assert!(text.ends_with('.'), "cut at a sentence end: {text:?}");
     assert!(n <= 120 && Cl100k.count(&text) <= n);
+}
+
+#[test]
+fn a_passage_that_came_without_a_count_is_counted_once() {
+    struct Counting(std::sync::atomic::AtomicUsize);
+    impl Tokenizer for Counting {
+        fn count(&self, text: &str) -> usize {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Cl100k.count(text)
+        }
+        fn truncate<'a>(&self, text: &'a str, max: usize) -> &'a str {
+            Cl100k.truncate(text, max)
+        }
+    }
+    let tok = Counting(0.into());
+    let memo = CountMemo::default();
+    let chunks =
+        vec![Passage { content: "product:B0AAAAAAA1: {\"title\":\"Spiral\"}".into(), score: 1.0, tokens: None }];
+    let first = compress_rag(&tok, &chunks, 300, 50, &memo);
+    let counted = tok.0.load(std::sync::atomic::Ordering::Relaxed);
+    let again = compress_rag(&tok, &chunks, 300, 50, &memo);
+    assert_eq!(again, first);
+    assert_eq!(tok.0.load(std::sync::atomic::Ordering::Relaxed) - counted, 1, "only the separator is counted again");
 }
 
 #[test]
@@ -60,7 +83,7 @@ fn a_tiny_remainder_is_dropped_rather_than_cut() {
         Passage { content: "word ".repeat(90), score: 0.9, tokens: None },
         Passage { content: "other ".repeat(90), score: 0.8, tokens: None },
     ];
-    let (text, _) = compress_rag(&Cl100k, &chunks, 120, 50);
+    let (text, _) = compress_rag(&Cl100k, &chunks, 120, 50, &CountMemo::default());
     assert!(!text.contains("other"));
 }
 

@@ -154,6 +154,9 @@ fn job(id: &str) -> PrefetchJob {
         intent: Intent::Recommendation,
         products: asins(2),
         page_context: Map::new(),
+        history: Vec::new(),
+        summary: None,
+        previous_products: Vec::new(),
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::*;
 use crate::error::ModelError;
 use crate::memory_store::MemoryStore;
-use crate::ports::{ModelEvent, ModelRequest, ModelStream};
+use crate::ports::{Completion, ModelEvent, ModelRequest, ModelStream};
 use crate::sources::SourceError;
 
 /// What the scripted model does for one request.
@@ -32,7 +32,10 @@ fn answer(text: &str) -> Script {
     let mut events: Vec<(Duration, Result<ModelEvent, ModelError>)> =
         text.split_inclusive(' ').map(|w| (Duration::from_millis(5), Ok(ModelEvent::Text(w.to_owned())))).collect();
     events.push((Duration::ZERO, Ok(ModelEvent::Stop("end_turn".into()))));
-    events.push((Duration::ZERO, Ok(ModelEvent::Usage { input_tokens: 300, output_tokens: 12 })));
+    events.push((
+        Duration::ZERO,
+        Ok(ModelEvent::Usage { input_tokens: 300, output_tokens: 12, cache_read_tokens: 0, cache_write_tokens: 0 }),
+    ));
     Script::Stream(events)
 }
 
@@ -69,9 +72,9 @@ impl ModelClient for Arc<ScriptedModel> {
         }
     }
 
-    async fn complete(&self, req: &ModelRequest) -> Result<String, ModelError> {
+    async fn complete(&self, req: &ModelRequest) -> Result<Completion, ModelError> {
         self.summaries.lock().unwrap().push(req.clone());
-        Ok("The shopper likes horror.".into())
+        Ok(Completion { text: "The shopper likes horror.".into(), ..Completion::default() })
     }
 }
 
@@ -235,7 +238,8 @@ async fn a_throttle_before_the_first_token_fails_over_to_the_fallback_model() {
     let TurnResult::Completed(m) = r else { panic!("{r:?}") };
     assert_eq!((m.failovers, m.model.as_str()), (1, "fallback"));
     let asked: Vec<String> = h.model.requests().into_iter().map(|r| r.model_id).collect();
-    assert_eq!(asked, [TurnConfig::default().model_id, "fallback".to_owned()]);
+    let first = TurnConfig::default().models.for_intent(Intent::General).model_id.clone();
+    assert_eq!(asked, [first, "fallback".to_owned()]);
 }
 
 #[tokio::test(start_paused = true)]

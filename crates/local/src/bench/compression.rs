@@ -45,6 +45,18 @@ fn long_conversations(seed: u64, n: usize, turns: usize) -> Vec<Conversation> {
         .collect()
 }
 
+/// Runs `f` once: its result and its time, µs.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let start = std::time::Instant::now();
+    let v = f();
+    (v, start.elapsed().as_secs_f64() * 1e6)
+}
+
+/// Passes over the corpus; each request's CPU cost is its fastest pass. The passes are seconds apart, so
+/// the slow phases of a shared 2-vCPU machine (which single runs turned into a 1.5-2x spread at p99) are
+/// left out, and what remains is the cost of the request itself.
+const PASSES: usize = 3;
+
 /// Raw vs compressed tokens, compression ratio and CPU time per compression over a corpus; optionally the
 /// end-to-end TTFT with compression on and off.
 pub async fn compression(opts: CompressionOptions) -> anyhow::Result<()> {
@@ -65,10 +77,12 @@ pub async fn compression(opts: CompressionOptions) -> anyhow::Result<()> {
     };
     let budget = PromptBudget::default();
     let compressor = PromptCompressor::new(budget);
-    let (mut raw, mut sent, mut ratio, mut us, mut us_cached, mut over, mut rejected) =
-        (vec![], vec![], vec![], vec![], vec![], 0u64, 0u64);
+    let (mut raw, mut sent, mut ratio, mut over, mut rejected) = (vec![], vec![], vec![], 0u64, 0u64);
+    // Per request: the fastest pass of each path (nothing counted, first turn, later turns), µs.
+    let mut best = vec![[f64::INFINITY; 3]; requests.len()];
     let mut per_intent: BTreeMap<&'static str, (u64, f64)> = BTreeMap::new();
-    for r in &requests {
+    for (pass, (i, r)) in (0..PASSES).flat_map(|p| requests.iter().enumerate().map(move |r| (p, r))) {
+        let first_pass = pass == 0;
         let conversation: Vec<ChatMessage> = r
             .conversation
             .iter()
@@ -95,42 +109,56 @@ pub async fn compression(opts: CompressionOptions) -> anyhow::Result<()> {
             user_message: &r.user_message,
             intent,
         };
-        let out = compressor.compress(&Cl100k, &input, &budget);
-        let elapsed_us = start.elapsed().as_secs_f64() * 1e6;
+        let classify_us = start.elapsed().as_secs_f64() * 1e6;
+        // Nothing counted before, not even by an earlier request: the worst case, for reference.
+        let (out, elapsed_us) = timed(|| {
+            compressor.counts.clear();
+            compressor.compress(&Cl100k, &input, &budget)
+        });
         let Ok(out) = out else {
-            rejected += 1;
+            rejected += u64::from(first_pass);
+            best[i] = [f64::NAN; 3];
             continue;
         };
-        us.push(elapsed_us);
+        best[i][0] = best[i][0].min(classify_us + elapsed_us);
         let exact = Cl100k.count(&out.system) + Cl100k.count(&out.user);
         let r_tokens = raw_tokens(&Cl100k, &input).max(1);
-        if exact > budget.total {
-            over += 1;
+        if first_pass {
+            over += u64::from(exact > budget.total);
+            raw.push(r_tokens as f64);
+            sent.push(exact as f64);
+            ratio.push(exact as f64 / r_tokens as f64);
+            let e = per_intent.entry(intent.as_str()).or_default();
+            e.0 += 1;
+            e.1 += exact as f64 / r_tokens as f64;
         }
-        raw.push(r_tokens as f64);
-        sent.push(exact as f64);
-        ratio.push(exact as f64 / r_tokens as f64);
-        let e = per_intent.entry(intent.as_str()).or_default();
-        e.0 += 1;
-        e.1 += exact as f64 / r_tokens as f64;
 
-        // As in production: stored turns and indexed chunks carry their counts (made off the critical path).
-        let known: Vec<Option<usize>> = conversation.iter().map(|m| Some(Cl100k.count(m.text.trim()))).collect();
+        // The first turn of a session, as production runs it: passages fresh from the index carry the count
+        // made when they were indexed (the embedded index and the OpenSearch `tokens` field), and there is
+        // no history yet.
         let counted: Vec<Passage> =
             chunks.iter().map(|c| Passage { tokens: Some(Cl100k.count(c.content.trim())), ..c.clone() }).collect();
         input.rag_chunks = &counted;
+        let first_turn = CompressInput { conversation: &[], conversation_tokens: &[], summary: None, ..input };
+        let (first, first_us) = timed(|| {
+            compressor.counts.clear();
+            compressor.compress(&Cl100k, &first_turn, &budget)
+        });
+        best[i][1] = best[i][1].min(classify_us + first_us);
+
+        // Later turns: stored turns carry their counts too (made off the critical path).
+        let known: Vec<Option<usize>> = conversation.iter().map(|m| Some(Cl100k.count(m.text.trim()))).collect();
         input.conversation_tokens = &known;
-        let start = std::time::Instant::now();
-        let again = compressor.compress(&Cl100k, &input, &budget);
-        us_cached.push(start.elapsed().as_secs_f64() * 1e6);
-        if let Ok(p) = again
-            && Cl100k.count(&p.system) + Cl100k.count(&p.user) > budget.total
-        {
-            over += 1;
+        let (again, again_us) = timed(|| compressor.compress(&Cl100k, &input, &budget));
+        best[i][2] = best[i][2].min(classify_us + again_us);
+        for p in [first, again].into_iter().flatten().filter(|_| first_pass) {
+            over += u64::from(Cl100k.count(&p.system) + Cl100k.count(&p.user) > budget.total);
         }
     }
-    let (raw_d, sent_d, ratio_d, us_d, us_cached_d) =
-        (dist(&raw), dist(&sent), dist(&ratio), dist(&us), dist(&us_cached));
+    let path = |k: usize| -> Vec<f64> { best.iter().map(|b| b[k]).filter(|t| t.is_finite()).collect() };
+    let (us, us_first, us_cached) = (path(0), path(1), path(2));
+    let (raw_d, sent_d, ratio_d, us_d, us_first_d, us_cached_d) =
+        (dist(&raw), dist(&sent), dist(&ratio), dist(&us), dist(&us_first), dist(&us_cached));
     let under_2000 = sent.iter().filter(|&&t| t < 2000.0).count() as f64 / sent.len().max(1) as f64 * 100.0;
     println!("compression over {} requests ({} rejected as over-long messages)", sent.len(), rejected);
     println!("| metric | p50 | p80 | p95 | p99 | max |");
@@ -144,8 +172,9 @@ pub async fn compression(opts: CompressionOptions) -> anyhow::Result<()> {
     row("raw tokens", &raw_d, 0);
     row("prompt tokens", &sent_d, 0);
     row("compression ratio", &ratio_d, 3);
-    row("compress CPU µs, nothing counted before", &us_d, 1);
-    row("compress CPU µs, stored counts (production)", &us_cached_d, 1);
+    row("compress CPU µs, nothing ever counted (reference)", &us_d, 1);
+    row("compress CPU µs, first turn of a session (passages counted at indexing)", &us_first_d, 1);
+    row("compress CPU µs, later turns (history with stored counts)", &us_cached_d, 1);
     println!(
         "over budget: {over}; prompts under 2,000 tokens: {under_2000:.1}%; tokenizer cold init: {tokenizer_init_ms:.1} ms"
     );
@@ -153,7 +182,7 @@ pub async fn compression(opts: CompressionOptions) -> anyhow::Result<()> {
     println!("mean compression ratio by intent: {by_intent:?}");
 
     let mut doc = json!({
-        "raw_tokens": raw_d, "prompt_tokens": sent_d, "compression_ratio": ratio_d, "compress_us": us_d, "compress_us_stored_counts": us_cached_d,
+        "raw_tokens": raw_d, "prompt_tokens": sent_d, "compression_ratio": ratio_d, "compress_us": us_d, "compress_us_first_turn": us_first_d, "compress_us_stored_counts": us_cached_d,
         "over_budget": over, "rejected": rejected, "requests": sent.len(), "under_2000_pct": under_2000,
         "tokenizer_init_ms": tokenizer_init_ms, "compression_ratio_by_intent": by_intent,
     });

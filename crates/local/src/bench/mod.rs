@@ -7,6 +7,7 @@
 //! - [`context`]: sequential vs parallel context assembly.
 //! - [`spike`]: a concurrency ramp against on-demand and provisioned routing.
 //! - [`followups`]: follow-up TTFT with speculative prefetch on and off.
+//! - [`models`]: one model for everything vs per-intent routing, and each request lever on and off.
 //!
 //! [`driver`] runs conversations and measures turns; [`stats`] holds the percentiles and the report writer.
 
@@ -15,6 +16,7 @@ pub mod context;
 pub mod corpus;
 pub mod driver;
 pub mod followups;
+pub mod models;
 pub mod spike;
 pub mod stats;
 pub mod turns;

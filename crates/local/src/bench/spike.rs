@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mangaassist_core::memory_store::MemoryStore;
+use mangaassist_core::models::CLAUDE_HAIKU_4_5;
 use serde_json::{Value, json};
 
 use super::driver::{print_table, run};
@@ -46,7 +47,10 @@ pub async fn spike(opts: SpikeOptions) -> anyhow::Result<()> {
     for provisioned in [false, true] {
         let label = if provisioned { "provisioned" } else { "on_demand" };
         let mut sys = SystemOptions::default();
-        sys.turn.fallback_model_id = Some("anthropic.claude-3-haiku-20240307-v1:0".to_owned());
+        // One model for every intent, so every turn can take the provisioned route; the fallback is the
+        // same model through the global profile.
+        sys.turn.models = mangaassist_core::models::ModelRouting::single(format!("jp.{CLAUDE_HAIKU_4_5}"), 400);
+        sys.turn.fallback_model_id = Some(format!("global.{CLAUDE_HAIKU_4_5}"));
         let route = SharedRoute::default();
         let routes = Routes::new(route.clone(), Duration::from_secs(1));
         let system = crate::system::start_routed(MemoryStore::default(), sys, routes).await?;
@@ -101,7 +105,7 @@ async fn buy_provisioned(emulator: &BedrockEmulator, units: u32) -> anyhow::Resu
     let control = BedrockControl::new(&sdk);
     let spec = ThroughputSpec {
         name: "bench-spike".to_owned(),
-        model_id: "anthropic.claude-3-5-haiku-20241022-v1:0".to_owned(),
+        model_id: format!("{CLAUDE_HAIKU_4_5}:200k"),
         model_units: units,
         commitment: None,
     };

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use mangaassist_core::intent::Intent;
-use mangaassist_core::prefetch::{PrefetchJob, PrefetchQueue, PrefetchReport, Prefetcher, TransitionStore};
+use mangaassist_core::prefetch::{
+    NoPregen, PrefetchJob, PrefetchQueue, PrefetchReport, Prefetcher, Pregenerate, TransitionStore,
+};
 use mangaassist_core::sources::{ContextSources, SourceError};
 use tokio::task::JoinSet;
 
@@ -36,23 +38,24 @@ impl TransitionStore for MemoryTransitions {
 
 /// `PrefetchQueue` that runs each job on a task of its own, tracked until [`Self::drain`].
 #[derive(Debug)]
-pub struct EmbeddedQueue<X, T> {
-    prefetcher: Arc<Prefetcher<X, T>>,
+pub struct EmbeddedQueue<X, T, G = NoPregen> {
+    prefetcher: Arc<Prefetcher<X, T, G>>,
     tasks: Mutex<JoinSet<PrefetchReport>>,
     /// Jobs handed over so far.
     enqueued: std::sync::atomic::AtomicU64,
 }
 
-impl<X, T> EmbeddedQueue<X, T>
+impl<X, T, G> EmbeddedQueue<X, T, G>
 where
     X: ContextSources + 'static,
     T: TransitionStore + 'static,
+    G: Pregenerate + 'static,
 {
-    pub fn new(prefetcher: Prefetcher<X, T>) -> Self {
+    pub fn new(prefetcher: Prefetcher<X, T, G>) -> Self {
         Self { prefetcher: Arc::new(prefetcher), tasks: Mutex::new(JoinSet::new()), enqueued: Default::default() }
     }
 
-    pub fn prefetcher(&self) -> &Prefetcher<X, T> {
+    pub fn prefetcher(&self) -> &Prefetcher<X, T, G> {
         &self.prefetcher
     }
 
@@ -96,10 +99,11 @@ where
     }
 }
 
-impl<X, T> PrefetchQueue for EmbeddedQueue<X, T>
+impl<X, T, G> PrefetchQueue for EmbeddedQueue<X, T, G>
 where
     X: ContextSources + 'static,
     T: TransitionStore + 'static,
+    G: Pregenerate + 'static,
 {
     async fn enqueue(&self, job: &PrefetchJob) -> Result<(), SourceError> {
         let prefetcher = Arc::clone(&self.prefetcher);
@@ -143,6 +147,9 @@ mod tests {
                 intent: Intent::Recommendation,
                 products: vec![mangaassist_core::ids::Asin::parse("B0AAAAAAA1").unwrap()],
                 page_context: Default::default(),
+                history: Vec::new(),
+                summary: None,
+                previous_products: Vec::new(),
             };
             q.enqueue(&job).await.unwrap();
         }

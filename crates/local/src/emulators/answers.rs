@@ -48,8 +48,8 @@ pub fn answer_for(context: &str, question: &str, target_tokens: u32) -> String {
         .nth(1)
         .map(|rest| &rest[..rest.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(rest.len())])
         .and_then(|a| Asin::parse(a).ok());
-    let products: Vec<Asin> = match focus {
-        Some(a) => vec![a],
+    let products: Vec<Asin> = match &focus {
+        Some(a) => vec![a.clone()],
         None => {
             let mut v: Vec<Asin> = Vec::new();
             for a in [Asin::all_in(asked), Asin::all_in(section(PAGE)), Asin::all_in(context)].concat() {
@@ -62,7 +62,15 @@ pub fn answer_for(context: &str, question: &str, target_tokens: u32) -> String {
     };
     let ja = is_japanese(asked);
     let mut out = String::new();
-    if ja {
+    if let Some(intro) = focus.as_ref().and_then(|a| introduction(context, a, ja)) {
+        // One product in focus: a neutral introduction first (what a pre-generated answer's opening is).
+        out.push_str(&intro);
+        out.push_str(if ja {
+            "絵と構成の評価が高く、第1巻から読み始めるのがおすすめです。"
+        } else {
+            " Readers praise its art and pacing; volume 1 is the best place to start."
+        });
+    } else if ja {
         out.push_str("ご質問ありがとうございます。");
         if products.is_empty() {
             out.push_str(
@@ -90,14 +98,46 @@ pub fn answer_for(context: &str, question: &str, target_tokens: u32) -> String {
             }
         }
     }
-    let filler_ja = "新刊の予約や在庫状況もお気軽にお尋ねください。";
-    let filler_en = " You can also ask me about new volumes, stock or delivery times.";
-    let mut n = 0;
-    while estimate_tokens(&out) < target_tokens && n < 20 {
-        out.push_str(if ja { filler_ja } else { filler_en });
-        n += 1;
+    // Padding to about the requested length: each sentence once, never the same one twice.
+    let fillers: &[&str] = if ja { FILLER_JA } else { FILLER_EN };
+    for f in fillers {
+        if estimate_tokens(&out) >= target_tokens {
+            break;
+        }
+        out.push_str(f);
     }
     out
+}
+
+const FILLER_EN: &[&str] = &[
+    " You can also ask me about new volumes, stock or delivery times.",
+    " Box sets ship together and usually arrive within one to three days.",
+    " Members earn a point for every 100 yen on each volume.",
+    " Tell me what you liked about it and I will suggest similar series.",
+    " Digital editions are delivered to the reader app right after purchase.",
+];
+const FILLER_JA: &[&str] = &[
+    "新刊の予約や在庫状況もお気軽にお尋ねください。",
+    "全巻セットはまとめて発送し、通常1〜3日でお届けします。",
+    "会員の方は100円ごとに1ポイントが貯まります。",
+    "お好みを教えていただければ、似た作品もご紹介します。",
+    "電子版はご購入後すぐにリーダーアプリでお読みいただけます。",
+];
+
+/// The product record the context holds for `asin` (`product:<asin>: {json}`), as a neutral first sentence:
+/// its title, genre and length.
+fn introduction(context: &str, asin: &Asin, ja: bool) -> Option<String> {
+    let marker = format!("product:{asin}: ");
+    let start = context.find(&marker)? + marker.len();
+    let record: serde_json::Value = serde_json::Deserializer::from_str(&context[start..]).into_iter().next()?.ok()?;
+    let text = |k: &str| record.get(k).and_then(serde_json::Value::as_str);
+    let volumes = record.get("volumes").and_then(serde_json::Value::as_u64).unwrap_or(1);
+    let genre = text("genre").unwrap_or("manga");
+    Some(if ja {
+        format!("{}は全{volumes}巻の{genre}作品です。", text("title_ja").or(text("title_en"))?)
+    } else {
+        format!("{} is a {genre} manga in {volumes} volumes.", text("title_en").or(text("title_ja"))?)
+    })
 }
 
 #[cfg(test)]
@@ -131,5 +171,23 @@ mod tests {
         let a = answer_for("B0AAAAAAA1", "おすすめは? and more", 120);
         assert_eq!(tokenize_answer(&a).concat(), a);
         assert!(tokenize_answer(&a).len() > 20);
+    }
+
+    #[test]
+    fn an_answer_about_one_product_opens_with_a_neutral_introduction_and_never_repeats_itself() {
+        let ctx = r#"<context>
+product:B0SPIRAL01: {"asin":"B0SPIRAL01","title_en":"Spiral Chronicle","title_ja":"渦巻く年代記","genre":"horror","volumes":12}
+</context>
+<page>refers_to=B0SPIRAL01</page>
+<question>
+Tell me more about the first one
+</question>"#;
+        let a = answer_for(ctx, ctx, 400);
+        assert!(a.starts_with("Spiral Chronicle is a horror manga in 12 volumes."), "{a}");
+        for f in FILLER_EN {
+            assert!(a.matches(f.trim()).count() <= 1, "{a}");
+        }
+        let ja = ctx.replace("Tell me more about the first one", "1つ目について詳しく教えて");
+        assert!(answer_for(&ja, &ja, 90).starts_with("渦巻く年代記は全12巻のhorror作品です。"));
     }
 }

@@ -42,7 +42,9 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
 use super::answers::{answer_for, estimate_tokens, tokenize_answer};
+use super::models::{self, Asked, Refusal, admit};
 use mangaassist_core::ids::Asin;
+use mangaassist_core::models::Family;
 
 /// The emulator's latency model; see the module docs.
 #[derive(Debug, Clone, Copy)]
@@ -146,6 +148,10 @@ pub struct RequestRecord {
     /// The client went away before the end: generation stopped.
     pub cancelled: bool,
     pub fault: Option<Fault>,
+    /// The levers and prefill the request carried.
+    pub asked: Asked,
+    /// Input tokens served from the prompt cache.
+    pub cache_read_tokens: u32,
 }
 
 impl RequestRecord {
@@ -201,6 +207,8 @@ struct Shared {
     control: Arc<crate::emulators::control_plane::ControlPlane>,
     /// Streams in flight per model id or ARN.
     active: Arc<Mutex<HashMap<String, usize>>>,
+    /// Cached prompt prefixes (model and prefix) -> when the entry expires.
+    prompt_cache: Mutex<HashMap<String, Instant>>,
 }
 
 /// Decrements a route's in-flight count when a stream ends, however it ends.
@@ -244,6 +252,7 @@ impl BedrockEmulator {
             counter: std::sync::atomic::AtomicU64::new(0),
             control: shared_control,
             active: Arc::new(Mutex::new(HashMap::new())),
+            prompt_cache: Mutex::new(HashMap::new()),
         });
         let app = Router::new()
             .route("/model/{model_id}/converse-stream", post(converse_stream))
@@ -327,39 +336,183 @@ fn error_response(status: StatusCode, error_type: &str, message: &str) -> Respon
     (status, headers, axum::Json(json!({ "message": message }))).into_response()
 }
 
-async fn converse_stream(State(shared): State<Arc<Shared>>, Path(model_id): Path<String>, body: Bytes) -> Response {
-    let received_at = Instant::now();
-    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return error_response(StatusCode::BAD_REQUEST, "ValidationException", "malformed request body");
-    };
-    let system = req.get("system").map(text_of).unwrap_or_default();
+/// What the emulator reads from a `Converse` / `ConverseStream` body.
+struct Parsed {
+    /// Every system text and message, as one context string (what the answer draws from).
+    context: String,
+    /// The shopper's message: the last user message.
+    question: String,
+    messages: usize,
+    /// The system text before the cache checkpoint, when the request has one.
+    cached_prefix: Option<String>,
+    asked: Asked,
+    max_tokens: u64,
+    /// `requestMetadata.message_id`, or a counter.
+    key: String,
+}
+
+/// A refusal as Bedrock sends it.
+fn refuse(r: Refusal) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+    error_response(status, r.error_type, &r.message)
+}
+
+fn parse(shared: &Shared, body: &Bytes) -> Result<Parsed, Refusal> {
+    let bad = |m: &str| Refusal { status: 400, error_type: "ValidationException", message: m.to_owned() };
+    let req: Value = serde_json::from_slice(body).map_err(|_| bad("malformed request body"))?;
+    let blocks = req.get("system").and_then(Value::as_array).cloned().unwrap_or_default();
+    let checkpoint = blocks.iter().position(|b| b.get("cachePoint").is_some());
+    let cached_prefix = checkpoint.map(|n| text_of(&Value::Array(blocks[..n].to_vec())));
     let messages = req.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
-    let Some(last) = messages.last() else {
-        return error_response(StatusCode::BAD_REQUEST, "ValidationException", "messages must not be empty");
-    };
-    let question = last.get("content").map(text_of).unwrap_or_default();
-    let mut context = system.clone();
+    if messages.is_empty() {
+        return Err(bad("messages must not be empty"));
+    }
+    let role = |m: &Value| m.get("role").and_then(Value::as_str).unwrap_or("user").to_owned();
+    let prefill =
+        messages.last().filter(|m| role(m) == "assistant").map(|m| m.get("content").map(text_of).unwrap_or_default());
+    let question = messages.iter().rev().find(|m| role(m) == "user").and_then(|m| m.get("content")).map(text_of);
+    let mut context = text_of(&Value::Array(blocks));
     for m in &messages {
         context.push('\n');
         context.push_str(&m.get("content").map(text_of).unwrap_or_default());
     }
-    let max_tokens = req.pointer("/inferenceConfig/maxTokens").and_then(Value::as_u64).unwrap_or(512);
+    let asked = Asked {
+        latency_optimized: req.pointer("/performanceConfig/latency").and_then(Value::as_str) == Some("optimized"),
+        service_tier: req.pointer("/serviceTier/type").and_then(Value::as_str).map(str::to_owned),
+        cache_point: checkpoint.is_some(),
+        prefill,
+    };
     let key = req
         .pointer("/requestMetadata/message_id")
         .and_then(Value::as_str)
         .map(str::to_owned)
         .unwrap_or_else(|| format!("req-{}", shared.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+    Ok(Parsed {
+        context,
+        question: question.unwrap_or_default(),
+        messages: messages.len(),
+        cached_prefix,
+        asked,
+        max_tokens: req.pointer("/inferenceConfig/maxTokens").and_then(Value::as_u64).unwrap_or(512),
+        key,
+    })
+}
 
-    let input_tokens = billed_tokens(&context, messages.len());
-    let target = shared.cfg.answer_tokens.min(u32::try_from(max_tokens).unwrap_or(u32::MAX));
-    let mut tokens = tokenize_answer(&answer_for(&context, &question, target));
-    let stop_reason = if tokens.len() > max_tokens as usize {
-        tokens.truncate(max_tokens as usize);
-        "max_tokens"
-    } else {
-        "end_turn"
+/// The family serving `model_id` (for a provisioned ARN, the model it was bought for), or the refusal.
+fn family_of(shared: &Shared, model_id: &str, asked: &Asked) -> Result<&'static Family, Refusal> {
+    let served = match model_id.contains(":provisioned-model/") {
+        true => shared.control.list().into_iter().find(|p| p.arn == model_id).map(|p| p.model_arn),
+        false => Some(model_id.to_owned()),
     };
-    let fault = shared.faults.lock().ok().and_then(|mut q| q.pop_front());
+    match served {
+        Some(id) => admit(&id, asked),
+        // Not a known provisioned throughput: the capacity check below answers for it.
+        None => admit(mangaassist_core::models::CLAUDE_HAIKU_4_5, asked),
+    }
+}
+
+/// The latency of one request: the family's speed, the levers it asked for, the prompt cache.
+struct Timing {
+    latency: LatencyModel,
+    /// Input tokens whose prefill the prompt cache skipped (read) or stored (written).
+    cache_read: u32,
+    cache_write: u32,
+}
+
+fn timing(shared: &Shared, model_id: &str, family: &Family, parsed: &Parsed) -> Timing {
+    let mut lat = shared.cfg.latency;
+    let speed = models::speed(family);
+    lat.overhead_ms *= speed.first_token;
+    lat.prefill_ms_per_token *= speed.first_token;
+    lat.decode_tokens_per_sec *= speed.decode;
+    if parsed.asked.latency_optimized {
+        lat.overhead_ms *= models::OPTIMIZED.first_token;
+        lat.prefill_ms_per_token *= models::OPTIMIZED.first_token;
+        lat.decode_tokens_per_sec *= models::OPTIMIZED.decode;
+    }
+    if parsed.asked.service_tier.as_deref() == Some("priority") {
+        lat.decode_tokens_per_sec *= models::PRIORITY_DECODE;
+    }
+    let (mut cache_read, mut cache_write) = (0, 0);
+    if let Some(prefix) = &parsed.cached_prefix {
+        let tokens = billed_tokens(prefix, 0);
+        if family.cache_min_tokens.is_some_and(|min| tokens >= min) {
+            let key = format!("{}\u{0}{prefix}", mangaassist_core::models::base_model_id(model_id));
+            let now = Instant::now();
+            let hit = shared.prompt_cache.lock().map(|mut c| {
+                let hit = c.get(&key).is_some_and(|until| *until > now);
+                c.insert(key, now + PROMPT_CACHE_TTL);
+                hit
+            });
+            if hit.unwrap_or(false) { cache_read = tokens } else { cache_write = tokens }
+        }
+    }
+    // A cache read skips most of the prefix's prefill; spread over the request's tokens.
+    let billed = billed_tokens(&parsed.context, parsed.messages).max(1);
+    let saved = f64::from(cache_read) * (1.0 - models::CACHE_READ_COST);
+    lat.prefill_ms_per_token *= (f64::from(billed) - saved).max(0.0) / f64::from(billed);
+    Timing { latency: lat, cache_read, cache_write }
+}
+
+/// How long a prompt-cache entry lives.
+const PROMPT_CACHE_TTL: Duration = Duration::from_secs(300);
+
+/// The answer's tokens: the deterministic answer, continued after a prefill when there is one.
+fn answer_tokens(shared: &Shared, parsed: &Parsed) -> (Vec<String>, &'static str) {
+    let target = shared.cfg.answer_tokens.min(u32::try_from(parsed.max_tokens).unwrap_or(u32::MAX));
+    let full = answer_for(&parsed.context, &parsed.question, target);
+    let text = match &parsed.asked.prefill {
+        Some(p) => continuation(&full, p),
+        None => full,
+    };
+    let mut tokens = tokenize_answer(&text);
+    if tokens.len() > parsed.max_tokens as usize {
+        tokens.truncate(parsed.max_tokens as usize);
+        return (tokens, "max_tokens");
+    }
+    (tokens, "end_turn")
+}
+
+/// What a model says after `prefill`: the rest of its answer when the answer starts the same way, else the
+/// answer after a space (never repeating the prefill).
+fn continuation(answer: &str, prefill: &str) -> String {
+    match answer.strip_prefix(prefill) {
+        Some(rest) => rest.to_owned(),
+        None => format!(" {answer}"),
+    }
+}
+
+/// The `metadata` event (and the `Converse` reply's fields of the same names): usage with the prompt-cache
+/// reads and writes, and the tiers that served the request when it asked for one.
+fn metadata(asked: &Asked, input: u32, output: usize, (read, write): (u32, u32), latency_ms: u128) -> Value {
+    let mut m = json!({
+        "usage": {
+            "inputTokens": input, "outputTokens": output, "totalTokens": input as usize + output,
+            "cacheReadInputTokens": read, "cacheWriteInputTokens": write,
+        },
+        "metrics": { "latencyMs": latency_ms },
+    });
+    if asked.latency_optimized {
+        m["performanceConfig"] = json!({ "latency": "optimized" });
+    }
+    if let Some(tier) = &asked.service_tier {
+        m["serviceTier"] = json!({ "type": tier });
+    }
+    m
+}
+
+async fn converse_stream(State(shared): State<Arc<Shared>>, Path(model_id): Path<String>, body: Bytes) -> Response {
+    let received_at = Instant::now();
+    let parsed = match parse(&shared, &body) {
+        Ok(p) => p,
+        Err(r) => return refuse(r),
+    };
+    let family = family_of(&shared, &model_id, &parsed.asked);
+    let key = parsed.key.clone();
+    let input_tokens = billed_tokens(&parsed.context, parsed.messages);
+    let (tokens, stop_reason) = answer_tokens(&shared, &parsed);
+    // A refused request is recorded too (what it asked for is what tests look at); it takes no fault.
+    let fault = if family.is_ok() { shared.faults.lock().ok().and_then(|mut q| q.pop_front()) } else { None };
     let idx = shared.stats.insert(
         key.clone(),
         RequestRecord {
@@ -372,8 +525,14 @@ async fn converse_stream(State(shared): State<Arc<Shared>>, Path(model_id): Path
             completed: false,
             cancelled: false,
             fault: fault.clone(),
+            asked: parsed.asked.clone(),
+            cache_read_tokens: 0,
         },
     );
+    let family = match family {
+        Ok(f) => f,
+        Err(r) => return refuse(r),
+    };
     match fault {
         Some(Fault::ThrottleBeforeStream) => {
             return error_response(
@@ -429,14 +588,16 @@ async fn converse_stream(State(shared): State<Arc<Shared>>, Path(model_id): Path
             "Too many requests, please wait before trying again.",
         );
     };
-    let in_flight = InFlight { active: shared.active.clone(), key: model_key };
-    let mut lat = shared.cfg.latency;
+    let in_flight = InFlight { active: shared.active.clone(), key: model_key.clone() };
+    let Timing { latency: mut lat, cache_read, cache_write } = timing(&shared, &model_key, family, &parsed);
+    shared.stats.update(&key, idx, |r| r.cache_read_tokens = cache_read);
     lat.jitter = jitter;
     lat.overhead_ms *= 1.0 + load_penalty * (load as f64 / limit.max(1) as f64);
     lat.prefill_ms_per_token *= 1.0 + load_penalty * (load as f64 / limit.max(1) as f64);
 
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let stats = shared.stats.clone();
+    let asked = parsed.asked;
     tokio::spawn(async move {
         let _in_flight = in_flight;
         let send = |b: Bytes| {
@@ -474,13 +635,7 @@ async fn converse_stream(State(shared): State<Arc<Shared>>, Path(model_id): Path
         let tail = [
             event("contentBlockStop", &json!({ "contentBlockIndex": 0 })),
             event("messageStop", &json!({ "stopReason": stop_reason })),
-            event(
-                "metadata",
-                &json!({
-                    "usage": { "inputTokens": input_tokens, "outputTokens": output_tokens, "totalTokens": input_tokens as usize + output_tokens },
-                    "metrics": { "latencyMs": latency_ms }
-                }),
-            ),
+            event("metadata", &metadata(&asked, input_tokens, output_tokens, (cache_read, cache_write), latency_ms)),
         ];
         for b in tail {
             if !send(b).await {
@@ -499,32 +654,33 @@ async fn converse_stream(State(shared): State<Arc<Shared>>, Path(model_id): Path
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// `Converse`: the whole answer at once. The answer is a summary-like digest of the user lines.
+/// `Converse`: the whole answer at once: a summary-like digest of the user lines (the chat's summaries), or
+/// the deterministic answer when the request is not a summary (pre-generated answers).
 async fn converse(State(shared): State<Arc<Shared>>, Path(model_id): Path<String>, body: Bytes) -> Response {
     let received_at = Instant::now();
-    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return error_response(StatusCode::BAD_REQUEST, "ValidationException", "malformed request body");
+    let parsed = match parse(&shared, &body) {
+        Ok(p) => p,
+        Err(r) => return refuse(r),
     };
-    let messages = req.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
-    if messages.is_empty() {
-        return error_response(StatusCode::BAD_REQUEST, "ValidationException", "messages must not be empty");
-    }
-    let mut context = req.get("system").map(text_of).unwrap_or_default();
-    for m in &messages {
-        context.push('\n');
-        context.push_str(&m.get("content").map(text_of).unwrap_or_default());
-    }
-    let mut asked: Vec<String> = Vec::new();
-    for line in context.lines() {
-        if let Some(q) = line.strip_prefix("user: ") {
-            asked.push(q.split_whitespace().take(8).collect::<Vec<_>>().join(" "));
+    let family = match family_of(&shared, &model_id, &parsed.asked) {
+        Ok(f) => f,
+        Err(r) => return refuse(r),
+    };
+    let text = if parsed.context.contains(mangaassist_core::summary::SUMMARY_PROMPT) {
+        let mut asked: Vec<String> = Vec::new();
+        for line in parsed.context.lines() {
+            if let Some(q) = line.strip_prefix("user: ") {
+                asked.push(q.split_whitespace().take(8).collect::<Vec<_>>().join(" "));
+            }
         }
-    }
-    let asins: Vec<String> = Asin::all_in(&context).into_iter().map(String::from).collect();
-    let text = format!("The shopper asked: {}. Products discussed: {}.", asked.join("; "), asins.join(", "));
-    let input_tokens = billed_tokens(&context, messages.len());
+        let asins: Vec<String> = Asin::all_in(&parsed.context).into_iter().map(String::from).collect();
+        format!("The shopper asked: {}. Products discussed: {}.", asked.join("; "), asins.join(", "))
+    } else {
+        answer_tokens(&shared, &parsed).0.concat()
+    };
+    let input_tokens = billed_tokens(&parsed.context, parsed.messages);
     let output_tokens = estimate_tokens(&text);
-    let lat = shared.cfg.latency;
+    let Timing { latency: lat, cache_read, cache_write } = timing(&shared, &model_id, family, &parsed);
     let done = lat.first_token(input_tokens) + lat.per_token() * output_tokens;
     let key = format!("converse-{}", shared.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     shared.stats.insert(
@@ -539,14 +695,15 @@ async fn converse(State(shared): State<Arc<Shared>>, Path(model_id): Path<String
             completed: true,
             cancelled: false,
             fault: None,
+            asked: parsed.asked.clone(),
+            cache_read_tokens: cache_read,
         },
     );
     sleep_until(received_at + done).await;
-    axum::Json(json!({
-        "output": { "message": { "role": "assistant", "content": [{ "text": text }] } },
-        "stopReason": "end_turn",
-        "usage": { "inputTokens": input_tokens, "outputTokens": output_tokens, "totalTokens": input_tokens + output_tokens },
-        "metrics": { "latencyMs": received_at.elapsed().as_millis() }
-    }))
-    .into_response()
+    let latency_ms = received_at.elapsed().as_millis();
+    let mut reply =
+        metadata(&parsed.asked, input_tokens, output_tokens as usize, (cache_read, cache_write), latency_ms);
+    reply["output"] = json!({ "message": { "role": "assistant", "content": [{ "text": text }] } });
+    reply["stopReason"] = json!("end_turn");
+    axum::Json(reply).into_response()
 }

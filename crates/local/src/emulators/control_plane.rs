@@ -135,6 +135,8 @@ pub struct ProvisionedView {
     pub name: String,
     pub status: &'static str,
     pub model_units: i64,
+    /// The model it serves (`foundation-model/<id>` ARN as bought).
+    pub model_arn: String,
 }
 
 impl ControlPlane {
@@ -161,6 +163,7 @@ impl ControlPlane {
                     name: e.name.clone(),
                     status: e.status(now),
                     model_units: e.model_units,
+                    model_arn: e.model_arn.clone(),
                 })
                 .collect()
         })

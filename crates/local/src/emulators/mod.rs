@@ -5,9 +5,11 @@
 //!   latency and capacity model, fault injection.
 //! - [`answers`]: the deterministic answers the Bedrock emulator gives.
 //! - [`control_plane`]: the Bedrock provisioned-throughput control plane (served by the Bedrock emulator).
+//! - [`models`]: which model ids and levers the emulator accepts, and each model family's speed.
 //! - [`gateway`]: API Gateway WebSocket (event shapes, routing on `action`, `@connections`).
 
 pub mod answers;
 pub mod bedrock;
 pub mod control_plane;
 pub mod gateway;
+pub mod models;

@@ -1,0 +1,404 @@
+//! Which model answers which intent, and what each model family accepts.
+//!
+//! - [`FAMILIES`] is the one capability table: per model family its lifecycle, whether it continues an
+//!   assistant prefill, its minimum tokens per prompt-cache checkpoint, latency-optimized inference and the
+//!   priority service tier, each row with its source. A lever is sent only to a family that supports it.
+//! - [`ModelRouting`] maps intents to models (`MODEL_BY_INTENT`) and answer caps (`MAX_TOKENS_BY_INTENT`):
+//!   simple intents go to a small fast model, product questions and recommendations to the Haiku-class one.
+//! - [`check`] refuses, at cold start, a model id nobody can serve: unknown, or past its end of life.
+//!
+//! Model ids come in four shapes, all reduced to a base id by [`base_model_id`]: a base id
+//! (`anthropic.claude-haiku-4-5-20251001-v1:0`), a cross-region inference profile (`jp.` / `global.` / ...
+//! prefix), a base id with a context-length suffix (`...:200k`, for provisioned throughput), and a
+//! provisioned-throughput ARN (routed by the caller, not by family).
+
+use std::collections::BTreeMap;
+
+use crate::intent::Intent;
+
+/// Where a model is in its life on Bedrock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    Active,
+    /// Still served; no new provisioned throughput; ends on `eol` (ISO date).
+    Legacy {
+        eol: &'static str,
+    },
+    /// Requests fail since `since` (ISO date).
+    EndOfLife {
+        since: &'static str,
+    },
+}
+
+/// What a model family accepts, from its model card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Family {
+    pub name: &'static str,
+    /// Base model ids of the family (without profile prefix or context suffix).
+    pub base_ids: &'static [&'static str],
+    pub lifecycle: Lifecycle,
+    /// Continues a trailing assistant message (prefill); newer Claude models reject it.
+    pub prefill: bool,
+    /// Minimum tokens before a prompt-cache checkpoint takes effect; `None`: caching not offered (or not
+    /// verified, which is treated the same).
+    pub cache_min_tokens: Option<u32>,
+    /// `performanceConfig.latency = optimized` is offered.
+    pub latency_optimized: bool,
+    /// `serviceTier.type = priority` is offered.
+    pub priority_tier: bool,
+    /// Where the row's facts come from.
+    pub source: &'static str,
+}
+
+/// Claude Haiku 4.5: the chat default.
+pub const CLAUDE_HAIKU_4_5: &str = "anthropic.claude-haiku-4-5-20251001-v1:0";
+/// Amazon Nova 2 Lite: the small fast model for simple intents and summaries.
+pub const NOVA_2_LITE: &str = "amazon.nova-2-lite-v1:0";
+
+/// The capability table. Facts checked on 2026-12-02 against the pages named in `source`; a fact that could
+/// not be verified is recorded as "not offered", so no lever is ever sent on a guess.
+pub const FAMILIES: &[Family] = &[
+    Family {
+        name: "Claude Haiku 4.5",
+        base_ids: &[CLAUDE_HAIKU_4_5],
+        lifecycle: Lifecycle::Active,
+        prefill: true,
+        cache_min_tokens: Some(4096),
+        latency_optimized: false,
+        priority_tier: false,
+        source: "Bedrock model card model-card-anthropic-claude-haiku-4-5 (profiles global/us/eu/jp; caching 4,096 \
+                 tokens per checkpoint, 4 checkpoints); latency-optimized-inference.html (not listed); \
+                 service-tiers-inference.html (reserved tier only)",
+    },
+    Family {
+        name: "Amazon Nova 2 Lite",
+        base_ids: &[NOVA_2_LITE],
+        lifecycle: Lifecycle::Active,
+        prefill: false,
+        cache_min_tokens: None,
+        latency_optimized: false,
+        priority_tier: true,
+        source: "Bedrock model card model-card-amazon-nova-2-lite (profiles global/us/eu/jp, no in-Region \
+                 endpoint); service-tiers-inference.html (priority and flex, ap-northeast-1 included); prefill and \
+                 caching minimum not verified",
+    },
+    Family {
+        name: "Amazon Nova Micro",
+        base_ids: &["amazon.nova-micro-v1:0"],
+        lifecycle: Lifecycle::Active,
+        prefill: true,
+        cache_min_tokens: Some(1536),
+        latency_optimized: false,
+        priority_tier: false,
+        source: "Bedrock model card model-card-amazon-nova-micro; Nova user guide invoke.html (prefill); \
+                 prompt-caching table (1K, 1,536 in AWS's agent toolkit: the larger is used)",
+    },
+    Family {
+        name: "Amazon Nova Lite",
+        base_ids: &["amazon.nova-lite-v1:0"],
+        lifecycle: Lifecycle::Active,
+        prefill: true,
+        cache_min_tokens: Some(1536),
+        latency_optimized: false,
+        priority_tier: false,
+        source: "Bedrock model card model-card-amazon-nova-lite; Nova user guide invoke.html; prompt-caching table",
+    },
+    Family {
+        name: "Amazon Nova Pro",
+        base_ids: &["amazon.nova-pro-v1:0"],
+        lifecycle: Lifecycle::Active,
+        prefill: true,
+        cache_min_tokens: Some(1024),
+        latency_optimized: true,
+        priority_tier: true,
+        source: "latency-optimized-inference.html (us-east-1/us-east-2 profiles); service-tiers-inference.html",
+    },
+    Family {
+        name: "Claude 3.5 Haiku",
+        base_ids: &["anthropic.claude-3-5-haiku-20241022-v1:0"],
+        lifecycle: Lifecycle::EndOfLife { since: "2026-06-19" },
+        prefill: true,
+        cache_min_tokens: Some(2048),
+        latency_optimized: true,
+        priority_tier: false,
+        source: "Bedrock model card model-card-anthropic-claude-3-5-haiku (EOL 2026-06-19)",
+    },
+    Family {
+        name: "Claude 3 Haiku",
+        base_ids: &["anthropic.claude-3-haiku-20240307-v1:0"],
+        lifecycle: Lifecycle::EndOfLife { since: "2026-09-10" },
+        prefill: true,
+        cache_min_tokens: None,
+        latency_optimized: false,
+        priority_tier: false,
+        source: "Bedrock model card model-card-anthropic-claude-3-haiku (EOL 2026-09-10 in most Regions)",
+    },
+];
+
+/// Cross-region inference profile prefixes.
+const PROFILE_PREFIXES: &[&str] = &["global.", "us.", "eu.", "jp.", "apac.", "au.", "in.", "ca.", "us-gov."];
+
+/// The base model id behind a model id, profile id or context-suffixed id.
+pub fn base_model_id(id: &str) -> &str {
+    let id = id.rsplit_once("foundation-model/").map_or(id, |(_, b)| b);
+    let id = id.rsplit_once("inference-profile/").map_or(id, |(_, b)| b);
+    let id = PROFILE_PREFIXES.iter().find_map(|p| id.strip_prefix(p)).unwrap_or(id);
+    // `...-v1:0:200k`: a third `:` part is the context length of a provisioned variant.
+    match id.match_indices(':').nth(1) {
+        Some((i, _)) => &id[..i],
+        None => id,
+    }
+}
+
+/// Whether `id` is a provisioned-throughput ARN.
+pub fn is_provisioned_arn(id: &str) -> bool {
+    id.contains(":provisioned-model/")
+}
+
+/// The family of a model id, profile id or context-suffixed id.
+pub fn family(id: &str) -> Option<&'static Family> {
+    let base = base_model_id(id);
+    FAMILIES.iter().find(|f| f.base_ids.contains(&base))
+}
+
+/// Why a configured model cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModelConfigError {
+    #[error("unknown model {0:?}: not in the capability table (crates/core/src/models.rs)")]
+    Unknown(String),
+    #[error("model {id:?} ({family}) reached its end of life on Bedrock on {since}; choose an active model")]
+    EndOfLife { id: String, family: &'static str, since: &'static str },
+    #[error("unknown intent {0:?} in the routing table; intents: {1}")]
+    UnknownIntent(String, String),
+    #[error("malformed routing entry {0:?}: expected intent=value")]
+    Malformed(String),
+    #[error("max tokens for {0:?} must be a positive number")]
+    BadMaxTokens(String),
+}
+
+/// Refuses, at cold start, a model that no request could reach: unknown, or past its end of life.
+/// Provisioned-throughput ARNs are not checked (the reconciler bought them for a known model).
+pub fn check(id: &str) -> Result<Option<&'static Family>, ModelConfigError> {
+    if is_provisioned_arn(id) {
+        return Ok(None);
+    }
+    let f = family(id).ok_or_else(|| ModelConfigError::Unknown(id.to_owned()))?;
+    match f.lifecycle {
+        Lifecycle::EndOfLife { since } => Err(ModelConfigError::EndOfLife { id: id.to_owned(), family: f.name, since }),
+        Lifecycle::Active | Lifecycle::Legacy { .. } => Ok(Some(f)),
+    }
+}
+
+/// The cross-region inference profile of `base` for a stack in `region`: the Japan geo profile in Tokyo
+/// and Osaka (requests stay in Japan), the global one elsewhere.
+pub fn profile_for_region(region: &str, base: &str) -> String {
+    match region {
+        "ap-northeast-1" | "ap-northeast-3" => format!("jp.{base}"),
+        _ => format!("global.{base}"),
+    }
+}
+
+/// Request levers the operator switched on; each reaches only models that support it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Levers {
+    /// `performanceConfig.latency = optimized`.
+    pub latency_optimized: bool,
+    /// `serviceTier = priority`.
+    pub priority_tier: bool,
+    /// A `cachePoint` after the stable system prefix, when it is long enough to be cached.
+    pub prompt_cache: bool,
+}
+
+/// The levers one request carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestLevers {
+    pub latency_optimized: bool,
+    pub priority_tier: bool,
+    /// A `cachePoint` after the system prefix.
+    pub cache_point: bool,
+}
+
+impl Levers {
+    /// What a request to `model_id` may carry, given the tokens of its stable system prefix.
+    pub fn for_model(&self, model_id: &str, prefix_tokens: usize) -> RequestLevers {
+        let Some(f) = family(model_id) else { return RequestLevers::default() };
+        RequestLevers {
+            latency_optimized: self.latency_optimized && f.latency_optimized,
+            priority_tier: self.priority_tier && f.priority_tier,
+            cache_point: self.prompt_cache
+                && f.cache_min_tokens.is_some_and(|min| prefix_tokens >= usize::try_from(min).unwrap_or(usize::MAX)),
+        }
+    }
+}
+
+/// The model (or profile) and answer cap for one intent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelChoice {
+    pub model_id: String,
+    pub max_tokens: u32,
+}
+
+/// Intent -> model and answer cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRouting {
+    pub default: ModelChoice,
+    pub by_intent: BTreeMap<Intent, ModelChoice>,
+}
+
+/// The intents a small model answers well: short, policy- or status-shaped answers.
+pub const SIMPLE_INTENTS: &[Intent] = &[
+    Intent::Faq,
+    Intent::OrderTracking,
+    Intent::ReturnRequest,
+    Intent::CheckoutHelp,
+    Intent::Promotion,
+    Intent::General,
+];
+
+fn entries(spec: &str) -> Result<Vec<(&str, &str)>, ModelConfigError> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| e.split_once('=').map(|(k, v)| (k.trim(), v.trim())).ok_or(ModelConfigError::Malformed(e.to_owned())))
+        .collect()
+}
+
+fn intent_key(k: &str) -> Result<Option<Intent>, ModelConfigError> {
+    if k == "default" {
+        return Ok(None);
+    }
+    Intent::parse(k).map(Some).ok_or_else(|| {
+        let names: Vec<&str> = Intent::ALL.iter().map(|i| i.as_str()).collect();
+        ModelConfigError::UnknownIntent(k.to_owned(), format!("{}, default", names.join(", ")))
+    })
+}
+
+impl ModelRouting {
+    /// One model for everything.
+    pub fn single(model_id: impl Into<String>, max_tokens: u32) -> Self {
+        Self { default: ModelChoice { model_id: model_id.into(), max_tokens }, by_intent: BTreeMap::new() }
+    }
+
+    /// The default routing: [`SIMPLE_INTENTS`] to `small` with `simple_max_tokens`, the rest to `main`.
+    pub fn split(main: &str, small: &str, max_tokens: u32, simple_max_tokens: u32) -> Self {
+        let mut r = Self::single(main, max_tokens);
+        for i in SIMPLE_INTENTS {
+            r.by_intent.insert(*i, ModelChoice { model_id: small.to_owned(), max_tokens: simple_max_tokens });
+        }
+        r
+    }
+
+    /// Applies `MODEL_BY_INTENT` (`faq=<model>,order_tracking=<model>,default=<model>`) and
+    /// `MAX_TOKENS_BY_INTENT` (`faq=150,default=400`) on top of `self`. Every model named is [`check`]ed.
+    pub fn with_overrides(mut self, models: &str, max_tokens: &str) -> Result<Self, ModelConfigError> {
+        for (k, v) in entries(models)? {
+            match intent_key(k)? {
+                None => self.default.model_id = v.to_owned(),
+                Some(i) => {
+                    let max = self.for_intent(i).max_tokens;
+                    self.by_intent.insert(i, ModelChoice { model_id: v.to_owned(), max_tokens: max });
+                }
+            }
+        }
+        for (k, v) in entries(max_tokens)? {
+            let n = v.parse::<u32>().ok().filter(|n| *n > 0).ok_or(ModelConfigError::BadMaxTokens(k.to_owned()))?;
+            match intent_key(k)? {
+                None => self.default.max_tokens = n,
+                Some(i) => {
+                    let model_id = self.for_intent(i).model_id.clone();
+                    self.by_intent.insert(i, ModelChoice { model_id, max_tokens: n });
+                }
+            }
+        }
+        self.models().try_for_each(|m| check(m).map(|_| ()))?;
+        Ok(self)
+    }
+
+    pub fn for_intent(&self, intent: Intent) -> &ModelChoice {
+        self.by_intent.get(&intent).unwrap_or(&self.default)
+    }
+
+    /// Every model the routing can send to.
+    pub fn models(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.default.model_id.as_str()).chain(self.by_intent.values().map(|c| c.model_id.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_ids_suffixes_and_arns_reduce_to_the_base_id() {
+        for id in [
+            "jp.anthropic.claude-haiku-4-5-20251001-v1:0",
+            "global.anthropic.claude-haiku-4-5-20251001-v1:0",
+            "anthropic.claude-haiku-4-5-20251001-v1:0:200k",
+            "arn:aws:bedrock:ap-northeast-1:123456789012:inference-profile/jp.anthropic.claude-haiku-4-5-20251001-v1:0",
+            "arn:aws:bedrock:ap-northeast-3::foundation-model/anthropic.claude-haiku-4-5-20251001-v1:0",
+        ] {
+            assert_eq!(base_model_id(id), CLAUDE_HAIKU_4_5, "{id}");
+            assert_eq!(family(id).map(|f| f.name), Some("Claude Haiku 4.5"), "{id}");
+        }
+        assert!(family("meta.llama-nope").is_none());
+    }
+
+    #[test]
+    fn end_of_life_and_unknown_models_are_refused_at_start() {
+        let eol = check("anthropic.claude-3-5-haiku-20241022-v1:0").unwrap_err();
+        assert!(eol.to_string().contains("2026-06-19"), "{eol}");
+        assert!(matches!(check("us.anthropic.claude-3-haiku-20240307-v1:0"), Err(ModelConfigError::EndOfLife { .. })));
+        assert_eq!(check("nope.model"), Err(ModelConfigError::Unknown("nope.model".into())));
+        assert!(check("jp.amazon.nova-2-lite-v1:0").is_ok());
+        assert_eq!(check("arn:aws:bedrock:ap-northeast-1:1:provisioned-model/abc"), Ok(None));
+    }
+
+    #[test]
+    fn the_stack_region_picks_the_japan_profile_or_the_global_one() {
+        assert_eq!(profile_for_region("ap-northeast-1", CLAUDE_HAIKU_4_5), format!("jp.{CLAUDE_HAIKU_4_5}"));
+        assert_eq!(profile_for_region("eu-west-1", NOVA_2_LITE), format!("global.{NOVA_2_LITE}"));
+    }
+
+    #[test]
+    fn each_lever_reaches_only_the_families_that_offer_it() {
+        let all = Levers { latency_optimized: true, priority_tier: true, prompt_cache: true };
+        let haiku = all.for_model("jp.anthropic.claude-haiku-4-5-20251001-v1:0", 5000);
+        assert_eq!(haiku, RequestLevers { latency_optimized: false, priority_tier: false, cache_point: true });
+        let short = all.for_model("jp.anthropic.claude-haiku-4-5-20251001-v1:0", 4095);
+        assert!(!short.cache_point, "below 4,096 tokens a checkpoint would not cache: none is sent");
+        let nova = all.for_model("jp.amazon.nova-2-lite-v1:0", 5000);
+        assert_eq!(nova, RequestLevers { latency_optimized: false, priority_tier: true, cache_point: false });
+        let pro = all.for_model("us.amazon.nova-pro-v1:0", 0);
+        assert!(pro.latency_optimized && pro.priority_tier && !pro.cache_point);
+        assert_eq!(Levers::default().for_model("us.amazon.nova-pro-v1:0", 9999), RequestLevers::default());
+    }
+
+    #[test]
+    fn the_routing_table_sends_simple_intents_to_the_small_model_and_reads_overrides() {
+        let main = format!("jp.{CLAUDE_HAIKU_4_5}");
+        let small = format!("jp.{NOVA_2_LITE}");
+        let r = ModelRouting::split(&main, &small, 400, 200);
+        assert_eq!(r.for_intent(Intent::Faq), &ModelChoice { model_id: small.clone(), max_tokens: 200 });
+        assert_eq!(r.for_intent(Intent::Recommendation).model_id, main);
+        let r = r
+            .with_overrides(
+                "faq = jp.amazon.nova-2-lite-v1:0, product_question=us.amazon.nova-pro-v1:0",
+                "faq=120,default=350",
+            )
+            .unwrap();
+        assert_eq!(r.for_intent(Intent::Faq).max_tokens, 120);
+        assert_eq!(r.for_intent(Intent::ProductQuestion).model_id, "us.amazon.nova-pro-v1:0");
+        assert_eq!(r.for_intent(Intent::Recommendation).max_tokens, 350);
+    }
+
+    #[test]
+    fn a_bad_routing_table_is_a_clear_startup_error() {
+        let r = ModelRouting::single(format!("jp.{CLAUDE_HAIKU_4_5}"), 400);
+        let e = r.clone().with_overrides("shopping=jp.amazon.nova-2-lite-v1:0", "").unwrap_err();
+        assert!(matches!(&e, ModelConfigError::UnknownIntent(k, _) if k == "shopping"), "{e}");
+        assert!(e.to_string().contains("order_tracking"), "the message lists the intents: {e}");
+        assert!(matches!(r.clone().with_overrides("faq=made.up-v1:0", ""), Err(ModelConfigError::Unknown(_))));
+        assert!(matches!(r.clone().with_overrides("faq", ""), Err(ModelConfigError::Malformed(_))));
+        assert!(matches!(r.with_overrides("", "faq=0"), Err(ModelConfigError::BadMaxTokens(_))));
+    }
+}

@@ -1,0 +1,236 @@
+//! The generation half of speculative pre-generation ([`crate::pregen`]): for the top products of the
+//! answer, the follow-up "tell me more about <title>" is answered now, with the prompt the chat turn would
+//! build (same system prompt, compressor and budgets, the same cached context, the conversation the job
+//! carries), one `Converse` call per product, side by side, under one deadline. Each answer is cached with
+//! the fingerprint of the facts it used, the model and its usage.
+//!
+//! Entries of the previous answer's products that were never served can no longer be (an ordinal now points
+//! into this answer): their tokens are counted as wasted.
+
+use std::future::Future;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::PrefetchJob;
+use crate::clock::Clock;
+use crate::compress::{CompressInput, REFERS_TO};
+use crate::deadline::bounded;
+use crate::entries::Lookup;
+use crate::ids::Asin;
+use crate::intent::{Intent, is_japanese};
+use crate::models::ModelChoice;
+use crate::ports::{ChatMessage, ModelClient, Role};
+use crate::pregen::{PregenConfig, PregenEntry, canonical_question, fingerprint, product_title};
+use crate::prompt::{Prompter, SYSTEM_PROMPT};
+use crate::sources::{ContextSources, Passage};
+
+/// What a pre-generation run did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PregenReport {
+    /// Entries written (`pregen:{session}:{asin}`).
+    pub generated: Vec<String>,
+    /// Entries already cached for the same facts, not generated again.
+    pub kept: Vec<String>,
+    /// Model tokens this run spent.
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    /// Output tokens of earlier entries that were never served and now cannot be.
+    pub wasted_tokens: u32,
+    pub errors: Vec<String>,
+}
+
+/// The pre-generation step of a prefetch run.
+pub trait Pregenerate: Send + Sync {
+    fn pregenerate<X: ContextSources>(
+        &self,
+        sources: &X,
+        job: &PrefetchJob,
+    ) -> impl Future<Output = PregenReport> + Send;
+}
+
+/// No pre-generation (context prefetch only).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoPregen;
+
+impl Pregenerate for NoPregen {
+    async fn pregenerate<X: ContextSources>(&self, _: &X, _: &PrefetchJob) -> PregenReport {
+        PregenReport::default()
+    }
+}
+
+/// Generates with `model`, building prompts with `prompter`.
+#[derive(Debug)]
+pub struct Pregenerator<M, C> {
+    pub model: M,
+    pub prompter: Prompter,
+    pub cfg: PregenConfig,
+    pub clock: C,
+}
+
+/// The cached facts of one product, each `None` when missing.
+struct Facts {
+    product: Option<String>,
+    reviews: Option<String>,
+    rag: Option<String>,
+    entry: Option<String>,
+}
+
+impl<M: ModelClient, C: Clock> Pregenerate for Pregenerator<M, C> {
+    async fn pregenerate<X: ContextSources>(&self, sources: &X, job: &PrefetchJob) -> PregenReport {
+        let mut report = PregenReport::default();
+        if !self.cfg.mode.is_on() {
+            return report;
+        }
+        let deadline = Instant::now() + self.cfg.timeout;
+        let targets: Vec<&Asin> = job.products.iter().take(self.cfg.max).collect();
+        let gone: Vec<&Asin> = job.previous_products.iter().filter(|a| !targets.contains(a)).collect();
+        // One read: each target's product, reviews, passages and entry, and the entries now out of reach.
+        let mut keys: Vec<String> = targets.iter().flat_map(|a| facts_keys(job, a)).collect();
+        keys.extend(gone.iter().map(|a| PregenEntry::key(&job.session_id, a)));
+        let cached = match bounded("pregen cache", deadline, sources.cache_get(&keys)).await {
+            Ok(v) => v,
+            Err(e) => {
+                report.errors.push(e);
+                return report;
+            }
+        };
+        let mut cached = cached.into_iter();
+        let mut facts = Vec::with_capacity(targets.len());
+        for _ in &targets {
+            let mut next = || cached.next().flatten();
+            facts.push(Facts { product: next(), reviews: next(), rag: next(), entry: next() });
+        }
+        report.wasted_tokens = cached
+            .flatten()
+            .filter_map(|v| PregenEntry::decode(&v))
+            .filter(|e| !e.served)
+            .map(|e| e.output_tokens)
+            .sum();
+        let runs = targets.iter().zip(facts).map(|(a, f)| self.one(sources, job, a, f, deadline));
+        for res in futures_util::future::join_all(runs).await {
+            match res {
+                Ok(Outcome::Generated(key, entry)) => {
+                    report.input_tokens += entry.input_tokens;
+                    report.output_tokens += entry.output_tokens;
+                    report.generated.push(key);
+                }
+                Ok(Outcome::Kept(key)) => report.kept.push(key),
+                Ok(Outcome::Skipped) => {}
+                Err(e) => report.errors.push(e),
+            }
+        }
+        report
+    }
+}
+
+/// The cache keys of a product's facts, in [`Facts`] order.
+fn facts_keys(job: &PrefetchJob, asin: &Asin) -> [String; 4] {
+    [
+        Lookup::Product(asin.clone()).key(),
+        Lookup::Review(asin.clone()).key(),
+        Lookup::Rag { intent: Intent::ProductQuestion, asin: asin.clone() }.key(),
+        PregenEntry::key(&job.session_id, asin),
+    ]
+}
+
+enum Outcome {
+    Generated(String, PregenEntry),
+    Kept(String),
+    Skipped,
+}
+
+impl<M: ModelClient, C: Clock> Pregenerator<M, C> {
+    /// A fact from the cache, else from its source (and then cached, so the follow-up finds it).
+    async fn fact<X: ContextSources>(
+        &self,
+        sources: &X,
+        l: Lookup,
+        cached: Option<String>,
+        deadline: Instant,
+    ) -> Result<Option<String>, String> {
+        if cached.is_some() {
+            return Ok(cached);
+        }
+        let key = l.key();
+        let Some(v) = bounded(&key, deadline, sources.fetch(&l)).await? else { return Ok(None) };
+        let text = v.to_string();
+        bounded(&key, deadline, sources.cache_set(&key, &text, l.ttl())).await?;
+        Ok(Some(text))
+    }
+
+    async fn one<X: ContextSources>(
+        &self,
+        sources: &X,
+        job: &PrefetchJob,
+        asin: &Asin,
+        f: Facts,
+        deadline: Instant,
+    ) -> Result<Outcome, String> {
+        let rag_lookup = Lookup::Rag { intent: Intent::ProductQuestion, asin: asin.clone() };
+        let (product, reviews, rag) = tokio::join!(
+            self.fact(sources, Lookup::Product(asin.clone()), f.product, deadline),
+            self.fact(sources, Lookup::Review(asin.clone()), f.reviews, deadline),
+            self.fact(sources, rag_lookup.clone(), f.rag, deadline),
+        );
+        let (Some(product), reviews, rag) = (product?, reviews?, rag?) else { return Ok(Outcome::Skipped) };
+        let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap_or_default();
+        let print = fingerprint(&parse(&product), reviews.as_deref().map(parse).as_ref());
+        let key = PregenEntry::key(&job.session_id, asin);
+        if f.entry.as_deref().and_then(PregenEntry::decode).is_some_and(|e| e.fingerprint == print) {
+            return Ok(Outcome::Kept(key));
+        }
+        let japanese = job.history.last().is_some_and(|x| is_japanese(&x.user));
+        let title = product_title(&parse(&product), japanese).unwrap_or_else(|| asin.to_string());
+        let question = canonical_question(&title, japanese);
+        let mut passages: Vec<Passage> = Lookup::Product(asin.clone()).passages(&product);
+        if let Some(r) = &reviews {
+            passages.extend(Lookup::Review(asin.clone()).passages(r));
+        }
+        if let Some(r) = &rag {
+            passages.extend(rag_lookup.passages(r));
+        }
+        let conversation: Vec<ChatMessage> = job
+            .history
+            .iter()
+            .flat_map(|x| {
+                [
+                    ChatMessage { role: Role::User, text: x.user.clone() },
+                    ChatMessage { role: Role::Assistant, text: x.assistant.clone() },
+                ]
+            })
+            .collect();
+        let notes = [(REFERS_TO, asin.to_string())];
+        let input = CompressInput {
+            system_prompt: SYSTEM_PROMPT,
+            rag_chunks: &passages,
+            conversation: &conversation,
+            conversation_tokens: &[],
+            summary: job.summary.as_deref(),
+            page_context: &job.page_context,
+            notes: &notes,
+            user_message: &question,
+            intent: Intent::ProductQuestion,
+        };
+        let choice = ModelChoice { model_id: self.cfg.model_id.clone(), max_tokens: self.cfg.max_tokens };
+        let metadata =
+            vec![("purpose".to_owned(), "pregen".to_owned()), ("message_id".to_owned(), job.message_id.to_string())];
+        let req = self.prompter.request(&input, &choice, metadata).map_err(|e| format!("{key}: {e}"))?;
+        let done = bounded(&key, deadline, self.model.complete(&req)).await?;
+        if done.text.trim().is_empty() {
+            return Ok(Outcome::Skipped);
+        }
+        let entry = PregenEntry {
+            text: done.text.trim().to_owned(),
+            fingerprint: print,
+            model: choice.model_id,
+            input_tokens: done.input_tokens,
+            output_tokens: done.output_tokens,
+            created_at_ms: self.clock.now_ms(),
+            japanese,
+            served: false,
+        };
+        bounded(&key, deadline, sources.cache_set(&key, &entry.encode(), self.cfg.ttl)).await?;
+        Ok(Outcome::Generated(key, entry))
+    }
+}

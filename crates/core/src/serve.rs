@@ -1,0 +1,239 @@
+//! Where a turn's answer comes from: the model (opened with failover), a pre-generated answer streamed at
+//! once with no model call, or the pre-generated answer's first sentence streamed at once and continued by
+//! the model from it (assistant prefill). [`decide`] picks one; [`answer`] streams it through the relay.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::context::Gathered;
+use crate::entries::Lookup;
+use crate::error::ModelError;
+use crate::ids::{ConnectionId, MessageId};
+use crate::models::family;
+use crate::ports::{ChatMessage, ConnectionSink, ModelClient, ModelEvent, ModelRequest, ModelStream, Role};
+use crate::pregen::{Ask, PregenEntry, PregenMode, fingerprint, same_language};
+use crate::protocol::{Route, Served};
+use crate::relay::{RelayConfig, RelayOutcome, relay};
+use crate::routes::{FailoverConfig, Opened, open_stream};
+
+/// How this turn will be answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Serving {
+    Model,
+    /// The pre-generated answer, whole.
+    Pregen(PregenEntry),
+    /// This first sentence now, then the model continues from it.
+    Opening(PregenEntry, String),
+}
+
+/// The facts a pre-generated answer about `asin` is checked against, as this turn gathered them.
+fn current_fingerprint(gathered: &Gathered, asin: &crate::ids::Asin) -> Option<String> {
+    let value = |want: Lookup| {
+        gathered
+            .context
+            .values
+            .iter()
+            .find(|(l, _)| *l == want)
+            .and_then(|(_, v)| serde_json::from_str::<Value>(v).ok())
+    };
+    let product = value(Lookup::Product(asin.clone()))?;
+    Some(fingerprint(&product, value(Lookup::Review(asin.clone())).as_ref()))
+}
+
+/// Serves a pre-generated answer only where it fits: a generic overview request (or, in opening mode, a
+/// specific question, to a model that accepts a prefill) about the product it was generated for, in the
+/// same language, whose facts have not changed since.
+pub fn decide(mode: PregenMode, text: &str, gathered: &Gathered, model_id: &str) -> Serving {
+    let (Some(ask), Some(entry)) = (&gathered.context.ask, &gathered.context.pregen) else { return Serving::Model };
+    let (Ask::Overview(asin) | Ask::Specific(asin)) = ask else { return Serving::Model };
+    if !mode.is_on()
+        || !same_language(entry, text)
+        || current_fingerprint(gathered, asin).as_ref() != Some(&entry.fingerprint)
+    {
+        return Serving::Model;
+    }
+    match ask {
+        Ask::Overview(_) => Serving::Pregen(entry.clone()),
+        Ask::Specific(_) if mode == PregenMode::FullOpening && family(model_id).is_some_and(|f| f.prefill) => {
+            match entry.opening() {
+                Some(first) if first.len() < entry.text.len() => Serving::Opening(entry.clone(), first.to_owned()),
+                _ => Serving::Model,
+            }
+        }
+        _ => Serving::Model,
+    }
+}
+
+/// A pre-generated answer as a model stream: the text at once, then the end.
+struct Canned(Vec<ModelEvent>);
+
+impl ModelStream for Canned {
+    async fn next(&mut self) -> Option<Result<ModelEvent, ModelError>> {
+        (!self.0.is_empty()).then(|| Ok(self.0.remove(0)))
+    }
+}
+
+/// The opening sentence at once, then the model's continuation. The model request starts when the relay
+/// asks for the second event, i.e. while the opening is being posted.
+struct Led<'a, S> {
+    lead: Option<String>,
+    open: Pin<Box<dyn Future<Output = Result<Opened<S>, ModelError>> + Send + 'a>>,
+    opened: Option<Opened<S>>,
+    first_model_delta_at: Option<Instant>,
+}
+
+impl<S: ModelStream> ModelStream for Led<'_, S> {
+    async fn next(&mut self) -> Option<Result<ModelEvent, ModelError>> {
+        if let Some(lead) = self.lead.take() {
+            return Some(Ok(ModelEvent::Text(lead)));
+        }
+        if self.opened.is_none() {
+            match self.open.as_mut().await {
+                Ok(o) => self.opened = Some(o),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        let ev = self.opened.as_mut()?.stream.next().await;
+        if let Some(Ok(ModelEvent::Text(_))) = &ev {
+            self.first_model_delta_at.get_or_insert_with(Instant::now);
+        }
+        ev
+    }
+}
+
+/// What streamed, and who answered.
+#[derive(Debug)]
+pub struct Streamed {
+    pub out: RelayOutcome,
+    pub model: String,
+    pub route: Route,
+    pub failovers: u32,
+    /// Model request sent -> its first text delta (0 when no model was asked).
+    pub model_first_token_ms: f64,
+    pub served: Served,
+}
+
+fn ms(from: Instant, to: Option<Instant>) -> f64 {
+    to.map_or(0.0, |t| t.saturating_duration_since(from).as_secs_f64() * 1000.0)
+}
+
+/// What an answer needs: the model, the relay settings, the failover settings.
+pub struct Answerer<'a, M> {
+    pub model: &'a M,
+    pub relay: &'a RelayConfig,
+    pub failover: &'a FailoverConfig,
+}
+
+impl<M: ModelClient> Answerer<'_, M> {
+    /// Streams the answer `serving` says. `Err` only when the model failed before anything was sent.
+    pub async fn answer<Si: ConnectionSink>(
+        &self,
+        sink: &Si,
+        conn: &ConnectionId,
+        message_id: &MessageId,
+        request: &ModelRequest,
+        plan: &[(String, Route); 2],
+        serving: Serving,
+    ) -> Result<Streamed, ModelError> {
+        match serving {
+            Serving::Model => {
+                let Opened { mut stream, model, route, failovers, sent_at } =
+                    open_stream(self.model, request, plan, self.failover).await?;
+                let out = relay(&mut stream, sink, conn, message_id, self.relay).await;
+                drop(stream); // cancels generation if the relay stopped early
+                let model_first_token_ms = ms(sent_at, out.first_delta_at);
+                Ok(Streamed { out, model, route, failovers, model_first_token_ms, served: Served::Model })
+            }
+            Serving::Pregen(entry) => {
+                let events = vec![ModelEvent::Text(entry.text.clone()), ModelEvent::Stop("end_turn".into())];
+                let out = relay(&mut Canned(events), sink, conn, message_id, self.relay).await;
+                let (model, route) = (entry.model, Route::OnDemand);
+                Ok(Streamed { out, model, route, failovers: 0, model_first_token_ms: 0.0, served: Served::Pregen })
+            }
+            Serving::Opening(_, first) => {
+                // Bedrock rejects a prefill that ends in white space; the opening is trimmed.
+                let mut req = request.clone();
+                req.messages.push(ChatMessage { role: Role::Assistant, text: first.trim_end().to_owned() });
+                let sent_at = Instant::now();
+                let mut led = Led {
+                    lead: Some(first),
+                    open: Box::pin(open_stream(self.model, &req, plan, self.failover)),
+                    opened: None,
+                    first_model_delta_at: None,
+                };
+                let out = relay(&mut led, sink, conn, message_id, self.relay).await;
+                let model_first_token_ms = ms(sent_at, led.first_model_delta_at);
+                let (model, route, failovers) = match led.opened.take() {
+                    Some(o) => (o.model, o.route, o.failovers),
+                    None => (plan[0].0.clone(), plan[0].1, 0),
+                };
+                Ok(Streamed { out, model, route, failovers, model_first_token_ms, served: Served::PregenOpening })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::Assembled;
+    use crate::ids::Asin;
+
+    fn entry(fp: &str, japanese: bool) -> PregenEntry {
+        PregenEntry {
+            text: "Spiral is a horror series in 12 volumes. It follows Kirie.".into(),
+            fingerprint: fp.into(),
+            model: "m".into(),
+            input_tokens: 10,
+            output_tokens: 20,
+            created_at_ms: 0,
+            japanese,
+            served: false,
+        }
+    }
+
+    fn gathered(ask: Ask, price: u32, e: PregenEntry) -> Gathered {
+        let a = Asin::parse("B0AAAAAAA1").unwrap();
+        let product = serde_json::json!({"asin": "B0AAAAAAA1", "price_jpy": price}).to_string();
+        let context = Assembled {
+            ask: Some(ask),
+            pregen: Some(e),
+            values: vec![(Lookup::Product(a), product)],
+            ..Assembled::default()
+        };
+        Gathered { context, ..Gathered::default() }
+    }
+
+    const HAIKU: &str = "jp.anthropic.claude-haiku-4-5-20251001-v1:0";
+
+    #[test]
+    fn an_overview_request_with_unchanged_facts_is_served_the_entry() {
+        let a = Asin::parse("B0AAAAAAA1").unwrap();
+        let fp = fingerprint(&serde_json::json!({"asin": "B0AAAAAAA1", "price_jpy": 715}), None);
+        let g = gathered(Ask::Overview(a.clone()), 715, entry(&fp, false));
+        assert!(matches!(decide(PregenMode::Full, "tell me more about the first one", &g, HAIKU), Serving::Pregen(_)));
+        let changed = gathered(Ask::Overview(a.clone()), 660, entry(&fp, false));
+        assert_eq!(decide(PregenMode::Full, "tell me more about the first one", &changed, HAIKU), Serving::Model);
+        assert_eq!(decide(PregenMode::Full, "1つ目について詳しく", &g, HAIKU), Serving::Model, "another language");
+        assert_eq!(decide(PregenMode::Off, "tell me more about the first one", &g, HAIKU), Serving::Model);
+    }
+
+    #[test]
+    fn a_specific_question_is_only_ever_opened_and_only_where_prefill_is_accepted() {
+        let a = Asin::parse("B0AAAAAAA1").unwrap();
+        let fp = fingerprint(&serde_json::json!({"asin": "B0AAAAAAA1", "price_jpy": 715}), None);
+        let g = gathered(Ask::Specific(a), 715, entry(&fp, false));
+        match decide(PregenMode::FullOpening, "is the first one scary?", &g, HAIKU) {
+            Serving::Opening(_, first) => assert_eq!(first, "Spiral is a horror series in 12 volumes."),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(decide(PregenMode::Full, "is the first one scary?", &g, HAIKU), Serving::Model);
+        assert_eq!(
+            decide(PregenMode::FullOpening, "is the first one scary?", &g, "jp.amazon.nova-2-lite-v1:0"),
+            Serving::Model
+        );
+    }
+}
