@@ -674,7 +674,11 @@ async fn converse(State(shared): State<Arc<Shared>>, Path(model_id): Path<String
             }
         }
         let asins: Vec<String> = Asin::all_in(&parsed.context).into_iter().map(String::from).collect();
-        format!("The shopper asked: {}. Products discussed: {}.", asked.join("; "), asins.join(", "))
+        // A summary carries the one before it forward, as a model asked to extend it would.
+        match parsed.context.lines().find_map(|l| l.strip_prefix("Summary so far: ")) {
+            Some(before) => format!("{before} Then the shopper asked: {}.", asked.join("; ")),
+            None => format!("The shopper asked: {}. Products discussed: {}.", asked.join("; "), asins.join(", ")),
+        }
     } else {
         answer_tokens(&shared, &parsed).0.concat()
     };
