@@ -9,6 +9,7 @@ mod context;
 mod helpers;
 mod models;
 mod prefetch;
+mod pregen;
 mod routing;
 mod sources;
 mod template;

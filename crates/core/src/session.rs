@@ -156,9 +156,13 @@ impl Memory {
         Self { turns, summary }
     }
 
-    /// The products of the previous answer (what "the first one" points into).
+    /// The list "the first one" points into: the products of the latest answer that listed several (an
+    /// answer about one product, such as "tell me more about the first one", does not replace the list the
+    /// shopper is going through), else of the latest answer that named any.
     pub fn previous_products(&self) -> &[Asin] {
-        self.turns.first().map(|t| t.products.as_slice()).unwrap_or_default()
+        let list = self.turns.iter().find(|t| t.products.len() > 1);
+        let any = || self.turns.iter().find(|t| !t.products.is_empty());
+        list.or_else(any).map(|t| t.products.as_slice()).unwrap_or_default()
     }
 
     /// The intent of the previous turn.
@@ -209,6 +213,35 @@ mod tests {
         let rec = sessions.connect(&store, &Fixed, conn("c2"), Some("bad id!"), None).await.unwrap();
         assert_ne!(rec.session_id, "bad id!");
         assert_eq!(rec.user_id, "anon");
+    }
+
+    #[test]
+    fn ordinals_point_into_the_latest_list_not_into_an_answer_about_one_of_its_products() {
+        let turn = |ts_ms: u64, products: &[&str]| TurnRecord {
+            session_id: SessionId::parse("s").unwrap(),
+            message_id: crate::ids::MessageId::parse(format!("m{ts_ms}")).unwrap(),
+            ts_ms,
+            user_text: String::new(),
+            assistant_text: String::new(),
+            products: products.iter().map(|a| Asin::parse(*a).unwrap()).collect(),
+            intent: None,
+            status: crate::ports::TurnStatus::Complete,
+            model: String::new(),
+            input_tokens: 0,
+            output_tokens: 0,
+            user_tokens: None,
+            assistant_tokens: None,
+            expires_at: 0,
+        };
+        let list = ["B0AAAAAAA1", "B0BBBBBBB2"];
+        let m = Memory {
+            turns: vec![turn(3, &["B0AAAAAAA1"]), turn(2, &list), turn(1, &["B0CCCCCCC3", "B0DDDDDDD4"])],
+            summary: None,
+        };
+        assert_eq!(m.previous_products(), list.map(|a| Asin::parse(a).unwrap()));
+        let one = Memory { turns: vec![turn(2, &[]), turn(1, &["B0AAAAAAA1"])], summary: None };
+        assert_eq!(one.previous_products(), [Asin::parse("B0AAAAAAA1").unwrap()]);
+        assert!(Memory::default().previous_products().is_empty());
     }
 
     #[tokio::test]

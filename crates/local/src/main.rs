@@ -41,7 +41,7 @@ enum Scenario {
     Spike,
     /// Sequential vs parallel context assembly under the design's latency profile.
     Context,
-    /// Follow-up TTFT with speculative prefetch on and off.
+    /// Follow-up TTFT three ways: no prefetch, context prefetch, prefetch with pre-generated answers.
     Followups,
     /// One model for everything vs per-intent routing, and each request lever on and off, per intent.
     Models,
@@ -248,7 +248,9 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Cmd::Bench { scenario: Scenario::Context, quick, json, .. } => bench::context::context(quick, json).await,
-        Cmd::Bench { scenario: Scenario::Followups, quick, json, .. } => bench::followups::followups(quick, json).await,
+        Cmd::Bench { scenario: Scenario::Followups, quick, script, json, .. } => {
+            bench::followups::followups(quick, script, json).await
+        }
         Cmd::Bench { scenario: Scenario::Models, quick, json, .. } => bench::models::models(quick, json).await,
         Cmd::Bench { scenario: Scenario::Spike, quick, json, .. } => {
             let steps = if quick { vec![5, 50] } else { vec![5, 10, 20, 50] };

@@ -196,3 +196,25 @@ async fn a_hanging_service_is_cut_at_the_overall_deadline() {
     assert_eq!(r.written, ["rag:product_question:B0AAAAAAA1"], "retrieval still landed");
     assert_eq!(r.errors[0], "product:B0AAAAAAA1: deadline of 300 ms");
 }
+
+/// Counts its runs.
+#[derive(Default)]
+struct CountingPregen(Mutex<u32>);
+
+impl Pregenerate for CountingPregen {
+    async fn pregenerate<X: ContextSources>(&self, _: &X, _: &PrefetchJob) -> PregenReport {
+        *self.0.lock().unwrap() += 1;
+        PregenReport::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retried_event_pregenerates_once_and_only_after_a_predicted_product_question() {
+    let p = Prefetcher::new(Fake::default(), Counts::default(), PrefetchConfig::default())
+        .with_pregen(CountingPregen::default());
+    assert!(p.run(&job("m1")).await.pregen.is_some(), "recommendation -> product_question (0.50)");
+    assert!(p.run(&job("m1")).await.duplicate);
+    assert_eq!(*p.pregen.0.lock().unwrap(), 1);
+    let faq = PrefetchJob { intent: Intent::Faq, previous_intent: None, ..job("m2") };
+    assert!(p.run(&faq).await.pregen.is_none(), "nothing predicted after an FAQ");
+}

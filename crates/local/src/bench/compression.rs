@@ -38,7 +38,7 @@ fn long_conversations(seed: u64, n: usize, turns: usize) -> Vec<Conversation> {
             let mut messages = Vec::with_capacity(turns);
             for _ in 0..turns {
                 let q = g.request().user_message;
-                messages.push(ScriptedMessage { text: q, page_context: page.clone() });
+                messages.push(ScriptedMessage { text: q, page_context: page.clone(), expect: None });
             }
             Conversation { messages }
         })

@@ -1,102 +1,232 @@
-//! `bench --scenario followups`: follow-up TTFT with speculative prefetch on and off.
+//! `bench --scenario followups`: follow-up first-token latency three ways side by side (no prefetch;
+//! context prefetch only; prefetch with speculative pre-generation, the `PREGEN` default), per kind of
+//! follow-up: a generic overview request a pre-generated answer fits (`expect: pregen`), a specific question
+//! about the same product it must never answer (`expect: model`), and unlabelled turns.
+//!
+//! Each conversation asks for recommendations, then its follow-ups. Between turns the bench waits for the
+//! turn's prefetch to finish (a shopper reads the answer and types for seconds; prefetch and pre-generation
+//! take a few hundred milliseconds to a couple of seconds). Perceived TTFT is the first `delta` at the client.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use mangaassist_core::memory_store::MemoryStore;
-use serde_json::json;
+use mangaassist_core::pregen::PregenMode;
+use serde::Serialize;
+use serde_json::{Value, json};
 
-use super::ScriptedMessage;
 use super::driver::run_turn;
-use super::stats::{pcts, write_json};
+use super::stats::{Pcts, pcts, write_json};
+use super::{Conversation, ScriptedMessage, read_script};
 use crate::client::ChatClient;
-use crate::system::{SystemOptions, start};
+use crate::embedded::catalog::Catalog;
+use crate::system::{SourceLatency, SystemOptions, start};
 
-/// Follow-up TTFT with speculative prefetch on and off, side by side. Each conversation asks for a
-/// recommendation, then the predicted follow-up ("tell me more about the first one"), then one the
-/// transition table does not predict (an order question). Between turns the bench waits for outstanding
-/// prefetch work (a shopper takes seconds to type; prefetch takes a few hundred milliseconds).
-pub async fn followups(quick: bool, json_path: Option<PathBuf>) -> anyhow::Result<()> {
-    use crate::system::SourceLatency;
-    let conversations = if quick { 4 } else { 12 };
-    let mut report = serde_json::Map::new();
-    let mut medians = Vec::new();
-    for prefetch in [true, false] {
-        let sys = SystemOptions { sources: SourceLatency::design(), prefetch, ..SystemOptions::default() };
-        let system = start(MemoryStore::with_latency(Duration::from_millis(50)), sys).await?;
-        let products: Vec<_> = system.services.catalog().products().iter().take(conversations * 3).cloned().collect();
-        let (mut predicted, mut unpredicted, mut hits, mut lookups, mut errors) = (vec![], vec![], 0u64, 0u64, 0u64);
-        let mut completed = 0u64;
-        let label = if prefetch { "prefetch" } else { "no_prefetch" };
-        eprintln!("bench: {conversations} conversations with follow-ups, {label}");
-        for i in 0..conversations {
-            let group = &products[i * 3..i * 3 + 3];
-            let page = json!({
-                "store_section": group[0].genre,
-                "browsing_history": group.iter().map(|p| p.asin.clone()).collect::<Vec<_>>(),
-            });
-            let turns = [
-                (format!("Can you recommend something like {}?", group[0].title_en), Some(page)),
-                ("Tell me more about the first one".to_owned(), None),
-                ("Where is my order 112-4433221-7788990?".to_owned(), None),
-            ];
-            let mut client = ChatClient::connect(&system.ws_url()).await?;
-            for (n, (text, page)) in turns.iter().enumerate() {
-                let msg = ScriptedMessage { text: text.clone(), page_context: page.clone() };
-                match run_turn(&mut client, &msg).await {
-                    Ok(s) => {
-                        let m = &s.completed["metrics"];
-                        match n {
-                            1 => {
-                                predicted.push(s.ttft_ms);
-                                hits += m["cache_hits"].as_array().map_or(0, |a| a.len() as u64);
-                                lookups += m["cache_lookups"].as_u64().unwrap_or(0);
-                            }
-                            2 => unpredicted.push(s.ttft_ms),
+const GENERIC_EN: &[&str] = &[
+    "Tell me more about the {n} one",
+    "What's the {n} one about?",
+    "Can you give me details on the {n} one?",
+    "tell me more about the {n}",
+    "Describe the {n} one for me",
+    "I'd like an overview of the {n} one",
+];
+const GENERIC_JA: &[&str] = &["{n}はどんな作品？", "{n}について詳しく教えて", "{n}のあらすじを教えて", "{n}を紹介して"];
+const SPECIFIC_EN: &[&str] =
+    &["Is the {n} one scary?", "How many volumes does the {n} one have?", "What's the price of the {n} one?"];
+const SPECIFIC_JA: &[&str] = &["{n}は怖いですか？", "{n}の値段は？", "{n}は何巻まで出ていますか？"];
+const ORDINALS_EN: &[&str] = &["first", "second", "third"];
+const ORDINALS_JA: &[&str] = &["1つ目", "2つ目", "3つ目"];
+
+fn labelled(text: String, expect: &str) -> ScriptedMessage {
+    ScriptedMessage { text, page_context: None, expect: Some(expect.to_owned()) }
+}
+
+/// The built-in conversations: English and Japanese in turn, each a recommendation seeded by three catalog
+/// products, a generic follow-up (phrased a different way each time), a specific one, and an order question.
+fn conversations(catalog: &Catalog, n: usize) -> Vec<Conversation> {
+    let products = catalog.products();
+    (0..n)
+        .map(|i| {
+            let group = &products[(i * 3) % products.len()..][..3];
+            let ja = i % 2 == 1;
+            let page = json!({"store_section": group[0].genre, "browsing_history": group.iter().map(|p| p.asin.clone()).collect::<Vec<_>>()});
+            let (first, generic, specific, ordinals) = if ja {
+                (format!("{}みたいなおすすめはありますか?", group[0].title_ja), GENERIC_JA, SPECIFIC_JA, ORDINALS_JA)
+            } else {
+                (format!("Can you recommend something like {}?", group[0].title_en), GENERIC_EN, SPECIFIC_EN, ORDINALS_EN)
+            };
+            let fill = |t: &str, k: usize| t.replace("{n}", ordinals[k % 3]);
+            Conversation {
+                messages: vec![
+                    ScriptedMessage { text: first, page_context: Some(page), expect: None },
+                    labelled(fill(generic[i % generic.len()], i), "pregen"),
+                    labelled(fill(specific[i % specific.len()], i + 1), "model"),
+                    ScriptedMessage { text: "Where is my order 112-4433221-7788990?".to_owned(), page_context: None, expect: None },
+                ],
+            }
+        })
+        .collect()
+}
+
+/// One way of running the same conversations.
+#[derive(Debug, Clone, Copy)]
+struct Way {
+    name: &'static str,
+    prefetch: bool,
+    pregen: PregenMode,
+}
+
+const WAYS: [Way; 3] = [
+    Way { name: "off", prefetch: false, pregen: PregenMode::Off },
+    Way { name: "prefetch", prefetch: true, pregen: PregenMode::Off },
+    Way { name: "pregen", prefetch: true, pregen: PregenMode::FullOpening },
+];
+
+/// Per follow-up label, what one way saw.
+#[derive(Debug, Default)]
+struct Seen {
+    ttft: Vec<f64>,
+    served_full: u64,
+    served_opening: u64,
+}
+
+#[derive(Debug, Default)]
+struct WayResult {
+    by_expect: BTreeMap<String, Seen>,
+    /// Follow-ups (every turn after a conversation's first).
+    followups: Vec<f64>,
+    turns: u64,
+    /// Model tokens pre-generation spent (input + output).
+    pregen_tokens: u64,
+    errors: u64,
+}
+
+async fn run_way(way: Way, script: &[Conversation]) -> anyhow::Result<WayResult> {
+    let mut sys =
+        SystemOptions { sources: SourceLatency::design(), prefetch: way.prefetch, ..SystemOptions::default() };
+    sys.turn.pregen.mode = way.pregen;
+    sys.turn.context.pregen = way.pregen.is_on();
+    let system = start(MemoryStore::with_latency(Duration::from_millis(50)), sys).await?;
+    let mut r = WayResult::default();
+    let mut completed = 0u64;
+    for conv in script {
+        let mut client = ChatClient::connect(&system.ws_url()).await?;
+        for (n, msg) in conv.messages.iter().enumerate() {
+            completed += 1;
+            match run_turn(&mut client, msg).await {
+                Ok(s) => {
+                    r.turns += 1;
+                    if n > 0 {
+                        r.followups.push(s.ttft_ms);
+                        let seen = r.by_expect.entry(msg.expect.clone().unwrap_or_else(|| "none".into())).or_default();
+                        seen.ttft.push(s.ttft_ms);
+                        match s.completed["metrics"]["served"].as_str() {
+                            Some("pregen") => seen.served_full += 1,
+                            Some("pregen_opening") => seen.served_opening += 1,
                             _ => {}
                         }
                     }
-                    Err(e) => {
-                        errors += 1;
-                        eprintln!("  error: {e:#}");
-                    }
                 }
-                completed += 1;
-                if let Some(q) = &system.prefetch {
-                    q.drain_after(completed, Duration::from_secs(2)).await;
+                Err(e) => {
+                    r.errors += 1;
+                    eprintln!("  error: {e:#}");
                 }
             }
-            client.close().await;
+            if let Some(q) = &system.prefetch {
+                for report in q.drain_after(completed, Duration::from_secs(10)).await {
+                    if let Some(p) = report.pregen {
+                        r.pregen_tokens += u64::from(p.input_tokens) + u64::from(p.output_tokens);
+                    }
+                }
+            }
         }
-        let hit_rate = if lookups == 0 { 0.0 } else { hits as f64 / lookups as f64 };
-        medians.push(pcts(&predicted));
-        report.insert(
-            label.to_owned(),
-            json!({ "followup_ttft_ms": pcts(&predicted), "unpredicted_ttft_ms": pcts(&unpredicted),
-                    "hit_rate": hit_rate, "errors": errors }),
-        );
+        client.close().await;
     }
-    let (on, off) = (medians[0], medians[1]);
-    let reduction = if off.p50 > 0.0 { (off.p50 - on.p50) / off.p50 * 100.0 } else { 0.0 };
-    let hit_rate = report["prefetch"]["hit_rate"].clone();
-    println!("| follow-up | ttft p50 ms | ttft p95 ms |\n|---|---|---|");
-    println!("| predicted, prefetch on | {:.1} | {:.1} |", on.p50, on.p95);
-    println!("| predicted, prefetch off | {:.1} | {:.1} |", off.p50, off.p95);
-    for label in ["prefetch", "no_prefetch"] {
-        let u = &report[label]["unpredicted_ttft_ms"];
+    Ok(r)
+}
+
+#[derive(Debug, Serialize)]
+struct ExpectReport {
+    count: usize,
+    ttft_ms_off: Pcts,
+    ttft_ms_prefetch: Pcts,
+    ttft_ms_pregen: Pcts,
+    served_full: u64,
+    served_opening: u64,
+}
+
+/// Runs the follow-ups three ways and prints and writes the report.
+pub async fn followups(quick: bool, script: Option<PathBuf>, json_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let script = match &script {
+        Some(p) => read_script(p)?,
+        None => conversations(&Catalog::default(), if quick { 4 } else { 16 }),
+    };
+    let mut results = BTreeMap::new();
+    for way in WAYS {
+        eprintln!("bench: {} conversations with follow-ups, {}", script.len(), way.name);
+        results.insert(way.name, run_way(way, &script).await?);
+    }
+    let (off, pre, pg) = (&results["off"], &results["prefetch"], &results["pregen"]);
+    let labels: Vec<String> = pg.by_expect.keys().cloned().collect();
+    let empty = Seen::default();
+    let seen = |r: &WayResult, l: &str| -> Pcts { pcts(&r.by_expect.get(l).unwrap_or(&empty).ttft) };
+    let mut by_expect = serde_json::Map::new();
+    println!("| follow-up | count | ttft p50/p95/p99 ms: off | prefetch | prefetch + pregen | served whole | opened |");
+    println!("|---|---|---|---|---|---|---|");
+    let f = |p: &Pcts| format!("{:.0} / {:.0} / {:.0}", p.p50, p.p95, p.p99);
+    for l in &labels {
+        let g = pg.by_expect.get(l).unwrap_or(&empty);
+        let rep = ExpectReport {
+            count: g.ttft.len(),
+            ttft_ms_off: seen(off, l),
+            ttft_ms_prefetch: seen(pre, l),
+            ttft_ms_pregen: seen(pg, l),
+            served_full: g.served_full,
+            served_opening: g.served_opening,
+        };
         println!(
-            "| unpredicted, {label} | {:.1} | {:.1} |",
-            u["p50"].as_f64().unwrap_or(0.0),
-            u["p95"].as_f64().unwrap_or(0.0)
+            "| expect {l} | {} | {} | {} | {} | {} | {} |",
+            rep.count,
+            f(&rep.ttft_ms_off),
+            f(&rep.ttft_ms_prefetch),
+            f(&rep.ttft_ms_pregen),
+            rep.served_full,
+            rep.served_opening
         );
+        by_expect.insert(l.clone(), serde_json::to_value(&rep)?);
     }
-    println!("reduction of the predicted follow-up's TTFT (p50): {reduction:.1}%; prefetch hit rate: {hit_rate}");
+    let served = |l: &str| pg.by_expect.get(l).map_or(0, |s| s.served_full);
+    let asked = |l: &str| pg.by_expect.get(l).map_or(0, |s| s.ttft.len());
+    let false_serves = served("model");
+    let hit_rate = if asked("pregen") == 0 { 0.0 } else { served("pregen") as f64 / asked("pregen") as f64 };
+    let (p_off, p_gen) = (pcts(&off.followups).p50, pcts(&pg.followups).p50);
+    let reduction = if p_off > 0.0 { (p_off - p_gen) / p_off * 100.0 } else { 0.0 };
+    let generic_reduction = {
+        let (o, g) = (seen(off, "pregen").p50, seen(pg, "pregen").p50);
+        if o > 0.0 { (o - g) / o * 100.0 } else { 0.0 }
+    };
+    let extra = pg.pregen_tokens as f64 / pg.turns.max(1) as f64;
+    println!(
+        "generic follow-ups: p50 {generic_reduction:.1}% below no prefetch; all follow-ups: p50 {reduction:.1}% below; \
+         hit rate {hit_rate:.2}; false serves {false_serves}; extra model tokens per turn {extra:.0}"
+    );
+    let errors: u64 = results.values().map(|r| r.errors).sum();
     let doc = json!({
-        "followup_ttft_ms_prefetch": on, "followup_ttft_ms_no_prefetch": off,
-        "reduction_pct": reduction, "hit_rate": hit_rate, "detail": report,
+        "by_expect": Value::Object(by_expect),
+        "pregen_false_serves": false_serves,
+        "pregen_hit_rate": hit_rate,
+        "pregen_reduction_pct": reduction,
+        "pregen_generic_reduction_pct": generic_reduction,
+        "extra_model_tokens_per_turn": extra,
+        "followup_ttft_ms_off": pcts(&off.followups),
+        "followup_ttft_ms_prefetch": pcts(&pre.followups),
+        "followup_ttft_ms_pregen": pcts(&pg.followups),
+        "errors": errors,
     });
     if let Some(path) = &json_path {
         write_json(path, &doc)?;
     }
+    anyhow::ensure!(errors == 0, "{errors} turns failed");
     Ok(())
 }

@@ -38,6 +38,10 @@ pub struct ScriptedMessage {
     pub text: String,
     #[serde(default)]
     pub page_context: Option<Value>,
+    /// For follow-ups (the followups scenario): `pregen` for a generic overview request a pre-generated
+    /// answer should serve, `model` for a specific question it must never serve.
+    #[serde(default)]
+    pub expect: Option<String>,
 }
 
 /// The built-in conversations: English and Japanese, product questions, recommendations and follow-ups.
@@ -45,7 +49,11 @@ pub fn builtin_conversations() -> Vec<Conversation> {
     let c = |msgs: &[(&str, Value)]| Conversation {
         messages: msgs
             .iter()
-            .map(|(t, pc)| ScriptedMessage { text: (*t).to_owned(), page_context: (!pc.is_null()).then(|| pc.clone()) })
+            .map(|(t, pc)| ScriptedMessage {
+                text: (*t).to_owned(),
+                page_context: (!pc.is_null()).then(|| pc.clone()),
+                expect: None,
+            })
             .collect(),
     };
     vec![

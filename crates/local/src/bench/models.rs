@@ -28,7 +28,11 @@ fn conversations() -> Vec<Conversation> {
     let c = |msgs: &[(&str, Value)]| Conversation {
         messages: msgs
             .iter()
-            .map(|(t, pc)| ScriptedMessage { text: (*t).to_owned(), page_context: (!pc.is_null()).then(|| pc.clone()) })
+            .map(|(t, pc)| ScriptedMessage {
+                text: (*t).to_owned(),
+                page_context: (!pc.is_null()).then(|| pc.clone()),
+                expect: None,
+            })
             .collect(),
     };
     vec![
