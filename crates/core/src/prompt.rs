@@ -189,8 +189,12 @@ impl Prompter {
         } else {
             uncompressed_request(choice, &self.cfg, input, metadata)
         };
-        req.system_prefix.clone_from(&self.cfg.cached_prefix);
         req.levers = self.levers_for(&choice.model_id);
+        // The long prefix goes only where it is cached: uncached, its prefill would cost every turn (5,000
+        // tokens are over a second on the emulator's Nova 2 Lite, which offers no cache here).
+        if req.levers.cache_point {
+            req.system_prefix.clone_from(&self.cfg.cached_prefix);
+        }
         Ok(req)
     }
 

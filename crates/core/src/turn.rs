@@ -5,10 +5,11 @@
 //! 2. Gather, side by side: the session ([`crate::session`]), the message-id claim, the route
 //!    ([`crate::routes`]) and the context ([`crate::context`]).
 //! 3. Compress to the token budget ([`crate::prompt`], [`crate::compress`]).
-//! 4. Stream: open the model stream with failover ([`crate::routes::open_stream`]), relay the deltas
-//!    ([`crate::relay`]).
-//! 5. After the stream: the `completed` event and the stored turn side by side, then the EMF record, the
-//!    summary ([`crate::summary`]), the cache write-back and the prefetch hand-off ([`crate::prefetch`]).
+//! 4. Stream ([`crate::serve`]): a pre-generated answer when one fits, else the model stream opened with
+//!    failover ([`crate::routes::open_stream`]); the deltas relayed ([`crate::relay`]).
+//! 5. After the stream (`turn/after.rs`): the `completed` event and the stored turn side by side, then the
+//!    EMF record, the summary ([`crate::summary`]), the cache write-back, the mark on a served
+//!    pre-generated answer and the prefetch hand-off ([`crate::prefetch`]).
 //!
 //! Before the first token has been sent, a failed or silent model attempt fails over; after it, a failure
 //! is a typed `error` event and the partial answer is stored.
@@ -20,24 +21,22 @@ use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::compress::PromptBudget;
-use crate::context::{Assembler, ContextConfig, Gathered};
+use crate::context::{Assembler, ContextConfig};
 use crate::deadline::within;
-use crate::error::{SinkError, StoreError, chain};
-use crate::ids::{Asin, ConnectionId, SessionId, UserId};
-use crate::metrics;
+use crate::error::{StoreError, chain};
+use crate::ids::{ConnectionId, SessionId, UserId};
 use crate::models::{CLAUDE_HAIKU_4_5, ModelRouting, NOVA_2_LITE, base_model_id};
-use crate::ports::{Claim, ConnectionRecord, ConnectionSink, ModelClient, Store, TurnRecord, TurnStatus};
-use crate::prefetch::Exchange;
-use crate::prefetch::{NoPrefetch, PrefetchJob, PrefetchQueue};
-use crate::pregen::{Ask, PregenConfig};
+use crate::ports::{Claim, ConnectionRecord, ConnectionSink, ModelClient, Store};
+use crate::prefetch::{NoPrefetch, PrefetchQueue};
+use crate::pregen::PregenConfig;
 use crate::prompt::{PromptConfig, PromptParts, Prompter};
-use crate::protocol::{ClientMessage, ProductRef, Rejected, ServerEvent, TurnMetrics};
-use crate::relay::{RelayConfig, RelayEnd, RelayOutcome, post_with_retry};
+use crate::protocol::{ClientMessage, Rejected, ServerEvent, TurnMetrics};
+use crate::relay::{RelayConfig, post_with_retry};
 use crate::routes::{FailoverConfig, Routes, plan};
-use crate::serve::{self, Answerer, Serving, Streamed};
+use crate::serve::{self, Answerer, Streamed};
 use crate::session::{SessionConfig, Sessions};
 use crate::sources::{ContextSources, NoSources};
-use crate::summary::{SummaryConfig, maybe_summarize};
+use crate::summary::SummaryConfig;
 
 /// Settings of the turn, read once at cold start.
 #[derive(Debug, Clone)]
@@ -373,218 +372,9 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             tracing::error!(error = %chain(&e), "could not release message claim");
         }
     }
-
-    /// After the stream: tell the client how it ended and store the turn, side by side.
-    async fn finish<S: ConnectionSink>(
-        &self,
-        sink: &S,
-        conn: &ConnectionId,
-        turn: &Turn,
-        out: RelayOutcome,
-        metrics: TurnMetrics,
-        about: Option<&Asin>,
-    ) -> (TurnResult, TurnRecord, bool) {
-        let status = match &out.end {
-            RelayEnd::Completed => TurnStatus::Complete,
-            RelayEnd::ClientGone => TurnStatus::ClientGone,
-            RelayEnd::ModelFailed(_) | RelayEnd::SinkFailed(_) => TurnStatus::Partial,
-        };
-        // The products the answer names; an answer about "the first one" that names it only by title is
-        // about that product.
-        let mut products = Asin::all_in(&out.text);
-        if products.is_empty() {
-            products.extend(about.cloned());
-        }
-        let record = TurnRecord {
-            session_id: turn.session.clone(),
-            message_id: turn.msg.message_id.clone(),
-            ts_ms: turn.ts_ms,
-            user_text: turn.msg.text.clone(),
-            assistant_text: out.text.clone(),
-            products: products.clone(),
-            intent: Some(metrics.intent),
-            status,
-            model: metrics.model.clone(),
-            input_tokens: out.input_tokens,
-            output_tokens: out.output_tokens,
-            user_tokens: self.prompter.exact_count(&turn.msg.text),
-            assistant_tokens: self.prompter.exact_count(&out.text),
-            expires_at: turn.ts_ms / 1000 + self.cfg.turn_ttl.as_secs(),
-        };
-        let store = async {
-            if !out.sent_anything() && status != TurnStatus::Complete {
-                // Nothing reached the client: let it retry the same message id.
-                if turn.claimed {
-                    self.release(turn).await;
-                }
-                return false;
-            }
-            match self.store.save_turn(&record).await {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::error!(code = e.code(), error = %chain(&e), "could not store turn");
-                    false
-                }
-            }
-        };
-        let cards: Vec<ProductRef> = products.into_iter().map(|asin| ProductRef { asin }).collect();
-        let (stored, result) = tokio::join!(store, self.notify(sink, conn, turn, &out, &cards, &metrics));
-        log_turn(&metrics, status);
-        (result, record, stored)
-    }
-
-    /// The event that ends the turn for the client: `completed`, or a typed `error`.
-    async fn notify<S: ConnectionSink>(
-        &self,
-        sink: &S,
-        conn: &ConnectionId,
-        turn: &Turn,
-        out: &RelayOutcome,
-        products: &[ProductRef],
-        metrics: &TurnMetrics,
-    ) -> TurnResult {
-        let rcfg = &self.cfg.relay;
-        let mid = turn.msg.message_id.as_str();
-        match &out.end {
-            RelayEnd::Completed => {
-                let ev = ServerEvent::Completed { message_id: mid, seq: out.frames, products, metrics };
-                match post_with_retry(sink, conn, Bytes::from(ev.to_frame()), rcfg).await {
-                    Ok(()) | Err(SinkError::Gone) => {}
-                    Err(e) => tracing::warn!(error = %chain(&e), "could not deliver completed event"),
-                }
-                TurnResult::Completed(Box::new(metrics.clone()))
-            }
-            RelayEnd::ClientGone => {
-                tracing::info!(frames = out.frames, "client left mid-answer; generation cancelled");
-                TurnResult::ClientGone
-            }
-            RelayEnd::ModelFailed(e) => {
-                tracing::error!(code = e.code(), error = %chain(e), "model stream failed mid-answer");
-                let text = if out.sent_anything() {
-                    format!("{e}; the answer above is incomplete")
-                } else {
-                    format!("{e}; nothing was answered, please send it again")
-                };
-                send_error(sink, conn, rcfg, Some(mid), e.code(), &text, e.is_retryable()).await;
-                TurnResult::Failed(e.code())
-            }
-            RelayEnd::SinkFailed(e) => {
-                tracing::error!(error = %chain(e), "posting to the client failed");
-                TurnResult::Failed("delivery_failed")
-            }
-        }
-    }
-
-    /// What outlives the stream, awaited before the handler returns (Lambda freezes afterwards): the EMF
-    /// record of a completed turn, and side by side the summary (when the turn was stored), the cache
-    /// write-back, the mark on a served pre-generated answer, and the prefetch hand-off (when it completed).
-    async fn after_answer(
-        &self,
-        turn: &Turn,
-        gathered: &Gathered,
-        result: &TurnResult,
-        record: &TurnRecord,
-        stored: bool,
-        serving: &Serving,
-    ) {
-        let completed = match result {
-            TurnResult::Completed(m) => Some(m),
-            _ => None,
-        };
-        if let (true, Some(m)) = (self.cfg.emf, completed) {
-            let lookups = f64::from(m.cache_lookups);
-            let hit_rate = (lookups > 0.0).then(|| m.cache_hits.len() as f64 / lookups);
-            // Of the overview requests a pre-generated answer could have served: served or not.
-            let overview = matches!(gathered.context.ask, Some(Ask::Overview(_))) && self.cfg.pregen.mode.is_on();
-            let pregen_hit = overview.then(|| f64::from(u8::from(matches!(serving, Serving::Pregen(_)))));
-            metrics::turn_record(m, turn.ts_ms, Some(m.assembly_ms), hit_rate, pregen_hit).emit();
-        }
-        let summarize = async {
-            if stored {
-                let (cfg, memory) = (&self.cfg.summary, &gathered.memory);
-                maybe_summarize(&self.model, &self.store, cfg, &turn.session, memory, record).await;
-            }
-        };
-        let mark_served = async {
-            if let (Serving::Pregen(entry), Some(Ask::Overview(asin))) = (serving, &gathered.context.ask) {
-                let key = crate::pregen::PregenEntry::key(&turn.session, asin);
-                let served = crate::pregen::PregenEntry { served: true, ..entry.clone() }.encode();
-                let set = self.sources.cache_set(&key, &served, self.cfg.pregen.ttl);
-                if !matches!(within("pregen mark", self.cfg.context.cache, set).await, Ok(Ok(()))) {
-                    tracing::debug!(key, "could not mark the pre-generated answer served");
-                }
-            }
-        };
-        let prefetch = async {
-            if completed.is_some() {
-                self.hand_to_prefetch(&self.prefetch_job(turn, gathered, record)).await;
-            }
-        };
-        let assembler = Assembler { sources: &self.sources, store: &self.store, cfg: &self.cfg.context };
-        tokio::join!(summarize, assembler.write_back(&gathered.context), mark_served, prefetch);
-    }
-
-    /// What the prefetch worker needs to predict, prefetch and pre-generate the next turn: this exchange
-    /// and the ones the next prompt keeps verbatim, the summary, the products of this answer and the last.
-    fn prefetch_job(&self, turn: &Turn, gathered: &Gathered, record: &TurnRecord) -> PrefetchJob {
-        let memory = &gathered.memory;
-        let keep = self.cfg.summary.verbatim_exchanges.saturating_sub(1);
-        let mut history: Vec<Exchange> = memory
-            .turns
-            .iter()
-            .take(keep)
-            .rev()
-            .map(|t| Exchange { user: t.user_text.clone(), assistant: t.assistant_text.clone() })
-            .collect();
-        history.push(Exchange { user: record.user_text.clone(), assistant: record.assistant_text.clone() });
-        PrefetchJob {
-            session_id: turn.session.clone(),
-            user_id: turn.user.clone(),
-            message_id: turn.msg.message_id.clone(),
-            previous_intent: memory.previous_intent(),
-            intent: gathered.intent,
-            products: record.products.clone(),
-            page_context: turn.msg.page_context.clone(),
-            history,
-            summary: memory.summary.as_ref().map(|s| s.text.clone()),
-            previous_products: memory.previous_products().to_vec(),
-        }
-    }
-
-    /// Hands the finished turn to speculative prefetch: bounded, and a failure only costs the next turn
-    /// its cache hits.
-    async fn hand_to_prefetch(&self, job: &PrefetchJob) {
-        match within("prefetch hand-off", self.cfg.prefetch_handoff, self.prefetch.enqueue(job)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %chain(&e), "prefetch not started"),
-            Err(e) => tracing::warn!(error = %e, "prefetch hand-off timed out"),
-        }
-    }
 }
 
-/// The one log line of a finished turn, with its figures.
-fn log_turn(metrics: &TurnMetrics, status: TurnStatus) {
-    tracing::info!(
-        status = status.as_str(),
-        first_token_ms = metrics.first_token_ms,
-        model_first_token_ms = metrics.model_first_token_ms,
-        total_ms = metrics.total_ms,
-        input_tokens = metrics.input_tokens,
-        output_tokens = metrics.output_tokens,
-        frames = metrics.frames,
-        model = %metrics.model,
-        prompt_tokens = metrics.prompt_tokens,
-        raw_tokens = metrics.raw_tokens,
-        compression_ratio = metrics.compression_ratio,
-        intent = %metrics.intent,
-        route = %metrics.route,
-        failovers = metrics.failovers,
-        assembly_ms = metrics.assembly_ms,
-        context_errors = ?metrics.context_errors,
-        cache_hits = metrics.cache_hits.len(),
-        "turn finished"
-    );
-}
+mod after;
 
 #[cfg(test)]
 mod tests;

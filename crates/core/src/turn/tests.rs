@@ -7,9 +7,11 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 
 use super::*;
-use crate::error::ModelError;
+use crate::error::{ModelError, SinkError};
 use crate::memory_store::MemoryStore;
 use crate::ports::{Completion, ModelEvent, ModelRequest, ModelStream};
+use crate::ports::{TurnRecord, TurnStatus};
+use crate::prefetch::PrefetchJob;
 use crate::sources::SourceError;
 
 /// What the scripted model does for one request.

@@ -44,18 +44,21 @@ pub struct ScriptedMessage {
     pub expect: Option<String>,
 }
 
+impl Conversation {
+    /// A conversation of `(text, page context or null)` messages.
+    pub fn of(msgs: &[(&str, Value)]) -> Self {
+        let message = |(t, pc): &(&str, Value)| ScriptedMessage {
+            text: (*t).to_owned(),
+            page_context: (!pc.is_null()).then(|| pc.clone()),
+            expect: None,
+        };
+        Self { messages: msgs.iter().map(message).collect() }
+    }
+}
+
 /// The built-in conversations: English and Japanese, product questions, recommendations and follow-ups.
 pub fn builtin_conversations() -> Vec<Conversation> {
-    let c = |msgs: &[(&str, Value)]| Conversation {
-        messages: msgs
-            .iter()
-            .map(|(t, pc)| ScriptedMessage {
-                text: (*t).to_owned(),
-                page_context: (!pc.is_null()).then(|| pc.clone()),
-                expect: None,
-            })
-            .collect(),
-    };
+    let c = Conversation::of;
     vec![
         c(&[
             (

@@ -17,24 +17,15 @@ use mangaassist_core::models::{CLAUDE_HAIKU_4_5, Levers, ModelRouting};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::Conversation;
 use super::driver::run_turn;
 use super::stats::{Pcts, pcts, write_json};
-use super::{Conversation, ScriptedMessage};
 use crate::client::ChatClient;
 use crate::system::{SourceLatency, SystemOptions, start};
 
 /// Held conversations: every intent, in English and Japanese.
 fn conversations() -> Vec<Conversation> {
-    let c = |msgs: &[(&str, Value)]| Conversation {
-        messages: msgs
-            .iter()
-            .map(|(t, pc)| ScriptedMessage {
-                text: (*t).to_owned(),
-                page_context: (!pc.is_null()).then(|| pc.clone()),
-                expect: None,
-            })
-            .collect(),
-    };
+    let c = Conversation::of;
     vec![
         c(&[
             (

@@ -1,0 +1,234 @@
+//! Step 5 of the turn, after the stream: the event that ends it for the client and the stored turn, side
+//! by side; then what outlives the stream (EMF, summary, cache write-back, the mark on a served
+//! pre-generated answer, the prefetch hand-off), awaited before the handler returns.
+
+use bytes::Bytes;
+
+use super::{Engine, Turn, TurnResult, send_error};
+use crate::clock::Clock;
+use crate::context::{Assembler, Gathered};
+use crate::deadline::within;
+use crate::error::{SinkError, chain};
+use crate::ids::{Asin, ConnectionId};
+use crate::metrics;
+use crate::ports::{ConnectionSink, ModelClient, Store, TurnRecord, TurnStatus};
+use crate::prefetch::{Exchange, PrefetchJob, PrefetchQueue};
+use crate::pregen::{Ask, PregenEntry};
+use crate::protocol::{ProductRef, ServerEvent, TurnMetrics};
+use crate::relay::{RelayEnd, RelayOutcome, post_with_retry};
+use crate::serve::Serving;
+use crate::sources::ContextSources;
+use crate::summary::maybe_summarize;
+
+impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> Engine<M, St, C, X, Q> {
+    /// After the stream: tell the client how it ended and store the turn, side by side.
+    pub(super) async fn finish<S: ConnectionSink>(
+        &self,
+        sink: &S,
+        conn: &ConnectionId,
+        turn: &Turn,
+        out: RelayOutcome,
+        metrics: TurnMetrics,
+        about: Option<&Asin>,
+    ) -> (TurnResult, TurnRecord, bool) {
+        let status = match &out.end {
+            RelayEnd::Completed => TurnStatus::Complete,
+            RelayEnd::ClientGone => TurnStatus::ClientGone,
+            RelayEnd::ModelFailed(_) | RelayEnd::SinkFailed(_) => TurnStatus::Partial,
+        };
+        // The products the answer names; an answer about "the first one" that names it only by title is
+        // about that product.
+        let mut products = Asin::all_in(&out.text);
+        if products.is_empty() {
+            products.extend(about.cloned());
+        }
+        let record = TurnRecord {
+            session_id: turn.session.clone(),
+            message_id: turn.msg.message_id.clone(),
+            ts_ms: turn.ts_ms,
+            user_text: turn.msg.text.clone(),
+            assistant_text: out.text.clone(),
+            products: products.clone(),
+            intent: Some(metrics.intent),
+            status,
+            model: metrics.model.clone(),
+            input_tokens: out.input_tokens,
+            output_tokens: out.output_tokens,
+            user_tokens: self.prompter.exact_count(&turn.msg.text),
+            assistant_tokens: self.prompter.exact_count(&out.text),
+            expires_at: turn.ts_ms / 1000 + self.cfg.turn_ttl.as_secs(),
+        };
+        let store = async {
+            if !out.sent_anything() && status != TurnStatus::Complete {
+                // Nothing reached the client: let it retry the same message id.
+                if turn.claimed {
+                    self.release(turn).await;
+                }
+                return false;
+            }
+            match self.store.save_turn(&record).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(code = e.code(), error = %chain(&e), "could not store turn");
+                    false
+                }
+            }
+        };
+        let cards: Vec<ProductRef> = products.into_iter().map(|asin| ProductRef { asin }).collect();
+        let (stored, result) = tokio::join!(store, self.notify(sink, conn, turn, &out, &cards, &metrics));
+        log_turn(&metrics, status);
+        (result, record, stored)
+    }
+
+    /// The event that ends the turn for the client: `completed`, or a typed `error`.
+    async fn notify<S: ConnectionSink>(
+        &self,
+        sink: &S,
+        conn: &ConnectionId,
+        turn: &Turn,
+        out: &RelayOutcome,
+        products: &[ProductRef],
+        metrics: &TurnMetrics,
+    ) -> TurnResult {
+        let rcfg = &self.cfg.relay;
+        let mid = turn.msg.message_id.as_str();
+        match &out.end {
+            RelayEnd::Completed => {
+                let ev = ServerEvent::Completed { message_id: mid, seq: out.frames, products, metrics };
+                match post_with_retry(sink, conn, Bytes::from(ev.to_frame()), rcfg).await {
+                    Ok(()) | Err(SinkError::Gone) => {}
+                    Err(e) => tracing::warn!(error = %chain(&e), "could not deliver completed event"),
+                }
+                TurnResult::Completed(Box::new(metrics.clone()))
+            }
+            RelayEnd::ClientGone => {
+                tracing::info!(frames = out.frames, "client left mid-answer; generation cancelled");
+                TurnResult::ClientGone
+            }
+            RelayEnd::ModelFailed(e) => {
+                tracing::error!(code = e.code(), error = %chain(e), "model stream failed mid-answer");
+                let text = if out.sent_anything() {
+                    format!("{e}; the answer above is incomplete")
+                } else {
+                    format!("{e}; nothing was answered, please send it again")
+                };
+                send_error(sink, conn, rcfg, Some(mid), e.code(), &text, e.is_retryable()).await;
+                TurnResult::Failed(e.code())
+            }
+            RelayEnd::SinkFailed(e) => {
+                tracing::error!(error = %chain(e), "posting to the client failed");
+                TurnResult::Failed("delivery_failed")
+            }
+        }
+    }
+
+    /// What outlives the stream, awaited before the handler returns (Lambda freezes afterwards): the EMF
+    /// record of a completed turn, and side by side the summary (when the turn was stored), the cache
+    /// write-back, the mark on a served pre-generated answer, and the prefetch hand-off (when it completed).
+    pub(super) async fn after_answer(
+        &self,
+        turn: &Turn,
+        gathered: &Gathered,
+        result: &TurnResult,
+        record: &TurnRecord,
+        stored: bool,
+        serving: &Serving,
+    ) {
+        let completed = match result {
+            TurnResult::Completed(m) => Some(m),
+            _ => None,
+        };
+        if let (true, Some(m)) = (self.cfg.emf, completed) {
+            let lookups = f64::from(m.cache_lookups);
+            let hit_rate = (lookups > 0.0).then(|| m.cache_hits.len() as f64 / lookups);
+            // Of the overview requests a pre-generated answer could have served: served or not.
+            let overview = matches!(gathered.context.ask, Some(Ask::Overview(_))) && self.cfg.pregen.mode.is_on();
+            let pregen_hit = overview.then(|| f64::from(u8::from(matches!(serving, Serving::Pregen(_)))));
+            metrics::turn_record(m, turn.ts_ms, Some(m.assembly_ms), hit_rate, pregen_hit).emit();
+        }
+        let summarize = async {
+            if stored {
+                let (cfg, memory) = (&self.cfg.summary, &gathered.memory);
+                maybe_summarize(&self.model, &self.store, cfg, &turn.session, memory, record).await;
+            }
+        };
+        let mark_served = async {
+            if let (Serving::Pregen(entry), Some(Ask::Overview(asin))) = (serving, &gathered.context.ask) {
+                let key = PregenEntry::key(&turn.session, asin);
+                let served = PregenEntry { served: true, ..entry.clone() }.encode();
+                let set = self.sources.cache_set(&key, &served, self.cfg.pregen.ttl);
+                if !matches!(within("pregen mark", self.cfg.context.cache, set).await, Ok(Ok(()))) {
+                    tracing::debug!(key, "could not mark the pre-generated answer served");
+                }
+            }
+        };
+        let prefetch = async {
+            if completed.is_some() {
+                self.hand_to_prefetch(&self.prefetch_job(turn, gathered, record)).await;
+            }
+        };
+        let assembler = Assembler { sources: &self.sources, store: &self.store, cfg: &self.cfg.context };
+        tokio::join!(summarize, assembler.write_back(&gathered.context), mark_served, prefetch);
+    }
+
+    /// What the prefetch worker needs to predict, prefetch and pre-generate the next turn: this exchange
+    /// and the ones the next prompt keeps verbatim, the summary, the products of this answer and the last.
+    fn prefetch_job(&self, turn: &Turn, gathered: &Gathered, record: &TurnRecord) -> PrefetchJob {
+        let memory = &gathered.memory;
+        let keep = self.cfg.summary.verbatim_exchanges.saturating_sub(1);
+        let mut history: Vec<Exchange> = memory
+            .turns
+            .iter()
+            .take(keep)
+            .rev()
+            .map(|t| Exchange { user: t.user_text.clone(), assistant: t.assistant_text.clone() })
+            .collect();
+        history.push(Exchange { user: record.user_text.clone(), assistant: record.assistant_text.clone() });
+        PrefetchJob {
+            session_id: turn.session.clone(),
+            user_id: turn.user.clone(),
+            message_id: turn.msg.message_id.clone(),
+            previous_intent: memory.previous_intent(),
+            intent: gathered.intent,
+            products: record.products.clone(),
+            page_context: turn.msg.page_context.clone(),
+            history,
+            summary: memory.summary.as_ref().map(|s| s.text.clone()),
+            previous_products: memory.previous_products().to_vec(),
+        }
+    }
+
+    /// Hands the finished turn to speculative prefetch: bounded, and a failure only costs the next turn
+    /// its cache hits.
+    async fn hand_to_prefetch(&self, job: &PrefetchJob) {
+        match within("prefetch hand-off", self.cfg.prefetch_handoff, self.prefetch.enqueue(job)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %chain(&e), "prefetch not started"),
+            Err(e) => tracing::warn!(error = %e, "prefetch hand-off timed out"),
+        }
+    }
+}
+
+/// The one log line of a finished turn, with its figures.
+fn log_turn(metrics: &TurnMetrics, status: TurnStatus) {
+    tracing::info!(
+        status = status.as_str(),
+        first_token_ms = metrics.first_token_ms,
+        model_first_token_ms = metrics.model_first_token_ms,
+        total_ms = metrics.total_ms,
+        input_tokens = metrics.input_tokens,
+        output_tokens = metrics.output_tokens,
+        frames = metrics.frames,
+        model = %metrics.model,
+        prompt_tokens = metrics.prompt_tokens,
+        raw_tokens = metrics.raw_tokens,
+        compression_ratio = metrics.compression_ratio,
+        intent = %metrics.intent,
+        route = %metrics.route,
+        failovers = metrics.failovers,
+        assembly_ms = metrics.assembly_ms,
+        context_errors = ?metrics.context_errors,
+        cache_hits = metrics.cache_hits.len(),
+        "turn finished"
+    );
+}
