@@ -10,6 +10,7 @@
 //! | promotions | `promo:{placement}` | 15 min | the promotion service's JSON |
 //! | passages | `rag:{intent}:{asin}` | 15 min | [`RagEntry`]: the top [`RagEntry::TOP_K`] passages about the product |
 //! | prefetch claim | `prefetch:{message_id}` | 1 h | `1`: a retried async prefetch of this message does nothing |
+//! | pre-generated answer | `pregen:{session}:{asin}` | `PREGEN_TTL_SECS` (10 min) | [`crate::pregen::PregenEntry`] |
 
 use std::time::Duration;
 

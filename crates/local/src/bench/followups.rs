@@ -99,6 +99,9 @@ struct WayResult {
     turns: u64,
     /// Model tokens pre-generation spent (input + output).
     pregen_tokens: u64,
+    /// Follow-ups' context lookups, and those the cache answered.
+    lookups: u64,
+    cache_hits: u64,
     errors: u64,
 }
 
@@ -118,6 +121,9 @@ async fn run_way(way: Way, script: &[Conversation]) -> anyhow::Result<WayResult>
                 Ok(s) => {
                     r.turns += 1;
                     if n > 0 {
+                        let m = &s.completed["metrics"];
+                        r.lookups += m["cache_lookups"].as_u64().unwrap_or(0);
+                        r.cache_hits += m["cache_hits"].as_array().map_or(0, |h| h.len() as u64);
                         r.followups.push(s.ttft_ms);
                         let seen = r.by_expect.entry(msg.expect.clone().unwrap_or_else(|| "none".into())).or_default();
                         seen.ttft.push(s.ttft_ms);
@@ -207,6 +213,9 @@ pub async fn followups(quick: bool, script: Option<PathBuf>, json_path: Option<P
         if o > 0.0 { (o - g) / o * 100.0 } else { 0.0 }
     };
     let extra = pg.pregen_tokens as f64 / pg.turns.max(1) as f64;
+    // Context prefetch alone, as the scenario measured it before pre-generation (keys kept).
+    let p_pre = pcts(&pre.followups).p50;
+    let context_reduction = if p_off > 0.0 { (p_off - p_pre) / p_off * 100.0 } else { 0.0 };
     println!(
         "generic follow-ups: p50 {generic_reduction:.1}% below no prefetch; all follow-ups: p50 {reduction:.1}% below; \
          hit rate {hit_rate:.2}; false serves {false_serves}; extra model tokens per turn {extra:.0}"
@@ -220,7 +229,10 @@ pub async fn followups(quick: bool, script: Option<PathBuf>, json_path: Option<P
         "pregen_generic_reduction_pct": generic_reduction,
         "extra_model_tokens_per_turn": extra,
         "followup_ttft_ms_off": pcts(&off.followups),
+        "followup_ttft_ms_no_prefetch": pcts(&off.followups),
         "followup_ttft_ms_prefetch": pcts(&pre.followups),
+        "reduction_pct": context_reduction,
+        "hit_rate": if pre.lookups == 0 { 0.0 } else { pre.cache_hits as f64 / pre.lookups as f64 },
         "followup_ttft_ms_pregen": pcts(&pg.followups),
         "errors": errors,
     });
