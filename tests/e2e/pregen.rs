@@ -81,6 +81,13 @@ async fn a_changed_price_invalidates_the_entry_and_an_order_question_is_never_se
     let mut client = ChatClient::connect(&sys.ws_url()).await.unwrap();
     let named = recommendation(&sys, &mut client).await;
 
+    // Entries expire: each is cached with the configured TTL (10 minutes by default).
+    let keys = redis_command(redis.port, "KEYS pregen:*").await.unwrap();
+    let key = keys.lines().find(|l| l.starts_with("pregen:")).expect("an entry").to_owned();
+    let ttl = redis_command(redis.port, &format!("PTTL {key}")).await.unwrap();
+    let ms: i64 = ttl.trim().trim_start_matches(':').parse().unwrap();
+    assert!((500_000..=600_000).contains(&ms), "{key}: {ttl}");
+
     // The product service's record changes (a new price) and reaches the cache.
     let key = format!("product:{}", named[0]);
     let mut record = sys.services.catalog().product_json(&named[0]).unwrap();
