@@ -21,7 +21,7 @@ const QUESTIONS: [&str; 6] = [
 
 /// Plays a 30-turn session and returns the `completed` events.
 async fn thirty_turns(sys_url: &str, session: &str) -> Vec<serde_json::Value> {
-    let mut client = ChatClient::connect(&format!("{sys_url}?session_id={session}")).await.unwrap();
+    let mut client = ChatClient::connect(&format!("{sys_url}&session_id={session}")).await.unwrap();
     let page = json!({"store_section": "fantasy", "browsing_history": ["B0BERSERK1", "B0VAGABOND", "B0FRIEREN1"]});
     let mut out = Vec::new();
     for i in 0..30 {
@@ -66,8 +66,9 @@ async fn a_thirty_turn_session_stays_within_budget_and_bills_fewer_tokens_than_u
 async fn older_turns_are_summarised_after_the_answer_and_the_summary_reaches_the_prompt() {
     let moto = moto().await;
     let sys = system(&moto, LatencyModel::fast()).await;
-    let session = "33333333333333333333333333333333";
-    let mut client = ChatClient::connect(&format!("{}?session_id={session}", sys.ws_url())).await.unwrap();
+    let mut client = ChatClient::connect(&sys.ws_url()).await.unwrap();
+    let session = client.session().await.unwrap();
+    let session = session.as_str();
     for q in &QUESTIONS[..5] {
         ask(&mut client, q, None).await;
     }
@@ -109,8 +110,9 @@ async fn an_ordinal_refers_to_a_product_of_the_previous_answer() {
 async fn a_message_over_its_token_budget_gets_a_clear_error_and_nothing_is_stored() {
     let moto = moto().await;
     let sys = system(&moto, LatencyModel::fast()).await;
-    let session = "44444444444444444444444444444444";
-    let mut client = ChatClient::connect(&format!("{}?session_id={session}", sys.ws_url())).await.unwrap();
+    let mut client = ChatClient::connect(&sys.ws_url()).await.unwrap();
+    let session = client.session().await.unwrap();
+    let session = session.as_str();
     let long = "Please find me a manga about cooking and friendship in a small town. ".repeat(12);
     let id = client.send_message(&long, None).await.unwrap();
     let events = events_until_end(&mut client, &id).await;

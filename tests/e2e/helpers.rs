@@ -67,6 +67,8 @@ pub async fn system_with(
         emulator: EmulatorConfig { latency, answer_tokens: 60, ..EmulatorConfig::default() },
         ..SystemOptions::default()
     };
+    // Tests that are not about the limits send faster than a shopper types.
+    opts.turn.limits.user.requests_per_minute = 1_000;
     f(&mut opts.turn);
     start(dynamo(moto).await, opts).await.unwrap()
 }

@@ -4,8 +4,10 @@
 // A test binary: failing loudly is its job.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod auth;
 mod compression;
 mod context;
+mod guards;
 mod helpers;
 mod models;
 mod prefetch;

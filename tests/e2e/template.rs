@@ -152,6 +152,19 @@ fn every_alarm_watches_a_metric_the_code_publishes_over_all_traffic() {
     assert!(alarms.len() >= 6, "one alarm per design threshold: {}", alarms.len());
     for (id, alarm) in &alarms {
         let p = &alarm["Properties"];
+        assert_eq!(p["TreatMissingData"].as_str(), Some("notBreaching"), "{id}");
+        if let Some(queries) = p["Metrics"].as_sequence() {
+            // Metric math: every metric it reads is published, and it returns one series.
+            for q in queries {
+                if let Some(m) = q.get("MetricStat") {
+                    assert_eq!(literal(&m["Metric"]["Namespace"]), Some(metrics::NAMESPACE), "{id}");
+                    let name = literal(&m["Metric"]["MetricName"]).unwrap_or_default();
+                    assert!(metrics::ALL.contains(&name), "{id} reads {name:?}, which metrics.rs does not define");
+                }
+            }
+            assert_eq!(queries.iter().filter(|q| q["ReturnData"].as_bool() == Some(true)).count(), 1, "{id}");
+            continue;
+        }
         assert_eq!(literal(&p["Namespace"]), Some(metrics::NAMESPACE), "{id}");
         let name = literal(&p["MetricName"]).unwrap_or_else(|| panic!("{id} has no literal MetricName"));
         assert!(
@@ -160,7 +173,6 @@ fn every_alarm_watches_a_metric_the_code_publishes_over_all_traffic() {
         );
         // The record's empty dimension set publishes the aggregate; any dimension would narrow the alarm.
         assert!(p.get("Dimensions").is_none(), "{id} should watch the dimension-free aggregate");
-        assert_eq!(p["TreatMissingData"].as_str(), Some("notBreaching"), "{id}");
         assert!(p.get("ExtendedStatistic").is_some() != p.get("Statistic").is_some(), "{id}: one statistic");
     }
     let watched: BTreeSet<&str> = alarms.iter().filter_map(|(_, a)| a["Properties"]["MetricName"].as_str()).collect();
@@ -295,4 +307,48 @@ fn bedrock_permissions_name_the_profiles_and_the_base_models_in_every_region() {
         !resources.iter().any(|r| r.ends_with("inference-profile/*") || r.ends_with("foundation-model/*")),
         "no grant on every model: {resources:?}"
     );
+}
+
+#[test]
+fn connect_alone_is_authorized_by_the_token_authorizer_and_only_the_auth_functions_read_the_guest_key() {
+    let t = template();
+    let authorizers = resources(&t, "AWS::ApiGatewayV2::Authorizer");
+    assert_eq!(authorizers.len(), 1, "one WebSocket authorizer");
+    let (auth_id, auth) = authorizers[0];
+    let p = &auth["Properties"];
+    assert_eq!(literal(&p["AuthorizerType"]), Some("REQUEST"));
+    let sources: Vec<&str> = p["IdentitySource"].as_sequence().unwrap().iter().filter_map(literal).collect();
+    assert_eq!(sources, ["route.request.querystring.token"], "browsers pass the token in the query string");
+    assert!(sub_text(&p["AuthorizerUri"]).unwrap().contains("${AuthorizerFunction.Arn}"));
+
+    for (id, route) in resources(&t, "AWS::ApiGatewayV2::Route") {
+        let rp = &route["Properties"];
+        if literal(&rp["RouteKey"]) == Some("$connect") {
+            assert_eq!(literal(&rp["AuthorizationType"]), Some("CUSTOM"), "{id}");
+            assert_eq!(ref_target(&rp["AuthorizerId"]), Some(auth_id), "{id}");
+        } else {
+            assert_eq!(literal(&rp["AuthorizationType"]), Some("NONE"), "{id}: only $connect takes an authorizer");
+        }
+    }
+
+    let may_invoke = resources(&t, "AWS::Lambda::Permission").into_iter().any(|(_, perm)| {
+        let pp = &perm["Properties"];
+        ref_target(&pp["FunctionName"]) == Some("AuthorizerFunction")
+            && sub_text(&pp["SourceArn"]).is_some_and(|s| s.contains("/authorizers/"))
+    });
+    assert!(may_invoke, "API Gateway may invoke the authorizer");
+
+    let secret = &t["Resources"]["GuestTokenSecret"];
+    assert_eq!(secret["Type"].as_str(), Some("AWS::SecretsManager::Secret"));
+    assert!(secret["Properties"]["SecretString"].is_null(), "the key is generated, never written in the template");
+    assert!(!secret["Properties"]["GenerateSecretString"].is_null());
+
+    let readers: BTreeSet<&str> = resources(&t, "AWS::Serverless::Function")
+        .into_iter()
+        .filter(|(_, f)| {
+            serde_yaml_ng::to_string(&f["Properties"]["Policies"]).unwrap().contains("secretsmanager:GetSecretValue")
+        })
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(readers, BTreeSet::from(["AuthorizerFunction", "TokenFunction"]));
 }

@@ -131,6 +131,32 @@ async fn scale_up_buys_once_goes_in_service_and_scale_down_deletes_it() {
 }
 
 #[tokio::test]
+async fn a_commitment_term_purchase_is_kept_at_scale_down_with_its_term_end_recorded() {
+    let mut rig = rig(JST_1000).await;
+    rig.reconciler.spec.commitment = Some(mangaassist_core::throughput::Commitment::OneMonth);
+    let cp = &rig.emulator.control;
+    let up = handle(&rig.reconciler, event("schedule-scale-up.json")).await.unwrap();
+    let arn = up.state.arn.clone().unwrap();
+    // The control plane's `commitmentExpirationTime`, a month after the purchase (the emulator's wall clock).
+    let ends = up.state.commitment_ends_ms.expect("the term end is recorded");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    assert!(ends > now + 29 * 86_400_000 && ends < now + 31 * 86_400_000, "{ends} vs {now}");
+    assert_eq!(rig.attr("commitment_ends").await, Some(ends.to_string()));
+
+    tokio::time::sleep(CREATING + Duration::from_millis(100)).await;
+    handle(&rig.reconciler, event("schedule-reconcile.json")).await.unwrap();
+    let down = handle(&rig.reconciler, event("schedule-scale-down.json")).await.unwrap();
+    assert_eq!(down.actions, vec![Action::KeptForCommitment(arn.clone())]);
+    assert_eq!(cp.deleted_count(), 0);
+    assert_eq!(cp.list().len(), 1);
+    assert_eq!(down.state.route(), Some(arn.as_str()), "paid for: still routed to");
+    assert_eq!(rig.attr("desired").await.as_deref(), Some("OnDemand"));
+    // The emulator refuses the delete too, as Bedrock does before the term ends.
+    let refused = rig.reconciler.control.delete(&arn).await.unwrap_err();
+    assert_eq!(refused.code(), "control_rejected", "{refused}");
+}
+
+#[tokio::test]
 async fn an_off_peak_alarm_buys_and_a_failed_purchase_is_bought_again_on_the_next_reconcile() {
     let rig = rig(JST_0200).await;
     let cp = &rig.emulator.control;

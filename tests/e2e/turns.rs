@@ -14,8 +14,9 @@ use crate::helpers::*;
 async fn deltas_arrive_in_order_before_completed_and_match_the_stored_answer() {
     let moto = moto().await;
     let sys = system(&moto, LatencyModel::fast()).await;
-    let session = "0123456789abcdef0123456789abcdef";
-    let mut client = ChatClient::connect(&format!("{}?session_id={session}", sys.ws_url())).await.unwrap();
+    let mut client = ChatClient::connect(&sys.ws_url()).await.unwrap();
+    let session = client.session().await.unwrap();
+    let session = session.as_str();
     let pc = json!({"browsing_history": ["B0UZUMAKI1", "B0CHAINSAW"]});
     let id = client.send_message("Show me horror manga", Some(&pc)).await.unwrap();
     let events = events_until_end(&mut client, &id).await;
@@ -70,8 +71,9 @@ async fn a_repeated_message_id_is_answered_once() {
 async fn a_client_leaving_mid_stream_stops_generation() {
     let moto = moto().await;
     let sys = system(&moto, slow()).await;
-    let session = "fedcba9876543210fedcba9876543210";
-    let mut client = ChatClient::connect(&format!("{}?session_id={session}", sys.ws_url())).await.unwrap();
+    let mut client = ChatClient::connect(&sys.ws_url()).await.unwrap();
+    let session = client.session().await.unwrap();
+    let session = session.as_str();
     let id = client.send_message("Tell me about B0BERSERK1 at length", None).await.unwrap();
     let first = client.next_event(WAIT).await.unwrap();
     assert_eq!(first["type"], "delta");
@@ -158,8 +160,9 @@ async fn a_model_failure_mid_answer_is_a_typed_error_and_the_partial_answer_is_k
     let moto = moto().await;
     let sys = system(&moto, LatencyModel::fast()).await;
     sys.emulator.inject(Fault::ExceptionAfter { deltas: 5, exception_type: "throttlingException" });
-    let session = "00000000000000000000000000000abc";
-    let mut client = ChatClient::connect(&format!("{}?session_id={session}", sys.ws_url())).await.unwrap();
+    let mut client = ChatClient::connect(&sys.ws_url()).await.unwrap();
+    let session = client.session().await.unwrap();
+    let session = session.as_str();
     let id = client.send_message("What is popular this week?", None).await.unwrap();
     let events = events_until_end(&mut client, &id).await;
     let last = events.last().unwrap();
@@ -206,10 +209,18 @@ async fn the_handler_serves_the_sample_events() {
     };
     let conn = ConnectionId::parse("PvCHrcAtNjMCJHg=").unwrap();
 
+    // Without the authorizer's principal, $connect is refused.
+    let mut anonymous = event("ws-connect.json");
+    anonymous.payload.request_context.authorizer = Default::default();
+    assert_eq!(handle(&app, anonymous).await.unwrap().status_code, 403);
+    assert!(app.engine.store.get_connection(&conn).await.unwrap().is_none());
+
     let resp = handle(&app, event("ws-connect.json")).await.unwrap();
     assert_eq!(resp.status_code, 200);
     let rec = app.engine.store.get_connection(&conn).await.unwrap().expect("connection stored");
-    assert_eq!(rec.session_id.as_str(), "5e55a1c0d2b34f6e9a7b8c9d0e1f2a3b", "the session from the query string");
+    assert_eq!(rec.user_id.as_str(), "u-3f2a9c71", "the authorizer's principal");
+    // The session asked for was never issued to this user: a new one starts.
+    assert_ne!(rec.session_id.as_str(), "5e55a1c0d2b34f6e9a7b8c9d0e1f2a3b");
     assert!(rec.expires_at > rec.connected_at_ms / 1000);
 
     let resp = handle(&app, event("ws-send-message.json")).await.unwrap();

@@ -60,8 +60,10 @@ trait BedrockErrorKind {
     fn is_throttling(&self) -> bool;
     /// Transient on Bedrock's side: unavailable, not ready, internal, timed out.
     fn is_unavailable(&self) -> bool;
-    /// The request itself is refused: invalid, not allowed, unknown model, the model erred on it.
+    /// The request itself is refused: invalid, not allowed, the model erred on it.
     fn is_rejected(&self) -> bool;
+    /// The model id or provisioned-throughput ARN does not exist (a deleted provisioned throughput).
+    fn is_not_found(&self) -> bool;
 }
 
 macro_rules! bedrock_error_kind {
@@ -77,10 +79,10 @@ macro_rules! bedrock_error_kind {
                     || self.is_model_not_ready_exception()
             }
             fn is_rejected(&self) -> bool {
-                self.is_validation_exception()
-                    || self.is_access_denied_exception()
-                    || self.is_resource_not_found_exception()
-                    || self.is_model_error_exception()
+                self.is_validation_exception() || self.is_access_denied_exception() || self.is_model_error_exception()
+            }
+            fn is_not_found(&self) -> bool {
+                self.is_resource_not_found_exception()
             }
         }
     };
@@ -100,11 +102,15 @@ impl BedrockErrorKind for ConverseStreamOutputError {
     fn is_rejected(&self) -> bool {
         self.is_validation_exception()
     }
+    fn is_not_found(&self) -> bool {
+        false
+    }
 }
 
 /// The one retry rule of the Bedrock runtime, for `Converse`, `ConverseStream` and the stream's events
 /// alike: throttling and transient failures (including timeouts and broken connections) are worth another
-/// attempt (on the other route), a refused request is not.
+/// attempt (on the other route), a refused request is not; an id that does not exist is `NotFound`, which
+/// the turn treats as "this provisioned throughput is gone" on the provisioned route.
 fn model_error<E, R>(err: SdkError<E, R>) -> ModelError
 where
     E: BedrockErrorKind + ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -120,6 +126,9 @@ where
                 ModelError::Throttled(boxed(err))
             } else if e.is_unavailable() {
                 ModelError::Unavailable(boxed(err))
+            } else if e.is_not_found() {
+                let msg = e.meta().message().unwrap_or("not found").to_owned();
+                ModelError::NotFound(msg, boxed(err))
             } else if e.is_rejected() {
                 let msg = e.meta().message().unwrap_or("rejected").to_owned();
                 ModelError::Rejected(msg, boxed(err))

@@ -63,6 +63,14 @@ fn units(n: i32) -> u32 {
     u32::try_from(n).unwrap_or(0)
 }
 
+fn commitment(c: Option<&CommitmentDuration>) -> Option<Commitment> {
+    c.and_then(|c| Commitment::parse(c.as_str()))
+}
+
+fn unix_ms(t: Option<&aws_sdk_bedrock::primitives::DateTime>) -> Option<u64> {
+    t.and_then(|t| t.to_millis().ok()).and_then(|ms| u64::try_from(ms).ok())
+}
+
 /// Maps an SDK error by its kind, keeping it whole as the source. `is_rejected` says which modelled
 /// errors mean "this request will never succeed as sent".
 fn control_err<E>(
@@ -114,6 +122,8 @@ impl ThroughputControl for BedrockControl {
                     status: status(Some(s.status())),
                     model_units: units(s.model_units()),
                     failure_message: None,
+                    commitment: commitment(s.commitment_duration()),
+                    commitment_ends_ms: unix_ms(s.commitment_expiration_time()),
                 }));
             }
             let Some(token) = out.next_token().filter(|t| !t.is_empty()) else { return Ok(None) };
@@ -132,6 +142,8 @@ impl ThroughputControl for BedrockControl {
                 status: status(Some(out.status())),
                 model_units: units(out.model_units()),
                 failure_message: out.failure_message().map(str::to_owned),
+                commitment: commitment(out.commitment_duration()),
+                commitment_ends_ms: unix_ms(out.commitment_expiration_time()),
             })),
             Err(e) if e.as_service_error().is_some_and(|se| se.is_resource_not_found_exception()) => Ok(None),
             Err(e) => Err(control_err(e, |e| e.is_validation_exception() || e.is_access_denied_exception())),

@@ -2,10 +2,12 @@
 //!
 //! | pk | sk | what |
 //! |---|---|---|
-//! | `CONN#<connectionId>` | `META` | session_id, user_id, connected_at |
-//! | `MSG#<messageId>` | `CLAIM` | session_id, status (`answering`/`answered`): answer each message once |
+//! | `CONN#<connectionId>` | `META` | session_id, user_id, guest, connected_at; turn_msg, turn_until: the one turn in flight |
+//! | `MSG#<sessionId>#<messageId>` | `CLAIM` | status (`answering`/`answered`): answer each message of a session once |
+//! | `SESSION#<sessionId>` | `OWNER` | user_id: who may resume the session |
 //! | `SESSION#<sessionId>` | `TURN#<ts_ms, 13 digits>#<messageId>` | user_text, assistant_text, products, status, model, tokens |
 //! | `SESSION#<sessionId>` | `SUMMARY` | text, covers_until_ms: the running summary of older turns |
+//! | `LIMIT#<userId>` | `RATE#<minute>`, `TOKENS#<JST day>`, `CONNS` | n: atomic counters of the user's limits |
 //!
 //! A turn is one item holding both the user message and the answer, so history is one `Query`
 //! (newest first, `Limit`) and a turn can never be half-stored.
@@ -13,13 +15,14 @@
 use std::collections::HashMap;
 
 use aws_config::SdkConfig;
+use aws_config::retry::RetryConfig;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use mangaassist_core::error::StoreError;
 use mangaassist_core::ids::{Asin, ConnectionId, MessageId, SessionId, UserId};
 use mangaassist_core::intent::Intent;
-use mangaassist_core::ports::{Claim, ConnectionRecord, Store, Summary, TurnRecord, TurnStatus};
+use mangaassist_core::ports::{Claim, ConnectionRecord, Counter, Store, Summary, TurnRecord, TurnStatus};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -75,8 +78,21 @@ fn conn_key(id: &ConnectionId) -> (AttributeValue, AttributeValue) {
     (s(format!("CONN#{id}")), s("META"))
 }
 
-fn claim_key(id: &MessageId) -> (AttributeValue, AttributeValue) {
-    (s(format!("MSG#{id}")), s("CLAIM"))
+fn claim_key(session: &SessionId, id: &MessageId) -> (AttributeValue, AttributeValue) {
+    (s(format!("MSG#{session}#{id}")), s("CLAIM"))
+}
+
+fn owner_key(session: &SessionId) -> (AttributeValue, AttributeValue) {
+    (s(format!("SESSION#{session}")), s("OWNER"))
+}
+
+fn counter_key(c: &Counter) -> (AttributeValue, AttributeValue) {
+    (s(format!("LIMIT#{}", c.user)), s(c.name.as_str()))
+}
+
+/// Whether a write was refused by its condition.
+fn condition_failed<E: ProvideErrorMetadata>(e: &SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> bool {
+    e.code() == Some("ConditionalCheckFailedException")
 }
 
 /// The sort key of a turn: zero-padded time first, so turns sort chronologically.
@@ -130,6 +146,7 @@ impl Store for DynamoStore {
             .item("sk", sk)
             .item("session_id", s(rec.session_id.as_str()))
             .item("user_id", s(rec.user_id.as_str()))
+            .item("guest", AttributeValue::Bool(rec.guest))
             .item("connected_at", n(rec.connected_at_ms))
             .item("expires_at", n(rec.expires_at))
             .send()
@@ -155,6 +172,7 @@ impl Store for DynamoStore {
                 connection_id: id.clone(),
                 session_id: SessionId::parse(get_s(&item, "session_id")?).ok()?,
                 user_id: UserId::parse(get_s(&item, "user_id")?).ok()?,
+                guest: item.get("guest").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
                 connected_at_ms: get_n(&item, "connected_at")?,
                 expires_at: get_n(&item, "expires_at").unwrap_or(0),
             })
@@ -179,17 +197,21 @@ impl Store for DynamoStore {
     }
 
     async fn claim_message(&self, id: &MessageId, session: &SessionId, expires_at: u64) -> Result<Claim, StoreError> {
-        let (pk, sk) = claim_key(id);
+        let (pk, sk) = claim_key(session, id);
+        // One attempt, no SDK retries: a throttled table answers at once (the turn then answers without
+        // dedupe, logged) instead of after the retries' backoff, while a slow write that will land is
+        // waited for by the turn (never answered twice).
         let res = self
             .client
             .put_item()
             .table_name(&self.table)
             .item("pk", pk)
             .item("sk", sk)
-            .item("session_id", s(session.as_str()))
             .item("status", s("answering"))
             .item("expires_at", n(expires_at))
             .condition_expression("attribute_not_exists(pk)")
+            .customize()
+            .config_override(aws_sdk_dynamodb::config::Builder::default().retry_config(RetryConfig::disabled()))
             .send()
             .await;
         match res {
@@ -201,8 +223,8 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn release_claim(&self, id: &MessageId) -> Result<(), StoreError> {
-        let (pk, sk) = claim_key(id);
+    async fn release_claim(&self, id: &MessageId, session: &SessionId) -> Result<(), StoreError> {
+        let (pk, sk) = claim_key(session, id);
         // Only a claim still being answered is released; an answered one stays.
         let res = self
             .client
@@ -250,21 +272,33 @@ impl Store for DynamoStore {
             turn = turn.item("intent", s(i));
         }
         let turn = turn.build().map_err(|e| StoreError::Other(Box::new(e)))?;
-        let (pk, sk) = claim_key(&t.message_id);
-        let claim = Put::builder()
-            .table_name(&self.table)
-            .item("pk", pk)
-            .item("sk", sk)
-            .item("session_id", s(t.session_id.as_str()))
-            .item("status", s("answered"))
-            .item("expires_at", n(t.expires_at))
-            .build()
-            .map_err(|e| StoreError::Other(Box::new(e)))?;
+        let (pk, sk) = claim_key(&t.session_id, &t.message_id);
+        // A complete answer marks the claim answered; a partial one (or one the client left) gives it back,
+        // so the same message may be sent again.
+        let claim = if t.status == TurnStatus::Complete {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .item("pk", pk)
+                .item("sk", sk)
+                .item("status", s("answered"))
+                .item("expires_at", n(t.expires_at))
+                .build()
+                .map_err(|e| StoreError::Other(Box::new(e)))?;
+            TransactWriteItem::builder().put(put).build()
+        } else {
+            let delete = Delete::builder()
+                .table_name(&self.table)
+                .key("pk", pk)
+                .key("sk", sk)
+                .build()
+                .map_err(|e| StoreError::Other(Box::new(e)))?;
+            TransactWriteItem::builder().delete(delete).build()
+        };
         let res = self
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(turn).build())
-            .transact_items(TransactWriteItem::builder().put(claim).build())
+            .transact_items(claim)
             .send()
             .await;
         match res {
@@ -280,6 +314,141 @@ impl Store for DynamoStore {
             }
             Err(e) => Err(store_err(e)),
         }
+    }
+
+    async fn session_owner(&self, session: &SessionId) -> Result<Option<UserId>, StoreError> {
+        let (pk, sk) = owner_key(session);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", pk)
+            .key("sk", sk)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_err)?;
+        Ok(out.item.as_ref().and_then(|i| get_s(i, "user_id")).and_then(|u| UserId::parse(u).ok()))
+    }
+
+    async fn create_session(&self, session: &SessionId, user: &UserId, expires_at: u64) -> Result<(), StoreError> {
+        let (pk, sk) = owner_key(session);
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", pk)
+            .item("sk", sk)
+            .item("user_id", s(user.as_str()))
+            .item("expires_at", n(expires_at))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e) => {
+                Err(StoreError::Other(format!("session {session} exists already; owners are never replaced").into()))
+            }
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
+    async fn begin_turn(
+        &self,
+        conn: &ConnectionId,
+        msg: &MessageId,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let (pk, sk) = conn_key(conn);
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", pk)
+            .key("sk", sk)
+            // A connection whose record was never written still gets one slot (the item then holds only the
+            // slot, and expires like a connection).
+            .update_expression("SET turn_msg = :m, turn_until = :until, expires_at = if_not_exists(expires_at, :exp)")
+            .condition_expression("attribute_not_exists(turn_until) OR turn_until < :now")
+            .expression_attribute_values(":m", s(msg.as_str()))
+            .expression_attribute_values(":until", n(until_ms))
+            .expression_attribute_values(":exp", n(until_ms / 1000 + 3 * 3600))
+            .expression_attribute_values(":now", n(now_ms))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
+    async fn end_turn(&self, conn: &ConnectionId, msg: &MessageId) -> Result<(), StoreError> {
+        let (pk, sk) = conn_key(conn);
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", pk)
+            .key("sk", sk)
+            .update_expression("REMOVE turn_msg, turn_until")
+            .condition_expression("turn_msg = :m")
+            .expression_attribute_values(":m", s(msg.as_str()))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e) => Ok(()),
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
+    async fn add_to_counter(
+        &self,
+        counter: &Counter,
+        delta: i64,
+        limit: Option<i64>,
+        expires_at: u64,
+    ) -> Result<Option<i64>, StoreError> {
+        let (pk, sk) = counter_key(counter);
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", pk)
+            .key("sk", sk)
+            .update_expression("ADD n :d SET expires_at = :e")
+            .expression_attribute_values(":d", n(delta))
+            .expression_attribute_values(":e", n(expires_at))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew);
+        // The new value stays within [0, limit]: the bound is checked on the old value.
+        req = match (delta >= 0, limit) {
+            (true, Some(l)) => req
+                .condition_expression("attribute_not_exists(n) OR n <= :cap")
+                .expression_attribute_values(":cap", n(l - delta)),
+            (true, None) => req,
+            (false, _) => req.condition_expression("n >= :floor").expression_attribute_values(":floor", n(-delta)),
+        };
+        match req.send().await {
+            Ok(out) => Ok(Some(out.attributes.as_ref().and_then(|a| get_n(a, "n")).unwrap_or(delta))),
+            Err(e) if condition_failed(&e) => Ok(None),
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
+    async fn counter(&self, counter: &Counter) -> Result<i64, StoreError> {
+        let (pk, sk) = counter_key(counter);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", pk)
+            .key("sk", sk)
+            .send()
+            .await
+            .map_err(store_err)?;
+        Ok(out.item.as_ref().and_then(|i| get_n(i, "n")).unwrap_or(0))
     }
 
     async fn get_summary(&self, session: &SessionId) -> Result<Option<Summary>, StoreError> {

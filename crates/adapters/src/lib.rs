@@ -18,8 +18,11 @@
 //! - [`transitions`]: `TransitionStore` over Redis hashes (`HINCRBY`/`HGETALL`), sharing the cache's connection.
 //! - [`lambda_queue`]: `PrefetchQueue` over an asynchronous Lambda `Invoke` of the prefetch function.
 //! - [`http`]: shared plumbing of the HTTP sources (timeouts, bounded jittered retries, error mapping).
+//! - [`auth`]: `$connect` authentication: JWT verification against the issuer's JWKS, guest tokens, the
+//!   token endpoint's rate limit.
 
 pub mod apigw;
+pub mod auth;
 pub mod bedrock;
 pub mod bedrock_control;
 pub mod dynamo;

@@ -8,6 +8,7 @@
 //! | `arn` | S | the provisioned throughput's ARN (absent when none) |
 //! | `status` | S | `NotProvisioned` / `Creating` / `InService` / `Updating` / `Failed` |
 //! | `model_units` | N | units of the provisioned throughput |
+//! | `commitment_ends` | N | when its commitment term ends, Unix ms (absent: no term); not deleted before |
 //! | `last_error` | S | what went wrong last (absent when the last pass was clean) |
 //! | `updated_at` | N | last write, Unix ms |
 //! | `version` | N | optimistic lock: each write is conditional on the version it read |
@@ -54,6 +55,7 @@ fn from_item(item: &Item) -> Result<ThroughputState, Malformed> {
         arn: get_s(item, "arn").map(str::to_owned),
         status: ThroughputStatus::parse(text("status")?).ok_or(Malformed("status"))?,
         model_units: get_n(item, "model_units").unwrap_or(0),
+        commitment_ends_ms: get_n(item, "commitment_ends"),
         last_error: get_s(item, "last_error").map(str::to_owned),
         updated_at_ms: number("updated_at")?,
         version: number("version")?,
@@ -105,6 +107,9 @@ impl ThroughputStateStore for DynamoThroughputState {
             .item("version", n(st.version));
         if let Some(arn) = &st.arn {
             req = req.item("arn", s(arn));
+        }
+        if let Some(ends) = st.commitment_ends_ms {
+            req = req.item("commitment_ends", n(ends));
         }
         if let Some(err) = &st.last_error {
             req = req.item("last_error", s(err));

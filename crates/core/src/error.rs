@@ -12,7 +12,7 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 pub enum FrameError {
     #[error("the frame is not a JSON object: {0}")]
     BadFrame(String),
-    #[error("unknown action {0:?}; supported: \"sendMessage\"")]
+    #[error("unknown action {0:?}; supported: \"sendMessage\", \"session\"")]
     UnknownAction(String),
     #[error("missing field `{0}`")]
     MissingField(&'static str),
@@ -45,8 +45,15 @@ pub enum ModelError {
     Timeout(u64),
     #[error("the model rejected the request: {0}")]
     Rejected(String, #[source] BoxError),
+    /// The model id or provisioned-throughput ARN does not exist (Bedrock's `ResourceNotFoundException`):
+    /// on a provisioned ARN, the throughput was deleted; on-demand, a configuration error.
+    #[error("the model was not found: {0}")]
+    NotFound(String, #[source] BoxError),
     #[error("model stream failed")]
     Other(#[source] BoxError),
+    /// The turn's overall deadline (below the Lambda's) passed before the answer ended.
+    #[error("the answer ran past the turn's deadline")]
+    Deadline,
 }
 
 impl ModelError {
@@ -55,14 +62,27 @@ impl ModelError {
             Self::Throttled(_) => "model_throttled",
             Self::Unavailable(_) => "model_unavailable",
             Self::Timeout(_) => "model_timeout",
-            Self::Rejected(..) => "model_rejected",
+            Self::Rejected(..) | Self::NotFound(..) => "model_rejected",
             Self::Other(_) => "model_error",
+            Self::Deadline => "deadline_exceeded",
         }
     }
 
-    /// Would the same request, sent again (now or on the other route), plausibly succeed?
+    /// The sentence a client sees: what happened, never who (no upstream message, model ARN or account).
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            Self::Throttled(_) => "the assistant is very busy right now",
+            Self::Unavailable(_) | Self::Other(_) => "the assistant is unavailable right now",
+            Self::Timeout(_) => "the assistant took too long to answer",
+            Self::Rejected(..) | Self::NotFound(..) => "the assistant could not answer this request",
+            Self::Deadline => "the answer ran out of time",
+        }
+    }
+
+    /// Would the same request, sent again (now or on the other route), plausibly succeed? (A provisioned
+    /// ARN that is `NotFound` is left for the on-demand route: see `routes::open_stream`.)
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, Self::Rejected(..))
+        !matches!(self, Self::Rejected(..) | Self::NotFound(..))
     }
 }
 
@@ -119,6 +139,30 @@ impl StoreError {
     /// idempotent, so retrying an `Unavailable` one is safe.)
     pub fn is_retryable(&self) -> bool {
         !matches!(self, Self::Other(_))
+    }
+}
+
+/// The one retry rule for the store writes a turn must not lose (the stored turn, a claim given back, the
+/// turn slot freed): up to `attempts` tries, retryable errors only, jittered exponential backoff (~50,
+/// 100, 200 ms). Each retry is logged with `what`.
+pub async fn retry_store<T, F, Fut>(what: &str, attempts: u32, mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let attempts = attempts.max(1);
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retryable() && attempt < attempts => {
+                let wait = 50u64 << (attempt - 1).min(5);
+                tracing::warn!(what, attempt, code = e.code(), error = %chain(&e), "store write failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(wait / 2 + fastrand::u64(..=wait / 2))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

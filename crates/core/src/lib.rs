@@ -23,12 +23,15 @@
 //! - [`pregen`]: pre-generated answers: the cache entry, its fingerprint, and when one may be served.
 //!
 //! The steps of a turn:
-//! - [`session`]: `$connect` / `$disconnect`, connection -> session, and what a session remembers.
+//! - [`session`]: `$connect` / `$disconnect`, connection -> session (owned by its user), and what a
+//!   session remembers.
+//! - [`limits`]: one turn in flight per connection, per-user request rate, daily tokens, connections.
 //! - [`context`]: parallel context assembly under per-leg deadlines, and the cache write-back.
 //! - [`compress`]: prompt compression to per-section token budgets under a hard total; the prompt's tags.
 //! - [`prompt`]: the system prompt, and the request built from what was gathered.
 //! - [`throughput`]: the provisioned-throughput reconciler (desired vs actual, JST peak hours).
-//! - [`routes`]: provisioned vs on-demand routing, and opening the model stream with failover.
+//! - [`routes`]: provisioned vs on-demand routing, and opening the model stream with failover and throttle
+//!   retries.
 //! - [`relay`]: model deltas -> coalesced, sequenced WebSocket frames under the frame limit.
 //! - [`serve`]: where an answer comes from: the model, a pre-generated answer, or its opening continued.
 //! - [`summary`]: the running summary of older exchanges, written after the answer by a small model.
@@ -44,6 +47,7 @@ pub mod entries;
 pub mod error;
 pub mod ids;
 pub mod intent;
+pub mod limits;
 pub mod memory_store;
 pub mod metrics;
 pub mod models;

@@ -6,14 +6,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use crate::error::StoreError;
-use crate::ids::{ConnectionId, MessageId, SessionId};
-use crate::ports::{Claim, ConnectionRecord, Store, Summary, TurnRecord};
+use crate::ids::{ConnectionId, MessageId, SessionId, UserId};
+use crate::ports::{Claim, ConnectionRecord, Counter, Store, Summary, TurnRecord, TurnStatus};
 
 #[derive(Debug, Default)]
 struct Inner {
     connections: HashMap<ConnectionId, ConnectionRecord>,
-    /// message id -> answered?
-    claims: HashMap<MessageId, bool>,
+    /// (session, message id) -> answered?
+    claims: HashMap<(SessionId, MessageId), bool>,
+    owners: HashMap<SessionId, UserId>,
+    /// connection -> (message holding the turn slot, until ms)
+    slots: HashMap<ConnectionId, (MessageId, u64)>,
+    counters: HashMap<Counter, i64>,
     turns: HashMap<SessionId, BTreeMap<(u64, MessageId), TurnRecord>>,
     summaries: HashMap<SessionId, Summary>,
 }
@@ -61,21 +65,21 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn claim_message(&self, id: &MessageId, _session: &SessionId, _expires_at: u64) -> Result<Claim, StoreError> {
-        self.with(|i| {
-            if i.claims.contains_key(id) {
-                Claim::Duplicate
-            } else {
-                i.claims.insert(id.clone(), false);
+    async fn claim_message(&self, id: &MessageId, session: &SessionId, _expires_at: u64) -> Result<Claim, StoreError> {
+        self.with(|i| match i.claims.entry((session.clone(), id.clone())) {
+            std::collections::hash_map::Entry::Occupied(_) => Claim::Duplicate,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(false);
                 Claim::Claimed
             }
         })
     }
 
-    async fn release_claim(&self, id: &MessageId) -> Result<(), StoreError> {
+    async fn release_claim(&self, id: &MessageId, session: &SessionId) -> Result<(), StoreError> {
         self.with(|i| {
-            if i.claims.get(id) == Some(&false) {
-                i.claims.remove(id);
+            let key = (session.clone(), id.clone());
+            if i.claims.get(&key) == Some(&false) {
+                i.claims.remove(&key);
             }
         })
     }
@@ -87,8 +91,69 @@ impl Store for MemoryStore {
                 .or_default()
                 .entry((t.ts_ms, t.message_id.clone()))
                 .or_insert_with(|| t.clone());
-            i.claims.insert(t.message_id.clone(), true);
+            let key = (t.session_id.clone(), t.message_id.clone());
+            if t.status == TurnStatus::Complete {
+                i.claims.insert(key, true);
+            } else {
+                i.claims.remove(&key);
+            }
         })
+    }
+
+    async fn session_owner(&self, session: &SessionId) -> Result<Option<UserId>, StoreError> {
+        self.with(|i| i.owners.get(session).cloned())
+    }
+
+    async fn create_session(&self, session: &SessionId, user: &UserId, _expires_at: u64) -> Result<(), StoreError> {
+        self.with(|i| {
+            i.owners.entry(session.clone()).or_insert_with(|| user.clone());
+        })
+    }
+
+    async fn begin_turn(
+        &self,
+        conn: &ConnectionId,
+        msg: &MessageId,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.with(|i| match i.slots.get(conn) {
+            Some((_, until)) if *until >= now_ms => false,
+            _ => {
+                i.slots.insert(conn.clone(), (msg.clone(), until_ms));
+                true
+            }
+        })
+    }
+
+    async fn end_turn(&self, conn: &ConnectionId, msg: &MessageId) -> Result<(), StoreError> {
+        self.with(|i| {
+            if i.slots.get(conn).is_some_and(|(m, _)| m == msg) {
+                i.slots.remove(conn);
+            }
+        })
+    }
+
+    async fn add_to_counter(
+        &self,
+        counter: &Counter,
+        delta: i64,
+        limit: Option<i64>,
+        _expires_at: u64,
+    ) -> Result<Option<i64>, StoreError> {
+        self.with(|i| {
+            let v = i.counters.entry(counter.clone()).or_insert(0);
+            let next = *v + delta;
+            if next < 0 || limit.is_some_and(|l| delta > 0 && next > l) {
+                return None;
+            }
+            *v = next;
+            Some(next)
+        })
+    }
+
+    async fn counter(&self, counter: &Counter) -> Result<i64, StoreError> {
+        self.with(|i| i.counters.get(counter).copied().unwrap_or(0))
     }
 
     async fn get_summary(&self, session: &SessionId) -> Result<Option<Summary>, StoreError> {

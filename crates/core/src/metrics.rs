@@ -49,6 +49,14 @@ pub const PREGEN_GENERATED_TOKENS: &str = "pregen.generated_tokens";
 /// Input tokens Bedrock read from its prompt cache for the turn.
 pub const CACHE_READ_TOKENS: &str = "bedrock.cache_read_tokens";
 
+/// One per `sendMessage` whatever its end, dimensioned by [`DIM_OUTCOME`]: the failed-turn rate alarm
+/// divides `outcome=failed` by all, so a total outage (no completed turn at all) still raises it.
+pub const TURNS: &str = "turn.count";
+/// A turn the client saw but the store could not keep after its retries (the log has its ids).
+pub const TURN_STORE_FAILED: &str = "turn.store_failed";
+/// A `$connect` the authorizer refused (emitted by the authorizer function).
+pub const AUTH_DENIED: &str = "auth.denied";
+
 /// Every metric name above: what alarms and dashboards may refer to.
 pub const ALL: &[&str] = &[
     FIRST_TOKEN_LATENCY_MS,
@@ -61,6 +69,9 @@ pub const ALL: &[&str] = &[
     PREGEN_HIT_RATE,
     PREGEN_WASTED_TOKENS,
     PREGEN_GENERATED_TOKENS,
+    TURNS,
+    TURN_STORE_FAILED,
+    AUTH_DENIED,
 ];
 
 /// The metrics of the design's alarm table (the first six of [`ALL`]): each has an alarm in the template.
@@ -72,6 +83,35 @@ pub const DIM_INTENT: &str = "intent";
 pub const DIM_ROUTE: &str = "route";
 /// Dimension: the model (or inference profile, or provisioned ARN) that answered.
 pub const DIM_MODEL: &str = "model";
+/// Dimension: how a `sendMessage` ended ([`Outcome`]).
+pub const DIM_OUTCOME: &str = "outcome";
+
+/// How a `sendMessage` ended, as the `outcome` dimension of [`TURNS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered to the end.
+    Completed,
+    /// The frame was invalid, or the message a duplicate.
+    Rejected,
+    /// Refused by a limit (busy, rate, daily budget).
+    Limited,
+    /// The model or the delivery failed, or the deadline passed.
+    Failed,
+    /// The client left mid-answer.
+    ClientGone,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Rejected => "rejected",
+            Self::Limited => "rate_limited",
+            Self::Failed => "failed",
+            Self::ClientGone => "client_gone",
+        }
+    }
+}
 
 /// CloudWatch rejects an empty dimension value (and with it the whole record), so one is written instead.
 const EMPTY_DIMENSION_VALUE: &str = "unknown";
@@ -248,6 +288,26 @@ pub fn turn_record(
     emf
 }
 
+/// The record every `sendMessage` writes, whatever its end: one [`TURNS`] by [`DIM_OUTCOME`] (and in
+/// total), plus [`TURN_STORE_FAILED`] when the answer could not be stored.
+pub fn outcome_record(timestamp_ms: u64, outcome: Outcome, store_failed: bool) -> Emf {
+    let emf = Emf::new(timestamp_ms)
+        .dimension(DIM_OUTCOME, outcome.as_str())
+        .dimension_sets(&[&[DIM_OUTCOME], &[]])
+        .metric(TURNS, 1.0, Unit::Count);
+    if store_failed { emf.metric(TURN_STORE_FAILED, 1.0, Unit::Count) } else { emf }
+}
+
+/// The record of one `$connect` the authorizer refused, by reason (`missing`, `invalid`, `expired`,
+/// `guests_off`, ...).
+pub fn auth_denied_record(timestamp_ms: u64, reason: &str) -> Emf {
+    Emf::new(timestamp_ms).dimension("reason", reason).dimension_sets(&[&["reason"], &[]]).metric(
+        AUTH_DENIED,
+        1.0,
+        Unit::Count,
+    )
+}
+
 /// The record of one prefetch run that pre-generated: tokens spent, and tokens of earlier answers that
 /// were never served.
 pub fn pregen_record(timestamp_ms: u64, generated_tokens: u32, wasted_tokens: u32) -> Emf {
@@ -367,10 +427,22 @@ mod tests {
             .iter()
             .map(|m| m["Name"].as_str().unwrap())
             .collect();
-        let per_turn: Vec<&&str> =
-            ALL.iter().filter(|n| ![PREGEN_WASTED_TOKENS, PREGEN_GENERATED_TOKENS].contains(n)).collect();
+        let elsewhere = [PREGEN_WASTED_TOKENS, PREGEN_GENERATED_TOKENS, TURNS, TURN_STORE_FAILED, AUTH_DENIED];
+        let per_turn: Vec<&&str> = ALL.iter().filter(|n| !elsewhere.contains(n)).collect();
         assert_eq!(names.len(), per_turn.len());
         assert!(per_turn.iter().all(|n| names.contains(n)));
+    }
+
+    #[test]
+    fn every_outcome_is_counted_by_outcome_and_in_total() {
+        let doc = assert_valid_emf(&outcome_record(1, Outcome::Failed, true).to_json());
+        assert_eq!((doc[TURNS].as_f64(), doc[TURN_STORE_FAILED].as_f64()), (Some(1.0), Some(1.0)));
+        assert_eq!(doc[DIM_OUTCOME], "failed");
+        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"], serde_json::json!([["outcome"], []]));
+        let ok = assert_valid_emf(&outcome_record(1, Outcome::Completed, false).to_json());
+        assert!(ok.get(TURN_STORE_FAILED).is_none());
+        let denied = assert_valid_emf(&auth_denied_record(1, "expired").to_json());
+        assert_eq!(denied[AUTH_DENIED], 1.0);
     }
 
     #[test]

@@ -93,6 +93,8 @@ pub struct ConnectionRecord {
     pub connection_id: ConnectionId,
     pub session_id: SessionId,
     pub user_id: UserId,
+    /// Signed in with a guest token (tighter limits).
+    pub guest: bool,
     pub connected_at_ms: u64,
     /// TTL, Unix seconds.
     pub expires_at: u64,
@@ -171,7 +173,16 @@ pub enum Claim {
     Duplicate,
 }
 
-/// Conversation state: connections, message-id claims, turns.
+/// One of a user's counters (`LIMIT#<user>` / `<name>`): requests in a rate window, tokens of a day, open
+/// connections.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Counter {
+    pub user: UserId,
+    pub name: String,
+}
+
+/// Conversation state: connections, sessions and their owners, message-id claims, turns, and the users'
+/// limit counters.
 pub trait Store: Send + Sync {
     fn put_connection(&self, rec: &ConnectionRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn get_connection(
@@ -187,9 +198,42 @@ pub trait Store: Send + Sync {
         expires_at: u64,
     ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
     /// Gives a claim back (the turn failed before anything was sent), so the client may retry the same id.
-    fn release_claim(&self, id: &MessageId) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Stores a turn; storing the same turn twice is a no-op.
+    fn release_claim(&self, id: &MessageId, session: &SessionId)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Stores a turn; storing the same turn twice is a no-op. A complete turn marks its claim answered;
+    /// any other gives the claim back, so the shopper may send the same message again.
     fn save_turn(&self, turn: &TurnRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Who owns a session (`None`: unknown or expired).
+    fn session_owner(&self, session: &SessionId) -> impl Future<Output = Result<Option<UserId>, StoreError>> + Send;
+    /// Records the owner of a new session (server-issued ids; an existing owner is never replaced).
+    fn create_session(
+        &self,
+        session: &SessionId,
+        user: &UserId,
+        expires_at: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Takes the connection's one turn slot for `msg` until `until_ms`, unless another message holds it
+    /// (a slot past its time is free). `false`: busy.
+    fn begin_turn(
+        &self,
+        conn: &ConnectionId,
+        msg: &MessageId,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Frees the connection's turn slot if `msg` holds it.
+    fn end_turn(&self, conn: &ConnectionId, msg: &MessageId) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Adds `delta` to one of a user's counters atomically, unless the result would pass `limit` (or go
+    /// below zero). `None`: refused, unchanged; else the new value.
+    fn add_to_counter(
+        &self,
+        counter: &Counter,
+        delta: i64,
+        limit: Option<i64>,
+        expires_at: u64,
+    ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+    /// A counter's value (0 when absent).
+    fn counter(&self, counter: &Counter) -> impl Future<Output = Result<i64, StoreError>> + Send;
     fn get_summary(&self, session: &SessionId) -> impl Future<Output = Result<Option<Summary>, StoreError>> + Send;
     fn put_summary(
         &self,
@@ -226,11 +270,50 @@ impl<T: Store> Store for std::sync::Arc<T> {
     ) -> impl Future<Output = Result<Claim, StoreError>> + Send {
         (**self).claim_message(id, session, expires_at)
     }
-    fn release_claim(&self, id: &MessageId) -> impl Future<Output = Result<(), StoreError>> + Send {
-        (**self).release_claim(id)
+    fn release_claim(
+        &self,
+        id: &MessageId,
+        session: &SessionId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).release_claim(id, session)
     }
     fn save_turn(&self, turn: &TurnRecord) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).save_turn(turn)
+    }
+    fn session_owner(&self, session: &SessionId) -> impl Future<Output = Result<Option<UserId>, StoreError>> + Send {
+        (**self).session_owner(session)
+    }
+    fn create_session(
+        &self,
+        session: &SessionId,
+        user: &UserId,
+        expires_at: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).create_session(session, user, expires_at)
+    }
+    fn begin_turn(
+        &self,
+        conn: &ConnectionId,
+        msg: &MessageId,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).begin_turn(conn, msg, now_ms, until_ms)
+    }
+    fn end_turn(&self, conn: &ConnectionId, msg: &MessageId) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).end_turn(conn, msg)
+    }
+    fn add_to_counter(
+        &self,
+        counter: &Counter,
+        delta: i64,
+        limit: Option<i64>,
+        expires_at: u64,
+    ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send {
+        (**self).add_to_counter(counter, delta, limit, expires_at)
+    }
+    fn counter(&self, counter: &Counter) -> impl Future<Output = Result<i64, StoreError>> + Send {
+        (**self).counter(counter)
     }
     fn get_summary(&self, session: &SessionId) -> impl Future<Output = Result<Option<Summary>, StoreError>> + Send {
         (**self).get_summary(session)

@@ -23,6 +23,18 @@ pub const MAX_FRAME_BYTES: usize = 32 * 1024;
 
 /// The action names a client may send.
 pub const ACTION_SEND_MESSAGE: &str = "sendMessage";
+/// Asks for the connection's session id (answered with a `session` event).
+pub const ACTION_SESSION: &str = "session";
+
+/// The action a frame names, when it is a JSON object with a string `action` (routing only; the frame is
+/// validated by the action's parser).
+pub fn action_of(frame: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        action: Option<String>,
+    }
+    serde_json::from_str::<Head>(frame).ok()?.action
+}
 
 /// A validated client message.
 #[derive(Debug, Clone, PartialEq)]
@@ -218,9 +230,31 @@ pub struct TurnMetrics {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerEvent<'a> {
-    Delta { message_id: &'a str, seq: u32, text: &'a str },
-    Completed { message_id: &'a str, seq: u32, products: &'a [ProductRef], metrics: &'a TurnMetrics },
-    Error { message_id: Option<&'a str>, code: &'a str, message: &'a str, retryable: bool },
+    Delta {
+        message_id: &'a str,
+        seq: u32,
+        text: &'a str,
+    },
+    Completed {
+        message_id: &'a str,
+        seq: u32,
+        products: &'a [ProductRef],
+        metrics: &'a TurnMetrics,
+    },
+    Error {
+        message_id: Option<&'a str>,
+        code: &'a str,
+        message: &'a str,
+        retryable: bool,
+        /// When to try again (`rate_limited`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+    /// The connection's session (answer to a `session` frame): the id to pass back as `session_id` on a
+    /// later `$connect` to resume the conversation.
+    Session {
+        session_id: &'a str,
+    },
 }
 
 impl ServerEvent<'_> {

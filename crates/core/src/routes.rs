@@ -3,9 +3,20 @@
 //! is cached for a short TTL and refreshed beside the turn's other first reads, so a refresh never adds
 //! latency.
 //!
-//! Failover order, before anything has been sent to the client: provisioned -> on-demand; on-demand ->
-//! the fallback model when configured, else on-demand again. [`open_stream`] walks that order until a
-//! first text delta arrives, so the relay starts with a stream that is known to answer.
+//! The plan, before anything has been sent to the client: provisioned (when in service), on-demand, then
+//! the fallback model when one is configured. [`open_stream`] walks it until a first text delta arrives,
+//! so the relay starts with a stream that is known to answer. Its one retry rule:
+//!
+//! - a retryable failure (throttle, 5xx, no first token in time) moves to the next route at once, for
+//!   `attempts` attempts (the failover);
+//! - after that, only a throttle is tried again, round the plan's routes, after a full-jitter exponential
+//!   backoff, while the time spent plus the next wait stays within `throttle_retry_budget`;
+//! - a provisioned ARN that Bedrock no longer knows (`ResourceNotFoundException`: deleted while the route
+//!   was cached) is dropped from the plan at once, without costing an attempt, and [`Routes`] is told, so
+//!   later turns do not try it again;
+//! - anything else (a refused request) ends the turn's model call.
+//!
+//! After the first token nothing is retried: the client has seen part of the answer.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -36,71 +47,143 @@ pub struct Routes {
     loader: Option<Box<dyn RouteLoader>>,
     ttl: Duration,
     cached: Mutex<Option<(Instant, Option<String>)>>,
+    /// A provisioned ARN the model service said does not exist: never routed to again, whatever the
+    /// stored record says (a new purchase has a new ARN).
+    gone: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Routes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Routes").field("ttl", &self.ttl).field("cached", &self.cached).finish_non_exhaustive()
+        f.debug_struct("Routes")
+            .field("ttl", &self.ttl)
+            .field("cached", &self.cached)
+            .field("gone", &self.gone)
+            .finish_non_exhaustive()
     }
 }
 
 impl Default for Routes {
     /// On-demand only.
     fn default() -> Self {
-        Self { loader: None, ttl: Duration::from_secs(30), cached: Mutex::new(None) }
+        Self { loader: None, ttl: Duration::from_secs(30), cached: Mutex::new(None), gone: Mutex::new(None) }
     }
 }
 
 impl Routes {
     pub fn new(loader: impl RouteLoader + 'static, ttl: Duration) -> Self {
-        Self { loader: Some(Box::new(loader)), ttl, cached: Mutex::new(None) }
+        Self { loader: Some(Box::new(loader)), ttl, ..Self::default() }
     }
 
     /// The provisioned ARN to use now, from the cache or (after the TTL) the store. A failed read keeps the
-    /// last known answer.
+    /// last known answer. An ARN reported gone is never returned.
     pub async fn provisioned(&self) -> Option<String> {
         let loader = self.loader.as_ref()?;
         let cached = self.cached.lock().ok().and_then(|c| c.clone());
         if let Some((at, arn)) = &cached
             && at.elapsed() < self.ttl
         {
-            return arn.clone();
+            return self.usable(arn.clone());
         }
         match loader.provisioned_arn().await {
             Ok(arn) => {
                 if let Ok(mut c) = self.cached.lock() {
                     *c = Some((Instant::now(), arn.clone()));
                 }
-                arn
+                self.usable(arn)
             }
             Err(e) => {
                 tracing::warn!(error = %chain(&e), "could not read the throughput state; keeping the last route");
-                cached.and_then(|(_, arn)| arn)
+                self.usable(cached.and_then(|(_, arn)| arn))
             }
         }
     }
+
+    /// Called when the model service does not know `arn` (deleted while the route was cached): later turns
+    /// go on-demand at once, and the next one reads the record again.
+    pub fn out_of_service(&self, arn: &str) {
+        tracing::warn!(arn, "provisioned throughput not found; routing on-demand and re-reading the route");
+        if let Ok(mut g) = self.gone.lock() {
+            *g = Some(arn.to_owned());
+        }
+        if let Ok(mut c) = self.cached.lock() {
+            *c = None;
+        }
+    }
+
+    fn usable(&self, arn: Option<String>) -> Option<String> {
+        let gone = self.gone.lock().ok().and_then(|g| g.clone());
+        arn.filter(|a| gone.as_deref() != Some(a.as_str()))
+    }
 }
 
-/// The models to try, in order, for a turn: at most two attempts.
-pub fn plan(provisioned: Option<&str>, on_demand: &str, fallback: Option<&str>) -> [(String, Route); 2] {
-    match provisioned {
-        Some(arn) => [(arn.to_owned(), Route::Provisioned), (on_demand.to_owned(), Route::OnDemand)],
-        None => [(on_demand.to_owned(), Route::OnDemand), (fallback.unwrap_or(on_demand).to_owned(), Route::OnDemand)],
+/// The models to try, in order, for a turn: the provisioned ARN when in service, the on-demand model, the
+/// fallback model when it differs from the on-demand one.
+pub fn plan(provisioned: Option<&str>, on_demand: &str, fallback: Option<&str>) -> Vec<(String, Route)> {
+    let mut out = Vec::with_capacity(3);
+    if let Some(arn) = provisioned {
+        out.push((arn.to_owned(), Route::Provisioned));
     }
+    out.push((on_demand.to_owned(), Route::OnDemand));
+    if let Some(fb) = fallback.filter(|fb| *fb != on_demand) {
+        out.push((fb.to_owned(), Route::OnDemand));
+    }
+    out
 }
 
 /// How hard to try for a first token before anything is sent.
 #[derive(Debug, Clone, Copy)]
 pub struct FailoverConfig {
-    /// Attempts along the plan (1 = no retry, at most 2).
+    /// Immediate attempts along the plan (1 = no failover, at most 3).
     pub attempts: u32,
     /// Deadline for one attempt's first token.
     pub first_token_timeout: Duration,
+    /// How long, from the first attempt, throttled attempts may go on being retried with backoff (the time
+    /// spent plus the next wait must fit); zero: a throttle after the failover is the turn's error.
+    pub throttle_retry_budget: Duration,
+    /// Full-jitter exponential backoff between throttle retries: the n-th wait is uniform in
+    /// `0..=min(cap, base * 2^n)`.
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
 }
 
 impl Default for FailoverConfig {
     fn default() -> Self {
-        Self { attempts: 2, first_token_timeout: Duration::from_secs(5) }
+        Self {
+            attempts: 2,
+            first_token_timeout: Duration::from_secs(5),
+            throttle_retry_budget: Duration::from_millis(1500),
+            backoff_base: Duration::from_millis(50),
+            backoff_cap: Duration::from_millis(400),
+        }
+    }
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// The next route, now.
+    Failover,
+    /// The next route, after this wait.
+    Backoff(Duration),
+    GiveUp,
+}
+
+impl FailoverConfig {
+    /// The retry rule (see the module docs): `attempt` attempts made so far, `retries` of them after a
+    /// backoff, `elapsed` since the first was sent.
+    fn next(&self, err: &ModelError, attempt: u32, retries: u32, elapsed: Duration) -> Next {
+        if !err.is_retryable() {
+            return Next::GiveUp;
+        }
+        if attempt < self.attempts.clamp(1, 3) {
+            return Next::Failover;
+        }
+        if !matches!(err, ModelError::Throttled(_)) {
+            return Next::GiveUp;
+        }
+        let ceiling = self.backoff_base.saturating_mul(1 << retries.min(16)).min(self.backoff_cap);
+        let wait = ceiling.mul_f64(fastrand::f64());
+        if elapsed + wait <= self.throttle_retry_budget { Next::Backoff(wait) } else { Next::GiveUp }
     }
 }
 
@@ -147,37 +230,62 @@ async fn first_text<S: ModelStream>(mut stream: S) -> Result<(S, Vec<ModelEvent>
     }
 }
 
-/// Opens the model stream for `base` along `plan`, failing over (while nothing has been sent) on a
-/// retryable error or a first token later than the configured timeout.
+/// Opens the model stream for `base` along `plan`, following the module's retry rule while nothing has
+/// been sent. `failovers` in the result counts every failed attempt before the answering one.
 pub async fn open_stream<M: ModelClient>(
     model: &M,
     base: &ModelRequest,
-    plan: &[(String, Route); 2],
+    plan: &[(String, Route)],
     cfg: &FailoverConfig,
+    routes: &Routes,
 ) -> Result<Opened<M::Stream>, ModelError> {
-    let attempts = cfg.attempts.clamp(1, 2);
-    let mut last_err = ModelError::Timeout(0);
+    let mut plan: Vec<&(String, Route)> = plan.iter().collect();
+    let started = Instant::now();
+    // Attempts that count against `attempts`, retries after a backoff, failed attempts of any kind.
+    let (mut attempt, mut retries, mut failed) = (0u32, 0u32, 0u32);
+    let mut next_route = 0usize;
     let mut req = base.clone();
-    for attempt in 1..=attempts {
-        let (model_id, route) = &plan[attempt as usize - 1];
+    loop {
+        let Some(&entry) = plan.get(next_route % plan.len().max(1)) else { return Err(ModelError::Timeout(0)) };
+        let (model_id, route) = (&entry.0, entry.1);
         req.model_id.clone_from(model_id);
         let sent_at = Instant::now();
         let first = async { first_text(model.converse_stream(&req).await?).await };
         let err = match within("first token", cfg.first_token_timeout, first).await {
             Ok(Ok((rest, head))) => {
                 let stream = Primed { head: head.into_iter(), rest };
-                return Ok(Opened { stream, model: model_id.clone(), route: *route, failovers: attempt - 1, sent_at });
+                return Ok(Opened { stream, model: model_id.clone(), route, failovers: failed, sent_at });
             }
             Ok(Err(e)) => e,
             Err(late) => ModelError::Timeout(late.ms),
         };
-        if !err.is_retryable() || attempt == attempts {
-            return Err(err);
+        failed += 1;
+        if route == Route::Provisioned && matches!(err, ModelError::NotFound(..)) && plan.len() > 1 {
+            tracing::warn!(model_id, error = %chain(&err), "provisioned throughput gone before first token; failing over");
+            routes.out_of_service(model_id);
+            plan.remove(next_route % plan.len());
+            continue;
         }
-        tracing::warn!(attempt, model_id, code = err.code(), error = %chain(&err), "model attempt failed before first token; failing over");
-        last_err = err;
+        attempt += 1;
+        match cfg.next(&err, attempt, retries, started.elapsed()) {
+            Next::GiveUp => return Err(err),
+            Next::Failover => {
+                tracing::warn!(attempt, model_id, code = err.code(), error = %chain(&err), "model attempt failed before first token; failing over");
+            }
+            Next::Backoff(wait) => {
+                retries += 1;
+                let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                tracing::info!(
+                    attempt,
+                    model_id,
+                    wait_ms,
+                    "model throttled before first token; retrying after a backoff"
+                );
+                tokio::time::sleep(wait).await;
+            }
+        }
+        next_route += 1;
     }
-    Err(last_err)
 }
 
 #[cfg(test)]
@@ -196,13 +304,150 @@ mod tests {
     }
 
     #[test]
-    fn in_service_capacity_is_tried_first_then_on_demand() {
+    fn in_service_capacity_is_tried_first_then_on_demand_then_the_fallback() {
         let p = plan(Some("arn:pt"), "m", Some("fb"));
         assert_eq!(p[0], ("arn:pt".to_owned(), Route::Provisioned));
         assert_eq!(p[1], ("m".to_owned(), Route::OnDemand));
+        assert_eq!(p[2], ("fb".to_owned(), Route::OnDemand));
         let p = plan(None, "m", Some("fb"));
         assert_eq!((p[0].0.as_str(), p[1].0.as_str()), ("m", "fb"));
-        assert_eq!(plan(None, "m", None)[1].0, "m");
+        assert_eq!(plan(None, "m", None), [("m".to_owned(), Route::OnDemand)]);
+        assert_eq!(plan(None, "m", Some("m")).len(), 1);
+    }
+
+    /// A model that refuses the first requests with the given errors, then answers; records what was asked
+    /// and when.
+    #[derive(Default)]
+    struct Scripted {
+        refusals: std::sync::Mutex<std::collections::VecDeque<ModelError>>,
+        asked: std::sync::Mutex<Vec<(String, Instant)>>,
+    }
+
+    impl Scripted {
+        fn refusing(errors: impl IntoIterator<Item = ModelError>) -> Self {
+            Self { refusals: std::sync::Mutex::new(errors.into_iter().collect()), ..Self::default() }
+        }
+
+        fn asked(&self) -> Vec<String> {
+            self.asked.lock().unwrap().iter().map(|(m, _)| m.clone()).collect()
+        }
+    }
+
+    struct Answer(Vec<ModelEvent>);
+
+    impl ModelStream for Answer {
+        async fn next(&mut self) -> Option<Result<ModelEvent, ModelError>> {
+            (!self.0.is_empty()).then(|| Ok(self.0.remove(0)))
+        }
+    }
+
+    impl ModelClient for Scripted {
+        type Stream = Answer;
+
+        async fn converse_stream(&self, req: &ModelRequest) -> Result<Answer, ModelError> {
+            self.asked.lock().unwrap().push((req.model_id.clone(), Instant::now()));
+            match self.refusals.lock().unwrap().pop_front() {
+                Some(e) => Err(e),
+                None => Ok(Answer(vec![ModelEvent::Text("Hello".into()), ModelEvent::Stop("end_turn".into())])),
+            }
+        }
+
+        async fn complete(&self, _: &ModelRequest) -> Result<crate::ports::Completion, ModelError> {
+            Ok(crate::ports::Completion::default())
+        }
+    }
+
+    fn throttled() -> ModelError {
+        ModelError::Throttled("429".into())
+    }
+
+    fn gone() -> ModelError {
+        ModelError::NotFound("The specified resource ARN was not found".into(), "404".into())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_provisioned_arn_fails_over_to_on_demand_and_is_not_tried_again() {
+        let reads = Arc::new(AtomicUsize::new(0));
+        let routes = Routes::new(Fixed(Some("arn:pt"), reads.clone()), Duration::from_secs(30));
+        assert_eq!(routes.provisioned().await.as_deref(), Some("arn:pt"));
+        let model = Scripted::refusing([gone()]);
+        let cfg = FailoverConfig { attempts: 1, throttle_retry_budget: Duration::ZERO, ..FailoverConfig::default() };
+        let plan = plan(Some("arn:pt"), "m", None);
+        let opened = open_stream(&model, &ModelRequest::default(), &plan, &cfg, &routes).await.unwrap();
+        assert_eq!((opened.model.as_str(), opened.route, opened.failovers), ("m", Route::OnDemand, 1));
+        assert_eq!(model.asked(), ["arn:pt", "m"]);
+        // The route is re-read at once, and the stored record still naming the ARN does not bring it back.
+        assert_eq!(routes.provisioned().await, None);
+        assert_eq!(reads.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttle_is_retried_round_the_routes_with_backoff_within_the_budget() {
+        let model = Scripted::refusing([throttled(), throttled(), throttled(), throttled()]);
+        let plan = plan(Some("arn:pt"), "m", Some("fb"));
+        let cfg = FailoverConfig::default();
+        let started = Instant::now();
+        let opened = open_stream(&model, &ModelRequest::default(), &plan, &cfg, &Routes::default()).await.unwrap();
+        assert_eq!(opened.failovers, 4);
+        assert_eq!(model.asked(), ["arn:pt", "m", "fb", "arn:pt", "m"]);
+        let at: Vec<Duration> = model.asked.lock().unwrap().iter().map(|(_, t)| *t - started).collect();
+        // The failover is immediate; each later attempt waits at most its backoff ceiling.
+        assert_eq!(at[1], Duration::ZERO);
+        for (i, ceiling) in [(2, 50), (3, 100), (4, 200)] {
+            assert!(at[i] - at[i - 1] <= Duration::from_millis(ceiling), "wait {i}: {:?}", at[i] - at[i - 1]);
+        }
+        assert!(at[4] <= cfg.throttle_retry_budget);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttle_that_outlasts_the_budget_is_the_turns_error() {
+        let model = Scripted::refusing(std::iter::repeat_with(throttled).take(1000));
+        let cfg = FailoverConfig { throttle_retry_budget: Duration::from_millis(600), ..FailoverConfig::default() };
+        let started = Instant::now();
+        let err = open_stream(&model, &ModelRequest::default(), &plan(None, "m", None), &cfg, &Routes::default())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), "model_throttled");
+        assert!(started.elapsed() <= Duration::from_millis(600), "{:?}", started.elapsed());
+        assert!(model.asked().len() > 3, "retried: {:?}", model.asked());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_budget_two_throttles_are_the_turns_error_and_a_refusal_is_never_retried() {
+        let cfg = FailoverConfig { throttle_retry_budget: Duration::ZERO, ..FailoverConfig::default() };
+        let model = Scripted::refusing([throttled(), throttled()]);
+        let err = open_stream(&model, &ModelRequest::default(), &plan(None, "m", None), &cfg, &Routes::default())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!((err.code(), model.asked().len()), ("model_throttled", 2));
+
+        let model = Scripted::refusing([ModelError::Rejected("bad".into(), "400".into())]);
+        let cfg = FailoverConfig::default();
+        let err = open_stream(&model, &ModelRequest::default(), &plan(None, "m", None), &cfg, &Routes::default())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!((err.code(), model.asked().len()), ("model_rejected", 1));
+        // An on-demand model that does not exist is a configuration error, not a failover.
+        let model = Scripted::refusing([gone()]);
+        let err = open_stream(&model, &ModelRequest::default(), &plan(None, "m", None), &cfg, &Routes::default())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!((err.code(), model.asked().len()), ("model_rejected", 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unavailable_model_fails_over_once_and_is_not_retried_with_backoff() {
+        let model = Scripted::refusing([ModelError::Unavailable("503".into()), ModelError::Unavailable("503".into())]);
+        let cfg = FailoverConfig::default();
+        let err = open_stream(&model, &ModelRequest::default(), &plan(None, "m", Some("fb")), &cfg, &Routes::default())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!((err.code(), model.asked()), ("model_unavailable", vec!["m".to_owned(), "fb".to_owned()]));
     }
 
     #[tokio::test(start_paused = true)]

@@ -17,7 +17,7 @@ use crate::ports::{ChatMessage, ConnectionSink, ModelClient, ModelEvent, ModelRe
 use crate::pregen::{Ask, PregenEntry, PregenMode, fingerprint, same_language};
 use crate::protocol::{Route, Served};
 use crate::relay::{RelayConfig, RelayOutcome, relay};
-use crate::routes::{FailoverConfig, Opened, open_stream};
+use crate::routes::{FailoverConfig, Opened, Routes, open_stream};
 
 /// How this turn will be answered.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,11 +120,43 @@ fn ms(from: Instant, to: Option<Instant>) -> f64 {
     to.map_or(0.0, |t| t.saturating_duration_since(from).as_secs_f64() * 1000.0)
 }
 
-/// What an answer needs: the model, the relay settings, the failover settings.
+/// What an answer needs: the model, the relay settings, the failover settings, and the route table (told
+/// when a provisioned throughput turns out to be gone).
 pub struct Answerer<'a, M> {
     pub model: &'a M,
     pub relay: &'a RelayConfig,
     pub failover: &'a FailoverConfig,
+    pub routes: &'a Routes,
+    /// The turn's overall deadline: the stream is cut there (`ModelError::Deadline`), opened or not.
+    pub deadline: Instant,
+}
+
+/// A model stream cut at a deadline: past it, the next event is [`ModelError::Deadline`], then the end.
+struct Deadlined<'s, S> {
+    inner: &'s mut S,
+    deadline: Instant,
+    cut: bool,
+}
+
+impl<'s, S> Deadlined<'s, S> {
+    fn new(inner: &'s mut S, deadline: Instant) -> Self {
+        Self { inner, deadline, cut: false }
+    }
+}
+
+impl<S: ModelStream> ModelStream for Deadlined<'_, S> {
+    async fn next(&mut self) -> Option<Result<ModelEvent, ModelError>> {
+        if self.cut {
+            return None;
+        }
+        match tokio::time::timeout_at(self.deadline, self.inner.next()).await {
+            Ok(ev) => ev,
+            Err(_) => {
+                self.cut = true;
+                Some(Err(ModelError::Deadline))
+            }
+        }
+    }
 }
 
 impl<M: ModelClient> Answerer<'_, M> {
@@ -135,14 +167,16 @@ impl<M: ModelClient> Answerer<'_, M> {
         conn: &ConnectionId,
         message_id: &MessageId,
         request: &ModelRequest,
-        plan: &[(String, Route); 2],
+        plan: &[(String, Route)],
         serving: Serving,
     ) -> Result<Streamed, ModelError> {
         match serving {
             Serving::Model => {
+                let open = open_stream(self.model, request, plan, self.failover, self.routes);
                 let Opened { mut stream, model, route, failovers, sent_at } =
-                    open_stream(self.model, request, plan, self.failover).await?;
-                let out = relay(&mut stream, sink, conn, message_id, self.relay).await;
+                    tokio::time::timeout_at(self.deadline, open).await.map_err(|_| ModelError::Deadline)??;
+                let out =
+                    relay(&mut Deadlined::new(&mut stream, self.deadline), sink, conn, message_id, self.relay).await;
                 drop(stream); // cancels generation if the relay stopped early
                 let model_first_token_ms = ms(sent_at, out.first_delta_at);
                 Ok(Streamed { out, model, route, failovers, model_first_token_ms, served: Served::Model })
@@ -160,15 +194,15 @@ impl<M: ModelClient> Answerer<'_, M> {
                 let sent_at = Instant::now();
                 let mut led = Led {
                     lead: Some(first),
-                    open: Box::pin(open_stream(self.model, &req, plan, self.failover)),
+                    open: Box::pin(open_stream(self.model, &req, plan, self.failover, self.routes)),
                     opened: None,
                     first_model_delta_at: None,
                 };
-                let out = relay(&mut led, sink, conn, message_id, self.relay).await;
+                let out = relay(&mut Deadlined::new(&mut led, self.deadline), sink, conn, message_id, self.relay).await;
                 let model_first_token_ms = ms(sent_at, led.first_model_delta_at);
                 let (model, route, failovers) = match led.opened.take() {
                     Some(o) => (o.model, o.route, o.failovers),
-                    None => (plan[0].0.clone(), plan[0].1, 0),
+                    None => plan.first().map_or((String::new(), Route::OnDemand, 0), |p| (p.0.clone(), p.1, 0)),
                 };
                 Ok(Streamed { out, model, route, failovers, model_first_token_ms, served: Served::PregenOpening })
             }

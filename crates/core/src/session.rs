@@ -1,6 +1,10 @@
 //! Who is talking, and what their session remembers: `$connect` / `$disconnect`, the connection ->
 //! session lookup (cached per warm container, bounded like a memory read), and [`Memory`], the recent
 //! exchanges and running summary a turn is answered with.
+//!
+//! Sessions belong to their user: the server issues session ids, records the owner, and a resume request
+//! for a session that is unknown or owned by someone else starts a new session instead (logged); no
+//! connection ever reads or writes another user's session.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,19 +17,46 @@ use crate::ids::{Asin, ConnectionId, SessionId, UserId};
 use crate::intent::Intent;
 use crate::ports::{ChatMessage, ConnectionRecord, Role, Store, Summary, TurnRecord};
 
+/// Who is talking: the user the `$connect` authorizer verified, and whether with a guest token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user: UserId,
+    pub guest: bool,
+}
+
+impl Principal {
+    /// A signed-in user.
+    pub fn user(user: UserId) -> Self {
+        Self { user, guest: false }
+    }
+
+    /// Someone the store cannot place (a connection without a record): the tightest limits.
+    pub fn unknown() -> Self {
+        Self { user: UserId::anonymous(), guest: true }
+    }
+}
+
+/// What `$connect` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connected {
+    pub record: ConnectionRecord,
+    /// The requested session was resumed (else a new one started).
+    pub resumed: bool,
+}
+
 /// Connection id -> session. Connection records never change after `$connect`, so a warm container can
 /// skip the store lookup on every turn after a connection's first.
 #[derive(Debug, Default)]
-struct SessionCache(Mutex<HashMap<ConnectionId, (SessionId, UserId)>>);
+struct SessionCache(Mutex<HashMap<ConnectionId, (SessionId, Principal)>>);
 
 impl SessionCache {
     const CAP: usize = 10_000;
 
-    fn get(&self, id: &ConnectionId) -> Option<(SessionId, UserId)> {
+    fn get(&self, id: &ConnectionId) -> Option<(SessionId, Principal)> {
         self.0.lock().ok()?.get(id).cloned()
     }
 
-    fn put(&self, id: ConnectionId, v: (SessionId, UserId)) {
+    fn put(&self, id: ConnectionId, v: (SessionId, Principal)) {
         if let Ok(mut m) = self.0.lock() {
             if m.len() >= Self::CAP {
                 m.clear();
@@ -49,11 +80,17 @@ pub struct SessionConfig {
     /// Bound of the connection lookup on a turn's path (a throttled table must not hold the first token
     /// hostage).
     pub lookup_deadline: Duration,
+    /// Retention of a session's owner record (as long as its turns).
+    pub session_ttl: Duration,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { connection_ttl: Duration::from_secs(3 * 3600), lookup_deadline: Duration::from_millis(150) }
+        Self {
+            connection_ttl: Duration::from_secs(3 * 3600),
+            lookup_deadline: Duration::from_millis(150),
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
+        }
     }
 }
 
@@ -69,36 +106,60 @@ impl Sessions {
         Self { cfg, cache: SessionCache::default() }
     }
 
-    /// `$connect`: stores the connection record. A valid `session_id` from the client resumes that session;
-    /// otherwise a new one starts.
+    /// `$connect`: stores the connection record. `requested` resumes that session when `principal` owns
+    /// it; otherwise (none, malformed, unknown, someone else's) a new session with a server-issued id
+    /// starts.
     pub async fn connect<St: Store, C: Clock>(
         &self,
         store: &St,
         clock: &C,
         conn: ConnectionId,
-        session_id: Option<&str>,
-        user_id: Option<&str>,
-    ) -> Result<ConnectionRecord, StoreError> {
-        let session_id = match session_id.map(SessionId::parse) {
-            Some(Ok(s)) => s,
+        requested: Option<&str>,
+        principal: &Principal,
+    ) -> Result<Connected, StoreError> {
+        let now = clock.now_ms();
+        let resumed = match requested.map(SessionId::parse) {
+            Some(Ok(s)) => match store.session_owner(&s).await {
+                Ok(Some(owner)) if owner == principal.user => Some(s),
+                Ok(owner) => {
+                    let why = if owner.is_some() { "owned by another user" } else { "unknown or expired" };
+                    tracing::warn!(requested = %s, user_id = %principal.user, why, "refusing to resume a session; starting a new one");
+                    None
+                }
+                Err(e) => {
+                    tracing::error!(error = %chain(&e), "could not read the session owner; starting a new session");
+                    None
+                }
+            },
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "ignoring invalid session_id on connect; starting a new session");
-                SessionId::random()
+                None
             }
-            None => SessionId::random(),
+            None => None,
         };
-        let user_id = user_id.and_then(|u| UserId::parse(u).ok()).unwrap_or_else(UserId::anonymous);
-        let now = clock.now_ms();
+        let session_id = match resumed.clone() {
+            Some(s) => s,
+            None => {
+                let s = SessionId::random();
+                let expires = now / 1000 + self.cfg.session_ttl.as_secs();
+                if let Err(e) = store.create_session(&s, &principal.user, expires).await {
+                    // The shopper can still chat; only a later resume of this session will start afresh.
+                    tracing::error!(error = %chain(&e), "could not record the session owner");
+                }
+                s
+            }
+        };
         let rec = ConnectionRecord {
             connection_id: conn,
             session_id,
-            user_id,
+            user_id: principal.user.clone(),
+            guest: principal.guest,
             connected_at_ms: now,
             expires_at: now / 1000 + self.cfg.connection_ttl.as_secs(),
         };
         store.put_connection(&rec).await?;
-        self.cache.put(rec.connection_id.clone(), (rec.session_id.clone(), rec.user_id.clone()));
-        Ok(rec)
+        self.cache.put(rec.connection_id.clone(), (rec.session_id.clone(), principal.clone()));
+        Ok(Connected { record: rec, resumed: resumed.is_some() })
     }
 
     /// `$disconnect`: forgets the connection (its turns stay with the session).
@@ -107,19 +168,20 @@ impl Sessions {
         store.delete_connection(conn).await
     }
 
-    /// The session of a connection. A connection without a record (expired TTL, lost write) gets a session
-    /// of its own, keyed by the connection id, rather than a failed turn.
-    pub async fn session_of<St: Store>(&self, store: &St, conn: &ConnectionId) -> (SessionId, UserId) {
+    /// The session of a connection and who holds it. A connection without a record (expired TTL, lost
+    /// write) gets a session of its own, keyed by the connection id, and the tightest limits, rather than a
+    /// failed turn.
+    pub async fn session_of<St: Store>(&self, store: &St, conn: &ConnectionId) -> (SessionId, Principal) {
         if let Some(v) = self.cache.get(conn) {
             return v;
         }
         let fallback = || {
             let s = SessionId::parse(conn.as_str().replace(['=', '+'], "_")).unwrap_or_else(|_| SessionId::random());
-            (s, UserId::anonymous())
+            (s, Principal::unknown())
         };
         let lookup = within("connection lookup", self.cfg.lookup_deadline, store.get_connection(conn)).await;
         let v = match lookup.map_err(StoreError::from).and_then(|r| r) {
-            Ok(Some(rec)) => (rec.session_id, rec.user_id),
+            Ok(Some(rec)) => (rec.session_id, Principal { user: rec.user_id, guest: rec.guest }),
             Ok(None) => {
                 tracing::warn!(connection_id = %conn, "no connection record; using a connection-scoped session");
                 fallback()
@@ -204,15 +266,29 @@ mod tests {
         ConnectionId::parse(s).unwrap()
     }
 
+    fn user(u: &str) -> Principal {
+        Principal::user(UserId::parse(u).unwrap())
+    }
+
     #[tokio::test]
-    async fn a_connection_resumes_a_valid_session_and_replaces_an_invalid_one() {
+    async fn a_session_is_resumed_only_by_its_owner() {
         let (store, sessions) = (MemoryStore::default(), Sessions::default());
-        let rec = sessions.connect(&store, &Fixed, conn("c1"), Some("s-1"), Some("u1")).await.unwrap();
-        assert_eq!(rec.session_id, "s-1");
-        assert_eq!(rec.expires_at, 1_000 + 3 * 3600);
-        let rec = sessions.connect(&store, &Fixed, conn("c2"), Some("bad id!"), None).await.unwrap();
-        assert_ne!(rec.session_id, "bad id!");
-        assert_eq!(rec.user_id, "anon");
+        let a = sessions.connect(&store, &Fixed, conn("c1"), None, &user("alice")).await.unwrap();
+        assert!(!a.resumed);
+        assert_eq!(a.record.expires_at, 1_000 + 3 * 3600);
+        let sid = a.record.session_id.clone();
+        let again = sessions.connect(&store, &Fixed, conn("c2"), Some(sid.as_str()), &user("alice")).await.unwrap();
+        assert!(again.resumed);
+        assert_eq!(again.record.session_id, sid);
+        let bob = sessions.connect(&store, &Fixed, conn("c3"), Some(sid.as_str()), &user("bob")).await.unwrap();
+        assert!(!bob.resumed);
+        assert_ne!(bob.record.session_id, sid, "never someone else's session");
+        for bad in ["bad id!", "never-issued"] {
+            let c = sessions.connect(&store, &Fixed, conn("c4"), Some(bad), &user("alice")).await.unwrap();
+            assert!(!c.resumed);
+            assert_ne!(c.record.session_id, bad);
+        }
+        assert_eq!(store.session_owner(&sid).await.unwrap(), Some(UserId::parse("alice").unwrap()));
     }
 
     #[test]
@@ -247,9 +323,9 @@ mod tests {
     #[tokio::test]
     async fn a_connection_without_a_record_gets_a_session_of_its_own() {
         let (store, sessions) = (MemoryStore::default(), Sessions::default());
-        let (s, u) = sessions.session_of(&store, &conn("Ab=+")).await;
-        assert_eq!((s.as_str(), u.as_str()), ("Ab__", "anon"));
-        sessions.connect(&store, &Fixed, conn("c3"), Some("s-3"), None).await.unwrap();
+        let (s, p) = sessions.session_of(&store, &conn("Ab=+")).await;
+        assert_eq!((s.as_str(), p), ("Ab__", Principal::unknown()));
+        sessions.connect(&store, &Fixed, conn("c3"), None, &user("u3")).await.unwrap();
         sessions.disconnect(&store, &conn("c3")).await.unwrap();
         let (s, _) = sessions.session_of(&store, &conn("c3")).await;
         assert_eq!(s, "c3", "forgotten on disconnect");

@@ -17,6 +17,12 @@
 //! invocation that decided on the same state sends the same token. A `Failed` one is reported (log and
 //! `last_error`) on the pass that sees it, and deleted and bought again on the next pass.
 //!
+//! A purchase with a commitment term (`OneMonth`, `SixMonths`) cannot be deleted before the term ends
+//! (Bedrock refuses, and the term is billed anyway). The state records the term's end
+//! (`commitment_ends_ms`: the control plane's `commitmentExpirationTime`, else the configured term counted
+//! from the first pass that saw it), and scaling down before then keeps it
+//! ([`Action::KeptForCommitment`], logged) and keeps routing to it.
+//!
 //! The state is written with optimistic locking (a `version` number): if another invocation wrote first,
 //! the whole pass is redone on the fresh state, at most [`MAX_STATE_RETRIES`] times. Redoing is safe
 //! because every step above is idempotent. The pass never waits for `Creating` to end: the periodic
@@ -122,6 +128,13 @@ impl<P: ThroughputControl, S: ThroughputStateStore, C: Clock> Reconciler<P, S, C
             return Ok(());
         };
         if next.desired == Desired::OnDemand {
+            record(next, &pt, current, now);
+            if let Some(ends) = next.commitment_ends_ms.filter(|ends| *ends > now) {
+                let ends_jst = JstTime::from_unix_ms(ends).date_compact();
+                tracing::warn!(arn = %pt.arn, ends_ms = ends, ends_jst, "off-peak, but the commitment term has not ended; kept");
+                actions.push(Action::KeptForCommitment(pt.arn));
+                return Ok(());
+            }
             self.control.delete(&pt.arn).await?;
             tracing::info!(arn = %pt.arn, "provisioned throughput deleted");
             actions.push(Action::Deleted(pt.arn));
@@ -132,7 +145,7 @@ impl<P: ThroughputControl, S: ThroughputStateStore, C: Clock> Reconciler<P, S, C
             && current.status == ThroughputStatus::Failed
             && current.arn.as_deref() == Some(&pt.arn);
         if !already_reported {
-            record(next, &pt);
+            record(next, &pt, current, now);
             return Ok(());
         }
         self.control.delete(&pt.arn).await?;
@@ -169,12 +182,13 @@ impl<P: ThroughputControl, S: ThroughputStateStore, C: Clock> Reconciler<P, S, C
         tracing::info!(%arn, token, units = self.spec.model_units, "provisioned throughput bought");
         actions.push(Action::Created(arn.clone()));
         match self.control.get(&arn).await? {
-            Some(pt) => record(next, &pt),
+            Some(pt) => record(next, &pt, current, now),
             None => {
                 // Not visible yet (eventual consistency): it exists, the next pass will see it.
                 next.arn = Some(arn);
                 next.status = ThroughputStatus::Creating;
                 next.model_units = self.spec.model_units;
+                next.commitment_ends_ms = self.spec.commitment.map(|c| now + c.term_ms());
             }
         }
         Ok(())
@@ -205,8 +219,14 @@ fn set_desired(state: &mut ThroughputState, trigger: Trigger, now: u64) {
 }
 
 /// Records what was observed; a `Failed` one is reported here (log and `last_error`), and bought again by
-/// the next pass that still finds it failed.
-fn record(state: &mut ThroughputState, pt: &ProvisionedThroughput) {
+/// the next pass that still finds it failed. The end of a commitment term: as the control plane reports
+/// it, else as recorded before for the same ARN, else the whole term counted from now (rounded up).
+fn record(state: &mut ThroughputState, pt: &ProvisionedThroughput, previous: &ThroughputState, now: u64) {
+    let recorded = previous.commitment_ends_ms.filter(|_| previous.arn.as_deref() == Some(pt.arn.as_str()));
+    state.commitment_ends_ms = match pt.commitment {
+        None => None,
+        Some(term) => pt.commitment_ends_ms.or(recorded).or(Some(now + term.term_ms())),
+    };
     state.arn = Some(pt.arn.clone());
     state.status = pt.status;
     state.model_units = pt.model_units;
@@ -219,6 +239,7 @@ fn record(state: &mut ThroughputState, pt: &ProvisionedThroughput) {
 
 fn record_absent(state: &mut ThroughputState) {
     state.arn = None;
+    state.commitment_ends_ms = None;
     state.status = ThroughputStatus::NotProvisioned;
     state.model_units = 0;
 }

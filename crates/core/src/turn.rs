@@ -2,8 +2,9 @@
 //! of the README's "The turn", one step per call, each step in the module that owns it.
 //!
 //! 1. Parse the frame ([`crate::protocol`]); a bad one gets a typed `error` event.
-//! 2. Gather, side by side: the session ([`crate::session`]), the message-id claim, the route
-//!    ([`crate::routes`]) and the context ([`crate::context`]).
+//! 2. Gather, side by side: the session ([`crate::session`]), the message-id claim, the limits
+//!    ([`crate::limits`]: one turn per connection, rate, daily tokens), the route ([`crate::routes`]) and
+//!    the context ([`crate::context`]).
 //! 3. Compress to the token budget ([`crate::prompt`], [`crate::compress`]).
 //! 4. Stream ([`crate::serve`]): a pre-generated answer when one fits, else the model stream opened with
 //!    failover ([`crate::routes::open_stream`]); the deltas relayed ([`crate::relay`]).
@@ -12,7 +13,9 @@
 //!    pre-generated answer and the prefetch hand-off ([`crate::prefetch`]).
 //!
 //! Before the first token has been sent, a failed or silent model attempt fails over; after it, a failure
-//! is a typed `error` event and the partial answer is stored.
+//! is a typed `error` event and the partial answer is stored. Every turn has an overall deadline (below
+//! the Lambda's): past it the stream is cut, what was sent is stored as `partial`, and the claim is given
+//! back so the shopper can send the message again. Every outcome writes one EMF record.
 
 use std::time::Duration;
 
@@ -23,18 +26,20 @@ use crate::clock::Clock;
 use crate::compress::PromptBudget;
 use crate::context::{Assembler, ContextConfig};
 use crate::deadline::within;
-use crate::error::{StoreError, chain};
-use crate::ids::{ConnectionId, SessionId, UserId};
+use crate::error::{StoreError, chain, retry_store};
+use crate::ids::{ConnectionId, SessionId};
+use crate::limits::{LimitConfig, Limiter, Refusal};
+use crate::metrics::{self, Outcome};
 use crate::models::{CLAUDE_HAIKU_4_5, ModelRouting, NOVA_2_LITE, base_model_id};
-use crate::ports::{Claim, ConnectionRecord, ConnectionSink, ModelClient, Store};
+use crate::ports::{Claim, ConnectionSink, ModelClient, Store};
 use crate::prefetch::{NoPrefetch, PrefetchQueue};
 use crate::pregen::PregenConfig;
 use crate::prompt::{PromptConfig, PromptParts, Prompter};
-use crate::protocol::{ClientMessage, Rejected, ServerEvent, TurnMetrics};
+use crate::protocol::{ACTION_SESSION, ClientMessage, Rejected, ServerEvent, TurnMetrics, action_of};
 use crate::relay::{RelayConfig, post_with_retry};
 use crate::routes::{FailoverConfig, Routes, plan};
 use crate::serve::{self, Answerer, Streamed};
-use crate::session::{SessionConfig, Sessions};
+use crate::session::{Connected, Principal, SessionConfig, Sessions};
 use crate::sources::{ContextSources, NoSources};
 use crate::summary::SummaryConfig;
 
@@ -68,6 +73,16 @@ pub struct TurnConfig {
     pub prefetch_handoff: Duration,
     /// Serving pre-generated answers (`PREGEN`); the entries' TTL.
     pub pregen: PregenConfig,
+    /// Per-user and per-connection limits.
+    pub limits: LimitConfig,
+    /// A turn's overall deadline from its start (the handler lowers it to the Lambda's own deadline minus
+    /// a margin); under API Gateway's 29 s integration timeout.
+    pub turn_deadline: Duration,
+    /// How long the message claim may take before the turn gives up on answering it (a slow claim delays
+    /// the first token rather than risk a second answer).
+    pub claim_deadline: Duration,
+    /// Attempts to store a finished turn (retryable store errors, with backoff).
+    pub store_attempts: u32,
 }
 
 impl Default for TurnConfig {
@@ -94,6 +109,10 @@ impl Default for TurnConfig {
             claim_ttl: Duration::from_secs(24 * 3600),
             prefetch_handoff: Duration::from_secs(1),
             pregen: PregenConfig::default(),
+            limits: LimitConfig::default(),
+            turn_deadline: Duration::from_secs(20),
+            claim_deadline: Duration::from_secs(2),
+            store_attempts: 4,
         }
     }
 }
@@ -103,6 +122,10 @@ impl Default for TurnConfig {
 pub enum TurnResult {
     /// The frame was rejected with this error code.
     Rejected(&'static str),
+    /// A limit refused the message (`busy`, `rate_limited`).
+    Limited(&'static str),
+    /// A `session` frame, answered with the connection's session id.
+    Session,
     /// The message id had been claimed before: not answered again.
     Duplicate,
     /// The answer streamed to the end.
@@ -132,13 +155,24 @@ pub struct Engine<M, St, C, X = NoSources, Q = NoPrefetch> {
 struct Turn {
     msg: ClientMessage,
     session: SessionId,
-    user: UserId,
+    who: Principal,
     /// Arrival, Unix ms: orders the session's turns.
     ts_ms: u64,
     /// The invocation's start: the first-token clock.
     started: Instant,
+    /// The turn's overall deadline.
+    deadline: Instant,
     /// This invocation owns the message id's claim (release it if nothing reaches the client).
     claimed: bool,
+    /// This turn holds the connection's turn slot (freed as soon as the client is told the end).
+    slot: std::sync::atomic::AtomicBool,
+}
+
+/// Posts an event; a failure to deliver it is only logged (there is nobody else to tell).
+async fn post_event<S: ConnectionSink>(sink: &S, conn: &ConnectionId, cfg: &RelayConfig, ev: &ServerEvent<'_>) {
+    if let Err(e) = post_with_retry(sink, conn, Bytes::from(ev.to_frame()), cfg).await {
+        tracing::warn!(error = %chain(&e), "could not deliver an event");
+    }
 }
 
 /// Posts an `error` event; a failure to deliver it is only logged (there is nobody else to tell).
@@ -151,10 +185,17 @@ pub async fn send_error<S: ConnectionSink>(
     message: &str,
     retryable: bool,
 ) {
-    let frame = ServerEvent::Error { message_id, code, message, retryable }.to_frame();
-    if let Err(e) = post_with_retry(sink, conn, Bytes::from(frame), cfg).await {
-        tracing::warn!(code, error = %chain(&e), "could not deliver error event");
-    }
+    post_event(sink, conn, cfg, &ServerEvent::Error { message_id, code, message, retryable, retry_after_ms: None })
+        .await;
+}
+
+/// Why `$connect` refused a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("the user has the most connections allowed open already")]
+    TooManyConnections,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 fn ms_since(from: Instant, to: Option<Instant>) -> f64 {
@@ -196,23 +237,52 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         self
     }
 
-    /// `$connect`: stores the connection record (see [`Sessions::connect`]).
+    fn limiter(&self) -> Limiter<'_, St, C> {
+        Limiter { store: &self.store, clock: &self.clock, cfg: &self.cfg.limits }
+    }
+
+    /// `$connect`: counts the connection against the user's cap, then stores its record, resuming the
+    /// requested session when `who` owns it (see [`Sessions::connect`]).
     pub async fn connect(
         &self,
         conn: ConnectionId,
-        session_id: Option<&str>,
-        user_id: Option<&str>,
-    ) -> Result<ConnectionRecord, StoreError> {
-        self.sessions.connect(&self.store, &self.clock, conn, session_id, user_id).await
+        requested_session: Option<&str>,
+        who: &Principal,
+    ) -> Result<Connected, ConnectError> {
+        if !self.limiter().open_connection(who).await {
+            return Err(ConnectError::TooManyConnections);
+        }
+        Ok(self.sessions.connect(&self.store, &self.clock, conn, requested_session, who).await?)
     }
 
-    /// `$disconnect`: forgets the connection (its turns stay with the session).
+    /// `$disconnect`: forgets the connection (its turns stay with the session) and counts it closed.
     pub async fn disconnect(&self, conn: &ConnectionId) -> Result<(), StoreError> {
+        let (_, who) = self.sessions.session_of(&self.store, conn).await;
+        if who != Principal::unknown() {
+            self.limiter().close_connection(&who.user).await;
+        }
         self.sessions.disconnect(&self.store, conn).await
     }
 
-    /// `sendMessage` (and `$default`): runs one turn. Never fails: every outcome is reported to the client
-    /// as an event where possible, and returned for logging.
+    /// Any frame after `$connect`: a `session` frame is answered with the connection's session id; anything
+    /// else is a turn ([`Engine::send_message_until`]).
+    pub async fn handle_frame<S: ConnectionSink>(
+        &self,
+        sink: &S,
+        conn: &ConnectionId,
+        body: &str,
+        started: Instant,
+        deadline: Instant,
+    ) -> TurnResult {
+        if action_of(body).as_deref() == Some(ACTION_SESSION) {
+            let (session, _) = self.sessions.session_of(&self.store, conn).await;
+            post_event(sink, conn, &self.cfg.relay, &ServerEvent::Session { session_id: session.as_str() }).await;
+            return TurnResult::Session;
+        }
+        self.send_message_until(sink, conn, body, started, deadline).await
+    }
+
+    /// `sendMessage` (and `$default`) under the configured deadline: see [`Engine::send_message_until`].
     pub async fn send_message<S: ConnectionSink>(
         &self,
         sink: &S,
@@ -220,26 +290,98 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         body: &str,
         started: Instant,
     ) -> TurnResult {
+        self.send_message_until(sink, conn, body, started, started + self.cfg.turn_deadline).await
+    }
+
+    /// Runs one turn, ending it by `deadline`. Never fails: every outcome is reported to the client as an
+    /// event where possible, written as one EMF record, and returned for logging.
+    pub async fn send_message_until<S: ConnectionSink>(
+        &self,
+        sink: &S,
+        conn: &ConnectionId,
+        body: &str,
+        started: Instant,
+        deadline: Instant,
+    ) -> TurnResult {
+        let deadline = deadline.min(started + self.cfg.turn_deadline);
+        let (result, store_failed) = Box::pin(self.turn(sink, conn, body, started, deadline)).await;
+        if self.cfg.emf {
+            metrics::outcome_record(self.clock.now_ms(), outcome(&result), store_failed).emit();
+        }
+        result
+    }
+
+    /// The turn; the flag tells that its answer could not be stored.
+    async fn turn<S: ConnectionSink>(
+        &self,
+        sink: &S,
+        conn: &ConnectionId,
+        body: &str,
+        started: Instant,
+        deadline: Instant,
+    ) -> (TurnResult, bool) {
         // 1. Parse: a bad frame gets a typed error event and the connection stays open.
         let msg = match ClientMessage::parse(body) {
             Ok(m) => m,
-            Err(r) => return self.reject_frame(sink, conn, r).await,
+            Err(r) => return (self.reject_frame(sink, conn, r).await, false),
         };
         tracing::Span::current().record("message_id", msg.message_id.as_str());
-        let (session, user) = self.sessions.session_of(&self.store, conn).await;
+        let (session, who) = self.sessions.session_of(&self.store, conn).await;
         tracing::Span::current().record("session_id", session.as_str());
-        let mut turn = Turn { msg, session, user, ts_ms: self.clock.now_ms(), started, claimed: false };
+        let ts_ms = self.clock.now_ms();
+        let slot = std::sync::atomic::AtomicBool::new(false);
+        let mut turn = Turn { msg, session, who, ts_ms, started, deadline, claimed: false, slot };
 
-        // 2. Gather, side by side: is this message answered already, which route, what context.
+        // 2. Gather, side by side: may this connection and user send now, is this message answered
+        // already, which route, what context.
+        let limiter = self.limiter();
         let assembler = Assembler { sources: &self.sources, store: &self.store, cfg: &self.cfg.context };
-        let ((claim, provisioned), gathered) = tokio::join!(
-            async { tokio::join!(self.claim(&turn), self.routes.provisioned()) },
-            assembler.assemble(&turn.msg, &turn.session, &turn.user),
+        let slot_for = deadline.saturating_duration_since(Instant::now());
+        let admit = Box::pin(limiter.admit(conn, &turn.msg.message_id, &turn.who, slot_for));
+        let ((admitted, claim, provisioned), gathered) = tokio::join!(
+            async { tokio::join!(admit, self.claim(&turn), self.routes.provisioned()) },
+            assembler.assemble(&turn.msg, &turn.session, &turn.who.user),
         );
-        turn.claimed = match self.check_claim(sink, conn, &turn, claim).await {
-            Some(claimed) => claimed,
-            None => return TurnResult::Duplicate,
+        match admitted {
+            Ok(a) => turn.slot = a.slot.into(),
+            Err(refusal) => {
+                if matches!(claim, Ok(Claim::Claimed)) {
+                    self.release(&turn).await;
+                }
+                return (self.refuse(sink, conn, &turn, refusal).await, false);
+            }
+        }
+        let (result, tokens, store_failed) = match self.check_claim(sink, conn, &turn, claim).await {
+            Some(claimed) => {
+                turn.claimed = claimed;
+                // Boxed: the answer's state machine is deep (the SDK's futures inside), and one allocation per
+                // turn keeps every caller's future small.
+                Box::pin(self.answer(sink, conn, &turn, gathered, provisioned)).await
+            }
+            None => (TurnResult::Duplicate, 0, false),
         };
+        tokio::join!(self.free_slot(conn, &turn), limiter.spend(&turn.who, tokens));
+        (result, store_failed)
+    }
+
+    /// Frees the connection's turn slot if this turn still holds it: once the client has been told the
+    /// end, its next message may come.
+    async fn free_slot(&self, conn: &ConnectionId, turn: &Turn) {
+        if turn.slot.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            self.limiter().release(conn, &turn.msg.message_id).await;
+        }
+    }
+
+    /// Steps 3 to 5 of an admitted turn: the result, the model tokens it cost, and whether its answer
+    /// could not be stored.
+    async fn answer<S: ConnectionSink>(
+        &self,
+        sink: &S,
+        conn: &ConnectionId,
+        turn: &Turn,
+        gathered: crate::context::Gathered,
+        provisioned: Option<String>,
+    ) -> (TurnResult, u64, bool) {
         // The intent's model, on provisioned throughput when that serves this model; or a pre-generated
         // answer, when one fits.
         let choice = self.cfg.models.for_intent(gathered.intent);
@@ -253,18 +395,19 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         let metadata = vec![("message_id".to_owned(), turn.msg.message_id.to_string())];
         let request = match self.prompter.request(&input, choice, metadata) {
             Ok(r) => r,
-            Err(e) => return self.abort(sink, conn, &turn, "message_too_long", &e.to_string(), false).await,
+            Err(e) => return (self.abort(sink, conn, turn, "message_too_long", &e.to_string(), false).await, 0, false),
         };
 
         // 4. Stream: the model's first attempt that yields a token (or the pre-generated answer), relayed.
-        let answerer = Answerer { model: &self.model, relay: &self.cfg.relay, failover: &self.cfg.failover };
+        let (relay, failover, routes, deadline) = (&self.cfg.relay, &self.cfg.failover, &self.routes, turn.deadline);
+        let answerer = Answerer { model: &self.model, relay, failover, routes, deadline };
         let streamed = answerer.answer(sink, conn, &turn.msg.message_id, &request, &plan, serving.clone()).await;
         let Streamed { out, model, route, failovers, model_first_token_ms, served } = match streamed {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(code = e.code(), error = %chain(&e), "model failed before first token");
-                let text = format!("{e}; nothing was answered, please send it again");
-                return self.abort(sink, conn, &turn, e.code(), &text, e.is_retryable()).await;
+                let text = format!("{}; nothing was answered, please send it again", e.client_message());
+                return (self.abort(sink, conn, turn, e.code(), &text, e.is_retryable()).await, 0, false);
             }
         };
 
@@ -297,9 +440,30 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             served,
         };
         let about = gathered.entities.resolved.as_ref();
-        let (result, record, stored) = self.finish(sink, conn, &turn, out, metrics, about).await;
-        self.after_answer(&turn, &gathered, &result, &record, stored, &serving).await;
-        result
+        let (result, record, stored) = self.finish(sink, conn, turn, out, metrics, about).await;
+        self.after_answer(turn, &gathered, &result, &record, stored, &serving).await;
+        let tokens = u64::from(record.input_tokens) + u64::from(record.output_tokens);
+        (result, tokens, stored == Stored::Failed)
+    }
+
+    /// A limit's refusal: a typed, retryable error with when to try again.
+    async fn refuse<S: ConnectionSink>(
+        &self,
+        sink: &S,
+        conn: &ConnectionId,
+        turn: &Turn,
+        refusal: Refusal,
+    ) -> TurnResult {
+        tracing::info!(code = refusal.code(), user_id = %turn.who.user, "refused by a limit");
+        let ev = ServerEvent::Error {
+            message_id: Some(turn.msg.message_id.as_str()),
+            code: refusal.code(),
+            message: refusal.message(),
+            retryable: true,
+            retry_after_ms: refusal.retry_after_ms(),
+        };
+        post_event(sink, conn, &self.cfg.relay, &ev).await;
+        TurnResult::Limited(refusal.code())
     }
 
     /// Whether the provisioned throughput serves `model_id` (same base model).
@@ -316,11 +480,13 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         TurnResult::Rejected(code)
     }
 
-    /// Claims the message id, bounded like a memory read.
+    /// Claims the message id in its session. Bounded, but generously: a slow claim delays the first token
+    /// (it runs beside the context, so only a claim slower than that costs anything) rather than risk
+    /// answering the same message twice.
     async fn claim(&self, turn: &Turn) -> Result<Claim, StoreError> {
         let expires = turn.ts_ms / 1000 + self.cfg.claim_ttl.as_secs();
         let claim = self.store.claim_message(&turn.msg.message_id, &turn.session, expires);
-        within("message claim", self.cfg.context.memory, claim).await?
+        within("message claim", self.cfg.claim_deadline, claim).await?
     }
 
     /// `Some(owned)` to answer (`owned`: this invocation holds the claim), `None` for a duplicate, which
@@ -336,6 +502,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             Ok(Claim::Claimed) => Some(true),
             Ok(Claim::Duplicate) => {
                 tracing::info!("duplicate message id; not answering twice");
+                self.free_slot(conn, turn).await;
                 let text = "this message_id has already been answered or is being answered";
                 let mid = Some(turn.msg.message_id.as_str());
                 send_error(sink, conn, &self.cfg.relay, mid, "duplicate_message", text, false).await;
@@ -360,21 +527,42 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         text: &str,
         retryable: bool,
     ) -> TurnResult {
-        if turn.claimed {
-            self.release(turn).await;
-        }
+        // Claim and slot first: the client may resend the moment it reads the error.
+        tokio::join!(
+            async {
+                if turn.claimed {
+                    self.release(turn).await;
+                }
+            },
+            self.free_slot(conn, turn)
+        );
         send_error(sink, conn, &self.cfg.relay, Some(turn.msg.message_id.as_str()), code, text, retryable).await;
         if code == "message_too_long" { TurnResult::Rejected(code) } else { TurnResult::Failed(code) }
     }
 
+    /// Gives the claim back (retried: a claim left behind would refuse the shopper's resend for a day).
     async fn release(&self, turn: &Turn) {
-        if let Err(e) = self.store.release_claim(&turn.msg.message_id).await {
+        let (id, session) = (&turn.msg.message_id, &turn.session);
+        let attempts = self.cfg.store_attempts;
+        if let Err(e) = retry_store("claim release", attempts, || self.store.release_claim(id, session)).await {
             tracing::error!(error = %chain(&e), "could not release message claim");
         }
     }
 }
 
+/// The `outcome` dimension of a turn's result.
+fn outcome(result: &TurnResult) -> Outcome {
+    match result {
+        TurnResult::Completed(_) => Outcome::Completed,
+        TurnResult::Rejected(_) | TurnResult::Duplicate | TurnResult::Session => Outcome::Rejected,
+        TurnResult::Limited(_) => Outcome::Limited,
+        TurnResult::Failed(_) => Outcome::Failed,
+        TurnResult::ClientGone => Outcome::ClientGone,
+    }
+}
+
 mod after;
+use after::Stored;
 
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
-//! A minimal WebSocket client of the chat protocol, for `mangaassist chat`, the bench and tests.
+//! A minimal WebSocket client of the chat protocol, for `mangaassist chat`, the bench and tests, and how it
+//! gets a token from a running `serve` (its development login or guest endpoint).
 
 use std::time::Duration;
 
@@ -8,6 +9,57 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+/// `url` with the `token` query parameter added.
+pub fn with_token(url: &str, token: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}token={token}")
+}
+
+/// Whether `url` already carries a token.
+pub fn has_token(url: &str) -> bool {
+    url.split_once('?').is_some_and(|(_, q)| q.split('&').any(|kv| kv.starts_with("token=")))
+}
+
+/// The HTTP origin of a WebSocket URL (`ws://h:p/stage?x` -> `http://h:p`), where `serve` answers logins.
+pub fn http_origin(ws_url: &str) -> anyhow::Result<String> {
+    let (scheme, rest) = ws_url.split_once("://").context("not a URL")?;
+    let scheme = match scheme {
+        "ws" => "http",
+        "wss" => "https",
+        other => bail!("not a WebSocket URL scheme: {other}"),
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    Ok(format!("{scheme}://{host}"))
+}
+
+/// A token from a running `serve`: a user token for `user` (its development login), or a guest token (`None`).
+pub async fn fetch_token(ws_url: &str, user: Option<&str>) -> anyhow::Result<String> {
+    let origin = http_origin(ws_url)?;
+    let url = match user {
+        Some(u) => format!("{origin}/local/login?user={u}"),
+        None => format!("{origin}/token"),
+    };
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let resp = http.post(&url).send().await.with_context(|| format!("Failed to reach {url}"))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.with_context(|| format!("{url} did not answer JSON (HTTP {status})"))?;
+    if !status.is_success() {
+        bail!("{url} answered HTTP {status}: {body}");
+    }
+    body["token"].as_str().map(str::to_owned).with_context(|| format!("{url} answered no token: {body}"))
+}
+
+/// `ws_url` as is when it carries a token; otherwise with a token for `user` from the `serve` behind it.
+pub async fn authenticated(ws_url: &str, user: &str) -> anyhow::Result<String> {
+    if has_token(ws_url) {
+        return Ok(ws_url.to_owned());
+    }
+    let token = fetch_token(ws_url, Some(user))
+        .await
+        .context("Failed to get a token (a local `serve` issues them; elsewhere pass ?token=... in the URL)")?;
+    Ok(with_token(ws_url, &token))
+}
 
 /// A connected chat client.
 pub struct ChatClient {
@@ -52,6 +104,18 @@ impl ChatClient {
                 Some(Ok(Message::Close(_))) | None => bail!("connection closed"),
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(e).context("WebSocket error"),
+            }
+        }
+    }
+
+    /// The connection's session id (a `session` frame, answered with the `session` event): pass it back
+    /// as `session_id` on a later connect to resume the conversation.
+    pub async fn session(&mut self) -> anyhow::Result<String> {
+        self.send_raw(r#"{"action":"session"}"#).await?;
+        loop {
+            let ev = self.next_event(Duration::from_secs(10)).await?;
+            if ev["type"] == "session" {
+                return ev["session_id"].as_str().map(str::to_owned).context("session event without an id");
             }
         }
     }

@@ -7,6 +7,7 @@
 //!   services, cache, and the prefetch worker. (The embedded store is the core's `memory_store`.)
 //! - [`system`]: the emulators, the embedded sources and the real chat handler wired together in one process.
 //! - [`client`]: a chat protocol client.
+//! - [`faults`]: failure drills around the store (throttled writes, slow claims) for tests and the bench.
 //! - [`bench`]: the end-to-end benchmark, one file per scenario.
 //!
 //! The `mangaassist` CLI (`src/main.rs`) runs them: `serve`, `chat`, `bench`, `create-table`.
@@ -15,4 +16,5 @@ pub mod bench;
 pub mod client;
 pub mod embedded;
 pub mod emulators;
+pub mod faults;
 pub mod system;

@@ -45,6 +45,10 @@ enum Scenario {
     Followups,
     /// One model for everything vs per-intent routing, and each request lever on and off, per intent.
     Models,
+    /// 200 concurrent shoppers: client-visible throttles on-demand, with throttle retries, provisioned.
+    Capacity,
+    /// 200 signed-in shoppers and a flooding client with faults injected: lost, duplicate, cross-session.
+    Abuse,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -76,10 +80,26 @@ enum Cmd {
         #[arg(long, default_value = "mangaassist")]
         table: String,
     },
-    /// Chat from the terminal: each line you type is sent; tokens print as they stream.
-    Chat {
+    /// Print a token from a running `serve`: a user token (its development login) or a guest token.
+    Token {
+        /// The user to sign in as (user id `u-<NAME>`).
+        #[arg(long, default_value = "local-shopper", conflicts_with = "guest")]
+        user: String,
+        /// A guest token instead (`POST /token`).
+        #[arg(long)]
+        guest: bool,
+        /// The `serve` WebSocket URL (its HTTP origin answers).
         #[arg(long, default_value = "ws://127.0.0.1:8080/local")]
         url: String,
+    },
+    /// Chat from the terminal: each line you type is sent; tokens print as they stream.
+    Chat {
+        /// Without `token=` in it, a token for `--user` is fetched from the `serve` behind it.
+        #[arg(long, default_value = "ws://127.0.0.1:8080/local")]
+        url: String,
+        /// The user to chat as (a local `serve`'s development login).
+        #[arg(long, default_value = "local-shopper")]
+        user: String,
         /// Send this one message and exit, instead of reading lines from stdin.
         #[arg(long, short)]
         message: Option<String>,
@@ -155,19 +175,25 @@ async fn serve(listen: SocketAddr, bedrock_listen: SocketAddr, latency: Latency,
     };
     let system = start(store, opts).await?;
     println!("MangaAssist is running on embedded defaults (in-memory store, no AWS account).");
-    println!("WebSocket:        {}", system.ws_url());
+    println!("WebSocket:        {} (connect with ?token=...)", system.bare_ws_url());
+    println!(
+        "Token issuer:     {} (JWKS at /.well-known/jwks.json; POST /local/login?user=NAME, POST /token)",
+        system.issuer.issuer()
+    );
     println!("Bedrock emulator: {}", system.emulator.url());
     println!("@connections:     {}", system.gateway.management_endpoint());
-    println!("Try:       mangaassist chat --url {}", system.ws_url());
+    println!("Try:       mangaassist chat --url {}", system.bare_ws_url());
+    println!("Token:     mangaassist token --user alice   (or --guest)");
     tokio::signal::ctrl_c().await.context("Failed to wait for Ctrl-C")?;
     Ok(())
 }
 
-async fn chat(url: &str, message: Option<String>, page_context: Option<String>) -> anyhow::Result<()> {
+async fn chat(url: &str, user: &str, message: Option<String>, page_context: Option<String>) -> anyhow::Result<()> {
     use std::io::Write as _;
     let pc: Option<Value> =
         page_context.map(|s| serde_json::from_str(&s)).transpose().context("--page-context is not JSON")?;
-    let mut client = ChatClient::connect(url).await?;
+    let url = mangaassist_local::client::authenticated(url, user).await?;
+    let mut client = ChatClient::connect(&url).await?;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut one_shot = message;
     let interactive = one_shot.is_none();
@@ -235,7 +261,12 @@ async fn main() -> anyhow::Result<()> {
             println!("table {table} is ready at {endpoint}");
             Ok(())
         }
-        Cmd::Chat { url, message, page_context } => chat(&url, message, page_context).await,
+        Cmd::Chat { url, user, message, page_context } => chat(&url, &user, message, page_context).await,
+        Cmd::Token { user, guest, url } => {
+            let token = mangaassist_local::client::fetch_token(&url, (!guest).then_some(user.as_str())).await?;
+            println!("{token}");
+            Ok(())
+        }
         Cmd::Bench { scenario: Scenario::Compression, corpus, requests, seed, no_e2e, quick, json, .. } => {
             bench::compression::compression(bench::compression::CompressionOptions {
                 corpus,
@@ -252,6 +283,15 @@ async fn main() -> anyhow::Result<()> {
             bench::followups::followups(quick, script, json).await
         }
         Cmd::Bench { scenario: Scenario::Models, quick, json, .. } => bench::models::models(quick, json).await,
+        Cmd::Bench { scenario: Scenario::Abuse, quick, json, .. } => bench::abuse::abuse(quick, json).await,
+        Cmd::Bench { scenario: Scenario::Capacity, quick, json, .. } => {
+            let report = bench::capacity::capacity(quick).await?;
+            print!("{}", report.table());
+            match json {
+                Some(path) => bench::stats::write_json(&path, &report),
+                None => Ok(()),
+            }
+        }
         Cmd::Bench { scenario: Scenario::Spike, quick, json, .. } => {
             let steps = if quick { vec![5, 50] } else { vec![5, 10, 20, 50] };
             bench::spike::spike(bench::spike::SpikeOptions { steps, model_units: 2, json }).await

@@ -1,16 +1,19 @@
 //! The whole system in one process: the Bedrock emulator, the gateway emulator, and the real chat
 //! handler (`chat::handler::handle`) invoked in-process with the same event JSON API Gateway sends. The
-//! handler talks to both emulators through the real AWS SDK clients over HTTP.
+//! handler talks to both emulators through the real AWS SDK clients over HTTP. Connections are authenticated
+//! as on AWS: the real `$connect` authorizer (`authorizer::handler::handle`) runs in-process against the local
+//! token issuer, whose JWKS it fetches over HTTP from the gateway's address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use aws_lambda_events::apigw::{ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayWebsocketProxyRequest};
 use chat::handler::{App, handle};
 use lambda_runtime::LambdaEvent;
 use mangaassist_adapters::apigw::ApiGatewaySinks;
+use mangaassist_adapters::auth::verify::Verifier;
 use mangaassist_adapters::bedrock::BedrockModel;
 use mangaassist_core::clock::SystemClock;
 use mangaassist_core::ports::Store;
@@ -23,6 +26,7 @@ use mangaassist_core::turn::{Engine, TurnConfig};
 use serde_json::Value;
 
 use crate::embedded::catalog::Catalog;
+use crate::embedded::issuer::LocalIssuer;
 use crate::embedded::prefetch::{EmbeddedQueue, MemoryTransitions};
 use crate::embedded::search::EmbeddedRetriever;
 use crate::embedded::services::{EmbeddedServices, Latency, ServiceLatencies};
@@ -69,6 +73,8 @@ pub struct SystemOptions {
     pub sources: SourceLatency,
     /// Speculative prefetch after each answer (off by default so tests see only their own requests).
     pub prefetch: bool,
+    /// `ALLOW_GUESTS` of the local authorizer and token endpoint (on by default).
+    pub allow_guests: bool,
 }
 
 impl Default for SystemOptions {
@@ -81,6 +87,7 @@ impl Default for SystemOptions {
             gateway: GatewayConfig::default(),
             sources: SourceLatency::default(),
             prefetch: false,
+            allow_guests: true,
         }
     }
 }
@@ -94,12 +101,64 @@ pub struct LocalSystem<St, K = TtlCache> {
     pub services: Arc<EmbeddedServices>,
     /// The emulated prefetch Lambda, when prefetch is on (`drain` waits for its jobs).
     pub prefetch: Option<Arc<LocalPrefetch<K>>>,
+    /// The local token issuer (user and guest tokens, JWKS).
+    pub issuer: Arc<LocalIssuer>,
 }
 
 impl<St, K> LocalSystem<St, K> {
+    /// The WebSocket URL with a user token for a new random user: each call is another shopper. Append other
+    /// query parameters with `&`.
     pub fn ws_url(&self) -> String {
+        self.ws_url_for(&format!("user-{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// The WebSocket URL with a user token for `user` (user id `u-<user>`).
+    pub fn ws_url_for(&self, user: &str) -> String {
+        let token = self.issuer.user_token(user).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "could not sign a local user token");
+            String::new()
+        });
+        crate::client::with_token(&self.gateway.ws_url(), &token)
+    }
+
+    /// The WebSocket URL with a fresh guest token (the bare URL when guests are off, which the authorizer refuses).
+    pub fn guest_ws_url(&self) -> String {
+        match self.issuer.guest_token() {
+            Ok(t) => crate::client::with_token(&self.gateway.ws_url(), &t.token),
+            Err(_) => self.bare_ws_url(),
+        }
+    }
+
+    /// The WebSocket URL without a token (refused at the handshake); for clients that log in themselves.
+    pub fn bare_ws_url(&self) -> String {
         self.gateway.ws_url()
     }
+}
+
+/// Invokes the `$connect` authorizer in-process: JSON in, JSON out; a Lambda error's message (`Unauthorized`)
+/// as the error.
+pub fn in_process_authorizer(verifier: Arc<Verifier>) -> Invoke {
+    Arc::new(move |ev: Value| {
+        let verifier = verifier.clone();
+        Box::pin(async move {
+            let req: ApiGatewayCustomAuthorizerRequestTypeRequest =
+                serde_json::from_value(ev).map_err(|e| format!("authorizer event does not parse: {e}"))?;
+            let mut ctx = lambda_runtime::Context::default();
+            ctx.request_id = uuid::Uuid::new_v4().to_string();
+            let resp =
+                authorizer::handler::handle(&verifier, LambdaEvent::new(req, ctx)).await.map_err(|e| e.to_string())?;
+            serde_json::to_value(resp).map_err(|e| e.to_string())
+        })
+    })
+}
+
+/// The chat function's timeout in the template, which sets each invocation's deadline.
+const CHAT_TIMEOUT_MS: u64 = 28_000;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Invokes the chat handler in-process: JSON in, JSON out, as the Lambda runtime would.
@@ -111,6 +170,9 @@ pub fn in_process<St: Store + 'static, K: Cache + 'static>(app: Arc<LocalApp<St,
                 serde_json::from_value(ev).map_err(|e| format!("event does not parse: {e}"))?;
             let mut ctx = lambda_runtime::Context::default();
             ctx.request_id = uuid::Uuid::new_v4().to_string();
+            // As the Lambda runtime does: the invocation's deadline, from the function's timeout (the
+            // template's 28 s).
+            ctx.deadline = crate::system::now_ms() + CHAT_TIMEOUT_MS;
             let resp = handle(&app, LambdaEvent::new(req, ctx)).await.map_err(|e| e.to_string())?;
             serde_json::to_value(resp).map_err(|e| e.to_string())
         })
@@ -177,6 +239,14 @@ pub async fn start_full<St: Store + 'static, K: Cache + 'static>(
             .with_routes(routes),
         sinks: ApiGatewaySinks::new(sdk, Some(management)),
     });
-    let gateway = Gateway::start(listener, opts.gateway, in_process(app.clone()))?;
-    Ok(LocalSystem { emulator, gateway, app, services, prefetch })
+    let issuer = Arc::new(LocalIssuer::new(gw_addr, opts.allow_guests)?);
+    let authorizer = in_process_authorizer(Arc::new(issuer.verifier()));
+    let gateway = Gateway::start_with(
+        listener,
+        opts.gateway,
+        in_process(app.clone()),
+        Some(authorizer),
+        issuer.clone().router(),
+    )?;
+    Ok(LocalSystem { emulator, gateway, app, services, prefetch, issuer })
 }

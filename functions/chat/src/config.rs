@@ -8,6 +8,7 @@ use std::time::Duration;
 pub use mangaassist_adapters::env::ConfigError;
 use mangaassist_adapters::env::{Env, SourceSettings, pregen_settings, prompt_budget, region};
 use mangaassist_core::context::ContextConfig;
+use mangaassist_core::limits::{LimitConfig, Tier};
 use mangaassist_core::models::{
     CLAUDE_HAIKU_4_5, Levers, ModelConfigError, ModelRouting, NOVA_2_LITE, check, profile_for_region,
 };
@@ -87,6 +88,29 @@ fn routing<F: Fn(&str) -> Option<String>>(env: &Env<F>, region: &str) -> Result<
     base.with_overrides(by_intent, &max_by_intent).map_err(models("MODEL_BY_INTENT"))
 }
 
+/// The per-user limits: `RATE_PER_MINUTE`, `DAILY_TOKENS`, `MAX_CONNECTIONS` for signed-in users, the
+/// same with a `GUEST_` prefix for guests.
+fn limits<F: Fn(&str) -> Option<String>>(env: &Env<F>, d: &LimitConfig) -> Result<LimitConfig, ChatConfigError> {
+    let tier = |prefix: &str, t: Tier| -> Result<Tier, ChatConfigError> {
+        let name = |n: &str| -> &'static str {
+            match (prefix, n) {
+                ("", "r") => "RATE_PER_MINUTE",
+                ("", "t") => "DAILY_TOKENS",
+                ("", _) => "MAX_CONNECTIONS",
+                (_, "r") => "GUEST_RATE_PER_MINUTE",
+                (_, "t") => "GUEST_DAILY_TOKENS",
+                _ => "GUEST_MAX_CONNECTIONS",
+            }
+        };
+        Ok(Tier {
+            requests_per_minute: env.parse(name("r"), t.requests_per_minute, "expected a count")?,
+            tokens_per_day: env.parse(name("t"), t.tokens_per_day, "expected a token count")?,
+            connections: env.parse(name("c"), t.connections, "expected a count")?,
+        })
+    };
+    Ok(LimitConfig { user: tier("", d.user)?, guest: tier("GUEST_", d.guest)?, deadline: d.deadline })
+}
+
 impl ChatConfig {
     /// Reads the configuration through `get` (the process environment in `main`, a map in tests).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ChatConfigError> {
@@ -149,6 +173,8 @@ impl ChatConfig {
             failover: FailoverConfig {
                 attempts: env.parse("MODEL_ATTEMPTS", d.failover.attempts, "expected a count")?.max(1),
                 first_token_timeout: env.millis("FIRST_TOKEN_TIMEOUT_MS", d.failover.first_token_timeout)?,
+                throttle_retry_budget: env.millis("THROTTLE_RETRY_BUDGET_MS", d.failover.throttle_retry_budget)?,
+                ..d.failover
             },
             budget: prompt_budget(&env)?,
             compression: env.parse("COMPRESSION", d.compression, "expected true or false")?,
@@ -172,6 +198,10 @@ impl ChatConfig {
             claim_ttl: d.claim_ttl,
             prefetch_handoff: d.prefetch_handoff,
             pregen,
+            limits: limits(&env, &d.limits)?,
+            turn_deadline: env.millis("TURN_DEADLINE_MS", d.turn_deadline)?,
+            claim_deadline: env.millis("CLAIM_DEADLINE_MS", d.claim_deadline)?,
+            store_attempts: env.parse("STORE_ATTEMPTS", d.store_attempts, "expected a count")?.max(1),
         };
         Ok(Self {
             table_name: env.nonempty("TABLE_NAME").unwrap_or_else(|| "mangaassist".to_owned()),
@@ -230,11 +260,14 @@ mod tests {
         let c = cfg(&[
             ("RELAY_MODE", "per_token"),
             ("FIRST_TOKEN_TIMEOUT_MS", "900"),
+            ("THROTTLE_RETRY_BUDGET_MS", "0"),
             ("MODEL_ID", "us.amazon.nova-pro-v1:0"),
         ])
         .unwrap();
         assert_eq!(c.turn.relay.mode, RelayMode::PerToken);
         assert_eq!(c.turn.failover.first_token_timeout, Duration::from_millis(900));
+        assert_eq!(c.turn.failover.throttle_retry_budget, Duration::ZERO);
+        assert_eq!(cfg(&[]).unwrap().turn.failover.throttle_retry_budget, Duration::from_millis(1500));
         assert_eq!(c.turn.models.default.model_id, "us.amazon.nova-pro-v1:0");
     }
 
@@ -260,6 +293,17 @@ mod tests {
         assert!(cfg(&[("MODEL_BY_INTENT", "shopping=jp.amazon.nova-2-lite-v1:0")]).is_err());
         assert!(cfg(&[("FALLBACK_MODEL_ID", "nope")]).is_err());
         assert!(cfg(&[("CACHED_PREFIX_FILE", "/no/such/file")]).is_err());
+    }
+
+    #[test]
+    fn limits_are_configurable_per_tier() {
+        let c =
+            cfg(&[("RATE_PER_MINUTE", "30"), ("GUEST_DAILY_TOKENS", "5000"), ("TURN_DEADLINE_MS", "15000")]).unwrap();
+        assert_eq!(c.turn.limits.user.requests_per_minute, 30);
+        assert_eq!(c.turn.limits.guest.tokens_per_day, 5000);
+        assert_eq!(c.turn.limits.guest.requests_per_minute, LimitConfig::default().guest.requests_per_minute);
+        assert_eq!(c.turn.turn_deadline, Duration::from_millis(15_000));
+        assert_eq!(cfg(&[("GUEST_MAX_CONNECTIONS", "x")]).unwrap_err().name(), "GUEST_MAX_CONNECTIONS");
     }
 
     #[test]

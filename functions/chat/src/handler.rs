@@ -1,20 +1,26 @@
 //! Routes one API Gateway WebSocket event to the turn engine.
 //!
 //! `sendMessage`, `$default` and any other route run a turn (a frame that is not a valid `sendMessage`
-//! gets a typed `error` event from the engine). The response's status code matters only for `$connect`,
-//! where anything but 2xx refuses the connection.
+//! gets a typed `error` event from the engine; a `session` frame gets the session id). The response's
+//! status code matters only for `$connect`, where anything but 2xx refuses the connection.
+//!
+//! Who is talking comes from the `$connect` authorizer (`functions/authorizer`): API Gateway passes its
+//! `principalId` and context (`guest`) with every event of the connection. A `$connect` without them is
+//! refused: the route is never meant to be reachable without the authorizer.
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use lambda_runtime::LambdaEvent;
 use mangaassist_adapters::apigw::ApiGatewaySinks;
-use mangaassist_core::clock::Clock;
+use mangaassist_core::clock::{Clock, SystemClock};
 use mangaassist_core::error::chain;
-use mangaassist_core::ids::ConnectionId;
+use mangaassist_core::ids::{ConnectionId, UserId};
 use mangaassist_core::ports::{ModelClient, Store};
 use mangaassist_core::prefetch::{NoPrefetch, PrefetchQueue};
+use mangaassist_core::session::Principal;
 use mangaassist_core::sources::{ContextSources, NoSources};
-use mangaassist_core::turn::{Engine, TurnResult};
+use mangaassist_core::turn::{ConnectError, Engine, TurnResult};
 use serde::Serialize;
+use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -33,6 +39,17 @@ impl WsResponse {
     }
 }
 
+/// Kept between the turn's deadline and the Lambda's: time to store what was sent and tell the client.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+
+/// The principal the authorizer put on the event (`principalId`, context `guest`).
+fn principal(rc: &aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequestContext) -> Option<Principal> {
+    let fields = &rc.authorizer.fields;
+    let user = fields.get("principalId").and_then(|v| v.as_str()).and_then(|u| UserId::parse(u).ok())?;
+    let guest = fields.get("guest").is_some_and(|v| v.as_str() == Some("true") || v.as_bool() == Some(true));
+    Some(Principal { user, guest })
+}
+
 /// The chat function's state, built once per container.
 pub struct App<M, St, C, X = NoSources, Q = NoPrefetch> {
     pub engine: Engine<M, St, C, X, Q>,
@@ -47,6 +64,15 @@ pub async fn handle<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: P
 ) -> Result<WsResponse, lambda_runtime::Error> {
     let started = Instant::now();
     let (ev, ctx) = event.into_parts();
+    // The turn must end before the Lambda does (API Gateway's integration gives up at 29 s anyway). An
+    // event without a deadline (0) leaves the turn's own `TURN_DEADLINE_MS`.
+    let deadline = match ctx.deadline {
+        0 => started + Duration::from_secs(24 * 3600),
+        ms => {
+            let left = Duration::from_millis(ms.saturating_sub(SystemClock.now_ms()));
+            started + left.saturating_sub(DEADLINE_MARGIN).max(Duration::from_secs(1))
+        }
+    };
     let rc = &ev.request_context;
     let route = rc.route_key.as_deref().unwrap_or("$default");
     let Some(conn) = rc.connection_id.as_deref().and_then(|c| ConnectionId::parse(c).ok()) else {
@@ -66,14 +92,21 @@ pub async fn handle<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: P
         match route {
             "$connect" => {
                 let q = &ev.query_string_parameters;
-                let user = rc.authorizer.fields.get("principalId").and_then(|v| v.as_str());
+                let Some(who) = principal(rc) else {
+                    tracing::error!("$connect without an authorizer principal; refused (is the authorizer attached?)");
+                    return Ok(WsResponse::status(403));
+                };
                 // Boxed, like the turn: the SDK's futures are deep, and so the handler's would be.
-                match Box::pin(app.engine.connect(conn, q.first("session_id"), user)).await {
-                    Ok(rec) => {
-                        tracing::info!(session_id = %rec.session_id, "connected");
+                match Box::pin(app.engine.connect(conn, q.first("session_id"), &who)).await {
+                    Ok(c) => {
+                        tracing::info!(session_id = %c.record.session_id, user_id = %who.user, resumed = c.resumed, "connected");
                         Ok(WsResponse::status(200))
                     }
-                    Err(e) => {
+                    Err(ConnectError::TooManyConnections) => {
+                        tracing::info!(user_id = %who.user, "refused: too many connections");
+                        Ok(WsResponse::status(429))
+                    }
+                    Err(ConnectError::Store(e)) => {
                         // Accept anyway: the shopper can chat, with a connection-scoped session, rather than
                         // not at all. Turns are still stored (under that session) once the store recovers.
                         tracing::error!(error = %chain(&e), "could not store the connection; accepting it without a record");
@@ -94,10 +127,14 @@ pub async fn handle<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: P
                 let body = ev.body.as_deref().unwrap_or_default();
                 // Boxed: the turn's state machine is large, and an invocation should not depend on the
                 // caller's stack size (one allocation per turn).
-                let result = Box::pin(app.engine.send_message(&sink, &conn, body, started)).await;
+                let result = Box::pin(app.engine.handle_frame(&sink, &conn, body, started, deadline)).await;
                 let status = match result {
-                    TurnResult::Completed(_) | TurnResult::ClientGone | TurnResult::Duplicate => 200,
+                    TurnResult::Completed(_)
+                    | TurnResult::ClientGone
+                    | TurnResult::Duplicate
+                    | TurnResult::Session => 200,
                     TurnResult::Rejected(_) => 400,
+                    TurnResult::Limited(_) => 429,
                     TurnResult::Failed(_) => 502,
                 };
                 Ok(WsResponse::status(status))

@@ -135,6 +135,16 @@ impl Commitment {
             _ => None,
         }
     }
+
+    /// The term's length, rounded up (31 and 184 days), for when the control plane does not say when the
+    /// term ends: deleting a day late costs a day of units, deleting early is refused and breaks the term.
+    pub fn term_ms(self) -> u64 {
+        const DAY_MS: u64 = 86_400_000;
+        match self {
+            Self::OneMonth => 31 * DAY_MS,
+            Self::SixMonths => 184 * DAY_MS,
+        }
+    }
 }
 
 /// What to buy when provisioned throughput is desired.
@@ -156,6 +166,10 @@ pub struct ProvisionedThroughput {
     pub model_units: u32,
     /// Why it failed, when `status` is `Failed` (only `GetProvisionedModelThroughput` says).
     pub failure_message: Option<String>,
+    /// Its commitment term (`commitmentDuration`); `None`: billed hourly, deletable at any time.
+    pub commitment: Option<Commitment>,
+    /// When the term ends (`commitmentExpirationTime`, Unix ms), when the control plane says.
+    pub commitment_ends_ms: Option<u64>,
 }
 
 /// What went wrong talking to the Bedrock control plane.
@@ -248,6 +262,8 @@ pub struct ThroughputState {
     pub arn: Option<String>,
     pub status: ThroughputStatus,
     pub model_units: u32,
+    /// When the commitment term of the provisioned throughput ends (Unix ms): it is not deleted before.
+    pub commitment_ends_ms: Option<u64>,
     pub last_error: Option<String>,
     pub updated_at_ms: u64,
     /// Optimistic-lock version: 0 before the first write, +1 per write.
@@ -263,6 +279,7 @@ impl Default for ThroughputState {
             arn: None,
             status: ThroughputStatus::NotProvisioned,
             model_units: 0,
+            commitment_ends_ms: None,
             last_error: None,
             updated_at_ms: 0,
             version: 0,
@@ -318,6 +335,9 @@ pub trait ThroughputStateStore: Send + Sync {
 pub enum Action {
     Created(String),
     Deleted(String),
+    /// Off-peak, but its commitment term has not ended (the state's `commitment_ends_ms` says when): kept,
+    /// and still routed to, since it is paid for either way.
+    KeptForCommitment(String),
 }
 
 /// What a run did and left behind.

@@ -29,6 +29,8 @@ struct Fake {
     creations: u32,
     deletions: u32,
     fail_next: bool,
+    /// The `commitmentExpirationTime` the control plane reports for a commitment purchase.
+    term_ends_ms: Option<u64>,
 }
 
 #[derive(Default)]
@@ -73,6 +75,8 @@ impl ThroughputControl for FakeControl {
                 status: if failed { ThroughputStatus::Failed } else { ThroughputStatus::Creating },
                 model_units: spec.model_units,
                 failure_message: failed.then(|| "insufficient capacity".to_owned()),
+                commitment: spec.commitment,
+                commitment_ends_ms: spec.commitment.and(f.term_ends_ms),
             });
             f.tokens.insert(token.to_owned(), arn.clone());
             Ok(arn)
@@ -216,6 +220,62 @@ async fn scaling_down_deletes_what_scaling_up_bought() {
     assert_eq!(down.actions, vec![Action::Deleted(up.state.arn.unwrap())]);
     assert_eq!(down.state.route(), None);
     assert!(r.control.with(|f| f.pts.is_empty()));
+}
+
+fn committed(now: u64, reported_end: Option<u64>) -> Rec {
+    let mut r = reconciler(now);
+    r.spec.commitment = Some(Commitment::OneMonth);
+    r.control.with(|f| f.term_ends_ms = reported_end);
+    r
+}
+
+#[tokio::test]
+async fn a_commitment_term_purchase_is_kept_past_23_00_until_its_term_ends() {
+    let term_ends = JST_0900 + 30 * 24 * 60 * MINUTE;
+    let r = committed(JST_0900, Some(term_ends));
+    let up = r.run(Trigger::ScaleUp).await.unwrap();
+    let arn = up.state.arn.clone().unwrap();
+    assert_eq!(up.state.commitment_ends_ms, Some(term_ends), "the term end is recorded at purchase");
+    r.control.set_all(ThroughputStatus::InService);
+
+    at(&r, JST_2300);
+    let down = r.run(Trigger::ScaleDown).await.unwrap();
+    assert_eq!(down.actions, vec![Action::KeptForCommitment(arn.clone())]);
+    assert_eq!(r.control.with(|f| f.deletions), 0);
+    assert_eq!(down.state.route(), Some(arn.as_str()), "paid for either way: still routed to");
+    assert_eq!(down.state.commitment_ends_ms, Some(term_ends));
+    // The 5-minute reconcile off-peak keeps it too.
+    at(&r, JST_2300 + 5 * MINUTE);
+    assert_eq!(r.run(Trigger::Reconcile).await.unwrap().actions, vec![Action::KeptForCommitment(arn.clone())]);
+
+    // The first scale-down after the term: deleted.
+    at(&r, term_ends + 14 * 60 * MINUTE);
+    let after = r.run(Trigger::ScaleDown).await.unwrap();
+    assert_eq!(after.actions, vec![Action::Deleted(arn)]);
+    assert_eq!(after.state.commitment_ends_ms, None);
+    assert_eq!(r.control.with(|f| f.deletions), 1);
+}
+
+#[tokio::test]
+async fn a_term_end_the_control_plane_does_not_report_is_counted_from_the_first_sighting() {
+    let r = committed(JST_0900, None);
+    let up = r.run(Trigger::ScaleUp).await.unwrap();
+    let recorded = up.state.commitment_ends_ms.unwrap();
+    assert_eq!(recorded, JST_0900 + Commitment::OneMonth.term_ms());
+    // Later passes keep the recorded end rather than counting again.
+    at(&r, JST_2300);
+    let down = r.run(Trigger::ScaleDown).await.unwrap();
+    assert!(matches!(down.actions.as_slice(), [Action::KeptForCommitment(_)]), "{:?}", down.actions);
+    assert_eq!(down.state.commitment_ends_ms, Some(recorded));
+}
+
+#[tokio::test]
+async fn an_hourly_purchase_records_no_term_and_is_deleted_at_23_00() {
+    let r = reconciler(JST_0900);
+    let up = r.run(Trigger::ScaleUp).await.unwrap();
+    assert_eq!(up.state.commitment_ends_ms, None);
+    at(&r, JST_2300);
+    assert!(matches!(r.run(Trigger::ScaleDown).await.unwrap().actions.as_slice(), [Action::Deleted(_)]));
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use super::{Engine, Turn, TurnResult, send_error};
 use crate::clock::Clock;
 use crate::context::{Assembler, Gathered};
 use crate::deadline::within;
-use crate::error::{SinkError, chain};
+use crate::error::{SinkError, chain, retry_store};
 use crate::ids::{Asin, ConnectionId};
 use crate::metrics;
 use crate::ports::{ConnectionSink, ModelClient, Store, TurnRecord, TurnStatus};
@@ -20,6 +20,16 @@ use crate::serve::Serving;
 use crate::sources::ContextSources;
 use crate::summary::maybe_summarize;
 
+/// What became of a finished turn's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stored {
+    Kept,
+    /// Nothing reached the client: nothing to store (the claim was given back).
+    Skipped,
+    /// The store refused it after every attempt (logged with its ids, counted in EMF).
+    Failed,
+}
+
 impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> Engine<M, St, C, X, Q> {
     /// After the stream: tell the client how it ended and store the turn, side by side.
     pub(super) async fn finish<S: ConnectionSink>(
@@ -30,7 +40,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         out: RelayOutcome,
         metrics: TurnMetrics,
         about: Option<&Asin>,
-    ) -> (TurnResult, TurnRecord, bool) {
+    ) -> (TurnResult, TurnRecord, Stored) {
         let status = match &out.end {
             RelayEnd::Completed => TurnStatus::Complete,
             RelayEnd::ClientGone => TurnStatus::ClientGone,
@@ -58,24 +68,42 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             assistant_tokens: self.prompter.exact_count(&out.text),
             expires_at: turn.ts_ms / 1000 + self.cfg.turn_ttl.as_secs(),
         };
+        // Nothing reached the client: give the claim back before telling it, so it may resend the same id
+        // the moment it reads the error.
+        let nothing_sent = !out.sent_anything() && status != TurnStatus::Complete;
+        if nothing_sent && turn.claimed {
+            self.release(turn).await;
+        }
         let store = async {
-            if !out.sent_anything() && status != TurnStatus::Complete {
-                // Nothing reached the client: let it retry the same message id.
-                if turn.claimed {
-                    self.release(turn).await;
-                }
-                return false;
+            if nothing_sent {
+                return Stored::Skipped;
             }
-            match self.store.save_turn(&record).await {
-                Ok(()) => true,
+            match retry_store("turn", self.cfg.store_attempts, || self.store.save_turn(&record)).await {
+                Ok(()) => Stored::Kept,
                 Err(e) => {
-                    tracing::error!(code = e.code(), error = %chain(&e), "could not store turn");
-                    false
+                    // Reported, never silent: the ids to find the answer in the log, and an EMF count.
+                    tracing::error!(
+                        session_id = %record.session_id,
+                        message_id = %record.message_id,
+                        status = status.as_str(),
+                        code = e.code(),
+                        error = %chain(&e),
+                        output_tokens = record.output_tokens,
+                        "TURN NOT STORED after every attempt"
+                    );
+                    Stored::Failed
                 }
             }
         };
         let cards: Vec<ProductRef> = products.into_iter().map(|asin| ProductRef { asin }).collect();
-        let (stored, result) = tokio::join!(store, self.notify(sink, conn, turn, &out, &cards, &metrics));
+        let notify = self.notify(sink, conn, turn, &out, &cards, &metrics);
+        let (stored, result) = if status == TurnStatus::Partial {
+            // Storing a partial turn gives its claim back: done before the error, which invites a resend.
+            let stored = store.await;
+            (stored, notify.await)
+        } else {
+            tokio::join!(store, notify)
+        };
         log_turn(&metrics, status);
         (result, record, stored)
     }
@@ -92,6 +120,8 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
     ) -> TurnResult {
         let rcfg = &self.cfg.relay;
         let mid = turn.msg.message_id.as_str();
+        // The stream is over: the connection may send its next message from the moment it hears so.
+        self.free_slot(conn, turn).await;
         match &out.end {
             RelayEnd::Completed => {
                 let ev = ServerEvent::Completed { message_id: mid, seq: out.frames, products, metrics };
@@ -108,9 +138,9 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             RelayEnd::ModelFailed(e) => {
                 tracing::error!(code = e.code(), error = %chain(e), "model stream failed mid-answer");
                 let text = if out.sent_anything() {
-                    format!("{e}; the answer above is incomplete")
+                    format!("{}; the answer above is incomplete, you may send the message again", e.client_message())
                 } else {
-                    format!("{e}; nothing was answered, please send it again")
+                    format!("{}; nothing was answered, please send it again", e.client_message())
                 };
                 send_error(sink, conn, rcfg, Some(mid), e.code(), &text, e.is_retryable()).await;
                 TurnResult::Failed(e.code())
@@ -131,7 +161,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         gathered: &Gathered,
         result: &TurnResult,
         record: &TurnRecord,
-        stored: bool,
+        stored: Stored,
         serving: &Serving,
     ) {
         let completed = match result {
@@ -147,7 +177,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             metrics::turn_record(m, turn.ts_ms, Some(m.assembly_ms), hit_rate, pregen_hit).emit();
         }
         let summarize = async {
-            if stored {
+            if stored == Stored::Kept {
                 let (cfg, memory) = (&self.cfg.summary, &gathered.memory);
                 maybe_summarize(&self.model, &self.store, cfg, &turn.session, memory, record).await;
             }
@@ -186,7 +216,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         history.push(Exchange { user: record.user_text.clone(), assistant: record.assistant_text.clone() });
         PrefetchJob {
             session_id: turn.session.clone(),
-            user_id: turn.user.clone(),
+            user_id: turn.who.user.clone(),
             message_id: turn.msg.message_id.clone(),
             previous_intent: memory.previous_intent(),
             intent: gathered.intent,

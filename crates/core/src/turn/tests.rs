@@ -123,10 +123,12 @@ impl PrefetchQueue for Arc<Jobs> {
     }
 }
 
-struct Clock0;
+/// A clock that starts on a minute boundary and moves 1 ms per reading (turns of a session never share a
+/// timestamp).
+struct Clock0(std::sync::atomic::AtomicU64);
 impl Clock for Clock0 {
     fn now_ms(&self) -> u64 {
-        1_800_000_000_000
+        1_800_000_000_000 + self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -141,7 +143,7 @@ struct Harness {
 
 fn harness(model: ScriptedModel, cfg: TurnConfig) -> Harness {
     let (model, store, jobs) = (Arc::new(model), Arc::new(MemoryStore::default()), Arc::new(Jobs::default()));
-    let engine = Engine::new(model.clone(), store.clone(), Clock0, cfg).with_prefetch(jobs.clone());
+    let engine = Engine::new(model.clone(), store.clone(), Clock0(Default::default()), cfg).with_prefetch(jobs.clone());
     Harness { engine, model, store, jobs }
 }
 
@@ -180,7 +182,8 @@ use crate::intent::Intent;
 #[tokio::test(start_paused = true)]
 async fn an_answer_streams_then_completes_and_is_stored_and_handed_to_prefetch() {
     let h = harness(ScriptedModel::default(), config());
-    h.engine.connect(conn(), Some("s-1"), Some("u-1")).await.unwrap();
+    let who = Principal::user(crate::ids::UserId::parse("u-1").unwrap());
+    let session = h.engine.connect(conn(), None, &who).await.unwrap().record.session_id;
     let sink = Recorder::default();
     let r = h.send(&sink, "m-1", "Show me some horror manga").await;
     assert_eq!(completed_intent(&r), Intent::ProductDiscovery);
@@ -196,7 +199,7 @@ async fn an_answer_streams_then_completes_and_is_stored_and_handed_to_prefetch()
     assert_eq!(turns[0].products, ["B0AAAAAAA1", "B0BBBBBBB2"]);
     let jobs = h.jobs.0.lock().unwrap().clone();
     assert_eq!(jobs.len(), 1);
-    assert_eq!((jobs[0].session_id.as_str(), jobs[0].user_id.as_str()), ("s-1", "u-1"));
+    assert_eq!((&jobs[0].session_id, jobs[0].user_id.as_str()), (&session, "u-1"));
     assert_eq!(jobs[0].products, ["B0AAAAAAA1", "B0BBBBBBB2"]);
 }
 
@@ -308,4 +311,84 @@ async fn older_exchanges_are_summarized_by_the_small_model() {
     assert_eq!(summaries[0].model_id, "small");
     let (session, _) = h.engine.sessions.session_of(&*h.store, &conn()).await;
     assert!(h.store.get_summary(&session).await.unwrap().is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_message_while_one_streams_is_busy_and_can_be_sent_after_it() {
+    let h = harness(ScriptedModel::default(), config());
+    let (first, second) = (Recorder::default(), Recorder::default());
+    let (r1, r2) = tokio::join!(h.send(&first, "m-1", "Show me some horror manga"), async {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        h.send(&second, "m-2", "and comedy?").await
+    });
+    completed_intent(&r1);
+    assert_eq!(r2, TurnResult::Limited("busy"));
+    let busy = second.last();
+    assert_eq!((busy["code"].as_str(), busy["retryable"].as_bool()), (Some("busy"), Some(true)));
+    assert_eq!(h.model.requests().len(), 1);
+    completed_intent(&h.send(&second, "m-2", "and comedy?").await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn over_the_rate_a_message_is_refused_with_when_to_retry() {
+    let mut cfg = config();
+    cfg.limits.guest.requests_per_minute = 2;
+    let h = harness(ScriptedModel::default(), cfg);
+    let sink = Recorder::default();
+    completed_intent(&h.send(&sink, "m-1", "hello").await);
+    completed_intent(&h.send(&sink, "m-2", "hello again").await);
+    assert_eq!(h.send(&sink, "m-3", "and again").await, TurnResult::Limited("rate_limited"));
+    let e = sink.last();
+    assert_eq!((e["code"].as_str(), e["retryable"].as_bool()), (Some("rate_limited"), Some(true)));
+    let after = e["retry_after_ms"].as_u64().unwrap();
+    assert!((59_000..=60_000).contains(&after), "the clock starts on a minute boundary: {after}");
+    assert_eq!(h.model.requests().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_stalled_past_the_deadline_ends_with_an_error_and_a_partial_turn_and_can_be_retried() {
+    let stalled = Script::Stream(vec![
+        (Duration::from_millis(5), Ok(ModelEvent::Text("The first part ".into()))),
+        (Duration::from_secs(8), Ok(ModelEvent::Text("too late".into()))),
+    ]);
+    let cfg = TurnConfig { turn_deadline: Duration::from_secs(3), ..config() };
+    let h = harness(ScriptedModel::default().then(stalled), cfg);
+    let sink = Recorder::default();
+    let started = Instant::now();
+    assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::Failed("deadline_exceeded"));
+    assert!(started.elapsed() < Duration::from_secs(4), "ended at the deadline, not at the idle timeout");
+    assert_eq!(sink.types(), ["delta", "error"]);
+    assert_eq!(sink.last()["retryable"], true);
+    let turns = h.turns().await;
+    assert_eq!((turns[0].status, turns[0].assistant_text.as_str()), (TurnStatus::Partial, "The first part "));
+    completed_intent(&h.send(&sink, "m-1", "hello").await);
+    assert_eq!(h.turns().await[0].status, TurnStatus::Complete, "the retry answered the same id");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upstream_error_reaches_the_client_as_a_code_and_a_safe_sentence() {
+    let arn = "arn:aws:bedrock:ap-northeast-1:123456789012:provisioned-model/abc123";
+    let denied = || {
+        let text = format!("User is not authorized to perform bedrock:InvokeModel on {arn}");
+        Script::Refuse(ModelError::Rejected(text.clone(), text.into()))
+    };
+    let h = harness(ScriptedModel::default().then(denied()).then(denied()), config());
+    let sink = Recorder::default();
+    assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::Failed("model_rejected"));
+    let e = sink.last().to_string();
+    assert!(e.contains("model_rejected") && e.contains("could not answer"), "{e}");
+    for secret in ["arn:", "123456789012", "authorized", "bedrock:"] {
+        assert!(!e.contains(secret), "{secret} leaked: {e}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_frame_is_answered_with_the_session_id() {
+    let h = harness(ScriptedModel::default(), config());
+    let who = Principal::user(crate::ids::UserId::parse("u-1").unwrap());
+    let session = h.engine.connect(conn(), None, &who).await.unwrap().record.session_id;
+    let sink = Recorder::default();
+    let r = h.engine.handle_frame(&sink, &conn(), r#"{"action":"session"}"#, Instant::now(), Instant::now()).await;
+    assert_eq!(r, TurnResult::Session);
+    assert_eq!(sink.last(), serde_json::json!({"type": "session", "session_id": session.as_str()}));
 }

@@ -197,7 +197,7 @@ pub async fn compression(opts: CompressionOptions) -> anyhow::Result<()> {
             let system = start(MemoryStore::default(), sys).await?;
             let label = if on { "compressed" } else { "uncompressed" };
             eprintln!("bench: {convs} conversations of {turns} turns, prompt {label}");
-            runs.push(run(&system.ws_url(), &script, convs, convs, Some(&system.emulator), label).await);
+            runs.push(run(&system.bare_ws_url(), &script, convs, convs, Some(&system.emulator), label).await);
         }
         print_table(&runs);
         doc["ttft_ms_compressed"] = serde_json::to_value(runs[0].ttft_ms)?;

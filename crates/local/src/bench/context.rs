@@ -29,7 +29,7 @@ pub async fn context(quick: bool, json_path: Option<PathBuf>) -> anyhow::Result<
         let system = start(store, sys).await?;
         let label = if sequential { "sequential" } else { "parallel" };
         eprintln!("bench: {conversations} conversations, {label} context assembly");
-        runs.push(run(&system.ws_url(), &script, conversations, 1, Some(&system.emulator), label).await);
+        runs.push(run(&system.bare_ws_url(), &script, conversations, 1, Some(&system.emulator), label).await);
     }
     print_table(&runs);
     println!("| assembly | p50 ms | p95 ms |\n|---|---|---|");

@@ -95,7 +95,8 @@ pub async fn run_turn(client: &mut ChatClient, msg: &ScriptedMessage) -> anyhow:
     }
 }
 
-/// Drives `conversations` conversations (cycling through `script`) at `concurrency` against `url`.
+/// Drives `conversations` conversations (cycling through `script`) at `concurrency` against `url`; a `url`
+/// without a token gets one shopper per conversation, signed in at the `serve` behind it.
 pub async fn run(
     url: &str,
     script: &[Conversation],
@@ -119,7 +120,12 @@ pub async fn run(
                     return;
                 }
                 let conv = &script[i % script.len()];
-                let mut client = match ChatClient::connect(&url).await {
+                // A URL without a token (a local `serve`, in-process or not) gets one shopper per conversation.
+                let connected = match crate::client::authenticated(&url, &format!("bench-{i}")).await {
+                    Ok(url) => ChatClient::connect(&url).await,
+                    Err(e) => Err(e),
+                };
+                let mut client = match connected {
                     Ok(c) => c,
                     Err(e) => {
                         let mut a = acc.lock().await;

@@ -6,11 +6,15 @@
 //!   its requests.
 //! - [`context`]: sequential vs parallel context assembly.
 //! - [`spike`]: a concurrency ramp against on-demand and provisioned routing.
+//! - [`capacity`]: 200 concurrent shoppers on-demand, with throttle retries, and on provisioned units.
+//! - [`abuse`]: 200 signed-in shoppers and a flooder with faults injected: nothing lost, duplicated or leaked.
 //! - [`followups`]: follow-up TTFT with speculative prefetch on and off.
 //! - [`models`]: one model for everything vs per-intent routing, and each request lever on and off.
 //!
 //! [`driver`] runs conversations and measures turns; [`stats`] holds the percentiles and the report writer.
 
+pub mod abuse;
+pub mod capacity;
 pub mod compression;
 pub mod context;
 pub mod corpus;

@@ -17,7 +17,15 @@ use crate::system::SystemOptions;
 
 /// A route loader the bench sets once its provisioned throughput is in service.
 #[derive(Clone, Default)]
-struct SharedRoute(Arc<std::sync::Mutex<Option<String>>>);
+pub(super) struct SharedRoute(Arc<std::sync::Mutex<Option<String>>>);
+
+impl SharedRoute {
+    pub(super) fn set(&self, arn: String) {
+        if let Ok(mut r) = self.0.lock() {
+            *r = Some(arn);
+        }
+    }
+}
 
 impl mangaassist_core::routes::RouteLoader for SharedRoute {
     fn provisioned_arn(
@@ -55,16 +63,13 @@ pub async fn spike(opts: SpikeOptions) -> anyhow::Result<()> {
         let routes = Routes::new(route.clone(), Duration::from_secs(1));
         let system = crate::system::start_routed(MemoryStore::default(), sys, routes).await?;
         if provisioned {
-            let arn = buy_provisioned(&system.emulator, opts.model_units).await?;
-            if let Ok(mut r) = route.0.lock() {
-                *r = Some(arn);
-            }
+            route.set(buy_provisioned(&system.emulator, opts.model_units).await?);
         }
         let throttled_before = system.emulator.stats.throttled();
         let (mut ttft, mut failovers, mut errors, mut turns) = (Vec::new(), 0u64, 0u64, 0u64);
         for &conc in &opts.steps {
             eprintln!("bench: spike {label}: {conc} concurrent conversations");
-            let r = run(&system.ws_url(), &script, conc * 2, conc, Some(&system.emulator), label).await;
+            let r = run(&system.bare_ws_url(), &script, conc * 2, conc, Some(&system.emulator), label).await;
             failovers += r.failovers;
             errors += r.errors;
             turns += r.turns;
@@ -97,7 +102,7 @@ pub async fn spike(opts: SpikeOptions) -> anyhow::Result<()> {
 
 /// Buys provisioned throughput from the emulator's control plane with the real `aws-sdk-bedrock` client
 /// and waits until it is in service.
-async fn buy_provisioned(emulator: &BedrockEmulator, units: u32) -> anyhow::Result<String> {
+pub(super) async fn buy_provisioned(emulator: &BedrockEmulator, units: u32) -> anyhow::Result<String> {
     use mangaassist_adapters::bedrock_control::BedrockControl;
     use mangaassist_core::throughput::{ThroughputControl, ThroughputSpec, ThroughputStatus};
     emulator.control.set_creating_delay(Duration::from_millis(200));

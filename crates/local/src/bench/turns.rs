@@ -64,7 +64,8 @@ pub async fn turns(opts: BenchOptions) -> anyhow::Result<()> {
             let system = start(MemoryStore::default(), sys).await?;
             eprintln!("bench: {conversations} conversations at concurrency {conc}, relay {}", relay_name(mode));
             runs.push(
-                run(&system.ws_url(), &script, conversations, conc, Some(&system.emulator), relay_name(mode)).await,
+                run(&system.bare_ws_url(), &script, conversations, conc, Some(&system.emulator), relay_name(mode))
+                    .await,
             );
         }
     }

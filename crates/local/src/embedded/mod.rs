@@ -5,8 +5,10 @@
 //! - [`services`]: the embedded `ProductService` (latency, request counts) and its HTTP emulator.
 //! - [`ttl_cache`]: the embedded `Cache`, in memory with TTLs and a size bound.
 //! - [`prefetch`]: the prefetch Lambda emulated by tracked tasks, and in-memory transition counts.
+//! - [`issuer`]: the local token issuer (JWKS, development login, guest `POST /token`).
 
 pub mod catalog;
+pub mod issuer;
 pub mod prefetch;
 pub mod search;
 pub mod services;

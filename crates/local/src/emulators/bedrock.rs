@@ -85,7 +85,10 @@ impl LatencyModel {
 ///   by up to `on_demand_load_penalty` (0.6 = +60% at the limit) on top of the latency model's jitter.
 /// - Provisioned (an ARN the control plane reports `InService`): `provisioned_streams_per_unit` streams per
 ///   model unit, steady latency (jitter `provisioned_jitter`, no load penalty), throttled above capacity.
-///   An ARN that is not in service answers 400 `ValidationException`.
+///   An ARN the control plane does not hold (deleted) answers 404 `ResourceNotFoundException` ("The
+///   specified resource ARN was not found", the runtime API reference); one that exists but is not
+///   `InService` (`Creating`, `Failed`) answers 429 `ModelNotReadyException` ("not ready to serve inference
+///   requests").
 #[derive(Debug, Clone, Copy)]
 pub struct CapacityModel {
     pub on_demand_concurrency: usize,
@@ -131,6 +134,11 @@ pub enum Fault {
     ExceptionAfter { deltas: u32, exception_type: &'static str },
     /// Headers are sent, then nothing for this long.
     StallBeforeFirstToken(Duration),
+    /// This many text deltas, then nothing for this long (a stream that stalls mid-answer).
+    StallAfter { deltas: u32, pause: Duration },
+    /// HTTP 403 `AccessDeniedException` before the stream, with a message naming the model ARN and the
+    /// account, as Bedrock's does.
+    AccessDeniedBeforeStream,
 }
 
 /// What the emulator saw of one request.
@@ -152,6 +160,8 @@ pub struct RequestRecord {
     pub asked: Asked,
     /// Input tokens served from the prompt cache.
     pub cache_read_tokens: u32,
+    /// The system text and every message of the request, as the answer draws from them.
+    pub prompt: String,
 }
 
 impl RequestRecord {
@@ -527,6 +537,7 @@ async fn converse_stream(State(shared): State<Arc<Shared>>, Path(model_id): Path
             fault: fault.clone(),
             asked: parsed.asked.clone(),
             cache_read_tokens: 0,
+            prompt: parsed.context.clone(),
         },
     );
     let family = match family {
@@ -548,6 +559,14 @@ async fn converse_stream(State(shared): State<Arc<Shared>>, Path(model_id): Path
                 "Service unavailable.",
             );
         }
+        Some(Fault::AccessDeniedBeforeStream) => {
+            let message = format!(
+                "User: arn:aws:sts::123456789012:assumed-role/chat-role/chat is not authorized to perform: \
+                 bedrock:InvokeModelWithResponseStream on resource: arn:aws:bedrock:ap-northeast-1:123456789012:\
+                 inference-profile/{model_id}"
+            );
+            return error_response(StatusCode::FORBIDDEN, "AccessDeniedException", &message);
+        }
         _ => {}
     }
 
@@ -562,11 +581,18 @@ async fn converse_stream(State(shared): State<Arc<Shared>>, Path(model_id): Path
                 cap.provisioned_jitter,
                 0.0,
             ),
-            _ => {
+            Some(_) => {
                 return error_response(
-                    StatusCode::BAD_REQUEST,
-                    "ValidationException",
-                    "The provisioned model is not in service.",
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "ModelNotReadyException",
+                    "The provisioned model is not ready to serve inference requests.",
+                );
+            }
+            None => {
+                return error_response(
+                    StatusCode::NOT_FOUND,
+                    "ResourceNotFoundException",
+                    "The specified resource ARN was not found.",
                 );
             }
         }
@@ -619,6 +645,11 @@ async fn converse_stream(State(shared): State<Arc<Shared>>, Path(model_id): Path
             {
                 let _ = send(exception(exception_type, "injected failure")).await;
                 return;
+            }
+            if let Some(Fault::StallAfter { deltas, pause }) = &fault
+                && i == *deltas as usize
+            {
+                at += *pause;
             }
             sleep_until(at).await;
             if !send(event("contentBlockDelta", &json!({ "contentBlockIndex": 0, "delta": { "text": tok } }))).await {
@@ -701,6 +732,7 @@ async fn converse(State(shared): State<Arc<Shared>>, Path(model_id): Path<String
             fault: None,
             asked: parsed.asked.clone(),
             cache_read_tokens: cache_read,
+            prompt: parsed.context.clone(),
         },
     );
     sleep_until(received_at + done).await;

@@ -16,7 +16,11 @@
 //! A new provisioned throughput is `Creating` for [`ControlPlane::set_creating_delay`] (3 s by default),
 //! then `InService`, or `Failed` if [`ControlPlane::fail_next_creation`] was called before it was bought.
 //! `clientRequestToken` makes `Create` idempotent: the same token with the same request returns the
-//! first ARN and buys nothing; with a different request it is a `ValidationException`.
+//! first ARN and buys nothing; with a different request it is a `ValidationException`. A purchase with a
+//! `commitmentDuration` reports its `commitmentExpirationTime` (30 or 180 days after purchase) and cannot
+//! be deleted before then ("You can't delete a Provisioned Throughput with commitment before the commitment
+//! term is complete", the `DeleteProvisionedModelThroughput` reference; the emulator answers
+//! `ValidationException`, the error type is our choice: the reference does not say which).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -89,7 +93,19 @@ impl Entry {
         if let Some(c) = &self.commitment {
             v["commitmentDuration"] = json!(c);
         }
+        if let Some(ends) = self.commitment_ends() {
+            v["commitmentExpirationTime"] = json!(timestamp(ends));
+        }
         v
+    }
+
+    fn commitment_ends(&self) -> Option<SystemTime> {
+        const DAY: Duration = Duration::from_secs(86_400);
+        let days = match self.commitment.as_deref()? {
+            "SixMonths" => 180,
+            _ => 30,
+        };
+        Some(self.created + DAY * days)
     }
 }
 
@@ -382,17 +398,24 @@ async fn get_one(State(cp): State<Arc<ControlPlane>>, Path(id): Path<String>) ->
 
 async fn delete(State(cp): State<Arc<ControlPlane>>, Path(id): Path<String>) -> Response {
     let removed = cp.with(|i| {
+        let committed = i.entries.iter().any(|e| e.matches(&id) && e.commitment_ends() > Some(SystemTime::now()));
+        if committed {
+            return Err(());
+        }
         let before = i.entries.len();
         i.entries.retain(|e| !e.matches(&id));
         let removed = i.entries.len() < before;
         if removed {
             i.deleted += 1;
         }
-        removed
+        Ok(removed)
     });
     match removed {
-        Some(true) => ok(StatusCode::OK, json!({})),
-        Some(false) => not_found(&id),
+        Some(Ok(true)) => ok(StatusCode::OK, json!({})),
+        Some(Ok(false)) => not_found(&id),
+        Some(Err(())) => {
+            invalid("You can't delete a Provisioned Throughput with commitment before the commitment term is complete.")
+        }
         None => internal(),
     }
 }

@@ -3,6 +3,11 @@
 //! - Clients connect with WebSocket at `ws://addr/` (or `ws://addr/{stage}`); query parameters reach
 //!   `$connect` as `queryStringParameters`, and a non-2xx `$connect` answer refuses the handshake (403), as
 //!   on AWS.
+//! - With a REQUEST authorizer (`$connect` only, as on AWS), the handshake first invokes it with the event API
+//!   Gateway builds (`type` `REQUEST`, `methodArn`, headers, query string, `requestContext`): the error
+//!   `Unauthorized` answers 401, a policy that does not allow the `methodArn` 403, any other error 500, and
+//!   none of those reaches the integration. An allowed connection carries `principalId` and the policy's
+//!   `context` as `requestContext.authorizer` on `$connect` and on every later event.
 //! - Each text frame is routed by the route selection expression `$request.body.action`: a JSON body
 //!   whose `action` names a configured route goes to that route, anything else to `$default`. Each frame is
 //!   its own invocation, run concurrently, with the same event JSON API Gateway sends
@@ -55,7 +60,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             stage: "local".to_owned(),
-            routes: vec!["sendMessage".to_owned()],
+            routes: vec!["sendMessage".to_owned(), "session".to_owned()],
             max_message_bytes: 256 * 1024,
             post_delay: std::time::Duration::ZERO,
         }
@@ -78,6 +83,9 @@ struct Conn {
 struct Shared {
     cfg: GatewayConfig,
     invoke: Invoke,
+    authorizer: Option<Invoke>,
+    /// Integration invocations (every route), to show what never reached the function.
+    invocations: AtomicU64,
     conns: Mutex<HashMap<String, Conn>>,
     addr: SocketAddr,
     posts: AtomicU64,
@@ -110,14 +118,34 @@ impl Gateway {
     /// Serves on `listener` (bound beforehand, so its address can be configured into the function that
     /// `invoke` calls) until the runtime stops.
     pub fn start(listener: tokio::net::TcpListener, cfg: GatewayConfig, invoke: Invoke) -> std::io::Result<Self> {
+        Self::start_with(listener, cfg, invoke, None, Router::new())
+    }
+
+    /// The same, with a `$connect` REQUEST authorizer and `extra` routes served on the same address (the local
+    /// token issuer's).
+    pub fn start_with(
+        listener: tokio::net::TcpListener,
+        cfg: GatewayConfig,
+        invoke: Invoke,
+        authorizer: Option<Invoke>,
+        extra: Router,
+    ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
-        let shared =
-            Arc::new(Shared { cfg, invoke, conns: Mutex::new(HashMap::new()), addr, posts: AtomicU64::new(0) });
+        let shared = Arc::new(Shared {
+            cfg,
+            invoke,
+            authorizer,
+            invocations: AtomicU64::new(0),
+            conns: Mutex::new(HashMap::new()),
+            addr,
+            posts: AtomicU64::new(0),
+        });
         let app = Router::new()
             .route("/", get(upgrade))
             .route("/{stage}", get(upgrade_stage))
             .route("/{stage}/@connections/{id}", any(manage))
-            .with_state(shared.clone());
+            .with_state(shared.clone())
+            .merge(extra);
         tokio::spawn(async move {
             let svc = app.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(e) = axum::serve(listener, svc).await {
@@ -145,6 +173,67 @@ impl Gateway {
     /// `@connections` POSTs served so far.
     pub fn posts(&self) -> u64 {
         self.shared.posts.load(Ordering::Relaxed)
+    }
+
+    /// Invocations of the route integration (the chat function) so far, all routes.
+    pub fn invocations(&self) -> u64 {
+        self.shared.invocations.load(Ordering::Relaxed)
+    }
+}
+
+impl Shared {
+    async fn integration(&self, ev: Value) -> Result<Value, String> {
+        self.invocations.fetch_add(1, Ordering::Relaxed);
+        (self.invoke)(ev).await
+    }
+}
+
+/// Whether an IAM `Resource` (a string or a list; `*` wildcards at the end) covers `arn`.
+fn covers(resource: &Value, arn: &str) -> bool {
+    let one = |r: &str| r == arn || r.strip_suffix('*').is_some_and(|p| arn.starts_with(p));
+    match resource {
+        Value::String(r) => one(r),
+        Value::Array(rs) => rs.iter().filter_map(Value::as_str).any(one),
+        _ => false,
+    }
+}
+
+/// Whether the policy allows `execute-api:Invoke` on `arn`: some Allow statement covers it and no Deny does.
+fn policy_allows(resp: &Value, arn: &str) -> bool {
+    let statements = match &resp["policyDocument"]["Statement"] {
+        Value::Array(s) => s.clone(),
+        one @ Value::Object(_) => vec![one.clone()],
+        _ => return false,
+    };
+    let invoke = |s: &Value| covers(&s["Action"], "execute-api:Invoke") || s["Action"] == "*";
+    let matching =
+        |effect: &str| statements.iter().any(|s| s["Effect"] == effect && invoke(s) && covers(&s["Resource"], arn));
+    matching("Allow") && !matching("Deny")
+}
+
+/// Runs the REQUEST authorizer on a `$connect` event; the `requestContext.authorizer` of the connection, or the
+/// status that refuses the handshake.
+async fn authorize(s: &Shared, auth: &Invoke, connect: &Map<String, Value>) -> Result<Value, StatusCode> {
+    let method_arn = format!("arn:aws:execute-api:us-east-1:000000000000:local/{}/$connect", s.cfg.stage);
+    let mut ev = connect.clone();
+    ev.insert("type".into(), json!("REQUEST"));
+    ev.insert("methodArn".into(), json!(method_arn));
+    ev.insert("stageVariables".into(), json!({}));
+    ev.remove("isBase64Encoded");
+    let started = std::time::Instant::now();
+    match auth(Value::Object(ev)).await {
+        Err(e) if e == "Unauthorized" => Err(StatusCode::UNAUTHORIZED),
+        Err(e) => {
+            tracing::error!(error = %e, "the authorizer failed");
+            Err(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+        Ok(resp) if !policy_allows(&resp, &method_arn) => Err(StatusCode::FORBIDDEN),
+        Ok(resp) => {
+            let mut ctx = resp["context"].as_object().cloned().unwrap_or_default();
+            ctx.insert("principalId".into(), resp["principalId"].clone());
+            ctx.insert("integrationLatency".into(), json!(started.elapsed().as_millis() as u64));
+            Ok(Value::Object(ctx))
+        }
     }
 }
 
@@ -229,18 +318,30 @@ async fn upgrade(
         "multiValueQueryStringParameters".into(),
         if q.is_empty() { Value::Null } else { Value::Object(multi_q) },
     );
-    ev.insert(
-        "requestContext".into(),
-        Value::Object(request_context(&s, "$connect", "CONNECT", &conn_id, connected_at, &source_ip, &user_agent)),
-    );
+    let mut rc = request_context(&s, "$connect", "CONNECT", &conn_id, connected_at, &source_ip, &user_agent);
+    ev.insert("requestContext".into(), Value::Object(rc.clone()));
     ev.insert("isBase64Encoded".into(), json!(false));
-    let resp = (s.invoke)(Value::Object(ev)).await;
+    let authorizer = match &s.authorizer {
+        None => None,
+        Some(auth) => match authorize(&s, auth, &ev).await {
+            Ok(ctx) => Some(ctx),
+            Err(status) => {
+                tracing::info!(connection_id = conn_id, %status, "the authorizer refused the connection");
+                return status.into_response();
+            }
+        },
+    };
+    if let Some(a) = &authorizer {
+        rc.insert("authorizer".into(), a.clone());
+        ev.insert("requestContext".into(), Value::Object(rc));
+    }
+    let resp = s.integration(Value::Object(ev)).await;
     if !accepted(&resp) {
         tracing::warn!(connection_id = conn_id, response = ?resp, "$connect refused the connection");
         return StatusCode::FORBIDDEN.into_response();
     }
-    ws.max_message_size(s.cfg.max_message_bytes)
-        .on_upgrade(move |socket| run_connection(s, socket, conn_id, connected_at, source_ip, user_agent))
+    let ids = ConnIds { conn_id, connected_at, source_ip, user_agent, authorizer };
+    ws.max_message_size(s.cfg.max_message_bytes).on_upgrade(move |socket| run_connection(s, socket, ids))
 }
 
 fn route_for(s: &Shared, body: &str) -> String {
@@ -251,14 +352,18 @@ fn route_for(s: &Shared, body: &str) -> String {
         .unwrap_or_else(|| "$default".to_owned())
 }
 
-async fn run_connection(
-    s: Arc<Shared>,
-    socket: WebSocket,
+/// What every event of a connection carries.
+struct ConnIds {
     conn_id: String,
     connected_at: u64,
     source_ip: String,
     user_agent: String,
-) {
+    /// `requestContext.authorizer`, when an authorizer let the connection in.
+    authorizer: Option<Value>,
+}
+
+async fn run_connection(s: Arc<Shared>, socket: WebSocket, ids: ConnIds) {
+    let ConnIds { conn_id, connected_at, source_ip, user_agent, authorizer } = ids;
     let (mut ws_tx, mut ws_rx) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Outbound>(64);
     let last_active = Arc::new(AtomicU64::new(connected_at));
@@ -311,10 +416,13 @@ async fn run_connection(
         let route = if b64 { "$default".to_owned() } else { route_for(&s, &body) };
         let mut rc = request_context(&s, &route, "MESSAGE", &conn_id, connected_at, &source_ip, &user_agent);
         rc.insert("messageId".into(), json!(uuid::Uuid::new_v4().to_string()));
+        if let Some(a) = &authorizer {
+            rc.insert("authorizer".into(), a.clone());
+        }
         let ev = json!({ "requestContext": rc, "body": body, "isBase64Encoded": b64 });
-        let invoke = s.invoke.clone();
+        let s2 = s.clone();
         tasks.spawn(async move {
-            if let Err(e) = invoke(ev).await {
+            if let Err(e) = s2.integration(ev).await {
                 tracing::error!(error = %e, "route invocation failed");
             }
         });
@@ -328,6 +436,9 @@ async fn run_connection(
     writer.abort();
     let mut rc = request_context(&s, "$disconnect", "DISCONNECT", &conn_id, connected_at, &source_ip, &user_agent);
     rc.insert("disconnectStatusCode".into(), json!(close_code));
+    if let Some(a) = &authorizer {
+        rc.insert("authorizer".into(), a.clone());
+    }
     rc.insert(
         "disconnectReason".into(),
         json!(if close_code == 1000 || close_code == 1001 {
@@ -336,7 +447,7 @@ async fn run_connection(
             "Connection closed"
         }),
     );
-    let _ = (s.invoke)(json!({ "requestContext": rc, "isBase64Encoded": false })).await;
+    let _ = s.integration(json!({ "requestContext": rc, "isBase64Encoded": false })).await;
     // In-flight invocations finish on their own (as Lambda invocations would); their posts now get 410.
     tasks.detach_all();
 }
