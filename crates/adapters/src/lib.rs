@@ -12,7 +12,9 @@
 //! - [`bedrock_control`]: `ThroughputControl` over the Bedrock provisioned-throughput control plane.
 //! - [`throughput_state`]: `ThroughputStateStore` over the `CONFIG/THROUGHPUT` item, optimistically locked.
 //! - [`sdk`]: shared SDK configuration (timeouts, retries).
-//! - [`opensearch`]: `Retriever` over OpenSearch `_search` (BM25 `multi_match`, intent filter on `kind`).
+//! - [`opensearch`]: `Retriever` over OpenSearch `_search` (BM25 `multi_match`, intent filter on `kind`), unsigned,
+//!   basic auth, or SigV4 ([`sigv4`]).
+//! - [`sigv4`]: AWS Signature Version 4 of HTTP requests to OpenSearch Service (`es`) and Serverless (`aoss`).
 //! - [`services`]: `ProductService` over the store's HTTP product, review, recommendation and promotion services.
 //! - [`redis_cache`]: `Cache` over Redis/Valkey (ElastiCache Serverless: TLS, cluster mode), self-reconnecting.
 //! - [`transitions`]: `TransitionStore` over Redis hashes (`HINCRBY`/`HGETALL`), sharing the cache's connection.
@@ -33,5 +35,6 @@ pub mod opensearch;
 pub mod redis_cache;
 pub mod sdk;
 pub mod services;
+pub mod sigv4;
 pub mod throughput_state;
 pub mod transitions;

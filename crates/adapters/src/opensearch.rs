@@ -6,11 +6,12 @@
 //! The index is expected to hold one passage per document: the passage text in `content_field` and, when the
 //! indexer counted it, its token count in `tokens_field` (so the turn need not count it again).
 //!
-//! Authentication is HTTP basic auth or none: a self-managed cluster or an Amazon OpenSearch Service domain
-//! with fine-grained access control and an internal user. IAM (SigV4-signed) requests to Amazon OpenSearch
-//! Service or OpenSearch Serverless are out of scope here; they would sign each request with the Lambda
-//! role's credentials (`aws-sigv4`) before sending it.
+//! Authentication: none (a self-managed cluster in a private network), HTTP basic auth (`auth`: a domain with
+//! fine-grained access control and an internal user), or IAM (`sigv4`): every request signed with the function
+//! role's credentials ([`crate::sigv4`]) for an Amazon OpenSearch Service domain (`es`) or an OpenSearch
+//! Serverless collection (`aoss`). A retried attempt is signed again (fresh `x-amz-date`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mangaassist_core::intent::Intent;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::http::{self, ConfigError, HttpError, HttpSettings};
+use crate::sigv4::RequestSigner;
 
 /// Basic-auth credentials.
 #[derive(Clone, PartialEq, Eq)]
@@ -51,6 +53,8 @@ pub struct OpenSearchConfig {
     /// Filter by [`kinds_for`] the turn's intent.
     pub filter_by_intent: bool,
     pub auth: Option<BasicAuth>,
+    /// Sign every request (SigV4, service `es` or `aoss`); when set, `auth` is not sent.
+    pub sigv4: Option<Arc<RequestSigner>>,
     pub http: HttpSettings,
 }
 
@@ -67,6 +71,7 @@ impl OpenSearchConfig {
             kind_field: "kind".into(),
             filter_by_intent: true,
             auth: None,
+            sigv4: None,
             http: HttpSettings::default(),
         }
     }
@@ -174,10 +179,15 @@ impl OpenSearchRetriever {
     async fn search_once(&self, body: &Value) -> Result<Vec<Passage>, SourceError> {
         let timeout = self.config.http.request_timeout;
         let mut req = self.client.post(self.search_url.clone()).timeout(timeout).json(body);
-        if let Some(auth) = &self.config.auth {
+        if let (None, Some(auth)) = (&self.config.sigv4, &self.config.auth) {
             req = req.basic_auth(&auth.username, Some(&auth.password));
         }
-        let resp = req.send().await.map_err(|e| http::transport_error(e, timeout))?;
+        let mut req = req.build().map_err(|e| SourceError::Other(Box::new(e)))?;
+        if let Some(signer) = &self.config.sigv4 {
+            // Credentials that cannot be loaded or a request that cannot be signed: no retry will fix it.
+            signer.sign(&mut req).await.map_err(|e| SourceError::Other(Box::new(e)))?;
+        }
+        let resp = self.client.execute(req).await.map_err(|e| http::transport_error(e, timeout))?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| http::transport_error(e, timeout))?;
         if !status.is_success() {

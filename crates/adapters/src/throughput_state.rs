@@ -9,6 +9,7 @@
 //! | `status` | S | `NotProvisioned` / `Creating` / `InService` / `Updating` / `Failed` |
 //! | `model_units` | N | units of the provisioned throughput |
 //! | `commitment_ends` | N | when its commitment term ends, Unix ms (absent: no term); not deleted before |
+//! | `replacement_arn`, `replacement_status`, `replacement_units` | S, S, N | a purchase of a new size, bought while the old one serves (absent: none) |
 //! | `last_error` | S | what went wrong last (absent when the last pass was clean) |
 //! | `updated_at` | N | last write, Unix ms |
 //! | `version` | N | optimistic lock: each write is conditional on the version it read |
@@ -56,6 +57,12 @@ fn from_item(item: &Item) -> Result<ThroughputState, Malformed> {
         status: ThroughputStatus::parse(text("status")?).ok_or(Malformed("status"))?,
         model_units: get_n(item, "model_units").unwrap_or(0),
         commitment_ends_ms: get_n(item, "commitment_ends"),
+        replacement_arn: get_s(item, "replacement_arn").map(str::to_owned),
+        replacement_status: match get_s(item, "replacement_status") {
+            None => ThroughputStatus::NotProvisioned,
+            Some(s) => ThroughputStatus::parse(s).ok_or(Malformed("replacement_status"))?,
+        },
+        replacement_units: get_n(item, "replacement_units").unwrap_or(0),
         last_error: get_s(item, "last_error").map(str::to_owned),
         updated_at_ms: number("updated_at")?,
         version: number("version")?,
@@ -110,6 +117,12 @@ impl ThroughputStateStore for DynamoThroughputState {
         }
         if let Some(ends) = st.commitment_ends_ms {
             req = req.item("commitment_ends", n(ends));
+        }
+        if let Some(arn) = &st.replacement_arn {
+            req = req
+                .item("replacement_arn", s(arn))
+                .item("replacement_status", s(st.replacement_status.as_str()))
+                .item("replacement_units", n(u64::from(st.replacement_units)));
         }
         if let Some(err) = &st.last_error {
             req = req.item("last_error", s(err));

@@ -10,12 +10,21 @@
 //! - An alarm going back to `OK` re-derives from the clock (so it changes nothing during peak).
 //!
 //! # Convergence
-//! One pass: load the `CONFIG/THROUGHPUT` state, look for the provisioned throughput (by the stored ARN,
-//! else by name), then create, delete or just record what was found. Nothing is ever bought twice: an
+//! One pass: load the `CONFIG/THROUGHPUT` state, look for the stack's provisioned throughputs (by the stored
+//! ARNs and by its two names), then create, delete or just record what was found. Nothing is ever bought twice: an
 //! existing one is found first, and `CreateProvisionedModelThroughput` carries a client token derived from
 //! the name, the JST date and the state version the decision was made on, so a retried or concurrent
 //! invocation that decided on the same state sends the same token. A `Failed` one is reported (log and
 //! `last_error`) on the pass that sees it, and deleted and bought again on the next pass.
+//!
+//! # Changing the model units
+//! Bedrock cannot change the model units of an existing provisioned throughput (`UpdateProvisionedModelThroughput`
+//! changes only its name or, for a custom model, its model). So when `model_units` differs from what exists,
+//! the reconciler buys a replacement of the new size under the stack's second name ([`ThroughputSpec::slots`]),
+//! keeps routing to the old one while the replacement is `Creating` (recorded as `replacement_*`), routes to the
+//! replacement once it is `InService`, and only then deletes the old one. Both are billed for that window, on
+//! purpose; nothing else is ever bought twice: at most one purchase per name, one name per size, and a
+//! purchase of a size that is no longer wanted and serves no traffic is deleted before anything is bought.
 //!
 //! A purchase with a commitment term (`OneMonth`, `SixMonths`) cannot be deleted before the term ends
 //! (Bedrock refuses, and the term is billed anyway). The state records the term's end
@@ -119,79 +128,198 @@ impl<P: ThroughputControl, S: ThroughputStateStore, C: Clock> Reconciler<P, S, C
         now: u64,
     ) -> Result<(), ControlError> {
         next.last_error = None;
-        let observed = self.observe(current).await?;
-        let Some(pt) = observed else {
-            record_absent(next);
-            if next.desired == Desired::Provisioned {
-                self.buy(current, next, actions, now).await?;
-            }
-            return Ok(());
-        };
-        if next.desired == Desired::OnDemand {
-            record(next, &pt, current, now);
-            if let Some(ends) = next.commitment_ends_ms.filter(|ends| *ends > now) {
-                let ends_jst = JstTime::from_unix_ms(ends).date_compact();
-                tracing::warn!(arn = %pt.arn, ends_ms = ends, ends_jst, "off-peak, but the commitment term has not ended; kept");
-                actions.push(Action::KeptForCommitment(pt.arn));
-                return Ok(());
-            }
-            self.control.delete(&pt.arn).await?;
-            tracing::info!(arn = %pt.arn, "provisioned throughput deleted");
-            actions.push(Action::Deleted(pt.arn));
-            record_absent(next);
-            return Ok(());
+        let ours = self.observe(current).await?;
+        match next.desired {
+            Desired::OnDemand => self.release(&ours, current, next, actions, now).await,
+            Desired::Provisioned => self.provide(&ours, current, next, actions, now).await,
         }
-        let already_reported = pt.status == ThroughputStatus::Failed
-            && current.status == ThroughputStatus::Failed
-            && current.arn.as_deref() == Some(&pt.arn);
-        if !already_reported {
-            record(next, &pt, current, now);
-            return Ok(());
-        }
-        self.control.delete(&pt.arn).await?;
-        tracing::info!(arn = %pt.arn, "failed provisioned throughput deleted; buying again");
-        actions.push(Action::Deleted(pt.arn));
-        record_absent(next);
-        self.buy(current, next, actions, now).await
     }
 
-    /// The provisioned throughput this state refers to: by stored ARN first, else by name. A `Failed`
-    /// one found by name is fetched again, since only `Get` says why it failed.
-    async fn observe(&self, current: &ThroughputState) -> Result<Option<ProvisionedThroughput>, ControlError> {
-        if let Some(arn) = &current.arn
-            && let Some(pt) = self.control.get(arn).await?
-        {
-            return Ok(Some(pt));
-        }
-        let Some(found) = self.control.find_by_name(&self.spec.name).await? else { return Ok(None) };
-        if found.status == ThroughputStatus::Failed && found.failure_message.is_none() {
-            return Ok(Some(self.control.get(&found.arn).await?.unwrap_or(found)));
-        }
-        Ok(Some(found))
-    }
-
-    async fn buy(
+    /// Off-peak: delete everything, except what a commitment term keeps (still routed to: paid either way).
+    async fn release(
         &self,
+        ours: &[ProvisionedThroughput],
         current: &ThroughputState,
         next: &mut ThroughputState,
         actions: &mut Vec<Action>,
         now: u64,
     ) -> Result<(), ControlError> {
-        let token = client_token(&self.spec.name, now, current.version);
-        let arn = self.control.create(&self.spec, &token).await?;
-        tracing::info!(%arn, token, units = self.spec.model_units, "provisioned throughput bought");
-        actions.push(Action::Created(arn.clone()));
-        match self.control.get(&arn).await? {
-            Some(pt) => record(next, &pt, current, now),
-            None => {
-                // Not visible yet (eventual consistency): it exists, the next pass will see it.
-                next.arn = Some(arn);
-                next.status = ThroughputStatus::Creating;
-                next.model_units = self.spec.model_units;
-                next.commitment_ends_ms = self.spec.commitment.map(|c| now + c.term_ms());
+        let mut kept: Option<&ProvisionedThroughput> = None;
+        for pt in ours {
+            if let Some(ends) = committed_until(pt, current, now) {
+                let ends_jst = JstTime::from_unix_ms(ends).date_compact();
+                tracing::warn!(arn = %pt.arn, ends_ms = ends, ends_jst, "off-peak, but the commitment term has not ended; kept");
+                actions.push(Action::KeptForCommitment(pt.arn.clone()));
+                if kept.is_none_or(|k| k.status != ThroughputStatus::InService) {
+                    kept = Some(pt);
+                }
+                continue;
             }
+            // Recorded before the delete, so a delete that fails leaves the state naming what still exists.
+            record(next, pt, current, now);
+            self.delete(pt, actions).await?;
+            record_absent(next);
+        }
+        clear_replacement(next);
+        if let Some(pt) = kept {
+            record(next, pt, current, now);
         }
         Ok(())
+    }
+
+    /// Peak: one provisioned throughput of `spec.model_units`, routed to once it is in service.
+    async fn provide(
+        &self,
+        ours: &[ProvisionedThroughput],
+        current: &ThroughputState,
+        next: &mut ThroughputState,
+        actions: &mut Vec<Action>,
+        now: u64,
+    ) -> Result<(), ControlError> {
+        let wanted = self.spec.model_units;
+        let fits = |pt: &&ProvisionedThroughput| pt.model_units == wanted;
+        // The one of the wanted size (in service first), the one that failed, and the old size still serving.
+        let fit = ours
+            .iter()
+            .filter(fits)
+            .filter(|pt| pt.status != ThroughputStatus::Failed)
+            .max_by_key(|pt| pt.status == ThroughputStatus::InService);
+        let failed = ours.iter().filter(fits).find(|pt| pt.status == ThroughputStatus::Failed);
+        let serving = ours.iter().find(|pt| pt.model_units != wanted && pt.status == ThroughputStatus::InService);
+
+        if let Some(fit) = fit.filter(|pt| pt.status == ThroughputStatus::InService) {
+            // The wanted size serves: route to it, then let everything else go.
+            for pt in ours.iter().filter(|pt| pt.arn != fit.arn) {
+                self.delete_unless_committed(pt, current, actions, now).await?;
+            }
+            record(next, fit, current, now);
+            clear_replacement(next);
+            return Ok(());
+        }
+
+        // Nothing of the wanted size serves yet. A size that serves no traffic and is no longer wanted goes now
+        // (it could only be bought twice over); the old size that serves stays until the new one does.
+        for pt in ours {
+            let keep = fit.is_some_and(|f| f.arn == pt.arn)
+                || failed.is_some_and(|f| f.arn == pt.arn)
+                || serving.is_some_and(|s| s.arn == pt.arn);
+            if !keep {
+                self.delete_unless_committed(pt, current, actions, now).await?;
+            }
+        }
+        if let Some(old) = serving {
+            record(next, old, current, now);
+        } else {
+            record_absent(next);
+        }
+        clear_replacement(next);
+
+        if let Some(fit) = fit {
+            // Bought, not in service yet: follow it.
+            record_pending(next, fit, serving.is_some(), current, now);
+            return Ok(());
+        }
+        if let Some(failed) = failed {
+            let reported = (current.arn.as_deref() == Some(&failed.arn) && current.status == ThroughputStatus::Failed)
+                || (current.replacement_arn.as_deref() == Some(&failed.arn)
+                    && current.replacement_status == ThroughputStatus::Failed);
+            if !reported {
+                // Reported on the pass that sees it (log and last_error), bought again on the next.
+                record_pending(next, failed, serving.is_some(), current, now);
+                return Ok(());
+            }
+            self.delete(failed, actions).await?;
+            tracing::info!(arn = %failed.arn, "failed provisioned throughput deleted; buying again");
+        }
+        let in_use: Vec<&str> = ours
+            .iter()
+            .filter(|pt| serving.is_some_and(|s| s.arn == pt.arn) || committed_until(pt, current, now).is_some())
+            .map(|pt| pt.name.as_str())
+            .collect();
+        let Some(name) = self.spec.slots().into_iter().find(|slot| !in_use.contains(&slot.as_str())) else {
+            let why = "both names of the stack's provisioned throughput are in use".to_owned();
+            return Err(ControlError::Conflict(why.clone(), why.into()));
+        };
+        let pt = self.buy(&name, current, actions, now).await?;
+        record_pending(next, &pt, serving.is_some(), current, now);
+        Ok(())
+    }
+
+    /// The stack's provisioned throughputs: by the stored ARNs (consistent right after a purchase), then by
+    /// each of its names (a purchase whose state write was lost). A `Failed` one found by name is fetched
+    /// again, since only `Get` says why it failed.
+    async fn observe(&self, current: &ThroughputState) -> Result<Vec<ProvisionedThroughput>, ControlError> {
+        let mut found: Vec<ProvisionedThroughput> = Vec::new();
+        for arn in [&current.arn, &current.replacement_arn].into_iter().flatten() {
+            if let Some(pt) = self.control.get(arn).await?
+                && !found.iter().any(|f| f.arn == pt.arn)
+            {
+                found.push(pt);
+            }
+        }
+        for name in self.spec.slots() {
+            if found.iter().any(|f| f.name == name) {
+                continue;
+            }
+            let Some(pt) = self.control.find_by_name(&name).await? else { continue };
+            let pt = if pt.status == ThroughputStatus::Failed && pt.failure_message.is_none() {
+                self.control.get(&pt.arn).await?.unwrap_or(pt)
+            } else {
+                pt
+            };
+            if !found.iter().any(|f| f.arn == pt.arn) {
+                found.push(pt);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn delete(&self, pt: &ProvisionedThroughput, actions: &mut Vec<Action>) -> Result<(), ControlError> {
+        self.control.delete(&pt.arn).await?;
+        tracing::info!(arn = %pt.arn, units = pt.model_units, "provisioned throughput deleted");
+        actions.push(Action::Deleted(pt.arn.clone()));
+        Ok(())
+    }
+
+    async fn delete_unless_committed(
+        &self,
+        pt: &ProvisionedThroughput,
+        current: &ThroughputState,
+        actions: &mut Vec<Action>,
+        now: u64,
+    ) -> Result<(), ControlError> {
+        if let Some(ends) = committed_until(pt, current, now) {
+            tracing::warn!(arn = %pt.arn, ends_ms = ends, "no longer wanted, but its commitment term has not ended; kept");
+            actions.push(Action::KeptForCommitment(pt.arn.clone()));
+            return Ok(());
+        }
+        self.delete(pt, actions).await
+    }
+
+    /// Buys `spec.model_units` under `name`; returns it as the control plane reports it.
+    async fn buy(
+        &self,
+        name: &str,
+        current: &ThroughputState,
+        actions: &mut Vec<Action>,
+        now: u64,
+    ) -> Result<ProvisionedThroughput, ControlError> {
+        let token = client_token(name, now, current.version);
+        let spec = ThroughputSpec { name: name.to_owned(), ..self.spec.clone() };
+        let arn = self.control.create(&spec, &token).await?;
+        tracing::info!(%arn, token, units = spec.model_units, "provisioned throughput bought");
+        actions.push(Action::Created(arn.clone()));
+        // Not visible yet (eventual consistency): it exists, the next pass will see it.
+        let assumed = ProvisionedThroughput {
+            arn: arn.clone(),
+            name: spec.name.clone(),
+            status: ThroughputStatus::Creating,
+            model_units: spec.model_units,
+            failure_message: None,
+            commitment: spec.commitment,
+            commitment_ends_ms: None,
+        };
+        Ok(self.control.get(&arn).await?.unwrap_or(assumed))
     }
 }
 
@@ -218,9 +346,17 @@ fn set_desired(state: &mut ThroughputState, trigger: Trigger, now: u64) {
     }
 }
 
-/// Records what was observed; a `Failed` one is reported here (log and `last_error`), and bought again by
-/// the next pass that still finds it failed. The end of a commitment term: as the control plane reports
-/// it, else as recorded before for the same ARN, else the whole term counted from now (rounded up).
+/// When the commitment term of `pt` ends, if it has not ended yet: as the control plane reports it, else as
+/// recorded before for the same ARN, else the whole term counted from now (rounded up: deleting early is
+/// refused and breaks the term; a day late costs a day).
+fn committed_until(pt: &ProvisionedThroughput, previous: &ThroughputState, now: u64) -> Option<u64> {
+    let term = pt.commitment?;
+    let recorded = previous.commitment_ends_ms.filter(|_| previous.arn.as_deref() == Some(pt.arn.as_str()));
+    pt.commitment_ends_ms.or(recorded).or(Some(now + term.term_ms())).filter(|ends| *ends > now)
+}
+
+/// Records what was observed as the routed-to provisioned throughput; a `Failed` one is reported here (log and
+/// `last_error`), and bought again by the next pass that still finds it failed.
 fn record(state: &mut ThroughputState, pt: &ProvisionedThroughput, previous: &ThroughputState, now: u64) {
     let recorded = previous.commitment_ends_ms.filter(|_| previous.arn.as_deref() == Some(pt.arn.as_str()));
     state.commitment_ends_ms = match pt.commitment {
@@ -230,6 +366,29 @@ fn record(state: &mut ThroughputState, pt: &ProvisionedThroughput, previous: &Th
     state.arn = Some(pt.arn.clone());
     state.status = pt.status;
     state.model_units = pt.model_units;
+    report_failure(state, pt);
+}
+
+/// Records a purchase that is not in service yet: as the replacement when an older size still serves, else
+/// as the only one.
+fn record_pending(
+    state: &mut ThroughputState,
+    pt: &ProvisionedThroughput,
+    replacing: bool,
+    previous: &ThroughputState,
+    now: u64,
+) {
+    if !replacing {
+        record(state, pt, previous, now);
+        return;
+    }
+    state.replacement_arn = Some(pt.arn.clone());
+    state.replacement_status = pt.status;
+    state.replacement_units = pt.model_units;
+    report_failure(state, pt);
+}
+
+fn report_failure(state: &mut ThroughputState, pt: &ProvisionedThroughput) {
     if pt.status == ThroughputStatus::Failed {
         let why = pt.failure_message.as_deref().unwrap_or("no reason given");
         tracing::error!(arn = %pt.arn, reason = why, "provisioned throughput failed; buying again on the next pass");
@@ -242,6 +401,12 @@ fn record_absent(state: &mut ThroughputState) {
     state.commitment_ends_ms = None;
     state.status = ThroughputStatus::NotProvisioned;
     state.model_units = 0;
+}
+
+fn clear_replacement(state: &mut ThroughputState) {
+    state.replacement_arn = None;
+    state.replacement_status = ThroughputStatus::NotProvisioned;
+    state.replacement_units = 0;
 }
 
 /// 20-40 ms, 40-80 ms, 80-160 ms: jittered, bounded by [`MAX_STATE_RETRIES`].

@@ -21,7 +21,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 
     let cfg = ChatConfig::from_env().context("Failed to read the chat function's configuration")?;
     let sdk = sdk::load().await;
-    let sources = cfg.sources.build()?;
+    let sources = cfg.sources.build(&sdk)?;
     let mut engine =
         Engine::new(BedrockModel::new(&sdk), DynamoStore::new(&sdk, &cfg.table_name), SystemClock, cfg.turn)
             .with_sources(sources)

@@ -20,12 +20,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     mangaassist_adapters::env::init_tracing();
 
     let cfg = PrefetchFnConfig::from_env().context("Failed to read the prefetch function's configuration")?;
-    let built = cfg.sources.build()?;
+    let sdk = sdk::load().await;
+    let built = cfg.sources.build(&sdk)?;
     // One Redis connection for the cache and the transition counts.
     let cache = built.cache.map(Arc::new);
     let transitions = cache.clone().map(RedisTransitions::new);
     let sources = Sources { retriever: built.retriever, products: built.products, cache };
-    let sdk = sdk::load().await;
     let pregen = Pregenerator {
         model: BedrockModel::new(&sdk),
         prompter: Prompter::new(PromptConfig::default(), cfg.budget, true),

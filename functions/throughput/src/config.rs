@@ -31,6 +31,28 @@ fn valid_name(s: &str) -> bool {
     (1..=63).contains(&s.len())
 }
 
+/// What `CreateProvisionedModelThroughput` accepts as `modelId` here: a base model's provisioned-throughput id,
+/// i.e. the on-demand id plus its context-length variant (`anthropic.claude-haiku-4-5-20251001-v1:0:200k`), or
+/// a custom model's ARN. A bare on-demand id or an inference profile (`jp.`, `global.`) is refused by Bedrock.
+pub fn valid_provisioned_model_id(id: &str) -> bool {
+    if let Some(rest) = id.strip_prefix("arn:") {
+        return rest.contains(":bedrock:") && rest.contains(":custom-model/");
+    }
+    let Some((provider, model)) = id.split_once('.') else { return false };
+    let is_profile = ["us", "eu", "apac", "jp", "au", "ca", "global", "us-gov"].contains(&provider);
+    let mut parts = model.rsplitn(3, ':');
+    let (Some(context), Some(version), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    !is_profile
+        && !provider.is_empty()
+        && provider.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.is_empty()
+        && !version.is_empty()
+        && version.chars().all(|c| c.is_ascii_digit())
+        && context.strip_suffix('k').is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+}
+
 impl ThroughputConfig {
     /// Reads the configuration through `get` (the process environment in `main`, a map in tests).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -44,9 +66,18 @@ impl ThroughputConfig {
                 reason: "required: the model to buy provisioned throughput for",
             });
         };
+        if !valid_provisioned_model_id(&model_id) {
+            return Err(ConfigError {
+                name: "PT_MODEL_ID",
+                value: model_id,
+                reason: "expected a provisioned-throughput model id with its context length (e.g. \
+                         anthropic.claude-haiku-4-5-20251001-v1:0:200k) or a custom model ARN",
+            });
+        }
         let name = nonempty("PT_NAME").unwrap_or_else(|| "mangaassist-peak".to_owned());
-        if !valid_name(&name) {
-            return Err(ConfigError { name: "PT_NAME", value: name, reason: "expected 1-63 of [0-9a-zA-Z_-]" });
+        // A replacement of another size is bought as `<name>-next`, which must be valid too.
+        if !valid_name(&name) || !valid_name(&format!("{name}-next")) {
+            return Err(ConfigError { name: "PT_NAME", value: name, reason: "expected 1-58 of [0-9a-zA-Z_-]" });
         }
         let model_units = match nonempty("PT_MODEL_UNITS") {
             None => 1,
@@ -78,6 +109,8 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    const HAIKU_200K: &str = "anthropic.claude-haiku-4-5-20251001-v1:0:200k";
+
     fn cfg(pairs: &[(&str, &str)]) -> Result<ThroughputConfig, ConfigError> {
         let m: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         ThroughputConfig::from_lookup(|k| m.get(k).cloned())
@@ -95,16 +128,39 @@ mod tests {
 
     #[test]
     fn bad_settings_are_named() {
-        let m = ("PT_MODEL_ID", "m");
+        let m = ("PT_MODEL_ID", HAIKU_200K);
         assert_eq!(cfg(&[m, ("PT_MODEL_UNITS", "0")]).unwrap_err().name, "PT_MODEL_UNITS");
         assert_eq!(cfg(&[m, ("PT_COMMITMENT", "1y")]).unwrap_err().name, "PT_COMMITMENT");
         assert_eq!(cfg(&[m, ("PT_NAME", "has space")]).unwrap_err().name, "PT_NAME");
+        assert_eq!(cfg(&[m, ("PT_NAME", &"n".repeat(60))]).unwrap_err().name, "PT_NAME", "no room for -next");
+    }
+
+    #[test]
+    fn the_model_needs_its_context_length_or_a_custom_model_arn() {
+        for ok in [
+            HAIKU_200K,
+            "amazon.nova-lite-v1:0:300k",
+            "arn:aws:bedrock:ap-northeast-1:123456789012:custom-model/amazon.nova-lite-v1:0:300k/abc123",
+        ] {
+            assert!(valid_provisioned_model_id(ok), "{ok}");
+        }
+        for bad in [
+            "anthropic.claude-haiku-4-5-20251001-v1:0",
+            "jp.anthropic.claude-haiku-4-5-20251001-v1:0:200k",
+            "global.amazon.nova-2-lite-v1:0:300k",
+            "anthropic.claude-haiku-4-5-20251001-v1:0:200",
+            "m",
+            "",
+        ] {
+            assert!(!valid_provisioned_model_id(bad), "{bad}");
+            assert_eq!(cfg(&[("PT_MODEL_ID", bad)]).unwrap_err().name, "PT_MODEL_ID", "{bad}");
+        }
     }
 
     #[test]
     fn settings_are_read() {
         let c = cfg(&[
-            ("PT_MODEL_ID", "m"),
+            ("PT_MODEL_ID", HAIKU_200K),
             ("PT_MODEL_UNITS", "2"),
             ("PT_COMMITMENT", "OneMonth"),
             ("PT_NAME", "peak_2"),
@@ -115,6 +171,6 @@ mod tests {
         assert_eq!(c.spec.commitment, Some(Commitment::OneMonth));
         assert_eq!(c.spec.name, "peak_2");
         assert_eq!(c.table_name, "t");
-        assert_eq!(cfg(&[("PT_MODEL_ID", "m"), ("PT_COMMITMENT", "none")]).unwrap().spec.commitment, None);
+        assert_eq!(cfg(&[("PT_MODEL_ID", HAIKU_200K), ("PT_COMMITMENT", "none")]).unwrap().spec.commitment, None);
     }
 }

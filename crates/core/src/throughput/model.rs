@@ -157,6 +157,15 @@ pub struct ThroughputSpec {
     pub commitment: Option<Commitment>,
 }
 
+impl ThroughputSpec {
+    /// The names the stack's provisioned throughput may have: `name`, and `name-next` for a replacement of
+    /// another size bought while the first still serves (Bedrock cannot resize one in place). Two suffice: a
+    /// size is replaced only once its replacement serves.
+    pub fn slots(&self) -> [String; 2] {
+        [self.name.clone(), format!("{}-next", self.name)]
+    }
+}
+
 /// One provisioned throughput as the control plane reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProvisionedThroughput {
@@ -264,6 +273,10 @@ pub struct ThroughputState {
     pub model_units: u32,
     /// When the commitment term of the provisioned throughput ends (Unix ms): it is not deleted before.
     pub commitment_ends_ms: Option<u64>,
+    /// A purchase of the new size while the old one (`arn`) still serves, until it is in service.
+    pub replacement_arn: Option<String>,
+    pub replacement_status: ThroughputStatus,
+    pub replacement_units: u32,
     pub last_error: Option<String>,
     pub updated_at_ms: u64,
     /// Optimistic-lock version: 0 before the first write, +1 per write.
@@ -280,6 +293,9 @@ impl Default for ThroughputState {
             status: ThroughputStatus::NotProvisioned,
             model_units: 0,
             commitment_ends_ms: None,
+            replacement_arn: None,
+            replacement_status: ThroughputStatus::NotProvisioned,
+            replacement_units: 0,
             last_error: None,
             updated_at_ms: 0,
             version: 0,

@@ -361,3 +361,97 @@ fn only_an_in_service_throughput_is_routed_to() {
     assert_eq!(provisioned_route(Some(&s)), Some("arn:pt"));
     assert_eq!(provisioned_route(None), None);
 }
+
+/// Marks the provisioned throughput `arn` in service.
+fn in_service(r: &Rec, arn: &str) {
+    r.control.with(|f| f.pts.iter_mut().filter(|p| p.arn == arn).for_each(|p| p.status = ThroughputStatus::InService));
+}
+
+#[tokio::test]
+async fn changed_model_units_buy_the_new_size_route_to_it_once_in_service_then_delete_the_old() {
+    let r = reconciler(JST_0900);
+    let old = r.run(Trigger::ScaleUp).await.unwrap().state.arn.unwrap();
+    in_service(&r, &old);
+    assert_eq!(r.run(Trigger::Reconcile).await.unwrap().state.route(), Some(old.as_str()));
+
+    // PT_MODEL_UNITS 1 -> 2 (a redeploy): Bedrock cannot resize, so a second one is bought beside it.
+    let mut r = r;
+    r.spec.model_units = 2;
+    at(&r, JST_0900 + 5 * MINUTE);
+    let buying = r.run(Trigger::Reconcile).await.unwrap();
+    let [Action::Created(new)] = buying.actions.as_slice() else { panic!("{:?}", buying.actions) };
+    assert_eq!(buying.state.route(), Some(old.as_str()), "the old size serves while the new one is created");
+    assert_eq!((buying.state.model_units, buying.state.replacement_units), (1, 2));
+    assert_eq!(buying.state.replacement_arn.as_deref(), Some(new.as_str()));
+    assert_eq!(buying.state.replacement_status, ThroughputStatus::Creating);
+    let names: Vec<String> = r.control.with(|f| f.pts.iter().map(|p| p.name.clone()).collect());
+    assert_eq!(names, ["mangaassist-peak", "mangaassist-peak-next"]);
+
+    // Still creating: nothing more is bought, nothing deleted.
+    at(&r, JST_0900 + 10 * MINUTE);
+    let waiting = r.run(Trigger::Reconcile).await.unwrap();
+    assert!(waiting.actions.is_empty(), "{:?}", waiting.actions);
+    assert_eq!(waiting.state.route(), Some(old.as_str()));
+
+    // In service: routed to, and only then the old one goes.
+    in_service(&r, new);
+    at(&r, JST_0900 + 15 * MINUTE);
+    let moved = r.run(Trigger::Reconcile).await.unwrap();
+    assert_eq!(moved.actions, vec![Action::Deleted(old.clone())]);
+    assert_eq!(moved.state.route(), Some(new.as_str()));
+    assert_eq!((moved.state.model_units, moved.state.replacement_arn.as_deref()), (2, None));
+    assert_eq!(r.control.with(|f| (f.creations, f.deletions, f.pts.len())), (2, 1, 1));
+
+    // And the next change goes back to the first name, now free.
+    r.spec.model_units = 3;
+    at(&r, JST_0900 + 20 * MINUTE);
+    let again = r.run(Trigger::Reconcile).await.unwrap();
+    assert!(matches!(again.actions.as_slice(), [Action::Created(_)]), "{:?}", again.actions);
+    assert_eq!(again.state.route(), Some(new.as_str()));
+    assert_eq!(r.control.with(|f| f.pts.iter().filter(|p| p.name == "mangaassist-peak").count()), 1);
+}
+
+#[tokio::test]
+async fn a_size_changed_again_before_its_replacement_serves_never_holds_three() {
+    let mut r = reconciler(JST_0900);
+    let first = r.run(Trigger::ScaleUp).await.unwrap().state.arn.unwrap();
+    in_service(&r, &first);
+    r.spec.model_units = 2;
+    at(&r, JST_0900 + 5 * MINUTE);
+    let two = r.run(Trigger::Reconcile).await.unwrap().state.replacement_arn.unwrap();
+
+    // 2 -> 3 while the 2-unit one is still creating: it serves nobody, so it goes before 3 is bought.
+    r.spec.model_units = 3;
+    at(&r, JST_0900 + 10 * MINUTE);
+    let out = r.run(Trigger::Reconcile).await.unwrap();
+    assert_eq!(out.actions.first(), Some(&Action::Deleted(two)));
+    assert!(matches!(out.actions.get(1), Some(Action::Created(_))), "{:?}", out.actions);
+    assert_eq!(out.state.route(), Some(first.as_str()));
+    assert_eq!(out.state.replacement_units, 3);
+    assert!(r.control.with(|f| f.pts.len()) <= 2);
+
+    // 3 -> back to 1: the one in service already fits; the creating 3-unit one is deleted.
+    r.spec.model_units = 1;
+    at(&r, JST_0900 + 15 * MINUTE);
+    let back = r.run(Trigger::Reconcile).await.unwrap();
+    assert!(matches!(back.actions.as_slice(), [Action::Deleted(_)]), "{:?}", back.actions);
+    assert_eq!(back.state.route(), Some(first.as_str()));
+    assert_eq!(back.state.replacement_arn, None);
+    assert_eq!(r.control.with(|f| f.pts.len()), 1);
+}
+
+#[tokio::test]
+async fn scaling_down_during_a_replacement_deletes_both() {
+    let mut r = reconciler(JST_0900);
+    let first = r.run(Trigger::ScaleUp).await.unwrap().state.arn.unwrap();
+    in_service(&r, &first);
+    r.spec.model_units = 2;
+    at(&r, JST_0900 + 5 * MINUTE);
+    r.run(Trigger::Reconcile).await.unwrap();
+    at(&r, JST_2300);
+    let down = r.run(Trigger::ScaleDown).await.unwrap();
+    assert_eq!(down.actions.len(), 2, "{:?}", down.actions);
+    assert!(down.actions.iter().all(|a| matches!(a, Action::Deleted(_))));
+    assert_eq!((down.state.route(), down.state.replacement_arn.as_deref()), (None, None));
+    assert!(r.control.with(|f| f.pts.is_empty()));
+}
