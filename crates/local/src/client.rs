@@ -125,3 +125,135 @@ impl ChatClient {
         let _ = self.ws.close(None).await;
     }
 }
+
+/// `724 ms`, or `1.24 s` from a second on.
+pub fn fmt_ms(ms: f64) -> String {
+    if ms >= 1000.0 { format!("{:.2} s", ms / 1000.0) } else { format!("{ms:.0} ms") }
+}
+
+/// The one line `chat` prints after an answer: `first token 724 ms · model 586 ms · context 201 ms · 96
+/// tokens · on-demand`, with the first token as the client saw it when measured, and what served it when it
+/// was not the model alone.
+pub fn turn_line(metrics: &Value, client_first_token_ms: Option<f64>) -> String {
+    let mut parts = Vec::new();
+    if let Some(ms) = client_first_token_ms.or_else(|| metrics["first_token_ms"].as_f64()) {
+        parts.push(format!("first token {}", fmt_ms(ms)));
+    }
+    match metrics["served"].as_str() {
+        Some("pregen") => parts.push("pre-generated, no model call".to_owned()),
+        _ => {
+            if let Some(ms) = metrics["model_first_token_ms"].as_f64() {
+                parts.push(format!("model {}", fmt_ms(ms)));
+            }
+        }
+    }
+    if let Some(ms) = metrics["assembly_ms"].as_f64() {
+        parts.push(format!("context {}", fmt_ms(ms)));
+    }
+    if let Some(n) = metrics["output_tokens"].as_u64() {
+        parts.push(format!("{n} tokens"));
+    }
+    if metrics["served"].as_str() == Some("pregen_opening") {
+        parts.push("pre-generated opening".to_owned());
+    }
+    let hits = metrics["cache_hits"].as_array().map_or(0, Vec::len);
+    if hits > 0 {
+        parts.push(format!("{hits} cache hit{}", if hits == 1 { "" } else { "s" }));
+    }
+    if let Some(route) = metrics["route"].as_str() {
+        parts.push(route.to_owned());
+    }
+    parts.join(" · ")
+}
+
+/// A product's title as the answer gives it: the text before its ASIN on the line that names it
+/// (`1. Spiral Chronicle (B0SPIRAL01): ...` -> `Spiral Chronicle`).
+pub fn title_in_answer(answer: &str, asin: &str) -> Option<String> {
+    let line = answer.lines().find(|l| l.contains(asin))?;
+    let before = &line[..line.find(asin)?];
+    let before = before.trim_end().trim_end_matches(['(', '（', '[']).trim_end();
+    let before = before.strip_suffix("ASIN:").or_else(|| before.strip_suffix("ASIN")).unwrap_or(before).trim_end();
+    let before = before.trim_end().trim_end_matches(['(', '（', '[']);
+    let start = before.trim_start();
+    let start = start
+        .strip_prefix(|c: char| c.is_ascii_digit())
+        .map(|r| r.trim_start_matches(|c: char| c.is_ascii_digit()).trim_start_matches(['.', ')']))
+        .or_else(|| start.strip_prefix(['-', '*', '•']))
+        .unwrap_or(start);
+    let title = start.replace("**", "");
+    let title = title.trim().trim_end_matches([':', '-', '—', '–']).trim();
+    (!title.is_empty() && title.chars().count() <= 80).then(|| title.to_owned())
+}
+
+/// Titles for the products of an answer: from the catalog of the local `serve` behind `ws_url` when it
+/// answers (`GET /local/products`), else from the answer's own text, else the ASIN.
+pub async fn product_titles(ws_url: &str, asins: &[String], answer: &str, japanese: bool) -> Vec<String> {
+    let mut records: std::collections::HashMap<String, Value> = std::collections::HashMap::new();
+    if let Ok(origin) = http_origin(ws_url)
+        && !asins.is_empty()
+    {
+        let url = format!("{origin}/local/products?asins={}", asins.join(","));
+        let fetched = async {
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
+            let resp = http.get(&url).send().await.ok()?.error_for_status().ok()?;
+            resp.json::<Value>().await.ok()
+        };
+        if let Some(body) = fetched.await {
+            for p in body["products"].as_array().into_iter().flatten() {
+                if let Some(a) = p["asin"].as_str() {
+                    records.insert(a.to_owned(), p.clone());
+                }
+            }
+        }
+    }
+    asins
+        .iter()
+        .map(|asin| {
+            let r = records.get(asin);
+            let field = |k: &str| r.and_then(|r| r[k].as_str()).map(str::to_owned);
+            let title = if japanese { field("title_ja").or_else(|| field("title_en")) } else { field("title_en") };
+            let title = title.or_else(|| title_in_answer(answer, asin)).unwrap_or_else(|| asin.clone());
+            let mut extra = Vec::new();
+            if let Some(p) = r.and_then(|r| r["price_jpy"].as_u64()) {
+                extra.push(format!("¥{p}"));
+            }
+            match r.and_then(|r| r["in_stock"].as_bool()) {
+                Some(true) => extra.push("in stock".to_owned()),
+                Some(false) => extra.push("out of stock".to_owned()),
+                None => {}
+            }
+            if extra.is_empty() { title } else { format!("{title} ({})", extra.join(", ")) }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_turn_line_reads_like_the_issue_asks() {
+        let m = json!({"first_token_ms": 700.0, "model_first_token_ms": 586.0, "assembly_ms": 201.2,
+            "output_tokens": 96, "route": "on-demand", "served": "model", "cache_hits": []});
+        assert_eq!(
+            turn_line(&m, Some(724.4)),
+            "first token 724 ms · model 586 ms · context 201 ms · 96 tokens · on-demand"
+        );
+        let m = json!({"first_token_ms": 52.0, "model_first_token_ms": 0.0, "assembly_ms": 30.0, "output_tokens": 80,
+            "route": "on-demand", "served": "pregen", "cache_hits": ["product:B0X", "pregen:B0X"]});
+        assert_eq!(
+            turn_line(&m, None),
+            "first token 52 ms · pre-generated, no model call · context 30 ms · 80 tokens · 2 cache hits · on-demand"
+        );
+    }
+
+    #[test]
+    fn titles_are_read_from_the_line_that_names_the_asin() {
+        let a = "Here are two:\n1. Spiral Chronicle (B0SPIRAL01): a horror series.\n2. **Night Ward** (ASIN: B0NIGHTW02)\n- 渦巻く年代記（B0SPIRAL03）";
+        assert_eq!(title_in_answer(a, "B0SPIRAL01").as_deref(), Some("Spiral Chronicle"));
+        assert_eq!(title_in_answer(a, "B0NIGHTW02").as_deref(), Some("Night Ward"));
+        assert_eq!(title_in_answer(a, "B0SPIRAL03").as_deref(), Some("渦巻く年代記"));
+        assert_eq!(title_in_answer(a, "B0MISSING1"), None);
+        assert_eq!(title_in_answer("B0SPIRAL01 is great", "B0SPIRAL01"), None);
+    }
+}

@@ -109,9 +109,13 @@ pub async fn run(
     let acc = Arc::new(Mutex::new(Acc::default()));
     let script = Arc::new(script.to_vec());
     let started = Instant::now();
+    let label = format!("{relay} · {concurrency} at once");
+    let expected: usize = (0..conversations).map(|i| script[i % script.len().max(1)].messages.len()).sum();
+    let progress = Arc::new(super::report::Progress::start(&label, expected as u64));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency.max(1) {
         let (next, acc, script, url) = (next.clone(), acc.clone(), script.clone(), url.to_owned());
+        let (progress, label) = (progress.clone(), label.clone());
         let emu = emulator.cloned();
         workers.spawn(async move {
             loop {
@@ -128,6 +132,10 @@ pub async fn run(
                 let mut client = match connected {
                     Ok(c) => c,
                     Err(e) => {
+                        for _ in &conv.messages {
+                            progress.tick();
+                            super::report::record_error(&label);
+                        }
                         let mut a = acc.lock().await;
                         a.errors += conv.messages.len() as u64;
                         if a.first_errors.len() < 3 {
@@ -138,6 +146,11 @@ pub async fn run(
                 };
                 for msg in &conv.messages {
                     let res = run_turn(&mut client, msg).await;
+                    progress.tick();
+                    match &res {
+                        Ok(s) => super::report::record(&label, s),
+                        Err(_) => super::report::record_error(&label),
+                    }
                     let mut a = acc.lock().await;
                     match res {
                         Ok(s) => {

@@ -117,7 +117,12 @@ async fn run_way(way: Way, script: &[Conversation]) -> anyhow::Result<WayResult>
         let mut client = ChatClient::connect(&system.ws_url()).await?;
         for (n, msg) in conv.messages.iter().enumerate() {
             completed += 1;
-            match run_turn(&mut client, msg).await {
+            let res = run_turn(&mut client, msg).await;
+            match &res {
+                Ok(s) => super::report::record(way.name, s),
+                Err(_) => super::report::record_error(way.name),
+            }
+            match res {
                 Ok(s) => {
                     r.turns += 1;
                     if n > 0 {

@@ -145,7 +145,12 @@ async fn run_variant(v: &Variant, rounds: usize) -> anyhow::Result<(Samples, u64
         for conv in conversations() {
             let mut client = ChatClient::connect(&system.ws_url()).await?;
             for msg in &conv.messages {
-                match run_turn(&mut client, msg).await {
+                let res = run_turn(&mut client, msg).await;
+                match &res {
+                    Ok(s) => super::report::record(v.name, s),
+                    Err(_) => super::report::record_error(v.name),
+                }
+                match res {
                     Ok(s) => {
                         let m = &s.completed["metrics"];
                         let Some(intent) = m["intent"].as_str().and_then(Intent::parse) else { continue };

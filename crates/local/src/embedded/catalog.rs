@@ -71,7 +71,8 @@ pub struct Catalog {
 
 const PRICES: [u32; 9] = [484, 528, 550, 594, 660, 715, 770, 880, 990];
 
-fn genre_ja(genre: &str) -> &'static str {
+/// The genre's Japanese name.
+pub fn genre_ja(genre: &str) -> &'static str {
     match genre {
         "horror" => "ホラー",
         "fantasy" => "ファンタジー",

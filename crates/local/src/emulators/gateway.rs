@@ -1,6 +1,7 @@
 //! An API Gateway WebSocket emulator.
 //!
-//! - Clients connect with WebSocket at `ws://addr/` (or `ws://addr/{stage}`); query parameters reach
+//! - Clients connect with WebSocket at `ws://addr/` (or `ws://addr/{stage}`); a plain `GET /` gets the demo
+//!   page ([`crate::web`]) instead. Query parameters reach
 //!   `$connect` as `queryStringParameters`, and a non-2xx `$connect` answer refuses the handshake (403), as
 //!   on AWS.
 //! - With a REQUEST authorizer (`$connect` only, as on AWS), the handshake first invokes it with the event API
@@ -28,6 +29,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -60,7 +62,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             stage: "local".to_owned(),
-            routes: vec!["sendMessage".to_owned(), "session".to_owned()],
+            routes: vec!["sendMessage".to_owned(), "session".to_owned(), "typing".to_owned()],
             max_message_bytes: 256 * 1024,
             post_delay: std::time::Duration::ZERO,
         }
@@ -141,7 +143,7 @@ impl Gateway {
             posts: AtomicU64::new(0),
         });
         let app = Router::new()
-            .route("/", get(upgrade))
+            .route("/", get(root))
             .route("/{stage}", get(upgrade_stage))
             .route("/{stage}/@connections/{id}", any(manage))
             .with_state(shared.clone())
@@ -283,6 +285,20 @@ fn accepted(resp: &Result<Value, String>) -> bool {
     match resp {
         Ok(v) => v.get("statusCode").and_then(Value::as_u64).is_none_or(|c| (200..300).contains(&c)),
         Err(_) => false,
+    }
+}
+
+/// `GET /`: a WebSocket handshake connects; any other request gets the demo page.
+async fn root(
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    state: State<Arc<Shared>>,
+    peer: ConnectInfo<SocketAddr>,
+    query: Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    match ws {
+        Ok(ws) => upgrade(ws, state, peer, query, headers).await,
+        Err(_) => crate::web::page().await,
     }
 }
 
