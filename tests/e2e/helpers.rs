@@ -89,7 +89,7 @@ pub fn slow() -> LatencyModel {
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// Events for `id` until its `completed` or `error` (inclusive).
+/// Events for `id` until its `completed`, `error` or `retract` (inclusive).
 pub async fn events_until_end(client: &mut ChatClient, id: &str) -> Vec<Value> {
     let mut out = Vec::new();
     loop {
@@ -97,7 +97,7 @@ pub async fn events_until_end(client: &mut ChatClient, id: &str) -> Vec<Value> {
         if ev["message_id"].as_str() != Some(id) {
             continue;
         }
-        let end = matches!(ev["type"].as_str(), Some("completed" | "error"));
+        let end = matches!(ev["type"].as_str(), Some("completed" | "error" | "retract"));
         out.push(ev);
         if end {
             return out;

@@ -15,17 +15,21 @@ use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
 use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_bedrockruntime::operation::apply_guardrail::ApplyGuardrailError;
 use aws_sdk_bedrockruntime::operation::converse::ConverseError;
 use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamError;
 use aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver;
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use aws_sdk_bedrockruntime::types::{
     CachePointBlock, CachePointType, ContentBlock, ContentBlockDelta, ConversationRole, ConverseOutput,
-    ConverseStreamOutput, InferenceConfiguration, Message, PerformanceConfigLatency, PerformanceConfiguration,
-    ServiceTier, ServiceTierType, SystemContentBlock,
+    ConverseStreamOutput, GuardrailAction, GuardrailAssessment, GuardrailConfiguration, GuardrailContentBlock,
+    GuardrailContentSource, GuardrailStreamConfiguration, GuardrailStreamProcessingMode, GuardrailTextBlock,
+    GuardrailTrace, GuardrailTraceAssessment, InferenceConfiguration, Message, PerformanceConfigLatency,
+    PerformanceConfiguration, ServiceTier, ServiceTierType, StopReason, SystemContentBlock,
 };
 use mangaassist_core::error::ModelError;
 use mangaassist_core::ports::{Completion, ModelClient, ModelEvent, ModelRequest, ModelStream, Role};
+use mangaassist_core::safety::{Assessment, Direction, GuardrailRef};
 
 /// `ModelClient` over `aws-sdk-bedrockruntime`.
 #[derive(Clone, Debug)]
@@ -47,8 +51,9 @@ impl BedrockModel {
 /// An open `ConverseStream` response.
 pub struct BedrockStream {
     rx: EventReceiver<ConverseStreamOutput, ConverseStreamOutputError>,
-    /// The second event a `metadata` event maps to (usage, then how it was served).
-    pending: Option<ModelEvent>,
+    /// The further events a `metadata` event maps to (usage, then how it was served, then the guardrail's
+    /// trace), next first.
+    pending: Vec<ModelEvent>,
 }
 
 fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> mangaassist_core::error::BoxError {
@@ -90,6 +95,21 @@ macro_rules! bedrock_error_kind {
 
 bedrock_error_kind!(ConverseError);
 bedrock_error_kind!(ConverseStreamError);
+
+impl BedrockErrorKind for ApplyGuardrailError {
+    fn is_throttling(&self) -> bool {
+        self.is_throttling_exception()
+    }
+    fn is_unavailable(&self) -> bool {
+        self.is_service_unavailable_exception() || self.is_internal_server_exception()
+    }
+    fn is_rejected(&self) -> bool {
+        self.is_validation_exception() || self.is_access_denied_exception()
+    }
+    fn is_not_found(&self) -> bool {
+        self.is_resource_not_found_exception()
+    }
+}
 
 /// A mid-stream exception: the stream's own error type has fewer kinds.
 impl BedrockErrorKind for ConverseStreamOutputError {
@@ -161,6 +181,7 @@ struct Parts {
     metadata: Option<HashMap<String, String>>,
     performance: Option<PerformanceConfiguration>,
     tier: Option<ServiceTier>,
+    guardrail: Option<GuardrailRef>,
 }
 
 fn invalid<E: std::error::Error + Send + Sync + 'static>(e: E) -> ModelError {
@@ -190,7 +211,8 @@ fn parts(req: &ModelRequest) -> Result<Parts, ModelError> {
         true => Some(ServiceTier::builder().r#type(ServiceTierType::Priority).build().map_err(invalid)?),
         false => None,
     };
-    Ok(Parts { system, messages, inference, metadata: (!metadata.is_empty()).then_some(metadata), performance, tier })
+    let metadata = (!metadata.is_empty()).then_some(metadata);
+    Ok(Parts { system, messages, inference, metadata, performance, tier, guardrail: req.guardrail.clone() })
 }
 
 /// `Converse` and `ConverseStream` take the same fields through different builders: one list of them.
@@ -207,12 +229,131 @@ macro_rules! with_parts {
     };
 }
 
+/// `guardrailConfig` of a `Converse` call: trace on, so an intervention says which policy acted.
+fn converse_guardrail(g: &GuardrailRef) -> GuardrailConfiguration {
+    GuardrailConfiguration::builder()
+        .guardrail_identifier(&g.id)
+        .guardrail_version(&g.version)
+        .trace(GuardrailTrace::Enabled)
+        .build()
+}
+
+/// `guardrailConfig` of a `ConverseStream` call: asynchronous processing, so deltas are not held back while
+/// the guardrail assesses them (an intervention ends the stream; the turn retracts what was shown).
+fn stream_guardrail(g: &GuardrailRef) -> GuardrailStreamConfiguration {
+    GuardrailStreamConfiguration::builder()
+        .guardrail_identifier(&g.id)
+        .guardrail_version(&g.version)
+        .stream_processing_mode(GuardrailStreamProcessingMode::Async)
+        .trace(GuardrailTrace::Enabled)
+        .build()
+}
+
+/// Which policy families acted in an assessment, and whether any blocked (not only masked).
+fn assess(into: &mut Assessment, a: &GuardrailAssessment) {
+    if let Some(t) = &a.topic_policy {
+        for topic in &t.topics {
+            into.acted("topic", topic.action.as_str() == "BLOCKED");
+        }
+    }
+    if let Some(c) = &a.content_policy {
+        for f in &c.filters {
+            if f.detected.unwrap_or(true) && f.action.as_str() != "NONE" {
+                into.acted("content", f.action.as_str() == "BLOCKED");
+            }
+        }
+    }
+    if let Some(w) = &a.word_policy {
+        for m in w
+            .custom_words
+            .iter()
+            .map(|c| c.action.as_str())
+            .chain(w.managed_word_lists.iter().map(|m| m.action.as_str()))
+        {
+            if m != "NONE" {
+                into.acted("word", m == "BLOCKED");
+            }
+        }
+    }
+    if let Some(p) = &a.sensitive_information_policy {
+        for act in p.pii_entities.iter().map(|e| e.action.as_str()).chain(p.regexes.iter().map(|r| r.action.as_str())) {
+            if act != "NONE" {
+                into.acted("sensitive_information", act == "BLOCKED");
+            }
+        }
+    }
+    if let Some(g) = &a.contextual_grounding_policy
+        && g.filters.as_ref().is_some_and(|f| f.iter().any(|f| f.action.as_str() == "BLOCKED"))
+    {
+        into.acted("contextual_grounding", true);
+    }
+}
+
+/// The assessment of a model answer in a trace (`outputAssessments`), when the guardrail intervened.
+fn trace_assessment(t: &GuardrailTraceAssessment) -> Assessment {
+    let mut a = Assessment::default();
+    for list in t.output_assessments.iter().flat_map(|m| m.values()) {
+        for one in list {
+            assess(&mut a, one);
+        }
+    }
+    a
+}
+
 impl ModelClient for BedrockModel {
     type Stream = BedrockStream;
 
+    async fn apply_guardrail(
+        &self,
+        guardrail: &GuardrailRef,
+        direction: Direction,
+        texts: &[&str],
+    ) -> Result<Assessment, ModelError> {
+        let source = match direction {
+            Direction::Input => GuardrailContentSource::Input,
+            Direction::Output => GuardrailContentSource::Output,
+        };
+        let content = texts
+            .iter()
+            .map(|t| GuardrailTextBlock::builder().text(*t).build().map(GuardrailContentBlock::Text).map_err(invalid))
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = self
+            .client
+            .apply_guardrail()
+            .guardrail_identifier(&guardrail.id)
+            .guardrail_version(&guardrail.version)
+            .source(source)
+            .set_content(Some(content))
+            .send()
+            .await
+            .map_err(model_error)?;
+        let mut a = Assessment::default();
+        if out.action == GuardrailAction::GuardrailIntervened {
+            a.intervened = true;
+            for one in &out.assessments {
+                assess(&mut a, one);
+            }
+            // The texts as the guardrail returned them (masked), when it returned one per text.
+            a.outputs = out.outputs.into_iter().filter_map(|o| o.text).collect();
+        }
+        Ok(a)
+    }
+
     async fn complete(&self, req: &ModelRequest) -> Result<Completion, ModelError> {
         let p = parts(req)?;
-        let out = with_parts!(self.client.converse(), req, p).send().await.map_err(model_error)?;
+        let guardrail = p.guardrail.as_ref().map(converse_guardrail);
+        let out = with_parts!(self.client.converse(), req, p)
+            .set_guardrail_config(guardrail)
+            .send()
+            .await
+            .map_err(model_error)?;
+        let intervened = out.stop_reason == StopReason::GuardrailIntervened;
+        let guardrail = intervened.then(|| {
+            let mut a = out.trace.as_ref().and_then(|t| t.guardrail.as_ref()).map(trace_assessment).unwrap_or_default();
+            a.intervened = true;
+            a.blocked = true;
+            a
+        });
         let (input_tokens, output_tokens) =
             out.usage.as_ref().map_or((0, 0), |u| (tokens(Some(u.input_tokens)), tokens(Some(u.output_tokens))));
         let text = match out.output {
@@ -224,13 +365,18 @@ impl ModelClient for BedrockModel {
                 .join(""),
             _ => String::new(),
         };
-        Ok(Completion { text, input_tokens, output_tokens })
+        Ok(Completion { text, input_tokens, output_tokens, guardrail })
     }
 
     async fn converse_stream(&self, req: &ModelRequest) -> Result<BedrockStream, ModelError> {
         let p = parts(req)?;
-        let out = with_parts!(self.client.converse_stream(), req, p).send().await.map_err(model_error)?;
-        Ok(BedrockStream { rx: out.stream, pending: None })
+        let guardrail = p.guardrail.as_ref().map(stream_guardrail);
+        let out = with_parts!(self.client.converse_stream(), req, p)
+            .set_guardrail_config(guardrail)
+            .send()
+            .await
+            .map_err(model_error)?;
+        Ok(BedrockStream { rx: out.stream, pending: Vec::new() })
     }
 }
 
@@ -240,7 +386,7 @@ fn tokens(n: Option<i32>) -> u32 {
 
 impl ModelStream for BedrockStream {
     async fn next(&mut self) -> Option<Result<ModelEvent, ModelError>> {
-        if let Some(ev) = self.pending.take() {
+        if let Some(ev) = self.pending.pop() {
             return Some(Ok(ev));
         }
         loop {
@@ -256,22 +402,26 @@ impl ModelStream for BedrockStream {
                 },
                 ConverseStreamOutput::MessageStop(s) => Some(ModelEvent::Stop(s.stop_reason.as_str().to_owned())),
                 ConverseStreamOutput::Metadata(m) => {
-                    let served = ModelEvent::Served {
+                    // Queued in reverse: `pending` pops from the end.
+                    if let Some(g) = m.trace.as_ref().and_then(|t| t.guardrail.as_ref()) {
+                        let a = trace_assessment(g);
+                        if a.intervened {
+                            self.pending.push(ModelEvent::Guardrail(a));
+                        }
+                    }
+                    self.pending.push(ModelEvent::Served {
                         latency: m.performance_config.as_ref().map(|p| p.latency().as_str().to_owned()),
                         service_tier: m.service_tier.as_ref().map(|t| t.r#type().as_str().to_owned()),
-                    };
-                    match m.usage {
-                        Some(u) => {
-                            self.pending = Some(served);
-                            Some(ModelEvent::Usage {
-                                input_tokens: tokens(Some(u.input_tokens)),
-                                output_tokens: tokens(Some(u.output_tokens)),
-                                cache_read_tokens: tokens(u.cache_read_input_tokens),
-                                cache_write_tokens: tokens(u.cache_write_input_tokens),
-                            })
-                        }
-                        None => Some(served),
+                    });
+                    if let Some(u) = m.usage {
+                        self.pending.push(ModelEvent::Usage {
+                            input_tokens: tokens(Some(u.input_tokens)),
+                            output_tokens: tokens(Some(u.output_tokens)),
+                            cache_read_tokens: tokens(u.cache_read_input_tokens),
+                            cache_write_tokens: tokens(u.cache_write_input_tokens),
+                        });
                     }
+                    self.pending.pop()
                 }
                 _ => None,
             };

@@ -131,6 +131,7 @@ impl DynamoStore {
             output_tokens: get_n(item, "output_tokens").unwrap_or(0),
             user_tokens: get_n(item, "user_tokens"),
             assistant_tokens: get_n(item, "assistant_tokens"),
+            guardrail: get_s(item, "guardrail").map(str::to_owned),
             expires_at: get_n(item, "expires_at").unwrap_or(0),
         })
     }
@@ -271,11 +272,14 @@ impl Store for DynamoStore {
         if let Some(i) = intent {
             turn = turn.item("intent", s(i));
         }
+        if let Some(g) = &t.guardrail {
+            turn = turn.item("guardrail", s(g.as_str()));
+        }
         let turn = turn.build().map_err(|e| StoreError::Other(Box::new(e)))?;
         let (pk, sk) = claim_key(&t.session_id, &t.message_id);
-        // A complete answer marks the claim answered; a partial one (or one the client left) gives it back,
-        // so the same message may be sent again.
-        let claim = if t.status == TurnStatus::Complete {
+        // A complete (or blocked) answer marks the claim answered; a partial one (or one the client left)
+        // gives it back, so the same message may be sent again.
+        let claim = if t.status.settles_claim() {
             let put = Put::builder()
                 .table_name(&self.table)
                 .item("pk", pk)

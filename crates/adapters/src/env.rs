@@ -8,12 +8,16 @@ use std::time::Duration;
 use mangaassist_core::compress::PromptBudget;
 use mangaassist_core::models::{CLAUDE_HAIKU_4_5, check, profile_for_region};
 use mangaassist_core::pregen::{PregenConfig, PregenMode};
+use mangaassist_core::safety::{GuardrailRef, SafetyConfig};
 use mangaassist_core::sources::Sources;
+
+use aws_config::SdkConfig;
 
 use crate::http::HttpSettings;
 use crate::opensearch::{OpenSearchConfig, OpenSearchRetriever};
 use crate::redis_cache::{RedisCache, RedisConfig};
 use crate::services::{HttpProductService, ServiceEndpoints};
+use crate::sigv4::{RequestSigner, SigningService};
 
 /// A setting that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +62,9 @@ pub fn process_env() -> Env<impl Fn(&str) -> Option<String>> {
 pub struct SourceSettings {
     /// `OPENSEARCH_URL` and `OPENSEARCH_INDEX` (default `manga`).
     pub opensearch: Option<(String, String)>,
+    /// `OPENSEARCH_SIGV4`: `es` (OpenSearch Service domain) or `aoss` (OpenSearch Serverless) signs every
+    /// request with the function's credentials; unset, empty or `none`: unsigned.
+    pub opensearch_signing: Option<SigningService>,
     /// `PRODUCTS_URL`; `REVIEWS_URL`, `RECOMMENDATIONS_URL`, `PROMOTIONS_URL` default to it.
     pub services: Option<ServiceEndpoints>,
     /// `REDIS_URL` (`rediss://` for TLS) and `REDIS_CLUSTER` (default false).
@@ -73,7 +80,17 @@ impl SourceSettings {
             None => None,
             Some(u) => Some((u, env.parse("REDIS_CLUSTER", false, "expected true or false")?)),
         };
+        let opensearch_signing = match env.nonempty("OPENSEARCH_SIGV4") {
+            None => None,
+            Some(v) if v == "none" => None,
+            Some(v) => Some(SigningService::parse(&v).ok_or(ConfigError {
+                name: "OPENSEARCH_SIGV4",
+                value: v,
+                reason: "expected none, es or aoss",
+            })?),
+        };
         Ok(Self {
+            opensearch_signing,
             opensearch: env
                 .nonempty("OPENSEARCH_URL")
                 .map(|u| (u, env.nonempty("OPENSEARCH_INDEX").unwrap_or_else(|| "manga".to_owned()))),
@@ -87,14 +104,20 @@ impl SourceSettings {
         })
     }
 
-    /// Builds the configured adapters (once, at cold start).
-    pub fn build(&self) -> anyhow::Result<ConfiguredSources> {
+    /// Builds the configured adapters (once, at cold start); `sdk` gives SigV4 signing its Region and
+    /// credentials.
+    pub fn build(&self, sdk: &SdkConfig) -> anyhow::Result<ConfiguredSources> {
         use anyhow::Context as _;
         let retriever = match &self.opensearch {
-            Some((url, index)) => Some(
-                OpenSearchRetriever::new(OpenSearchConfig::new(url, index))
-                    .context("Failed to configure OpenSearch")?,
-            ),
+            Some((url, index)) => {
+                let mut config = OpenSearchConfig::new(url, index);
+                if let Some(service) = self.opensearch_signing {
+                    let signer =
+                        RequestSigner::from_sdk(service, sdk).context("Failed to set up OpenSearch signing")?;
+                    config.sigv4 = Some(std::sync::Arc::new(signer));
+                }
+                Some(OpenSearchRetriever::new(config).context("Failed to configure OpenSearch")?)
+            }
             None => None,
         };
         let products = match &self.services {
@@ -157,7 +180,41 @@ pub fn pregen_settings<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Pr
         model_id,
         max_tokens: env.parse("MAX_TOKENS", d.max_tokens, "expected a token count")?,
         timeout: env.millis("PREGEN_TIMEOUT_MS", d.timeout)?,
+        guardrail: safety_settings(env)?.output,
     })
+}
+
+/// A guardrail named by `{prefix}_ID` and `{prefix}_VERSION` (a number, or `DRAFT` when unset).
+fn guardrail<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+    id_name: &'static str,
+    version_name: &'static str,
+) -> Result<Option<GuardrailRef>, ConfigError> {
+    let Some(id) = env.nonempty(id_name) else { return Ok(None) };
+    let plain = !id.is_empty() && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let arn = id.starts_with("arn:aws") && id.contains(":guardrail/");
+    if !plain && !arn {
+        return Err(ConfigError { name: id_name, value: id, reason: "expected a guardrail id or ARN" });
+    }
+    let version = env.nonempty(version_name).unwrap_or_else(|| "DRAFT".to_owned());
+    if version != "DRAFT" && !(version.parse::<u32>().is_ok_and(|v| v >= 1)) {
+        return Err(ConfigError { name: version_name, value: version, reason: "expected DRAFT or a version number" });
+    }
+    Ok(Some(GuardrailRef { id, version }))
+}
+
+/// Guardrails (`GUARDRAIL_ID` / `GUARDRAIL_VERSION` on every answer; `INPUT_GUARDRAIL_ID` /
+/// `INPUT_GUARDRAIL_VERSION` for the input check, defaulting to the same guardrail, `off` for none;
+/// `INPUT_GUARDRAIL_TIMEOUT_MS`). All off when `GUARDRAIL_ID` and `INPUT_GUARDRAIL_ID` are unset.
+pub fn safety_settings<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<SafetyConfig, ConfigError> {
+    let d = SafetyConfig::default();
+    let output = guardrail(env, "GUARDRAIL_ID", "GUARDRAIL_VERSION")?;
+    let input = match env.nonempty("INPUT_GUARDRAIL_ID").as_deref() {
+        Some("off") => None,
+        Some(_) => guardrail(env, "INPUT_GUARDRAIL_ID", "INPUT_GUARDRAIL_VERSION")?,
+        None => output.clone(),
+    };
+    Ok(SafetyConfig { output, input, input_deadline: env.millis("INPUT_GUARDRAIL_TIMEOUT_MS", d.input_deadline)? })
 }
 
 /// JSON logs for CloudWatch (which stamps every line), filtered by `RUST_LOG` (default `info`), with the
@@ -175,6 +232,27 @@ pub fn init_tracing() {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn guardrails_are_off_unless_named_and_checked_when_named() {
+        let s = safety_settings(&env(&[])).unwrap();
+        assert_eq!((s.output, s.input), (None, None));
+        let s = safety_settings(&env(&[("GUARDRAIL_ID", "abc123"), ("GUARDRAIL_VERSION", "2")])).unwrap();
+        let g = GuardrailRef { id: "abc123".into(), version: "2".into() };
+        assert_eq!((s.output.as_ref(), s.input.as_ref()), (Some(&g), Some(&g)));
+        let s = safety_settings(&env(&[
+            ("GUARDRAIL_ID", "out1"),
+            ("INPUT_GUARDRAIL_ID", "in1"),
+            ("INPUT_GUARDRAIL_VERSION", "DRAFT"),
+        ]))
+        .unwrap();
+        assert_eq!(s.input.unwrap().id, "in1");
+        assert_eq!(s.output.unwrap().version, "DRAFT");
+        let s = safety_settings(&env(&[("GUARDRAIL_ID", "out1"), ("INPUT_GUARDRAIL_ID", "off")])).unwrap();
+        assert!(s.input.is_none() && s.output.is_some());
+        assert!(safety_settings(&env(&[("GUARDRAIL_ID", "Bad Id")])).is_err());
+        assert!(safety_settings(&env(&[("GUARDRAIL_ID", "abc"), ("GUARDRAIL_VERSION", "latest")])).is_err());
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
         let m: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
@@ -203,6 +281,16 @@ mod tests {
         let retired = env(&[("PREGEN_MODEL_ID", "anthropic.claude-3-haiku-20240307-v1:0")]);
         assert_eq!(pregen_settings(&retired).unwrap_err().name, "PREGEN_MODEL_ID");
         assert_eq!(prompt_budget(&env(&[("BUDGET_RAG_TOKENS", "300")])).unwrap().rag, 300);
+    }
+
+    #[test]
+    fn opensearch_signing_is_es_aoss_or_none() {
+        let read = |v: &str| SourceSettings::read(&env(&[("OPENSEARCH_URL", "https://x"), ("OPENSEARCH_SIGV4", v)]));
+        assert_eq!(read("aoss").unwrap().opensearch_signing, Some(SigningService::OpenSearchServerless));
+        assert_eq!(read("es").unwrap().opensearch_signing, Some(SigningService::OpenSearch));
+        assert_eq!(read("none").unwrap().opensearch_signing, None);
+        assert_eq!(read("").unwrap().opensearch_signing, None);
+        assert_eq!(read("iam").unwrap_err().name, "OPENSEARCH_SIGV4");
     }
 
     #[test]

@@ -263,7 +263,9 @@ impl PromptCompressor {
         input: &CompressInput<'_>,
         budget: &PromptBudget,
     ) -> Result<CompressedPrompt, CompressError> {
-        let question = input.user_message.trim();
+        // The shopper's words are data: inert, so they cannot close `<question>` or open another section.
+        let question = crate::safety::inert(input.user_message.trim());
+        let question = question.as_ref();
         let user_tokens = tok.count(question);
         if user_tokens > budget.user_message {
             return Err(CompressError::UserMessageTooLong { tokens: user_tokens, limit: budget.user_message });

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use crate::error::StoreError;
 use crate::ids::{ConnectionId, MessageId, SessionId, UserId};
-use crate::ports::{Claim, ConnectionRecord, Counter, Store, Summary, TurnRecord, TurnStatus};
+use crate::ports::{Claim, ConnectionRecord, Counter, Store, Summary, TurnRecord};
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -92,7 +92,7 @@ impl Store for MemoryStore {
                 .entry((t.ts_ms, t.message_id.clone()))
                 .or_insert_with(|| t.clone());
             let key = (t.session_id.clone(), t.message_id.clone());
-            if t.status == TurnStatus::Complete {
+            if t.status.settles_claim() {
                 i.claims.insert(key, true);
             } else {
                 i.claims.remove(&key);

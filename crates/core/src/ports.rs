@@ -10,6 +10,7 @@ use crate::error::{ModelError, SinkError, StoreError};
 use crate::ids::{Asin, ConnectionId, MessageId, SessionId, UserId};
 use crate::intent::Intent;
 use crate::models::RequestLevers;
+use crate::safety::{Assessment, Direction, GuardrailRef};
 
 /// Who said a message in the conversation sent to the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +43,8 @@ pub struct ModelRequest {
     pub metadata: Vec<(String, String)>,
     /// Latency-optimized inference, the priority tier, the cache checkpoint: only what the model supports.
     pub levers: RequestLevers,
+    /// The guardrail on the answer (`guardrailConfig`; asynchronous mode on a stream, trace on).
+    pub guardrail: Option<GuardrailRef>,
 }
 
 /// What the model stream yields.
@@ -54,9 +57,14 @@ pub enum ModelEvent {
     /// How the request was served, from the `metadata` event: the performance tier (`standard` or
     /// `optimized`; a request over the optimized quota silently runs standard) and the service tier.
     Served { latency: Option<String>, service_tier: Option<String> },
-    /// Why generation stopped (`end_turn`, `max_tokens`, ...).
+    /// Why generation stopped (`end_turn`, `max_tokens`, `guardrail_intervened`, ...).
     Stop(String),
+    /// The guardrail's trace of the answer, from the `metadata` event, when it intervened.
+    Guardrail(Assessment),
 }
+
+/// The stop reason of an answer the guardrail stopped.
+pub const STOP_GUARDRAIL: &str = "guardrail_intervened";
 
 /// An open model response stream. Dropping it cancels the request.
 pub trait ModelStream: Send {
@@ -70,6 +78,8 @@ pub struct Completion {
     pub text: String,
     pub input_tokens: u32,
     pub output_tokens: u32,
+    /// Set when the guardrail stopped the answer (`text` is then the guardrail's message, not an answer).
+    pub guardrail: Option<Assessment>,
 }
 
 /// Starts model response streams (Bedrock `ConverseStream`) and runs short non-streaming calls
@@ -80,6 +90,17 @@ pub trait ModelClient: Send + Sync {
     fn converse_stream(&self, req: &ModelRequest) -> impl Future<Output = Result<Self::Stream, ModelError>> + Send;
     /// The whole answer at once (Bedrock `Converse`).
     fn complete(&self, req: &ModelRequest) -> impl Future<Output = Result<Completion, ModelError>> + Send;
+    /// Assesses `texts` with a guardrail (Bedrock `ApplyGuardrail`), as model input or output. A client
+    /// without guardrails refuses.
+    fn apply_guardrail(
+        &self,
+        guardrail: &GuardrailRef,
+        direction: Direction,
+        texts: &[&str],
+    ) -> impl Future<Output = Result<Assessment, ModelError>> + Send {
+        let _ = (guardrail, direction, texts);
+        async { Err(ModelError::Rejected("this model client has no guardrails".to_owned(), "unsupported".into())) }
+    }
 }
 
 /// Posts frames to a WebSocket client (API Gateway `PostToConnection`).
@@ -109,14 +130,23 @@ pub enum TurnStatus {
     Partial,
     /// The client left mid-answer.
     ClientGone,
+    /// The guardrail stopped the answer; the stored answer is the message the client was shown instead.
+    Blocked,
 }
 
 impl TurnStatus {
+    /// The message is answered for good (complete, or stopped by the guardrail): its claim is kept, so the
+    /// same id is not answered again. Any other end gives the claim back.
+    pub fn settles_claim(self) -> bool {
+        matches!(self, Self::Complete | Self::Blocked)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Complete => "complete",
             Self::Partial => "partial",
             Self::ClientGone => "client_gone",
+            Self::Blocked => "blocked",
         }
     }
 
@@ -125,6 +155,7 @@ impl TurnStatus {
             "complete" => Some(Self::Complete),
             "partial" => Some(Self::Partial),
             "client_gone" => Some(Self::ClientGone),
+            "blocked" => Some(Self::Blocked),
             _ => None,
         }
     }
@@ -150,6 +181,8 @@ pub struct TurnRecord {
     /// Our token counts of `user_text` and `assistant_text`, stored so later prompts need not recount.
     pub user_tokens: Option<u32>,
     pub assistant_tokens: Option<u32>,
+    /// For a `Blocked` turn, the guardrail's assessment: `output:topic,sensitive_information`.
+    pub guardrail: Option<String>,
     /// TTL, Unix seconds.
     pub expires_at: u64,
 }

@@ -59,6 +59,9 @@ pub struct PregenConfig {
     pub max_tokens: u32,
     /// Bound of the whole generation step (the Converse calls run side by side).
     pub timeout: Duration,
+    /// The output guardrail each generated answer is assessed with (`GUARDRAIL_ID`); a stopped answer is
+    /// not cached.
+    pub guardrail: Option<crate::safety::GuardrailRef>,
 }
 
 impl Default for PregenConfig {
@@ -70,6 +73,7 @@ impl Default for PregenConfig {
             model_id: format!("jp.{}", crate::models::CLAUDE_HAIKU_4_5),
             max_tokens: 400,
             timeout: Duration::from_secs(8),
+            guardrail: None,
         }
     }
 }

@@ -22,8 +22,9 @@ use tokio::time::Instant;
 
 use crate::error::{ModelError, SinkError};
 use crate::ids::{ConnectionId, MessageId};
-use crate::ports::{ConnectionSink, ModelEvent, ModelStream};
+use crate::ports::{ConnectionSink, ModelEvent, ModelStream, STOP_GUARDRAIL};
 use crate::protocol::{MAX_FRAME_BYTES, ServerEvent, prefix_fitting};
+use crate::safety::Assessment;
 
 /// How deltas become frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +82,9 @@ pub enum RelayEnd {
     ModelFailed(ModelError),
     /// Posting failed for good (not `Gone`).
     SinkFailed(SinkError),
+    /// The guardrail stopped the answer: nothing after the intervention was posted, and the client is to
+    /// be told to retract what it showed.
+    Retracted,
 }
 
 /// What the relay saw and did.
@@ -105,6 +109,11 @@ pub struct RelayOutcome {
     pub latency: Option<String>,
     pub service_tier: Option<String>,
     pub stop_reason: Option<String>,
+    /// The guardrail intervened (stop reason `guardrail_intervened`, or its trace said so): text still
+    /// buffered was dropped and later text is ignored.
+    pub retracted: bool,
+    /// The guardrail's trace, when the stream carried one.
+    pub guardrail: Option<Assessment>,
 }
 
 impl RelayOutcome {
@@ -123,6 +132,8 @@ impl RelayOutcome {
             latency: None,
             service_tier: None,
             stop_reason: None,
+            retracted: false,
+            guardrail: None,
         }
     }
 
@@ -140,7 +151,7 @@ impl RelayOutcome {
     /// Applies one model event; returns the text to forward, if any.
     fn apply(&mut self, ev: ModelEvent) -> Option<String> {
         match ev {
-            ModelEvent::Text(t) if t.is_empty() => None,
+            ModelEvent::Text(t) if t.is_empty() || self.retracted => None,
             ModelEvent::Text(t) => {
                 self.first_delta_at.get_or_insert_with(Instant::now);
                 self.text.push_str(&t);
@@ -159,7 +170,13 @@ impl RelayOutcome {
                 None
             }
             ModelEvent::Stop(reason) => {
+                self.retracted |= reason == STOP_GUARDRAIL;
                 self.stop_reason = Some(reason);
+                None
+            }
+            ModelEvent::Guardrail(a) => {
+                self.retracted |= a.intervened;
+                self.guardrail = Some(a);
                 None
             }
         }
@@ -282,6 +299,10 @@ async fn relay_coalescing<M: ModelStream, S: ConnectionSink>(
                     if let Some(t) = out.apply(ev) {
                         buf.push_str(&t);
                     }
+                    if out.retracted {
+                        // Nothing the guardrail stopped is posted after it said so.
+                        buf.clear();
+                    }
                 }
                 None => model_done = true,
                 Some(Err(e)) => {
@@ -292,7 +313,9 @@ async fn relay_coalescing<M: ModelStream, S: ConnectionSink>(
             },
         }
     }
-    if let Some(e) = model_error {
+    if out.retracted {
+        out.end = RelayEnd::Retracted;
+    } else if let Some(e) = model_error {
         out.end = RelayEnd::ModelFailed(e);
     }
     out
@@ -308,7 +331,12 @@ async fn relay_per_token<M: ModelStream, S: ConnectionSink>(
     let mut out = RelayOutcome::new();
     loop {
         let ev = match next_event(stream, cfg.idle_timeout).await {
-            None => return out,
+            None => {
+                if out.retracted {
+                    out.end = RelayEnd::Retracted;
+                }
+                return out;
+            }
             Some(Err(e)) => {
                 out.end = RelayEnd::ModelFailed(e);
                 return out;
@@ -432,6 +460,33 @@ mod tests {
         }
         assert_eq!(text_of(&frames), out.text);
         assert_eq!(out.text, (0..100).map(|i| format!("t{i} ")).collect::<String>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_guardrail_stop_drops_what_was_not_posted_and_ends_retracted() {
+        for mode in [RelayMode::Coalesce, RelayMode::PerToken] {
+            let (c, m) = ids();
+            let mut s = Scripted::tokens(3, Duration::from_millis(50));
+            let fast = Duration::from_millis(1);
+            // The bad sentence arrives while the first post is in flight; the stop follows at once.
+            s.events.push_back((fast, Ok(ModelEvent::Text("raw scans here ".into()))));
+            s.events.push_back((Duration::ZERO, Ok(ModelEvent::Stop(STOP_GUARDRAIL.into()))));
+            s.events.push_back((Duration::ZERO, Ok(ModelEvent::Text("ignored".into()))));
+            let mut a = Assessment::default();
+            a.acted("topic", true);
+            s.events.push_back((Duration::ZERO, Ok(ModelEvent::Guardrail(a))));
+            let sink = Recorder::new(Duration::from_millis(20));
+            let cfg = RelayConfig { mode, ..RelayConfig::default() };
+            let out = relay(&mut s, &sink, &c, &m, &cfg).await;
+            assert!(matches!(out.end, RelayEnd::Retracted), "{mode:?}: {:?}", out.end);
+            assert_eq!(out.guardrail.as_ref().map(|a| a.policies.clone()), Some(vec!["topic"]));
+            let shown = text_of(&sink.frames());
+            assert!(!shown.contains("ignored"), "{mode:?}: {shown}");
+            if mode == RelayMode::Coalesce {
+                assert!(!shown.contains("raw scans"), "buffered text is dropped: {shown}");
+            }
+            assert_eq!(sink.frames().len() as u32, out.frames);
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -15,7 +15,7 @@ use crate::deadline::within;
 use crate::error::{StoreError, chain};
 use crate::ids::{Asin, ConnectionId, SessionId, UserId};
 use crate::intent::Intent;
-use crate::ports::{ChatMessage, ConnectionRecord, Role, Store, Summary, TurnRecord};
+use crate::ports::{ChatMessage, ConnectionRecord, Role, Store, Summary, TurnRecord, TurnStatus};
 
 /// Who is talking: the user the `$connect` authorizer verified, and whether with a guest token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,7 +238,8 @@ impl Memory {
         let mut out = Vec::with_capacity(self.turns.len() * 2);
         let mut counts = Vec::with_capacity(self.turns.len() * 2);
         let n = |c: Option<u32>| c.map(|c| c as usize);
-        for t in self.turns.iter().rev().filter(|t| t.ts_ms > covered) {
+        // A turn the guardrail stopped is not shown to the model again.
+        for t in self.turns.iter().rev().filter(|t| t.ts_ms > covered && t.status != TurnStatus::Blocked) {
             out.push(ChatMessage { role: Role::User, text: t.user_text.clone() });
             counts.push(n(t.user_tokens));
             if !t.assistant_text.is_empty() {
@@ -307,6 +308,7 @@ mod tests {
             output_tokens: 0,
             user_tokens: None,
             assistant_tokens: None,
+            guardrail: None,
             expires_at: 0,
         };
         let list = ["B0AAAAAAA1", "B0BBBBBBB2"];

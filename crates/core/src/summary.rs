@@ -118,6 +118,7 @@ mod tests {
             output_tokens: 0,
             user_tokens: None,
             assistant_tokens: None,
+            guardrail: None,
             expires_at: 0,
         }
     }

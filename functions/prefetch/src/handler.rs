@@ -5,6 +5,7 @@
 use lambda_runtime::LambdaEvent;
 use mangaassist_core::metrics;
 use mangaassist_core::prefetch::{PrefetchJob, PrefetchReport, Prefetcher, Pregenerate, TransitionStore};
+use mangaassist_core::safety::Direction;
 use mangaassist_core::sources::ContextSources;
 use serde_json::Value;
 use tracing::Instrument;
@@ -47,7 +48,11 @@ pub async fn handle<X: ContextSources, T: TransitionStore, G: Pregenerate>(
     // What pre-generation cost, and what it wasted: EMF, like the chat function's turn records.
     if let Some(p) = &report.pregen {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        metrics::pregen_record(u64::try_from(now).unwrap_or(0), p.output_tokens, p.wasted_tokens).emit();
+        let now = u64::try_from(now).unwrap_or(0);
+        metrics::pregen_record(now, p.output_tokens, p.wasted_tokens).emit();
+        for policies in &p.blocked {
+            metrics::guardrail_record(now, Direction::Output, policies).emit();
+        }
     }
     Ok(report)
 }

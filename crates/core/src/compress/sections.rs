@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use super::page_fields;
 use crate::intent::Intent;
 use crate::ports::{ChatMessage, Role};
+use crate::safety::{inert, inert_line};
 use crate::sources::Passage;
 use crate::tokenizer::{Tokenizer, grapheme_floor};
 
@@ -151,10 +152,13 @@ pub(super) fn compress_rag<T: Tokenizer + ?Sized>(
     min_chunk: usize,
     memo: &CountMemo,
 ) -> (String, usize) {
+    // Retrieved text is data: made inert (a changed text's stored count no longer applies).
+    let cleaned: Vec<std::borrow::Cow<'_, str>> = chunks.iter().map(|c| inert(c.content.trim())).collect();
     let mut order: Vec<(usize, &str, f32, Option<usize>)> = chunks
         .iter()
+        .zip(&cleaned)
         .enumerate()
-        .map(|(i, c)| (i, c.content.trim(), c.score, c.tokens))
+        .map(|(i, (c, t))| (i, t.as_ref(), c.score, c.tokens.filter(|_| matches!(t, std::borrow::Cow::Borrowed(_)))))
         .filter(|(_, t, _, _)| !t.is_empty())
         .collect();
     order.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
@@ -237,10 +241,14 @@ pub(super) fn compress_conversation<T: Tokenizer + ?Sized>(
     let mut lines: Vec<String> = Vec::with_capacity(recent.len() + 1); // newest first
     let mut used = 0;
     for (i, m) in recent.iter().enumerate().rev() {
-        let line = format!("{}{}", role_prefix(m.role), m.text.trim());
+        // One line per message, inert: a message cannot fake a line of its own or close the section.
+        let text = inert_line(m.text.trim());
+        let line = format!("{}{}", role_prefix(m.role), text);
         let room = budget.saturating_sub(used + 1); // +1: the newline joining it to the next line
-        // A stored count covers the text; the prefix costs its own tokens plus one for the join.
-        let fits = match known.get(split + i).copied().flatten() {
+        // A stored count covers the text (unless making it inert changed it); the prefix costs its own
+        // tokens plus one for the join.
+        let stored = known.get(split + i).copied().flatten().filter(|_| matches!(text, std::borrow::Cow::Borrowed(_)));
+        let fits = match stored {
             Some(n) => {
                 let n = n + tok.count_fixed(role_prefix(m.role)) + 1;
                 (n <= room).then_some(n)
@@ -263,14 +271,15 @@ pub(super) fn compress_conversation<T: Tokenizer + ?Sized>(
     }
     let room = budget.saturating_sub(used + 1);
     let earlier = match summary.map(str::trim).filter(|s| !s.is_empty()) {
-        Some(s) if room > 0 => Some(format!("[Earlier: {s}]")),
+        Some(s) if room > 0 => Some(format!("[Earlier: {}]", inert_line(s))),
         None if room > 8 && !older.is_empty() => {
             // A digest of the shopper's older questions, newest first until the room is used.
-            let mut asked: Vec<&str> = Vec::new();
+            let mut asked: Vec<String> = Vec::new();
             let mut cost = 8;
             for m in older.iter().rev().filter(|m| m.role == Role::User) {
-                let q = truncate_at_boundary(tok, m.text.trim(), 16);
-                let n = tok.count(q) + 1;
+                let clean = inert_line(m.text.trim());
+                let q = truncate_at_boundary(tok, &clean, 16).to_owned();
+                let n = tok.count(&q) + 1;
                 if q.is_empty() || cost + n > room {
                     break;
                 }
@@ -311,6 +320,8 @@ pub(super) fn compress_page<T: Tokenizer + ?Sized>(
 ) -> (String, usize) {
     let fields = page_fields(intent);
     let mut out = String::new();
+    // Keys and values were checked against the page schema at parse; made inert all the same (a page
+    // context may come from elsewhere, e.g. a stored prefetch job).
     let mut push = |k: &str, v: &str| {
         if v.is_empty() {
             return;
@@ -318,9 +329,9 @@ pub(super) fn compress_page<T: Tokenizer + ?Sized>(
         if !out.is_empty() {
             out.push_str("; ");
         }
-        out.push_str(k);
+        out.push_str(&inert_line(k));
         out.push('=');
-        out.push_str(v);
+        out.push_str(&inert_line(v));
     };
     for (k, v) in notes {
         push(k, v);

@@ -20,7 +20,7 @@ use crate::entries::Lookup;
 use crate::ids::Asin;
 use crate::intent::{Intent, is_japanese};
 use crate::models::ModelChoice;
-use crate::ports::{ChatMessage, ModelClient, Role};
+use crate::ports::{ChatMessage, Completion, ModelClient, ModelRequest, Role};
 use crate::pregen::{PregenConfig, PregenEntry, canonical_question, fingerprint, product_title};
 use crate::prompt::{Prompter, SYSTEM_PROMPT};
 use crate::sources::{ContextSources, Passage};
@@ -38,6 +38,9 @@ pub struct PregenReport {
     /// Output tokens of earlier entries that were never served and now cannot be.
     pub wasted_tokens: u32,
     pub errors: Vec<String>,
+    /// Answers the output guardrail stopped when they were generated: not cached, never served (the
+    /// policy families that acted, per answer).
+    pub blocked: Vec<Vec<&'static str>>,
 }
 
 /// The pre-generation step of a prefetch run.
@@ -116,6 +119,12 @@ impl<M: ModelClient, C: Clock> Pregenerate for Pregenerator<M, C> {
                     report.generated.push(key);
                 }
                 Ok(Outcome::Kept(key)) => report.kept.push(key),
+                Ok(Outcome::Blocked(key, policies, done)) => {
+                    tracing::warn!(key, policies = ?policies, "the guardrail stopped a pre-generated answer; not cached");
+                    report.input_tokens += done.input_tokens;
+                    report.output_tokens += done.output_tokens;
+                    report.blocked.push(policies);
+                }
                 Ok(Outcome::Skipped) => {}
                 Err(e) => report.errors.push(e),
             }
@@ -137,6 +146,8 @@ fn facts_keys(job: &PrefetchJob, asin: &Asin) -> [String; 4] {
 enum Outcome {
     Generated(String, PregenEntry),
     Kept(String),
+    /// The guardrail stopped it (the policies that acted, what it cost).
+    Blocked(String, Vec<&'static str>, Completion),
     Skipped,
 }
 
@@ -216,7 +227,12 @@ impl<M: ModelClient, C: Clock> Pregenerator<M, C> {
         let metadata =
             vec![("purpose".to_owned(), "pregen".to_owned()), ("message_id".to_owned(), job.message_id.to_string())];
         let req = self.prompter.request(&input, &choice, metadata).map_err(|e| format!("{key}: {e}"))?;
-        let done = bounded(&key, deadline, self.model.complete(&req)).await?;
+        // Assessed by the output guardrail as it is generated: a stopped answer is never cached.
+        let req = ModelRequest { guardrail: self.cfg.guardrail.clone(), ..req };
+        let mut done = bounded(&key, deadline, self.model.complete(&req)).await?;
+        if let Some(a) = done.guardrail.take() {
+            return Ok(Outcome::Blocked(key, a.policies, done));
+        }
         if done.text.trim().is_empty() {
             return Ok(Outcome::Skipped);
         }

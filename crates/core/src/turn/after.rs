@@ -16,6 +16,7 @@ use crate::prefetch::{Exchange, PrefetchJob, PrefetchQueue};
 use crate::pregen::{Ask, PregenEntry};
 use crate::protocol::{ProductRef, ServerEvent, TurnMetrics};
 use crate::relay::{RelayEnd, RelayOutcome, post_with_retry};
+use crate::safety::{Direction, KnownProducts, is_japanese, page_asins, retract_message};
 use crate::serve::Serving;
 use crate::sources::ContextSources;
 use crate::summary::maybe_summarize;
@@ -38,26 +39,45 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         conn: &ConnectionId,
         turn: &Turn,
         out: RelayOutcome,
-        metrics: TurnMetrics,
-        about: Option<&Asin>,
+        mut metrics: TurnMetrics,
+        gathered: &Gathered,
     ) -> (TurnResult, TurnRecord, Stored) {
         let status = match &out.end {
             RelayEnd::Completed => TurnStatus::Complete,
             RelayEnd::ClientGone => TurnStatus::ClientGone,
             RelayEnd::ModelFailed(_) | RelayEnd::SinkFailed(_) => TurnStatus::Partial,
+            RelayEnd::Retracted => TurnStatus::Blocked,
         };
-        // The products the answer names; an answer about "the first one" that names it only by title is
-        // about that product.
-        let mut products = Asin::all_in(&out.text);
-        if products.is_empty() {
-            products.extend(about.cloned());
+        // The products the answer names that this turn's context holds (an ASIN the model invented gets no
+        // card, and is counted); an answer about "the first one" that names it only by title is about that
+        // product. A stopped answer names none.
+        let about = gathered.entities.resolved.as_ref();
+        let mut products = Vec::new();
+        if status != TurnStatus::Blocked {
+            let (kept, unknown) = known_products(turn, gathered).keep(Asin::all_in(&out.text));
+            metrics.unknown_asins = unknown;
+            products = kept;
+            if products.is_empty() {
+                products.extend(about.cloned());
+            }
         }
+        if metrics.unknown_asins > 0 {
+            tracing::warn!(unknown = metrics.unknown_asins, "the answer named products its context did not hold");
+        }
+        let japanese = is_japanese(&turn.msg.text);
+        let (assistant_text, guardrail) = match status {
+            TurnStatus::Blocked => {
+                let policies = out.guardrail.as_ref().map(|a| a.policies.join(",")).unwrap_or_default();
+                (retract_message(japanese).to_owned(), Some(format!("output:{policies}")))
+            }
+            _ => (out.text.clone(), None),
+        };
         let record = TurnRecord {
             session_id: turn.session.clone(),
             message_id: turn.msg.message_id.clone(),
             ts_ms: turn.ts_ms,
             user_text: turn.msg.text.clone(),
-            assistant_text: out.text.clone(),
+            assistant_text: assistant_text.clone(),
             products: products.clone(),
             intent: Some(metrics.intent),
             status,
@@ -65,12 +85,13 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             input_tokens: out.input_tokens,
             output_tokens: out.output_tokens,
             user_tokens: self.prompter.exact_count(&turn.msg.text),
-            assistant_tokens: self.prompter.exact_count(&out.text),
+            assistant_tokens: self.prompter.exact_count(&assistant_text),
+            guardrail,
             expires_at: turn.ts_ms / 1000 + self.cfg.turn_ttl.as_secs(),
         };
         // Nothing reached the client: give the claim back before telling it, so it may resend the same id
         // the moment it reads the error.
-        let nothing_sent = !out.sent_anything() && status != TurnStatus::Complete;
+        let nothing_sent = !out.sent_anything() && !status.settles_claim();
         if nothing_sent && turn.claimed {
             self.release(turn).await;
         }
@@ -104,6 +125,13 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         } else {
             tokio::join!(store, notify)
         };
+        if status == TurnStatus::Blocked {
+            let policies = out.guardrail.as_ref().map(|a| a.policies.clone()).unwrap_or_default();
+            tracing::warn!(policies = ?policies, frames = out.frames, "the guardrail stopped the answer; retracted");
+            if self.cfg.emf {
+                metrics::guardrail_record(self.clock.now_ms(), Direction::Output, &policies).emit();
+            }
+        }
         log_turn(&metrics, status);
         (result, record, stored)
     }
@@ -149,6 +177,16 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
                 tracing::error!(error = %chain(e), "posting to the client failed");
                 TurnResult::Failed("delivery_failed")
             }
+            RelayEnd::Retracted => {
+                // After the last delta: the client replaces what it showed for this message.
+                let message = retract_message(crate::safety::is_japanese(&turn.msg.text));
+                let ev = ServerEvent::Retract { message_id: mid, seq: out.frames, message };
+                match post_with_retry(sink, conn, Bytes::from(ev.to_frame()), rcfg).await {
+                    Ok(()) | Err(SinkError::Gone) => {}
+                    Err(e) => tracing::warn!(error = %chain(&e), "could not deliver the retract event"),
+                }
+                TurnResult::Blocked(Direction::Output)
+            }
         }
     }
 
@@ -174,10 +212,16 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             // Of the overview requests a pre-generated answer could have served: served or not.
             let overview = matches!(gathered.context.ask, Some(Ask::Overview(_))) && self.cfg.pregen.mode.is_on();
             let pregen_hit = overview.then(|| f64::from(u8::from(matches!(serving, Serving::Pregen(_)))));
-            metrics::turn_record(m, turn.ts_ms, Some(m.assembly_ms), hit_rate, pregen_hit).emit();
+            let mut record = metrics::turn_record(m, turn.ts_ms, Some(m.assembly_ms), hit_rate, pregen_hit);
+            if self.cfg.speculation.enabled {
+                let hit = f64::from(u8::from(!m.speculated_legs.is_empty()));
+                record = record.metric(metrics::SPECULATION_HIT, hit, metrics::Unit::None);
+            }
+            record.emit();
         }
         let summarize = async {
-            if stored == Stored::Kept {
+            // A turn the guardrail stopped is not summarized (nor handed to prefetch: it did not complete).
+            if stored == Stored::Kept && record.status != TurnStatus::Blocked {
                 let (cfg, memory) = (&self.cfg.summary, &gathered.memory);
                 maybe_summarize(&self.model, &self.store, cfg, &turn.session, memory, record).await;
             }
@@ -237,6 +281,31 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             Err(e) => tracing::warn!(error = %e, "prefetch hand-off timed out"),
         }
     }
+}
+
+/// The products this turn's context holds: retrieved passages and service data, the page context, the
+/// products of earlier answers, the product an ordinal resolved to. The shopper's own words do not count:
+/// typing an ASIN does not make it a product.
+fn known_products(turn: &Turn, gathered: &Gathered) -> KnownProducts {
+    let mut known = KnownProducts::default();
+    for p in &gathered.context.passages {
+        known.add_all_in(&p.content);
+    }
+    for (_, value) in &gathered.context.values {
+        known.add_all_in(value);
+    }
+    for a in page_asins(&turn.msg.page_context) {
+        known.add(a);
+    }
+    for t in &gathered.memory.turns {
+        for a in &t.products {
+            known.add(a.as_str());
+        }
+    }
+    if let Some(a) = &gathered.entities.resolved {
+        known.add(a.as_str());
+    }
+    known
 }
 
 /// The one log line of a finished turn, with its figures.

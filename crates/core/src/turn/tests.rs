@@ -155,8 +155,11 @@ fn conn() -> ConnectionId {
     ConnectionId::parse("conn-1").unwrap()
 }
 
+/// A message from a page whose browsing history holds the products the scripted model names (so they
+/// are in the turn's context and may become cards).
 fn frame(id: &str, text: &str) -> String {
-    serde_json::json!({"action": "sendMessage", "message_id": id, "text": text}).to_string()
+    let page = serde_json::json!({"browsing_history": ["B0AAAAAAA1", "B0BBBBBBB2"]});
+    serde_json::json!({"action": "sendMessage", "message_id": id, "text": text, "page_context": page}).to_string()
 }
 
 impl Harness {
@@ -282,6 +285,18 @@ async fn a_client_that_leaves_stops_the_stream_and_the_turn_is_stored_as_client_
     let sink = Recorder { gone_at: Some(1), ..Recorder::default() };
     assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::ClientGone);
     assert_eq!(h.turns().await[0].status, TurnStatus::ClientGone);
+}
+
+#[tokio::test(start_paused = true)]
+async fn products_the_context_does_not_hold_get_no_card_and_are_counted() {
+    let h = harness(ScriptedModel::default(), config());
+    let sink = Recorder::default();
+    let bare = serde_json::json!({"action": "sendMessage", "message_id": "m-1", "text": "Show me some horror manga"});
+    let r = h.engine.send_message(&sink, &conn(), &bare.to_string(), Instant::now()).await;
+    let TurnResult::Completed(m) = r else { panic!("{r:?}") };
+    assert_eq!(m.unknown_asins, 2);
+    assert_eq!(sink.last()["products"], serde_json::json!([]));
+    assert!(h.turns().await[0].products.is_empty(), "an invented product is not remembered either");
 }
 
 #[tokio::test(start_paused = true)]
