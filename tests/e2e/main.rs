@@ -5,15 +5,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod auth;
+mod browser;
 mod compression;
 mod context;
+mod deploy;
 mod guards;
 mod helpers;
 mod models;
 mod prefetch;
 mod pregen;
 mod routing;
+mod safety;
+mod signing;
 mod sources;
 mod template;
 mod throughput;
 mod turns;
+mod typing;

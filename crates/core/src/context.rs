@@ -12,10 +12,16 @@
 //! Every leg has its own deadline, all capped by an overall one; a leg that errors or times out is
 //! recorded and the turn goes on with what arrived. Service data reaches the compressor as top-scored
 //! passages. After the answer, what the services returned is written back to the cache ([`Assembler::write_back`]).
+//!
+//! A typing-time speculation ([`crate::speculate`]) may have gathered the context already: then
+//! [`Assembler::assemble_reusing`] takes its retrieval and service legs from it (one cache read, under the
+//! cache leg's deadline, before retrieval starts) and runs only memory and what the speculation lacked.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -141,6 +147,32 @@ pub struct Assembled {
     pub errors: Vec<String>,
     pub legs: LegTimings,
     pub assembly_ms: f64,
+    /// What the retrieval leg returned, when it ran and answered (a speculation keeps it).
+    pub retrieved: Option<Vec<Passage>>,
+    /// Calls made to the sources (retrieval queries, product-service calls): the work this assembly cost.
+    pub calls: SourceCalls,
+    /// Legs a typing-time speculation served (`retrieval`, `services`).
+    pub speculated: Vec<&'static str>,
+}
+
+/// What a turn may take from a typing-time speculation that fits its message ([`crate::speculate`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reusable {
+    /// The retrieval leg's passages (`None`: the speculation has none; retrieval runs).
+    pub retrieved: Option<Vec<Passage>>,
+    /// Lookup values by cache key.
+    pub values: Vec<(String, String)>,
+    /// The product the speculation's ordinal resolved to: its values stand only for that one.
+    pub resolved: Option<Asin>,
+}
+
+/// Calls an assembly made to its sources.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SourceCalls {
+    /// Retrieval queries (the text search, and the passages of a follow-up's product).
+    pub retrievals: u32,
+    /// Product-service calls (details, reviews, recommendations, promotions).
+    pub services: u32,
 }
 
 /// Everything a turn knows once its context is gathered.
@@ -173,6 +205,33 @@ async fn leg<T>(
     }
 }
 
+/// Takes the lookups `served` (a speculation's `(key, value)` pairs) has values for into `out`; returns
+/// the rest, still to be looked up.
+fn take_served(wanted: Vec<Lookup>, served: &[(String, String)], out: &mut Assembled) -> Vec<Lookup> {
+    if served.is_empty() {
+        return wanted;
+    }
+    let (mut rest, mut rag, mut services) = (Vec::new(), false, false);
+    for l in wanted {
+        let key = l.key();
+        match served.iter().find(|(k, _)| *k == key) {
+            Some((_, v)) => {
+                match l {
+                    Lookup::Rag { .. } => rag = true,
+                    _ => services = true,
+                }
+                out.passages.extend(l.passages(v));
+                out.values.push((l, v.clone()));
+            }
+            None => rest.push(l),
+        }
+    }
+    // A follow-up's passages (a `Rag` lookup) are its retrieval leg.
+    let legs = [("retrieval", rag), ("services", services)];
+    out.speculated.extend(legs.into_iter().filter(|(_, on)| *on).map(|(leg, _)| leg));
+    rest
+}
+
 /// Gathers a turn's context from the store (memory) and the context sources.
 #[derive(Debug)]
 pub struct Assembler<'a, X, St> {
@@ -186,18 +245,41 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
     /// then the cache and product-service lookups that memory's resolved ordinals point at. With
     /// `sequential` (the benchmark's baseline) the same legs run one after another.
     pub async fn assemble(&self, msg: &ClientMessage, session: &SessionId, user: &UserId) -> Gathered {
+        self.assemble_reusing(msg, session, user, std::future::ready(None)).await
+    }
+
+    /// [`Assembler::assemble`], taking what `prior` (the at-send lookup of a typing-time speculation) can
+    /// serve: its passages instead of the retrieval leg (which waits for `prior`, bounded by the cache
+    /// leg's deadline), its service values instead of their cache reads and service calls (once memory
+    /// has resolved the same ordinal). Memory is always read at send.
+    pub async fn assemble_reusing(
+        &self,
+        msg: &ClientMessage,
+        session: &SessionId,
+        user: &UserId,
+        prior: impl Future<Output = Option<Reusable>> + Send,
+    ) -> Gathered {
         let start = Instant::now();
         let cap = start + self.cfg.overall;
+        let prior = prior.map(|p| p.map(Arc::new)).shared();
         // The intent does not depend on what an ordinal resolves to, so classify before memory arrives.
         let early = intent::extract(&msg.text, &[]);
         let intent = intent::classify(&msg.text, &early);
         // "Tell me more about the first one": its words are useless to a text search. Its passages come
         // from the product it points at, as a (prefetchable) lookup once memory has resolved it.
         let follow_up = early.ordinal.is_some();
-        let with_memory = self.memory_then_lookups(msg, session, user, intent, early, cap);
-        let search =
-            async { if follow_up { (Vec::new(), 0.0, None) } else { self.retrieval(&msg.text, intent, cap).await } };
-        let ((memory, entities, mut asm), (passages, took, err)) = if self.cfg.sequential {
+        let with_memory = self.memory_then_lookups(msg, session, user, intent, early, cap, prior.clone());
+        let search = async {
+            if follow_up {
+                return (None, 0.0, None, false);
+            }
+            if let Some(passages) = prior.await.and_then(|p| p.retrieved.clone()) {
+                return (Some(passages), 0.0, None, true);
+            }
+            let (passages, took, err) = self.retrieval(&msg.text, intent, cap).await;
+            (err.is_none().then_some(passages), took, err, false)
+        };
+        let ((memory, entities, mut asm), (passages, took, err, speculated)) = if self.cfg.sequential {
             let first = with_memory.await;
             (first, search.await)
         } else {
@@ -205,12 +287,20 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
         };
         asm.legs.retrieval_ms = took;
         asm.errors.extend(err);
-        asm.passages.extend(passages);
+        if speculated {
+            asm.speculated.insert(0, "retrieval");
+        } else if !follow_up {
+            asm.calls.retrievals += 1;
+        }
+        asm.passages.extend(passages.iter().flatten().cloned());
+        asm.retrieved = passages;
         asm.assembly_ms = ms(start.elapsed());
         Gathered { intent, entities, memory, context: asm }
     }
 
-    /// The memory leg, then the lookups it makes possible (an ordinal resolved against the last answer).
+    /// The memory leg, then the lookups it makes possible (an ordinal resolved against the last answer);
+    /// those `prior` holds for the same resolved product are taken from it.
+    #[allow(clippy::too_many_arguments)]
     async fn memory_then_lookups(
         &self,
         msg: &ClientMessage,
@@ -219,10 +309,11 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
         intent: Intent,
         mut entities: Entities,
         cap: Instant,
+        prior: impl Future<Output = Option<Arc<Reusable>>>,
     ) -> (Memory, Entities, Assembled) {
         let mut asm = Assembled::default();
         let load = async { Ok::<_, SourceError>(Memory::load(self.store, session, self.cfg.memory_turns).await) };
-        let (memory, took, err) = leg("memory", self.cfg.memory, cap, load).await;
+        let ((memory, took, err), prior) = tokio::join!(leg("memory", self.cfg.memory, cap, load), prior);
         asm.legs.memory_ms = took;
         asm.errors.extend(err);
         let memory = memory.unwrap_or_default();
@@ -238,6 +329,10 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
             _ => None,
         };
         asm.ask = Some(ask);
+        // A speculation's values stand only for the product its own ordinal resolved to.
+        let prior = prior.filter(|p| p.resolved == entities.resolved);
+        let served = prior.as_deref().map(|p| p.values.as_slice()).unwrap_or_default();
+        let wanted = take_served(wanted, served, &mut asm);
         self.cached_lookups(wanted, entry, cap, &mut asm).await;
         (memory, entities, asm)
     }
@@ -277,6 +372,12 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
             return;
         }
         let start = Instant::now();
+        for l in &misses {
+            match l {
+                Lookup::Rag { .. } => out.calls.retrievals += 1,
+                _ => out.calls.services += 1,
+            }
+        }
         let calls = misses.iter().map(|l| {
             // Passages come from the retriever, under its deadline; everything else from a product service.
             let (name, deadline) = match l {
@@ -298,7 +399,8 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
         }
     }
 
-    /// Cache-aside, after the answer: what the sources returned this turn goes into the cache with its TTL.
+    /// Cache-aside, after the answer (or after a speculation): what the sources returned this turn goes into
+    /// the cache with its TTL.
     pub async fn write_back(&self, asm: &Assembled) {
         let writes = asm.fetched.iter().map(|(l, v)| async move {
             let key = l.key();

@@ -12,6 +12,8 @@
 //! - [`clock`]: wall-clock time behind a trait so that logic never reads the system clock directly.
 //! - [`intent`]: the shopper's intent and the entities of a message (ASINs, order ids, ordinals), EN and JA.
 //! - [`protocol`]: the client <-> server JSON frames, their size limits, and the wire values (route, metrics).
+//! - [`safety`]: untrusted text made inert for the prompt, the page-context schema, guardrail settings and
+//!   assessments, the products a turn may show.
 //! - [`tokenizer`]: token counting (cl100k BPE, warmed off the critical path) and per-model calibration.
 //! - [`models`]: which model answers which intent; the capability table per model family; request levers.
 //!
@@ -27,6 +29,8 @@
 //!   session remembers.
 //! - [`limits`]: one turn in flight per connection, per-user request rate, daily tokens, connections.
 //! - [`context`]: parallel context assembly under per-leg deadlines, and the cache write-back.
+//! - [`speculate`]: typing-time speculation: the context gathered from the partial text, its cache entry,
+//!   and when a sent message may reuse it.
 //! - [`compress`]: prompt compression to per-section token budgets under a hard total; the prompt's tags.
 //! - [`prompt`]: the system prompt, and the request built from what was gathered.
 //! - [`throughput`]: the provisioned-throughput reconciler (desired vs actual, JST peak hours).
@@ -58,9 +62,11 @@ pub mod prompt;
 pub mod protocol;
 pub mod relay;
 pub mod routes;
+pub mod safety;
 pub mod serve;
 pub mod session;
 pub mod sources;
+pub mod speculate;
 pub mod summary;
 pub mod throughput;
 pub mod tokenizer;

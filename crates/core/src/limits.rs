@@ -1,5 +1,6 @@
 //! Who may do how much: one turn in flight per connection, a per-user request rate and daily token budget,
-//! and a cap on a user's open connections, tighter for guests.
+//! and a cap on a user's open connections, tighter for guests; and, per connection, a rate of `typing`
+//! frames (typing-time speculation, [`crate::speculate`]), which never touches the message rate.
 //!
 //! The counters live in the store (atomic conditional writes shared by every container: a user's frames
 //! land on many Lambda containers). Windows are fixed: requests per UTC minute, tokens per JST day (the
@@ -39,6 +40,8 @@ pub struct LimitConfig {
     /// Bound of the admission checks on the turn's path; past it the turn is admitted (a slow table must
     /// neither hold the first token nor refuse the shopper).
     pub deadline: Duration,
+    /// `typing` frames speculated per connection per minute; the rest are dropped (and counted).
+    pub typing_per_minute: u32,
 }
 
 impl Default for LimitConfig {
@@ -50,6 +53,10 @@ impl Default for LimitConfig {
             user: Tier { requests_per_minute: 20, tokens_per_day: 200_000, connections: 5 },
             guest: Tier { requests_per_minute: 6, tokens_per_day: 20_000, connections: 2 },
             deadline: Duration::from_millis(150),
+            // The page sends one after each pause in typing (debounced, 300 ms): a shopper typing
+            // continuously pauses a few times per message, so one a second is far above real use and
+            // bounds what a scripted client can make the sources do.
+            typing_per_minute: 60,
         }
     }
 }
@@ -203,6 +210,22 @@ impl<St: Store, C: Clock> Limiter<'_, St, C> {
         }
     }
 
+    /// Admits one `typing` frame of `conn` against its own per-minute rate. Unlike a message, a typing
+    /// frame is refused when the counter cannot be read: speculation is optional work.
+    pub async fn admit_typing(&self, conn: &ConnectionId, who: &Principal) -> bool {
+        let now = self.clock.now_ms();
+        let c = counter(&who.user, format!("TYPING#{conn}#{}", now / MINUTE_MS));
+        let limit = Some(i64::from(self.cfg.typing_per_minute));
+        let add = self.store.add_to_counter(&c, 1, limit, now / 1000 + 120);
+        match flat(within("typing counter", self.cfg.deadline, add).await) {
+            Ok(counted) => counted.is_some(),
+            Err(e) => {
+                tracing::warn!(code = e.code(), error = %chain(&e), "typing counter unavailable; not speculating");
+                false
+            }
+        }
+    }
+
     /// `$connect`: counts one more open connection of the user; `false` when at the cap.
     pub async fn open_connection(&self, who: &Principal) -> bool {
         let now = self.clock.now_ms();
@@ -288,6 +311,13 @@ mod tests {
             Err(Refusal::RateLimited { budget: true, retry_after_ms }) => assert!(retry_after_ms <= DAY_MS),
             other => panic!("{other:?}"),
         }
+        // Typing frames have their own rate, per connection, and leave the message rate alone.
+        let tight = LimitConfig { typing_per_minute: 2, ..cfg };
+        let typing = Limiter { store: &store, clock: &clock, cfg: &tight };
+        let (c2, _) = ids("c2", "m9");
+        assert!(typing.admit_typing(&c, &who).await && typing.admit_typing(&c, &who).await);
+        assert!(!typing.admit_typing(&c, &who).await, "the third typing frame of the minute is dropped");
+        assert!(typing.admit_typing(&c2, &who).await, "another connection has its own");
         let guest = Principal { user: UserId::parse("g1").unwrap(), guest: true };
         assert!(l.open_connection(&guest).await && l.open_connection(&guest).await);
         assert!(!l.open_connection(&guest).await, "guests: 2 connections");

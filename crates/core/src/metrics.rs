@@ -56,6 +56,23 @@ pub const TURNS: &str = "turn.count";
 pub const TURN_STORE_FAILED: &str = "turn.store_failed";
 /// A `$connect` the authorizer refused (emitted by the authorizer function).
 pub const AUTH_DENIED: &str = "auth.denied";
+/// A guardrail intervention, by [`DIM_POLICY`] and [`DIM_DIRECTION`] (`input`: a message blocked before any
+/// model call; `output`: an answer stopped and retracted, or a pre-generated answer discarded).
+pub const GUARDRAIL_INTERVENTIONS: &str = "guardrail.interventions";
+/// An input check that failed or ran out of time (the turn went on; the output guardrail still applied).
+pub const GUARDRAIL_CHECK_FAILED: &str = "guardrail.check_failed";
+/// ASINs an answer named that were not in its turn's context: no product card was made for them.
+pub const UNKNOWN_ASINS: &str = "answer.unknown_asins";
+
+/// A `typing` frame, by [`DIM_OUTCOME`] (`speculated`, `superseded`, `skipped`, `rate_limited`, or the frame
+/// error's code when it was dropped): each is one extra chat-function invocation.
+pub const TYPING_FRAMES: &str = "typing.frames";
+/// Retrieval queries a speculation made (the extra retrieval work of typing-time speculation).
+pub const TYPING_RETRIEVALS: &str = "typing.retrievals";
+/// Product-service calls a speculation made.
+pub const TYPING_SERVICE_CALLS: &str = "typing.service_calls";
+/// Per answered turn while speculation is on: 1 when a speculation served any of its context legs, else 0.
+pub const SPECULATION_HIT: &str = "typing.speculation_hit";
 
 /// Every metric name above: what alarms and dashboards may refer to.
 pub const ALL: &[&str] = &[
@@ -72,6 +89,13 @@ pub const ALL: &[&str] = &[
     TURNS,
     TURN_STORE_FAILED,
     AUTH_DENIED,
+    GUARDRAIL_INTERVENTIONS,
+    GUARDRAIL_CHECK_FAILED,
+    UNKNOWN_ASINS,
+    TYPING_FRAMES,
+    TYPING_RETRIEVALS,
+    TYPING_SERVICE_CALLS,
+    SPECULATION_HIT,
 ];
 
 /// The metrics of the design's alarm table (the first six of [`ALL`]): each has an alarm in the template.
@@ -85,6 +109,10 @@ pub const DIM_ROUTE: &str = "route";
 pub const DIM_MODEL: &str = "model";
 /// Dimension: how a `sendMessage` ended ([`Outcome`]).
 pub const DIM_OUTCOME: &str = "outcome";
+/// Dimension: the guardrail policy family that acted (`topic`, `content`, `sensitive_information`, ...).
+pub const DIM_POLICY: &str = "policy";
+/// Dimension: which side of the model a guardrail assessed (`input`, `output`).
+pub const DIM_DIRECTION: &str = "direction";
 
 /// How a `sendMessage` ended, as the `outcome` dimension of [`TURNS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +127,8 @@ pub enum Outcome {
     Failed,
     /// The client left mid-answer.
     ClientGone,
+    /// A guardrail blocked the message, or stopped the answer.
+    Blocked,
 }
 
 impl Outcome {
@@ -109,6 +139,7 @@ impl Outcome {
             Self::Limited => "rate_limited",
             Self::Failed => "failed",
             Self::ClientGone => "client_gone",
+            Self::Blocked => "blocked",
         }
     }
 }
@@ -285,7 +316,60 @@ pub fn turn_record(
     if let Some(rate) = pregen_hit_rate {
         emf = emf.metric(PREGEN_HIT_RATE, rate, Unit::None);
     }
-    emf
+    emf.metric(UNKNOWN_ASINS, f64::from(metrics.unknown_asins), Unit::Count)
+}
+
+/// The record of one `typing` frame: how it ended, and the source calls its speculation made (when one
+/// ran). Dropped frames are counted here, never answered.
+pub fn typing_record(timestamp_ms: u64, outcome: &str, retrievals: u32, service_calls: u32) -> Emf {
+    Emf::new(timestamp_ms)
+        .dimension(DIM_OUTCOME, outcome)
+        .dimension_sets(&[&[DIM_OUTCOME], &[]])
+        .metric(TYPING_FRAMES, 1.0, Unit::Count)
+        .metric(TYPING_RETRIEVALS, f64::from(retrievals), Unit::Count)
+        .metric(TYPING_SERVICE_CALLS, f64::from(service_calls), Unit::Count)
+}
+
+/// The records of one guardrail intervention: one [`GUARDRAIL_INTERVENTIONS`] per policy family that
+/// acted (`unknown` when the trace named none), by policy and direction, and by direction alone.
+pub fn guardrail_record(timestamp_ms: u64, direction: crate::safety::Direction, policies: &[&str]) -> GuardrailRecords {
+    let policies: Vec<&str> = if policies.is_empty() { vec![EMPTY_DIMENSION_VALUE] } else { policies.to_vec() };
+    GuardrailRecords(
+        policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                // The direction-only and total sets once per intervention, not once per policy.
+                let sets: &[&[&str]] = if i == 0 {
+                    &[&[DIM_POLICY, DIM_DIRECTION], &[DIM_DIRECTION], &[]]
+                } else {
+                    &[&[DIM_POLICY, DIM_DIRECTION]]
+                };
+                Emf::new(timestamp_ms)
+                    .dimension(DIM_POLICY, p)
+                    .dimension(DIM_DIRECTION, direction.as_str())
+                    .dimension_sets(sets)
+                    .metric(GUARDRAIL_INTERVENTIONS, 1.0, Unit::Count)
+            })
+            .collect(),
+    )
+}
+
+/// The EMF lines of one intervention (see [`guardrail_record`]).
+#[derive(Debug)]
+pub struct GuardrailRecords(pub Vec<Emf>);
+
+impl GuardrailRecords {
+    pub fn emit(&self) {
+        for r in &self.0 {
+            r.emit();
+        }
+    }
+}
+
+/// The record of an input check that failed or ran out of time.
+pub fn guardrail_check_failed_record(timestamp_ms: u64) -> Emf {
+    Emf::new(timestamp_ms).metric(GUARDRAIL_CHECK_FAILED, 1.0, Unit::Count)
 }
 
 /// The record every `sendMessage` writes, whatever its end: one [`TURNS`] by [`DIM_OUTCOME`] (and in
@@ -397,6 +481,7 @@ mod tests {
                 (TOTAL_LATENCY_MS, "Milliseconds"),
                 (PROMPT_TOTAL_TOKENS, "Count"),
                 (COMPRESSION_RATIO, "None"),
+                (UNKNOWN_ASINS, "Count"),
             ]
         );
     }
@@ -427,10 +512,38 @@ mod tests {
             .iter()
             .map(|m| m["Name"].as_str().unwrap())
             .collect();
-        let elsewhere = [PREGEN_WASTED_TOKENS, PREGEN_GENERATED_TOKENS, TURNS, TURN_STORE_FAILED, AUTH_DENIED];
+        let elsewhere = [
+            PREGEN_WASTED_TOKENS,
+            PREGEN_GENERATED_TOKENS,
+            TURNS,
+            TURN_STORE_FAILED,
+            AUTH_DENIED,
+            GUARDRAIL_INTERVENTIONS,
+            GUARDRAIL_CHECK_FAILED,
+            TYPING_FRAMES,
+            TYPING_RETRIEVALS,
+            TYPING_SERVICE_CALLS,
+            // Added to the turn's record by the turn, only while speculation is on.
+            SPECULATION_HIT,
+        ];
         let per_turn: Vec<&&str> = ALL.iter().filter(|n| !elsewhere.contains(n)).collect();
         assert_eq!(names.len(), per_turn.len());
         assert!(per_turn.iter().all(|n| names.contains(n)));
+    }
+
+    #[test]
+    fn a_guardrail_intervention_is_counted_once_per_policy_and_once_in_total() {
+        use crate::safety::Direction;
+        let recs = guardrail_record(1, Direction::Output, &["topic", "sensitive_information"]).0;
+        assert_eq!(recs.len(), 2);
+        let docs: Vec<Value> = recs.iter().map(|r| assert_valid_emf(&r.to_json())).collect();
+        assert_eq!((docs[0]["policy"].as_str(), docs[0]["direction"].as_str()), (Some("topic"), Some("output")));
+        assert_eq!(docs[1]["policy"], "sensitive_information");
+        let sets = |d: &Value| d["_aws"]["CloudWatchMetrics"][0]["Dimensions"].clone();
+        assert_eq!(sets(&docs[0]), serde_json::json!([["policy", "direction"], ["direction"], []]));
+        assert_eq!(sets(&docs[1]), serde_json::json!([["policy", "direction"]]));
+        let none = guardrail_record(1, Direction::Input, &[]).0;
+        assert_eq!(assert_valid_emf(&none[0].to_json())["policy"], "unknown");
     }
 
     #[test]
@@ -443,6 +556,16 @@ mod tests {
         assert!(ok.get(TURN_STORE_FAILED).is_none());
         let denied = assert_valid_emf(&auth_denied_record(1, "expired").to_json());
         assert_eq!(denied[AUTH_DENIED], 1.0);
+    }
+
+    #[test]
+    fn a_typing_frame_is_counted_by_outcome_with_the_calls_it_cost() {
+        let v = assert_valid_emf(&typing_record(1, "speculated", 1, 2).to_json());
+        assert_eq!(v["outcome"], "speculated");
+        assert_eq!(v[TYPING_FRAMES], 1.0);
+        assert_eq!(v[TYPING_RETRIEVALS], 1.0);
+        assert_eq!(v[TYPING_SERVICE_CALLS], 2.0);
+        assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Dimensions"], serde_json::json!([["outcome"], []]));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The wire protocol between the browser and the chat Lambda: JSON text frames.
 //!
 //! - client -> `{"action":"sendMessage","message_id":"<uuid>","text":"...","page_context":{...}}`
+//! - client -> `{"action":"typing","text":"<typed so far>","page_context":{...}}` ([`TypingFrame`]; answered
+//!   with nothing: the server speculates the context, see [`crate::speculate`])
 //! - server -> `delta`, `completed`, `error` events ([`ServerEvent`]).
 //!
 //! Parsing is strict about what matters (types, sizes, ids) and lenient about unknown extra fields, so an
@@ -25,6 +27,12 @@ pub const MAX_FRAME_BYTES: usize = 32 * 1024;
 pub const ACTION_SEND_MESSAGE: &str = "sendMessage";
 /// Asks for the connection's session id (answered with a `session` event).
 pub const ACTION_SESSION: &str = "session";
+/// What the shopper has typed so far (debounced by the client): lets the server assemble the context
+/// before the message is sent. Never answered.
+pub const ACTION_TYPING: &str = "typing";
+/// The largest `typing` frame read at all: the text and page-context limits plus the JSON around them.
+/// A larger one is dropped unparsed (and counted).
+pub const MAX_TYPING_FRAME_BYTES: usize = MAX_TEXT_BYTES + MAX_PAGE_CONTEXT_BYTES + 512;
 
 /// The action a frame names, when it is a JSON object with a string `action` (routing only; the frame is
 /// validated by the action's parser).
@@ -113,7 +121,7 @@ impl ClientMessage {
                         },
                     ));
                 }
-                m
+                crate::safety::page_context(m).map_err(|e| reject(echo.clone(), e))?
             }
             Some(_) => {
                 return Err(reject(
@@ -123,6 +131,54 @@ impl ClientMessage {
             }
         };
         Ok(Self { message_id, text, page_context })
+    }
+}
+
+/// A validated `typing` frame: the partial text and the page it is typed on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypingFrame {
+    /// Trimmed; may be empty (the shopper cleared the box).
+    pub text: String,
+    pub page_context: Map<String, Value>,
+}
+
+impl TypingFrame {
+    /// Parses one `typing` frame with the limits of `sendMessage` (and a bound on the raw frame before
+    /// any parsing). A typing frame is never answered, so the error is only counted.
+    pub fn parse(frame: &str) -> Result<Self, FrameError> {
+        if frame.len() > MAX_TYPING_FRAME_BYTES {
+            return Err(FrameError::MessageTooLong { len: frame.len(), limit: MAX_TYPING_FRAME_BYTES });
+        }
+        let value: Value = serde_json::from_str(frame).map_err(|e| FrameError::BadFrame(e.to_string()))?;
+        let Value::Object(mut obj) = value else {
+            return Err(FrameError::BadFrame("expected an object".to_owned()));
+        };
+        if obj.get("action").and_then(Value::as_str) != Some(ACTION_TYPING) {
+            return Err(FrameError::UnknownAction("<not typing>".to_owned()));
+        }
+        let text = match obj.remove("text") {
+            Some(Value::String(t)) => t,
+            Some(_) => return Err(FrameError::InvalidField { field: "text", reason: "must be a string".into() }),
+            None => return Err(FrameError::MissingField("text")),
+        };
+        if text.len() > MAX_TEXT_BYTES {
+            return Err(FrameError::MessageTooLong { len: text.len(), limit: MAX_TEXT_BYTES });
+        }
+        let page_context = match obj.remove("page_context") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => {
+                let size = serde_json::to_string(&m).map_or(usize::MAX, |s| s.len());
+                if size > MAX_PAGE_CONTEXT_BYTES {
+                    let reason = format!("is {size} bytes; the limit is {MAX_PAGE_CONTEXT_BYTES}");
+                    return Err(FrameError::InvalidField { field: "page_context", reason });
+                }
+                crate::safety::page_context(m)?
+            }
+            Some(_) => {
+                return Err(FrameError::InvalidField { field: "page_context", reason: "must be an object".into() });
+            }
+        };
+        Ok(Self { text: text.trim().to_owned(), page_context })
     }
 }
 
@@ -213,6 +269,10 @@ pub struct TurnMetrics {
     pub route: Route,
     /// Context assembly, turn start to everything gathered.
     pub assembly_ms: f64,
+    /// Building the request after assembly: compression to the budget and the prompt.
+    pub compress_ms: f64,
+    /// First text delta from the model -> its frame accepted by API Gateway (the relay's share).
+    pub relay_ms: f64,
     pub legs: LegTimings,
     /// Legs that failed or were cut at their deadline (`leg: why`).
     pub context_errors: Vec<String>,
@@ -224,6 +284,10 @@ pub struct TurnMetrics {
     pub failovers: u32,
     /// The model, a pre-generated answer, or a pre-generated opening continued by the model.
     pub served: Served,
+    /// ASINs the answer named that were not in this turn's context (no card was made for them).
+    pub unknown_asins: u32,
+    /// Context legs served by a typing-time speculation (`retrieval`, `services`) instead of run at send.
+    pub speculated_legs: Vec<&'static str>,
 }
 
 /// Server -> client events.
@@ -249,6 +313,13 @@ pub enum ServerEvent<'a> {
         /// When to try again (`rate_limited`).
         #[serde(skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
+    },
+    /// The guardrail stopped the answer: the text shown for this message so far is to be replaced by
+    /// `message`. Ends the message (no `completed` follows); `seq` follows the last delta's.
+    Retract {
+        message_id: &'a str,
+        seq: u32,
+        message: &'a str,
     },
     /// The connection's session (answer to a `session` frame): the id to pass back as `session_id` on a
     /// later `$connect` to resume the conversation.
@@ -326,6 +397,26 @@ mod tests {
         let r = ClientMessage::parse(&frame).unwrap_err();
         assert_eq!(r.error.code(), "message_too_long");
         assert_eq!(r.message_id.as_deref(), Some("m-9"));
+    }
+
+    #[test]
+    fn a_typing_frame_parses_with_the_limits_of_a_message() {
+        let t = TypingFrame::parse(
+            r#"{"action":"typing","text":" horror ma ","page_context":{"current_asin":"B0TEST0001"}}"#,
+        )
+        .unwrap();
+        assert_eq!(t.text, "horror ma");
+        assert_eq!(t.page_context["current_asin"], "B0TEST0001");
+        assert_eq!(TypingFrame::parse(r#"{"action":"typing","text":""}"#).unwrap().text, "");
+        let code = |f: &str| TypingFrame::parse(f).unwrap_err().code();
+        assert_eq!(code("nope"), "bad_frame");
+        assert_eq!(code(r#"{"action":"typing"}"#), "missing_field");
+        assert_eq!(code(r#"{"action":"typing","text":3}"#), "invalid_field");
+        assert_eq!(code(r#"{"action":"sendMessage","text":"hi"}"#), "unknown_action");
+        let long = format!(r#"{{"action":"typing","text":"{}"}}"#, "a".repeat(MAX_TEXT_BYTES + 1));
+        assert_eq!(code(&long), "message_too_long");
+        let huge = format!(r#"{{"action":"typing","text":"{}"}}"#, "a".repeat(MAX_TYPING_FRAME_BYTES));
+        assert_eq!(code(&huge), "message_too_long", "refused before parsing");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! 1. Parse the frame ([`crate::protocol`]); a bad one gets a typed `error` event.
 //! 2. Gather, side by side: the session ([`crate::session`]), the message-id claim, the limits
 //!    ([`crate::limits`]: one turn per connection, rate, daily tokens), the route ([`crate::routes`]) and
-//!    the context ([`crate::context`]).
+//!    the context ([`crate::context`]), taking what a typing-time speculation gathered when it fits
+//!    ([`crate::speculate`]; the speculation itself is the `typing` action, `turn/typing.rs`).
 //! 3. Compress to the token budget ([`crate::prompt`], [`crate::compress`]).
 //! 4. Stream ([`crate::serve`]): a pre-generated answer when one fits, else the model stream opened with
 //!    failover ([`crate::routes::open_stream`]); the deltas relayed ([`crate::relay`]).
@@ -24,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::compress::PromptBudget;
-use crate::context::{Assembler, ContextConfig};
+use crate::context::{Assembler, ContextConfig, Reusable};
 use crate::deadline::within;
 use crate::error::{StoreError, chain, retry_store};
 use crate::ids::{ConnectionId, SessionId};
@@ -35,12 +36,14 @@ use crate::ports::{Claim, ConnectionSink, ModelClient, Store};
 use crate::prefetch::{NoPrefetch, PrefetchQueue};
 use crate::pregen::PregenConfig;
 use crate::prompt::{PromptConfig, PromptParts, Prompter};
-use crate::protocol::{ACTION_SESSION, ClientMessage, Rejected, ServerEvent, TurnMetrics, action_of};
+use crate::protocol::{ACTION_SESSION, ACTION_TYPING, ClientMessage, Rejected, ServerEvent, TurnMetrics, action_of};
 use crate::relay::{RelayConfig, post_with_retry};
 use crate::routes::{FailoverConfig, Routes, plan};
+use crate::safety::{Direction, SafetyConfig, blocked_input_message, is_japanese};
 use crate::serve::{self, Answerer, Streamed};
 use crate::session::{Connected, Principal, SessionConfig, Sessions};
 use crate::sources::{ContextSources, NoSources};
+use crate::speculate::{self, Basis, SpeculationConfig};
 use crate::summary::SummaryConfig;
 
 /// Settings of the turn, read once at cold start.
@@ -83,6 +86,10 @@ pub struct TurnConfig {
     pub claim_deadline: Duration,
     /// Attempts to store a finished turn (retryable store errors, with backoff).
     pub store_attempts: u32,
+    /// Guardrails on the answer and on the shopper's input (off unless configured).
+    pub safety: SafetyConfig,
+    /// Typing-time speculation (`TYPING_SPECULATION`).
+    pub speculation: SpeculationConfig,
 }
 
 impl Default for TurnConfig {
@@ -113,6 +120,8 @@ impl Default for TurnConfig {
             turn_deadline: Duration::from_secs(20),
             claim_deadline: Duration::from_secs(2),
             store_attempts: 4,
+            safety: SafetyConfig::default(),
+            speculation: SpeculationConfig::default(),
         }
     }
 }
@@ -134,6 +143,10 @@ pub enum TurnResult {
     ClientGone,
     /// The turn failed with this error code.
     Failed(&'static str),
+    /// A guardrail blocked the message (input: no model call) or stopped the answer (output: retracted).
+    Blocked(Direction),
+    /// A `typing` frame: nothing is answered.
+    Typing(TypingOutcome),
 }
 
 /// The turn engine: model client, store, clock, context sources and prefetch queue, built once per
@@ -264,7 +277,8 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         self.sessions.disconnect(&self.store, conn).await
     }
 
-    /// Any frame after `$connect`: a `session` frame is answered with the connection's session id; anything
+    /// Any frame after `$connect`: a `session` frame is answered with the connection's session id, a
+    /// `typing` frame speculates the context and is answered with nothing ([`Engine::typing`]); anything
     /// else is a turn ([`Engine::send_message_until`]).
     pub async fn handle_frame<S: ConnectionSink>(
         &self,
@@ -274,10 +288,14 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         started: Instant,
         deadline: Instant,
     ) -> TurnResult {
-        if action_of(body).as_deref() == Some(ACTION_SESSION) {
-            let (session, _) = self.sessions.session_of(&self.store, conn).await;
-            post_event(sink, conn, &self.cfg.relay, &ServerEvent::Session { session_id: session.as_str() }).await;
-            return TurnResult::Session;
+        match action_of(body).as_deref() {
+            Some(ACTION_SESSION) => {
+                let (session, _) = self.sessions.session_of(&self.store, conn).await;
+                post_event(sink, conn, &self.cfg.relay, &ServerEvent::Session { session_id: session.as_str() }).await;
+                return TurnResult::Session;
+            }
+            Some(ACTION_TYPING) => return TurnResult::Typing(Box::pin(self.typing(conn, body)).await),
+            _ => {}
         }
         self.send_message_until(sink, conn, body, started, deadline).await
     }
@@ -338,9 +356,14 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         let assembler = Assembler { sources: &self.sources, store: &self.store, cfg: &self.cfg.context };
         let slot_for = deadline.saturating_duration_since(Instant::now());
         let admit = Box::pin(limiter.admit(conn, &turn.msg.message_id, &turn.who, slot_for));
-        let ((admitted, claim, provisioned), gathered) = tokio::join!(
+        let ((admitted, claim, provisioned), (gathered, checked)) = tokio::join!(
             async { tokio::join!(admit, self.claim(&turn), self.routes.provisioned()) },
-            assembler.assemble(&turn.msg, &turn.session, &turn.who.user),
+            // Boxed: both are deep state machines; the turn's own future stays small.
+            async {
+                let (msg, session, user) = (&turn.msg, &turn.session, &turn.who.user);
+                let assemble = Box::pin(assembler.assemble_reusing(msg, session, user, self.speculated(&turn)));
+                tokio::join!(assemble, Box::pin(self.check_input(&turn.msg)))
+            },
         );
         match admitted {
             Ok(a) => turn.slot = a.slot.into(),
@@ -352,8 +375,17 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             }
         }
         let (result, tokens, store_failed) = match self.check_claim(sink, conn, &turn, claim).await {
+            Some(claimed) if checked == InputCheck::Blocked => {
+                turn.claimed = claimed;
+                let text = blocked_input_message(is_japanese(&turn.msg.text));
+                (self.abort(sink, conn, &turn, "blocked", text, false).await, 0, false)
+            }
             Some(claimed) => {
                 turn.claimed = claimed;
+                if let InputCheck::Masked(text) = checked {
+                    // What the guardrail masked (card and phone numbers) never reaches the model or the store.
+                    turn.msg.text = text;
+                }
                 // Boxed: the answer's state machine is deep (the SDK's futures inside), and one allocation per
                 // turn keeps every caller's future small.
                 Box::pin(self.answer(sink, conn, &turn, gathered, provisioned)).await
@@ -362,6 +394,68 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         };
         tokio::join!(self.free_slot(conn, &turn), limiter.spend(&turn.who, tokens));
         (result, store_failed)
+    }
+
+    /// The at-send lookup of the session's typing-time speculation: what of it fits this message (one
+    /// cache read under the cache leg's deadline; `None` when speculation is off or nothing fits).
+    async fn speculated(&self, turn: &Turn) -> Option<Reusable> {
+        let spec = &self.cfg.speculation;
+        if !spec.enabled {
+            return None;
+        }
+        let basis = Basis::of(&turn.msg.text, &turn.msg.page_context);
+        let deadline = self.cfg.context.cache;
+        speculate::lookup(&self.sources, deadline, spec, &turn.session, basis, self.clock.now_ms()).await
+    }
+
+    /// The input guardrail's verdict on the shopper's text and page context (`Pass` when none is
+    /// configured). Runs beside context assembly; bounded, and a failure lets the turn go on (logged and
+    /// counted): the output guardrail still watches the answer.
+    async fn check_input(&self, msg: &ClientMessage) -> InputCheck {
+        let Some(g) = &self.cfg.safety.input else { return InputCheck::Pass };
+        let page = if msg.page_context.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(&msg.page_context).unwrap_or_default()
+        };
+        let texts: Vec<&str> = [msg.text.as_str(), page.as_str()].into_iter().filter(|t| !t.is_empty()).collect();
+        let check = self.model.apply_guardrail(g, Direction::Input, &texts);
+        let assessment = match within("input guardrail", self.cfg.safety.input_deadline, check).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                tracing::warn!(code = e.code(), error = %chain(&e), "input guardrail check failed; going on unchecked");
+                self.check_failed();
+                return InputCheck::Pass;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "input guardrail check timed out; going on unchecked");
+                self.check_failed();
+                return InputCheck::Pass;
+            }
+        };
+        if !assessment.intervened {
+            return InputCheck::Pass;
+        }
+        if self.cfg.emf {
+            metrics::guardrail_record(self.clock.now_ms(), Direction::Input, &assessment.policies).emit();
+        }
+        if assessment.blocked {
+            tracing::info!(policies = ?assessment.policies, "the input guardrail blocked the message");
+            return InputCheck::Blocked;
+        }
+        match assessment.outputs.first() {
+            Some(masked) if !masked.trim().is_empty() && masked != &msg.text => {
+                tracing::info!(policies = ?assessment.policies, "the input guardrail masked the message");
+                InputCheck::Masked(masked.trim().to_owned())
+            }
+            _ => InputCheck::Pass,
+        }
+    }
+
+    fn check_failed(&self) {
+        if self.cfg.emf {
+            metrics::guardrail_check_failed_record(self.clock.now_ms()).emit();
+        }
     }
 
     /// Frees the connection's turn slot if this turn still holds it: once the client has been told the
@@ -390,13 +484,15 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         let serving = serve::decide(self.cfg.pregen.mode, &turn.msg.text, &gathered, &choice.model_id);
 
         // 3. Compress everything that arrived to the budget.
+        let compress_start = std::time::Instant::now();
         let parts = PromptParts::new(&gathered);
         let input = parts.input(&turn.msg, &gathered);
         let metadata = vec![("message_id".to_owned(), turn.msg.message_id.to_string())];
         let request = match self.prompter.request(&input, choice, metadata) {
-            Ok(r) => r,
+            Ok(r) => crate::ports::ModelRequest { guardrail: self.cfg.safety.output.clone(), ..r },
             Err(e) => return (self.abort(sink, conn, turn, "message_too_long", &e.to_string(), false).await, 0, false),
         };
+        let compress_ms = compress_start.elapsed().as_secs_f64() * 1000.0;
 
         // 4. Stream: the model's first attempt that yields a token (or the pre-generated answer), relayed.
         let (relay, failover, routes, deadline) = (&self.cfg.relay, &self.cfg.failover, &self.routes, turn.deadline);
@@ -433,14 +529,17 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             route,
             failovers,
             assembly_ms: gathered.context.assembly_ms,
+            compress_ms,
+            relay_ms: out.first_delta_at.map_or(0.0, |d| ms_since(d, out.first_post_at)),
             legs: gathered.context.legs,
             context_errors: gathered.context.errors.clone(),
             cache_hits: gathered.context.cache_hits.clone(),
             cache_lookups: u32::try_from(gathered.context.lookups).unwrap_or(u32::MAX),
             served,
+            unknown_asins: 0,
+            speculated_legs: gathered.context.speculated.clone(),
         };
-        let about = gathered.entities.resolved.as_ref();
-        let (result, record, stored) = self.finish(sink, conn, turn, out, metrics, about).await;
+        let (result, record, stored) = self.finish(sink, conn, turn, out, metrics, &gathered).await;
         self.after_answer(turn, &gathered, &result, &record, stored, &serving).await;
         let tokens = u64::from(record.input_tokens) + u64::from(record.output_tokens);
         (result, tokens, stored == Stored::Failed)
@@ -537,7 +636,11 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             self.free_slot(conn, turn)
         );
         send_error(sink, conn, &self.cfg.relay, Some(turn.msg.message_id.as_str()), code, text, retryable).await;
-        if code == "message_too_long" { TurnResult::Rejected(code) } else { TurnResult::Failed(code) }
+        match code {
+            "message_too_long" => TurnResult::Rejected(code),
+            "blocked" => TurnResult::Blocked(Direction::Input),
+            _ => TurnResult::Failed(code),
+        }
     }
 
     /// Gives the claim back (retried: a claim left behind would refuse the shopper's resend for a day).
@@ -550,6 +653,15 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
     }
 }
 
+/// What the input guardrail made of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum InputCheck {
+    Pass,
+    /// The message with what the guardrail masked replaced (`{CREDIT_DEBIT_CARD_NUMBER}`, `{PHONE}`).
+    Masked(String),
+    Blocked,
+}
+
 /// The `outcome` dimension of a turn's result.
 fn outcome(result: &TurnResult) -> Outcome {
     match result {
@@ -558,11 +670,16 @@ fn outcome(result: &TurnResult) -> Outcome {
         TurnResult::Limited(_) => Outcome::Limited,
         TurnResult::Failed(_) => Outcome::Failed,
         TurnResult::ClientGone => Outcome::ClientGone,
+        TurnResult::Blocked(_) => Outcome::Blocked,
+        // Never counted as a turn (a typing frame has its own record).
+        TurnResult::Typing(_) => Outcome::Rejected,
     }
 }
 
 mod after;
+mod typing;
 use after::Stored;
+pub use typing::TypingOutcome;
 
 #[cfg(test)]
 mod tests;

@@ -18,3 +18,4 @@ pub mod embedded;
 pub mod emulators;
 pub mod faults;
 pub mod system;
+pub mod web;

@@ -49,6 +49,8 @@ enum Scenario {
     Capacity,
     /// 200 signed-in shoppers and a flooding client with faults injected: lost, duplicate, cross-session.
     Abuse,
+    /// Messages replayed as typed, with typing-time speculation on and off side by side.
+    Typing,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -56,6 +58,12 @@ enum Relay {
     Coalesce,
     PerToken,
     Both,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Subcommand)]
@@ -72,6 +80,9 @@ enum Cmd {
         latency: Latency,
         #[arg(long, value_enum, default_value = "coalesce")]
         relay: Relay,
+        /// Guardrails on answers and input (the emulator's documented policy), as the template deploys them.
+        #[arg(long, value_enum, default_value = "on")]
+        guardrail: OnOff,
     },
     /// Create the DynamoDB table (for running the chat function against moto_server or DynamoDB Local).
     CreateTable {
@@ -106,6 +117,9 @@ enum Cmd {
         /// Page context JSON sent with every message, e.g. '{"current_asin":"B0UZUMAKI1"}'.
         #[arg(long)]
         page_context: Option<String>,
+        /// Print every server event as it arrives, one JSON object a line, instead of the answer and its line.
+        #[arg(long)]
+        json: bool,
     },
     /// Measure first-token latency, total latency and our overhead over real WebSocket connections
     /// (`--scenario turns`), or prompt compression (`--scenario compression`).
@@ -147,6 +161,12 @@ enum Cmd {
         /// Also write the report as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Also write a self-contained HTML report (tables, first-token CDFs, median-turn waterfalls).
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// First token with guardrails off, on, or both side by side in the same run (instead of `--scenario`).
+        #[arg(long, value_enum)]
+        guardrail: Option<bench::guardrail::GuardrailRun>,
     },
 }
 
@@ -158,8 +178,17 @@ fn relay_modes(r: Relay) -> Vec<RelayMode> {
     }
 }
 
-async fn serve(listen: SocketAddr, bedrock_listen: SocketAddr, latency: Latency, relay: Relay) -> anyhow::Result<()> {
+async fn serve(
+    listen: SocketAddr,
+    bedrock_listen: SocketAddr,
+    latency: Latency,
+    relay: Relay,
+    guardrail: OnOff,
+) -> anyhow::Result<()> {
     let mut opts = SystemOptions { gateway_addr: listen, bedrock_addr: bedrock_listen, ..SystemOptions::default() };
+    if guardrail == OnOff::On {
+        bench::guardrail::with_guardrails(&mut opts);
+    }
     opts.emulator.latency = match latency {
         Latency::Bedrock => LatencyModel::bedrock_like(),
         Latency::Fast => LatencyModel::fast(),
@@ -188,8 +217,13 @@ async fn serve(listen: SocketAddr, bedrock_listen: SocketAddr, latency: Latency,
     Ok(())
 }
 
-async fn chat(url: &str, user: &str, message: Option<String>, page_context: Option<String>) -> anyhow::Result<()> {
-    use std::io::Write as _;
+async fn chat(
+    url: &str,
+    user: &str,
+    message: Option<String>,
+    page_context: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
     let pc: Option<Value> =
         page_context.map(|s| serde_json::from_str(&s)).transpose().context("--page-context is not JSON")?;
     let url = mangaassist_local::client::authenticated(url, user).await?;
@@ -210,37 +244,97 @@ async fn chat(url: &str, user: &str, message: Option<String>, page_context: Opti
             }
             None => break,
         };
-        let id = client.send_message(&text, pc.as_ref()).await?;
-        loop {
-            let ev = client.next_event(Duration::from_secs(30)).await?;
-            if ev["message_id"].as_str() != Some(id.as_str()) {
-                continue;
-            }
-            match ev["type"].as_str() {
-                Some("delta") => {
-                    print!("{}", ev["text"].as_str().unwrap_or_default());
-                    std::io::stdout().flush()?;
-                }
-                Some("completed") => {
-                    println!();
-                    eprintln!("[products {}] [metrics {}]", ev["products"], ev["metrics"]);
-                    break;
-                }
-                _ => {
-                    eprintln!(
-                        "\n[{}: {}]",
-                        ev["code"].as_str().unwrap_or("error"),
-                        ev["message"].as_str().unwrap_or_default()
-                    );
-                    break;
-                }
-            }
-        }
+        chat_turn(&mut client, &url, &text, pc.as_ref(), json).await?;
         if !interactive {
             break;
         }
     }
     client.close().await;
+    Ok(())
+}
+
+/// One message: the answer streams to stdout; then one line of figures and the products' titles on stderr
+/// (so `> file` keeps only the answer). With `json`, every event of the turn as it arrived, on stdout.
+async fn chat_turn(
+    client: &mut ChatClient,
+    url: &str,
+    text: &str,
+    page_context: Option<&Value>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use mangaassist_local::client::{product_titles, turn_line};
+    use std::io::Write as _;
+    let started = std::time::Instant::now();
+    let id = client.send_message(text, page_context).await?;
+    let (mut first, mut answer) = (None, String::new());
+    let mut out = std::io::stdout();
+    loop {
+        let ev = client.next_event(Duration::from_secs(30)).await?;
+        if ev["message_id"].as_str() != Some(id.as_str()) {
+            continue;
+        }
+        if json {
+            writeln!(out, "{ev}")?;
+        }
+        match ev["type"].as_str() {
+            Some("delta") => {
+                first.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1000.0);
+                let t = ev["text"].as_str().unwrap_or_default();
+                answer.push_str(t);
+                if !json {
+                    write!(out, "{t}")?;
+                }
+            }
+            Some("retract") => {
+                // The guardrail replaced what was shown: say so, then show the replacement.
+                answer = ev["message"].as_str().unwrap_or_default().to_owned();
+                if !json {
+                    writeln!(out)?;
+                    eprintln!("[revised by the safety check; the answer above is withdrawn]");
+                    writeln!(out, "{answer}")?;
+                }
+                // A retracted message ends here: no `completed` follows.
+                break;
+            }
+            Some("completed") => {
+                if json {
+                    break;
+                }
+                writeln!(out)?;
+                out.flush()?;
+                eprintln!("  {}", turn_line(&ev["metrics"], first));
+                let asins: Vec<String> = ev["products"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["asin"].as_str().map(str::to_owned))
+                    .collect();
+                let japanese = text.chars().any(|c| matches!(c as u32, 0x3040..=0x30FF | 0x4E00..=0x9FFF));
+                let titles = product_titles(url, &asins, &answer, japanese).await;
+                if !titles.is_empty() {
+                    eprintln!("  products: {}", titles.join(" · "));
+                }
+                break;
+            }
+            Some("error") => {
+                if !json {
+                    if !answer.is_empty() {
+                        writeln!(out)?;
+                    }
+                    let code = ev["code"].as_str().unwrap_or("error");
+                    let mut line = format!("[{code}] {}", ev["message"].as_str().unwrap_or_default());
+                    if let Some(ms) = ev["retry_after_ms"].as_u64() {
+                        line.push_str(&format!(" (try again in {:.1} s)", ms as f64 / 1000.0));
+                    }
+                    eprintln!("{line}");
+                }
+                break;
+            }
+            _ => {}
+        }
+        out.flush()?;
+    }
+    out.flush()?;
     Ok(())
 }
 
@@ -250,8 +344,79 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().cmd {
-        Cmd::Serve { listen, bedrock_listen, latency, relay } => serve(listen, bedrock_listen, latency, relay).await,
+    let cmd = Cli::parse().cmd;
+    let report = match &cmd {
+        Cmd::Bench { report: Some(path), .. } => {
+            bench::report::enable(scenario_name(&cmd), bench_settings(&cmd));
+            Some(path.clone())
+        }
+        _ => None,
+    };
+    let result = run(cmd).await;
+    if let Some(path) = report {
+        // Written even when the run failed: its turns are what explains the failure.
+        bench::report::write(&path)?;
+    }
+    result
+}
+
+fn scenario_name(cmd: &Cmd) -> &'static str {
+    let Cmd::Bench { scenario, guardrail, .. } = cmd else { return "" };
+    if guardrail.is_some() {
+        return "guardrail";
+    }
+    match scenario {
+        Scenario::Turns => "turns",
+        Scenario::Compression => "compression",
+        Scenario::Spike => "spike",
+        Scenario::Context => "context",
+        Scenario::Followups => "followups",
+        Scenario::Models => "models",
+        Scenario::Capacity => "capacity",
+        Scenario::Abuse => "abuse",
+        Scenario::Typing => "typing",
+    }
+}
+
+/// The run's settings, as the report shows them.
+fn bench_settings(cmd: &Cmd) -> Vec<(String, String)> {
+    let Cmd::Bench { url, conversations, concurrency, relay, post_latency_ms, quick, script, .. } = cmd else {
+        return Vec::new();
+    };
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = aws_smithy_types::DateTime::from_secs(i64::try_from(secs).unwrap_or(0))
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_default();
+    let mut v = vec![
+        ("scenario".to_owned(), scenario_name(cmd).to_owned()),
+        ("started".to_owned(), now),
+        ("system".to_owned(), url.clone().unwrap_or_else(|| "in-process (emulators, embedded stores)".to_owned())),
+        ("quick".to_owned(), quick.to_string()),
+        ("cores".to_owned(), std::thread::available_parallelism().map_or(0, |n| n.get()).to_string()),
+        ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+    ];
+    if scenario_name(cmd) == "turns" {
+        let relay = match relay {
+            Relay::Coalesce => "coalesce",
+            Relay::PerToken => "per_token",
+            Relay::Both if *quick => "coalesce",
+            Relay::Both => "coalesce and per_token",
+        };
+        let list = concurrency.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        v.push(("relay".to_owned(), relay.to_owned()));
+        v.push(("concurrency".to_owned(), list));
+        v.push(("PostToConnection latency".to_owned(), format!("{post_latency_ms} ms")));
+        v.push(("conversations per run".to_owned(), conversations.map_or("default".to_owned(), |n| n.to_string())));
+    }
+    v.push(("conversations".to_owned(), script.as_ref().map_or("built-in".to_owned(), |p| p.display().to_string())));
+    v
+}
+
+async fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Serve { listen, bedrock_listen, latency, relay, guardrail } => {
+            serve(listen, bedrock_listen, latency, relay, guardrail).await
+        }
         Cmd::CreateTable { endpoint, table } => {
             let sdk = mangaassist_adapters::sdk::local(&endpoint).await;
             let store = mangaassist_adapters::dynamo::DynamoStore::new(&sdk, &table);
@@ -261,12 +426,13 @@ async fn main() -> anyhow::Result<()> {
             println!("table {table} is ready at {endpoint}");
             Ok(())
         }
-        Cmd::Chat { url, user, message, page_context } => chat(&url, &user, message, page_context).await,
+        Cmd::Chat { url, user, message, page_context, json } => chat(&url, &user, message, page_context, json).await,
         Cmd::Token { user, guest, url } => {
             let token = mangaassist_local::client::fetch_token(&url, (!guest).then_some(user.as_str())).await?;
             println!("{token}");
             Ok(())
         }
+        Cmd::Bench { guardrail: Some(run), quick, json, .. } => bench::guardrail::guardrail(run, quick, json).await,
         Cmd::Bench { scenario: Scenario::Compression, corpus, requests, seed, no_e2e, quick, json, .. } => {
             bench::compression::compression(bench::compression::CompressionOptions {
                 corpus,
@@ -284,6 +450,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Bench { scenario: Scenario::Models, quick, json, .. } => bench::models::models(quick, json).await,
         Cmd::Bench { scenario: Scenario::Abuse, quick, json, .. } => bench::abuse::abuse(quick, json).await,
+        Cmd::Bench { scenario: Scenario::Typing, quick, json, .. } => bench::typing::typing(quick, json).await,
         Cmd::Bench { scenario: Scenario::Capacity, quick, json, .. } => {
             let report = bench::capacity::capacity(quick).await?;
             print!("{}", report.table());

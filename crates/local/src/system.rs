@@ -99,6 +99,8 @@ pub struct LocalSystem<St, K = TtlCache> {
     pub app: Arc<LocalApp<St, K>>,
     /// The embedded product services (request counts per service).
     pub services: Arc<EmbeddedServices>,
+    /// The embedded retriever (its request count).
+    pub retriever: Arc<EmbeddedRetriever>,
     /// The emulated prefetch Lambda, when prefetch is on (`drain` waits for its jobs).
     pub prefetch: Option<Arc<LocalPrefetch<K>>>,
     /// The local token issuer (user and guest tokens, JWKS).
@@ -207,7 +209,8 @@ pub async fn start_full<St: Store + 'static, K: Cache + 'static>(
             .with_latency(Latency::fixed(opts.sources.retrieval)),
     );
     let services = Arc::new(
-        EmbeddedServices::new(catalog).with_latency(ServiceLatencies::all(Latency::fixed(opts.sources.services))),
+        EmbeddedServices::new(catalog.clone())
+            .with_latency(ServiceLatencies::all(Latency::fixed(opts.sources.services))),
     );
     let emulator = BedrockEmulator::start(opts.bedrock_addr, opts.emulator)
         .await
@@ -234,7 +237,7 @@ pub async fn start_full<St: Store + 'static, K: Cache + 'static>(
     });
     let app = Arc::new(App {
         engine: Engine::new(BedrockModel::new(&sdk), store, SystemClock, opts.turn)
-            .with_sources(Sources { retriever, products: services.clone(), cache })
+            .with_sources(Sources { retriever: retriever.clone(), products: services.clone(), cache })
             .with_prefetch(prefetch.clone())
             .with_routes(routes),
         sinks: ApiGatewaySinks::new(sdk, Some(management)),
@@ -246,7 +249,7 @@ pub async fn start_full<St: Store + 'static, K: Cache + 'static>(
         opts.gateway,
         in_process(app.clone()),
         Some(authorizer),
-        issuer.clone().router(),
+        issuer.clone().router().merge(crate::web::products_router(catalog)),
     )?;
-    Ok(LocalSystem { emulator, gateway, app, services, prefetch, issuer })
+    Ok(LocalSystem { emulator, gateway, app, services, retriever, prefetch, issuer })
 }

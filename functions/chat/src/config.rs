@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 pub use mangaassist_adapters::env::ConfigError;
-use mangaassist_adapters::env::{Env, SourceSettings, pregen_settings, prompt_budget, region};
+use mangaassist_adapters::env::{Env, SourceSettings, pregen_settings, prompt_budget, region, safety_settings};
 use mangaassist_core::context::ContextConfig;
 use mangaassist_core::limits::{LimitConfig, Tier};
 use mangaassist_core::models::{
@@ -15,6 +15,7 @@ use mangaassist_core::models::{
 use mangaassist_core::prompt::PromptConfig;
 use mangaassist_core::relay::{RelayConfig, RelayMode};
 use mangaassist_core::routes::FailoverConfig;
+use mangaassist_core::speculate::SpeculationConfig;
 use mangaassist_core::summary::SummaryConfig;
 use mangaassist_core::turn::TurnConfig;
 use std::sync::Arc;
@@ -89,7 +90,7 @@ fn routing<F: Fn(&str) -> Option<String>>(env: &Env<F>, region: &str) -> Result<
 }
 
 /// The per-user limits: `RATE_PER_MINUTE`, `DAILY_TOKENS`, `MAX_CONNECTIONS` for signed-in users, the
-/// same with a `GUEST_` prefix for guests.
+/// same with a `GUEST_` prefix for guests; `TYPING_PER_MINUTE` typing frames per connection.
 fn limits<F: Fn(&str) -> Option<String>>(env: &Env<F>, d: &LimitConfig) -> Result<LimitConfig, ChatConfigError> {
     let tier = |prefix: &str, t: Tier| -> Result<Tier, ChatConfigError> {
         let name = |n: &str| -> &'static str {
@@ -108,7 +109,12 @@ fn limits<F: Fn(&str) -> Option<String>>(env: &Env<F>, d: &LimitConfig) -> Resul
             connections: env.parse(name("c"), t.connections, "expected a count")?,
         })
     };
-    Ok(LimitConfig { user: tier("", d.user)?, guest: tier("GUEST_", d.guest)?, deadline: d.deadline })
+    Ok(LimitConfig {
+        user: tier("", d.user)?,
+        guest: tier("GUEST_", d.guest)?,
+        deadline: d.deadline,
+        typing_per_minute: env.parse("TYPING_PER_MINUTE", d.typing_per_minute, "expected a count")?,
+    })
 }
 
 impl ChatConfig {
@@ -202,6 +208,23 @@ impl ChatConfig {
             turn_deadline: env.millis("TURN_DEADLINE_MS", d.turn_deadline)?,
             claim_deadline: env.millis("CLAIM_DEADLINE_MS", d.claim_deadline)?,
             store_attempts: env.parse("STORE_ATTEMPTS", d.store_attempts, "expected a count")?.max(1),
+            safety: safety_settings(&env)?,
+            speculation: SpeculationConfig {
+                enabled: match env.nonempty("TYPING_SPECULATION").as_deref() {
+                    None | Some("on") => true,
+                    Some("off") => false,
+                    Some(v) => {
+                        let reason = "expected on or off";
+                        return Err(ConfigError { name: "TYPING_SPECULATION", value: v.to_owned(), reason }.into());
+                    }
+                },
+                ttl: Duration::from_secs(env.parse(
+                    "TYPING_SPECULATION_TTL_SECS",
+                    d.speculation.ttl.as_secs(),
+                    "expected seconds",
+                )?),
+                ..d.speculation
+            },
         };
         Ok(Self {
             table_name: env.nonempty("TABLE_NAME").unwrap_or_else(|| "mangaassist".to_owned()),
@@ -304,6 +327,15 @@ mod tests {
         assert_eq!(c.turn.limits.guest.requests_per_minute, LimitConfig::default().guest.requests_per_minute);
         assert_eq!(c.turn.turn_deadline, Duration::from_millis(15_000));
         assert_eq!(cfg(&[("GUEST_MAX_CONNECTIONS", "x")]).unwrap_err().name(), "GUEST_MAX_CONNECTIONS");
+    }
+
+    #[test]
+    fn typing_speculation_is_on_unless_turned_off() {
+        assert!(cfg(&[]).unwrap().turn.speculation.enabled);
+        let c = cfg(&[("TYPING_SPECULATION", "off"), ("TYPING_PER_MINUTE", "30")]).unwrap();
+        assert!(!c.turn.speculation.enabled);
+        assert_eq!(c.turn.limits.typing_per_minute, 30);
+        assert_eq!(cfg(&[("TYPING_SPECULATION", "maybe")]).unwrap_err().name(), "TYPING_SPECULATION");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Routes one API Gateway WebSocket event to the turn engine.
 //!
 //! `sendMessage`, `$default` and any other route run a turn (a frame that is not a valid `sendMessage`
-//! gets a typed `error` event from the engine; a `session` frame gets the session id). The response's
+//! gets a typed `error` event from the engine; a `session` frame gets the session id; a `typing` frame
+//! speculates the context and gets nothing back). The response's
 //! status code matters only for `$connect`, where anything but 2xx refuses the connection.
 //!
 //! Who is talking comes from the `$connect` authorizer (`functions/authorizer`): API Gateway passes its
@@ -132,7 +133,9 @@ pub async fn handle<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: P
                     TurnResult::Completed(_)
                     | TurnResult::ClientGone
                     | TurnResult::Duplicate
-                    | TurnResult::Session => 200,
+                    | TurnResult::Session
+                    | TurnResult::Typing(_)
+                    | TurnResult::Blocked(_) => 200,
                     TurnResult::Rejected(_) => 400,
                     TurnResult::Limited(_) => 429,
                     TurnResult::Failed(_) => 502,

@@ -80,6 +80,7 @@ async fn store_with_an_answer() -> MemoryStore {
         output_tokens: 0,
         user_tokens: None,
         assistant_tokens: None,
+        guardrail: None,
         expires_at: u64::MAX,
     };
     store.save_turn(&turn).await.unwrap();
@@ -182,4 +183,48 @@ fn focus_prefers_named_products_then_the_ordinal_then_the_page() {
             .unwrap();
     assert_eq!(focus_products(&e, &page, 3), ["B0NAMED001", "B0ORDINAL1", "B0CURRENT1"]);
     assert_eq!(focus_products(&Entities::default(), &page, 3), ["B0CURRENT1", "B0HISTORY1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fitting_speculation_serves_retrieval_and_services_and_only_memory_runs() {
+    let src =
+        Scripted { retrieval: Duration::from_millis(200), service: Duration::from_millis(100), ..Scripted::default() };
+    let store = MemoryStore::with_latency(Duration::from_millis(50));
+    let cfg = ContextConfig::default();
+    let asm = Assembler { sources: &src, store: &store, cfg: &cfg };
+    let msg = message("Is B0AAAAAAA1 in stock?", "{}");
+    let prior = Reusable {
+        retrieved: Some(vec![Passage { content: "typed".into(), score: 0.5, tokens: None }]),
+        values: vec![
+            ("product:B0AAAAAAA1".into(), r#"{"stock":3}"#.into()),
+            ("review:B0AAAAAAA1".into(), r#"{"stars":4}"#.into()),
+        ],
+        resolved: None,
+    };
+    let start = Instant::now();
+    let g = asm.assemble_reusing(&msg, &session(), &UserId::anonymous(), async { Some(prior) }).await;
+    assert_eq!(g.context.speculated, ["retrieval", "services"]);
+    assert!(src.queries.lock().unwrap().is_empty() && src.calls.lock().unwrap().is_empty());
+    assert_eq!(g.context.calls, SourceCalls::default());
+    assert!(g.context.passages.iter().any(|p| p.content == "typed"));
+    assert_eq!(g.context.values.len(), 2);
+    assert!(start.elapsed() < Duration::from_millis(60), "memory alone: {:?}", start.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_speculations_values_stand_only_for_the_product_its_ordinal_resolved_to() {
+    let src = Scripted::default();
+    let store = store_with_an_answer().await;
+    let cfg = ContextConfig::default();
+    let asm = Assembler { sources: &src, store: &store, cfg: &cfg };
+    // Built when "the first one" pointed at another product than memory now says.
+    let prior = Reusable {
+        retrieved: None,
+        values: vec![("product:B0AAAAAAA1".into(), "{}".into())],
+        resolved: Some(Asin::parse("B0BBBBBBB2").unwrap()),
+    };
+    let msg = message("Is the first one in stock?", "{}");
+    let g = asm.assemble_reusing(&msg, &session(), &UserId::anonymous(), async { Some(prior) }).await;
+    assert!(g.context.speculated.is_empty(), "{:?}", g.context.speculated);
+    assert!(src.calls.lock().unwrap().contains(&"product:B0AAAAAAA1".to_owned()), "fetched at send");
 }

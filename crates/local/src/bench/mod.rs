@@ -10,8 +10,11 @@
 //! - [`abuse`]: 200 signed-in shoppers and a flooder with faults injected: nothing lost, duplicated or leaked.
 //! - [`followups`]: follow-up TTFT with speculative prefetch on and off.
 //! - [`models`]: one model for everything vs per-intent routing, and each request lever on and off.
+//! - [`guardrail`]: first token with guardrails off and on, side by side in the same run.
+//! - [`typing`]: first token with typing-time speculation on and off, messages replayed as typed.
 //!
-//! [`driver`] runs conversations and measures turns; [`stats`] holds the percentiles and the report writer.
+//! [`driver`] runs conversations and measures turns; [`stats`] holds the percentiles and the JSON writer;
+//! [`report`] records turns per variant for `--report FILE.html` and prints progress on stderr.
 
 pub mod abuse;
 pub mod capacity;
@@ -20,10 +23,13 @@ pub mod context;
 pub mod corpus;
 pub mod driver;
 pub mod followups;
+pub mod guardrail;
 pub mod models;
+pub mod report;
 pub mod spike;
 pub mod stats;
 pub mod turns;
+pub mod typing;
 
 use std::path::PathBuf;
 

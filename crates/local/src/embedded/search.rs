@@ -156,6 +156,8 @@ pub struct EmbeddedRetriever {
     /// Indexed documents with their chunks (token counts included), by ordinal.
     docs: Vec<(String, DocKind, Passage)>,
     latency: Latency,
+    /// `retrieve` calls so far (tests and the bench count the retrieval work).
+    requests: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for EmbeddedRetriever {
@@ -201,7 +203,7 @@ impl EmbeddedRetriever {
         }
         let index = writer.finalize()?;
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
-        Ok(Self { index, reader, fields, docs, latency: Latency::ZERO })
+        Ok(Self { index, reader, fields, docs, latency: Latency::ZERO, requests: Default::default() })
     }
 
     /// The same index answering after an artificial `latency` (the bench's latency profile).
@@ -212,6 +214,11 @@ impl EmbeddedRetriever {
 
     pub fn len(&self) -> usize {
         self.docs.len()
+    }
+
+    /// `retrieve` calls so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -283,6 +290,7 @@ impl EmbeddedRetriever {
 
 impl Retriever for EmbeddedRetriever {
     async fn retrieve(&self, query: &str, intent: Intent, top_k: usize) -> Result<Vec<Passage>, SourceError> {
+        self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.latency.wait().await;
         Ok(self.search(query, kinds_for(intent), top_k)?.into_iter().map(|h| h.chunk).collect())
     }

@@ -1,0 +1,423 @@
+//! Typing-time speculation: the context is gathered while the shopper types, so it is ready when the
+//! message is sent.
+//!
+//! The page sends `{"action":"typing","text":"<typed so far>"}` after a short pause in typing. The chat
+//! function (off any turn's path: its own invocation, answered with nothing) classifies the partial text,
+//! runs the memory, retrieval and product-service legs for it, and keeps what they returned in the cache
+//! as one [`SpeculationEntry`] under the session, with what it was built from ([`Basis`]: normalized text,
+//! intent, entities, the page's products). At send, one cache read ([`lookup`], under the cache leg's
+//! deadline) fetches the entry and [`decide`] says whether the final message would have needed the same
+//! context; if so the turn takes its legs from the entry ([`crate::context::Assembler::assemble_reusing`]).
+//!
+//! | entry | key | TTL | value |
+//! |---|---|---|---|
+//! | speculated context | `spec:{session}` | `SpeculationConfig::ttl` (60 s) | [`SpeculationEntry`] |
+//!
+//! A connection's partials are ordered by a generation counter in the store (`TYPEGEN#<connection>`, one
+//! atomic increment per typing frame): a speculation whose generation is no longer the newest when it has
+//! finished is dropped unwritten, so a newer partial supersedes an older one. Correctness never rests on
+//! the generation: an entry is reused only when [`decide`] finds it fits the final message.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::context::{Gathered, Reusable, focus_products};
+use crate::deadline::within;
+use crate::ids::{Asin, ConnectionId, SessionId, UserId};
+use crate::intent::{self, Entities, Intent};
+use crate::ports::Counter;
+use crate::sources::{ContextSources, Passage};
+
+/// Settings of typing-time speculation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpeculationConfig {
+    /// `TYPING_SPECULATION=off` turns it off: typing frames are ignored and no turn reads an entry.
+    pub enabled: bool,
+    /// How long an entry lives, and the oldest entry a turn reuses.
+    pub ttl: Duration,
+    /// Of an extended message, the least word overlap with the partial (Jaccard over words, and over
+    /// character bigrams for Japanese) for its retrieval to stand for the final text's.
+    pub min_similarity: f64,
+    /// Partials shorter than this (characters, normalized) are not worth a speculation.
+    pub min_chars: usize,
+}
+
+impl Default for SpeculationConfig {
+    fn default() -> Self {
+        Self { enabled: true, ttl: Duration::from_secs(60), min_similarity: 0.7, min_chars: 4 }
+    }
+}
+
+/// The text as compared: trimmed, lower case, whitespace collapsed, trailing punctuation dropped
+/// ("Any horror manga?" and "any horror manga" need the same context).
+pub fn normalize(text: &str) -> String {
+    let lower = text.to_lowercase();
+    let words: Vec<&str> = lower.split_whitespace().collect();
+    let joined = words.join(" ");
+    let end = |c: char| c.is_whitespace() || matches!(c, '?' | '!' | '.' | ',' | '？' | '！' | '。' | '、' | '…');
+    joined.trim_end_matches(end).to_owned()
+}
+
+/// Words (ASCII) and character bigrams (other scripts, which do not separate words by spaces).
+fn terms(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut word = String::new();
+    let mut run: Vec<char> = Vec::new();
+    let flush_run = |run: &mut Vec<char>, out: &mut std::collections::BTreeSet<String>| {
+        match run.len() {
+            0 => {}
+            1 => {
+                out.insert(run[0].to_string());
+            }
+            _ => out.extend(run.windows(2).map(|w| w.iter().collect::<String>())),
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            flush_run(&mut run, &mut out);
+            word.push(c.to_ascii_lowercase());
+        } else {
+            if !word.is_empty() {
+                out.insert(std::mem::take(&mut word));
+            }
+            if c.is_alphanumeric() {
+                run.push(c);
+            } else {
+                flush_run(&mut run, &mut out);
+            }
+        }
+    }
+    if !word.is_empty() {
+        out.insert(word);
+    }
+    flush_run(&mut run, &mut out);
+    out
+}
+
+/// How close two queries are, 0..=1: the Jaccard index of their [`terms`].
+pub fn similarity(a: &str, b: &str) -> f64 {
+    let (a, b) = (terms(a), terms(b));
+    let union = a.union(&b).count();
+    if union == 0 {
+        return 1.0;
+    }
+    a.intersection(&b).count() as f64 / union as f64
+}
+
+/// Whether `full` is `partial` typed further, from a word boundary: "show me horror" extends to "show me
+/// horror manga", "show me horr" does not (its retrieval searched for a word that is not there).
+/// Japanese has no spaces: every prefix is a boundary.
+fn extends(full: &str, partial: &str) -> bool {
+    let Some(rest) = full.strip_prefix(partial) else { return false };
+    let inside_word = |c: char| c.is_ascii_alphanumeric();
+    rest.is_empty() || !partial.chars().last().is_some_and(inside_word) || !rest.chars().next().is_some_and(inside_word)
+}
+
+/// What a context was built from: two texts with the same basis (or a partial and the text extending it
+/// with the same intent and entities) need the same context.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Basis {
+    /// [`normalize`]d.
+    pub text: String,
+    pub intent: Intent,
+    pub asins: Vec<Asin>,
+    pub order_ids: Vec<String>,
+    /// The ordinal ("the first one"), unresolved.
+    pub ordinal: Option<String>,
+    /// The products the page context points at (current product, browsing history).
+    pub page: Vec<Asin>,
+}
+
+impl Basis {
+    /// Classifies `text` and reads its entities the way the turn does.
+    pub fn of(text: &str, page: &Map<String, Value>) -> Self {
+        let entities = intent::extract(text, &[]);
+        let intent = intent::classify(text, &entities);
+        Self {
+            text: normalize(text),
+            intent,
+            asins: entities.asins,
+            order_ids: entities.order_ids,
+            ordinal: entities.ordinal.map(|o| format!("{o:?}")),
+            page: focus_products(&Entities::default(), page, 8),
+        }
+    }
+
+    fn same_entities(&self, other: &Self) -> bool {
+        self.asins == other.asins && self.order_ids == other.order_ids && self.ordinal == other.ordinal
+    }
+}
+
+/// A speculated context, cached under the session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpeculationEntry {
+    pub session: SessionId,
+    /// The connection's typing generation it was built for.
+    pub generation: i64,
+    /// Unix ms.
+    pub built_at_ms: u64,
+    pub basis: Basis,
+    /// The product its ordinal resolved to against memory at typing time.
+    pub resolved: Option<Asin>,
+    /// What the retrieval leg returned (`None`: it did not run, or failed).
+    pub retrieved: Option<Vec<Passage>>,
+    /// The lookups' values, by cache key (from the cache or the services).
+    pub values: Vec<(String, String)>,
+}
+
+impl SpeculationEntry {
+    pub fn key(session: &SessionId) -> String {
+        format!("spec:{session}")
+    }
+
+    /// The entry a speculation's assembly makes.
+    pub fn new(session: SessionId, generation: i64, built_at_ms: u64, basis: Basis, gathered: &Gathered) -> Self {
+        let asm = &gathered.context;
+        Self {
+            session,
+            generation,
+            built_at_ms,
+            basis,
+            resolved: gathered.entities.resolved.clone(),
+            retrieved: asm.retrieved.clone(),
+            values: asm.values.iter().map(|(l, v)| (l.key(), v.clone())).collect(),
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        serde_json::from_str(text).ok()
+    }
+}
+
+/// The counter that orders a connection's typing frames (under its user's limit counters).
+pub fn generation_counter(user: &UserId, conn: &ConnectionId) -> Counter {
+    Counter { user: user.clone(), name: format!("TYPEGEN#{conn}") }
+}
+
+/// Why an entry was not reused (the `reason` in logs and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    Absent,
+    OtherSession,
+    Stale,
+    /// The final text is neither the partial nor the partial typed further from a word boundary.
+    NotAnExtension,
+    ChangedIntent,
+    /// Another ASIN, order id or ordinal.
+    ChangedEntities,
+    /// The shopper is on another product's page.
+    ChangedPage,
+    /// Extended too far for the partial's retrieval to stand for it.
+    TooDifferent,
+}
+
+/// Whether a speculation fits the final message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// Same normalized text, same page.
+    Equal,
+    /// The final text extends the partial, with the same intent, entities and page, and a close query.
+    Extended,
+    Miss(Miss),
+}
+
+/// The reuse decision: may the turn of `session` sending a message of basis `fin` at `now_ms` take its
+/// context from `entry`?
+pub fn decide(
+    entry: Option<&SpeculationEntry>,
+    session: &SessionId,
+    now_ms: u64,
+    fin: &Basis,
+    cfg: &SpeculationConfig,
+) -> Reuse {
+    let Some(e) = entry else { return Reuse::Miss(Miss::Absent) };
+    if &e.session != session {
+        return Reuse::Miss(Miss::OtherSession);
+    }
+    let ttl_ms = u64::try_from(cfg.ttl.as_millis()).unwrap_or(u64::MAX);
+    if now_ms.saturating_sub(e.built_at_ms) > ttl_ms || e.built_at_ms > now_ms.saturating_add(ttl_ms) {
+        return Reuse::Miss(Miss::Stale);
+    }
+    let b = &e.basis;
+    let equal = b.text == fin.text;
+    if !equal && !extends(&fin.text, &b.text) {
+        return Reuse::Miss(Miss::NotAnExtension);
+    }
+    if b.intent != fin.intent {
+        return Reuse::Miss(Miss::ChangedIntent);
+    }
+    if !b.same_entities(fin) {
+        return Reuse::Miss(Miss::ChangedEntities);
+    }
+    if b.page != fin.page {
+        return Reuse::Miss(Miss::ChangedPage);
+    }
+    if equal {
+        return Reuse::Equal;
+    }
+    if similarity(&b.text, &fin.text) < cfg.min_similarity {
+        return Reuse::Miss(Miss::TooDifferent);
+    }
+    Reuse::Extended
+}
+
+/// The at-send lookup: one cache read of the session's entry under `deadline` (the cache leg's), and
+/// the decision. `None` when nothing fits (or the read failed or ran out of time: the turn assembles as
+/// without speculation).
+pub async fn lookup<X: ContextSources>(
+    sources: &X,
+    deadline: Duration,
+    cfg: &SpeculationConfig,
+    session: &SessionId,
+    fin: Basis,
+    now_ms: u64,
+) -> Option<Reusable> {
+    let keys = [SpeculationEntry::key(session)];
+    let entry = match within("speculation read", deadline, sources.cache_get(&keys)).await {
+        Ok(Ok(mut v)) => v.pop().flatten().and_then(|t| SpeculationEntry::decode(&t)),
+        Ok(Err(e)) => {
+            tracing::debug!(code = e.code(), "speculation read failed");
+            None
+        }
+        Err(_) => None,
+    };
+    let reuse = decide(entry.as_ref(), session, now_ms, &fin, cfg);
+    tracing::debug!(?reuse, "typing speculation");
+    let (Reuse::Equal | Reuse::Extended) = reuse else { return None };
+    let e = entry?;
+    Some(Reusable { retrieved: e.retrieved, values: e.values, resolved: e.resolved })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(s: &str) -> SessionId {
+        SessionId::parse(s).unwrap()
+    }
+
+    fn page(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn entry(partial: &str, pc: Value, built_at_ms: u64) -> SpeculationEntry {
+        SpeculationEntry {
+            session: session("s-1"),
+            generation: 1,
+            built_at_ms,
+            basis: Basis::of(partial, &page(pc)),
+            resolved: None,
+            retrieved: Some(Vec::new()),
+            values: Vec::new(),
+        }
+    }
+
+    /// The decision for a partial typed on one page and a final message sent on another (or the same).
+    fn case(partial: &str, final_text: &str, pc: Value, final_pc: Value) -> Reuse {
+        let e = entry(partial, pc, NOW - 2_000);
+        decide(Some(&e), &session("s-1"), NOW, &Basis::of(final_text, &page(final_pc)), &SpeculationConfig::default())
+    }
+
+    #[test]
+    fn the_reuse_decision_follows_its_table_in_english_and_japanese() {
+        use Miss::*;
+        use Reuse::{Equal, Extended};
+        let miss = Reuse::Miss;
+        let none = Value::Null;
+        let on = |a: &str| serde_json::json!({"current_asin": a});
+        let table: &[(&str, &str, Value, Value, Reuse)] = &[
+            // Equal text, modulo case, spaces and final punctuation.
+            ("Any horror manga like Uzumaki", "any horror manga  like uzumaki?", none.clone(), none.clone(), Equal),
+            ("おすすめのホラー漫画は", "おすすめのホラー漫画は？", none.clone(), none.clone(), Equal),
+            // Extended, same intent and entities, close enough.
+            (
+                "can you recommend horror manga like uzumaki",
+                "can you recommend horror manga like uzumaki please",
+                none.clone(),
+                none.clone(),
+                Extended,
+            ),
+            (
+                "おすすめのホラー漫画を教えて",
+                "おすすめのホラー漫画を教えてください",
+                none.clone(),
+                none.clone(),
+                Extended,
+            ),
+            // Extended too far: the partial's search does not stand for it.
+            (
+                "recommend some manga",
+                "recommend some manga about cooking for teenagers",
+                none.clone(),
+                none.clone(),
+                miss(TooDifferent),
+            ),
+            // Typed mid-word: the partial searched for a word that is not there.
+            ("show me horr", "show me horror", none.clone(), none.clone(), miss(NotAnExtension)),
+            // Edited after the last partial.
+            ("recommend horror manga", "recommend romance manga", none.clone(), none.clone(), miss(NotAnExtension)),
+            // Changed intent.
+            ("can i return", "can i return manga? where is my order", none.clone(), none.clone(), miss(ChangedIntent)),
+            ("おすすめの漫画", "おすすめの漫画の返品はできますか", none.clone(), none.clone(), miss(ChangedIntent)),
+            // Changed ordinal or ASIN.
+            (
+                "tell me more about the",
+                "tell me more about the first one",
+                none.clone(),
+                none.clone(),
+                miss(ChangedEntities),
+            ),
+            (
+                "Is B0UZUMAKI1 in stock",
+                "Is B0UZUMAKI1 in stock or B0CHAINSAW",
+                none.clone(),
+                none.clone(),
+                miss(ChangedEntities),
+            ),
+            ("詳しく教えて", "詳しく教えて 2つ目", none.clone(), none.clone(), miss(ChangedEntities)),
+            // Same text on another product's page.
+            ("is it in stock", "is it in stock", on("B0UZUMAKI1"), on("B0CHAINSAW"), miss(ChangedPage)),
+            ("在庫はありますか", "在庫はありますか", on("B0UZUMAKI1"), on("B0UZUMAKI1"), Equal),
+        ];
+        for (partial, fin, pc, fpc, want) in table {
+            assert_eq!(case(partial, fin, pc.clone(), fpc.clone()), *want, "{partial:?} -> {fin:?}");
+        }
+    }
+
+    #[test]
+    fn a_stale_entry_another_sessions_entry_and_no_entry_are_never_reused() {
+        let cfg = SpeculationConfig::default();
+        let fin = Basis::of("any horror manga", &Map::new());
+        let old = entry("any horror manga", Value::Null, NOW - 61_000);
+        assert_eq!(decide(Some(&old), &session("s-1"), NOW, &fin, &cfg), Reuse::Miss(Miss::Stale));
+        let fresh = entry("any horror manga", Value::Null, NOW - 1_000);
+        assert_eq!(decide(Some(&fresh), &session("s-2"), NOW, &fin, &cfg), Reuse::Miss(Miss::OtherSession));
+        assert_eq!(decide(None, &session("s-1"), NOW, &fin, &cfg), Reuse::Miss(Miss::Absent));
+        assert_eq!(decide(Some(&fresh), &session("s-1"), NOW, &fin, &cfg), Reuse::Equal);
+    }
+
+    #[test]
+    fn similarity_counts_words_and_japanese_bigrams() {
+        assert!((similarity("horror manga", "horror manga") - 1.0).abs() < f64::EPSILON);
+        assert!((similarity("horror manga", "horror manga please now") - 0.5).abs() < 1e-9);
+        assert!(similarity("ホラー漫画", "ホラー漫画を") > 0.7);
+        assert!(similarity("ホラー漫画", "恋愛小説") < 0.1);
+    }
+
+    #[test]
+    fn an_entry_round_trips_through_the_cache() {
+        let e = entry("おすすめのホラー漫画", serde_json::json!({"current_asin":"B0UZUMAKI1"}), NOW);
+        assert_eq!(SpeculationEntry::decode(&e.encode()), Some(e));
+        assert_eq!(SpeculationEntry::key(&session("s-1")), "spec:s-1");
+        assert!(SpeculationEntry::decode("{}").is_none());
+    }
+}

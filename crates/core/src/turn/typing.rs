@@ -1,0 +1,133 @@
+//! The `typing` action: a typing-time speculation ([`crate::speculate`]), off any turn's path (its own
+//! invocation), answered with nothing. Bounded at every step: the frame's size (refused before parsing),
+//! the connection's typing rate ([`crate::limits::Limiter::admit_typing`]), the context legs' own
+//! deadlines, and the connection's generation (a superseded speculation is not written). A dropped frame
+//! is logged at debug level and counted (`typing.frames` by outcome), never answered: no error storm.
+
+use crate::clock::Clock;
+use crate::context::{Assembler, ContextConfig, SourceCalls};
+use crate::deadline::within;
+use crate::error::chain;
+use crate::ids::{ConnectionId, MessageId};
+use crate::metrics;
+use crate::ports::{ModelClient, Store};
+use crate::prefetch::PrefetchQueue;
+use crate::protocol::{ClientMessage, TypingFrame};
+use crate::sources::ContextSources;
+use crate::speculate::{Basis, SpeculationEntry, generation_counter};
+
+use super::Engine;
+
+/// How a `typing` frame ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TypingOutcome {
+    /// Speculation is off (`TYPING_SPECULATION=off`): ignored.
+    Off,
+    /// Too short to be worth a speculation (or empty: the box was cleared).
+    Skipped,
+    /// Dropped unparsed or invalid (the frame error's code) or over the connection's typing rate
+    /// (`rate_limited`).
+    Dropped(&'static str),
+    /// The context was gathered and cached, at this cost.
+    Speculated(SourceCalls),
+    /// A newer partial of the connection arrived meanwhile: gathered at this cost, not cached.
+    Superseded(SourceCalls),
+}
+
+impl TypingOutcome {
+    /// The `outcome` dimension of `typing.frames`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Skipped => "skipped",
+            Self::Dropped(code) => code,
+            Self::Speculated(_) => "speculated",
+            Self::Superseded(_) => "superseded",
+        }
+    }
+
+    /// The source calls made.
+    pub fn calls(self) -> SourceCalls {
+        match self {
+            Self::Speculated(c) | Self::Superseded(c) => c,
+            _ => SourceCalls::default(),
+        }
+    }
+}
+
+impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> Engine<M, St, C, X, Q> {
+    /// A `typing` frame: gathers the context of the partial text into the session's speculation entry.
+    /// Never posts to the client; every outcome but `Off` writes one EMF record.
+    pub async fn typing(&self, conn: &ConnectionId, body: &str) -> TypingOutcome {
+        let outcome = self.speculate(conn, body).await;
+        if self.cfg.emf && outcome != TypingOutcome::Off {
+            let calls = outcome.calls();
+            metrics::typing_record(self.clock.now_ms(), outcome.as_str(), calls.retrievals, calls.services).emit();
+        }
+        outcome
+    }
+
+    async fn speculate(&self, conn: &ConnectionId, body: &str) -> TypingOutcome {
+        let spec = &self.cfg.speculation;
+        if !spec.enabled {
+            return TypingOutcome::Off;
+        }
+        let frame = match TypingFrame::parse(body) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(code = e.code(), error = %e, "dropped a typing frame");
+                return TypingOutcome::Dropped(e.code());
+            }
+        };
+        let basis = Basis::of(&frame.text, &frame.page_context);
+        let Ok(message_id) = MessageId::parse("typing") else { return TypingOutcome::Skipped };
+        if basis.text.chars().count() < spec.min_chars {
+            return TypingOutcome::Skipped;
+        }
+        let (session, who) = self.sessions.session_of(&self.store, conn).await;
+        if !self.limiter().admit_typing(conn, &who).await {
+            tracing::debug!("dropped a typing frame over the connection's typing rate");
+            return TypingOutcome::Dropped("rate_limited");
+        }
+        // This partial's generation: a newer one of the connection supersedes it.
+        let generations = generation_counter(&who.user, conn);
+        let expires = self.clock.now_ms() / 1000 + 3 * 3600;
+        let bound = self.cfg.limits.deadline;
+        let bump = self.store.add_to_counter(&generations, 1, None, expires);
+        let generation = match within("typing generation", bound, bump).await {
+            Ok(Ok(Some(g))) => g,
+            // Unknown: speculate anyway; the reuse decision, not the generation, keeps the turn right.
+            _ => 0,
+        };
+
+        let cfg = ContextConfig { pregen: false, sequential: false, ..self.cfg.context };
+        let assembler = Assembler { sources: &self.sources, store: &self.store, cfg: &cfg };
+        let msg = ClientMessage { message_id, text: frame.text, page_context: frame.page_context };
+        let gathered = Box::pin(assembler.assemble(&msg, &session, &who.user)).await;
+        let calls = gathered.context.calls;
+
+        if generation > 0 {
+            let latest = within("typing generation", bound, self.store.counter(&generations)).await;
+            if let Ok(Ok(latest)) = latest
+                && latest > generation
+            {
+                tracing::debug!(generation, latest, "typing speculation superseded");
+                return TypingOutcome::Superseded(calls);
+            }
+        }
+        let entry = SpeculationEntry::new(session.clone(), generation, self.clock.now_ms(), basis, &gathered);
+        let key = SpeculationEntry::key(&session);
+        let value = entry.encode();
+        let write = async {
+            let set = self.sources.cache_set(&key, &value, spec.ttl);
+            match within("speculation write", cfg.cache, set).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %chain(&e), "could not cache the typing speculation"),
+                Err(e) => tracing::warn!(error = %e, "could not cache the typing speculation"),
+            }
+        };
+        // What the services returned is shared with every later turn, as a turn's own fetches are.
+        tokio::join!(write, assembler.write_back(&gathered.context));
+        TypingOutcome::Speculated(calls)
+    }
+}

@@ -1,0 +1,328 @@
+//! `bench --scenario typing`: conversations replayed as a person types them, with typing-time speculation
+//! on and off side by side, on the design's latency profile (RAG 200 ms, product services 100 ms, memory
+//! 50 ms).
+//!
+//! Each message is typed word by word (Japanese: a few characters at a time) at [`WORD_MS`] a word; the
+//! client sends a `typing` frame with the text so far at each pause ([`WORDS_PER_PAUSE`] words, and the
+//! whole text at the end), as the demo page's debounced sender does, then waits [`SEND_PAUSE_MS`] and sends
+//! the message. Some messages are edited after their last partial (another product, another intent, a
+//! word changed mid-sentence). With speculation off, the same client sends no typing frames but keeps the
+//! same timing. Reported: client first-token p50/p95/p99 both ways; the hit rate of messages sent as
+//! last typed, and of edited ones; reuses that would have been wrong (a context built for another intent
+//! or product: must be 0); and the extra chat invocations, retrieval queries and service calls per turn.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mangaassist_core::memory_store::MemoryStore;
+use mangaassist_core::speculate::Basis;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::ScriptedMessage;
+use super::driver::run_turn;
+use super::stats::{Pcts, pcts, write_json};
+use crate::client::ChatClient;
+use crate::system::{LocalSystem, SourceLatency, SystemOptions, start};
+
+/// Typing speed: about 50 words a minute.
+pub const WORD_MS: u64 = 240;
+/// Words typed between two pauses (each pause sends a `typing` frame).
+pub const WORDS_PER_PAUSE: usize = 2;
+/// The pause between the last partial and pressing send.
+pub const SEND_PAUSE_MS: u64 = 600;
+
+/// One message as typed: the text typed, and what was sent when it was edited after the last partial.
+struct Typed {
+    text: &'static str,
+    page: Value,
+    edited: Option<&'static str>,
+}
+
+fn t(text: &'static str, page: Value) -> Typed {
+    Typed { text, page, edited: None }
+}
+
+fn edited(text: &'static str, page: Value, sent: &'static str) -> Typed {
+    Typed { text, page, edited: Some(sent) }
+}
+
+/// English and Japanese conversations: first messages, follow-ups, and edited messages.
+fn conversations() -> Vec<Vec<Typed>> {
+    let null = Value::Null;
+    vec![
+        vec![
+            t("Show me some horror manga like Uzumaki", json!({"store_section":"horror"})),
+            t("Tell me more about the first one", null.clone()),
+            edited("Is B0UZUMAKI1 in stock", null.clone(), "Is B0CHAINSAW in stock"),
+        ],
+        vec![
+            t("おすすめのファンタジー漫画を教えてください", json!({"store_section":"fantasy"})),
+            t("2つ目について詳しく教えて", null.clone()),
+            edited("送料はいくらですか", null.clone(), "返品はできますか"),
+        ],
+        vec![
+            t("Can you recommend something like Vagabond", json!({"current_asin":"B0VAGABOND"})),
+            edited("Can you recommend a romance manga", null.clone(), "Can you recommend a cooking manga"),
+            t("What is your return policy for damaged volumes", null.clone()),
+        ],
+        vec![
+            t("Any sale on manga box sets this month", json!({"store_section":"promotions"})),
+            // Typed further after the last partial: same intent and product, a close query.
+            edited(
+                "How many volumes does B0ONEPIECE have",
+                null.clone(),
+                "How many volumes does B0ONEPIECE have in total",
+            ),
+            edited("Tell me more about the second one", null.clone(), "Tell me more about the third one"),
+        ],
+        vec![
+            t("SPY×FAMILYの最新刊はいつ発売ですか", json!({"current_asin":"B0SPYFAMLY"})),
+            t("ホラー漫画のおすすめはありますか", null.clone()),
+        ],
+    ]
+}
+
+/// The partials a typist's pauses send: at word boundaries (Japanese: every few characters), ending with
+/// the whole text.
+fn partials(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if text.is_ascii() {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        for n in (WORDS_PER_PAUSE..words.len()).step_by(WORDS_PER_PAUSE) {
+            out.push(words[..n].join(" "));
+        }
+    } else {
+        let chars: Vec<char> = text.chars().collect();
+        for n in (4..chars.len()).step_by(4) {
+            out.push(chars[..n].iter().collect());
+        }
+    }
+    out.push(text.to_owned());
+    out
+}
+
+/// How long typing `text` takes, in `WORD_MS` units per word (Japanese: per 3 characters).
+fn typing_time(text: &str) -> Duration {
+    let words = if text.is_ascii() { text.split_whitespace().count() } else { text.chars().count().div_ceil(3) };
+    Duration::from_millis(WORD_MS * words as u64)
+}
+
+/// What one mode measured.
+#[derive(Debug, Default)]
+struct Run {
+    ttft: Vec<f64>,
+    /// Context assembly as the turns reported it.
+    assembly: Vec<f64>,
+    /// (edited, speculated legs non-empty, wrongly reused).
+    turns: Vec<(bool, bool, bool)>,
+    errors: u64,
+    invocations: u64,
+    retrievals: u64,
+    service_calls: u64,
+    typing_frames: u64,
+}
+
+/// Whether a context built for `typed` may never serve `sent`: another intent, product or page.
+fn different_context(typed: &str, sent: &str, page: &Map<String, Value>) -> bool {
+    let (a, b) = (Basis::of(typed, page), Basis::of(sent, page));
+    a.intent != b.intent || a.asins != b.asins || a.ordinal != b.ordinal
+}
+
+/// One local system with speculation on or off, and what it measured.
+struct Mode {
+    on: bool,
+    system: LocalSystem<MemoryStore>,
+    run: Run,
+}
+
+impl Mode {
+    async fn start(on: bool) -> anyhow::Result<Self> {
+        let mut opts = SystemOptions { sources: SourceLatency::design(), ..SystemOptions::default() };
+        opts.turn.speculation.enabled = on;
+        let system = start(MemoryStore::with_latency(Duration::from_millis(50)), opts).await?;
+        Ok(Self { on, system, run: Run::default() })
+    }
+
+    /// The source and invocation counts, once the last speculations have finished.
+    async fn finish(mut self) -> Run {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.run.invocations = self.system.gateway.invocations();
+        self.run.retrievals = self.system.retriever.requests();
+        self.run.service_calls = self.system.services.total_requests();
+        self.run
+    }
+}
+
+/// Replays one conversation against `mode`'s system.
+async fn run_conversation(mode: &mut Mode, conv: Vec<Typed>) -> anyhow::Result<()> {
+    let (on, system, run) = (mode.on, &mode.system, &mut mode.run);
+    let label = if on { "speculation on" } else { "speculation off" };
+    let mut client = ChatClient::connect(&system.ws_url()).await?;
+    for msg in conv {
+        let mut typed_so_far = Duration::ZERO;
+        let parts = partials(msg.text);
+        for p in &parts {
+            let at = typing_time(p);
+            tokio::time::sleep(at.saturating_sub(typed_so_far)).await;
+            typed_so_far = at;
+            if on {
+                let mut frame = json!({"action": "typing", "text": p});
+                if !msg.page.is_null() {
+                    frame["page_context"] = msg.page.clone();
+                }
+                client.send_raw(frame.to_string()).await?;
+                run.typing_frames += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(SEND_PAUSE_MS)).await;
+        let sent = msg.edited.unwrap_or(msg.text);
+        let scripted = ScriptedMessage {
+            text: sent.to_owned(),
+            page_context: (!msg.page.is_null()).then(|| msg.page.clone()),
+            expect: None,
+        };
+        match run_turn(&mut client, &scripted).await {
+            Ok(s) => {
+                super::report::record(label, &s);
+                let legs = s.completed["metrics"]["speculated_legs"].as_array().map_or(0, Vec::len);
+                let page = msg.page.as_object().cloned().unwrap_or_default();
+                let wrong = legs > 0 && msg.edited.is_some_and(|e| different_context(msg.text, e, &page));
+                run.ttft.push(s.ttft_ms);
+                run.assembly.push(s.completed["metrics"]["assembly_ms"].as_f64().unwrap_or(0.0));
+                run.turns.push((msg.edited.is_some(), legs > 0, wrong));
+            }
+            Err(e) => {
+                super::report::record_error(label);
+                eprintln!("  error: {e:#}");
+                run.errors += 1;
+            }
+        }
+    }
+    client.close().await;
+    Ok(())
+}
+
+/// The JSON report (`--json`).
+#[derive(Debug, Serialize)]
+struct TypingReport {
+    ttft_ms_on: Pcts,
+    ttft_ms_off: Pcts,
+    /// Context assembly (`completed.metrics.assembly_ms`) both ways: what speculation takes off the path.
+    assembly_ms_on: Pcts,
+    assembly_ms_off: Pcts,
+    /// Per message, first token off minus on (both modes replay the same messages in the same order): the
+    /// model's own first-token jitter (±15%) cancels less than in two separate percentiles.
+    ttft_gain_ms_paired: Pcts,
+    /// Of messages sent as last typed, the share a speculation served.
+    hit_rate: f64,
+    /// Of messages edited after the last partial, the share a speculation served (extensions only).
+    hit_rate_edited: f64,
+    /// Turns served a context built for another intent or product (must be 0).
+    wrong_reuse: usize,
+    extra_invocations_per_turn: f64,
+    extra_retrievals_per_turn: f64,
+    extra_service_calls_per_turn: f64,
+    typing_frames_per_turn: f64,
+    turns: usize,
+    errors: u64,
+    word_ms: u64,
+    send_pause_ms: u64,
+}
+
+/// Runs both modes, interleaved conversation by conversation (this machine's speed drifts over minutes),
+/// and prints the comparison.
+pub async fn typing(quick: bool, json_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let rounds = if quick { 1 } else { 3 };
+    eprintln!("bench: typing, speculation off and on, interleaved ({rounds} rounds of {})", conversations().len());
+    let (mut off, mut on) = (Mode::start(false).await?, Mode::start(true).await?);
+    for _ in 0..rounds {
+        for (a, b) in conversations().into_iter().zip(conversations()) {
+            run_conversation(&mut off, a).await?;
+            run_conversation(&mut on, b).await?;
+        }
+    }
+    let (off, on) = (off.finish().await, on.finish().await);
+    let turns = on.turns.len().max(1) as f64;
+    let rate = |edited: bool| {
+        let of: Vec<_> = on.turns.iter().filter(|t| t.0 == edited).collect();
+        of.iter().filter(|t| t.1).count() as f64 / of.len().max(1) as f64
+    };
+    let per_turn = |a: u64, b: u64| a.saturating_sub(b) as f64 / turns;
+    let report = TypingReport {
+        ttft_ms_on: pcts(&on.ttft),
+        ttft_ms_off: pcts(&off.ttft),
+        assembly_ms_on: pcts(&on.assembly),
+        assembly_ms_off: pcts(&off.assembly),
+        ttft_gain_ms_paired: pcts(&paired(&off, &on)),
+        hit_rate: rate(false),
+        hit_rate_edited: rate(true),
+        wrong_reuse: on.turns.iter().filter(|t| t.2).count(),
+        extra_invocations_per_turn: per_turn(on.invocations, off.invocations),
+        extra_retrievals_per_turn: per_turn(on.retrievals, off.retrievals),
+        extra_service_calls_per_turn: per_turn(on.service_calls, off.service_calls),
+        typing_frames_per_turn: on.typing_frames as f64 / turns,
+        turns: on.turns.len(),
+        errors: on.errors + off.errors,
+        word_ms: WORD_MS,
+        send_pause_ms: SEND_PAUSE_MS,
+    };
+    let f = |p: &Pcts| format!("{:.0} / {:.0} / {:.0}", p.p50, p.p95, p.p99);
+    println!("| speculation | turns | ttft p50/p95/p99 ms | context assembly p50/p95/p99 ms |");
+    println!("|---|---|---|---|");
+    println!("| off | {} | {} | {} |", off.ttft.len(), f(&report.ttft_ms_off), f(&report.assembly_ms_off));
+    println!("| on | {} | {} | {} |", on.ttft.len(), f(&report.ttft_ms_on), f(&report.assembly_ms_on));
+    let gain = report.ttft_ms_off.p50 - report.ttft_ms_on.p50;
+    println!("paired per message (off - on): p50 {:.0} ms", report.ttft_gain_ms_paired.p50);
+    println!(
+        "hit rate {:.2} (sent as typed), {:.2} (edited); wrong reuse {}; per turn: {:.2} extra invocations, {:.2} extra retrievals, {:.2} extra service calls",
+        report.hit_rate,
+        report.hit_rate_edited,
+        report.wrong_reuse,
+        report.extra_invocations_per_turn,
+        report.extra_retrievals_per_turn,
+        report.extra_service_calls_per_turn
+    );
+    println!(
+        "first token p50 {gain:.0} ms lower with speculation (target >= 150): {}; hit rate >= 0.8: {}; no wrong reuse: {}",
+        pass(gain >= 150.0),
+        pass(report.hit_rate >= 0.8),
+        pass(report.wrong_reuse == 0)
+    );
+    if let Some(path) = &json_path {
+        write_json(path, &report)?;
+    }
+    anyhow::ensure!(report.errors == 0, "{} turns failed", report.errors);
+    Ok(())
+}
+
+/// Per-message differences `off - on` of the first token, when both runs answered every message.
+fn paired(off: &Run, on: &Run) -> Vec<f64> {
+    if off.ttft.len() != on.ttft.len() || off.errors + on.errors > 0 {
+        return Vec::new();
+    }
+    off.ttft.iter().zip(&on.ttft).map(|(a, b)| a - b).collect()
+}
+
+fn pass(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "FAIL" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partials_end_at_word_boundaries_and_with_the_whole_text() {
+        assert_eq!(partials("a b c d e"), ["a b", "a b c d", "a b c d e"]);
+        assert_eq!(partials("おすすめの漫画は"), ["おすすめ", "おすすめの漫画は"]);
+    }
+
+    #[test]
+    fn an_edit_to_another_product_or_intent_is_a_different_context() {
+        let none = Map::new();
+        assert!(different_context("Is B0UZUMAKI1 in stock", "Is B0CHAINSAW in stock", &none));
+        assert!(different_context("送料はいくらですか", "返品はできますか", &none));
+        assert!(!different_context("Can you recommend a romance manga", "Can you recommend a cooking manga", &none));
+    }
+}

@@ -1,0 +1,167 @@
+//! Typing-time speculation through the whole system: `typing` frames over the WebSocket, the real chat
+//! handler, moto_server for the counters, and the embedded retriever and product services counting what
+//! reaches them.
+
+use std::time::Duration;
+
+use mangaassist_adapters::dynamo::DynamoStore;
+use mangaassist_local::client::ChatClient;
+use mangaassist_local::emulators::bedrock::LatencyModel;
+use mangaassist_local::system::LocalSystem;
+use serde_json::json;
+
+use crate::helpers::*;
+
+fn asins(sys: &LocalSystem<DynamoStore>) -> (String, String) {
+    let p = sys.services.catalog().products();
+    (p[0].asin.clone(), p[1].asin.clone())
+}
+
+fn typing(text: &str) -> String {
+    json!({"action": "typing", "text": text}).to_string()
+}
+
+/// Waits until the sources have seen `retrievals` queries and `calls` service calls, then for the
+/// speculation's cache write after them.
+async fn settled(sys: &LocalSystem<DynamoStore>, retrievals: u64, calls: u64) {
+    for _ in 0..200 {
+        if sys.retriever.requests() >= retrievals && sys.services.total_requests() >= calls {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+/// Nothing arrives on the connection for a while.
+async fn silent(client: &mut ChatClient) {
+    let ev = client.next_event(Duration::from_millis(300)).await;
+    assert!(ev.is_err(), "a typing frame is never answered: {ev:?}");
+}
+
+#[tokio::test]
+async fn a_typing_frame_then_the_same_message_reaches_retrieval_and_the_product_services_once() {
+    let moto = moto().await;
+    let sys = system_with(&moto, LatencyModel::fast(), |_| {}).await;
+    let (asin, _) = asins(&sys);
+    let mut client = ChatClient::connect(&sys.ws_url()).await.unwrap();
+
+    client.send_raw(typing(&format!("How many volumes does {asin} have"))).await.unwrap();
+    settled(&sys, 1, 2).await;
+    silent(&mut client).await;
+    assert_eq!((sys.retriever.requests(), sys.services.total_requests()), (1, 2), "details and reviews, once");
+
+    let done = ask(&mut client, &format!("how many volumes does {asin} have?"), None).await;
+    let m = &done["metrics"];
+    assert_eq!(m["speculated_legs"], json!(["retrieval", "services"]), "{m}");
+    assert_eq!(m["legs"]["retrieval_ms"], 0.0, "{m}");
+    assert_eq!(sys.retriever.requests(), 1, "the message reused the speculation's retrieval");
+    assert_eq!(sys.services.total_requests(), 2, "and its product data");
+}
+
+#[tokio::test]
+async fn a_message_edited_to_another_product_assembles_its_own_context() {
+    let moto = moto().await;
+    let sys = system_with(&moto, LatencyModel::fast(), |_| {}).await;
+    let (first, second) = asins(&sys);
+    let mut client = ChatClient::connect(&sys.ws_url()).await.unwrap();
+
+    client.send_raw(typing(&format!("Is {first} in stock"))).await.unwrap();
+    settled(&sys, 1, 2).await;
+    let done = ask(&mut client, &format!("Is {second} in stock"), None).await;
+    let m = &done["metrics"];
+    assert_eq!(m["speculated_legs"], json!([]), "built for another product: {m}");
+    assert_eq!(sys.retriever.requests(), 2);
+    assert_eq!(sys.services.total_requests(), 4, "the sent product's details and reviews were fetched");
+}
+
+fn minute() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 60
+}
+
+#[tokio::test]
+async fn a_flood_of_typing_frames_is_bounded_and_never_answered() {
+    let moto = moto().await;
+    let sys = system_with(&moto, LatencyModel::fast(), |t| t.limits.typing_per_minute = 10).await;
+    let mut client = ChatClient::connect(&sys.ws_url()).await.unwrap();
+
+    // One after another: the connection's typing rate admits 10 a minute, and each admitted one costs one
+    // retrieval query (this text needs no product data).
+    let from = minute();
+    for i in 0..15 {
+        client.send_raw(typing(&format!("any horror manga draft{i}"))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    settled(&sys, 10, 0).await;
+    let windows = minute() - from + 1;
+    let sequential = sys.retriever.requests();
+    assert!(sequential == 10 || (windows > 1 && sequential <= 15), "{sequential} in {windows} windows");
+
+    // All at once, with bad and oversized frames: dropped and counted, never answered.
+    let before = sys.gateway.invocations();
+    for i in 0..100 {
+        client.send_raw(typing(&format!("any horror manga flood{i}"))).await.unwrap();
+    }
+    client.send_raw(r#"{"action":"typing","text":7}"#).await.unwrap();
+    client.send_raw(typing(&"a".repeat(20_000))).await.unwrap();
+    for _ in 0..400 {
+        if sys.gateway.invocations() >= before + 102 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    settled(&sys, 0, 0).await;
+    silent(&mut client).await;
+    let windows = minute() - from + 1;
+    let total = sys.retriever.requests();
+    assert!(total <= 10 * windows, "the connection's typing rate bounds the work: {total} in {windows} windows");
+
+    // The message rate is untouched: the shopper's message is answered.
+    let done = ask(&mut client, "any horror manga?", None).await;
+    assert_eq!(done["type"], "completed");
+}
+
+#[tokio::test]
+async fn with_speculation_off_a_typing_frame_changes_nothing() {
+    let moto = moto().await;
+    let sys = system_with(&moto, LatencyModel::fast(), |t| t.speculation.enabled = false).await;
+    let (asin, _) = asins(&sys);
+    let mut client = ChatClient::connect(&sys.ws_url()).await.unwrap();
+
+    client.send_raw(typing(&format!("How many volumes does {asin} have"))).await.unwrap();
+    silent(&mut client).await;
+    assert_eq!((sys.retriever.requests(), sys.services.total_requests()), (0, 0), "nothing speculated");
+
+    let done = ask(&mut client, &format!("How many volumes does {asin} have?"), None).await;
+    assert_eq!(done["metrics"]["speculated_legs"], json!([]));
+    assert_eq!((sys.retriever.requests(), sys.services.total_requests()), (1, 2), "assembled as without it");
+}
+
+#[tokio::test]
+async fn the_handler_answers_a_typing_event_with_200_and_posts_nothing() {
+    use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+    use chat::handler::{App, handle};
+    use lambda_runtime::{Context, LambdaEvent};
+    use mangaassist_adapters::apigw::ApiGatewaySinks;
+    use mangaassist_adapters::bedrock::BedrockModel;
+    use mangaassist_core::clock::SystemClock;
+    use mangaassist_core::turn::{Engine, TurnConfig};
+    use mangaassist_local::emulators::bedrock::{BedrockEmulator, EmulatorConfig};
+
+    let moto = moto().await;
+    let emu = BedrockEmulator::start(([127, 0, 0, 1], 0).into(), EmulatorConfig::default()).await.unwrap();
+    let (endpoint, recorder) = recording_endpoint().await;
+    let sdk = mangaassist_adapters::sdk::local(&emu.url()).await;
+    let app = App {
+        engine: Engine::new(BedrockModel::new(&sdk), dynamo(&moto).await, SystemClock, TurnConfig::default()),
+        sinks: ApiGatewaySinks::new(sdk, Some(endpoint)),
+    };
+    let event = |name: &str| -> LambdaEvent<ApiGatewayWebsocketProxyRequest> {
+        let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
+        let payload = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        LambdaEvent::new(payload, Context::default())
+    };
+    assert_eq!(handle(&app, event("ws-connect.json")).await.unwrap().status_code, 200);
+    assert_eq!(handle(&app, event("ws-typing.json")).await.unwrap().status_code, 200);
+    assert!(recorder.frames.lock().unwrap().is_empty(), "a typing frame is never answered");
+}
