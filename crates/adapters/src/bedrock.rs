@@ -333,6 +333,12 @@ impl ModelClient for BedrockModel {
             for one in &out.assessments {
                 assess(&mut a, one);
             }
+            // An intervention is a mask only when the sensitive-information policy is what acted and nothing
+            // blocked; any other (a policy this reader does not know included) is a block, never a "masked"
+            // text that would be the guardrail's blocked message.
+            if !a.policies.contains(&"sensitive_information") {
+                a.blocked = true;
+            }
             // The texts as the guardrail returned them (masked), when it returned one per text.
             a.outputs = out.outputs.into_iter().filter_map(|o| o.text).collect();
         }
