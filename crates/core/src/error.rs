@@ -12,7 +12,7 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 pub enum FrameError {
     #[error("the frame is not a JSON object: {0}")]
     BadFrame(String),
-    #[error("unknown action {0:?}; supported: \"sendMessage\", \"session\"")]
+    #[error("unknown action {0:?}; supported: \"sendMessage\", \"typing\", \"session\"")]
     UnknownAction(String),
     #[error("missing field `{0}`")]
     MissingField(&'static str),

@@ -3,7 +3,8 @@
 //! - client -> `{"action":"sendMessage","message_id":"<uuid>","text":"...","page_context":{...}}`
 //! - client -> `{"action":"typing","text":"<typed so far>","page_context":{...}}` ([`TypingFrame`]; answered
 //!   with nothing: the server speculates the context, see [`crate::speculate`])
-//! - server -> `delta`, `completed`, `error` events ([`ServerEvent`]).
+//! - server -> `delta`, `completed`, `retract` (the guardrail stopped the answer), `error`, `session` events
+//!   ([`ServerEvent`]).
 //!
 //! Parsing is strict about what matters (types, sizes, ids) and lenient about unknown extra fields, so an
 //! older Lambda keeps serving a newer client.
