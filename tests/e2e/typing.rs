@@ -53,8 +53,9 @@ async fn a_typing_frame_then_the_same_message_reaches_retrieval_and_the_product_
 
     let done = ask(&mut client, &format!("how many volumes does {asin} have?"), None).await;
     let m = &done["metrics"];
-    assert_eq!(m["speculated_legs"], json!(["retrieval", "services"]), "{m}");
+    assert_eq!(m["speculated_legs"], json!(["memory", "retrieval", "services"]), "{m}");
     assert_eq!(m["legs"]["retrieval_ms"], 0.0, "{m}");
+    assert_eq!(m["legs"]["memory_ms"], 0.0, "{m}");
     assert_eq!(sys.retriever.requests(), 1, "the message reused the speculation's retrieval");
     assert_eq!(sys.services.total_requests(), 2, "and its product data");
 }
@@ -70,9 +71,42 @@ async fn a_message_edited_to_another_product_assembles_its_own_context() {
     settled(&sys, 1, 2).await;
     let done = ask(&mut client, &format!("Is {second} in stock"), None).await;
     let m = &done["metrics"];
-    assert_eq!(m["speculated_legs"], json!([]), "built for another product: {m}");
+    assert_eq!(m["speculated_legs"], json!(["memory"]), "built for another product: only the memory fits: {m}");
     assert_eq!(sys.retriever.requests(), 2);
     assert_eq!(sys.services.total_requests(), 4, "the sent product's details and reviews were fetched");
+}
+
+#[tokio::test]
+async fn memory_read_while_the_last_answer_streamed_is_never_reused_and_memory_read_after_it_is() {
+    let moto = moto().await;
+    // 40 tokens/s: the first answer streams for about 1.5 s.
+    let sys = system(&moto, slow()).await;
+    let mut client = ChatClient::connect(&sys.ws_url()).await.unwrap();
+    let prompt_of = |id: &str| sys.emulator.stats.for_message(id)[0].prompt.clone();
+
+    // The next message is typed while the first answer streams: its speculation reads memory before the
+    // first turn is stored.
+    let first = client.send_message("Show me some horror manga", None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.send_raw(typing("any romance manga")).await.unwrap();
+    let events = events_until_end(&mut client, &first).await;
+    assert_eq!(events.last().unwrap()["type"], "completed");
+    settled(&sys, 2, 0).await;
+    let second = client.send_message("any romance manga?", None).await.unwrap();
+    let done = events_until_end(&mut client, &second).await.pop().unwrap();
+    let legs = |done: &serde_json::Value| done["metrics"]["speculated_legs"].as_array().unwrap().clone();
+    assert!(legs(&done).contains(&json!("retrieval")), "the search is reused: {done}");
+    assert!(!legs(&done).contains(&json!("memory")), "the stale memory is not: {done}");
+    assert!(prompt_of(&second).contains("Show me some horror manga"), "the first exchange is in the next prompt");
+
+    // Typed after that answer was stored: the speculation's memory is current, and served.
+    client.send_raw(typing("any cooking manga")).await.unwrap();
+    settled(&sys, 4, 0).await;
+    let third = client.send_message("any cooking manga", None).await.unwrap();
+    let done = events_until_end(&mut client, &third).await.pop().unwrap();
+    assert_eq!(legs(&done)[..2], [json!("memory"), json!("retrieval")], "{done}");
+    let prompt = prompt_of(&third);
+    assert!(prompt.contains("user: any romance manga?"), "the second exchange is in the third prompt: {prompt}");
 }
 
 fn minute() -> u64 {

@@ -151,12 +151,19 @@ pub struct Assembled {
     pub retrieved: Option<Vec<Passage>>,
     /// Calls made to the sources (retrieval queries, product-service calls): the work this assembly cost.
     pub calls: SourceCalls,
-    /// Legs a typing-time speculation served (`retrieval`, `services`).
+    /// Legs a typing-time speculation served (`memory`, `retrieval`, `services`).
     pub speculated: Vec<&'static str>,
+    /// Lookups their source answered "no such thing" (an ASIN no product has): a speculation keeps them,
+    /// so the message it serves does not ask again.
+    pub absent: Vec<Lookup>,
+    /// The memory leg read both parts (recent turns and summary) in time, from the store: only such a
+    /// memory may be kept by a speculation.
+    pub memory_whole: bool,
 }
 
-/// What a turn may take from a typing-time speculation that fits its message ([`crate::speculate`]).
-#[derive(Debug, Clone, PartialEq)]
+/// What a turn may take from a typing-time speculation ([`crate::speculate`]): the context legs when it
+/// fits the message, the memory when it is still current.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reusable {
     /// The retrieval leg's passages (`None`: the speculation has none; retrieval runs).
     pub retrieved: Option<Vec<Passage>>,
@@ -164,6 +171,11 @@ pub struct Reusable {
     pub values: Vec<(String, String)>,
     /// The product the speculation's ordinal resolved to: its values stand only for that one.
     pub resolved: Option<Asin>,
+    /// Lookup keys their source answered "no such thing" for.
+    pub absent: Vec<String>,
+    /// The session's memory, when no turn has been stored since the speculation read it
+    /// ([`crate::speculate`]'s epoch check): the memory leg need not run.
+    pub memory: Option<Memory>,
 }
 
 /// Calls an assembly made to its sources.
@@ -205,25 +217,68 @@ async fn leg<T>(
     }
 }
 
+/// The memory leg, unless a typing-time speculation that fits holds the session's current memory: both
+/// start at once; a speculation that answers first with a memory ends the leg (its read is dropped), else
+/// the leg's own read is used. Also returns what the speculation offers for the other legs.
+async fn memory_or_prior<L, P>(load: L, prior: P, asm: &mut Assembled) -> (Memory, Option<Arc<Reusable>>)
+where
+    L: Future<Output = (Option<(Memory, bool)>, f64, Option<String>)>,
+    P: Future<Output = Option<Arc<Reusable>>>,
+{
+    let (mut load, mut prior) = (std::pin::pin!(load), std::pin::pin!(prior));
+    let read = |asm: &mut Assembled, (memory, took, err): (Option<(Memory, bool)>, f64, Option<String>)| {
+        asm.legs.memory_ms = took;
+        asm.errors.extend(err);
+        let (memory, whole) = memory.unwrap_or_default();
+        asm.memory_whole = whole;
+        memory
+    };
+    tokio::select! {
+        biased;
+        p = &mut prior => {
+            if let Some(memory) = p.as_deref().and_then(|p| p.memory.clone()) {
+                asm.speculated.push("memory");
+                return (memory, p);
+            }
+            (read(asm, load.await), p)
+        }
+        l = &mut load => {
+            let memory = read(asm, l);
+            (memory, prior.await)
+        }
+    }
+}
+
 /// Takes the lookups `served` (a speculation's `(key, value)` pairs) has values for into `out`; returns
 /// the rest, still to be looked up.
-fn take_served(wanted: Vec<Lookup>, served: &[(String, String)], out: &mut Assembled) -> Vec<Lookup> {
-    if served.is_empty() {
+fn take_served(
+    wanted: Vec<Lookup>,
+    served: &[(String, String)],
+    absent: &[String],
+    out: &mut Assembled,
+) -> Vec<Lookup> {
+    if served.is_empty() && absent.is_empty() {
         return wanted;
     }
     let (mut rest, mut rag, mut services) = (Vec::new(), false, false);
     for l in wanted {
         let key = l.key();
-        match served.iter().find(|(k, _)| *k == key) {
-            Some((_, v)) => {
-                match l {
-                    Lookup::Rag { .. } => rag = true,
-                    _ => services = true,
-                }
+        let value = served.iter().find(|(k, _)| *k == key).map(|(_, v)| v);
+        if value.is_none() && !absent.contains(&key) {
+            rest.push(l);
+            continue;
+        }
+        match l {
+            Lookup::Rag { .. } => rag = true,
+            _ => services = true,
+        }
+        match value {
+            Some(v) => {
                 out.passages.extend(l.passages(v));
                 out.values.push((l, v.clone()));
             }
-            None => rest.push(l),
+            // Asked at typing time, and there is no such thing: asking again would say the same.
+            None => out.absent.push(l),
         }
     }
     // A follow-up's passages (a `Rag` lookup) are its retrieval leg.
@@ -288,10 +343,11 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
         asm.legs.retrieval_ms = took;
         asm.errors.extend(err);
         if speculated {
-            asm.speculated.insert(0, "retrieval");
+            asm.speculated.push("retrieval");
         } else if !follow_up {
             asm.calls.retrievals += 1;
         }
+        asm.speculated.sort_by_key(|leg| ["memory", "retrieval", "services"].iter().position(|l| l == leg));
         asm.passages.extend(passages.iter().flatten().cloned());
         asm.retrieved = passages;
         asm.assembly_ms = ms(start.elapsed());
@@ -312,11 +368,10 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
         prior: impl Future<Output = Option<Arc<Reusable>>>,
     ) -> (Memory, Entities, Assembled) {
         let mut asm = Assembled::default();
-        let load = async { Ok::<_, SourceError>(Memory::load(self.store, session, self.cfg.memory_turns).await) };
-        let ((memory, took, err), prior) = tokio::join!(leg("memory", self.cfg.memory, cap, load), prior);
-        asm.legs.memory_ms = took;
-        asm.errors.extend(err);
-        let memory = memory.unwrap_or_default();
+        let load = async { Ok::<_, SourceError>(Memory::load_whole(self.store, session, self.cfg.memory_turns).await) };
+        // Boxed: the store's futures (the SDK's inside) are deep, and the race below polls them in place.
+        let load = Box::pin(leg("memory", self.cfg.memory, cap, load));
+        let (memory, prior) = memory_or_prior(load, prior, &mut asm).await;
         entities.resolve(memory.previous_products());
         let products = focus_products(&entities, &msg.page_context, self.cfg.max_products);
         let mut wanted = lookups(intent, &products, user);
@@ -332,7 +387,8 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
         // A speculation's values stand only for the product its own ordinal resolved to.
         let prior = prior.filter(|p| p.resolved == entities.resolved);
         let served = prior.as_deref().map(|p| p.values.as_slice()).unwrap_or_default();
-        let wanted = take_served(wanted, served, &mut asm);
+        let absent = prior.as_deref().map(|p| p.absent.as_slice()).unwrap_or_default();
+        let wanted = take_served(wanted, served, absent, &mut asm);
         self.cached_lookups(wanted, entry, cap, &mut asm).await;
         (memory, entities, asm)
     }
@@ -390,11 +446,15 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
         out.legs.services_ms = ms(start.elapsed());
         for (l, (v, _, err)) in misses.into_iter().zip(results) {
             out.errors.extend(err);
-            if let Some(Some(v)) = v {
-                let text = v.to_string();
-                out.passages.extend(l.passages(&text));
-                out.values.push((l.clone(), text.clone()));
-                out.fetched.push((l, text));
+            match v {
+                Some(Some(v)) => {
+                    let text = v.to_string();
+                    out.passages.extend(l.passages(&text));
+                    out.values.push((l.clone(), text.clone()));
+                    out.fetched.push((l, text));
+                }
+                Some(None) => out.absent.push(l),
+                None => {}
             }
         }
     }

@@ -71,7 +71,8 @@ pub const TYPING_FRAMES: &str = "typing.frames";
 pub const TYPING_RETRIEVALS: &str = "typing.retrievals";
 /// Product-service calls a speculation made.
 pub const TYPING_SERVICE_CALLS: &str = "typing.service_calls";
-/// Per answered turn while speculation is on: 1 when a speculation served any of its context legs, else 0.
+/// Per answered turn while speculation is on: 1 when a speculation fitted the message and served its
+/// retrieval or service legs, else 0 (a copy of the memory alone, which serves any message, is no hit).
 pub const SPECULATION_HIT: &str = "typing.speculation_hit";
 
 /// Every metric name above: what alarms and dashboards may refer to.

@@ -122,7 +122,8 @@ pub struct ConnectionRecord {
 }
 
 /// How a turn ended, as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TurnStatus {
     /// The whole answer streamed.
     Complete,
@@ -161,8 +162,9 @@ impl TurnStatus {
     }
 }
 
-/// One exchange (user message + assistant answer) under `SESSION#<id>`.
-#[derive(Debug, Clone, PartialEq)]
+/// One exchange (user message + assistant answer) under `SESSION#<id>`. Serializable for a typing-time
+/// speculation's memory snapshot ([`crate::speculate`]); the store has its own attribute mapping.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TurnRecord {
     pub session_id: SessionId,
     pub message_id: MessageId,
@@ -188,7 +190,7 @@ pub struct TurnRecord {
 }
 
 /// The running summary of a session's turns older than the verbatim window (`SESSION#<id>` / `SUMMARY`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub text: String,
     /// The newest turn (`ts_ms`) the summary covers.

@@ -197,7 +197,7 @@ impl Sessions {
 }
 
 /// What the store remembers of a session: recent exchanges (newest first) and the running summary.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Memory {
     pub turns: Vec<TurnRecord>,
     pub summary: Option<Summary>,
@@ -206,7 +206,14 @@ pub struct Memory {
 impl Memory {
     /// Recent exchanges and the summary, side by side; a failure leaves the turn without that part.
     pub async fn load<St: Store>(store: &St, session: &SessionId, limit: u32) -> Self {
+        Self::load_whole(store, session, limit).await.0
+    }
+
+    /// [`Memory::load`], and whether both parts were read (a memory missing a part is never kept for a
+    /// later turn).
+    pub async fn load_whole<St: Store>(store: &St, session: &SessionId, limit: u32) -> (Self, bool) {
         let (turns, summary) = tokio::join!(store.recent_turns(session, limit), store.get_summary(session));
+        let whole = turns.is_ok() && summary.is_ok();
         let turns = turns.unwrap_or_else(|e| {
             tracing::warn!(session_id = %session, error = %chain(&e), "could not load recent turns; answering without them");
             Vec::new()
@@ -215,7 +222,7 @@ impl Memory {
             tracing::warn!(session_id = %session, error = %chain(&e), "could not load the summary");
             None
         });
-        Self { turns, summary }
+        (Self { turns, summary }, whole)
     }
 
     /// The list "the first one" points into: the products of the latest answer that listed several (an

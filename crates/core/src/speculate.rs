@@ -12,6 +12,17 @@
 //! | entry | key | TTL | value |
 //! |---|---|---|---|
 //! | speculated context | `spec:{session}` | `SpeculationConfig::ttl` (60 s) | [`SpeculationEntry`] |
+//! | memory epoch | `epoch:{session}` | [`SpeculationConfig::epoch_ttl`] (10 min) | a marker, new for every stored turn |
+//!
+//! The entry also keeps the session's memory (recent turns and summary), so a turn it serves need not
+//! read the store either; but a turn stored after the speculation read memory makes that copy stale.
+//! The memory epoch says so without a store read: every stored turn (and summary) writes a new marker
+//! under `epoch:{session}` ([`mark_stored`]) before the connection's next message is admitted; a
+//! speculation reads the marker *before* it reads memory and keeps it with the copy; the turn reads the
+//! marker in the same cache round trip as the entry, and takes the copy only when the two are equal.
+//! Any turn stored after the speculation's read changed the marker, so a stale copy never matches. The
+//! marker outlives any entry ([`SpeculationConfig::epoch_ttl`] is many entry lifetimes), so "absent
+//! then, absent now" cannot hide a turn either, unless the cache evicts a key minutes young.
 //!
 //! A connection's partials are ordered by a generation counter in the store (`TYPEGEN#<connection>`, one
 //! atomic increment per typing frame): a speculation whose generation is no longer the newest when it has
@@ -28,6 +39,7 @@ use crate::deadline::within;
 use crate::ids::{Asin, ConnectionId, SessionId, UserId};
 use crate::intent::{self, Entities, Intent};
 use crate::ports::Counter;
+use crate::session::Memory;
 use crate::sources::{ContextSources, Passage};
 
 /// Settings of typing-time speculation.
@@ -47,6 +59,14 @@ pub struct SpeculationConfig {
 impl Default for SpeculationConfig {
     fn default() -> Self {
         Self { enabled: true, ttl: Duration::from_secs(60), min_similarity: 0.7, min_chars: 4 }
+    }
+}
+
+impl SpeculationConfig {
+    /// How long a memory epoch marker lives: ten entry lifetimes, at least ten minutes, so a marker
+    /// written after a speculation read the epoch is still there when any turn reads that entry.
+    pub fn epoch_ttl(&self) -> Duration {
+        (self.ttl * 10).max(Duration::from_secs(600))
     }
 }
 
@@ -166,6 +186,68 @@ pub struct SpeculationEntry {
     pub retrieved: Option<Vec<Passage>>,
     /// The lookups' values, by cache key (from the cache or the services).
     pub values: Vec<(String, String)>,
+    /// Lookup keys their source answered "no such thing" for.
+    #[serde(default)]
+    pub absent: Vec<String>,
+    /// The session's memory as the speculation read it, with the epoch read before it (`None`: the
+    /// memory leg or the epoch read failed; the turn reads memory itself).
+    #[serde(default)]
+    pub memory: Option<MemorySnapshot>,
+}
+
+/// A speculation's copy of the session's memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemorySnapshot {
+    /// The session's epoch marker read just before the memory (`None`: no marker then).
+    pub epoch: Option<String>,
+    pub memory: Memory,
+}
+
+/// The key of a session's memory epoch marker.
+pub fn epoch_key(session: &SessionId) -> String {
+    format!("epoch:{session}")
+}
+
+/// The copy's memory, when the session's marker now (`current`) is the one read before the copy: no turn
+/// has been stored since.
+pub fn fresh_memory(snapshot: Option<MemorySnapshot>, current: &Option<String>) -> Option<Memory> {
+    snapshot.filter(|s| &s.epoch == current).map(|s| s.memory)
+}
+
+/// The session's epoch marker before a speculation reads memory: `Some(marker)` when the read answered
+/// (the marker may be absent), `None` when it failed or ran out of time (the memory is then not kept).
+pub async fn read_epoch<X: ContextSources>(
+    sources: &X,
+    deadline: Duration,
+    session: &SessionId,
+) -> Option<Option<String>> {
+    let keys = [epoch_key(session)];
+    match within("epoch read", deadline, sources.cache_get(&keys)).await {
+        Ok(Ok(mut v)) => Some(v.pop().flatten()),
+        _ => None,
+    }
+}
+
+/// After a turn (or summary) of `session` is stored: a new epoch marker, so no speculation's copy of the
+/// memory from before counts as current. `marker` must be new for every write (the stored turn's message
+/// id and store time, and a random part). A failed write is logged: until the marker changes, a copy
+/// from before this turn could serve one turn of the session (at most `ttl` after it was built).
+pub async fn mark_stored<X: ContextSources>(
+    sources: &X,
+    deadline: Duration,
+    cfg: &SpeculationConfig,
+    session: &SessionId,
+    marker: &str,
+) {
+    // Written with speculation off too: while `TYPING_SPECULATION` changes, instances of both settings
+    // serve one session, and no copy may outlive a turn an instance without speculation stored.
+    let key = epoch_key(session);
+    let marker = format!("{marker}.{:08x}", fastrand::u32(..));
+    match within("epoch write", deadline, sources.cache_set(&key, &marker, cfg.epoch_ttl())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %crate::error::chain(&e), "could not renew the memory epoch"),
+        Err(e) => tracing::warn!(error = %e, "could not renew the memory epoch"),
+    }
 }
 
 impl SpeculationEntry {
@@ -173,9 +255,20 @@ impl SpeculationEntry {
         format!("spec:{session}")
     }
 
-    /// The entry a speculation's assembly makes.
-    pub fn new(session: SessionId, generation: i64, built_at_ms: u64, basis: Basis, gathered: &Gathered) -> Self {
+    /// The entry a speculation's assembly makes; `epoch` is what [`read_epoch`] returned before it.
+    pub fn new(
+        session: SessionId,
+        generation: i64,
+        built_at_ms: u64,
+        basis: Basis,
+        gathered: &Gathered,
+        epoch: Option<Option<String>>,
+    ) -> Self {
         let asm = &gathered.context;
+        let memory = match epoch {
+            Some(epoch) if asm.memory_whole => Some(MemorySnapshot { epoch, memory: gathered.memory.clone() }),
+            _ => None,
+        };
         Self {
             session,
             generation,
@@ -184,6 +277,8 @@ impl SpeculationEntry {
             resolved: gathered.entities.resolved.clone(),
             retrieved: asm.retrieved.clone(),
             values: asm.values.iter().map(|(l, v)| (l.key(), v.clone())).collect(),
+            absent: asm.absent.iter().map(|l| l.key()).collect(),
+            memory,
         }
     }
 
@@ -268,9 +363,9 @@ pub fn decide(
     Reuse::Extended
 }
 
-/// The at-send lookup: one cache read of the session's entry under `deadline` (the cache leg's), and
-/// the decision. `None` when nothing fits (or the read failed or ran out of time: the turn assembles as
-/// without speculation).
+/// The at-send lookup: one cache read of the session's entry and epoch marker under `deadline` (the cache
+/// leg's), and the decision. `None` when nothing fits (or the read failed or ran out of time: the turn
+/// assembles as without speculation). The entry's memory comes along only when still current.
 pub async fn lookup<X: ContextSources>(
     sources: &X,
     deadline: Duration,
@@ -279,20 +374,33 @@ pub async fn lookup<X: ContextSources>(
     fin: Basis,
     now_ms: u64,
 ) -> Option<Reusable> {
-    let keys = [SpeculationEntry::key(session)];
-    let entry = match within("speculation read", deadline, sources.cache_get(&keys)).await {
-        Ok(Ok(mut v)) => v.pop().flatten().and_then(|t| SpeculationEntry::decode(&t)),
+    let keys = [SpeculationEntry::key(session), epoch_key(session)];
+    let (entry, epoch) = match within("speculation read", deadline, sources.cache_get(&keys)).await {
+        Ok(Ok(v)) => {
+            let mut v = v.into_iter();
+            (v.next().flatten().and_then(|t| SpeculationEntry::decode(&t)), v.next().flatten())
+        }
         Ok(Err(e)) => {
             tracing::debug!(code = e.code(), "speculation read failed");
-            None
+            (None, None)
         }
-        Err(_) => None,
+        Err(_) => (None, None),
     };
     let reuse = decide(entry.as_ref(), session, now_ms, &fin, cfg);
     tracing::debug!(?reuse, "typing speculation");
-    let (Reuse::Equal | Reuse::Extended) = reuse else { return None };
     let e = entry?;
-    Some(Reusable { retrieved: e.retrieved, values: e.values, resolved: e.resolved })
+    let memory = fresh_memory(e.memory, &epoch);
+    match reuse {
+        Reuse::Equal | Reuse::Extended => {
+            Some(Reusable { retrieved: e.retrieved, values: e.values, resolved: e.resolved, absent: e.absent, memory })
+        }
+        // The memory does not depend on the text: a current copy serves any message of the session (an
+        // ordinal follow-up's lookups wait for it), while everything else is assembled anew.
+        Reuse::Miss(
+            Miss::NotAnExtension | Miss::ChangedIntent | Miss::ChangedEntities | Miss::ChangedPage | Miss::TooDifferent,
+        ) => memory.map(|memory| Reusable { memory: Some(memory), ..Reusable::default() }),
+        Reuse::Miss(Miss::Absent | Miss::OtherSession | Miss::Stale) => None,
+    }
 }
 
 #[cfg(test)]
@@ -318,6 +426,8 @@ mod tests {
             resolved: None,
             retrieved: Some(Vec::new()),
             values: Vec::new(),
+            absent: Vec::new(),
+            memory: None,
         }
     }
 
@@ -419,5 +529,132 @@ mod tests {
         assert_eq!(SpeculationEntry::decode(&e.encode()), Some(e));
         assert_eq!(SpeculationEntry::key(&session("s-1")), "spec:s-1");
         assert!(SpeculationEntry::decode("{}").is_none());
+    }
+
+    /// A cache in memory (the memory epoch's protocol runs on the cache alone).
+    #[derive(Default)]
+    struct Cache(std::sync::Mutex<std::collections::HashMap<String, String>>);
+
+    impl ContextSources for Cache {
+        async fn retrieve(&self, _: &str, _: Intent, _: usize) -> Result<Vec<Passage>, crate::sources::SourceError> {
+            Ok(Vec::new())
+        }
+        async fn cache_get(&self, keys: &[String]) -> Result<Vec<Option<String>>, crate::sources::SourceError> {
+            let m = self.0.lock().unwrap();
+            Ok(keys.iter().map(|k| m.get(k).cloned()).collect())
+        }
+        async fn cache_set(&self, k: &str, v: &str, _: Duration) -> Result<(), crate::sources::SourceError> {
+            self.0.lock().unwrap().insert(k.to_owned(), v.to_owned());
+            Ok(())
+        }
+        async fn cache_set_if_absent(
+            &self,
+            _: &str,
+            _: &str,
+            _: Duration,
+        ) -> Result<bool, crate::sources::SourceError> {
+            Ok(true)
+        }
+        async fn fetch(&self, _: &crate::entries::Lookup) -> Result<Option<Value>, crate::sources::SourceError> {
+            Ok(None)
+        }
+    }
+
+    fn gathered(whole: bool) -> Gathered {
+        let mut g = Gathered {
+            intent: Intent::default(),
+            entities: Entities::default(),
+            memory: Memory::default(),
+            context: crate::context::Assembled::default(),
+        };
+        g.memory.summary =
+            Some(crate::ports::Summary { text: "asked for horror".into(), covers_until_ms: 1, expires_at: 2 });
+        g.context.memory_whole = whole;
+        g.context.retrieved = Some(vec![Passage { content: "horror".into(), score: 0.5, tokens: None }]);
+        g
+    }
+
+    #[test]
+    fn memory_is_kept_only_when_whole_and_after_an_epoch_read_and_served_only_while_the_epoch_holds() {
+        let basis = || Basis::of("any horror manga", &Map::new());
+        let new = |whole, epoch| SpeculationEntry::new(session("s-1"), 1, NOW, basis(), &gathered(whole), epoch);
+        assert!(new(false, Some(None)).memory.is_none(), "a memory missing a part");
+        assert!(new(true, None).memory.is_none(), "the epoch read failed");
+        let kept = new(true, Some(Some("t.m-1.5".into()))).memory;
+        assert!(kept.is_some());
+        let table: &[(Option<&str>, Option<&str>, bool)] = &[
+            (None, None, true),
+            (Some("t.m-1.5"), Some("t.m-1.5"), true),
+            (None, Some("t.m-1.5"), false),
+            (Some("t.m-1.5"), Some("t.m-2.9"), false),
+            (Some("t.m-1.5"), None, false),
+        ];
+        for &(then, current, fresh) in table {
+            let snap = MemorySnapshot { epoch: then.map(Into::into), memory: Memory::default() };
+            let got = fresh_memory(Some(snap), &current.map(Into::into));
+            assert_eq!(got.is_some(), fresh, "epoch then {then:?}, now {current:?}");
+        }
+        assert!(fresh_memory(None, &None).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_turn_stored_after_the_speculation_read_memory_makes_its_copy_stale() {
+        let cache = Cache::default();
+        let cfg = SpeculationConfig::default();
+        let (s, d) = (session("s-1"), Duration::from_millis(50));
+        let speculate = async |epoch| {
+            let e = SpeculationEntry::new(
+                s.clone(),
+                1,
+                NOW,
+                Basis::of("any horror manga", &Map::new()),
+                &gathered(true),
+                epoch,
+            );
+            cache.cache_set(&SpeculationEntry::key(&s), &e.encode(), cfg.ttl).await.unwrap();
+        };
+        let send = async || {
+            let fin = Basis::of("any horror manga?", &Map::new());
+            lookup(&cache, d, &cfg, &s, fin, NOW + 1_000).await.expect("the entry fits")
+        };
+        // No turn stored in between (and none ever: no marker at all): the copy is current.
+        speculate(read_epoch(&cache, d, &s).await).await;
+        assert!(send().await.memory.is_some());
+        // The epoch is read, then a turn is stored, then the send: the copy is stale.
+        let epoch = read_epoch(&cache, d, &s).await;
+        mark_stored(&cache, d, &cfg, &s, "t.m-1.5").await;
+        speculate(epoch).await;
+        let r = send().await;
+        assert!(r.memory.is_none(), "stale memory never served");
+        assert!(r.retrieved.is_some(), "the other legs still are");
+        // Read after the turn: current again; and every marker is new, even for the same message.
+        speculate(read_epoch(&cache, d, &s).await).await;
+        assert!(send().await.memory.is_some());
+        let epoch = read_epoch(&cache, d, &s).await;
+        mark_stored(&cache, d, &cfg, &s, "t.m-1.5").await;
+        speculate(epoch).await;
+        assert!(send().await.memory.is_none(), "the same message stored again is a new epoch");
+        // A message the entry does not fit still takes a current memory, and nothing else; a stale entry,
+        // or another session's, gives nothing.
+        speculate(read_epoch(&cache, d, &s).await).await;
+        let other = Basis::of("where is my order", &Map::new());
+        let r = lookup(&cache, d, &cfg, &s, other.clone(), NOW + 1_000).await.expect("the memory");
+        assert!(r.memory.is_some() && r.retrieved.is_none() && r.values.is_empty() && r.absent.is_empty());
+        assert!(lookup(&cache, d, &cfg, &s, other.clone(), NOW + 61_000).await.is_none(), "stale");
+        assert!(lookup(&cache, d, &cfg, &session("s-2"), other, NOW + 1_000).await.is_none(), "no entry of s-2");
+        assert!(cfg.epoch_ttl() >= cfg.ttl * 10);
+    }
+
+    #[test]
+    fn an_entry_from_before_the_memory_copy_still_decodes() {
+        let mut v: Value = serde_json::from_str(&entry("any horror manga", Value::Null, NOW).encode()).unwrap();
+        let o = v.as_object_mut().unwrap();
+        o.remove("absent");
+        o.remove("memory");
+        let e = SpeculationEntry::decode(&v.to_string()).expect("decodes");
+        assert!(e.memory.is_none() && e.absent.is_empty());
+        let mut with = entry("any horror manga", Value::Null, NOW);
+        with.memory = Some(MemorySnapshot { epoch: Some("t.m-1.5".into()), memory: gathered(true).memory });
+        assert_eq!(SpeculationEntry::decode(&with.encode()), Some(with));
     }
 }

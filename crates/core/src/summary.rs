@@ -63,7 +63,8 @@ fn transcript(previous: Option<&Summary>, older: &[&TurnRecord]) -> String {
 }
 
 /// Folds old exchanges into the session's summary when due. Bounded; a failure only means the digest of
-/// older questions is used until the next try.
+/// older questions is used until the next try. Returns whether the summary was (or may have been: the
+/// write was tried) changed.
 pub async fn maybe_summarize<M: ModelClient, St: Store>(
     model: &M,
     store: &St,
@@ -71,9 +72,9 @@ pub async fn maybe_summarize<M: ModelClient, St: Store>(
     session: &SessionId,
     memory: &Memory,
     latest: &TurnRecord,
-) {
-    let Some(model_id) = &cfg.model_id else { return };
-    let Some(older) = due(cfg, memory, latest) else { return };
+) -> bool {
+    let Some(model_id) = &cfg.model_id else { return false };
+    let Some(older) = due(cfg, memory, latest) else { return false };
     let req = ModelRequest {
         model_id: model_id.clone(),
         system: SUMMARY_PROMPT.to_owned(),
@@ -85,9 +86,15 @@ pub async fn maybe_summarize<M: ModelClient, St: Store>(
     };
     let text = match within("summary", cfg.timeout, model.complete(&req)).await {
         Ok(Ok(c)) if !c.text.trim().is_empty() => c.text.trim().to_owned(),
-        Ok(Ok(_)) => return,
-        Ok(Err(e)) => return tracing::warn!(session_id = %session, error = %chain(&e), "summary failed"),
-        Err(e) => return tracing::warn!(session_id = %session, error = %e, "summary timed out"),
+        Ok(Ok(_)) => return false,
+        Ok(Err(e)) => {
+            tracing::warn!(session_id = %session, error = %chain(&e), "summary failed");
+            return false;
+        }
+        Err(e) => {
+            tracing::warn!(session_id = %session, error = %e, "summary timed out");
+            return false;
+        }
     };
     let covered = memory.summary.as_ref().map_or(0, |s| s.covers_until_ms);
     let s =
@@ -95,6 +102,7 @@ pub async fn maybe_summarize<M: ModelClient, St: Store>(
     if let Err(e) = store.put_summary(session, &s).await {
         tracing::warn!(session_id = %session, error = %chain(&e), "could not store the summary");
     }
+    true
 }
 
 #[cfg(test)]

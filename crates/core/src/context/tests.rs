@@ -16,6 +16,8 @@ struct Scripted {
     service: Duration,
     cached: HashMap<String, String>,
     cache_fails: bool,
+    /// Lookup keys the source answers "no such thing" for.
+    missing: Vec<String>,
     calls: Mutex<Vec<String>>,
     queries: Mutex<Vec<String>>,
     written: Mutex<Vec<String>>,
@@ -44,6 +46,9 @@ impl ContextSources for Scripted {
     async fn fetch(&self, l: &Lookup) -> Result<Option<Value>, SourceError> {
         self.calls.lock().unwrap().push(l.key());
         tokio::time::sleep(self.service).await;
+        if self.missing.contains(&l.key()) {
+            return Ok(None);
+        }
         Ok(Some(serde_json::json!({ "key": l.key() })))
     }
 }
@@ -200,6 +205,8 @@ async fn a_fitting_speculation_serves_retrieval_and_services_and_only_memory_run
             ("review:B0AAAAAAA1".into(), r#"{"stars":4}"#.into()),
         ],
         resolved: None,
+        absent: Vec::new(),
+        memory: None,
     };
     let start = Instant::now();
     let g = asm.assemble_reusing(&msg, &session(), &UserId::anonymous(), async { Some(prior) }).await;
@@ -222,9 +229,74 @@ async fn a_speculations_values_stand_only_for_the_product_its_ordinal_resolved_t
         retrieved: None,
         values: vec![("product:B0AAAAAAA1".into(), "{}".into())],
         resolved: Some(Asin::parse("B0BBBBBBB2").unwrap()),
+        absent: Vec::new(),
+        memory: None,
     };
     let msg = message("Is the first one in stock?", "{}");
     let g = asm.assemble_reusing(&msg, &session(), &UserId::anonymous(), async { Some(prior) }).await;
     assert!(g.context.speculated.is_empty(), "{:?}", g.context.speculated);
     assert!(src.calls.lock().unwrap().contains(&"product:B0AAAAAAA1".to_owned()), "fetched at send");
+}
+
+/// A speculation of "Is B0AAAAAAA1 in stock?" holding the session's memory: one earlier answer.
+async fn speculation_with_memory() -> Reusable {
+    let memory = Memory::load(&store_with_an_answer().await, &session(), 6).await;
+    assert_eq!(memory.turns.len(), 1);
+    Reusable {
+        retrieved: Some(vec![Passage { content: "typed".into(), score: 0.5, tokens: None }]),
+        values: vec![("product:B0AAAAAAA1".into(), "{}".into())],
+        resolved: None,
+        absent: vec!["review:B0AAAAAAA1".into()],
+        memory: Some(memory),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_speculation_with_current_memory_serves_every_leg_and_the_store_is_not_waited_for() {
+    let src =
+        Scripted { retrieval: Duration::from_millis(200), service: Duration::from_millis(100), ..Scripted::default() };
+    // An empty store that answers in 50 ms: the memory must come from the speculation.
+    let store = MemoryStore::with_latency(Duration::from_millis(50));
+    let cfg = ContextConfig::default();
+    let asm = Assembler { sources: &src, store: &store, cfg: &cfg };
+    let prior = speculation_with_memory().await;
+    let start = Instant::now();
+    let msg = message("Is B0AAAAAAA1 in stock?", "{}");
+    let g = asm.assemble_reusing(&msg, &session(), &UserId::anonymous(), async { Some(prior) }).await;
+    assert!(start.elapsed() < Duration::from_millis(5), "no leg waited for: {:?}", start.elapsed());
+    assert_eq!(g.context.speculated, ["memory", "retrieval", "services"]);
+    assert_eq!(g.memory.turns.len(), 1, "the speculation's memory");
+    assert!(!g.context.memory_whole, "a copy is never kept again as read from the store");
+    assert!(src.calls.lock().unwrap().is_empty(), "the absent review was not asked again");
+    assert_eq!(g.context.absent.len(), 1);
+    assert_eq!(g.context.legs.memory_ms, 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_speculation_slower_than_the_store_leaves_the_memory_to_the_store() {
+    let src = Scripted::default();
+    let store = MemoryStore::with_latency(Duration::from_millis(50));
+    let cfg = ContextConfig::default();
+    let asm = Assembler { sources: &src, store: &store, cfg: &cfg };
+    let prior = speculation_with_memory().await;
+    let late = async {
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        Some(prior)
+    };
+    let msg = message("Is B0AAAAAAA1 in stock?", "{}");
+    let g = asm.assemble_reusing(&msg, &session(), &UserId::anonymous(), late).await;
+    assert!(g.memory.turns.is_empty(), "the store's own (empty) memory");
+    assert!(g.context.memory_whole);
+    assert_eq!(g.context.speculated, ["retrieval", "services"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lookup_its_source_does_not_know_is_recorded_absent() {
+    let src = Scripted { missing: vec!["review:B0AAAAAAA1".into()], ..Scripted::default() };
+    let store = MemoryStore::default();
+    let g = assemble(&src, &store, "Is B0AAAAAAA1 in stock?", "{}").await;
+    let absent: Vec<String> = g.context.absent.iter().map(Lookup::key).collect();
+    assert_eq!(absent, ["review:B0AAAAAAA1"]);
+    assert!(g.context.memory_whole);
+    assert_eq!(g.context.values.len(), 1);
 }

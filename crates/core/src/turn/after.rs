@@ -19,6 +19,7 @@ use crate::relay::{RelayEnd, RelayOutcome, post_with_retry};
 use crate::safety::{Direction, KnownProducts, is_japanese, page_asins, retract_message};
 use crate::serve::Serving;
 use crate::sources::ContextSources;
+use crate::speculate;
 use crate::summary::maybe_summarize;
 
 /// What became of a finished turn's record.
@@ -99,7 +100,13 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             if nothing_sent {
                 return Stored::Skipped;
             }
-            match retry_store("turn", self.cfg.store_attempts, || self.store.save_turn(&record)).await {
+            let saved = retry_store("turn", self.cfg.store_attempts, || self.store.save_turn(&record)).await;
+            if saved.is_ok() {
+                // Before the connection's next message is admitted: no speculation's copy of the memory
+                // from before this turn counts as current any more.
+                self.memory_changed(turn, "t").await;
+            }
+            match saved {
                 Ok(()) => Stored::Kept,
                 Err(e) => {
                     // Reported, never silent: the ids to find the answer in the log, and an EMF count.
@@ -214,7 +221,8 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             let pregen_hit = overview.then(|| f64::from(u8::from(matches!(serving, Serving::Pregen(_)))));
             let mut record = metrics::turn_record(m, turn.ts_ms, Some(m.assembly_ms), hit_rate, pregen_hit);
             if self.cfg.speculation.enabled {
-                let hit = f64::from(u8::from(!m.speculated_legs.is_empty()));
+                // A hit: the speculation fitted the message (its context legs served it), not only its memory.
+                let hit = f64::from(u8::from(m.speculated_legs.iter().any(|l| *l != "memory")));
                 record = record.metric(metrics::SPECULATION_HIT, hit, metrics::Unit::None);
             }
             record.emit();
@@ -223,7 +231,9 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             // A turn the guardrail stopped is not summarized (nor handed to prefetch: it did not complete).
             if stored == Stored::Kept && record.status != TurnStatus::Blocked {
                 let (cfg, memory) = (&self.cfg.summary, &gathered.memory);
-                maybe_summarize(&self.model, &self.store, cfg, &turn.session, memory, record).await;
+                if maybe_summarize(&self.model, &self.store, cfg, &turn.session, memory, record).await {
+                    self.memory_changed(turn, "s").await;
+                }
             }
         };
         let mark_served = async {
@@ -243,6 +253,13 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         };
         let assembler = Assembler { sources: &self.sources, store: &self.store, cfg: &self.cfg.context };
         tokio::join!(summarize, assembler.write_back(&gathered.context), mark_served, prefetch);
+    }
+
+    /// A turn or summary of the session was stored: a new memory epoch marker ([`speculate::mark_stored`]).
+    async fn memory_changed(&self, turn: &Turn, what: &str) {
+        let marker = format!("{what}.{}.{}", turn.msg.message_id, self.clock.now_ms());
+        let (sources, cfg) = (&self.sources, &self.cfg);
+        speculate::mark_stored(sources, cfg.context.cache, &cfg.speculation, &turn.session, &marker).await;
     }
 
     /// What the prefetch worker needs to predict, prefetch and pre-generate the next turn: this exchange

@@ -14,7 +14,7 @@ use crate::ports::{ModelClient, Store};
 use crate::prefetch::PrefetchQueue;
 use crate::protocol::{ClientMessage, TypingFrame};
 use crate::sources::ContextSources;
-use crate::speculate::{Basis, SpeculationEntry, generation_counter};
+use crate::speculate::{self, Basis, SpeculationEntry, generation_counter};
 
 use super::Engine;
 
@@ -59,7 +59,8 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
     /// A `typing` frame: gathers the context of the partial text into the session's speculation entry.
     /// Never posts to the client; every outcome but `Off` writes one EMF record.
     pub async fn typing(&self, conn: &ConnectionId, body: &str) -> TypingOutcome {
-        let outcome = self.speculate(conn, body).await;
+        // Boxed: the speculation's state machine (the context legs' inside) is deep.
+        let outcome = Box::pin(self.speculate(conn, body)).await;
         if self.cfg.emf && outcome != TypingOutcome::Off {
             let calls = outcome.calls();
             metrics::typing_record(self.clock.now_ms(), outcome.as_str(), calls.retrievals, calls.services).emit();
@@ -94,7 +95,10 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         let expires = self.clock.now_ms() / 1000 + 3 * 3600;
         let bound = self.cfg.limits.deadline;
         let bump = self.store.add_to_counter(&generations, 1, None, expires);
-        let generation = match within("typing generation", bound, bump).await {
+        // The memory epoch is read before memory: a turn stored after this read changes it.
+        let epoch = speculate::read_epoch(&self.sources, self.cfg.context.cache, &session);
+        let (bumped, epoch) = tokio::join!(within("typing generation", bound, bump), epoch);
+        let generation = match bumped {
             Ok(Ok(Some(g))) => g,
             // Unknown: speculate anyway; the reuse decision, not the generation, keeps the turn right.
             _ => 0,
@@ -115,7 +119,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
                 return TypingOutcome::Superseded(calls);
             }
         }
-        let entry = SpeculationEntry::new(session.clone(), generation, self.clock.now_ms(), basis, &gathered);
+        let entry = SpeculationEntry::new(session.clone(), generation, self.clock.now_ms(), basis, &gathered, epoch);
         let key = SpeculationEntry::key(&session);
         let value = entry.encode();
         let write = async {
