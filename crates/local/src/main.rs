@@ -141,7 +141,7 @@ enum Cmd {
         /// A running system (e.g. a deployed stage's wss:// URL); default: start one in-process.
         #[arg(long)]
         url: Option<String>,
-        /// Conversations per run (default: 10 at concurrency 1, 4 per connection otherwise).
+        /// Conversations per run (default: 10 at concurrency 1, 4 per connection otherwise; typing: 60).
         #[arg(long)]
         conversations: Option<usize>,
         #[arg(long, value_delimiter = ',', default_value = "1,50")]
@@ -450,7 +450,9 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Bench { scenario: Scenario::Models, quick, json, .. } => bench::models::models(quick, json).await,
         Cmd::Bench { scenario: Scenario::Abuse, quick, json, .. } => bench::abuse::abuse(quick, json).await,
-        Cmd::Bench { scenario: Scenario::Typing, quick, json, .. } => bench::typing::typing(quick, json).await,
+        Cmd::Bench { scenario: Scenario::Typing, quick, conversations, json, .. } => {
+            bench::typing::typing(quick, conversations, json).await
+        }
         Cmd::Bench { scenario: Scenario::Capacity, quick, json, .. } => {
             let report = bench::capacity::capacity(quick).await?;
             print!("{}", report.table());

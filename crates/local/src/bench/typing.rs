@@ -7,7 +7,9 @@
 //! whole text at the end), as the demo page's debounced sender does, then waits [`SEND_PAUSE_MS`] and sends
 //! the message. Some messages are edited after their last partial (another product, another intent, a
 //! word changed mid-sentence). With speculation off, the same client sends no typing frames but keeps the
-//! same timing. Reported: client first-token p50/p95/p99 both ways; the hit rate of messages sent as
+//! same timing; the two systems replay each conversation at the same moment. Reported: client first-token
+//! p50/p95/p99 both ways (all messages, and those sent as last typed), our share of it (server first token
+//! minus the model's own) and the model's own, per-message paired gains; the hit rate of messages sent as
 //! last typed, and of edited ones; reuses that would have been wrong (a context built for another intent
 //! or product: must be 0); and the extra chat invocations, retrieval queries and service calls per turn.
 
@@ -114,13 +116,34 @@ struct Run {
     ttft: Vec<f64>,
     /// Context assembly as the turns reported it.
     assembly: Vec<f64>,
+    /// The server's first token minus the model's own (`first_token_ms - model_first_token_ms`): our share
+    /// of the first token, which speculation shortens, without the model's jitter.
+    pre_model: Vec<f64>,
+    /// The model's own first token (`model_first_token_ms`) and the prompt's tokens, per turn.
+    model_ft: Vec<f64>,
+    prompt_tokens: Vec<f64>,
     /// (edited, speculated legs non-empty, wrongly reused).
     turns: Vec<(bool, bool, bool)>,
+    /// Per turn, for the JSON report.
+    rows: Vec<Row>,
     errors: u64,
     invocations: u64,
     retrievals: u64,
     service_calls: u64,
     typing_frames: u64,
+}
+
+/// One turn as measured, in the JSON report.
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    sent: &'static str,
+    edited: bool,
+    ttft_ms: f64,
+    pre_model_ms: f64,
+    model_first_token_ms: f64,
+    assembly_ms: f64,
+    served: Value,
+    speculated_legs: Value,
 }
 
 /// Whether a context built for `typed` may never serve `sent`: another intent, product or page.
@@ -185,11 +208,29 @@ async fn run_conversation(mode: &mut Mode, conv: Vec<Typed>) -> anyhow::Result<(
         match run_turn(&mut client, &scripted).await {
             Ok(s) => {
                 super::report::record(label, &s);
-                let legs = s.completed["metrics"]["speculated_legs"].as_array().map_or(0, Vec::len);
+                // The context legs (memory serves any message of the session while current).
+                let legs = s.completed["metrics"]["speculated_legs"]
+                    .as_array()
+                    .map_or(0, |l| l.iter().filter(|l| l.as_str() != Some("memory")).count());
                 let page = msg.page.as_object().cloned().unwrap_or_default();
                 let wrong = legs > 0 && msg.edited.is_some_and(|e| different_context(msg.text, e, &page));
                 run.ttft.push(s.ttft_ms);
-                run.assembly.push(s.completed["metrics"]["assembly_ms"].as_f64().unwrap_or(0.0));
+                let m = &s.completed["metrics"];
+                let f = |k: &str| m[k].as_f64().unwrap_or(0.0);
+                run.assembly.push(f("assembly_ms"));
+                run.pre_model.push(f("first_token_ms") - f("model_first_token_ms"));
+                run.model_ft.push(f("model_first_token_ms"));
+                run.prompt_tokens.push(f("prompt_tokens"));
+                run.rows.push(Row {
+                    sent,
+                    edited: msg.edited.is_some(),
+                    ttft_ms: s.ttft_ms,
+                    pre_model_ms: f("first_token_ms") - f("model_first_token_ms"),
+                    model_first_token_ms: f("model_first_token_ms"),
+                    assembly_ms: f("assembly_ms"),
+                    served: m["served"].clone(),
+                    speculated_legs: m["speculated_legs"].clone(),
+                });
                 run.turns.push((msg.edited.is_some(), legs > 0, wrong));
             }
             Err(e) => {
@@ -208,12 +249,27 @@ async fn run_conversation(mode: &mut Mode, conv: Vec<Typed>) -> anyhow::Result<(
 struct TypingReport {
     ttft_ms_on: Pcts,
     ttft_ms_off: Pcts,
+    /// The same, of messages sent as last typed only (the case speculation is for).
+    ttft_ms_on_as_typed: Pcts,
+    ttft_ms_off_as_typed: Pcts,
     /// Context assembly (`completed.metrics.assembly_ms`) both ways: what speculation takes off the path.
     assembly_ms_on: Pcts,
     assembly_ms_off: Pcts,
-    /// Per message, first token off minus on (both modes replay the same messages in the same order): the
-    /// model's own first-token jitter (±15%) cancels less than in two separate percentiles.
+    /// Our share of the server's first token (`first_token_ms - model_first_token_ms`) both ways: the part
+    /// speculation can shorten, free of the model's own first-token jitter.
+    pre_model_ms_on: Pcts,
+    pre_model_ms_off: Pcts,
+    /// The model's own first token and the prompt's tokens both ways: the same messages should cost the
+    /// model the same.
+    model_first_token_ms_on: Pcts,
+    model_first_token_ms_off: Pcts,
+    prompt_tokens_on: Pcts,
+    prompt_tokens_off: Pcts,
+    /// Per message, first token off minus on (both modes replay the same messages at the same moments,
+    /// side by side): the model's own first-token jitter cancels less than in two separate percentiles.
     ttft_gain_ms_paired: Pcts,
+    /// The same, of messages sent as last typed only.
+    ttft_gain_ms_paired_as_typed: Pcts,
     /// Of messages sent as last typed, the share a speculation served.
     hit_rate: f64,
     /// Of messages edited after the last partial, the share a speculation served (extensions only).
@@ -225,22 +281,35 @@ struct TypingReport {
     extra_service_calls_per_turn: f64,
     typing_frames_per_turn: f64,
     turns: usize,
+    /// Of them, edited after the last partial.
+    turns_edited: usize,
     errors: u64,
     word_ms: u64,
     send_pause_ms: u64,
+    /// Every turn both ways, in the order sent.
+    rows_on: Vec<Row>,
+    rows_off: Vec<Row>,
 }
 
-/// Runs both modes, interleaved conversation by conversation (this machine's speed drifts over minutes),
-/// and prints the comparison.
-pub async fn typing(quick: bool, json_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let rounds = if quick { 1 } else { 3 };
-    eprintln!("bench: typing, speculation off and on, interleaved ({rounds} rounds of {})", conversations().len());
+/// Runs both modes side by side, each conversation replayed at the same moment on both systems (this
+/// machine's speed drifts over minutes, and the pairing cancels it), `conversations` conversations in all
+/// (the built-in ones in turn; default 60, `--quick` 5), and prints the comparison.
+pub async fn typing(
+    quick: bool,
+    conversations_wanted: Option<usize>,
+    json_path: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    // 60 by default: at about 170 turns a side the medians of the model's own first token (±15% jitter,
+    // and a bimodal mix of short and long answers) agree to a few ms; at 40 they differed by 44 ms.
+    let n = conversations_wanted.unwrap_or(if quick { conversations().len() } else { 12 * conversations().len() });
+    eprintln!("bench: typing, speculation off and on side by side ({n} conversations)");
     let (mut off, mut on) = (Mode::start(false).await?, Mode::start(true).await?);
-    for _ in 0..rounds {
-        for (a, b) in conversations().into_iter().zip(conversations()) {
-            run_conversation(&mut off, a).await?;
-            run_conversation(&mut on, b).await?;
-        }
+    for i in 0..n {
+        let k = i % conversations().len();
+        let (a, b) = (conversations().swap_remove(k), conversations().swap_remove(k));
+        let (x, y) = tokio::join!(run_conversation(&mut off, a), run_conversation(&mut on, b));
+        x?;
+        y?;
     }
     let (off, on) = (off.finish().await, on.finish().await);
     let turns = on.turns.len().max(1) as f64;
@@ -248,13 +317,27 @@ pub async fn typing(quick: bool, json_path: Option<PathBuf>) -> anyhow::Result<(
         let of: Vec<_> = on.turns.iter().filter(|t| t.0 == edited).collect();
         of.iter().filter(|t| t.1).count() as f64 / of.len().max(1) as f64
     };
+    let as_typed = |run: &Run, v: &[f64]| -> Vec<f64> {
+        v.iter().zip(&run.turns).filter(|(_, t)| !t.0).map(|(x, _)| *x).collect()
+    };
+    let gains = paired(&off, &on);
+    let gains_as_typed: Vec<f64> = if gains.is_empty() { Vec::new() } else { as_typed(&on, &gains) };
     let per_turn = |a: u64, b: u64| a.saturating_sub(b) as f64 / turns;
     let report = TypingReport {
         ttft_ms_on: pcts(&on.ttft),
         ttft_ms_off: pcts(&off.ttft),
+        ttft_ms_on_as_typed: pcts(&as_typed(&on, &on.ttft)),
+        ttft_ms_off_as_typed: pcts(&as_typed(&off, &off.ttft)),
         assembly_ms_on: pcts(&on.assembly),
         assembly_ms_off: pcts(&off.assembly),
-        ttft_gain_ms_paired: pcts(&paired(&off, &on)),
+        pre_model_ms_on: pcts(&on.pre_model),
+        pre_model_ms_off: pcts(&off.pre_model),
+        model_first_token_ms_on: pcts(&on.model_ft),
+        model_first_token_ms_off: pcts(&off.model_ft),
+        prompt_tokens_on: pcts(&on.prompt_tokens),
+        prompt_tokens_off: pcts(&off.prompt_tokens),
+        ttft_gain_ms_paired: pcts(&gains),
+        ttft_gain_ms_paired_as_typed: pcts(&gains_as_typed),
         hit_rate: rate(false),
         hit_rate_edited: rate(true),
         wrong_reuse: on.turns.iter().filter(|t| t.2).count(),
@@ -263,31 +346,52 @@ pub async fn typing(quick: bool, json_path: Option<PathBuf>) -> anyhow::Result<(
         extra_service_calls_per_turn: per_turn(on.service_calls, off.service_calls),
         typing_frames_per_turn: on.typing_frames as f64 / turns,
         turns: on.turns.len(),
+        turns_edited: on.turns.iter().filter(|t| t.0).count(),
         errors: on.errors + off.errors,
         word_ms: WORD_MS,
         send_pause_ms: SEND_PAUSE_MS,
+        rows_on: on.rows.clone(),
+        rows_off: off.rows.clone(),
     };
     let f = |p: &Pcts| format!("{:.0} / {:.0} / {:.0}", p.p50, p.p95, p.p99);
-    println!("| speculation | turns | ttft p50/p95/p99 ms | context assembly p50/p95/p99 ms |");
-    println!("|---|---|---|---|");
-    println!("| off | {} | {} | {} |", off.ttft.len(), f(&report.ttft_ms_off), f(&report.assembly_ms_off));
-    println!("| on | {} | {} | {} |", on.ttft.len(), f(&report.ttft_ms_on), f(&report.assembly_ms_on));
-    let gain = report.ttft_ms_off.p50 - report.ttft_ms_on.p50;
-    println!("paired per message (off - on): p50 {:.0} ms", report.ttft_gain_ms_paired.p50);
+    let r = &report;
     println!(
-        "hit rate {:.2} (sent as typed), {:.2} (edited); wrong reuse {}; per turn: {:.2} extra invocations, {:.2} extra retrievals, {:.2} extra service calls",
-        report.hit_rate,
-        report.hit_rate_edited,
-        report.wrong_reuse,
-        report.extra_invocations_per_turn,
-        report.extra_retrievals_per_turn,
-        report.extra_service_calls_per_turn
+        "| speculation | turns | first token p50/p95/p99 ms | as typed only | our share of it | context assembly |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, run, all, typed, pre, asm) in [
+        ("off", &off, &r.ttft_ms_off, &r.ttft_ms_off_as_typed, &r.pre_model_ms_off, &r.assembly_ms_off),
+        ("on", &on, &r.ttft_ms_on, &r.ttft_ms_on_as_typed, &r.pre_model_ms_on, &r.assembly_ms_on),
+    ] {
+        println!("| {name} | {} | {} | {} | {} | {} |", run.ttft.len(), f(all), f(typed), f(pre), f(asm));
+    }
+    let gain = r.ttft_ms_off.p50 - r.ttft_ms_on.p50;
+    println!(
+        "the model's own first token p50 off/on: {:.0} / {:.0} ms; prompt tokens p50 off/on: {:.0} / {:.0}",
+        r.model_first_token_ms_off.p50, r.model_first_token_ms_on.p50, r.prompt_tokens_off.p50, r.prompt_tokens_on.p50
+    );
+    println!(
+        "first token p50 off - on: {gain:.0} ms (as typed: {:.0} ms); paired per message p50: {:.0} ms (as typed: {:.0} ms)",
+        r.ttft_ms_off_as_typed.p50 - r.ttft_ms_on_as_typed.p50,
+        r.ttft_gain_ms_paired.p50,
+        r.ttft_gain_ms_paired_as_typed.p50
+    );
+    println!(
+        "hit rate {:.2} (sent as typed), {:.2} (edited, {} of {} turns); wrong reuse {}; per turn: {:.2} extra invocations, {:.2} extra retrievals, {:.2} extra service calls",
+        r.hit_rate,
+        r.hit_rate_edited,
+        r.turns_edited,
+        r.turns,
+        r.wrong_reuse,
+        r.extra_invocations_per_turn,
+        r.extra_retrievals_per_turn,
+        r.extra_service_calls_per_turn
     );
     println!(
         "first token p50 {gain:.0} ms lower with speculation (target >= 150): {}; hit rate >= 0.8: {}; no wrong reuse: {}",
         pass(gain >= 150.0),
-        pass(report.hit_rate >= 0.8),
-        pass(report.wrong_reuse == 0)
+        pass(r.hit_rate >= 0.8),
+        pass(r.wrong_reuse == 0)
     );
     if let Some(path) = &json_path {
         write_json(path, &report)?;
