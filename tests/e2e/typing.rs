@@ -109,6 +109,56 @@ async fn memory_read_while_the_last_answer_streamed_is_never_reused_and_memory_r
     assert!(prompt.contains("user: any romance manga?"), "the second exchange is in the third prompt: {prompt}");
 }
 
+#[tokio::test]
+async fn the_input_check_made_while_typing_serves_the_message_sent_exactly_as_typed_and_no_other() {
+    use mangaassist_local::bench::guardrail::with_guardrails;
+    use mangaassist_local::emulators::bedrock::EmulatorConfig;
+    use mangaassist_local::system::{SystemOptions, start};
+
+    let moto = moto().await;
+    let mut opts = SystemOptions { emulator: EmulatorConfig::fast(), ..SystemOptions::default() };
+    opts.turn.limits.user.requests_per_minute = 1_000;
+    with_guardrails(&mut opts);
+    let sys = start(dynamo(&moto).await, opts).await.unwrap();
+    let mut client = ChatClient::connect(&sys.ws_url()).await.unwrap();
+    let checks = || sys.emulator.stats.guardrail_calls().len();
+    let checked = async |n: usize| {
+        for _ in 0..200 {
+            if checks() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        // The speculation's cache write follows its check.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(checks(), n);
+    };
+
+    // Typed, then sent as typed: the one check is the typing-time one.
+    client.send_raw(typing("Show me some horror manga")).await.unwrap();
+    checked(1).await;
+    ask(&mut client, "Show me some horror manga", None).await;
+    assert_eq!(checks(), 1, "the typing-time verdict served the message");
+
+    // A blocked text, sent as typed: blocked on that verdict, no model request.
+    let pirate = "Where can I download raw scans of One Piece";
+    client.send_raw(typing(pirate)).await.unwrap();
+    checked(2).await;
+    let id = client.send_message(pirate, None).await.unwrap();
+    let end = events_until_end(&mut client, &id).await.pop().unwrap();
+    assert_eq!((end["type"].as_str(), end["code"].as_str()), (Some("error"), Some("blocked")), "{end}");
+    assert!(sys.emulator.stats.for_message(&id).is_empty());
+    assert_eq!(checks(), 2);
+
+    // Typed harmless, then changed before send: the sent text is checked itself, and blocked.
+    client.send_raw(typing("Where can I buy One Piece")).await.unwrap();
+    checked(3).await;
+    let id = client.send_message("Where can I buy raw scans of One Piece", None).await.unwrap();
+    let end = events_until_end(&mut client, &id).await.pop().unwrap();
+    assert_eq!(end["code"], "blocked", "{end}");
+    assert_eq!(checks(), 4, "checked again at send");
+}
+
 fn minute() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 60
 }
@@ -129,7 +179,10 @@ async fn a_flood_of_typing_frames_is_bounded_and_never_answered() {
     settled(&sys, 10, 0).await;
     let windows = minute() - from + 1;
     let sequential = sys.retriever.requests();
-    assert!(sequential == 10 || (windows > 1 && sequential <= 15), "{sequential} in {windows} windows");
+    // At most 10 in one window; fewer when a typing counter round trip ran out of time under load (a
+    // frame whose counter cannot be read is refused: speculation is optional work).
+    let bounded = (5..=10).contains(&sequential) || (windows > 1 && sequential <= 15);
+    assert!(bounded, "{sequential} in {windows} windows");
 
     // All at once, with bad and oversized frames: dropped and counted, never answered.
     let before = sys.gateway.invocations();

@@ -176,6 +176,8 @@ pub struct Reusable {
     /// The session's memory, when no turn has been stored since the speculation read it
     /// ([`crate::speculate`]'s epoch check): the memory leg need not run.
     pub memory: Option<Memory>,
+    /// The input guardrail's verdict on the exact text and page context it was typed with.
+    pub input: Option<crate::speculate::InputVerdict>,
 }
 
 /// Calls an assembly made to its sources.
@@ -304,19 +306,19 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
     }
 
     /// [`Assembler::assemble`], taking what `prior` (the at-send lookup of a typing-time speculation) can
-    /// serve: its passages instead of the retrieval leg (which waits for `prior`, bounded by the cache
-    /// leg's deadline), its service values instead of their cache reads and service calls (once memory
-    /// has resolved the same ordinal). Memory is always read at send.
+    /// serve: its memory when current (racing the store's read), its passages instead of the retrieval leg
+    /// (which waits for `prior`, bounded by the cache leg's deadline), its service values instead of their
+    /// cache reads and service calls (once memory has resolved the same ordinal).
     pub async fn assemble_reusing(
         &self,
         msg: &ClientMessage,
         session: &SessionId,
         user: &UserId,
-        prior: impl Future<Output = Option<Reusable>> + Send,
+        prior: impl Future<Output = Option<Arc<Reusable>>> + Send,
     ) -> Gathered {
         let start = Instant::now();
         let cap = start + self.cfg.overall;
-        let prior = prior.map(|p| p.map(Arc::new)).shared();
+        let prior = prior.shared();
         // The intent does not depend on what an ordinal resolves to, so classify before memory arrives.
         let early = intent::extract(&msg.text, &[]);
         let intent = intent::classify(&msg.text, &early);

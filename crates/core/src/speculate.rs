@@ -193,6 +193,32 @@ pub struct SpeculationEntry {
     /// memory leg or the epoch read failed; the turn reads memory itself).
     #[serde(default)]
     pub memory: Option<MemorySnapshot>,
+    /// The input guardrail's verdict on the partial (`None`: no input guardrail, or its check failed).
+    #[serde(default)]
+    pub input: Option<InputVerdict>,
+}
+
+/// The input guardrail's verdict on a partial, kept so that the message sent with exactly that text and
+/// page context needs no check at send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputVerdict {
+    /// `id:version` of the guardrail that assessed (a verdict of another guardrail is never reused).
+    pub guardrail: String,
+    /// The exact texts assessed: the message, and its page context as JSON (empty when none).
+    pub text: String,
+    pub page: String,
+    pub blocked: bool,
+    /// The policy families that acted.
+    pub policies: Vec<String>,
+    /// The message with what the guardrail masked replaced, when it masked without blocking.
+    pub masked: Option<String>,
+}
+
+impl InputVerdict {
+    /// Whether this verdict is the one `guardrail` would give `text` on `page` now.
+    pub fn fits(&self, guardrail: &str, text: &str, page: &str) -> bool {
+        self.guardrail == guardrail && self.text == text && self.page == page
+    }
 }
 
 /// A speculation's copy of the session's memory.
@@ -279,6 +305,7 @@ impl SpeculationEntry {
             values: asm.values.iter().map(|(l, v)| (l.key(), v.clone())).collect(),
             absent: asm.absent.iter().map(|l| l.key()).collect(),
             memory,
+            input: None,
         }
     }
 
@@ -392,7 +419,8 @@ pub async fn lookup<X: ContextSources>(
     let memory = fresh_memory(e.memory, &epoch);
     match reuse {
         Reuse::Equal | Reuse::Extended => {
-            Some(Reusable { retrieved: e.retrieved, values: e.values, resolved: e.resolved, absent: e.absent, memory })
+            let (retrieved, values, resolved, absent, input) = (e.retrieved, e.values, e.resolved, e.absent, e.input);
+            Some(Reusable { retrieved, values, resolved, absent, memory, input })
         }
         // The memory does not depend on the text: a current copy serves any message of the session (an
         // ordinal follow-up's lookups wait for it), while everything else is assembled anew.
@@ -428,6 +456,7 @@ mod tests {
             values: Vec::new(),
             absent: Vec::new(),
             memory: None,
+            input: None,
         }
     }
 
@@ -656,5 +685,21 @@ mod tests {
         let mut with = entry("any horror manga", Value::Null, NOW);
         with.memory = Some(MemorySnapshot { epoch: Some("t.m-1.5".into()), memory: gathered(true).memory });
         assert_eq!(SpeculationEntry::decode(&with.encode()), Some(with));
+    }
+
+    #[test]
+    fn an_input_verdict_fits_only_the_same_guardrail_text_and_page() {
+        let v = InputVerdict {
+            guardrail: "g:1".into(),
+            text: "Show me horror manga".into(),
+            page: String::new(),
+            blocked: false,
+            policies: Vec::new(),
+            masked: None,
+        };
+        assert!(v.fits("g:1", "Show me horror manga", ""));
+        assert!(!v.fits("g:2", "Show me horror manga", ""), "another guardrail version");
+        assert!(!v.fits("g:1", "Show me horror manga?", ""), "the exact text, not the normalized one");
+        assert!(!v.fits("g:1", "Show me horror manga", r#"{"current_asin":"B0UZUMAKI1"}"#), "another page");
     }
 }

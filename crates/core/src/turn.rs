@@ -18,9 +18,12 @@
 //! the Lambda's): past it the stream is cut, what was sent is stored as `partial`, and the claim is given
 //! back so the shopper can send the message again. Every outcome writes one EMF record.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
@@ -39,7 +42,7 @@ use crate::prompt::{PromptConfig, PromptParts, Prompter};
 use crate::protocol::{ACTION_SESSION, ACTION_TYPING, ClientMessage, Rejected, ServerEvent, TurnMetrics, action_of};
 use crate::relay::{RelayConfig, post_with_retry};
 use crate::routes::{FailoverConfig, Routes, plan};
-use crate::safety::{Direction, SafetyConfig, blocked_input_message, is_japanese};
+use crate::safety::{Assessment, Direction, GuardrailRef, POLICIES, SafetyConfig, blocked_input_message, is_japanese};
 use crate::serve::{self, Answerer, Streamed};
 use crate::session::{Connected, Principal, SessionConfig, Sessions};
 use crate::sources::{ContextSources, NoSources};
@@ -361,8 +364,9 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             // Boxed: both are deep state machines; the turn's own future stays small.
             async {
                 let (msg, session, user) = (&turn.msg, &turn.session, &turn.who.user);
-                let assemble = Box::pin(assembler.assemble_reusing(msg, session, user, self.speculated(&turn)));
-                tokio::join!(assemble, Box::pin(self.check_input(&turn.msg)))
+                let prior = self.speculated(&turn).map(|p| p.map(Arc::new)).shared();
+                let assemble = Box::pin(assembler.assemble_reusing(msg, session, user, prior.clone()));
+                tokio::join!(assemble, Box::pin(self.check_input(&turn.msg, prior)))
             },
         );
         match admitted {
@@ -410,45 +414,64 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
 
     /// The input guardrail's verdict on the shopper's text and page context (`Pass` when none is
     /// configured). Runs beside context assembly; bounded, and a failure lets the turn go on (logged and
-    /// counted): the output guardrail still watches the answer.
-    async fn check_input(&self, msg: &ClientMessage) -> InputCheck {
+    /// counted): the output guardrail still watches the answer. A typing-time speculation's verdict on
+    /// exactly this text and page context, by the same guardrail, is taken instead of a new check.
+    async fn check_input(&self, msg: &ClientMessage, prior: impl Future<Output = Option<Arc<Reusable>>>) -> InputCheck {
         let Some(g) = &self.cfg.safety.input else { return InputCheck::Pass };
-        let page = if msg.page_context.is_empty() {
-            String::new()
-        } else {
-            serde_json::to_string(&msg.page_context).unwrap_or_default()
+        let page = page_json(msg);
+        let name = guardrail_name(g);
+        if self.cfg.speculation.enabled
+            && let Some(p) = prior.await
+            && let Some(v) = p.input.as_ref().filter(|v| v.fits(&name, &msg.text, &page))
+        {
+            let policies: Vec<&'static str> =
+                v.policies.iter().filter_map(|p| POLICIES.iter().find(|q| **q == p.as_str()).copied()).collect();
+            let check = match (&v.masked, v.blocked) {
+                (_, true) => InputCheck::Blocked,
+                (Some(masked), false) => InputCheck::Masked(masked.clone()),
+                (None, false) => InputCheck::Pass,
+            };
+            if check != InputCheck::Pass && self.cfg.emf {
+                metrics::guardrail_record(self.clock.now_ms(), Direction::Input, &policies).emit();
+            }
+            tracing::debug!(?check, "input check taken from the typing-time speculation");
+            return check;
+        }
+        let Some(assessment) = self.assess_input(g, &msg.text, &page).await else {
+            self.check_failed();
+            return InputCheck::Pass;
         };
-        let texts: Vec<&str> = [msg.text.as_str(), page.as_str()].into_iter().filter(|t| !t.is_empty()).collect();
+        let check = input_check(&assessment, &msg.text);
+        if assessment.intervened && self.cfg.emf {
+            metrics::guardrail_record(self.clock.now_ms(), Direction::Input, &assessment.policies).emit();
+        }
+        match &check {
+            InputCheck::Blocked => {
+                tracing::info!(policies = ?assessment.policies, "the input guardrail blocked the message")
+            }
+            InputCheck::Masked(_) => {
+                tracing::info!(policies = ?assessment.policies, "the input guardrail masked the message")
+            }
+            InputCheck::Pass => {}
+        }
+        check
+    }
+
+    /// One bounded `ApplyGuardrail` call on a message's text and page context JSON; `None` (logged) when it
+    /// failed or timed out.
+    async fn assess_input(&self, g: &GuardrailRef, text: &str, page: &str) -> Option<Assessment> {
+        let texts: Vec<&str> = [text, page].into_iter().filter(|t| !t.is_empty()).collect();
         let check = self.model.apply_guardrail(g, Direction::Input, &texts);
-        let assessment = match within("input guardrail", self.cfg.safety.input_deadline, check).await {
-            Ok(Ok(a)) => a,
+        match within("input guardrail", self.cfg.safety.input_deadline, check).await {
+            Ok(Ok(a)) => Some(a),
             Ok(Err(e)) => {
                 tracing::warn!(code = e.code(), error = %chain(&e), "input guardrail check failed; going on unchecked");
-                self.check_failed();
-                return InputCheck::Pass;
+                None
             }
             Err(e) => {
                 tracing::warn!(error = %e, "input guardrail check timed out; going on unchecked");
-                self.check_failed();
-                return InputCheck::Pass;
+                None
             }
-        };
-        if !assessment.intervened {
-            return InputCheck::Pass;
-        }
-        if self.cfg.emf {
-            metrics::guardrail_record(self.clock.now_ms(), Direction::Input, &assessment.policies).emit();
-        }
-        if assessment.blocked {
-            tracing::info!(policies = ?assessment.policies, "the input guardrail blocked the message");
-            return InputCheck::Blocked;
-        }
-        match assessment.outputs.first() {
-            Some(masked) if !masked.trim().is_empty() && masked != &msg.text => {
-                tracing::info!(policies = ?assessment.policies, "the input guardrail masked the message");
-                InputCheck::Masked(masked.trim().to_owned())
-            }
-            _ => InputCheck::Pass,
         }
     }
 
@@ -660,6 +683,34 @@ enum InputCheck {
     /// The message with what the guardrail masked replaced (`{CREDIT_DEBIT_CARD_NUMBER}`, `{PHONE}`).
     Masked(String),
     Blocked,
+}
+
+/// The verdict of an assessment of `text`: blocked, masked (a non-empty masked text that differs), or pass.
+fn input_check(a: &Assessment, text: &str) -> InputCheck {
+    if !a.intervened {
+        return InputCheck::Pass;
+    }
+    if a.blocked {
+        return InputCheck::Blocked;
+    }
+    match a.outputs.first() {
+        Some(masked) if !masked.trim().is_empty() && masked != text => InputCheck::Masked(masked.trim().to_owned()),
+        _ => InputCheck::Pass,
+    }
+}
+
+/// The page context as the input guardrail reads it: JSON, or empty when there is none.
+fn page_json(msg: &ClientMessage) -> String {
+    if msg.page_context.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(&msg.page_context).unwrap_or_default()
+    }
+}
+
+/// `id:version`: which guardrail gave a verdict.
+fn guardrail_name(g: &GuardrailRef) -> String {
+    format!("{}:{}", g.id, g.version)
 }
 
 /// The `outcome` dimension of a turn's result.

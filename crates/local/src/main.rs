@@ -164,7 +164,8 @@ enum Cmd {
         /// Also write a self-contained HTML report (tables, first-token CDFs, median-turn waterfalls).
         #[arg(long)]
         report: Option<PathBuf>,
-        /// First token with guardrails off, on, or both side by side in the same run (instead of `--scenario`).
+        /// First token with guardrails off, on, or both side by side in the same run (instead of `--scenario`;
+        /// with `--scenario typing`, `on` runs both sides of that comparison with guardrails).
         #[arg(long, value_enum)]
         guardrail: Option<bench::guardrail::GuardrailRun>,
     },
@@ -362,7 +363,7 @@ async fn main() -> anyhow::Result<()> {
 
 fn scenario_name(cmd: &Cmd) -> &'static str {
     let Cmd::Bench { scenario, guardrail, .. } = cmd else { return "" };
-    if guardrail.is_some() {
+    if guardrail.is_some() && *scenario != Scenario::Typing {
         return "guardrail";
     }
     match scenario {
@@ -432,6 +433,16 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        Cmd::Bench { scenario: Scenario::Typing, guardrail, quick, conversations, json, .. } => {
+            let guardrails = match guardrail {
+                None | Some(bench::guardrail::GuardrailRun::Off) => false,
+                Some(bench::guardrail::GuardrailRun::On) => true,
+                Some(bench::guardrail::GuardrailRun::Both) => {
+                    anyhow::bail!("--scenario typing takes --guardrail on or off")
+                }
+            };
+            bench::typing::typing(quick, conversations, guardrails, json).await
+        }
         Cmd::Bench { guardrail: Some(run), quick, json, .. } => bench::guardrail::guardrail(run, quick, json).await,
         Cmd::Bench { scenario: Scenario::Compression, corpus, requests, seed, no_e2e, quick, json, .. } => {
             bench::compression::compression(bench::compression::CompressionOptions {
@@ -450,9 +461,6 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Bench { scenario: Scenario::Models, quick, json, .. } => bench::models::models(quick, json).await,
         Cmd::Bench { scenario: Scenario::Abuse, quick, json, .. } => bench::abuse::abuse(quick, json).await,
-        Cmd::Bench { scenario: Scenario::Typing, quick, conversations, json, .. } => {
-            bench::typing::typing(quick, conversations, json).await
-        }
         Cmd::Bench { scenario: Scenario::Capacity, quick, json, .. } => {
             let report = bench::capacity::capacity(quick).await?;
             print!("{}", report.table());

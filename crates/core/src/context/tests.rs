@@ -205,11 +205,10 @@ async fn a_fitting_speculation_serves_retrieval_and_services_and_only_memory_run
             ("review:B0AAAAAAA1".into(), r#"{"stars":4}"#.into()),
         ],
         resolved: None,
-        absent: Vec::new(),
-        memory: None,
+        ..Reusable::default()
     };
     let start = Instant::now();
-    let g = asm.assemble_reusing(&msg, &session(), &UserId::anonymous(), async { Some(prior) }).await;
+    let g = asm.assemble_reusing(&msg, &session(), &UserId::anonymous(), async { Some(Arc::new(prior)) }).await;
     assert_eq!(g.context.speculated, ["retrieval", "services"]);
     assert!(src.queries.lock().unwrap().is_empty() && src.calls.lock().unwrap().is_empty());
     assert_eq!(g.context.calls, SourceCalls::default());
@@ -229,11 +228,10 @@ async fn a_speculations_values_stand_only_for_the_product_its_ordinal_resolved_t
         retrieved: None,
         values: vec![("product:B0AAAAAAA1".into(), "{}".into())],
         resolved: Some(Asin::parse("B0BBBBBBB2").unwrap()),
-        absent: Vec::new(),
-        memory: None,
+        ..Reusable::default()
     };
     let msg = message("Is the first one in stock?", "{}");
-    let g = asm.assemble_reusing(&msg, &session(), &UserId::anonymous(), async { Some(prior) }).await;
+    let g = asm.assemble_reusing(&msg, &session(), &UserId::anonymous(), async { Some(Arc::new(prior)) }).await;
     assert!(g.context.speculated.is_empty(), "{:?}", g.context.speculated);
     assert!(src.calls.lock().unwrap().contains(&"product:B0AAAAAAA1".to_owned()), "fetched at send");
 }
@@ -248,6 +246,7 @@ async fn speculation_with_memory() -> Reusable {
         resolved: None,
         absent: vec!["review:B0AAAAAAA1".into()],
         memory: Some(memory),
+        input: None,
     }
 }
 
@@ -262,7 +261,7 @@ async fn a_speculation_with_current_memory_serves_every_leg_and_the_store_is_not
     let prior = speculation_with_memory().await;
     let start = Instant::now();
     let msg = message("Is B0AAAAAAA1 in stock?", "{}");
-    let g = asm.assemble_reusing(&msg, &session(), &UserId::anonymous(), async { Some(prior) }).await;
+    let g = asm.assemble_reusing(&msg, &session(), &UserId::anonymous(), async { Some(Arc::new(prior)) }).await;
     assert!(start.elapsed() < Duration::from_millis(5), "no leg waited for: {:?}", start.elapsed());
     assert_eq!(g.context.speculated, ["memory", "retrieval", "services"]);
     assert_eq!(g.memory.turns.len(), 1, "the speculation's memory");
@@ -281,7 +280,7 @@ async fn a_speculation_slower_than_the_store_leaves_the_memory_to_the_store() {
     let prior = speculation_with_memory().await;
     let late = async {
         tokio::time::sleep(Duration::from_millis(80)).await;
-        Some(prior)
+        Some(Arc::new(prior))
     };
     let msg = message("Is B0AAAAAAA1 in stock?", "{}");
     let g = asm.assemble_reusing(&msg, &session(), &UserId::anonymous(), late).await;

@@ -14,9 +14,9 @@ use crate::ports::{ModelClient, Store};
 use crate::prefetch::PrefetchQueue;
 use crate::protocol::{ClientMessage, TypingFrame};
 use crate::sources::ContextSources;
-use crate::speculate::{self, Basis, SpeculationEntry, generation_counter};
+use crate::speculate::{self, Basis, InputVerdict, SpeculationEntry, generation_counter};
 
-use super::Engine;
+use super::{Engine, InputCheck, guardrail_name, input_check, page_json};
 
 /// How a `typing` frame ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +107,8 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         let cfg = ContextConfig { pregen: false, sequential: false, ..self.cfg.context };
         let assembler = Assembler { sources: &self.sources, store: &self.store, cfg: &cfg };
         let msg = ClientMessage { message_id, text: frame.text, page_context: frame.page_context };
-        let gathered = Box::pin(assembler.assemble(&msg, &session, &who.user)).await;
+        let gather = Box::pin(assembler.assemble(&msg, &session, &who.user));
+        let (gathered, input) = tokio::join!(gather, Box::pin(self.input_verdict(&msg)));
         let calls = gathered.context.calls;
 
         if generation > 0 {
@@ -119,7 +120,9 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
                 return TypingOutcome::Superseded(calls);
             }
         }
-        let entry = SpeculationEntry::new(session.clone(), generation, self.clock.now_ms(), basis, &gathered, epoch);
+        let mut entry =
+            SpeculationEntry::new(session.clone(), generation, self.clock.now_ms(), basis, &gathered, epoch);
+        entry.input = input;
         let key = SpeculationEntry::key(&session);
         let value = entry.encode();
         let write = async {
@@ -133,5 +136,21 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         // What the services returned is shared with every later turn, as a turn's own fetches are.
         tokio::join!(write, assembler.write_back(&gathered.context));
         TypingOutcome::Speculated(calls)
+    }
+
+    /// The input guardrail's verdict on the partial, beside its context, so that the message sent as typed
+    /// needs no check at send (`None`: no input guardrail, or the check failed; the turn checks itself).
+    /// Not counted as an intervention here: the turn that takes it counts it.
+    async fn input_verdict(&self, msg: &ClientMessage) -> Option<InputVerdict> {
+        let g = self.cfg.safety.input.as_ref()?;
+        let page = page_json(msg);
+        let a = self.assess_input(g, &msg.text, &page).await?;
+        let masked = match input_check(&a, &msg.text) {
+            InputCheck::Masked(m) => Some(m),
+            _ => None,
+        };
+        let policies = a.policies.iter().map(|p| (*p).to_owned()).collect();
+        let guardrail = guardrail_name(g);
+        Some(InputVerdict { guardrail, text: msg.text.clone(), page, blocked: a.blocked, policies, masked })
     }
 }

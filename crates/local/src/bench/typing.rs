@@ -130,6 +130,8 @@ struct Run {
     invocations: u64,
     retrievals: u64,
     service_calls: u64,
+    /// `ApplyGuardrail` calls (the input checks).
+    input_checks: u64,
     typing_frames: u64,
 }
 
@@ -160,9 +162,12 @@ struct Mode {
 }
 
 impl Mode {
-    async fn start(on: bool) -> anyhow::Result<Self> {
+    async fn start(on: bool, guardrails: bool) -> anyhow::Result<Self> {
         let mut opts = SystemOptions { sources: SourceLatency::design(), ..SystemOptions::default() };
         opts.turn.speculation.enabled = on;
+        if guardrails {
+            super::guardrail::with_guardrails(&mut opts);
+        }
         let system = start(MemoryStore::with_latency(Duration::from_millis(50)), opts).await?;
         Ok(Self { on, system, run: Run::default() })
     }
@@ -173,6 +178,7 @@ impl Mode {
         self.run.invocations = self.system.gateway.invocations();
         self.run.retrievals = self.system.retriever.requests();
         self.run.service_calls = self.system.services.total_requests();
+        self.run.input_checks = self.system.emulator.stats.guardrail_calls().len() as u64;
         self.run
     }
 }
@@ -279,7 +285,12 @@ struct TypingReport {
     extra_invocations_per_turn: f64,
     extra_retrievals_per_turn: f64,
     extra_service_calls_per_turn: f64,
+    /// Input guardrail checks per turn with speculation on minus off (`--guardrail on`; a check per typing
+    /// frame, none at send for a message sent as typed).
+    extra_input_checks_per_turn: f64,
     typing_frames_per_turn: f64,
+    /// Guardrails on both sides (input check and output guardrail, the emulator's policy).
+    guardrails: bool,
     turns: usize,
     /// Of them, edited after the last partial.
     turns_edited: usize,
@@ -297,13 +308,15 @@ struct TypingReport {
 pub async fn typing(
     quick: bool,
     conversations_wanted: Option<usize>,
+    guardrails: bool,
     json_path: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     // 60 by default: at about 170 turns a side the medians of the model's own first token (±15% jitter,
     // and a bimodal mix of short and long answers) agree to a few ms; at 40 they differed by 44 ms.
     let n = conversations_wanted.unwrap_or(if quick { conversations().len() } else { 12 * conversations().len() });
-    eprintln!("bench: typing, speculation off and on side by side ({n} conversations)");
-    let (mut off, mut on) = (Mode::start(false).await?, Mode::start(true).await?);
+    let with = if guardrails { ", guardrails on" } else { "" };
+    eprintln!("bench: typing, speculation off and on side by side ({n} conversations{with})");
+    let (mut off, mut on) = (Mode::start(false, guardrails).await?, Mode::start(true, guardrails).await?);
     for i in 0..n {
         let k = i % conversations().len();
         let (a, b) = (conversations().swap_remove(k), conversations().swap_remove(k));
@@ -344,6 +357,8 @@ pub async fn typing(
         extra_invocations_per_turn: per_turn(on.invocations, off.invocations),
         extra_retrievals_per_turn: per_turn(on.retrievals, off.retrievals),
         extra_service_calls_per_turn: per_turn(on.service_calls, off.service_calls),
+        extra_input_checks_per_turn: per_turn(on.input_checks, off.input_checks),
+        guardrails,
         typing_frames_per_turn: on.typing_frames as f64 / turns,
         turns: on.turns.len(),
         turns_edited: on.turns.iter().filter(|t| t.0).count(),
@@ -387,6 +402,9 @@ pub async fn typing(
         r.extra_retrievals_per_turn,
         r.extra_service_calls_per_turn
     );
+    if guardrails {
+        println!("input checks per turn: {:.2} extra", r.extra_input_checks_per_turn);
+    }
     println!(
         "first token p50 {gain:.0} ms lower with speculation (target >= 150): {}; hit rate >= 0.8: {}; no wrong reuse: {}",
         pass(gain >= 150.0),
