@@ -8,13 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// `what` did not finish within `ms`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{what}: deadline of {ms} ms")]
-pub struct DeadlineExceeded {
-    pub what: String,
-    pub ms: u64,
-}
+pub use crate::error::DeadlineExceeded;
 
 /// Whole milliseconds, rounded (a deadline computed a few microseconds after it was set still reads as set).
 fn millis(d: Duration) -> u64 {

@@ -34,6 +34,14 @@ impl FrameError {
     }
 }
 
+/// `what` did not finish within `ms`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: deadline of {ms} ms")]
+pub struct DeadlineExceeded {
+    pub what: String,
+    pub ms: u64,
+}
+
 /// What went wrong talking to the model.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -166,8 +174,8 @@ where
     }
 }
 
-impl From<crate::deadline::DeadlineExceeded> for StoreError {
-    fn from(e: crate::deadline::DeadlineExceeded) -> Self {
+impl From<DeadlineExceeded> for StoreError {
+    fn from(e: DeadlineExceeded) -> Self {
         Self::Unavailable(Box::new(e))
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! - client -> `{"action":"sendMessage","message_id":"<uuid>","text":"...","page_context":{...}}`
 //! - client -> `{"action":"typing","text":"<typed so far>","page_context":{...}}` ([`TypingFrame`]; answered
-//!   with nothing: the server speculates the context, see [`crate::speculate`])
+//!   with nothing: the server speculates the context, see [`crate::ahead::speculate`])
 //! - server -> `delta`, `completed`, `retract` (the guardrail stopped the answer), `error`, `session` events
 //!   ([`ServerEvent`]).
 //!

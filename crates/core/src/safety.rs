@@ -175,7 +175,7 @@ enum PageField {
 }
 
 /// The schema: every key a page may send. Which of them reach the prompt depends on the intent
-/// ([`crate::compress::page_fields`]).
+/// ([`crate::prompt::compress::page_fields`]).
 const PAGE_SCHEMA: &[(&str, PageField)] = &[
     ("current_asin", PageField::Asin),
     ("browsing_history", PageField::Asins),
@@ -269,6 +269,29 @@ impl KnownProducts {
         let kept: Vec<Asin> = named.into_iter().filter(|a| self.contains(a)).collect();
         let dropped = u32::try_from(before - kept.len()).unwrap_or(u32::MAX);
         (kept, dropped)
+    }
+}
+
+/// The input guardrail's verdict on a partial, kept so that the message sent with exactly that text and
+/// page context needs no check at send.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InputVerdict {
+    /// `id:version` of the guardrail that assessed (a verdict of another guardrail is never reused).
+    pub guardrail: String,
+    /// The exact texts assessed: the message, and its page context as JSON (empty when none).
+    pub text: String,
+    pub page: String,
+    pub blocked: bool,
+    /// The policy families that acted.
+    pub policies: Vec<String>,
+    /// The message with what the guardrail masked replaced, when it masked without blocking.
+    pub masked: Option<String>,
+}
+
+impl InputVerdict {
+    /// Whether this verdict is the one `guardrail` would give `text` on `page` now.
+    pub fn fits(&self, guardrail: &str, text: &str, page: &str) -> bool {
+        self.guardrail == guardrail && self.text == text && self.page == page
     }
 }
 

@@ -5,22 +5,22 @@
 use bytes::Bytes;
 
 use super::{Engine, Turn, TurnResult, send_error};
+use crate::ahead::prefetch::{Exchange, PrefetchJob, PrefetchQueue};
+use crate::ahead::speculate;
+use crate::answer::relay::{RelayEnd, RelayOutcome, post_with_retry};
+use crate::answer::serve::Serving;
 use crate::clock::Clock;
-use crate::context::{Assembler, Gathered};
 use crate::deadline::within;
 use crate::error::{SinkError, chain, retry_store};
+use crate::gather::summary::maybe_summarize;
+use crate::gather::{Assembler, Gathered};
 use crate::ids::{Asin, ConnectionId};
 use crate::metrics;
+use crate::ports::sources::ContextSources;
 use crate::ports::{ConnectionSink, ModelClient, Store, TurnRecord, TurnStatus};
-use crate::prefetch::{Exchange, PrefetchJob, PrefetchQueue};
 use crate::pregen::{Ask, PregenEntry};
 use crate::protocol::{ProductRef, ServerEvent, TurnMetrics};
-use crate::relay::{RelayEnd, RelayOutcome, post_with_retry};
 use crate::safety::{Direction, KnownProducts, is_japanese, page_asins, retract_message};
-use crate::serve::Serving;
-use crate::sources::ContextSources;
-use crate::speculate;
-use crate::summary::maybe_summarize;
 
 /// What became of a finished turn's record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

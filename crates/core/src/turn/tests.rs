@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 
 use super::*;
+use crate::ahead::prefetch::PrefetchJob;
 use crate::error::{ModelError, SinkError};
-use crate::memory_store::MemoryStore;
+use crate::ports::memory::MemoryStore;
+use crate::ports::sources::SourceError;
 use crate::ports::{Completion, ModelEvent, ModelRequest, ModelStream};
 use crate::ports::{TurnRecord, TurnStatus};
-use crate::prefetch::PrefetchJob;
-use crate::sources::SourceError;
 
 /// What the scripted model does for one request.
 enum Script {

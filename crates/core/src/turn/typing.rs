@@ -1,20 +1,21 @@
-//! The `typing` action: a typing-time speculation ([`crate::speculate`]), off any turn's path (its own
+//! The `typing` action: a typing-time speculation ([`crate::ahead::speculate`]), off any turn's path (its own
 //! invocation), answered with nothing. Bounded at every step: the frame's size (refused before parsing),
-//! the connection's typing rate ([`crate::limits::Limiter::admit_typing`]), the context legs' own
+//! the connection's typing rate ([`crate::admit::limits::Limiter::admit_typing`]), the context legs' own
 //! deadlines, and the connection's generation (a superseded speculation is not written). A dropped frame
 //! is logged at debug level and counted (`typing.frames` by outcome), never answered: no error storm.
 
+use crate::ahead::prefetch::PrefetchQueue;
+use crate::ahead::speculate::{self, Basis, SpeculationEntry, generation_counter};
 use crate::clock::Clock;
-use crate::context::{Assembler, ContextConfig, SourceCalls};
 use crate::deadline::within;
 use crate::error::chain;
+use crate::gather::{Assembler, ContextConfig, SourceCalls};
 use crate::ids::{ConnectionId, MessageId};
 use crate::metrics;
+use crate::ports::sources::ContextSources;
 use crate::ports::{ModelClient, Store};
-use crate::prefetch::PrefetchQueue;
 use crate::protocol::{ClientMessage, TypingFrame};
-use crate::sources::ContextSources;
-use crate::speculate::{self, Basis, InputVerdict, SpeculationEntry, generation_counter};
+use crate::safety::InputVerdict;
 
 use super::{Engine, InputCheck, guardrail_name, input_check, page_json};
 

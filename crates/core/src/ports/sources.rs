@@ -5,28 +5,19 @@
 //! Production adapters live in `mangaassist-adapters` (OpenSearch, HTTP product services, ElastiCache);
 //! embedded ones in `mangaassist-local` (an in-process full-text index, the generated catalog, a TTL
 //! cache). Every call is bounded by the caller's deadline; adapters add their own timeouts. What the cache
-//! holds, and under which keys, is [`crate::entries`].
+//! holds, and under which keys, is [`crate::cache`].
 
 use std::future::Future;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::entries::{Lookup, RagEntry};
+/// The passage type the sources return (defined with the cache entries that hold it).
+pub use crate::cache::Passage;
+use crate::cache::{Lookup, RagEntry};
 use crate::error::BoxError;
 use crate::ids::{Asin, UserId};
 use crate::intent::Intent;
-
-/// A retrieved passage (or a piece of service data shown to the model as one).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Passage {
-    pub content: String,
-    pub score: f32,
-    /// Its token count, when known (counted once, at indexing or when cached, not on every turn).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tokens: Option<usize>,
-}
 
 /// What went wrong in a context source.
 #[derive(Debug, thiserror::Error)]
@@ -291,7 +282,7 @@ impl<R: Retriever, P: ProductService, K: Cache> ContextSources for Sources<R, P,
             Lookup::Product(a) => self.products.product(a).await,
             Lookup::Review(a) => self.products.reviews(a).await,
             Lookup::Reco { user, asin } => self.products.recommendations(asin, user).await,
-            Lookup::Promo => self.products.promotions(crate::entries::PROMO_PLACEMENT).await,
+            Lookup::Promo => self.products.promotions(crate::cache::PROMO_PLACEMENT).await,
             Lookup::Rag { intent, asin } => {
                 let passages = self.retriever.retrieve(asin.as_str(), *intent, RagEntry::TOP_K).await?;
                 Ok(RagEntry(passages).into_value())

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
+use crate::admit::session::Memory;
 use crate::deadline::within;
 use crate::error::chain;
 use crate::ids::SessionId;
 use crate::ports::{ChatMessage, ModelClient, ModelRequest, Role, Store, Summary, TurnRecord};
-use crate::session::Memory;
 
 /// Instructions for the summary model.
 pub const SUMMARY_PROMPT: &str = "Summarize this manga-store chat for the assistant's memory in at most 60 words: \

@@ -26,9 +26,9 @@ use std::sync::Mutex;
 
 use serde_json::{Map, Value};
 
+use crate::cache::Passage;
 use crate::intent::Intent;
 use crate::ports::ChatMessage;
-use crate::sources::Passage;
 use crate::tokenizer::Tokenizer;
 
 mod sections;

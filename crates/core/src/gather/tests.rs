@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::ids::MessageId;
-use crate::memory_store::MemoryStore;
+use crate::ports::memory::MemoryStore;
 use crate::ports::{TurnRecord, TurnStatus};
 
 /// Sources with scripted latencies; records service calls and cache writes.

@@ -9,10 +9,10 @@ use std::sync::Mutex;
 use serde_json::{Map, Value};
 
 use super::page_fields;
+use crate::cache::Passage;
 use crate::intent::Intent;
 use crate::ports::{ChatMessage, Role};
 use crate::safety::{inert, inert_line};
-use crate::sources::Passage;
 use crate::tokenizer::{Tokenizer, grapheme_floor};
 
 /// Cuts `text` to `max` tokens at the last sentence end, else word break, else grapheme boundary.

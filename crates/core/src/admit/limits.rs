@@ -1,6 +1,6 @@
 //! Who may do how much: one turn in flight per connection, a per-user request rate and daily token budget,
 //! and a cap on a user's open connections, tighter for guests; and, per connection, a rate of `typing`
-//! frames (typing-time speculation, [`crate::speculate`]), which never touches the message rate.
+//! frames (typing-time speculation, [`crate::ahead::speculate`]), which never touches the message rate.
 //!
 //! The counters live in the store (atomic conditional writes shared by every container: a user's frames
 //! land on many Lambda containers). Windows are fixed: requests per UTC minute, tokens per JST day (the
@@ -9,12 +9,12 @@
 
 use std::time::Duration;
 
+use crate::admit::session::Principal;
 use crate::clock::Clock;
 use crate::deadline::{DeadlineExceeded, within};
 use crate::error::{StoreError, chain, retry_store};
 use crate::ids::{ConnectionId, MessageId, UserId};
 use crate::ports::{Counter, Store};
-use crate::session::Principal;
 
 const MINUTE_MS: u64 = 60_000;
 const DAY_MS: u64 = 24 * 3600 * 1000;
@@ -257,7 +257,7 @@ impl<St: Store, C: Clock> Limiter<'_, St, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory_store::MemoryStore;
+    use crate::ports::memory::MemoryStore;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     struct At(AtomicU64);

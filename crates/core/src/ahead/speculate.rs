@@ -7,7 +7,7 @@
 //! as one [`SpeculationEntry`] under the session, with what it was built from ([`Basis`]: normalized text,
 //! intent, entities, the page's products). At send, one cache read ([`lookup`], under the cache leg's
 //! deadline) fetches the entry and [`decide`] says whether the final message would have needed the same
-//! context; if so the turn takes its legs from the entry ([`crate::context::Assembler::assemble_reusing`]).
+//! context; if so the turn takes its legs from the entry ([`crate::gather::Assembler::assemble_reusing`]).
 //!
 //! | entry | key | TTL | value |
 //! |---|---|---|---|
@@ -34,13 +34,15 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::context::{Gathered, Reusable, focus_products};
+use crate::admit::session::Memory;
+use crate::cache::Passage;
 use crate::deadline::within;
+use crate::gather::{Gathered, Reusable, focus_products};
 use crate::ids::{Asin, ConnectionId, SessionId, UserId};
 use crate::intent::{self, Entities, Intent};
 use crate::ports::Counter;
-use crate::session::Memory;
-use crate::sources::{ContextSources, Passage};
+use crate::ports::sources::ContextSources;
+use crate::safety::InputVerdict;
 
 /// Settings of typing-time speculation.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -196,29 +198,6 @@ pub struct SpeculationEntry {
     /// The input guardrail's verdict on the partial (`None`: no input guardrail, or its check failed).
     #[serde(default)]
     pub input: Option<InputVerdict>,
-}
-
-/// The input guardrail's verdict on a partial, kept so that the message sent with exactly that text and
-/// page context needs no check at send.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InputVerdict {
-    /// `id:version` of the guardrail that assessed (a verdict of another guardrail is never reused).
-    pub guardrail: String,
-    /// The exact texts assessed: the message, and its page context as JSON (empty when none).
-    pub text: String,
-    pub page: String,
-    pub blocked: bool,
-    /// The policy families that acted.
-    pub policies: Vec<String>,
-    /// The message with what the guardrail masked replaced, when it masked without blocking.
-    pub masked: Option<String>,
-}
-
-impl InputVerdict {
-    /// Whether this verdict is the one `guardrail` would give `text` on `page` now.
-    pub fn fits(&self, guardrail: &str, text: &str, page: &str) -> bool {
-        self.guardrail == guardrail && self.text == text && self.page == page
-    }
 }
 
 /// A speculation's copy of the session's memory.
@@ -565,14 +544,19 @@ mod tests {
     struct Cache(std::sync::Mutex<std::collections::HashMap<String, String>>);
 
     impl ContextSources for Cache {
-        async fn retrieve(&self, _: &str, _: Intent, _: usize) -> Result<Vec<Passage>, crate::sources::SourceError> {
+        async fn retrieve(
+            &self,
+            _: &str,
+            _: Intent,
+            _: usize,
+        ) -> Result<Vec<Passage>, crate::ports::sources::SourceError> {
             Ok(Vec::new())
         }
-        async fn cache_get(&self, keys: &[String]) -> Result<Vec<Option<String>>, crate::sources::SourceError> {
+        async fn cache_get(&self, keys: &[String]) -> Result<Vec<Option<String>>, crate::ports::sources::SourceError> {
             let m = self.0.lock().unwrap();
             Ok(keys.iter().map(|k| m.get(k).cloned()).collect())
         }
-        async fn cache_set(&self, k: &str, v: &str, _: Duration) -> Result<(), crate::sources::SourceError> {
+        async fn cache_set(&self, k: &str, v: &str, _: Duration) -> Result<(), crate::ports::sources::SourceError> {
             self.0.lock().unwrap().insert(k.to_owned(), v.to_owned());
             Ok(())
         }
@@ -581,10 +565,10 @@ mod tests {
             _: &str,
             _: &str,
             _: Duration,
-        ) -> Result<bool, crate::sources::SourceError> {
+        ) -> Result<bool, crate::ports::sources::SourceError> {
             Ok(true)
         }
-        async fn fetch(&self, _: &crate::entries::Lookup) -> Result<Option<Value>, crate::sources::SourceError> {
+        async fn fetch(&self, _: &crate::cache::Lookup) -> Result<Option<Value>, crate::ports::sources::SourceError> {
             Ok(None)
         }
     }
@@ -594,7 +578,7 @@ mod tests {
             intent: Intent::default(),
             entities: Entities::default(),
             memory: Memory::default(),
-            context: crate::context::Assembled::default(),
+            context: crate::gather::Assembled::default(),
         };
         g.memory.summary =
             Some(crate::ports::Summary { text: "asked for horror".into(), covers_until_ms: 1, expires_at: 2 });

@@ -24,11 +24,11 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
+use crate::capacity::{ThroughputStateStore, provisioned_route};
 use crate::deadline::within;
 use crate::error::{ModelError, StoreError, chain};
 use crate::ports::{ModelClient, ModelEvent, ModelRequest, ModelStream};
 pub use crate::protocol::Route;
-use crate::throughput::{ThroughputStateStore, provisioned_route};
 
 /// Reads the provisioned ARN that is in service, if any. Called once per TTL per container, so a boxed
 /// future is fine here.

@@ -7,7 +7,7 @@
 //!   ── one cache read (skip what is cached) ── services + retrieval side by side ── cache writes
 //! ```
 //!
-//! The entries it writes are the turn's own ([`crate::entries::Lookup`]): same keys, same TTLs, same
+//! The entries it writes are the turn's own ([`crate::cache::Lookup`]): same keys, same TTLs, same
 //! top-k, so what is prefetched is exactly what the follow-up reads.
 //!
 //! ```text
@@ -31,11 +31,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+use crate::cache::{Lookup, prefetch_claim};
 use crate::deadline::bounded;
-use crate::entries::{Lookup, prefetch_claim};
 use crate::ids::{Asin, MessageId, SessionId, UserId};
 use crate::intent::Intent;
-use crate::sources::{ContextSources, SourceError};
+use crate::ports::sources::{ContextSources, SourceError};
 
 /// The async-invoke payload: what the turn that just finished knew.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,7 +145,7 @@ pub fn prior(from: Intent) -> &'static [Transition] {
 }
 
 /// What to prefetch for a follow-up of intent `next` after `from`: the prior's row when it has one, else
-/// what a turn of that intent looks up (the assembler's table in [`crate::context::lookups`]).
+/// what a turn of that intent looks up (the assembler's table in [`crate::gather::lookups`]).
 pub fn kinds_for(from: Intent, next: Intent) -> &'static [PrefetchKind] {
     if let Some(row) = prior(from).iter().find(|r| r.next == next) {
         return row.kinds;

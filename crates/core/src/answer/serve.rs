@@ -8,16 +8,16 @@ use std::pin::Pin;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::context::Gathered;
-use crate::entries::Lookup;
+use crate::answer::relay::{RelayConfig, RelayOutcome, relay};
+use crate::answer::routes::{FailoverConfig, Opened, Routes, open_stream};
+use crate::cache::Lookup;
 use crate::error::ModelError;
+use crate::gather::Gathered;
 use crate::ids::{ConnectionId, MessageId};
 use crate::models::family;
 use crate::ports::{ChatMessage, ConnectionSink, ModelClient, ModelEvent, ModelRequest, ModelStream, Role};
 use crate::pregen::{Ask, PregenEntry, PregenMode, fingerprint, same_language};
 use crate::protocol::{Route, Served};
-use crate::relay::{RelayConfig, RelayOutcome, relay};
-use crate::routes::{FailoverConfig, Opened, Routes, open_stream};
 
 /// How this turn will be answered.
 #[derive(Debug, Clone, PartialEq)]
@@ -213,7 +213,7 @@ impl<M: ModelClient> Answerer<'_, M> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::Assembled;
+    use crate::gather::Assembled;
     use crate::ids::Asin;
 
     fn entry(fp: &str, japanese: bool) -> PregenEntry {

@@ -2,16 +2,16 @@
 //! of the README's "The turn", one step per call, each step in the module that owns it.
 //!
 //! 1. Parse the frame ([`crate::protocol`]); a bad one gets a typed `error` event.
-//! 2. Gather, side by side: the session ([`crate::session`]), the message-id claim, the limits
-//!    ([`crate::limits`]: one turn per connection, rate, daily tokens), the route ([`crate::routes`]) and
-//!    the context ([`crate::context`]), taking what a typing-time speculation gathered when it fits
-//!    ([`crate::speculate`]; the speculation itself is the `typing` action, `turn/typing.rs`).
-//! 3. Compress to the token budget ([`crate::prompt`], [`crate::compress`]).
-//! 4. Stream ([`crate::serve`]): a pre-generated answer when one fits, else the model stream opened with
-//!    failover ([`crate::routes::open_stream`]); the deltas relayed ([`crate::relay`]).
+//! 2. Gather, side by side: the session ([`crate::admit::session`]), the message-id claim, the limits
+//!    ([`crate::admit::limits`]: one turn per connection, rate, daily tokens), the route ([`crate::answer::routes`]) and
+//!    the context ([`crate::gather`]), taking what a typing-time speculation gathered when it fits
+//!    ([`crate::ahead::speculate`]; the speculation itself is the `typing` action, `turn/typing.rs`).
+//! 3. Compress to the token budget ([`crate::prompt`], [`crate::prompt::compress`]).
+//! 4. Stream ([`crate::answer::serve`]): a pre-generated answer when one fits, else the model stream opened with
+//!    failover ([`crate::answer::routes::open_stream`]); the deltas relayed ([`crate::answer::relay`]).
 //! 5. After the stream (`turn/after.rs`): the `completed` event and the stored turn side by side, then the
-//!    EMF record, the summary ([`crate::summary`]), the cache write-back, the mark on a served
-//!    pre-generated answer and the prefetch hand-off ([`crate::prefetch`]).
+//!    EMF record, the summary ([`crate::gather::summary`]), the cache write-back, the mark on a served
+//!    pre-generated answer and the prefetch hand-off ([`crate::ahead::prefetch`]).
 //!
 //! Before the first token has been sent, a failed or silent model attempt fails over; after it, a failure
 //! is a typed `error` event and the partial answer is stored. Every turn has an overall deadline (below
@@ -26,28 +26,28 @@ use bytes::Bytes;
 use futures_util::FutureExt as _;
 use tokio::time::Instant;
 
+use crate::admit::limits::{LimitConfig, Limiter, Refusal};
+use crate::admit::session::{Connected, Principal, SessionConfig, Sessions};
+use crate::ahead::prefetch::{NoPrefetch, PrefetchQueue};
+use crate::ahead::speculate::{self, Basis, SpeculationConfig};
+use crate::answer::relay::{RelayConfig, post_with_retry};
+use crate::answer::routes::{FailoverConfig, Routes, plan};
+use crate::answer::serve::{self, Answerer, Streamed};
 use crate::clock::Clock;
-use crate::compress::PromptBudget;
-use crate::context::{Assembler, ContextConfig, Reusable};
 use crate::deadline::within;
 use crate::error::{StoreError, chain, retry_store};
+use crate::gather::summary::SummaryConfig;
+use crate::gather::{Assembler, ContextConfig, Reusable};
 use crate::ids::{ConnectionId, SessionId};
-use crate::limits::{LimitConfig, Limiter, Refusal};
 use crate::metrics::{self, Outcome};
 use crate::models::{CLAUDE_HAIKU_4_5, ModelRouting, NOVA_2_LITE, base_model_id};
+use crate::ports::sources::{ContextSources, NoSources};
 use crate::ports::{Claim, ConnectionSink, ModelClient, Store};
-use crate::prefetch::{NoPrefetch, PrefetchQueue};
 use crate::pregen::PregenConfig;
+use crate::prompt::compress::PromptBudget;
 use crate::prompt::{PromptConfig, PromptParts, Prompter};
 use crate::protocol::{ACTION_SESSION, ACTION_TYPING, ClientMessage, Rejected, ServerEvent, TurnMetrics, action_of};
-use crate::relay::{RelayConfig, post_with_retry};
-use crate::routes::{FailoverConfig, Routes, plan};
 use crate::safety::{Assessment, Direction, GuardrailRef, POLICIES, SafetyConfig, blocked_input_message, is_japanese};
-use crate::serve::{self, Answerer, Streamed};
-use crate::session::{Connected, Principal, SessionConfig, Sessions};
-use crate::sources::{ContextSources, NoSources};
-use crate::speculate::{self, Basis, SpeculationConfig};
-use crate::summary::SummaryConfig;
 
 /// Settings of the turn, read once at cold start.
 #[derive(Debug, Clone)]
@@ -496,7 +496,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         sink: &S,
         conn: &ConnectionId,
         turn: &Turn,
-        gathered: crate::context::Gathered,
+        gathered: crate::gather::Gathered,
         provisioned: Option<String>,
     ) -> (TurnResult, u64, bool) {
         // The intent's model, on provisioned throughput when that serves this model; or a pre-generated

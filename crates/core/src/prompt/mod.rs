@@ -2,14 +2,16 @@
 //! into a request compressed to the token budget (stable system block first, so Bedrock prompt caching
 //! can hit) or, for the ablation, the uncompressed one, and the token accounting of what was sent.
 
+pub mod compress;
+
 use std::sync::Arc;
 
-use crate::compress::{
-    CompressError, CompressInput, CompressedPrompt, PromptBudget, PromptCompressor, REFERS_TO, raw_tokens,
-};
-use crate::context::Gathered;
+use crate::gather::Gathered;
 use crate::models::{Levers, ModelChoice, RequestLevers};
 use crate::ports::{ChatMessage, ModelRequest, Role};
+use crate::prompt::compress::{
+    CompressError, CompressInput, CompressedPrompt, PromptBudget, PromptCompressor, REFERS_TO, raw_tokens,
+};
 use crate::protocol::ClientMessage;
 use crate::tokenizer::{Calibration, Estimator, Tokenizer};
 

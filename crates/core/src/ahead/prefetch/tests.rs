@@ -1,8 +1,8 @@
 //! The prediction and planning tables, and the worker over a fake cache: claims, skips, deadlines.
 
 use super::*;
-use crate::entries::RagEntry;
-use crate::sources::Passage;
+use crate::cache::Passage;
+use crate::cache::RagEntry;
 use std::collections::HashSet;
 use std::sync::Mutex;
 

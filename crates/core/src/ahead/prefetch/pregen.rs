@@ -13,17 +13,18 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::PrefetchJob;
+use crate::cache::Lookup;
+use crate::cache::Passage;
 use crate::clock::Clock;
-use crate::compress::{CompressInput, REFERS_TO};
 use crate::deadline::bounded;
-use crate::entries::Lookup;
 use crate::ids::Asin;
 use crate::intent::{Intent, is_japanese};
 use crate::models::ModelChoice;
+use crate::ports::sources::ContextSources;
 use crate::ports::{ChatMessage, Completion, ModelClient, ModelRequest, Role};
 use crate::pregen::{PregenConfig, PregenEntry, canonical_question, fingerprint, product_title};
+use crate::prompt::compress::{CompressInput, REFERS_TO};
 use crate::prompt::{Prompter, SYSTEM_PROMPT};
-use crate::sources::{ContextSources, Passage};
 
 /// What a pre-generation run did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -13,9 +13,11 @@
 //! recorded and the turn goes on with what arrived. Service data reaches the compressor as top-scored
 //! passages. After the answer, what the services returned is written back to the cache ([`Assembler::write_back`]).
 //!
-//! A typing-time speculation ([`crate::speculate`]) may have gathered the context already: then
+//! A typing-time speculation ([`crate::ahead::speculate`]) may have gathered the context already: then
 //! [`Assembler::assemble_reusing`] takes its retrieval and service legs from it (one cache read, under the
 //! cache leg's deadline, before retrieval starts) and runs only memory and what the speculation lacked.
+
+pub mod summary;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,15 +27,16 @@ use futures_util::FutureExt as _;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::admit::session::Memory;
+use crate::cache::Lookup;
+use crate::cache::Passage;
 use crate::deadline::{bounded, within};
-use crate::entries::Lookup;
 use crate::ids::{Asin, SessionId, UserId};
 use crate::intent::{self, Entities, Intent};
 use crate::ports::Store;
+use crate::ports::sources::{ContextSources, SourceError};
 use crate::pregen::{self, Ask, PregenEntry};
 use crate::protocol::{ClientMessage, LegTimings};
-use crate::session::Memory;
-use crate::sources::{ContextSources, Passage, SourceError};
 
 /// Deadlines and sizes of the context legs.
 #[derive(Debug, Clone, Copy)]
@@ -161,7 +164,7 @@ pub struct Assembled {
     pub memory_whole: bool,
 }
 
-/// What a turn may take from a typing-time speculation ([`crate::speculate`]): the context legs when it
+/// What a turn may take from a typing-time speculation ([`crate::ahead::speculate`]): the context legs when it
 /// fits the message, the memory when it is still current.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reusable {
@@ -174,10 +177,10 @@ pub struct Reusable {
     /// Lookup keys their source answered "no such thing" for.
     pub absent: Vec<String>,
     /// The session's memory, when no turn has been stored since the speculation read it
-    /// ([`crate::speculate`]'s epoch check): the memory leg need not run.
+    /// ([`crate::ahead::speculate`]'s epoch check): the memory leg need not run.
     pub memory: Option<Memory>,
     /// The input guardrail's verdict on the exact text and page context it was typed with.
-    pub input: Option<crate::speculate::InputVerdict>,
+    pub input: Option<crate::safety::InputVerdict>,
 }
 
 /// Calls an assembly made to its sources.

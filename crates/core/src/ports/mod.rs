@@ -2,6 +2,9 @@
 //! path); `mangaassist-adapters` implements them with the AWS SDK, `mangaassist-local` with embedded
 //! in-process versions.
 
+pub mod memory;
+pub mod sources;
+
 use std::future::Future;
 
 use bytes::Bytes;
@@ -163,7 +166,7 @@ impl TurnStatus {
 }
 
 /// One exchange (user message + assistant answer) under `SESSION#<id>`. Serializable for a typing-time
-/// speculation's memory snapshot ([`crate::speculate`]); the store has its own attribute mapping.
+/// speculation's memory snapshot ([`crate::ahead::speculate`]); the store has its own attribute mapping.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TurnRecord {
     pub session_id: SessionId,

@@ -19,7 +19,16 @@ use serde_json::Value;
 
 use crate::ids::{Asin, MessageId, UserId};
 use crate::intent::Intent;
-use crate::sources::Passage;
+
+/// A retrieved passage (or a piece of service data shown to the model as one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Passage {
+    pub content: String,
+    pub score: f32,
+    /// Its token count, when known (counted once, at indexing or when cached, not on every turn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<usize>,
+}
 
 /// The promotions placement the chat shows.
 pub const PROMO_PLACEMENT: &str = "manga-home";

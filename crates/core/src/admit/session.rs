@@ -261,7 +261,7 @@ impl Memory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory_store::MemoryStore;
+    use crate::ports::memory::MemoryStore;
 
     struct Fixed;
     impl Clock for Fixed {
