@@ -29,7 +29,7 @@ use aws_sdk_bedrockruntime::types::{
 };
 use mangaassist_core::error::ModelError;
 use mangaassist_core::ports::{Completion, ModelClient, ModelEvent, ModelRequest, ModelStream, Role};
-use mangaassist_core::safety::{Assessment, Direction, GuardrailRef};
+use mangaassist_core::safety::{Assessment, Direction, GuardrailPolicy, GuardrailRef};
 
 /// `ModelClient` over `aws-sdk-bedrockruntime`.
 #[derive(Clone, Debug)]
@@ -253,13 +253,13 @@ fn stream_guardrail(g: &GuardrailRef) -> GuardrailStreamConfiguration {
 fn assess(into: &mut Assessment, a: &GuardrailAssessment) {
     if let Some(t) = &a.topic_policy {
         for topic in &t.topics {
-            into.acted("topic", topic.action.as_str() == "BLOCKED");
+            into.acted(GuardrailPolicy::Topic, topic.action.as_str() == "BLOCKED");
         }
     }
     if let Some(c) = &a.content_policy {
         for f in &c.filters {
             if f.detected.unwrap_or(true) && f.action.as_str() != "NONE" {
-                into.acted("content", f.action.as_str() == "BLOCKED");
+                into.acted(GuardrailPolicy::Content, f.action.as_str() == "BLOCKED");
             }
         }
     }
@@ -271,21 +271,21 @@ fn assess(into: &mut Assessment, a: &GuardrailAssessment) {
             .chain(w.managed_word_lists.iter().map(|m| m.action.as_str()))
         {
             if m != "NONE" {
-                into.acted("word", m == "BLOCKED");
+                into.acted(GuardrailPolicy::Word, m == "BLOCKED");
             }
         }
     }
     if let Some(p) = &a.sensitive_information_policy {
         for act in p.pii_entities.iter().map(|e| e.action.as_str()).chain(p.regexes.iter().map(|r| r.action.as_str())) {
             if act != "NONE" {
-                into.acted("sensitive_information", act == "BLOCKED");
+                into.acted(GuardrailPolicy::SensitiveInformation, act == "BLOCKED");
             }
         }
     }
     if let Some(g) = &a.contextual_grounding_policy
         && g.filters.as_ref().is_some_and(|f| f.iter().any(|f| f.action.as_str() == "BLOCKED"))
     {
-        into.acted("contextual_grounding", true);
+        into.acted(GuardrailPolicy::ContextualGrounding, true);
     }
 }
 
@@ -336,7 +336,7 @@ impl ModelClient for BedrockModel {
             // An intervention is a mask only when the sensitive-information policy is what acted and nothing
             // blocked; any other (a policy this reader does not know included) is a block, never a "masked"
             // text that would be the guardrail's blocked message.
-            if !a.policies.contains(&"sensitive_information") {
+            if !a.policies.contains(&GuardrailPolicy::SensitiveInformation) {
                 a.blocked = true;
             }
             // The texts as the guardrail returned them (masked), when it returned one per text.

@@ -49,6 +49,17 @@ pub async fn bounded<T, E: std::error::Error + 'static>(
     }
 }
 
+/// Runs a best-effort call (an optional check, a cache write, a hand-off) for at most `limit`: its value,
+/// or `None` when it failed or ran out of time, logged once here as `what: why`. For calls whose failure the
+/// caller skips and never raises.
+pub async fn best_effort<T, E: std::error::Error + 'static>(
+    what: &str,
+    limit: Duration,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Option<T> {
+    bounded(what, Instant::now() + limit, fut).await.ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,87 @@ use std::error::Error as StdError;
 /// A boxed source error from an adapter (an `SdkError`, an I/O error, ...).
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
+/// Every code a client can read in an `error` event: the wire's one list (the README's "Error codes").
+/// What each means for the shopper is its `retryable` flag and message; the code is for programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not a JSON object (or repeats a key).
+    BadFrame,
+    UnknownAction,
+    MissingField,
+    /// A field of the wrong type or shape (also a `page_context` value outside the page schema).
+    InvalidField,
+    MessageTooLong,
+    /// The input guardrail refused the message; no model was asked.
+    Blocked,
+    DuplicateMessage,
+    /// Another message of this connection is still being answered.
+    Busy,
+    /// Over a rate or the day's token budget (with `retry_after_ms`).
+    RateLimited,
+    ModelThrottled,
+    ModelUnavailable,
+    ModelTimeout,
+    ModelRejected,
+    ModelError,
+    DeadlineExceeded,
+}
+
+impl ErrorCode {
+    /// Every code, in the README's order.
+    pub const ALL: [Self; 15] = [
+        Self::BadFrame,
+        Self::UnknownAction,
+        Self::MissingField,
+        Self::InvalidField,
+        Self::MessageTooLong,
+        Self::Blocked,
+        Self::DuplicateMessage,
+        Self::Busy,
+        Self::RateLimited,
+        Self::ModelThrottled,
+        Self::ModelUnavailable,
+        Self::ModelTimeout,
+        Self::ModelRejected,
+        Self::ModelError,
+        Self::DeadlineExceeded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadFrame => "bad_frame",
+            Self::UnknownAction => "unknown_action",
+            Self::MissingField => "missing_field",
+            Self::InvalidField => "invalid_field",
+            Self::MessageTooLong => "message_too_long",
+            Self::Blocked => "blocked",
+            Self::DuplicateMessage => "duplicate_message",
+            Self::Busy => "busy",
+            Self::RateLimited => "rate_limited",
+            Self::ModelThrottled => "model_throttled",
+            Self::ModelUnavailable => "model_unavailable",
+            Self::ModelTimeout => "model_timeout",
+            Self::ModelRejected => "model_rejected",
+            Self::ModelError => "model_error",
+            Self::DeadlineExceeded => "deadline_exceeded",
+        }
+    }
+}
+
+/// A code equals its wire name (`ErrorCode::Busy == "busy"`).
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a client frame was rejected. Each variant is one `code` on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
@@ -23,13 +104,13 @@ pub enum FrameError {
 }
 
 impl FrameError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::BadFrame(_) => "bad_frame",
-            Self::UnknownAction(_) => "unknown_action",
-            Self::MissingField(_) => "missing_field",
-            Self::InvalidField { .. } => "invalid_field",
-            Self::MessageTooLong { .. } => "message_too_long",
+            Self::BadFrame(_) => ErrorCode::BadFrame,
+            Self::UnknownAction(_) => ErrorCode::UnknownAction,
+            Self::MissingField(_) => ErrorCode::MissingField,
+            Self::InvalidField { .. } => ErrorCode::InvalidField,
+            Self::MessageTooLong { .. } => ErrorCode::MessageTooLong,
         }
     }
 }
@@ -65,14 +146,14 @@ pub enum ModelError {
 }
 
 impl ModelError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Throttled(_) => "model_throttled",
-            Self::Unavailable(_) => "model_unavailable",
-            Self::Timeout(_) => "model_timeout",
-            Self::Rejected(..) | Self::NotFound(..) => "model_rejected",
-            Self::Other(_) => "model_error",
-            Self::Deadline => "deadline_exceeded",
+            Self::Throttled(_) => ErrorCode::ModelThrottled,
+            Self::Unavailable(_) => ErrorCode::ModelUnavailable,
+            Self::Timeout(_) => ErrorCode::ModelTimeout,
+            Self::Rejected(..) | Self::NotFound(..) => ErrorCode::ModelRejected,
+            Self::Other(_) => ErrorCode::ModelError,
+            Self::Deadline => ErrorCode::DeadlineExceeded,
         }
     }
 

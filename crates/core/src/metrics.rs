@@ -21,8 +21,6 @@
 //! the metric with no dimensions at all, the aggregate over all traffic that the alarms watch (CloudWatch
 //! cannot compute a percentile across dimension values afterwards, so the aggregate must be published).
 
-use std::io::Write as _;
-
 use crate::protocol::TurnMetrics;
 
 /// The CloudWatch namespace of every metric this project publishes.
@@ -276,16 +274,6 @@ impl Emf {
         }
         Value::Object(root).to_string()
     }
-
-    /// Writes the record to stdout as one line, which Lambda ships to CloudWatch Logs. The line is written
-    /// under the stdout lock in one call, so it never interleaves with log lines. A failed write is
-    /// ignored: a lost metric must not fail a turn, and there is nowhere else to report it.
-    pub fn emit(&self) {
-        let mut line = self.to_json();
-        line.push('\n');
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
-    }
 }
 
 /// The record of one finished turn: `metrics` under the design's names, dimensioned by its intent and
@@ -333,8 +321,13 @@ pub fn typing_record(timestamp_ms: u64, outcome: &str, retrievals: u32, service_
 
 /// The records of one guardrail intervention: one [`GUARDRAIL_INTERVENTIONS`] per policy family that
 /// acted (`unknown` when the trace named none), by policy and direction, and by direction alone.
-pub fn guardrail_record(timestamp_ms: u64, direction: crate::safety::Direction, policies: &[&str]) -> GuardrailRecords {
-    let policies: Vec<&str> = if policies.is_empty() { vec![EMPTY_DIMENSION_VALUE] } else { policies.to_vec() };
+pub fn guardrail_record(
+    timestamp_ms: u64,
+    direction: crate::safety::Direction,
+    policies: &[crate::safety::GuardrailPolicy],
+) -> GuardrailRecords {
+    let policies: Vec<&str> =
+        if policies.is_empty() { vec![EMPTY_DIMENSION_VALUE] } else { policies.iter().map(|p| p.as_str()).collect() };
     GuardrailRecords(
         policies
             .iter()
@@ -361,10 +354,8 @@ pub fn guardrail_record(timestamp_ms: u64, direction: crate::safety::Direction, 
 pub struct GuardrailRecords(pub Vec<Emf>);
 
 impl GuardrailRecords {
-    pub fn emit(&self) {
-        for r in &self.0 {
-            r.emit();
-        }
+    pub fn records(&self) -> &[Emf] {
+        &self.0
     }
 }
 
@@ -406,6 +397,7 @@ pub fn pregen_record(timestamp_ms: u64, generated_tokens: u32, wasted_tokens: u3
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::safety::GuardrailPolicy;
     use serde_json::Value;
 
     /// Checks `line` against the rules of the EMF specification that CloudWatch enforces, and returns it
@@ -535,7 +527,8 @@ mod tests {
     #[test]
     fn a_guardrail_intervention_is_counted_once_per_policy_and_once_in_total() {
         use crate::safety::Direction;
-        let recs = guardrail_record(1, Direction::Output, &["topic", "sensitive_information"]).0;
+        let recs =
+            guardrail_record(1, Direction::Output, &[GuardrailPolicy::Topic, GuardrailPolicy::SensitiveInformation]).0;
         assert_eq!(recs.len(), 2);
         let docs: Vec<Value> = recs.iter().map(|r| assert_valid_emf(&r.to_json())).collect();
         assert_eq!((docs[0]["policy"].as_str(), docs[0]["direction"].as_str()), (Some("topic"), Some("output")));

@@ -12,7 +12,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::error::FrameError;
+use crate::error::{ErrorCode, FrameError};
 use crate::ids::{Asin, MessageId};
 use crate::intent::Intent;
 
@@ -308,7 +308,7 @@ pub enum ServerEvent<'a> {
     },
     Error {
         message_id: Option<&'a str>,
-        code: &'a str,
+        code: ErrorCode,
         message: &'a str,
         retryable: bool,
         /// When to try again (`rate_limited`).
@@ -363,7 +363,7 @@ pub fn prefix_fitting(text: &str, budget: usize) -> usize {
 mod tests {
     use super::*;
 
-    fn code(frame: &str) -> &'static str {
+    fn code(frame: &str) -> ErrorCode {
         ClientMessage::parse(frame).unwrap_err().error.code()
     }
 

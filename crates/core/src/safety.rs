@@ -31,6 +31,13 @@ pub struct GuardrailRef {
     pub version: String,
 }
 
+impl GuardrailRef {
+    /// `id:version`: which guardrail gave a verdict (a verdict of another is never reused).
+    pub fn name(&self) -> String {
+        format!("{}:{}", self.id, self.version)
+    }
+}
+
 /// Which side of the model a guardrail assessed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -66,8 +73,38 @@ impl Default for SafetyConfig {
 }
 
 /// The policy families a guardrail assessment names (`guardrail.interventions` is dimensioned by them).
-pub const POLICIES: &[&str] =
-    &["topic", "content", "word", "sensitive_information", "contextual_grounding", "automated_reasoning"];
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardrailPolicy {
+    /// Denied topics.
+    Topic,
+    /// Content filters (hate, violence, sexual, misconduct, prompt attack).
+    Content,
+    /// Word filters.
+    Word,
+    /// Sensitive information (PII, regexes).
+    SensitiveInformation,
+    ContextualGrounding,
+    AutomatedReasoning,
+}
+
+impl GuardrailPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Topic => "topic",
+            Self::Content => "content",
+            Self::Word => "word",
+            Self::SensitiveInformation => "sensitive_information",
+            Self::ContextualGrounding => "contextual_grounding",
+            Self::AutomatedReasoning => "automated_reasoning",
+        }
+    }
+}
+
+/// `topic,sensitive_information`: how a stored turn names the policies that stopped it.
+pub fn policy_list(policies: &[GuardrailPolicy]) -> String {
+    policies.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",")
+}
 
 /// What a guardrail said about some text.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,21 +113,19 @@ pub struct Assessment {
     pub intervened: bool,
     /// At least one policy blocked (not only masked).
     pub blocked: bool,
-    /// The policy families that acted (one of [`POLICIES`] each), without repeats.
-    pub policies: Vec<&'static str>,
+    /// The policy families that acted, without repeats.
+    pub policies: Vec<GuardrailPolicy>,
     /// The texts as the guardrail returned them (masked), one per text sent, when it intervened.
     pub outputs: Vec<String>,
 }
 
 impl Assessment {
     /// Records that `policy` acted.
-    pub fn acted(&mut self, policy: &str, blocked: bool) {
+    pub fn acted(&mut self, policy: GuardrailPolicy, blocked: bool) {
         self.intervened = true;
         self.blocked |= blocked;
-        if let Some(p) = POLICIES.iter().find(|p| **p == policy)
-            && !self.policies.contains(p)
-        {
-            self.policies.push(p);
+        if !self.policies.contains(&policy) {
+            self.policies.push(policy);
         }
     }
 }
@@ -112,9 +147,6 @@ pub fn blocked_input_message(japanese: bool) -> &'static str {
         "Sorry, I can't help with that request. Ask me about manga, orders or the store."
     }
 }
-
-/// Whether `text` is Japanese (picks the language of the messages above).
-pub use crate::intent::is_japanese;
 
 /// Angle brackets and their look-alikes: none may reach the prompt from untrusted text.
 fn is_bracket(c: char) -> Option<char> {
@@ -283,7 +315,7 @@ pub struct InputVerdict {
     pub page: String,
     pub blocked: bool,
     /// The policy families that acted.
-    pub policies: Vec<String>,
+    pub policies: Vec<GuardrailPolicy>,
     /// The message with what the guardrail masked replaced, when it masked without blocking.
     pub masked: Option<String>,
 }

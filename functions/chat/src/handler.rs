@@ -19,7 +19,7 @@ use mangaassist_core::ports::{ModelClient, Store};
 use mangaassist_core::prefetch::{NoPrefetch, PrefetchQueue};
 use mangaassist_core::session::Principal;
 use mangaassist_core::sources::{ContextSources, NoSources};
-use mangaassist_core::turn::{ConnectError, Engine, TurnResult};
+use mangaassist_core::turn::{ConnectError, Engine, Invocation, TurnResult};
 use serde::Serialize;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -128,7 +128,8 @@ pub async fn handle<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: P
                 let body = ev.body.as_deref().unwrap_or_default();
                 // Boxed: the turn's state machine is large, and an invocation should not depend on the
                 // caller's stack size (one allocation per turn).
-                let result = Box::pin(app.engine.handle_frame(&sink, &conn, body, started, deadline)).await;
+                let inv = Invocation { conn, body, started, deadline };
+                let result = Box::pin(app.engine.handle_frame(&sink, &inv)).await;
                 let status = match result {
                     TurnResult::Completed(_)
                     | TurnResult::ClientGone
@@ -138,7 +139,7 @@ pub async fn handle<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: P
                     | TurnResult::Blocked(_) => 200,
                     TurnResult::Rejected(_) => 400,
                     TurnResult::Limited(_) => 429,
-                    TurnResult::Failed(_) => 502,
+                    TurnResult::Failed(_) | TurnResult::Undelivered => 502,
                 };
                 Ok(WsResponse::status(status))
             }

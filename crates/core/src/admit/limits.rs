@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::admit::session::Principal;
 use crate::clock::Clock;
 use crate::deadline::{DeadlineExceeded, within};
-use crate::error::{StoreError, chain, retry_store};
+use crate::error::{ErrorCode, StoreError, chain, retry_store};
 use crate::ids::{ConnectionId, MessageId, UserId};
 use crate::ports::{Counter, Store};
 
@@ -77,10 +77,10 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn code(self) -> &'static str {
+    pub fn code(self) -> ErrorCode {
         match self {
-            Self::Busy => "busy",
-            Self::RateLimited { .. } => "rate_limited",
+            Self::Busy => ErrorCode::Busy,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
         }
     }
 
@@ -101,11 +101,13 @@ impl Refusal {
     }
 }
 
-/// An admitted turn: whether it may hold the connection's turn slot (to free when it ends; a slot write
-/// that failed or timed out may still have landed).
+/// What admission decided: whether the turn took the connection's turn slot (to free when it ends; a slot
+/// write that failed or timed out may still have landed, so it counts as taken), and the refusal, if any.
+/// A refused turn may hold the slot too: whoever ends the turn frees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Admitted {
+pub struct Admission {
     pub slot: bool,
+    pub refusal: Option<Refusal>,
 }
 
 /// The counters of one user.
@@ -132,13 +134,7 @@ pub fn jst_day(now_ms: u64) -> (u64, u64) {
 impl<St: Store, C: Clock> Limiter<'_, St, C> {
     /// Admits one `sendMessage`: takes the connection's turn slot until `slot_for` has passed, counts the
     /// request in its minute, and checks the day's tokens, the three side by side.
-    pub async fn admit(
-        &self,
-        conn: &ConnectionId,
-        msg: &MessageId,
-        who: &Principal,
-        slot_for: Duration,
-    ) -> Result<Admitted, Refusal> {
+    pub async fn admit(&self, conn: &ConnectionId, msg: &MessageId, who: &Principal, slot_for: Duration) -> Admission {
         let now = self.clock.now_ms();
         let tier = self.cfg.tier(who);
         let until = now + u64::try_from(slot_for.as_millis()).unwrap_or(u64::MAX / 2);
@@ -155,14 +151,13 @@ impl<St: Store, C: Clock> Limiter<'_, St, C> {
         );
         let (slot, counted, spent) = (flat(slot), flat(counted), flat(spent));
         let slot = match slot {
-            Ok(true) => Some(true),
-            Ok(false) => None,
+            Ok(taken) => taken,
             Err(e) => {
                 tracing::error!(code = e.code(), error = %chain(&e), "turn slot unavailable; admitting");
-                Some(true)
+                true
             }
         };
-        let refusal = if slot.is_none() {
+        let refusal = if !slot {
             Some(Refusal::Busy)
         } else if matches!(counted, Ok(None)) {
             Some(Refusal::RateLimited { retry_after_ms: MINUTE_MS - now % MINUTE_MS, budget: false })
@@ -176,15 +171,7 @@ impl<St: Store, C: Clock> Limiter<'_, St, C> {
                 tracing::error!(what, code = e.code(), error = %chain(&e), "limit counter unavailable; admitting");
             }
         }
-        match (refusal, slot) {
-            (None, Some(slot)) => Ok(Admitted { slot }),
-            (Some(r), Some(true)) => {
-                self.release(conn, msg).await;
-                Err(r)
-            }
-            (Some(r), _) => Err(r),
-            (None, None) => Err(Refusal::Busy),
-        }
+        Admission { slot, refusal }
     }
 
     /// Frees the connection's turn slot (retried: a slot left behind answers the connection `busy` until
@@ -291,24 +278,25 @@ mod tests {
         let who = Principal::user(UserId::parse("u1").unwrap());
         let slot = Duration::from_secs(30);
         let (c, m1) = ids("c1", "m1");
-        assert_eq!(l.admit(&c, &m1, &who, slot).await, Ok(Admitted { slot: true }));
+        assert_eq!(l.admit(&c, &m1, &who, slot).await, Admission { slot: true, refusal: None });
         let (_, m2) = ids("c1", "m2");
-        assert_eq!(l.admit(&c, &m2, &who, slot).await, Err(Refusal::Busy));
+        assert_eq!(l.admit(&c, &m2, &who, slot).await, Admission { slot: false, refusal: Some(Refusal::Busy) });
         l.release(&c, &m1).await;
-        assert!(l.admit(&c, &m2, &who, slot).await.is_ok());
+        assert_eq!(l.admit(&c, &m2, &who, slot).await.refusal, None);
         l.release(&c, &m2).await;
-        // The third request of the minute was the busy one: the fourth is over the rate.
+        // The third request of the minute was the busy one: the fourth is over the rate. A refused turn
+        // that took the slot says so: whoever ends the turn frees it.
         let (_, m3) = ids("c1", "m3");
-        assert_eq!(
-            l.admit(&c, &m3, &who, slot).await,
-            Err(Refusal::RateLimited { retry_after_ms: 59_000, budget: false })
-        );
-        assert!(store.begin_turn(&c, &m3, clock.now_ms(), clock.now_ms() + 1).await.unwrap(), "slot freed");
-        store.end_turn(&c, &m3).await.unwrap();
+        let refused = Refusal::RateLimited { retry_after_ms: 59_000, budget: false };
+        assert_eq!(l.admit(&c, &m3, &who, slot).await, Admission { slot: true, refusal: Some(refused) });
+        assert!(!store.begin_turn(&c, &m2, clock.now_ms(), clock.now_ms() + 1).await.unwrap(), "still held");
+        l.release(&c, &m3).await;
+        assert!(store.begin_turn(&c, &m2, clock.now_ms(), clock.now_ms() + 1).await.unwrap(), "slot freed");
+        store.end_turn(&c, &m2).await.unwrap();
         clock.0.fetch_add(MINUTE_MS, Ordering::Relaxed);
         l.spend(&who, 1_000).await;
-        match l.admit(&c, &m3, &who, slot).await {
-            Err(Refusal::RateLimited { budget: true, retry_after_ms }) => assert!(retry_after_ms <= DAY_MS),
+        match l.admit(&c, &m3, &who, slot).await.refusal {
+            Some(Refusal::RateLimited { budget: true, retry_after_ms }) => assert!(retry_after_ms <= DAY_MS),
             other => panic!("{other:?}"),
         }
         // Typing frames have their own rate, per connection, and leave the message rate alone.

@@ -473,13 +473,16 @@ mod tests {
             s.events.push_back((Duration::ZERO, Ok(ModelEvent::Stop(STOP_GUARDRAIL.into()))));
             s.events.push_back((Duration::ZERO, Ok(ModelEvent::Text("ignored".into()))));
             let mut a = Assessment::default();
-            a.acted("topic", true);
+            a.acted(crate::safety::GuardrailPolicy::Topic, true);
             s.events.push_back((Duration::ZERO, Ok(ModelEvent::Guardrail(a))));
             let sink = Recorder::new(Duration::from_millis(20));
             let cfg = RelayConfig { mode, ..RelayConfig::default() };
             let out = relay(&mut s, &sink, &c, &m, &cfg).await;
             assert!(matches!(out.end, RelayEnd::Retracted), "{mode:?}: {:?}", out.end);
-            assert_eq!(out.guardrail.as_ref().map(|a| a.policies.clone()), Some(vec!["topic"]));
+            assert_eq!(
+                out.guardrail.as_ref().map(|a| a.policies.clone()),
+                Some(vec![crate::safety::GuardrailPolicy::Topic])
+            );
             let shown = text_of(&sink.frames());
             assert!(!shown.contains("ignored"), "{mode:?}: {shown}");
             if mode == RelayMode::Coalesce {

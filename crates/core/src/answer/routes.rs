@@ -270,7 +270,7 @@ pub async fn open_stream<M: ModelClient>(
         match cfg.next(&err, attempt, retries, started.elapsed()) {
             Next::GiveUp => return Err(err),
             Next::Failover => {
-                tracing::warn!(attempt, model_id, code = err.code(), error = %chain(&err), "model attempt failed before first token; failing over");
+                tracing::warn!(attempt, model_id, code = %err.code(), error = %chain(&err), "model attempt failed before first token; failing over");
             }
             Next::Backoff(wait) => {
                 retries += 1;
@@ -421,7 +421,7 @@ mod tests {
             .await
             .err()
             .unwrap();
-        assert_eq!((err.code(), model.asked().len()), ("model_throttled", 2));
+        assert_eq!((err.code().as_str(), model.asked().len()), ("model_throttled", 2));
 
         let model = Scripted::refusing([ModelError::Rejected("bad".into(), "400".into())]);
         let cfg = FailoverConfig::default();
@@ -429,14 +429,14 @@ mod tests {
             .await
             .err()
             .unwrap();
-        assert_eq!((err.code(), model.asked().len()), ("model_rejected", 1));
+        assert_eq!((err.code().as_str(), model.asked().len()), ("model_rejected", 1));
         // An on-demand model that does not exist is a configuration error, not a failover.
         let model = Scripted::refusing([gone()]);
         let err = open_stream(&model, &ModelRequest::default(), &plan(None, "m", None), &cfg, &Routes::default())
             .await
             .err()
             .unwrap();
-        assert_eq!((err.code(), model.asked().len()), ("model_rejected", 1));
+        assert_eq!((err.code().as_str(), model.asked().len()), ("model_rejected", 1));
     }
 
     #[tokio::test(start_paused = true)]
@@ -447,7 +447,7 @@ mod tests {
             .await
             .err()
             .unwrap();
-        assert_eq!((err.code(), model.asked()), ("model_unavailable", vec!["m".to_owned(), "fb".to_owned()]));
+        assert_eq!((err.code().as_str(), model.asked()), ("model_unavailable", vec!["m".to_owned(), "fb".to_owned()]));
     }
 
     #[tokio::test(start_paused = true)]

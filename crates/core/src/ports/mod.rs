@@ -12,6 +12,7 @@ use bytes::Bytes;
 use crate::error::{ModelError, SinkError, StoreError};
 use crate::ids::{Asin, ConnectionId, MessageId, SessionId, UserId};
 use crate::intent::Intent;
+use crate::metrics::Emf;
 use crate::models::RequestLevers;
 use crate::safety::{Assessment, Direction, GuardrailRef};
 
@@ -370,4 +371,46 @@ impl<T: Store> Store for std::sync::Arc<T> {
     ) -> impl Future<Output = Result<Vec<TurnRecord>, StoreError>> + Send {
         (**self).recent_turns(session, limit)
     }
+}
+
+/// Where metric records go: CloudWatch Embedded Metric Format lines on stdout in Lambda ([`EmfStdout`]),
+/// nowhere locally unless asked ([`NoMetrics`]), a recorder in tests. Metrics are never on a turn's
+/// critical path, so the engine holds this behind a pointer.
+pub trait Metrics: Send + Sync {
+    fn record(&self, emf: &Emf);
+
+    /// Several records at once (a guardrail intervention writes one per policy).
+    fn record_all(&self, records: &[Emf]) {
+        records.iter().for_each(|r| self.record(r));
+    }
+}
+
+/// Writes each record to stdout as one line, which Lambda ships to CloudWatch Logs: the one writer of
+/// stdout in the functions (logs go to stderr). The line is written under the stdout lock in one call, so
+/// it never interleaves. A failed write is ignored: a lost metric must not fail a turn, and there is
+/// nowhere else to report it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmfStdout;
+
+impl Metrics for EmfStdout {
+    fn record(&self, emf: &Emf) {
+        use std::io::Write as _;
+        let mut line = emf.to_json();
+        line.push('\n');
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
+    }
+}
+
+/// Drops every record.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoMetrics;
+
+impl Metrics for NoMetrics {
+    fn record(&self, _: &Emf) {}
+}
+
+/// The sink the `EMF_METRICS` switch asks for.
+pub fn metrics_for(emf: bool) -> std::sync::Arc<dyn Metrics> {
+    if emf { std::sync::Arc::new(EmfStdout) } else { std::sync::Arc::new(NoMetrics) }
 }

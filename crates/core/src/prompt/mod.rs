@@ -12,7 +12,6 @@ use crate::ports::{ChatMessage, ModelRequest, Role};
 use crate::prompt::compress::{
     CompressError, CompressInput, CompressedPrompt, PromptBudget, PromptCompressor, REFERS_TO, raw_tokens,
 };
-use crate::protocol::ClientMessage;
 use crate::tokenizer::{Calibration, Estimator, Tokenizer};
 
 /// The system prompt template. Lines starting with `@intent,...:` are optional blocks that the
@@ -134,17 +133,22 @@ impl PromptParts {
         Self { conversation, counts, notes }
     }
 
-    /// Everything that may go into the prompt.
-    pub fn input<'a>(&'a self, msg: &'a ClientMessage, gathered: &'a Gathered) -> CompressInput<'a> {
+    /// Everything that may go into the prompt: `question` is the shopper's message as checked.
+    pub fn input<'a>(
+        &'a self,
+        question: &'a str,
+        page_context: &'a serde_json::Map<String, serde_json::Value>,
+        gathered: &'a Gathered,
+    ) -> CompressInput<'a> {
         CompressInput {
             system_prompt: SYSTEM_PROMPT,
             rag_chunks: &gathered.context.passages,
             conversation: &self.conversation,
             conversation_tokens: &self.counts,
             summary: gathered.memory.summary.as_ref().map(|s| s.text.as_str()),
-            page_context: &msg.page_context,
+            page_context,
             notes: &self.notes,
-            user_message: &msg.text,
+            user_message: question,
             intent: gathered.intent,
         }
     }

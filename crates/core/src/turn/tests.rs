@@ -3,13 +3,20 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
 
 use serde_json::Value;
 
 use super::*;
+use crate::admit::session::Principal;
 use crate::ahead::prefetch::PrefetchJob;
-use crate::error::{ModelError, SinkError};
+use crate::error::{ErrorCode, ModelError, SinkError};
+use crate::gather::summary::SummaryConfig;
 use crate::ports::memory::MemoryStore;
+use crate::ports::sources::NoSources;
 use crate::ports::sources::SourceError;
 use crate::ports::{Completion, ModelEvent, ModelRequest, ModelStream};
 use crate::ports::{TurnRecord, TurnStatus};
@@ -164,7 +171,7 @@ fn frame(id: &str, text: &str) -> String {
 
 impl Harness {
     async fn send(&self, sink: &Recorder, id: &str, text: &str) -> TurnResult {
-        self.engine.send_message(sink, &conn(), &frame(id, text), Instant::now()).await
+        self.engine.send_message(sink, &Invocation::now(conn(), &frame(id, text))).await
     }
 
     async fn turns(&self) -> Vec<TurnRecord> {
@@ -210,8 +217,8 @@ async fn an_answer_streams_then_completes_and_is_stored_and_handed_to_prefetch()
 async fn a_bad_frame_gets_a_typed_error_and_never_reaches_the_model() {
     let h = harness(ScriptedModel::default(), config());
     let sink = Recorder::default();
-    let r = h.engine.send_message(&sink, &conn(), "{not json", Instant::now()).await;
-    assert_eq!(r, TurnResult::Rejected("bad_frame"));
+    let r = h.engine.send_message(&sink, &Invocation::now(conn(), "{not json")).await;
+    assert_eq!(r, TurnResult::Rejected(ErrorCode::BadFrame));
     assert_eq!(sink.last()["code"], "bad_frame");
     assert!(h.model.requests().is_empty());
 }
@@ -232,7 +239,7 @@ async fn an_over_long_message_is_refused_and_its_id_can_be_sent_again() {
     let h = harness(ScriptedModel::default(), config());
     let sink = Recorder::default();
     let r = h.send(&sink, "m-1", &"manga ".repeat(300)).await;
-    assert_eq!(r, TurnResult::Rejected("message_too_long"));
+    assert_eq!(r, TurnResult::Rejected(ErrorCode::MessageTooLong));
     assert!(h.model.requests().is_empty());
     completed_intent(&h.send(&sink, "m-1", "shorter, then").await);
 }
@@ -257,7 +264,7 @@ async fn a_model_that_fails_before_any_token_releases_the_claim() {
         .then(Script::Refuse(ModelError::Unavailable("503".into())));
     let h = harness(model, config());
     let sink = Recorder::default();
-    assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::Failed("model_unavailable"));
+    assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::Failed(ErrorCode::ModelUnavailable));
     let err = sink.last();
     assert_eq!((err["code"].as_str(), err["retryable"].as_bool()), (Some("model_unavailable"), Some(true)));
     assert!(h.turns().await.is_empty(), "nothing was answered, nothing stored");
@@ -272,7 +279,7 @@ async fn a_stream_that_breaks_mid_answer_is_stored_as_partial() {
     ]);
     let h = harness(ScriptedModel::default().then(broken), config());
     let sink = Recorder::default();
-    assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::Failed("model_unavailable"));
+    assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::Failed(ErrorCode::ModelUnavailable));
     assert_eq!(sink.types(), ["delta", "error"]);
     let turns = h.turns().await;
     assert_eq!((turns[0].status, turns[0].assistant_text.as_str()), (TurnStatus::Partial, "The first part "));
@@ -292,7 +299,7 @@ async fn products_the_context_does_not_hold_get_no_card_and_are_counted() {
     let h = harness(ScriptedModel::default(), config());
     let sink = Recorder::default();
     let bare = serde_json::json!({"action": "sendMessage", "message_id": "m-1", "text": "Show me some horror manga"});
-    let r = h.engine.send_message(&sink, &conn(), &bare.to_string(), Instant::now()).await;
+    let r = h.engine.send_message(&sink, &Invocation::now(conn(), &bare.to_string())).await;
     let TurnResult::Completed(m) = r else { panic!("{r:?}") };
     assert_eq!(m.unknown_asins, 2);
     assert_eq!(sink.last()["products"], serde_json::json!([]));
@@ -337,7 +344,7 @@ async fn a_second_message_while_one_streams_is_busy_and_can_be_sent_after_it() {
         h.send(&second, "m-2", "and comedy?").await
     });
     completed_intent(&r1);
-    assert_eq!(r2, TurnResult::Limited("busy"));
+    assert_eq!(r2, TurnResult::Limited(ErrorCode::Busy));
     let busy = second.last();
     assert_eq!((busy["code"].as_str(), busy["retryable"].as_bool()), (Some("busy"), Some(true)));
     assert_eq!(h.model.requests().len(), 1);
@@ -352,7 +359,7 @@ async fn over_the_rate_a_message_is_refused_with_when_to_retry() {
     let sink = Recorder::default();
     completed_intent(&h.send(&sink, "m-1", "hello").await);
     completed_intent(&h.send(&sink, "m-2", "hello again").await);
-    assert_eq!(h.send(&sink, "m-3", "and again").await, TurnResult::Limited("rate_limited"));
+    assert_eq!(h.send(&sink, "m-3", "and again").await, TurnResult::Limited(ErrorCode::RateLimited));
     let e = sink.last();
     assert_eq!((e["code"].as_str(), e["retryable"].as_bool()), (Some("rate_limited"), Some(true)));
     let after = e["retry_after_ms"].as_u64().unwrap();
@@ -370,7 +377,7 @@ async fn a_stream_stalled_past_the_deadline_ends_with_an_error_and_a_partial_tur
     let h = harness(ScriptedModel::default().then(stalled), cfg);
     let sink = Recorder::default();
     let started = Instant::now();
-    assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::Failed("deadline_exceeded"));
+    assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::Failed(ErrorCode::DeadlineExceeded));
     assert!(started.elapsed() < Duration::from_secs(4), "ended at the deadline, not at the idle timeout");
     assert_eq!(sink.types(), ["delta", "error"]);
     assert_eq!(sink.last()["retryable"], true);
@@ -389,7 +396,7 @@ async fn an_upstream_error_reaches_the_client_as_a_code_and_a_safe_sentence() {
     };
     let h = harness(ScriptedModel::default().then(denied()).then(denied()), config());
     let sink = Recorder::default();
-    assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::Failed("model_rejected"));
+    assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::Failed(ErrorCode::ModelRejected));
     let e = sink.last().to_string();
     assert!(e.contains("model_rejected") && e.contains("could not answer"), "{e}");
     for secret in ["arn:", "123456789012", "authorized", "bedrock:"] {
@@ -403,7 +410,7 @@ async fn a_session_frame_is_answered_with_the_session_id() {
     let who = Principal::user(crate::ids::UserId::parse("u-1").unwrap());
     let session = h.engine.connect(conn(), None, &who).await.unwrap().record.session_id;
     let sink = Recorder::default();
-    let r = h.engine.handle_frame(&sink, &conn(), r#"{"action":"session"}"#, Instant::now(), Instant::now()).await;
+    let r = h.engine.handle_frame(&sink, &Invocation::now(conn(), r#"{"action":"session"}"#)).await;
     assert_eq!(r, TurnResult::Session);
     assert_eq!(sink.last(), serde_json::json!({"type": "session", "session_id": session.as_str()}));
 }

@@ -8,7 +8,7 @@ use crate::ahead::prefetch::PrefetchQueue;
 use crate::ahead::speculate::{self, Basis, SpeculationEntry, generation_counter};
 use crate::clock::Clock;
 use crate::deadline::within;
-use crate::error::chain;
+use crate::error::{ErrorCode, chain};
 use crate::gather::{Assembler, ContextConfig, SourceCalls};
 use crate::ids::{ConnectionId, MessageId};
 use crate::metrics;
@@ -17,7 +17,8 @@ use crate::ports::{ModelClient, Store};
 use crate::protocol::{ClientMessage, TypingFrame};
 use crate::safety::InputVerdict;
 
-use super::{Engine, InputCheck, guardrail_name, input_check, page_json};
+use super::ready::{InputCheck, page_json};
+use super::{Engine, Invocation};
 
 /// How a `typing` frame ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +29,7 @@ pub enum TypingOutcome {
     Skipped,
     /// Dropped unparsed or invalid (the frame error's code) or over the connection's typing rate
     /// (`rate_limited`).
-    Dropped(&'static str),
+    Dropped(ErrorCode),
     /// The context was gathered and cached, at this cost.
     Speculated(SourceCalls),
     /// A newer partial of the connection arrived meanwhile: gathered at this cost, not cached.
@@ -41,7 +42,7 @@ impl TypingOutcome {
         match self {
             Self::Off => "off",
             Self::Skipped => "skipped",
-            Self::Dropped(code) => code,
+            Self::Dropped(code) => code.as_str(),
             Self::Speculated(_) => "speculated",
             Self::Superseded(_) => "superseded",
         }
@@ -59,12 +60,13 @@ impl TypingOutcome {
 impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> Engine<M, St, C, X, Q> {
     /// A `typing` frame: gathers the context of the partial text into the session's speculation entry.
     /// Never posts to the client; every outcome but `Off` writes one EMF record.
-    pub async fn typing(&self, conn: &ConnectionId, body: &str) -> TypingOutcome {
+    pub async fn typing(&self, inv: &Invocation<'_>) -> TypingOutcome {
         // Boxed: the speculation's state machine (the context legs' inside) is deep.
-        let outcome = Box::pin(self.speculate(conn, body)).await;
-        if self.cfg.emf && outcome != TypingOutcome::Off {
+        let outcome = Box::pin(self.speculate(&inv.conn, inv.body)).await;
+        if outcome != TypingOutcome::Off {
             let calls = outcome.calls();
-            metrics::typing_record(self.clock.now_ms(), outcome.as_str(), calls.retrievals, calls.services).emit();
+            let now = self.clock.now_ms();
+            self.metrics.record(&metrics::typing_record(now, outcome.as_str(), calls.retrievals, calls.services));
         }
         outcome
     }
@@ -77,7 +79,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         let frame = match TypingFrame::parse(body) {
             Ok(f) => f,
             Err(e) => {
-                tracing::debug!(code = e.code(), error = %e, "dropped a typing frame");
+                tracing::debug!(code = %e.code(), error = %e, "dropped a typing frame");
                 return TypingOutcome::Dropped(e.code());
             }
         };
@@ -89,7 +91,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         let (session, who) = self.sessions.session_of(&self.store, conn).await;
         if !self.limiter().admit_typing(conn, &who).await {
             tracing::debug!("dropped a typing frame over the connection's typing rate");
-            return TypingOutcome::Dropped("rate_limited");
+            return TypingOutcome::Dropped(ErrorCode::RateLimited);
         }
         // This partial's generation: a newer one of the connection supersedes it.
         let generations = generation_counter(&who.user, conn);
@@ -146,12 +148,11 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         let g = self.cfg.safety.input.as_ref()?;
         let page = page_json(msg);
         let a = self.assess_input(g, &msg.text, &page).await?;
-        let masked = match input_check(&a, &msg.text) {
+        let masked = match InputCheck::of(&a, &msg.text) {
             InputCheck::Masked(m) => Some(m),
             _ => None,
         };
-        let policies = a.policies.iter().map(|p| (*p).to_owned()).collect();
-        let guardrail = guardrail_name(g);
-        Some(InputVerdict { guardrail, text: msg.text.clone(), page, blocked: a.blocked, policies, masked })
+        let guardrail = g.name();
+        Some(InputVerdict { guardrail, text: msg.text.clone(), page, blocked: a.blocked, policies: a.policies, masked })
     }
 }

@@ -25,6 +25,7 @@ use crate::ports::{ChatMessage, Completion, ModelClient, ModelRequest, Role};
 use crate::pregen::{PregenConfig, PregenEntry, canonical_question, fingerprint, product_title};
 use crate::prompt::compress::{CompressInput, REFERS_TO};
 use crate::prompt::{Prompter, SYSTEM_PROMPT};
+use crate::safety::GuardrailPolicy;
 
 /// What a pre-generation run did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -41,7 +42,7 @@ pub struct PregenReport {
     pub errors: Vec<String>,
     /// Answers the output guardrail stopped when they were generated: not cached, never served (the
     /// policy families that acted, per answer).
-    pub blocked: Vec<Vec<&'static str>>,
+    pub blocked: Vec<Vec<GuardrailPolicy>>,
 }
 
 /// The pre-generation step of a prefetch run.
@@ -148,7 +149,7 @@ enum Outcome {
     Generated(String, PregenEntry),
     Kept(String),
     /// The guardrail stopped it (the policies that acted, what it cost).
-    Blocked(String, Vec<&'static str>, Completion),
+    Blocked(String, Vec<GuardrailPolicy>, Completion),
     Skipped,
 }
 

@@ -1,30 +1,33 @@
-//! Step 5 of the turn, after the stream: the event that ends it for the client and the stored turn, side
-//! by side; then what outlives the stream (EMF, summary, cache write-back, the mark on a served
-//! pre-generated answer, the prefetch hand-off), awaited before the handler returns.
+//! Step 6 of the turn, conclude: the metrics built once, the stored record beside the event that ends the
+//! turn for the client ([`Engine::end`]), then what outlives the stream, awaited before the handler returns
+//! (Lambda freezes afterwards): the EMF record, the summary, the cache write-back, the mark on a served
+//! pre-generated answer and the prefetch hand-off.
 
-use bytes::Bytes;
-
-use super::{Engine, Turn, TurnResult, send_error};
+use super::compose::Composed;
+use super::end::Ending;
+use super::open::Turn;
+use super::ready::Ready;
+use super::{Engine, Spent, TurnResult};
 use crate::ahead::prefetch::{Exchange, PrefetchJob, PrefetchQueue};
 use crate::ahead::speculate;
-use crate::answer::relay::{RelayEnd, RelayOutcome, post_with_retry};
-use crate::answer::serve::Serving;
+use crate::answer::relay::{RelayEnd, RelayOutcome};
+use crate::answer::serve::{Serving, Streamed};
 use crate::clock::Clock;
-use crate::deadline::within;
-use crate::error::{SinkError, chain, retry_store};
+use crate::deadline::best_effort;
+use crate::error::{chain, retry_store};
 use crate::gather::summary::maybe_summarize;
 use crate::gather::{Assembler, Gathered};
-use crate::ids::{Asin, ConnectionId};
+use crate::ids::Asin;
 use crate::metrics;
 use crate::ports::sources::ContextSources;
 use crate::ports::{ConnectionSink, ModelClient, Store, TurnRecord, TurnStatus};
 use crate::pregen::{Ask, PregenEntry};
-use crate::protocol::{ProductRef, ServerEvent, TurnMetrics};
-use crate::safety::{Direction, KnownProducts, is_japanese, page_asins, retract_message};
+use crate::protocol::{ProductRef, TurnMetrics};
+use crate::safety::{Direction, KnownProducts, page_asins, policy_list, retract_message};
 
 /// What became of a finished turn's record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Stored {
+enum Stored {
     Kept,
     /// Nothing reached the client: nothing to store (the claim was given back).
     Skipped,
@@ -33,16 +36,17 @@ pub(super) enum Stored {
 }
 
 impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> Engine<M, St, C, X, Q> {
-    /// After the stream: tell the client how it ended and store the turn, side by side.
-    pub(super) async fn finish<S: ConnectionSink>(
+    /// Concludes a streamed turn: metrics, record, store and the last event, then the work that outlives it.
+    pub(super) async fn conclude<S: ConnectionSink>(
         &self,
         sink: &S,
-        conn: &ConnectionId,
         turn: &Turn,
-        out: RelayOutcome,
-        mut metrics: TurnMetrics,
-        gathered: &Gathered,
-    ) -> (TurnResult, TurnRecord, Stored) {
+        ready: Ready,
+        composed: Composed,
+        streamed: Streamed,
+    ) -> (TurnResult, Spent) {
+        let Ready { hold, gathered, question, .. } = ready;
+        let Streamed { out, model, route, failovers, model_first_token_ms, served } = streamed;
         let status = match &out.end {
             RelayEnd::Completed => TurnStatus::Complete,
             RelayEnd::ClientGone => TurnStatus::ClientGone,
@@ -52,147 +56,140 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         // The products the answer names that this turn's context holds (an ASIN the model invented gets no
         // card, and is counted); an answer about "the first one" that names it only by title is about that
         // product. A stopped answer names none.
-        let about = gathered.entities.resolved.as_ref();
-        let mut products = Vec::new();
-        if status != TurnStatus::Blocked {
-            let (kept, unknown) = known_products(turn, gathered).keep(Asin::all_in(&out.text));
-            metrics.unknown_asins = unknown;
-            products = kept;
-            if products.is_empty() {
-                products.extend(about.cloned());
+        let (products, unknown_asins) = if status == TurnStatus::Blocked {
+            (Vec::new(), 0)
+        } else {
+            let (mut kept, unknown) = known_products(turn, &gathered).keep(Asin::all_in(&out.text));
+            if kept.is_empty() {
+                kept.extend(gathered.entities.resolved.iter().cloned());
             }
+            (kept, unknown)
+        };
+        if unknown_asins > 0 {
+            tracing::warn!(unknown = unknown_asins, "the answer named products its context did not hold");
         }
-        if metrics.unknown_asins > 0 {
-            tracing::warn!(unknown = metrics.unknown_asins, "the answer named products its context did not hold");
+
+        // Counting the prompt as sent and uncompressed is off the critical path: the answer has streamed.
+        let input = composed.parts.input(&question, &turn.msg.page_context, &gathered);
+        let (prompt_tokens, raw_tokens) = self.prompter.account(&composed.request, &input, &model, out.input_tokens);
+        let metrics = TurnMetrics {
+            first_token_ms: ms_since(turn.started, out.first_post_at),
+            model_first_token_ms,
+            total_ms: ms_since(turn.started, out.last_post_at),
+            input_tokens: out.input_tokens,
+            output_tokens: out.output_tokens,
+            cache_read_tokens: out.cache_read_tokens,
+            cache_write_tokens: out.cache_write_tokens,
+            performance: out.latency.clone(),
+            service_tier: out.service_tier.clone(),
+            max_tokens: composed.choice.max_tokens,
+            frames: out.frames,
+            prompt_tokens,
+            raw_tokens,
+            compression_ratio: f64::from(prompt_tokens) / f64::from(raw_tokens.max(1)),
+            intent: gathered.intent,
+            model,
+            route,
+            failovers,
+            assembly_ms: gathered.context.assembly_ms,
+            compress_ms: composed.compress_ms,
+            relay_ms: out.first_delta_at.map_or(0.0, |d| ms_since(d, out.first_post_at)),
+            legs: gathered.context.legs,
+            context_errors: gathered.context.errors.clone(),
+            cache_hits: gathered.context.cache_hits.clone(),
+            cache_lookups: u32::try_from(gathered.context.lookups).unwrap_or(u32::MAX),
+            served,
+            unknown_asins,
+            speculated_legs: gathered.context.speculated.clone(),
+        };
+        let record = self.record(turn, &question, &out, status, &products, &metrics);
+
+        // Nothing reached the client and nothing is stored: the claim goes back before it is told.
+        let nothing_sent = !out.sent_anything() && !status.settles_claim();
+        let cards: Vec<ProductRef> = products.into_iter().map(|asin| ProductRef { asin }).collect();
+        let store = self.store_turn(turn, &record, nothing_sent);
+        let ending = Ending::Streamed { out: &out, products: &cards, metrics: &metrics, claim_back: nothing_sent };
+        let end = self.end(sink, turn, hold, ending);
+        let (stored, result) = if status == TurnStatus::Partial {
+            // Storing a partial turn gives its claim back: done before the error, which invites a resend.
+            let stored = store.await;
+            (stored, end.await)
+        } else {
+            tokio::join!(store, end)
+        };
+        if status == TurnStatus::Blocked {
+            let policies = out.guardrail.as_ref().map(|a| a.policies.clone()).unwrap_or_default();
+            tracing::warn!(policies = ?policies, frames = out.frames, "the guardrail stopped the answer; retracted");
+            self.metrics
+                .record_all(metrics::guardrail_record(self.clock.now_ms(), Direction::Output, &policies).records());
         }
-        let japanese = is_japanese(&turn.msg.text);
+        log_turn(&metrics, status);
+        self.after_answer(turn, &gathered, &result, &record, stored, &composed.serving).await;
+        let tokens = u64::from(record.input_tokens) + u64::from(record.output_tokens);
+        (result, Spent { tokens, store_failed: stored == Stored::Failed })
+    }
+
+    /// The stored turn: what the client saw (or, when the guardrail stopped it, what it was shown instead).
+    fn record(
+        &self,
+        turn: &Turn,
+        question: &str,
+        out: &RelayOutcome,
+        status: TurnStatus,
+        products: &[Asin],
+        metrics: &TurnMetrics,
+    ) -> TurnRecord {
         let (assistant_text, guardrail) = match status {
             TurnStatus::Blocked => {
-                let policies = out.guardrail.as_ref().map(|a| a.policies.join(",")).unwrap_or_default();
-                (retract_message(japanese).to_owned(), Some(format!("output:{policies}")))
+                let policies = out.guardrail.as_ref().map(|a| policy_list(&a.policies)).unwrap_or_default();
+                (retract_message(turn.japanese).to_owned(), Some(format!("output:{policies}")))
             }
             _ => (out.text.clone(), None),
         };
-        let record = TurnRecord {
+        TurnRecord {
             session_id: turn.session.clone(),
             message_id: turn.msg.message_id.clone(),
             ts_ms: turn.ts_ms,
-            user_text: turn.msg.text.clone(),
-            assistant_text: assistant_text.clone(),
-            products: products.clone(),
+            user_text: question.to_owned(),
+            user_tokens: self.prompter.exact_count(question),
+            assistant_tokens: self.prompter.exact_count(&assistant_text),
+            assistant_text,
+            products: products.to_vec(),
             intent: Some(metrics.intent),
             status,
             model: metrics.model.clone(),
             input_tokens: out.input_tokens,
             output_tokens: out.output_tokens,
-            user_tokens: self.prompter.exact_count(&turn.msg.text),
-            assistant_tokens: self.prompter.exact_count(&assistant_text),
             guardrail,
             expires_at: turn.ts_ms / 1000 + self.cfg.turn_ttl.as_secs(),
-        };
-        // Nothing reached the client: give the claim back before telling it, so it may resend the same id
-        // the moment it reads the error.
-        let nothing_sent = !out.sent_anything() && !status.settles_claim();
-        if nothing_sent && turn.claimed {
-            self.release(turn).await;
         }
-        let store = async {
-            if nothing_sent {
-                return Stored::Skipped;
-            }
-            let saved = retry_store("turn", self.cfg.store_attempts, || self.store.save_turn(&record)).await;
-            if saved.is_ok() {
-                // Before the connection's next message is admitted: no speculation's copy of the memory
-                // from before this turn counts as current any more.
-                self.memory_changed(turn, "t").await;
-            }
-            match saved {
-                Ok(()) => Stored::Kept,
-                Err(e) => {
-                    // Reported, never silent: the ids to find the answer in the log, and an EMF count.
-                    tracing::error!(
-                        session_id = %record.session_id,
-                        message_id = %record.message_id,
-                        status = status.as_str(),
-                        code = e.code(),
-                        error = %chain(&e),
-                        output_tokens = record.output_tokens,
-                        "TURN NOT STORED after every attempt"
-                    );
-                    Stored::Failed
-                }
-            }
-        };
-        let cards: Vec<ProductRef> = products.into_iter().map(|asin| ProductRef { asin }).collect();
-        let notify = self.notify(sink, conn, turn, &out, &cards, &metrics);
-        let (stored, result) = if status == TurnStatus::Partial {
-            // Storing a partial turn gives its claim back: done before the error, which invites a resend.
-            let stored = store.await;
-            (stored, notify.await)
-        } else {
-            tokio::join!(store, notify)
-        };
-        if status == TurnStatus::Blocked {
-            let policies = out.guardrail.as_ref().map(|a| a.policies.clone()).unwrap_or_default();
-            tracing::warn!(policies = ?policies, frames = out.frames, "the guardrail stopped the answer; retracted");
-            if self.cfg.emf {
-                metrics::guardrail_record(self.clock.now_ms(), Direction::Output, &policies).emit();
-            }
-        }
-        log_turn(&metrics, status);
-        (result, record, stored)
     }
 
-    /// The event that ends the turn for the client: `completed`, or a typed `error`.
-    async fn notify<S: ConnectionSink>(
-        &self,
-        sink: &S,
-        conn: &ConnectionId,
-        turn: &Turn,
-        out: &RelayOutcome,
-        products: &[ProductRef],
-        metrics: &TurnMetrics,
-    ) -> TurnResult {
-        let rcfg = &self.cfg.relay;
-        let mid = turn.msg.message_id.as_str();
-        // The stream is over: the connection may send its next message from the moment it hears so.
-        self.free_slot(conn, turn).await;
-        match &out.end {
-            RelayEnd::Completed => {
-                let ev = ServerEvent::Completed { message_id: mid, seq: out.frames, products, metrics };
-                match post_with_retry(sink, conn, Bytes::from(ev.to_frame()), rcfg).await {
-                    Ok(()) | Err(SinkError::Gone) => {}
-                    Err(e) => tracing::warn!(error = %chain(&e), "could not deliver completed event"),
-                }
-                TurnResult::Completed(Box::new(metrics.clone()))
+    /// Stores the turn (retried with backoff) and marks the session's memory changed; `Skipped` when
+    /// nothing reached the client.
+    async fn store_turn(&self, turn: &Turn, record: &TurnRecord, nothing_sent: bool) -> Stored {
+        if nothing_sent {
+            return Stored::Skipped;
+        }
+        match retry_store("turn", self.cfg.store_attempts, || self.store.save_turn(record)).await {
+            Ok(()) => {
+                // Before the connection's next message is admitted: no speculation's copy of the memory from
+                // before this turn counts as current any more.
+                self.memory_changed(turn, "t").await;
+                Stored::Kept
             }
-            RelayEnd::ClientGone => {
-                tracing::info!(frames = out.frames, "client left mid-answer; generation cancelled");
-                TurnResult::ClientGone
-            }
-            RelayEnd::ModelFailed(e) => {
-                tracing::error!(code = e.code(), error = %chain(e), "model stream failed mid-answer");
-                let text = if out.sent_anything() {
-                    format!("{}; the answer above is incomplete, you may send the message again", e.client_message())
-                } else {
-                    format!("{}; nothing was answered, please send it again", e.client_message())
-                };
-                send_error(sink, conn, rcfg, Some(mid), e.code(), &text, e.is_retryable()).await;
-                TurnResult::Failed(e.code())
-            }
-            RelayEnd::SinkFailed(e) => {
-                tracing::error!(error = %chain(e), "posting to the client failed");
-                TurnResult::Failed("delivery_failed")
-            }
-            RelayEnd::Retracted => {
-                // After the last delta: the client replaces what it showed for this message.
-                let message = retract_message(crate::safety::is_japanese(&turn.msg.text));
-                let ev = ServerEvent::Retract { message_id: mid, seq: out.frames, message };
-                match post_with_retry(sink, conn, Bytes::from(ev.to_frame()), rcfg).await {
-                    Ok(()) | Err(SinkError::Gone) => {}
-                    Err(e) => tracing::warn!(error = %chain(&e), "could not deliver the retract event"),
-                }
-                TurnResult::Blocked(Direction::Output)
+            Err(e) => {
+                // Reported, never silent: the ids to find the answer in the log, and an EMF count.
+                tracing::error!(
+                    session_id = %record.session_id,
+                    message_id = %record.message_id,
+                    status = record.status.as_str(),
+                    code = e.code(),
+                    error = %chain(&e),
+                    output_tokens = record.output_tokens,
+                    "TURN NOT STORED after every attempt"
+                );
+                Stored::Failed
             }
         }
     }
@@ -200,7 +197,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
     /// What outlives the stream, awaited before the handler returns (Lambda freezes afterwards): the EMF
     /// record of a completed turn, and side by side the summary (when the turn was stored), the cache
     /// write-back, the mark on a served pre-generated answer, and the prefetch hand-off (when it completed).
-    pub(super) async fn after_answer(
+    async fn after_answer(
         &self,
         turn: &Turn,
         gathered: &Gathered,
@@ -213,19 +210,19 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             TurnResult::Completed(m) => Some(m),
             _ => None,
         };
-        if let (true, Some(m)) = (self.cfg.emf, completed) {
+        if let Some(m) = completed {
             let lookups = f64::from(m.cache_lookups);
             let hit_rate = (lookups > 0.0).then(|| m.cache_hits.len() as f64 / lookups);
             // Of the overview requests a pre-generated answer could have served: served or not.
             let overview = matches!(gathered.context.ask, Some(Ask::Overview(_))) && self.cfg.pregen.mode.is_on();
             let pregen_hit = overview.then(|| f64::from(u8::from(matches!(serving, Serving::Pregen(_)))));
-            let mut record = metrics::turn_record(m, turn.ts_ms, Some(m.assembly_ms), hit_rate, pregen_hit);
+            let mut emf = metrics::turn_record(m, turn.ts_ms, Some(m.assembly_ms), hit_rate, pregen_hit);
             if self.cfg.speculation.enabled {
                 // A hit: the speculation fitted the message (its context legs served it), not only its memory.
                 let hit = f64::from(u8::from(m.speculated_legs.iter().any(|l| *l != "memory")));
-                record = record.metric(metrics::SPECULATION_HIT, hit, metrics::Unit::None);
+                emf = emf.metric(metrics::SPECULATION_HIT, hit, metrics::Unit::None);
             }
-            record.emit();
+            self.metrics.record(&emf);
         }
         let summarize = async {
             // A turn the guardrail stopped is not summarized (nor handed to prefetch: it did not complete).
@@ -241,7 +238,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
                 let key = PregenEntry::key(&turn.session, asin);
                 let served = PregenEntry { served: true, ..entry.clone() }.encode();
                 let set = self.sources.cache_set(&key, &served, self.cfg.pregen.ttl);
-                if !matches!(within("pregen mark", self.cfg.context.cache, set).await, Ok(Ok(()))) {
+                if best_effort("pregen mark", self.cfg.context.cache, set).await.is_none() {
                     tracing::debug!(key, "could not mark the pre-generated answer served");
                 }
             }
@@ -292,11 +289,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
     /// Hands the finished turn to speculative prefetch: bounded, and a failure only costs the next turn
     /// its cache hits.
     async fn hand_to_prefetch(&self, job: &PrefetchJob) {
-        match within("prefetch hand-off", self.cfg.prefetch_handoff, self.prefetch.enqueue(job)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %chain(&e), "prefetch not started"),
-            Err(e) => tracing::warn!(error = %e, "prefetch hand-off timed out"),
-        }
+        best_effort("prefetch hand-off", self.cfg.prefetch_handoff, self.prefetch.enqueue(job)).await;
     }
 }
 
@@ -323,6 +316,10 @@ fn known_products(turn: &Turn, gathered: &Gathered) -> KnownProducts {
         known.add(a.as_str());
     }
     known
+}
+
+fn ms_since(from: tokio::time::Instant, to: Option<tokio::time::Instant>) -> f64 {
+    to.map_or(0.0, |t| t.saturating_duration_since(from).as_secs_f64() * 1000.0)
 }
 
 /// The one log line of a finished turn, with its figures.
