@@ -45,6 +45,17 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         }
     }
 
+    /// A switch, in the one grammar every switch of the project reads: `on`/`true` or `off`/`false` (any
+    /// case); `default` when unset or blank.
+    pub fn switch(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.nonempty(name).map(|v| (v.to_ascii_lowercase(), v)) {
+            None => Ok(default),
+            Some((l, _)) if l == "on" || l == "true" => Ok(true),
+            Some((l, _)) if l == "off" || l == "false" => Ok(false),
+            Some((_, value)) => Err(ConfigError { name, value, reason: "expected on or off (or true or false)" }),
+        }
+    }
+
     /// A duration given in milliseconds.
     pub fn millis(&self, name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
         let ms = self.parse(name, u64::try_from(default.as_millis()).unwrap_or(u64::MAX), "expected milliseconds")?;
@@ -78,7 +89,7 @@ impl SourceSettings {
     pub fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         let redis = match env.nonempty("REDIS_URL") {
             None => None,
-            Some(u) => Some((u, env.parse("REDIS_CLUSTER", false, "expected true or false")?)),
+            Some(u) => Some((u, env.switch("REDIS_CLUSTER", false)?)),
         };
         let opensearch_signing = match env.nonempty("OPENSEARCH_SIGV4") {
             None => None,
@@ -291,6 +302,15 @@ mod tests {
         assert_eq!(read("none").unwrap().opensearch_signing, None);
         assert_eq!(read("").unwrap().opensearch_signing, None);
         assert_eq!(read("iam").unwrap_err().name, "OPENSEARCH_SIGV4");
+    }
+
+    #[test]
+    fn every_switch_reads_on_off_true_false_in_any_case_and_nothing_else() {
+        for (value, want) in [("on", true), ("ON", true), ("true", true), ("off", false), ("False", false)] {
+            assert_eq!(env(&[("X", value)]).switch("X", !want).unwrap(), want, "{value}");
+        }
+        assert!(env(&[("X", "  ")]).switch("X", true).unwrap(), "blank is the default");
+        assert_eq!(env(&[("X", "yes")]).switch("X", true).unwrap_err().name, "X");
     }
 
     #[test]

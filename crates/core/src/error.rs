@@ -231,9 +231,13 @@ impl StoreError {
     }
 }
 
+/// The waits between the store's retries: up to 50, 100, 200 ms, then 400.
+pub const STORE_BACKOFF: crate::backoff::Backoff =
+    crate::backoff::Backoff::new(std::time::Duration::from_millis(50), std::time::Duration::from_millis(400));
+
 /// The one retry rule for the store writes a turn must not lose (the stored turn, a claim given back, the
-/// turn slot freed): up to `attempts` tries, retryable errors only, jittered exponential backoff (~50,
-/// 100, 200 ms). Each retry is logged with `what`.
+/// turn slot freed): up to `attempts` tries, retryable errors only, waits of [`STORE_BACKOFF`]. Each retry
+/// is logged with `what`.
 pub async fn retry_store<T, F, Fut>(what: &str, attempts: u32, mut op: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
@@ -245,9 +249,8 @@ where
         match op().await {
             Ok(v) => return Ok(v),
             Err(e) if e.is_retryable() && attempt < attempts => {
-                let wait = 50u64 << (attempt - 1).min(5);
                 tracing::warn!(what, attempt, code = e.code(), error = %chain(&e), "store write failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(wait / 2 + fastrand::u64(..=wait / 2))).await;
+                tokio::time::sleep(STORE_BACKOFF.delay(attempt - 1)).await;
                 attempt += 1;
             }
             Err(e) => return Err(e),
@@ -271,4 +274,30 @@ pub fn chain(err: &(dyn StdError + 'static)) -> String {
         cur = e.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's "Error codes" sentence lists exactly the codes of [`ErrorCode`].
+    #[test]
+    fn the_readme_lists_every_error_code_and_no_other() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("Error codes: ").unwrap();
+        let sentence = &readme[start..start + readme[start..].find(". `retryable` says").unwrap()];
+        // Backticked names, minus the fields the sentence mentions on the way.
+        let listed: Vec<&str> = sentence
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|name| !["page_context", "retry_after_ms"].contains(name))
+            .collect();
+        let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(listed, codes);
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{code}\""), "serialized as its wire name");
+        }
+    }
 }

@@ -19,6 +19,7 @@
 //! - [`ahead`]: work ahead of the shopper: typing-time speculation, prefetch and pre-generation.
 //! - [`turn`]: the pipeline of one chat turn, from frame to stored answer ([`turn::Engine`]).
 
+pub mod backoff;
 pub mod clock;
 pub mod deadline;
 pub mod error;

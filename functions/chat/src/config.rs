@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 pub use mangaassist_adapters::env::ConfigError;
-use mangaassist_adapters::env::{Env, SourceSettings, pregen_settings, prompt_budget, region, safety_settings};
+use mangaassist_adapters::env::{
+    Env, SourceSettings, pregen_settings, process_env, prompt_budget, region, safety_settings,
+};
 use mangaassist_core::context::ContextConfig;
 use mangaassist_core::limits::{LimitConfig, Tier};
 use mangaassist_core::models::{
@@ -119,9 +121,9 @@ fn limits<F: Fn(&str) -> Option<String>>(env: &Env<F>, d: &LimitConfig) -> Resul
 
 impl ChatConfig {
     /// Reads the configuration through `get` (the process environment in `main`, a map in tests).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ChatConfigError> {
+    /// Reads the settings from `env` (the process environment in `main`, a map in tests and locally).
+    pub fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ChatConfigError> {
         let d = TurnConfig::default();
-        let env = Env(get);
         let region = region(&env);
         let pregen = pregen_settings(&env)?;
         let routing = routing(&env, &region)?;
@@ -146,9 +148,9 @@ impl ChatConfig {
             )),
         };
         let levers = Levers {
-            latency_optimized: env.parse("LATENCY_OPTIMIZED", false, "expected true or false")?,
-            priority_tier: env.parse("PRIORITY_TIER", false, "expected true or false")?,
-            prompt_cache: env.parse("PROMPT_CACHE", true, "expected true or false")?,
+            latency_optimized: env.switch("LATENCY_OPTIMIZED", false)?,
+            priority_tier: env.switch("PRIORITY_TIER", false)?,
+            prompt_cache: env.switch("PROMPT_CACHE", true)?,
         };
         let mode = match env.nonempty("RELAY_MODE") {
             None => RelayMode::Coalesce,
@@ -183,9 +185,9 @@ impl ChatConfig {
                 ..d.failover
             },
             budget: prompt_budget(&env)?,
-            compression: env.parse("COMPRESSION", d.compression, "expected true or false")?,
+            compression: env.switch("COMPRESSION", d.compression)?,
             summary: SummaryConfig { model_id: summary_model, ..d.summary.clone() },
-            emf: env.parse("EMF_METRICS", true, "expected true or false")?,
+            emf: env.switch("EMF_METRICS", true)?,
             context: ContextConfig {
                 memory: env.millis("MEMORY_DEADLINE_MS", d.context.memory)?,
                 retrieval: env.millis("RETRIEVAL_DEADLINE_MS", d.context.retrieval)?,
@@ -210,14 +212,7 @@ impl ChatConfig {
             store_attempts: env.parse("STORE_ATTEMPTS", d.store_attempts, "expected a count")?.max(1),
             safety: safety_settings(&env)?,
             speculation: SpeculationConfig {
-                enabled: match env.nonempty("TYPING_SPECULATION").as_deref() {
-                    None | Some("on") => true,
-                    Some("off") => false,
-                    Some(v) => {
-                        let reason = "expected on or off";
-                        return Err(ConfigError { name: "TYPING_SPECULATION", value: v.to_owned(), reason }.into());
-                    }
-                },
+                enabled: env.switch("TYPING_SPECULATION", true)?,
                 ttl: Duration::from_secs(env.parse(
                     "TYPING_SPECULATION_TTL_SECS",
                     d.speculation.ttl.as_secs(),
@@ -238,7 +233,7 @@ impl ChatConfig {
 
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ChatConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+        Self::read(&process_env())
     }
 }
 
@@ -250,7 +245,7 @@ mod tests {
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<ChatConfig, ChatConfigError> {
         let m: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        ChatConfig::from_lookup(|k| m.get(k).cloned())
+        ChatConfig::read(&Env(|k: &str| m.get(k).cloned()))
     }
 
     #[test]

@@ -10,16 +10,13 @@
 use std::time::Duration;
 
 use crate::admit::session::Principal;
-use crate::clock::Clock;
+use crate::clock::{Clock, jst_day};
 use crate::deadline::{DeadlineExceeded, within};
 use crate::error::{ErrorCode, StoreError, chain, retry_store};
 use crate::ids::{ConnectionId, MessageId, UserId};
 use crate::ports::{Counter, Store};
 
 const MINUTE_MS: u64 = 60_000;
-const DAY_MS: u64 = 24 * 3600 * 1000;
-/// JST is UTC+9 all year.
-const JST_OFFSET_MS: u64 = 9 * 3600 * 1000;
 
 /// The limits of one kind of principal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,12 +120,6 @@ fn counter(user: &UserId, name: String) -> Counter {
 
 fn flat<T>(r: Result<Result<T, StoreError>, DeadlineExceeded>) -> Result<T, StoreError> {
     r.map_err(StoreError::from).and_then(|r| r)
-}
-
-/// The JST day of `now_ms` (days since the epoch, counted in JST) and the ms until it ends.
-pub fn jst_day(now_ms: u64) -> (u64, u64) {
-    let local = now_ms + JST_OFFSET_MS;
-    (local / DAY_MS, DAY_MS - local % DAY_MS)
 }
 
 impl<St: Store, C: Clock> Limiter<'_, St, C> {
@@ -296,7 +287,7 @@ mod tests {
         clock.0.fetch_add(MINUTE_MS, Ordering::Relaxed);
         l.spend(&who, 1_000).await;
         match l.admit(&c, &m3, &who, slot).await.refusal {
-            Some(Refusal::RateLimited { budget: true, retry_after_ms }) => assert!(retry_after_ms <= DAY_MS),
+            Some(Refusal::RateLimited { budget: true, retry_after_ms }) => assert!(retry_after_ms <= 86_400_000),
             other => panic!("{other:?}"),
         }
         // Typing frames have their own rate, per connection, and leave the message rate alone.

@@ -20,6 +20,7 @@ use futures_util::StreamExt;
 use futures_util::future::OptionFuture;
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
 use crate::error::{ModelError, SinkError};
 use crate::ids::{ConnectionId, MessageId};
 use crate::ports::{ConnectionSink, ModelEvent, ModelStream, STOP_GUARDRAIL};
@@ -55,6 +56,8 @@ pub struct RelayConfig {
     pub post_attempts: u32,
     /// Deadline of one post attempt.
     pub post_timeout: Duration,
+    /// The waits between post attempts.
+    pub post_backoff: Backoff,
     /// The longest silence tolerated between two model events once the stream is open.
     pub idle_timeout: Duration,
 }
@@ -66,6 +69,7 @@ impl Default for RelayConfig {
             max_frame_bytes: MAX_FRAME_BYTES,
             post_attempts: 3,
             post_timeout: Duration::from_secs(2),
+            post_backoff: Backoff::new(Duration::from_millis(20), Duration::from_millis(200)),
             idle_timeout: Duration::from_secs(10),
         }
     }
@@ -213,8 +217,7 @@ pub async fn post_with_retry<S: ConnectionSink>(
         match res {
             Err(SinkError::Retryable(e)) if attempt < cfg.post_attempts => {
                 tracing::warn!(attempt, error = %crate::error::chain(e.as_ref()), "post to connection failed; retrying");
-                let base = 10u64 << (attempt - 1).min(6);
-                tokio::time::sleep(Duration::from_millis(base + fastrand::u64(0..=base))).await;
+                tokio::time::sleep(cfg.post_backoff.delay(attempt - 1)).await;
                 attempt += 1;
             }
             other => return other,

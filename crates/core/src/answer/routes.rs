@@ -24,6 +24,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
 use crate::capacity::{ThroughputStateStore, provisioned_route};
 use crate::deadline::within;
 use crate::error::{ModelError, StoreError, chain};
@@ -140,10 +141,8 @@ pub struct FailoverConfig {
     /// How long, from the first attempt, throttled attempts may go on being retried with backoff (the time
     /// spent plus the next wait must fit); zero: a throttle after the failover is the turn's error.
     pub throttle_retry_budget: Duration,
-    /// Full-jitter exponential backoff between throttle retries: the n-th wait is uniform in
-    /// `0..=min(cap, base * 2^n)`.
-    pub backoff_base: Duration,
-    pub backoff_cap: Duration,
+    /// The waits between throttle retries.
+    pub backoff: Backoff,
 }
 
 impl Default for FailoverConfig {
@@ -152,8 +151,7 @@ impl Default for FailoverConfig {
             attempts: 2,
             first_token_timeout: Duration::from_secs(5),
             throttle_retry_budget: Duration::from_millis(1500),
-            backoff_base: Duration::from_millis(50),
-            backoff_cap: Duration::from_millis(400),
+            backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(400)),
         }
     }
 }
@@ -181,8 +179,7 @@ impl FailoverConfig {
         if !matches!(err, ModelError::Throttled(_)) {
             return Next::GiveUp;
         }
-        let ceiling = self.backoff_base.saturating_mul(1 << retries.min(16)).min(self.backoff_cap);
-        let wait = ceiling.mul_f64(fastrand::f64());
+        let wait = self.backoff.delay(retries);
         if elapsed + wait <= self.throttle_retry_budget { Next::Backoff(wait) } else { Next::GiveUp }
     }
 }

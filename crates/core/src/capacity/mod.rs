@@ -39,6 +39,7 @@
 
 use std::time::Duration;
 
+use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::error::chain;
 
@@ -50,7 +51,8 @@ pub const MAX_STATE_RETRIES: u32 = 3;
 mod jst;
 mod model;
 
-pub use jst::{JstTime, PEAK_END_SECS, PEAK_START_SECS, is_peak};
+pub use crate::clock::JstTime;
+pub use jst::{PEAK_END_SECS, PEAK_START_SECS, is_peak};
 pub use model::*;
 
 /// The client token for a purchase decided on state `version` at `now_ms`: deterministic, so the same
@@ -409,10 +411,12 @@ fn clear_replacement(state: &mut ThroughputState) {
     state.replacement_units = 0;
 }
 
-/// 20-40 ms, 40-80 ms, 80-160 ms: jittered, bounded by [`MAX_STATE_RETRIES`].
+/// The waits between the record's optimistic-lock retries (up to 40, 80, 160 ms), bounded by
+/// [`MAX_STATE_RETRIES`].
+const STATE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(40), Duration::from_millis(320));
+
 fn backoff(attempt: u32) -> Duration {
-    let base = 20u64 << attempt.saturating_sub(1).min(4);
-    Duration::from_millis(base + fastrand::u64(0..=base))
+    STATE_BACKOFF.delay(attempt.saturating_sub(1))
 }
 
 #[cfg(test)]
