@@ -124,9 +124,9 @@ impl ChatConfig {
     /// Reads the settings from `env` (the process environment in `main`, a map in tests and locally).
     pub fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ChatConfigError> {
         let d = TurnConfig::default();
-        let region = region(&env);
-        let pregen = pregen_settings(&env)?;
-        let routing = routing(&env, &region)?;
+        let region = region(env);
+        let pregen = pregen_settings(env)?;
+        let routing = routing(env, &region)?;
         let fallback = env.nonempty("FALLBACK_MODEL_ID");
         if let Some(f) = &fallback {
             check(f).map_err(models("FALLBACK_MODEL_ID"))?;
@@ -184,7 +184,7 @@ impl ChatConfig {
                 throttle_retry_budget: env.millis("THROTTLE_RETRY_BUDGET_MS", d.failover.throttle_retry_budget)?,
                 ..d.failover
             },
-            budget: prompt_budget(&env)?,
+            budget: prompt_budget(env)?,
             compression: env.switch("COMPRESSION", d.compression)?,
             summary: SummaryConfig { model_id: summary_model, ..d.summary.clone() },
             emf: env.switch("EMF_METRICS", true)?,
@@ -206,11 +206,11 @@ impl ChatConfig {
             claim_ttl: d.claim_ttl,
             prefetch_handoff: d.prefetch_handoff,
             pregen,
-            limits: limits(&env, &d.limits)?,
+            limits: limits(env, &d.limits)?,
             turn_deadline: env.millis("TURN_DEADLINE_MS", d.turn_deadline)?,
             claim_deadline: env.millis("CLAIM_DEADLINE_MS", d.claim_deadline)?,
             store_attempts: env.parse("STORE_ATTEMPTS", d.store_attempts, "expected a count")?.max(1),
-            safety: safety_settings(&env)?,
+            safety: safety_settings(env)?,
             speculation: SpeculationConfig {
                 enabled: env.switch("TYPING_SPECULATION", true)?,
                 ttl: Duration::from_secs(env.parse(
@@ -226,7 +226,7 @@ impl ChatConfig {
             management_endpoint: env.nonempty("APIGW_MANAGEMENT_ENDPOINT"),
             route_cache: Duration::from_secs(env.parse("ROUTE_CACHE_SECS", 30, "expected seconds")?),
             prefetch_function: env.nonempty("PREFETCH_FUNCTION_NAME"),
-            sources: SourceSettings::read(&env)?,
+            sources: SourceSettings::read(env)?,
             turn,
         })
     }

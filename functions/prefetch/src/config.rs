@@ -41,10 +41,10 @@ impl PrefetchFnConfig {
             return Err(ConfigError { name: "PREFETCH_TIMEOUT_MS", value: "0".into(), reason: "expected ms >= 1" });
         }
         Ok(Self {
-            sources: SourceSettings::read(&env)?,
+            sources: SourceSettings::read(env)?,
             prefetch: PrefetchConfig { threshold, timeout, ..d },
-            pregen: pregen_settings(&env)?,
-            budget: prompt_budget(&env)?,
+            pregen: pregen_settings(env)?,
+            budget: prompt_budget(env)?,
         })
     }
 
