@@ -236,7 +236,8 @@ pub fn classify(text: &str, entities: &Entities) -> Intent {
 }
 
 /// A reference by position to the previous answer's products.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Ordinal {
     /// 1-based.
     Nth(usize),

@@ -227,6 +227,37 @@ pub enum Served {
     PregenOpening,
 }
 
+/// A leg of context assembly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Leg {
+    /// Conversation memory (recent turns and the summary, from the store).
+    Memory,
+    /// Retrieved passages.
+    Retrieval,
+    /// The prefetched cache.
+    Cache,
+    /// The product services.
+    Services,
+}
+
+impl Leg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Retrieval => "retrieval",
+            Self::Cache => "cache",
+            Self::Services => "services",
+        }
+    }
+}
+
+impl PartialEq<&str> for Leg {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// Per-leg timings of context assembly, ms (0 for a leg that did not run).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct LegTimings {
@@ -288,7 +319,7 @@ pub struct TurnMetrics {
     /// ASINs the answer named that were not in this turn's context (no card was made for them).
     pub unknown_asins: u32,
     /// Context legs served by a typing-time speculation (`retrieval`, `services`) instead of run at send.
-    pub speculated_legs: Vec<&'static str>,
+    pub speculated_legs: Vec<Leg>,
 }
 
 /// Server -> client events.

@@ -39,7 +39,7 @@ use crate::cache::Passage;
 use crate::deadline::within;
 use crate::gather::{Gathered, Reusable, focus_products};
 use crate::ids::{Asin, ConnectionId, SessionId, UserId};
-use crate::intent::{self, Entities, Intent};
+use crate::intent::{self, Entities, Intent, Ordinal};
 use crate::ports::Counter;
 use crate::ports::sources::ContextSources;
 use crate::safety::InputVerdict;
@@ -148,7 +148,7 @@ pub struct Basis {
     pub asins: Vec<Asin>,
     pub order_ids: Vec<String>,
     /// The ordinal ("the first one"), unresolved.
-    pub ordinal: Option<String>,
+    pub ordinal: Option<Ordinal>,
     /// The products the page context points at (current product, browsing history).
     pub page: Vec<Asin>,
 }
@@ -163,7 +163,7 @@ impl Basis {
             intent,
             asins: entities.asins,
             order_ids: entities.order_ids,
-            ordinal: entities.ordinal.map(|o| format!("{o:?}")),
+            ordinal: entities.ordinal,
             page: focus_products(&Entities::default(), page, 8),
         }
     }

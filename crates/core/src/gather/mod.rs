@@ -36,7 +36,7 @@ use crate::intent::{self, Entities, Intent};
 use crate::ports::Store;
 use crate::ports::sources::{ContextSources, SourceError};
 use crate::pregen::{self, Ask, PregenEntry};
-use crate::protocol::{ClientMessage, LegTimings};
+use crate::protocol::{ClientMessage, Leg, LegTimings};
 
 /// Deadlines and sizes of the context legs.
 #[derive(Debug, Clone, Copy)]
@@ -155,7 +155,7 @@ pub struct Assembled {
     /// Calls made to the sources (retrieval queries, product-service calls): the work this assembly cost.
     pub calls: SourceCalls,
     /// Legs a typing-time speculation served (`memory`, `retrieval`, `services`).
-    pub speculated: Vec<&'static str>,
+    pub speculated: Vec<Leg>,
     /// Lookups their source answered "no such thing" (an ASIN no product has): a speculation keeps them,
     /// so the message it serves does not ask again.
     pub absent: Vec<Lookup>,
@@ -208,13 +208,13 @@ fn ms(d: Duration) -> f64 {
 
 /// Runs one leg under its deadline (capped at `cap`): its value, its time, and what went wrong.
 async fn leg<T>(
-    name: &'static str,
+    name: Leg,
     deadline: Duration,
     cap: Instant,
     fut: impl Future<Output = Result<T, SourceError>>,
 ) -> (Option<T>, f64, Option<String>) {
     let start = Instant::now();
-    let res = bounded(name, (start + deadline).min(cap), fut).await;
+    let res = bounded(name.as_str(), (start + deadline).min(cap), fut).await;
     let took = ms(start.elapsed());
     match res {
         Ok(v) => (Some(v), took, None),
@@ -242,7 +242,7 @@ where
         biased;
         p = &mut prior => {
             if let Some(memory) = p.as_deref().and_then(|p| p.memory.clone()) {
-                asm.speculated.push("memory");
+                asm.speculated.push(Leg::Memory);
                 return (memory, p);
             }
             (read(asm, load.await), p)
@@ -287,7 +287,7 @@ fn take_served(
         }
     }
     // A follow-up's passages (a `Rag` lookup) are its retrieval leg.
-    let legs = [("retrieval", rag), ("services", services)];
+    let legs = [(Leg::Retrieval, rag), (Leg::Services, services)];
     out.speculated.extend(legs.into_iter().filter(|(_, on)| *on).map(|(leg, _)| leg));
     rest
 }
@@ -348,11 +348,11 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
         asm.legs.retrieval_ms = took;
         asm.errors.extend(err);
         if speculated {
-            asm.speculated.push("retrieval");
+            asm.speculated.push(Leg::Retrieval);
         } else if !follow_up {
             asm.calls.retrievals += 1;
         }
-        asm.speculated.sort_by_key(|leg| ["memory", "retrieval", "services"].iter().position(|l| l == leg));
+        asm.speculated.sort();
         asm.passages.extend(passages.iter().flatten().cloned());
         asm.retrieved = passages;
         asm.assembly_ms = ms(start.elapsed());
@@ -375,7 +375,7 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
         let mut asm = Assembled::default();
         let load = async { Ok::<_, SourceError>(Memory::load_whole(self.store, session, self.cfg.memory_turns).await) };
         // Boxed: the store's futures (the SDK's inside) are deep, and the race below polls them in place.
-        let load = Box::pin(leg("memory", self.cfg.memory, cap, load));
+        let load = Box::pin(leg(Leg::Memory, self.cfg.memory, cap, load));
         let (memory, prior) = memory_or_prior(load, prior, &mut asm).await;
         entities.resolve(memory.previous_products());
         let products = focus_products(&entities, &msg.page_context, self.cfg.max_products);
@@ -401,7 +401,7 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
     /// The retrieval leg.
     async fn retrieval(&self, query: &str, intent: Intent, cap: Instant) -> (Vec<Passage>, f64, Option<String>) {
         let search = self.sources.retrieve(query, intent, self.cfg.top_k);
-        let (v, took, err) = leg("retrieval", self.cfg.retrieval, cap, search).await;
+        let (v, took, err) = leg(Leg::Retrieval, self.cfg.retrieval, cap, search).await;
         (v.unwrap_or_default(), took, err)
     }
 
@@ -413,7 +413,7 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
         out.lookups = lookups.len();
         let mut keys: Vec<String> = lookups.iter().map(Lookup::key).collect();
         keys.extend(entry);
-        let (hits, took, err) = leg("cache", self.cfg.cache, cap, self.sources.cache_get(&keys)).await;
+        let (hits, took, err) = leg(Leg::Cache, self.cfg.cache, cap, self.sources.cache_get(&keys)).await;
         out.legs.cache_ms = took;
         out.errors.extend(err);
         let mut hits = hits.unwrap_or_else(|| vec![None; keys.len()]).into_iter();
@@ -442,8 +442,8 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
         let calls = misses.iter().map(|l| {
             // Passages come from the retriever, under its deadline; everything else from a product service.
             let (name, deadline) = match l {
-                Lookup::Rag { .. } => ("retrieval", self.cfg.retrieval),
-                _ => ("services", self.cfg.services),
+                Lookup::Rag { .. } => (Leg::Retrieval, self.cfg.retrieval),
+                _ => (Leg::Services, self.cfg.services),
             };
             leg(name, deadline, cap, self.sources.fetch(l))
         });

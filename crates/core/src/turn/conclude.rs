@@ -22,7 +22,7 @@ use crate::metrics;
 use crate::ports::sources::ContextSources;
 use crate::ports::{ConnectionSink, ModelClient, Store, TurnRecord, TurnStatus};
 use crate::pregen::{Ask, PregenEntry};
-use crate::protocol::{ProductRef, TurnMetrics};
+use crate::protocol::{Leg, ProductRef, TurnMetrics};
 use crate::safety::{Direction, KnownProducts, page_asins, policy_list, retract_message};
 
 /// What became of a finished turn's record.
@@ -219,7 +219,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             let mut emf = metrics::turn_record(m, turn.ts_ms, Some(m.assembly_ms), hit_rate, pregen_hit);
             if self.cfg.speculation.enabled {
                 // A hit: the speculation fitted the message (its context legs served it), not only its memory.
-                let hit = f64::from(u8::from(m.speculated_legs.iter().any(|l| *l != "memory")));
+                let hit = f64::from(u8::from(m.speculated_legs.iter().any(|l| *l != Leg::Memory)));
                 emf = emf.metric(metrics::SPECULATION_HIT, hit, metrics::Unit::None);
             }
             self.metrics.record(&emf);
