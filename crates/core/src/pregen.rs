@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::ids::{Asin, SessionId};
+use crate::ids::Asin;
 use crate::intent::{Entities, Intent, is_japanese};
 
 /// What pre-generation does (`PREGEN`).
@@ -97,11 +97,6 @@ pub struct PregenEntry {
 }
 
 impl PregenEntry {
-    /// `pregen:{session}:{asin}`.
-    pub fn key(session: &SessionId, asin: &Asin) -> String {
-        format!("pregen:{session}:{asin}")
-    }
-
     pub fn decode(text: &str) -> Option<Self> {
         serde_json::from_str(text).ok()
     }

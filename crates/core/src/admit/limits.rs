@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use crate::admit::session::Principal;
+use crate::cache::CounterKey;
 use crate::clock::{Clock, jst_day};
 use crate::deadline::{DeadlineExceeded, within};
 use crate::error::{ErrorCode, StoreError, chain, retry_store};
@@ -114,8 +115,8 @@ pub struct Limiter<'a, St, C> {
     pub cfg: &'a LimitConfig,
 }
 
-fn counter(user: &UserId, name: String) -> Counter {
-    Counter { user: user.clone(), name }
+fn counter(user: &UserId, key: CounterKey) -> Counter {
+    Counter::new(user, key)
 }
 
 fn flat<T>(r: Result<Result<T, StoreError>, DeadlineExceeded>) -> Result<T, StoreError> {
@@ -131,13 +132,13 @@ impl<St: Store, C: Clock> Limiter<'_, St, C> {
         let until = now + u64::try_from(slot_for.as_millis()).unwrap_or(u64::MAX / 2);
         let minute = now / MINUTE_MS;
         let (day, day_left) = jst_day(now);
-        let rate = counter(&who.user, format!("RATE#{minute}"));
-        let tokens = counter(&who.user, format!("TOKENS#{day}"));
+        let rate = counter(&who.user, CounterKey::Rate { minute });
+        let tokens = counter(&who.user, CounterKey::Tokens { jst_day: day });
         let d = self.cfg.deadline;
         let rate_limit = Some(i64::from(tier.requests_per_minute));
         let (slot, counted, spent) = tokio::join!(
             within("turn slot", d, self.store.begin_turn(conn, msg, now, until)),
-            within("rate counter", d, self.store.add_to_counter(&rate, 1, rate_limit, now / 1000 + 120)),
+            within("rate counter", d, self.store.add_to_counter(&rate, 1, rate_limit, rate.expires_at(now))),
             within("token counter", d, self.store.counter(&tokens)),
         );
         let (slot, counted, spent) = (flat(slot), flat(counted), flat(spent));
@@ -180,10 +181,9 @@ impl<St: Store, C: Clock> Limiter<'_, St, C> {
             return;
         }
         let now = self.clock.now_ms();
-        let (day, left) = jst_day(now);
-        let c = counter(&who.user, format!("TOKENS#{day}"));
+        let c = counter(&who.user, CounterKey::Tokens { jst_day: jst_day(now).0 });
         let delta = i64::try_from(tokens).unwrap_or(i64::MAX);
-        if let Err(e) = self.store.add_to_counter(&c, delta, None, (now + left) / 1000 + 3600).await {
+        if let Err(e) = self.store.add_to_counter(&c, delta, None, c.expires_at(now)).await {
             tracing::error!(code = e.code(), error = %chain(&e), tokens, "could not count the turn's tokens");
         }
     }
@@ -192,9 +192,9 @@ impl<St: Store, C: Clock> Limiter<'_, St, C> {
     /// frame is refused when the counter cannot be read: speculation is optional work.
     pub async fn admit_typing(&self, conn: &ConnectionId, who: &Principal) -> bool {
         let now = self.clock.now_ms();
-        let c = counter(&who.user, format!("TYPING#{conn}#{}", now / MINUTE_MS));
+        let c = counter(&who.user, CounterKey::Typing { conn: conn.clone(), minute: now / MINUTE_MS });
         let limit = Some(i64::from(self.cfg.typing_per_minute));
-        let add = self.store.add_to_counter(&c, 1, limit, now / 1000 + 120);
+        let add = self.store.add_to_counter(&c, 1, limit, c.expires_at(now));
         match flat(within("typing counter", self.cfg.deadline, add).await) {
             Ok(counted) => counted.is_some(),
             Err(e) => {
@@ -207,12 +207,11 @@ impl<St: Store, C: Clock> Limiter<'_, St, C> {
     /// `$connect`: counts one more open connection of the user; `false` when at the cap.
     pub async fn open_connection(&self, who: &Principal) -> bool {
         let now = self.clock.now_ms();
-        let c = counter(&who.user, "CONNS".to_owned());
+        let c = counter(&who.user, CounterKey::Connections);
         // API Gateway closes a WebSocket connection after 2 hours at most: a count that missed its
         // `$disconnect` heals when the item expires.
-        let expires = now / 1000 + 2 * 3600 + 600;
         let limit = i64::from(self.cfg.tier(who).connections);
-        match self.store.add_to_counter(&c, 1, Some(limit), expires).await {
+        match self.store.add_to_counter(&c, 1, Some(limit), c.expires_at(now)).await {
             Ok(Some(_)) => true,
             Ok(None) => false,
             Err(e) => {
@@ -225,8 +224,8 @@ impl<St: Store, C: Clock> Limiter<'_, St, C> {
     /// `$disconnect`: one connection fewer.
     pub async fn close_connection(&self, user: &UserId) {
         let now = self.clock.now_ms();
-        let c = counter(user, "CONNS".to_owned());
-        if let Err(e) = self.store.add_to_counter(&c, -1, None, now / 1000 + 2 * 3600 + 600).await {
+        let c = counter(user, CounterKey::Connections);
+        if let Err(e) = self.store.add_to_counter(&c, -1, None, c.expires_at(now)).await {
             tracing::warn!(error = %chain(&e), "could not count the connection closed");
         }
     }

@@ -36,6 +36,7 @@ use serde_json::{Map, Value};
 
 use crate::admit::session::Memory;
 use crate::cache::Passage;
+use crate::cache::{CacheKey, CounterKey};
 use crate::deadline::within;
 use crate::gather::{Gathered, Reusable, focus_products};
 use crate::ids::{Asin, ConnectionId, SessionId, UserId};
@@ -60,7 +61,8 @@ pub struct SpeculationConfig {
 
 impl Default for SpeculationConfig {
     fn default() -> Self {
-        Self { enabled: true, ttl: Duration::from_secs(60), min_similarity: 0.7, min_chars: 4 }
+        let ttl = CacheKey::Speculation(SessionId::example()).default_ttl().unwrap_or(Duration::from_secs(60));
+        Self { enabled: true, ttl, min_similarity: 0.7, min_chars: 4 }
     }
 }
 
@@ -210,7 +212,7 @@ pub struct MemorySnapshot {
 
 /// The key of a session's memory epoch marker.
 pub fn epoch_key(session: &SessionId) -> String {
-    format!("epoch:{session}")
+    CacheKey::Epoch(session.clone()).render()
 }
 
 /// The copy's memory, when the session's marker now (`current`) is the one read before the copy: no turn
@@ -257,7 +259,7 @@ pub async fn mark_stored<X: ContextSources>(
 
 impl SpeculationEntry {
     pub fn key(session: &SessionId) -> String {
-        format!("spec:{session}")
+        CacheKey::Speculation(session.clone()).render()
     }
 
     /// The entry a speculation's assembly makes; `epoch` is what [`read_epoch`] returned before it.
@@ -299,7 +301,7 @@ impl SpeculationEntry {
 
 /// The counter that orders a connection's typing frames (under its user's limit counters).
 pub fn generation_counter(user: &UserId, conn: &ConnectionId) -> Counter {
-    Counter { user: user.clone(), name: format!("TYPEGEN#{conn}") }
+    Counter::new(user, CounterKey::TypingGeneration { conn: conn.clone() })
 }
 
 /// Why an entry was not reused (the `reason` in logs and tests).

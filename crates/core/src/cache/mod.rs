@@ -17,6 +17,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod keys;
+
+pub use keys::{CacheKey, CounterKey};
+
 use crate::ids::{Asin, MessageId, UserId};
 use crate::intent::Intent;
 
@@ -36,11 +40,11 @@ pub const PROMO_PLACEMENT: &str = "manga-home";
 /// The claim that makes a retried prefetch of `message_id` a no-op (`SET NX`; its TTL outlives Lambda's
 /// async retries, see `PrefetchConfig::claim_ttl`).
 pub fn prefetch_claim(message_id: &MessageId) -> String {
-    format!("prefetch:{message_id}")
+    CacheKey::PrefetchClaim(message_id.clone()).render()
 }
 
 /// One cache entry, named by what it holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Lookup {
     Product(Asin),
     Review(Asin),
@@ -58,6 +62,18 @@ pub enum Lookup {
 }
 
 impl Lookup {
+    /// One of each kind.
+    pub fn examples() -> Vec<Self> {
+        let (asin, user) = (Asin::example(), UserId::example());
+        vec![
+            Self::Product(asin.clone()),
+            Self::Review(asin.clone()),
+            Self::Reco { user, asin: asin.clone() },
+            Self::Promo,
+            Self::Rag { intent: Intent::ProductQuestion, asin },
+        ]
+    }
+
     pub fn key(&self) -> String {
         match self {
             Self::Product(a) => format!("product:{a}"),

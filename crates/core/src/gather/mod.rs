@@ -28,6 +28,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::admit::session::Memory;
+use crate::cache::CacheKey;
 use crate::cache::Lookup;
 use crate::cache::Passage;
 use crate::deadline::{bounded, within};
@@ -385,7 +386,7 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
         }
         let ask = pregen::ask(&msg.text, intent, &entities);
         let entry = match (&ask, self.cfg.pregen) {
-            (Ask::Overview(a) | Ask::Specific(a), true) => Some(PregenEntry::key(session, a)),
+            (Ask::Overview(a) | Ask::Specific(a), true) => Some(CacheKey::Pregen(session.clone(), a.clone()).render()),
             _ => None,
         };
         asm.ask = Some(ask);

@@ -9,6 +9,7 @@ use std::future::Future;
 
 use bytes::Bytes;
 
+use crate::cache::CounterKey;
 use crate::error::{ModelError, SinkError, StoreError};
 use crate::ids::{Asin, ConnectionId, MessageId, SessionId, UserId};
 use crate::intent::Intent;
@@ -212,12 +213,22 @@ pub enum Claim {
     Duplicate,
 }
 
-/// One of a user's counters (`LIMIT#<user>` / `<name>`): requests in a rate window, tokens of a day, open
-/// connections.
+/// One of a user's counters: whose, and what it counts ([`CounterKey`]; each store renders its own key).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Counter {
     pub user: UserId,
-    pub name: String,
+    pub key: CounterKey,
+}
+
+impl Counter {
+    pub fn new(user: &UserId, key: CounterKey) -> Self {
+        Self { user: user.clone(), key }
+    }
+
+    /// When the counter may expire, Unix seconds, for a write at `now_ms`.
+    pub fn expires_at(&self, now_ms: u64) -> u64 {
+        now_ms / 1000 + self.key.ttl_from(now_ms).as_secs()
+    }
 }
 
 /// Conversation state: connections, sessions and their owners, message-id claims, turns, and the users'

@@ -12,6 +12,7 @@ use crate::ahead::prefetch::{Exchange, PrefetchJob, PrefetchQueue};
 use crate::ahead::speculate;
 use crate::answer::relay::{RelayEnd, RelayOutcome};
 use crate::answer::serve::{Serving, Streamed};
+use crate::cache::CacheKey;
 use crate::clock::Clock;
 use crate::deadline::best_effort;
 use crate::error::{chain, retry_store};
@@ -235,7 +236,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         };
         let mark_served = async {
             if let (Serving::Pregen(entry), Some(Ask::Overview(asin))) = (serving, &gathered.context.ask) {
-                let key = PregenEntry::key(&turn.session, asin);
+                let key = CacheKey::Pregen(turn.session.clone(), asin.clone()).render();
                 let served = PregenEntry { served: true, ..entry.clone() }.encode();
                 let set = self.sources.cache_set(&key, &served, self.cfg.pregen.ttl);
                 if best_effort("pregen mark", self.cfg.context.cache, set).await.is_none() {

@@ -95,9 +95,8 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         }
         // This partial's generation: a newer one of the connection supersedes it.
         let generations = generation_counter(&who.user, conn);
-        let expires = self.clock.now_ms() / 1000 + 3 * 3600;
         let bound = self.cfg.limits.deadline;
-        let bump = self.store.add_to_counter(&generations, 1, None, expires);
+        let bump = self.store.add_to_counter(&generations, 1, None, generations.expires_at(self.clock.now_ms()));
         // The memory epoch is read before memory: a turn stored after this read changes it.
         let epoch = speculate::read_epoch(&self.sources, self.cfg.context.cache, &session);
         let (bumped, epoch) = tokio::join!(within("typing generation", bound, bump), epoch);

@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::PrefetchJob;
+use crate::cache::CacheKey;
 use crate::cache::Lookup;
 use crate::cache::Passage;
 use crate::clock::Clock;
@@ -92,7 +93,7 @@ impl<M: ModelClient, C: Clock> Pregenerate for Pregenerator<M, C> {
         let gone: Vec<&Asin> = job.previous_products.iter().filter(|a| !targets.contains(a)).collect();
         // One read: each target's product, reviews, passages and entry, and the entries now out of reach.
         let mut keys: Vec<String> = targets.iter().flat_map(|a| facts_keys(job, a)).collect();
-        keys.extend(gone.iter().map(|a| PregenEntry::key(&job.session_id, a)));
+        keys.extend(gone.iter().map(|a| CacheKey::Pregen(job.session_id.clone(), (*a).clone()).render()));
         let cached = match bounded("pregen cache", deadline, sources.cache_get(&keys)).await {
             Ok(v) => v,
             Err(e) => {
@@ -141,7 +142,7 @@ fn facts_keys(job: &PrefetchJob, asin: &Asin) -> [String; 4] {
         Lookup::Product(asin.clone()).key(),
         Lookup::Review(asin.clone()).key(),
         Lookup::Rag { intent: Intent::ProductQuestion, asin: asin.clone() }.key(),
-        PregenEntry::key(&job.session_id, asin),
+        CacheKey::Pregen(job.session_id.clone(), asin.clone()).render(),
     ]
 }
 
@@ -189,7 +190,7 @@ impl<M: ModelClient, C: Clock> Pregenerator<M, C> {
         let (Some(product), reviews, rag) = (product?, reviews?, rag?) else { return Ok(Outcome::Skipped) };
         let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap_or_default();
         let print = fingerprint(&parse(&product), reviews.as_deref().map(parse).as_ref());
-        let key = PregenEntry::key(&job.session_id, asin);
+        let key = CacheKey::Pregen(job.session_id.clone(), asin.clone()).render();
         if f.entry.as_deref().and_then(PregenEntry::decode).is_some_and(|e| e.fingerprint == print) {
             return Ok(Outcome::Kept(key));
         }
