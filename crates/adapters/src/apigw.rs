@@ -31,10 +31,7 @@ impl ConnectionSink for ApiGatewaySink {
         Err(match &err {
             SdkError::ServiceError(se) if se.err().is_gone_exception() => SinkError::Gone,
             SdkError::ServiceError(se) if se.err().is_limit_exceeded_exception() => SinkError::Retryable(Box::new(err)),
-            SdkError::ServiceError(se) if se.raw().status().is_server_error() => SinkError::Retryable(Box::new(err)),
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-                SinkError::Retryable(Box::new(err))
-            }
+            _ if crate::sdk::is_transient(&err) => SinkError::Retryable(Box::new(err)),
             _ => SinkError::Fatal(Box::new(err)),
         })
     }

@@ -137,9 +137,7 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            ModelError::Unavailable(boxed(err))
-        }
+        _ if crate::sdk::is_transport(&err) => ModelError::Unavailable(boxed(err)),
         SdkError::ServiceError(se) => {
             let e = se.err();
             if e.is_throttling() {

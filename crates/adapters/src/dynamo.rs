@@ -61,11 +61,7 @@ where
         err.code(),
         Some("ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded")
     );
-    let unavailable = match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(se) => se.raw().status().is_server_error(),
-        _ => false,
-    };
+    let unavailable = crate::sdk::is_transient(&err);
     if throttled {
         StoreError::Throttled(Box::new(err))
     } else if unavailable {

@@ -5,6 +5,20 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+
+/// The one rule for "may the same request succeed if sent again", for every SDK client: the request never
+/// got an answer (timed out, could not be sent, or its response could not be read). Any response type, an
+/// event stream's included; [`is_transient`] adds the service's own 5xx.
+pub fn is_transport<E, R>(err: &SdkError<E, R>) -> bool {
+    matches!(err, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_))
+}
+
+/// A transport failure ([`is_transport`]) or a 5xx answer: worth another attempt.
+pub fn is_transient<E>(err: &SdkError<E, HttpResponse>) -> bool {
+    is_transport(err) || matches!(err, SdkError::ServiceError(se) if se.raw().status().is_server_error())
+}
 
 /// Loads region, credentials and endpoint overrides from the environment (the standard chain).
 pub async fn load() -> SdkConfig {
