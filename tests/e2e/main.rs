@@ -7,6 +7,7 @@
 mod auth;
 mod browser;
 mod compression;
+mod connections;
 mod context;
 mod deploy;
 mod guards;

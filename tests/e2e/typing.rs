@@ -242,6 +242,7 @@ async fn the_handler_answers_a_typing_event_with_200_and_posts_nothing() {
     let app = App {
         engine: Engine::new(BedrockModel::new(&sdk), dynamo(&moto).await, SystemClock, TurnConfig::default()),
         sinks: ApiGatewaySinks::new(sdk, Some(endpoint)),
+        warm: mangaassist_adapters::warm::Warmer::default(),
     };
     let event = |name: &str| -> LambdaEvent<ApiGatewayWebsocketProxyRequest> {
         let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));

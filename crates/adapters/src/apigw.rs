@@ -37,6 +37,20 @@ impl ConnectionSink for ApiGatewaySink {
     }
 }
 
+impl ApiGatewaySink {
+    /// Opens (or reuses) the pooled connection to this stage's management endpoint: `GetConnection` of an id
+    /// no connection has. API Gateway answers `GoneException` (410), or `AccessDenied` (403) to a role allowed
+    /// only `POST @connections`; any answer leaves the connection in the pool, only a transport failure is an
+    /// error.
+    pub async fn warm(&self) -> Result<(), SinkError> {
+        use aws_sdk_apigatewaymanagement::error::SdkError;
+        match self.client.get_connection().connection_id("warm-up").send().await {
+            Ok(_) | Err(SdkError::ServiceError(_)) => Ok(()),
+            Err(e) => Err(SinkError::Retryable(Box::new(e))),
+        }
+    }
+}
+
 /// Builds and caches one [`ApiGatewaySink`] per management endpoint.
 #[derive(Debug)]
 pub struct ApiGatewaySinks {

@@ -55,8 +55,9 @@ pub const CLAUDE_HAIKU_4_5: &str = "anthropic.claude-haiku-4-5-20251001-v1:0";
 /// Amazon Nova 2 Lite: the small fast model for simple intents and summaries.
 pub const NOVA_2_LITE: &str = "amazon.nova-2-lite-v1:0";
 
-/// The capability table. Facts checked on 2026-12-02 against the pages named in `source`; a fact that could
-/// not be verified is recorded as "not offered", so no lever is ever sent on a guess.
+/// The capability table. Facts checked on 2026-12-02 against the pages named in `source` (the fast models
+/// callable from ap-northeast-1 again on 2026-12-04: no Claude Haiku newer than 4.5 was found); a fact that
+/// could not be verified is recorded as "not offered", so no lever is ever sent on a guess.
 pub const FAMILIES: &[Family] = &[
     Family {
         name: "Claude Haiku 4.5",
@@ -91,7 +92,9 @@ pub const FAMILIES: &[Family] = &[
         latency_optimized: false,
         priority_tier: false,
         source: "Bedrock model card model-card-amazon-nova-micro; Nova user guide invoke.html (prefill); \
-                 prompt-caching table (1K, 1,536 in AWS's agent toolkit: the larger is used)",
+                 prompt-caching table (1K, 1,536 in AWS's agent toolkit: the larger is used); from ap-northeast-1 \
+                 only through the apac. profile (batch-inference-supported table; apac.amazon.nova-micro-v1:0 \
+                 listed in ap-northeast-1): requests leave Japan, no jp. profile found",
     },
     Family {
         name: "Amazon Nova Lite",
@@ -101,7 +104,8 @@ pub const FAMILIES: &[Family] = &[
         cache_min_tokens: Some(1536),
         latency_optimized: false,
         priority_tier: false,
-        source: "Bedrock model card model-card-amazon-nova-lite; Nova user guide invoke.html; prompt-caching table",
+        source: "Bedrock model card model-card-amazon-nova-lite; Nova user guide invoke.html; prompt-caching table; \
+                 from ap-northeast-1 only through the apac. profile (batch-inference-supported table)",
     },
     Family {
         name: "Amazon Nova Pro",

@@ -14,7 +14,8 @@ use chat::handler::{App, handle};
 use lambda_runtime::LambdaEvent;
 use mangaassist_adapters::apigw::ApiGatewaySinks;
 use mangaassist_adapters::auth::verify::Verifier;
-use mangaassist_adapters::bedrock::BedrockModel;
+use mangaassist_adapters::bedrock::{BedrockModel, StreamOpen};
+use mangaassist_adapters::warm::Warmer;
 use mangaassist_core::clock::SystemClock;
 use mangaassist_core::ports::Store;
 use mangaassist_core::prefetch::{PrefetchConfig, Prefetcher, Pregenerator};
@@ -75,6 +76,11 @@ pub struct SystemOptions {
     pub prefetch: bool,
     /// `ALLOW_GUESTS` of the local authorizer and token endpoint (on by default).
     pub allow_guests: bool,
+    /// The chat function's connection warm-up (`WARM_CONNECTIONS`): the Bedrock connection opened at start,
+    /// refreshed on `$connect` and `typing` after `idle` without traffic. Off by default.
+    pub warm: Option<std::time::Duration>,
+    /// How the chat function opens a Bedrock stream (`BEDROCK_FIRST_BYTE_MS`): the production default.
+    pub stream_open: StreamOpen,
 }
 
 impl Default for SystemOptions {
@@ -88,6 +94,8 @@ impl Default for SystemOptions {
             sources: SourceLatency::default(),
             prefetch: false,
             allow_guests: true,
+            warm: None,
+            stream_open: StreamOpen::default(),
         }
     }
 }
@@ -235,12 +243,19 @@ pub async fn start_full<St: Store + 'static, K: Cache + 'static>(
         let prefetcher = Prefetcher::new(sources, MemoryTransitions::default(), PrefetchConfig::default());
         Arc::new(EmbeddedQueue::new(prefetcher.with_pregen(pregen)))
     });
+    let model = BedrockModel::new(&sdk).with_stream_open(opts.stream_open);
+    let warm = match opts.warm {
+        Some(idle) => Warmer::default().with_idle(idle).with_bedrock(model.clone()),
+        None => Warmer::default(),
+    };
+    warm.warm_all(None).await;
     let app = Arc::new(App {
-        engine: Engine::new(BedrockModel::new(&sdk), store, SystemClock, opts.turn)
+        engine: Engine::new(model, store, SystemClock, opts.turn)
             .with_sources(Sources { retriever: retriever.clone(), products: services.clone(), cache })
             .with_prefetch(prefetch.clone())
             .with_routes(routes),
         sinks: ApiGatewaySinks::new(sdk, Some(management)),
+        warm,
     });
     let issuer = Arc::new(LocalIssuer::new(gw_addr, opts.allow_guests)?);
     let authorizer = in_process_authorizer(Arc::new(issuer.verifier()));

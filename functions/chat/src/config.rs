@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use mangaassist_adapters::bedrock::StreamOpen;
 pub use mangaassist_adapters::env::ConfigError;
 use mangaassist_adapters::env::{
     Env, SourceSettings, pregen_settings, process_env, prompt_budget, region, safety_settings,
@@ -37,6 +38,30 @@ pub struct ChatConfig {
     /// The prefetch function invoked asynchronously after each answer (`PREFETCH_FUNCTION_NAME`).
     pub prefetch_function: Option<String>,
     pub turn: TurnConfig,
+    pub connections: ConnectionSettings,
+}
+
+/// How the hot-path connections are kept (see `mangaassist_adapters::warm` and `::bedrock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// `BEDROCK_FIRST_BYTE_MS` (default 2000; 0: no deadline and no retry on a fresh connection).
+    pub stream_open: StreamOpen,
+    /// `WARM_CONNECTIONS` (default true): open the connections at init, refresh them on `$connect` and
+    /// `typing` after `WARM_IDLE_MS` (default 20000) of idle.
+    pub warm: bool,
+    pub warm_idle: Duration,
+}
+
+impl ConnectionSettings {
+    fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let d = StreamOpen::default();
+        let first_byte = env.millis("BEDROCK_FIRST_BYTE_MS", d.first_byte.unwrap_or_default())?;
+        Ok(Self {
+            stream_open: StreamOpen { first_byte: (!first_byte.is_zero()).then_some(first_byte), ..d },
+            warm: env.parse("WARM_CONNECTIONS", true, "expected true or false")?,
+            warm_idle: env.millis("WARM_IDLE_MS", mangaassist_adapters::warm::DEFAULT_IDLE)?,
+        })
+    }
 }
 
 /// Why the chat function cannot start.
@@ -228,6 +253,7 @@ impl ChatConfig {
             prefetch_function: env.nonempty("PREFETCH_FUNCTION_NAME"),
             sources: SourceSettings::read(env)?,
             turn,
+            connections: ConnectionSettings::read(&env)?,
         })
     }
 
