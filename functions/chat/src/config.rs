@@ -253,7 +253,7 @@ impl ChatConfig {
             prefetch_function: env.nonempty("PREFETCH_FUNCTION_NAME"),
             sources: SourceSettings::read(env)?,
             turn,
-            connections: ConnectionSettings::read(&env)?,
+            connections: ConnectionSettings::read(env)?,
         })
     }
 
