@@ -243,7 +243,7 @@ async fn the_demo_page_streams_an_answer_with_cards_and_a_waterfall_in_chromium(
         eprintln!("SKIPPED: no chromedriver on PATH; install with `apt-get install -y chromium chromium-driver`");
         return;
     };
-    // What `serve --latency fast` runs (crates/local/src/main.rs), on ephemeral ports.
+    // What `serve --latency fast` runs (crates/cli/src/main.rs), on ephemeral ports.
     let mut opts = SystemOptions { prefetch: true, ..SystemOptions::default() };
     opts.emulator.latency = LatencyModel::fast();
     let system = start(MemoryStore::default(), opts).await.unwrap();

@@ -20,6 +20,7 @@ use mangaassist_core::ports::Store;
 use mangaassist_core::prefetch::{PrefetchConfig, Prefetcher, Pregenerator};
 use mangaassist_core::prompt::Prompter;
 use mangaassist_core::routes::Routes;
+use mangaassist_core::safety::{GuardrailRef, SafetyConfig};
 use mangaassist_core::sources::Cache;
 use mangaassist_core::sources::Sources;
 use mangaassist_core::turn::{Engine, TurnConfig};
@@ -90,6 +91,19 @@ impl Default for SystemOptions {
             allow_guests: true,
         }
     }
+}
+
+/// The guardrail the local system uses (the emulator applies its documented policy to any id).
+pub fn local_guardrail() -> GuardrailRef {
+    GuardrailRef { id: "mangaassistlocal".to_owned(), version: "1".to_owned() }
+}
+
+/// Guardrails on the answer, on the input and on pre-generated answers, as the template deploys them
+/// (`serve --guardrail on`, the guardrail bench, the safety tests).
+pub fn with_guardrails(opts: &mut SystemOptions) {
+    let g = Some(local_guardrail());
+    opts.turn.safety = SafetyConfig { output: g.clone(), input: g.clone(), ..SafetyConfig::default() };
+    opts.turn.pregen.guardrail = g;
 }
 
 /// A running local system.

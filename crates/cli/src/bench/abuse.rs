@@ -30,9 +30,9 @@ use tokio::time::Instant;
 use super::capacity::{CapacityReport, capacity, held_out_conversations};
 use super::stats::{Pcts, pcts, write_json};
 use super::{Conversation, builtin_conversations};
-use crate::client::ChatClient;
-use crate::faults::{FaultyStore, StoreFaults};
-use crate::system::{LocalSystem, SourceLatency, SystemOptions, start_full};
+use mangaassist_local::client::ChatClient;
+use mangaassist_local::faults::{FaultyStore, StoreFaults};
+use mangaassist_local::system::{LocalSystem, SourceLatency, SystemOptions, start_full};
 
 /// What `bench --scenario abuse` reports (`--json` keys).
 #[derive(Debug, Clone, Serialize)]
