@@ -18,6 +18,7 @@ mod routing;
 mod safety;
 mod signing;
 mod sources;
+mod store;
 mod template;
 mod throughput;
 mod turns;

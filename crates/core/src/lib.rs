@@ -42,6 +42,9 @@
 //! - [`prefetch`]: speculative prefetch: next-intent prediction (prior, then learned) and cache filling.
 //! - [`metrics`]: CloudWatch Embedded Metric Format records of a turn; the one list of metric names.
 //! - [`turn`]: the pipeline of one chat turn, from frame to stored answer ([`turn::Engine`]).
+//!
+//! Beside them, for tests only (this crate's, and others' with the `testkit` feature): `testkit`, fakes of
+//! every port with scripted behaviour, record fixtures, and the `Store` contract suite.
 
 pub mod clock;
 pub mod compress;
@@ -68,6 +71,8 @@ pub mod session;
 pub mod sources;
 pub mod speculate;
 pub mod summary;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod throughput;
 pub mod tokenizer;
 pub mod turn;
