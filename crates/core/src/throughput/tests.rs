@@ -2,10 +2,11 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::*;
 use crate::error::StoreError;
+use crate::testkit::TestClock;
 
 // 2026-11-28 in JST, as Unix ms.
 const JST_0859: u64 = 1_795_823_940_000;
@@ -13,14 +14,6 @@ const JST_0900: u64 = 1_795_824_000_000;
 const JST_2259: u64 = 1_795_874_340_000;
 const JST_2300: u64 = 1_795_874_400_000;
 const MINUTE: u64 = 60_000;
-
-struct FixedClock(AtomicU64);
-
-impl Clock for FixedClock {
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 #[derive(Default)]
 struct Fake {
@@ -126,7 +119,7 @@ impl ThroughputStateStore for FakeStore {
     }
 }
 
-type Rec = Reconciler<FakeControl, FakeStore, FixedClock>;
+type Rec = Reconciler<FakeControl, FakeStore, TestClock>;
 
 fn reconciler(now: u64) -> Rec {
     let spec = ThroughputSpec {
@@ -135,11 +128,11 @@ fn reconciler(now: u64) -> Rec {
         model_units: 1,
         commitment: None,
     };
-    Reconciler::new(FakeControl::default(), FakeStore::default(), FixedClock(AtomicU64::new(now)), spec)
+    Reconciler::new(FakeControl::default(), FakeStore::default(), TestClock::at(now), spec)
 }
 
 fn at(r: &Rec, now: u64) {
-    r.clock.0.store(now, Ordering::SeqCst);
+    r.clock.set(now);
 }
 
 #[test]
