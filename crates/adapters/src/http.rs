@@ -195,10 +195,14 @@ mod tests {
     }
 
     #[test]
-    fn retry_delays_stay_under_their_cap() {
+    fn retry_delays_are_full_jitter_under_a_ceiling_that_doubles_up_to_the_cap() {
         let r = Retry { attempts: 5, base_delay: Duration::from_millis(10), max_delay: Duration::from_millis(30) };
-        for n in 0..10 {
-            assert!(r.delay(n) <= Duration::from_millis(30));
+        for (n, ceiling) in [(0, 10), (1, 20), (2, 30), (9, 30)] {
+            let ceiling = Duration::from_millis(ceiling);
+            let delays: Vec<Duration> = (0..500).map(|_| r.delay(n)).collect();
+            assert!(delays.iter().all(|d| *d <= ceiling), "retry {n}: over {ceiling:?}");
+            // It does wait: the draws reach the top of their range (1 in 10^60 that 500 draws miss it).
+            assert!(delays.iter().any(|d| *d >= ceiling * 3 / 4), "retry {n}: none near {ceiling:?}");
         }
     }
 

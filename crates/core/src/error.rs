@@ -183,3 +183,36 @@ pub fn chain(err: &(dyn StdError + 'static)) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_write_is_retried_after_a_jittered_backoff_that_doubles_and_only_when_retryable() {
+        let ms = Duration::from_millis;
+        for _ in 0..20 {
+            let mut at = Vec::new();
+            let res = retry_store("turn", 3, || {
+                at.push(Instant::now());
+                let n = at.len();
+                async move { if n < 3 { Err(StoreError::Unavailable("503".into())) } else { Ok(n) } }
+            })
+            .await;
+            assert_eq!(res.unwrap(), 3);
+            let waits = [at[1] - at[0], at[2] - at[1]];
+            assert!((ms(25)..=ms(50)).contains(&waits[0]), "first wait {:?}", waits[0]);
+            assert!((ms(50)..=ms(100)).contains(&waits[1]), "second wait {:?}", waits[1]);
+        }
+        let mut calls = 0;
+        let res: Result<(), _> = retry_store("turn", 3, || {
+            calls += 1;
+            async { Err(StoreError::Other("validation".into())) }
+        })
+        .await;
+        assert!(res.is_err());
+        assert_eq!(calls, 1, "a final error is not retried");
+    }
+}

@@ -489,6 +489,28 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_failed_post_is_retried_after_a_jittered_backoff_that_doubles_then_given_up() {
+        let (c, _) = ids();
+        let ms = Duration::from_millis;
+        let retryable = || SinkError::Retryable("throttled".into());
+        for _ in 0..20 {
+            let sink = RecordingSink::new().failing(0..2, retryable);
+            post_with_retry(&sink, &c, Bytes::from_static(b"{}"), &RelayConfig::default()).await.unwrap();
+            let at = sink.posted_at();
+            let waits = [at[1] - at[0], at[2] - at[1]];
+            assert!((ms(10)..=ms(20)).contains(&waits[0]), "first wait {:?}", waits[0]);
+            assert!((ms(20)..=ms(40)).contains(&waits[1]), "second wait {:?}", waits[1]);
+            assert_eq!(sink.frames().len(), 1);
+        }
+        let sink = RecordingSink::new().failing(0..3, retryable);
+        let res = post_with_retry(&sink, &c, Bytes::from_static(b"{}"), &RelayConfig::default()).await;
+        assert!(matches!(res, Err(SinkError::Retryable(_))) && sink.posts() == 3, "three attempts, then the error");
+        let gone = RecordingSink::new().gone_from(0);
+        let res = post_with_retry(&gone, &c, Bytes::from_static(b"{}"), &RelayConfig::default()).await;
+        assert!(matches!(res, Err(SinkError::Gone)) && gone.posts() == 1, "a gone client is not retried");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_silent_model_times_out() {
         let (c, m) = ids();
         let mut s = ScriptedStream::tokens(2, Duration::from_secs(60));

@@ -363,6 +363,25 @@ mod tests {
         assert!(at[4] <= cfg.throttle_retry_budget);
     }
 
+    #[test]
+    fn throttle_waits_are_full_jitter_under_a_ceiling_that_doubles_up_to_its_cap() {
+        let cfg = FailoverConfig { throttle_retry_budget: Duration::from_secs(60), ..FailoverConfig::default() };
+        for (retries, ceiling) in [(0, 50), (1, 100), (2, 200), (3, 400), (7, 400)] {
+            let ceiling = Duration::from_millis(ceiling);
+            let waits: Vec<Duration> = (0..500)
+                .map(|_| match cfg.next(&throttled(), 3, retries, Duration::ZERO) {
+                    Next::Backoff(w) => w,
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert!(waits.iter().all(|w| *w <= ceiling), "retry {retries}: over {ceiling:?}");
+            // It does wait: the draws reach the top of their range (1 in 10^60 that 500 draws miss it).
+            assert!(waits.iter().any(|w| *w >= ceiling * 3 / 4), "retry {retries}: none near {ceiling:?}");
+            let mean = waits.iter().sum::<Duration>() / 500;
+            assert!(mean >= ceiling * 2 / 5 && mean <= ceiling * 3 / 5, "retry {retries}: mean {mean:?}");
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_throttle_that_outlasts_the_budget_is_the_turns_error() {
         let model = refusing(std::iter::repeat_with(throttled).take(1000));

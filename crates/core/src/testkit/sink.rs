@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
+use tokio::time::Instant;
 
 use super::lock;
 use crate::error::SinkError;
@@ -18,7 +19,7 @@ use crate::ports::ConnectionSink;
 #[derive(Default)]
 pub struct RecordingSink {
     frames: Mutex<Vec<(ConnectionId, Bytes)>>,
-    posts: Mutex<usize>,
+    posts: Mutex<Vec<Instant>>,
     delay: Duration,
     gone_from: Option<usize>,
     failing: Option<Failing>,
@@ -96,7 +97,12 @@ impl RecordingSink {
 
     /// Posts attempted, accepted or not.
     pub fn posts(&self) -> usize {
-        *lock(&self.posts)
+        lock(&self.posts).len()
+    }
+
+    /// When each post was attempted (tokio's clock: exact under a paused runtime), accepted or not.
+    pub fn posted_at(&self) -> Vec<Instant> {
+        lock(&self.posts).clone()
     }
 }
 
@@ -106,12 +112,12 @@ fn parse(frame: &Bytes) -> Value {
 
 impl ConnectionSink for RecordingSink {
     async fn post(&self, conn: &ConnectionId, frame: Bytes) -> Result<(), SinkError> {
-        tokio::time::sleep(self.delay).await;
         let n = {
             let mut posts = lock(&self.posts);
-            *posts += 1;
-            *posts - 1
+            posts.push(Instant::now());
+            posts.len() - 1
         };
+        tokio::time::sleep(self.delay).await;
         if self.gone_from.is_some_and(|g| n >= g) {
             return Err(SinkError::Gone);
         }

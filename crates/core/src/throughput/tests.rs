@@ -448,3 +448,12 @@ async fn scaling_down_during_a_replacement_deletes_both() {
     assert_eq!((down.state.route(), down.state.replacement_arn.as_deref()), (None, None));
     assert!(r.control.with(|f| f.pts.is_empty()));
 }
+
+#[test]
+fn state_write_retries_wait_within_a_band_that_doubles() {
+    for (attempt, low) in [(1, 20), (2, 40), (3, 80)] {
+        let waits: Vec<u64> = (0..200).map(|_| u64::try_from(backoff(attempt).as_millis()).unwrap()).collect();
+        assert!(waits.iter().all(|w| (low..=2 * low).contains(w)), "attempt {attempt}: {waits:?}");
+        assert!(waits.iter().any(|w| *w >= low * 3 / 2), "attempt {attempt}: jittered across the band");
+    }
+}
