@@ -47,6 +47,7 @@ pub async fn chat(
 
 /// One message: the answer streams to stdout; then one line of figures and the products' titles on stderr
 /// (so `> file` keeps only the answer). With `json`, every event of the turn as it arrived, on stdout.
+#[expect(clippy::disallowed_methods, reason = "the answer streams to stdout, so `> file` keeps only the answer")]
 async fn chat_turn(
     client: &mut ChatClient,
     url: &str,

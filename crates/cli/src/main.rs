@@ -182,6 +182,7 @@ fn relay_modes(r: Relay) -> Vec<RelayMode> {
     }
 }
 
+#[expect(clippy::print_stdout, reason = "the addresses to connect to are what `serve` prints")]
 async fn serve(
     listen: SocketAddr,
     bedrock_listen: SocketAddr,
@@ -294,6 +295,10 @@ fn bench_settings(cmd: &Cmd) -> Vec<(String, String)> {
     v
 }
 
+#[expect(
+    clippy::print_stdout,
+    reason = "`token` and `create-table` print their result, `bench --scenario capacity` its table"
+)]
 async fn run(cmd: Cmd, rec: &Recorder) -> anyhow::Result<()> {
     match cmd {
         Cmd::Serve { listen, bedrock_listen, latency, relay, guardrail } => {
@@ -324,7 +329,8 @@ async fn run(cmd: Cmd, rec: &Recorder) -> anyhow::Result<()> {
                     anyhow::bail!("--scenario typing takes --guardrail on or off")
                 }
             };
-            bench::typing::typing(quick, conversations, guardrails, json, rec).await
+            // Boxed: two systems replaying side by side make a ~25 KB future.
+            Box::pin(bench::typing::typing(quick, conversations, guardrails, json, rec)).await
         }
         Cmd::Bench { guardrail: Some(run), quick, json, .. } => {
             bench::guardrail::guardrail(run, quick, json, rec).await

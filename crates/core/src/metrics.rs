@@ -280,6 +280,7 @@ impl Emf {
     /// Writes the record to stdout as one line, which Lambda ships to CloudWatch Logs. The line is written
     /// under the stdout lock in one call, so it never interleaves with log lines. A failed write is
     /// ignored: a lost metric must not fail a turn, and there is nowhere else to report it.
+    #[expect(clippy::disallowed_methods, reason = "the EMF writer: stdout is where Lambda's EMF records go")]
     pub fn emit(&self) {
         let mut line = self.to_json();
         line.push('\n');

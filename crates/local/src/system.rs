@@ -216,6 +216,17 @@ pub async fn start_full<St: Store + 'static, K: Cache + 'static>(
     opts: SystemOptions,
     routes: Routes,
 ) -> anyhow::Result<LocalSystem<St, K>> {
+    // Boxed: starting the emulators and loading the SDK config make a ~17 KB future, which every caller
+    // (each test, each bench scenario) would otherwise hold inline.
+    Box::pin(start_unboxed(store, cache, opts, routes)).await
+}
+
+async fn start_unboxed<St: Store + 'static, K: Cache + 'static>(
+    store: St,
+    cache: K,
+    opts: SystemOptions,
+    routes: Routes,
+) -> anyhow::Result<LocalSystem<St, K>> {
     let catalog = Arc::new(Catalog::default());
     let retriever = Arc::new(
         EmbeddedRetriever::build(&catalog)

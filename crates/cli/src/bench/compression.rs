@@ -60,6 +60,7 @@ const PASSES: usize = 3;
 
 /// Raw vs compressed tokens, compression ratio and CPU time per compression over a corpus; optionally the
 /// end-to-end TTFT with compression on and off.
+#[expect(clippy::print_stdout, reason = "the scenario's tables are the command's output (progress goes to stderr)")]
 pub async fn compression(opts: CompressionOptions, rec: &Recorder) -> anyhow::Result<()> {
     use mangaassist_core::compress::{CompressInput, PromptBudget, PromptCompressor, raw_tokens};
     use mangaassist_core::intent::{self, Intent};

@@ -14,6 +14,7 @@ use mangaassist_local::system::{SystemOptions, start};
 
 /// Sequential vs parallel context assembly over the same turns, with the design's latency profile
 /// (memory 50 ms, retrieval 200 ms, product services 100 ms; classification here takes microseconds).
+#[expect(clippy::print_stdout, reason = "the scenario's tables are the command's output (progress goes to stderr)")]
 pub async fn context(quick: bool, json_path: Option<PathBuf>, rec: &Recorder) -> anyhow::Result<()> {
     use mangaassist_local::system::SourceLatency;
     let script = builtin_conversations();

@@ -214,6 +214,7 @@ pub async fn run(
 }
 
 /// Prints runs as a Markdown table.
+#[expect(clippy::print_stdout, reason = "the runs' table is the command's output (progress goes to stderr)")]
 pub fn print_table(runs: &[RunReport]) {
     println!(
         "| relay | conc | turns | err | ttft p50/p95/p99 ms | model ttft p50/p95/p99 ms | overhead p50/p95/p99 ms | total p50/p95/p99 ms | frames/turn | out tok/turn |"

@@ -169,6 +169,7 @@ struct ExpectReport {
 }
 
 /// Runs the follow-ups three ways and prints and writes the report.
+#[expect(clippy::print_stdout, reason = "the scenario's tables are the command's output (progress goes to stderr)")]
 pub async fn followups(
     quick: bool,
     script: Option<PathBuf>,

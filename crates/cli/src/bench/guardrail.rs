@@ -80,6 +80,7 @@ async fn converse(
 /// Runs the held conversations `rounds` times with the chosen settings; prints the table and, with `json`,
 /// writes `ttft_ms_off`, `ttft_ms_on`, `total_ms_off`, `total_ms_on` ({p50,p95,p99}), the differences,
 /// the input checks and interventions.
+#[expect(clippy::print_stdout, reason = "the scenario's table is the command's output (progress goes to stderr)")]
 pub async fn guardrail(
     run: GuardrailRun,
     quick: bool,

@@ -182,6 +182,7 @@ fn report(turns: &[(f64, f64, u64, String)]) -> IntentReport {
 }
 
 /// Runs every variant and prints per-intent tables and the criteria.
+#[expect(clippy::print_stdout, reason = "the scenario's tables are the command's output (progress goes to stderr)")]
 pub async fn models(quick: bool, json_path: Option<PathBuf>, rec: &Recorder) -> anyhow::Result<()> {
     let rounds = if quick { 1 } else { 3 };
     let mut by_variant: BTreeMap<&str, BTreeMap<Intent, IntentReport>> = BTreeMap::new();

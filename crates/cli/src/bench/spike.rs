@@ -48,6 +48,7 @@ pub struct SpikeOptions {
 }
 
 /// Ramps concurrency against on-demand-only routing and against provisioned routing, side by side.
+#[expect(clippy::print_stdout, reason = "the scenario's table is the command's output (progress goes to stderr)")]
 pub async fn spike(opts: SpikeOptions, rec: &Recorder) -> anyhow::Result<()> {
     use mangaassist_core::routes::Routes;
     let script: Vec<Conversation> = builtin_conversations();

@@ -306,6 +306,7 @@ struct TypingReport {
 /// Runs both modes side by side, each conversation replayed at the same moment on both systems (this
 /// machine's speed drifts over minutes, and the pairing cancels it), `conversations` conversations in all
 /// (the built-in ones in turn; default 60, `--quick` 5), and prints the comparison.
+#[expect(clippy::print_stdout, reason = "the scenario's tables are the command's output (progress goes to stderr)")]
 pub async fn typing(
     quick: bool,
     conversations_wanted: Option<usize>,
