@@ -138,6 +138,8 @@ impl Browser {
 const ANSWER: &str = r#"
 const bot = document.querySelectorAll('.msg.bot')[arguments[0]];
 if (!bot || !['completed', 'error', 'retracted'].includes(bot.dataset.state)) return null;
+// A completed answer's cards are drawn after a catalog lookup: wait for them too.
+if (bot.dataset.state === 'completed' && bot.dataset.cards === undefined) return null;
 const id = bot.dataset.mid;
 const trace = window.maTrace.filter(e => e.message_id === id).map(e => e.type);
 return {
