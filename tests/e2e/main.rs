@@ -1,8 +1,12 @@
 //! End-to-end tests: WebSocket clients against the real chat handler, the Bedrock and gateway emulators
 //! and moto_server, all on ephemeral ports.
 
-// A test binary: failing loudly is its job.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test binary, helpers included: failing loudly is its job"
+)]
 
 mod auth;
 mod browser;
@@ -19,6 +23,7 @@ mod routing;
 mod safety;
 mod signing;
 mod sources;
+mod store;
 mod template;
 mod throughput;
 mod turns;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use mangaassist_adapters::bedrock_control::BedrockControl;
 use mangaassist_adapters::dynamo::{DynamoStore, ensure_table};
 use mangaassist_adapters::throughput_state::DynamoThroughputState;
-use mangaassist_core::clock::Clock;
 use mangaassist_core::routes::Routes;
+use mangaassist_core::testkit::TestClock;
 use mangaassist_core::throughput::{Reconciler, ThroughputSpec, Trigger};
 use mangaassist_local::client::ChatClient;
 use mangaassist_local::emulators::bedrock::{EmulatorConfig, Fault, LatencyModel};
@@ -17,12 +17,10 @@ use mangaassist_local::system::{SystemOptions, start_routed};
 use crate::helpers::*;
 
 /// 2026-11-28 10:00 JST: peak hours, whatever the machine's clock says.
-struct PeakClock;
+type PeakClock = TestClock;
 
-impl Clock for PeakClock {
-    fn now_ms(&self) -> u64 {
-        1_795_827_600_000
-    }
+fn peak() -> PeakClock {
+    TestClock::at(1_795_827_600_000)
 }
 
 #[tokio::test]
@@ -43,7 +41,7 @@ async fn turns_use_provisioned_capacity_only_once_it_is_in_service_and_fail_over
     let reconciler = Reconciler::new(
         BedrockControl::new(&mangaassist_adapters::sdk::local(&sys.emulator.url()).await),
         DynamoThroughputState::new(&sdk, &table),
-        PeakClock,
+        peak(),
         ThroughputSpec {
             name: "mangaassist-peak".into(),
             model_id: "anthropic.claude-haiku-4-5-20251001-v1:0:200k".into(),
@@ -109,7 +107,7 @@ async fn routed(
     let reconciler = Reconciler::new(
         BedrockControl::new(&mangaassist_adapters::sdk::local(&sys.emulator.url()).await),
         DynamoThroughputState::new(&sdk, &table),
-        PeakClock,
+        peak(),
         ThroughputSpec {
             name: "mangaassist-peak".into(),
             model_id: "anthropic.claude-haiku-4-5-20251001-v1:0:200k".into(),

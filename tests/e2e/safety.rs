@@ -8,10 +8,10 @@ use std::time::Duration;
 use mangaassist_adapters::dynamo::DynamoStore;
 use mangaassist_core::ports::{Store, TurnStatus};
 use mangaassist_core::routes::Routes;
-use mangaassist_local::bench::guardrail::with_guardrails;
 use mangaassist_local::client::ChatClient;
 use mangaassist_local::embedded::ttl_cache::TtlCache;
 use mangaassist_local::emulators::bedrock::{EmulatorConfig, Fault};
+use mangaassist_local::system::with_guardrails;
 use mangaassist_local::system::{LocalSystem, SystemOptions, start_full};
 use serde_json::{Value, json};
 

@@ -111,8 +111,8 @@ async fn memory_read_while_the_last_answer_streamed_is_never_reused_and_memory_r
 
 #[tokio::test]
 async fn the_input_check_made_while_typing_serves_the_message_sent_exactly_as_typed_and_no_other() {
-    use mangaassist_local::bench::guardrail::with_guardrails;
     use mangaassist_local::emulators::bedrock::EmulatorConfig;
+    use mangaassist_local::system::with_guardrails;
     use mangaassist_local::system::{SystemOptions, start};
 
     let moto = moto().await;

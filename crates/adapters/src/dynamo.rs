@@ -353,13 +353,15 @@ impl Store for DynamoStore {
             .item("sk", sk)
             .item("user_id", s(user.as_str()))
             .item("expires_at", n(expires_at))
-            .condition_expression("attribute_not_exists(pk)")
+            // The same owner again is a retried write that landed: success, not a conflict.
+            .condition_expression("attribute_not_exists(pk) OR user_id = :u")
+            .expression_attribute_values(":u", s(user.as_str()))
             .send()
             .await;
         match res {
             Ok(_) => Ok(()),
             Err(e) if condition_failed(&e) => {
-                Err(StoreError::Other(format!("session {session} exists already; owners are never replaced").into()))
+                Err(StoreError::Other(format!("session {session} belongs to another user").into()))
             }
             Err(e) => Err(store_err(e)),
         }
@@ -423,6 +425,11 @@ impl Store for DynamoStore {
         limit: Option<i64>,
         expires_at: u64,
     ) -> Result<Option<i64>, StoreError> {
+        // A step past the limit from zero is past it from any value; the condition below cannot see that for
+        // an absent counter (`attribute_not_exists`).
+        if limit.is_some_and(|l| delta > 0 && delta > l) {
+            return Ok(None);
+        }
         let (pk, sk) = counter_key(counter);
         let mut req = self
             .client
@@ -505,6 +512,11 @@ impl Store for DynamoStore {
     }
 
     async fn recent_turns(&self, session: &SessionId, limit: u32) -> Result<Vec<TurnRecord>, StoreError> {
+        // A window of none reads nothing, without a call: a `Query` with `Limit` 0 is an error, not an empty
+        // page (moto_server answers it with a 500).
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let out = self
             .client
             .query()

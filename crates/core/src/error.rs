@@ -300,4 +300,38 @@ mod tests {
             assert_eq!(json, format!("\"{code}\""), "serialized as its wire name");
         }
     }
+
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_write_is_retried_after_a_jittered_backoff_that_doubles_and_only_when_retryable() {
+        let ms = Duration::from_millis;
+        let mut longest = [Duration::ZERO; 2];
+        for _ in 0..40 {
+            let mut at = Vec::new();
+            let res = retry_store("turn", 3, || {
+                at.push(Instant::now());
+                let n = at.len();
+                async move { if n < 3 { Err(StoreError::Unavailable("503".into())) } else { Ok(n) } }
+            })
+            .await;
+            assert_eq!(res.unwrap(), 3);
+            let waits = [at[1] - at[0], at[2] - at[1]];
+            // Full jitter under a ceiling that doubles: 50 ms, then 100 ms.
+            assert!(waits[0] <= ms(50), "first wait {:?}", waits[0]);
+            assert!(waits[1] <= ms(100), "second wait {:?}", waits[1]);
+            longest = [longest[0].max(waits[0]), longest[1].max(waits[1])];
+        }
+        // It does wait: over 40 retries the waits reach the top quarter of their range (1 in 10^25 not).
+        assert!(longest[0] >= ms(37) && longest[1] >= ms(75), "{longest:?}");
+        let mut calls = 0;
+        let res: Result<(), _> = retry_store("turn", 3, || {
+            calls += 1;
+            async { Err(StoreError::Other("validation".into())) }
+        })
+        .await;
+        assert!(res.is_err());
+        assert_eq!(calls, 1, "a final error is not retried");
+    }
 }

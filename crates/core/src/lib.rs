@@ -18,6 +18,9 @@
 //! - [`answer`]: where the answer comes from (model route, pre-generated answer) and its relay.
 //! - [`ahead`]: work ahead of the shopper: typing-time speculation, prefetch and pre-generation.
 //! - [`turn`]: the pipeline of one chat turn, from frame to stored answer ([`turn::Engine`]).
+//!
+//! Beside them, for tests only (this crate's, and others' with the `testkit` feature): `testkit`, fakes of
+//! every port with scripted behaviour, record fixtures, and the `Store` contract suite.
 
 pub mod backoff;
 pub mod clock;
@@ -44,6 +47,9 @@ pub mod gather;
 pub mod prompt;
 
 pub mod turn;
+
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 
 // The module paths before the layout by steps, for the crates that still name them.
 #[doc(hidden)]
@@ -73,8 +79,8 @@ mod layout {
     use std::path::{Path, PathBuf};
 
     /// The groups from the bottom up; a top-level file is a value module.
-    const GROUPS: [&str; 10] =
-        ["", "cache", "ports", "capacity", "admit", "gather", "prompt", "answer", "ahead", "turn"];
+    const GROUPS: [&str; 11] =
+        ["", "cache", "ports", "capacity", "admit", "gather", "prompt", "answer", "ahead", "turn", "testkit"];
 
     fn rank(group: &str) -> Option<usize> {
         GROUPS.iter().position(|g| *g == group)
@@ -101,12 +107,15 @@ mod layout {
             .filter_map(|p| {
                 let rel = p.strip_prefix(&root).ok()?.to_string_lossy().into_owned();
                 let first = rel.split('/').next()?.trim_end_matches(".rs").to_owned();
-                // A value module's own folder (`pregen/tests.rs`) belongs to the values.
+                // A value module's own folder (`pregen/tests.rs`) belongs to the values; the test kit is its
+                // own group, above everything it fakes.
                 let in_folder = rel.contains('/') && !root.join(format!("{first}.rs")).exists();
-                let group = if in_folder { first.clone() } else { String::new() };
+                let group = if in_folder || first == "testkit" { first.clone() } else { String::new() };
                 let text = std::fs::read_to_string(&p).ok()?;
                 let mut used = BTreeSet::new();
-                for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                // Tests may use anything: a module is read up to its tests.
+                let code = text.lines().take_while(|l| l.trim() != "#[cfg(test)]");
+                for line in code.filter(|l| !l.trim_start().starts_with("//")) {
                     for (i, _) in line.match_indices("crate::") {
                         let name: String =
                             line[i + 7..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
@@ -115,9 +124,9 @@ mod layout {
                         }
                     }
                 }
-                Some((first, group, used))
+                let is_tests = rel.ends_with("tests.rs");
+                (!is_tests && first != "lib").then_some((first, group, used))
             })
-            .filter(|(first, _, _)| first != "lib")
             .collect()
     }
 

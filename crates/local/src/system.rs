@@ -21,6 +21,7 @@ use mangaassist_core::ports::Store;
 use mangaassist_core::prefetch::{PrefetchConfig, Prefetcher, Pregenerator};
 use mangaassist_core::prompt::Prompter;
 use mangaassist_core::routes::Routes;
+use mangaassist_core::safety::{GuardrailRef, SafetyConfig};
 use mangaassist_core::sources::Cache;
 use mangaassist_core::sources::Sources;
 use mangaassist_core::turn::{Engine, TurnConfig};
@@ -98,6 +99,19 @@ impl Default for SystemOptions {
             stream_open: StreamOpen::default(),
         }
     }
+}
+
+/// The guardrail the local system uses (the emulator applies its documented policy to any id).
+pub fn local_guardrail() -> GuardrailRef {
+    GuardrailRef { id: "mangaassistlocal".to_owned(), version: "1".to_owned() }
+}
+
+/// Guardrails on the answer, on the input and on pre-generated answers, as the template deploys them
+/// (`serve --guardrail on`, the guardrail bench, the safety tests).
+pub fn with_guardrails(opts: &mut SystemOptions) {
+    let g = Some(local_guardrail());
+    opts.turn.safety = SafetyConfig { output: g.clone(), input: g.clone(), ..SafetyConfig::default() };
+    opts.turn.pregen.guardrail = g;
 }
 
 /// A running local system.
@@ -205,6 +219,17 @@ pub async fn start_routed<St: Store + 'static>(
 
 /// The same, with a cache of the caller's choice (e.g. Redis).
 pub async fn start_full<St: Store + 'static, K: Cache + 'static>(
+    store: St,
+    cache: K,
+    opts: SystemOptions,
+    routes: Routes,
+) -> anyhow::Result<LocalSystem<St, K>> {
+    // Boxed: starting the emulators and loading the SDK config make a ~17 KB future, which every caller
+    // (each test, each bench scenario) would otherwise hold inline.
+    Box::pin(start_unboxed(store, cache, opts, routes)).await
+}
+
+async fn start_unboxed<St: Store + 'static, K: Cache + 'static>(
     store: St,
     cache: K,
     opts: SystemOptions,

@@ -235,14 +235,7 @@ impl<St: Store, C: Clock> Limiter<'_, St, C> {
 mod tests {
     use super::*;
     use crate::ports::memory::MemoryStore;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    struct At(AtomicU64);
-    impl Clock for At {
-        fn now_ms(&self) -> u64 {
-            self.0.load(Ordering::Relaxed)
-        }
-    }
+    use crate::testkit::TestClock;
 
     fn ids(c: &str, m: &str) -> (ConnectionId, MessageId) {
         (ConnectionId::parse(c).unwrap(), MessageId::parse(m).unwrap())
@@ -259,7 +252,7 @@ mod tests {
     #[tokio::test]
     async fn one_turn_per_connection_a_rate_per_minute_and_a_daily_budget() {
         let store = MemoryStore::default();
-        let clock = At(AtomicU64::new(10 * MINUTE_MS + 1_000));
+        let clock = TestClock::at(10 * MINUTE_MS + 1_000);
         let cfg = LimitConfig {
             user: Tier { requests_per_minute: 3, tokens_per_day: 1_000, connections: 1 },
             ..LimitConfig::default()
@@ -283,7 +276,7 @@ mod tests {
         l.release(&c, &m3).await;
         assert!(store.begin_turn(&c, &m2, clock.now_ms(), clock.now_ms() + 1).await.unwrap(), "slot freed");
         store.end_turn(&c, &m2).await.unwrap();
-        clock.0.fetch_add(MINUTE_MS, Ordering::Relaxed);
+        clock.advance(Duration::from_millis(MINUTE_MS));
         l.spend(&who, 1_000).await;
         match l.admit(&c, &m3, &who, slot).await.refusal {
             Some(Refusal::RateLimited { budget: true, retry_after_ms }) => assert!(retry_after_ms <= 86_400_000),

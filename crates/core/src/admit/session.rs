@@ -262,12 +262,11 @@ impl Memory {
 mod tests {
     use super::*;
     use crate::ports::memory::MemoryStore;
+    use crate::testkit::TestClock;
 
-    struct Fixed;
-    impl Clock for Fixed {
-        fn now_ms(&self) -> u64 {
-            1_000_000
-        }
+    /// The clock of these tests: 1,000 s after the epoch.
+    fn clock() -> TestClock {
+        TestClock::at(1_000_000)
     }
 
     fn conn(s: &str) -> ConnectionId {
@@ -281,18 +280,18 @@ mod tests {
     #[tokio::test]
     async fn a_session_is_resumed_only_by_its_owner() {
         let (store, sessions) = (MemoryStore::default(), Sessions::default());
-        let a = sessions.connect(&store, &Fixed, conn("c1"), None, &user("alice")).await.unwrap();
+        let a = sessions.connect(&store, &clock(), conn("c1"), None, &user("alice")).await.unwrap();
         assert!(!a.resumed);
         assert_eq!(a.record.expires_at, 1_000 + 3 * 3600);
         let sid = a.record.session_id.clone();
-        let again = sessions.connect(&store, &Fixed, conn("c2"), Some(sid.as_str()), &user("alice")).await.unwrap();
+        let again = sessions.connect(&store, &clock(), conn("c2"), Some(sid.as_str()), &user("alice")).await.unwrap();
         assert!(again.resumed);
         assert_eq!(again.record.session_id, sid);
-        let bob = sessions.connect(&store, &Fixed, conn("c3"), Some(sid.as_str()), &user("bob")).await.unwrap();
+        let bob = sessions.connect(&store, &clock(), conn("c3"), Some(sid.as_str()), &user("bob")).await.unwrap();
         assert!(!bob.resumed);
         assert_ne!(bob.record.session_id, sid, "never someone else's session");
         for bad in ["bad id!", "never-issued"] {
-            let c = sessions.connect(&store, &Fixed, conn("c4"), Some(bad), &user("alice")).await.unwrap();
+            let c = sessions.connect(&store, &clock(), conn("c4"), Some(bad), &user("alice")).await.unwrap();
             assert!(!c.resumed);
             assert_ne!(c.record.session_id, bad);
         }
@@ -301,22 +300,8 @@ mod tests {
 
     #[test]
     fn ordinals_point_into_the_latest_list_not_into_an_answer_about_one_of_its_products() {
-        let turn = |ts_ms: u64, products: &[&str]| TurnRecord {
-            session_id: SessionId::parse("s").unwrap(),
-            message_id: crate::ids::MessageId::parse(format!("m{ts_ms}")).unwrap(),
-            ts_ms,
-            user_text: String::new(),
-            assistant_text: String::new(),
-            products: products.iter().map(|a| Asin::parse(*a).unwrap()).collect(),
-            intent: None,
-            status: crate::ports::TurnStatus::Complete,
-            model: String::new(),
-            input_tokens: 0,
-            output_tokens: 0,
-            user_tokens: None,
-            assistant_tokens: None,
-            guardrail: None,
-            expires_at: 0,
+        let turn = |ts_ms: u64, products: &[&str]| {
+            crate::testkit::turn("s", &format!("m{ts_ms}")).at(ts_ms).products(products).build()
         };
         let list = ["B0AAAAAAA1", "B0BBBBBBB2"];
         let m = Memory {
@@ -334,7 +319,7 @@ mod tests {
         let (store, sessions) = (MemoryStore::default(), Sessions::default());
         let (s, p) = sessions.session_of(&store, &conn("Ab=+")).await;
         assert_eq!((s.as_str(), p), ("Ab__", Principal::unknown()));
-        sessions.connect(&store, &Fixed, conn("c3"), None, &user("u3")).await.unwrap();
+        sessions.connect(&store, &clock(), conn("c3"), None, &user("u3")).await.unwrap();
         sessions.disconnect(&store, &conn("c3")).await.unwrap();
         let (s, _) = sessions.session_of(&store, &conn("c3")).await;
         assert_eq!(s, "c3", "forgotten on disconnect");

@@ -541,40 +541,6 @@ mod tests {
         assert!(SpeculationEntry::decode("{}").is_none());
     }
 
-    /// A cache in memory (the memory epoch's protocol runs on the cache alone).
-    #[derive(Default)]
-    struct Cache(std::sync::Mutex<std::collections::HashMap<String, String>>);
-
-    impl ContextSources for Cache {
-        async fn retrieve(
-            &self,
-            _: &str,
-            _: Intent,
-            _: usize,
-        ) -> Result<Vec<Passage>, crate::ports::sources::SourceError> {
-            Ok(Vec::new())
-        }
-        async fn cache_get(&self, keys: &[String]) -> Result<Vec<Option<String>>, crate::ports::sources::SourceError> {
-            let m = self.0.lock().unwrap();
-            Ok(keys.iter().map(|k| m.get(k).cloned()).collect())
-        }
-        async fn cache_set(&self, k: &str, v: &str, _: Duration) -> Result<(), crate::ports::sources::SourceError> {
-            self.0.lock().unwrap().insert(k.to_owned(), v.to_owned());
-            Ok(())
-        }
-        async fn cache_set_if_absent(
-            &self,
-            _: &str,
-            _: &str,
-            _: Duration,
-        ) -> Result<bool, crate::ports::sources::SourceError> {
-            Ok(true)
-        }
-        async fn fetch(&self, _: &crate::cache::Lookup) -> Result<Option<Value>, crate::ports::sources::SourceError> {
-            Ok(None)
-        }
-    }
-
     fn gathered(whole: bool) -> Gathered {
         let mut g = Gathered {
             intent: Intent::default(),
@@ -614,7 +580,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_turn_stored_after_the_speculation_read_memory_makes_its_copy_stale() {
-        let cache = Cache::default();
+        // The memory epoch's protocol runs on the cache alone.
+        let cache = crate::testkit::ScriptedSources::new();
         let cfg = SpeculationConfig::default();
         let (s, d) = (session("s-1"), Duration::from_millis(50));
         let speculate = async |epoch| {

@@ -368,65 +368,7 @@ async fn relay_per_token<M: ModelStream, S: ConnectionSink>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::VecDeque;
-    use std::sync::Mutex;
-
-    /// A model stream that yields scripted events, each after a delay.
-    struct Scripted {
-        events: VecDeque<(Duration, Result<ModelEvent, ModelError>)>,
-        polled_after_end: bool,
-    }
-
-    impl Scripted {
-        fn tokens(n: usize, gap: Duration) -> Self {
-            let events = (0..n).map(|i| (gap, Ok(ModelEvent::Text(format!("t{i} "))))).collect();
-            Self { events, polled_after_end: false }
-        }
-    }
-
-    impl ModelStream for Scripted {
-        async fn next(&mut self) -> Option<Result<ModelEvent, ModelError>> {
-            match self.events.pop_front() {
-                Some((d, ev)) => {
-                    tokio::time::sleep(d).await;
-                    Some(ev)
-                }
-                None => {
-                    self.polled_after_end = true;
-                    None
-                }
-            }
-        }
-    }
-
-    /// A sink that records frames, takes `delay` per post, and reports `Gone` from post number `gone_at`.
-    struct Recorder {
-        frames: Mutex<Vec<serde_json::Value>>,
-        delay: Duration,
-        gone_at: Option<usize>,
-    }
-
-    impl Recorder {
-        fn new(delay: Duration) -> Self {
-            Self { frames: Mutex::new(Vec::new()), delay, gone_at: None }
-        }
-        fn frames(&self) -> Vec<serde_json::Value> {
-            self.frames.lock().unwrap().clone()
-        }
-    }
-
-    impl ConnectionSink for Recorder {
-        async fn post(&self, _conn: &ConnectionId, frame: Bytes) -> Result<(), SinkError> {
-            tokio::time::sleep(self.delay).await;
-            let mut f = self.frames.lock().unwrap();
-            if self.gone_at.is_some_and(|g| f.len() >= g) {
-                return Err(SinkError::Gone);
-            }
-            assert!(frame.len() <= MAX_FRAME_BYTES, "frame of {} bytes", frame.len());
-            f.push(serde_json::from_slice(&frame).unwrap());
-            Ok(())
-        }
-    }
+    use crate::testkit::{RecordingSink, ScriptedStream};
 
     fn ids() -> (ConnectionId, MessageId) {
         (ConnectionId::parse("c1=").unwrap(), MessageId::parse("m1").unwrap())
@@ -436,11 +378,20 @@ mod tests {
         frames.iter().map(|f| f["text"].as_str().unwrap()).collect()
     }
 
+    /// A sink whose posts take `delay`.
+    fn posting_in(delay: Duration) -> RecordingSink {
+        RecordingSink::new().with_delay(delay)
+    }
+
+    fn under_the_limit(sink: &RecordingSink) -> bool {
+        sink.raw().iter().all(|f| f.len() <= MAX_FRAME_BYTES)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_first_token_is_posted_before_the_second_arrives() {
         let (c, m) = ids();
-        let mut s = Scripted::tokens(2, Duration::from_millis(100));
-        let sink = Recorder::new(Duration::from_millis(1));
+        let mut s = ScriptedStream::tokens(2, Duration::from_millis(100));
+        let sink = posting_in(Duration::from_millis(1));
         let out = relay(&mut s, &sink, &c, &m, &RelayConfig::default()).await;
         let first_post = out.first_post_at.unwrap() - out.first_delta_at.unwrap();
         assert!(first_post < Duration::from_millis(100), "first post took {first_post:?}");
@@ -450,12 +401,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn tokens_arriving_during_a_slow_post_are_coalesced_in_order() {
         let (c, m) = ids();
-        let mut s = Scripted::tokens(100, Duration::from_millis(2));
-        let sink = Recorder::new(Duration::from_millis(20));
+        let mut s = ScriptedStream::tokens(100, Duration::from_millis(2));
+        let sink = posting_in(Duration::from_millis(20));
         let out = relay(&mut s, &sink, &c, &m, &RelayConfig::default()).await;
         assert!(matches!(out.end, RelayEnd::Completed));
         let frames = sink.frames();
         assert!(frames.len() < 20, "{} frames for 100 tokens", frames.len());
+        assert!(under_the_limit(&sink));
         assert_eq!(frames.len() as u32, out.frames);
         for (i, f) in frames.iter().enumerate() {
             assert_eq!(f["seq"], i as u64);
@@ -469,16 +421,16 @@ mod tests {
     async fn a_guardrail_stop_drops_what_was_not_posted_and_ends_retracted() {
         for mode in [RelayMode::Coalesce, RelayMode::PerToken] {
             let (c, m) = ids();
-            let mut s = Scripted::tokens(3, Duration::from_millis(50));
+            let mut s = ScriptedStream::tokens(3, Duration::from_millis(50));
             let fast = Duration::from_millis(1);
             // The bad sentence arrives while the first post is in flight; the stop follows at once.
-            s.events.push_back((fast, Ok(ModelEvent::Text("raw scans here ".into()))));
-            s.events.push_back((Duration::ZERO, Ok(ModelEvent::Stop(STOP_GUARDRAIL.into()))));
-            s.events.push_back((Duration::ZERO, Ok(ModelEvent::Text("ignored".into()))));
+            s.push(fast, Ok(ModelEvent::Text("raw scans here ".into())));
+            s.push(Duration::ZERO, Ok(ModelEvent::Stop(STOP_GUARDRAIL.into())));
+            s.push(Duration::ZERO, Ok(ModelEvent::Text("ignored".into())));
             let mut a = Assessment::default();
             a.acted(crate::safety::GuardrailPolicy::Topic, true);
-            s.events.push_back((Duration::ZERO, Ok(ModelEvent::Guardrail(a))));
-            let sink = Recorder::new(Duration::from_millis(20));
+            s.push(Duration::ZERO, Ok(ModelEvent::Guardrail(a)));
+            let sink = posting_in(Duration::from_millis(20));
             let cfg = RelayConfig { mode, ..RelayConfig::default() };
             let out = relay(&mut s, &sink, &c, &m, &cfg).await;
             assert!(matches!(out.end, RelayEnd::Retracted), "{mode:?}: {:?}", out.end);
@@ -498,8 +450,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_per_token_baseline_posts_one_frame_per_token() {
         let (c, m) = ids();
-        let mut s = Scripted::tokens(30, Duration::from_millis(2));
-        let sink = Recorder::new(Duration::from_millis(20));
+        let mut s = ScriptedStream::tokens(30, Duration::from_millis(2));
+        let sink = posting_in(Duration::from_millis(20));
         let cfg = RelayConfig { mode: RelayMode::PerToken, ..RelayConfig::default() };
         let out = relay(&mut s, &sink, &c, &m, &cfg).await;
         assert_eq!(out.frames, 30);
@@ -510,14 +462,12 @@ mod tests {
     async fn a_huge_burst_is_split_into_frames_under_the_limit_without_breaking_characters() {
         let (c, m) = ids();
         let big = "漫画\"\n".repeat(20_000); // ~220 KB of text, with characters JSON must escape
-        let mut s = Scripted {
-            events: VecDeque::from([(Duration::ZERO, Ok(ModelEvent::Text(big.clone())))]),
-            polled_after_end: false,
-        };
-        let sink = Recorder::new(Duration::from_millis(1));
+        let mut s = ScriptedStream::new([(Duration::ZERO, Ok(ModelEvent::Text(big.clone())))]);
+        let sink = posting_in(Duration::from_millis(1));
         let out = relay(&mut s, &sink, &c, &m, &RelayConfig::default()).await;
         let frames = sink.frames();
         assert!(frames.len() >= 7);
+        assert!(under_the_limit(&sink));
         assert_eq!(text_of(&frames), big);
         assert!(matches!(out.end, RelayEnd::Completed));
     }
@@ -525,31 +475,57 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_gone_client_stops_the_relay_without_reading_the_rest_of_the_stream() {
         let (c, m) = ids();
-        let mut s = Scripted::tokens(50, Duration::from_millis(10));
-        let mut sink = Recorder::new(Duration::from_millis(1));
-        sink.gone_at = Some(3);
+        let mut s = ScriptedStream::tokens(50, Duration::from_millis(10));
+        let sink = posting_in(Duration::from_millis(1)).gone_from(3);
         let out = relay(&mut s, &sink, &c, &m, &RelayConfig::default()).await;
         assert!(matches!(out.end, RelayEnd::ClientGone));
-        assert!(s.events.len() > 40, "relay kept reading: {} events left", s.events.len());
-        assert!(!s.polled_after_end);
+        assert!(s.remaining() > 40, "relay kept reading: {} events left", s.remaining());
+        assert!(!s.polled_after_end());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_model_failure_mid_stream_flushes_what_arrived_then_reports() {
         let (c, m) = ids();
-        let mut s = Scripted::tokens(3, Duration::from_millis(5));
-        s.events.push_back((Duration::from_millis(5), Err(ModelError::Throttled("boom".into()))));
-        let sink = Recorder::new(Duration::from_millis(30));
+        let mut s = ScriptedStream::tokens(3, Duration::from_millis(5));
+        s.push(Duration::from_millis(5), Err(ModelError::Throttled("boom".into())));
+        let sink = posting_in(Duration::from_millis(30));
         let out = relay(&mut s, &sink, &c, &m, &RelayConfig::default()).await;
         assert!(matches!(out.end, RelayEnd::ModelFailed(ModelError::Throttled(_))));
         assert_eq!(text_of(&sink.frames()), "t0 t1 t2 ");
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_failed_post_is_retried_after_a_jittered_backoff_that_doubles_then_given_up() {
+        let (c, _) = ids();
+        let ms = Duration::from_millis;
+        let retryable = || SinkError::Retryable("throttled".into());
+        let mut longest = [Duration::ZERO; 2];
+        for _ in 0..40 {
+            let sink = RecordingSink::new().failing(0..2, retryable);
+            post_with_retry(&sink, &c, Bytes::from_static(b"{}"), &RelayConfig::default()).await.unwrap();
+            let at = sink.posted_at();
+            let waits = [at[1] - at[0], at[2] - at[1]];
+            // Full jitter under a ceiling that doubles: 20 ms, then 40 ms.
+            assert!(waits[0] <= ms(20), "first wait {:?}", waits[0]);
+            assert!(waits[1] <= ms(40), "second wait {:?}", waits[1]);
+            longest = [longest[0].max(waits[0]), longest[1].max(waits[1])];
+            assert_eq!(sink.frames().len(), 1);
+        }
+        // It does wait: over 40 retries the waits reach the top quarter of their range.
+        assert!(longest[0] >= ms(15) && longest[1] >= ms(30), "{longest:?}");
+        let sink = RecordingSink::new().failing(0..3, retryable);
+        let res = post_with_retry(&sink, &c, Bytes::from_static(b"{}"), &RelayConfig::default()).await;
+        assert!(matches!(res, Err(SinkError::Retryable(_))) && sink.posts() == 3, "three attempts, then the error");
+        let gone = RecordingSink::new().gone_from(0);
+        let res = post_with_retry(&gone, &c, Bytes::from_static(b"{}"), &RelayConfig::default()).await;
+        assert!(matches!(res, Err(SinkError::Gone)) && gone.posts() == 1, "a gone client is not retried");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_silent_model_times_out() {
         let (c, m) = ids();
-        let mut s = Scripted::tokens(2, Duration::from_secs(60));
-        let sink = Recorder::new(Duration::ZERO);
+        let mut s = ScriptedStream::tokens(2, Duration::from_secs(60));
+        let sink = posting_in(Duration::ZERO);
         let out = relay(&mut s, &sink, &c, &m, &RelayConfig::default()).await;
         assert!(matches!(out.end, RelayEnd::ModelFailed(ModelError::Timeout(_))));
     }

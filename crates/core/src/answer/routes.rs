@@ -288,6 +288,7 @@ pub async fn open_stream<M: ModelClient>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::ScriptedModel;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -312,46 +313,9 @@ mod tests {
         assert_eq!(plan(None, "m", Some("m")).len(), 1);
     }
 
-    /// A model that refuses the first requests with the given errors, then answers; records what was asked
-    /// and when.
-    #[derive(Default)]
-    struct Scripted {
-        refusals: std::sync::Mutex<std::collections::VecDeque<ModelError>>,
-        asked: std::sync::Mutex<Vec<(String, Instant)>>,
-    }
-
-    impl Scripted {
-        fn refusing(errors: impl IntoIterator<Item = ModelError>) -> Self {
-            Self { refusals: std::sync::Mutex::new(errors.into_iter().collect()), ..Self::default() }
-        }
-
-        fn asked(&self) -> Vec<String> {
-            self.asked.lock().unwrap().iter().map(|(m, _)| m.clone()).collect()
-        }
-    }
-
-    struct Answer(Vec<ModelEvent>);
-
-    impl ModelStream for Answer {
-        async fn next(&mut self) -> Option<Result<ModelEvent, ModelError>> {
-            (!self.0.is_empty()).then(|| Ok(self.0.remove(0)))
-        }
-    }
-
-    impl ModelClient for Scripted {
-        type Stream = Answer;
-
-        async fn converse_stream(&self, req: &ModelRequest) -> Result<Answer, ModelError> {
-            self.asked.lock().unwrap().push((req.model_id.clone(), Instant::now()));
-            match self.refusals.lock().unwrap().pop_front() {
-                Some(e) => Err(e),
-                None => Ok(Answer(vec![ModelEvent::Text("Hello".into()), ModelEvent::Stop("end_turn".into())])),
-            }
-        }
-
-        async fn complete(&self, _: &ModelRequest) -> Result<crate::ports::Completion, ModelError> {
-            Ok(crate::ports::Completion::default())
-        }
+    /// A model that refuses the first requests with the given errors, then answers.
+    fn refusing(errors: impl IntoIterator<Item = ModelError>) -> ScriptedModel {
+        ScriptedModel::new().refusing(errors)
     }
 
     fn throttled() -> ModelError {
@@ -367,7 +331,7 @@ mod tests {
         let reads = Arc::new(AtomicUsize::new(0));
         let routes = Routes::new(Fixed(Some("arn:pt"), reads.clone()), Duration::from_secs(30));
         assert_eq!(routes.provisioned().await.as_deref(), Some("arn:pt"));
-        let model = Scripted::refusing([gone()]);
+        let model = refusing([gone()]);
         let cfg = FailoverConfig { attempts: 1, throttle_retry_budget: Duration::ZERO, ..FailoverConfig::default() };
         let plan = plan(Some("arn:pt"), "m", None);
         let opened = open_stream(&model, &ModelRequest::default(), &plan, &cfg, &routes).await.unwrap();
@@ -380,14 +344,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_throttle_is_retried_round_the_routes_with_backoff_within_the_budget() {
-        let model = Scripted::refusing([throttled(), throttled(), throttled(), throttled()]);
+        let model = refusing([throttled(), throttled(), throttled(), throttled()]);
         let plan = plan(Some("arn:pt"), "m", Some("fb"));
         let cfg = FailoverConfig::default();
         let started = Instant::now();
         let opened = open_stream(&model, &ModelRequest::default(), &plan, &cfg, &Routes::default()).await.unwrap();
         assert_eq!(opened.failovers, 4);
         assert_eq!(model.asked(), ["arn:pt", "m", "fb", "arn:pt", "m"]);
-        let at: Vec<Duration> = model.asked.lock().unwrap().iter().map(|(_, t)| *t - started).collect();
+        let at: Vec<Duration> = model.asked_at().iter().map(|t| *t - started).collect();
         // The failover is immediate; each later attempt waits at most its backoff ceiling.
         assert_eq!(at[1], Duration::ZERO);
         for (i, ceiling) in [(2, 50), (3, 100), (4, 200)] {
@@ -396,9 +360,28 @@ mod tests {
         assert!(at[4] <= cfg.throttle_retry_budget);
     }
 
+    #[test]
+    fn throttle_waits_are_full_jitter_under_a_ceiling_that_doubles_up_to_its_cap() {
+        let cfg = FailoverConfig { throttle_retry_budget: Duration::from_secs(60), ..FailoverConfig::default() };
+        for (retries, ceiling) in [(0, 50), (1, 100), (2, 200), (3, 400), (7, 400)] {
+            let ceiling = Duration::from_millis(ceiling);
+            let waits: Vec<Duration> = (0..500)
+                .map(|_| match cfg.next(&throttled(), 3, retries, Duration::ZERO) {
+                    Next::Backoff(w) => w,
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert!(waits.iter().all(|w| *w <= ceiling), "retry {retries}: over {ceiling:?}");
+            // It does wait: the draws reach the top of their range (1 in 10^60 that 500 draws miss it).
+            assert!(waits.iter().any(|w| *w >= ceiling * 3 / 4), "retry {retries}: none near {ceiling:?}");
+            let mean = waits.iter().sum::<Duration>() / 500;
+            assert!(mean >= ceiling * 2 / 5 && mean <= ceiling * 3 / 5, "retry {retries}: mean {mean:?}");
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_throttle_that_outlasts_the_budget_is_the_turns_error() {
-        let model = Scripted::refusing(std::iter::repeat_with(throttled).take(1000));
+        let model = refusing(std::iter::repeat_with(throttled).take(1000));
         let cfg = FailoverConfig { throttle_retry_budget: Duration::from_millis(600), ..FailoverConfig::default() };
         let started = Instant::now();
         let err = open_stream(&model, &ModelRequest::default(), &plan(None, "m", None), &cfg, &Routes::default())
@@ -413,14 +396,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn without_a_budget_two_throttles_are_the_turns_error_and_a_refusal_is_never_retried() {
         let cfg = FailoverConfig { throttle_retry_budget: Duration::ZERO, ..FailoverConfig::default() };
-        let model = Scripted::refusing([throttled(), throttled()]);
+        let model = refusing([throttled(), throttled()]);
         let err = open_stream(&model, &ModelRequest::default(), &plan(None, "m", None), &cfg, &Routes::default())
             .await
             .err()
             .unwrap();
         assert_eq!((err.code().as_str(), model.asked().len()), ("model_throttled", 2));
 
-        let model = Scripted::refusing([ModelError::Rejected("bad".into(), "400".into())]);
+        let model = refusing([ModelError::Rejected("bad".into(), "400".into())]);
         let cfg = FailoverConfig::default();
         let err = open_stream(&model, &ModelRequest::default(), &plan(None, "m", None), &cfg, &Routes::default())
             .await
@@ -428,7 +411,7 @@ mod tests {
             .unwrap();
         assert_eq!((err.code().as_str(), model.asked().len()), ("model_rejected", 1));
         // An on-demand model that does not exist is a configuration error, not a failover.
-        let model = Scripted::refusing([gone()]);
+        let model = refusing([gone()]);
         let err = open_stream(&model, &ModelRequest::default(), &plan(None, "m", None), &cfg, &Routes::default())
             .await
             .err()
@@ -438,7 +421,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_unavailable_model_fails_over_once_and_is_not_retried_with_backoff() {
-        let model = Scripted::refusing([ModelError::Unavailable("503".into()), ModelError::Unavailable("503".into())]);
+        let model = refusing([ModelError::Unavailable("503".into()), ModelError::Unavailable("503".into())]);
         let cfg = FailoverConfig::default();
         let err = open_stream(&model, &ModelRequest::default(), &plan(None, "m", Some("fb")), &cfg, &Routes::default())
             .await

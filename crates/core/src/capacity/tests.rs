@@ -2,10 +2,11 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::*;
 use crate::error::StoreError;
+use crate::testkit::TestClock;
 
 // 2026-11-28 in JST, as Unix ms.
 const JST_0859: u64 = 1_795_823_940_000;
@@ -13,14 +14,6 @@ const JST_0900: u64 = 1_795_824_000_000;
 const JST_2259: u64 = 1_795_874_340_000;
 const JST_2300: u64 = 1_795_874_400_000;
 const MINUTE: u64 = 60_000;
-
-struct FixedClock(AtomicU64);
-
-impl Clock for FixedClock {
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 #[derive(Default)]
 struct Fake {
@@ -126,7 +119,7 @@ impl ThroughputStateStore for FakeStore {
     }
 }
 
-type Rec = Reconciler<FakeControl, FakeStore, FixedClock>;
+type Rec = Reconciler<FakeControl, FakeStore, TestClock>;
 
 fn reconciler(now: u64) -> Rec {
     let spec = ThroughputSpec {
@@ -135,11 +128,11 @@ fn reconciler(now: u64) -> Rec {
         model_units: 1,
         commitment: None,
     };
-    Reconciler::new(FakeControl::default(), FakeStore::default(), FixedClock(AtomicU64::new(now)), spec)
+    Reconciler::new(FakeControl::default(), FakeStore::default(), TestClock::at(now), spec)
 }
 
 fn at(r: &Rec, now: u64) {
-    r.clock.0.store(now, Ordering::SeqCst);
+    r.clock.set(now);
 }
 
 #[test]
@@ -454,4 +447,13 @@ async fn scaling_down_during_a_replacement_deletes_both() {
     assert!(down.actions.iter().all(|a| matches!(a, Action::Deleted(_))));
     assert_eq!((down.state.route(), down.state.replacement_arn.as_deref()), (None, None));
     assert!(r.control.with(|f| f.pts.is_empty()));
+}
+
+#[test]
+fn state_write_retries_wait_under_a_ceiling_that_doubles() {
+    for (attempt, ceiling) in [(1, 40), (2, 80), (3, 160)] {
+        let waits: Vec<u64> = (0..200).map(|_| u64::try_from(backoff(attempt).as_millis()).unwrap()).collect();
+        assert!(waits.iter().all(|w| *w <= ceiling), "attempt {attempt}: {waits:?}");
+        assert!(waits.iter().any(|w| *w >= ceiling * 3 / 4), "attempt {attempt}: it does wait, up to the ceiling");
+    }
 }

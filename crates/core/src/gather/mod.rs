@@ -362,7 +362,10 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
 
     /// The memory leg, then the lookups it makes possible (an ordinal resolved against the last answer);
     /// those `prior` holds for the same resolved product are taken from it.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the turn's inputs to the memory leg, read once each; a struct would only carry them one call down"
+    )]
     async fn memory_then_lookups(
         &self,
         msg: &ClientMessage,

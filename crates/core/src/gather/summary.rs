@@ -108,27 +108,13 @@ pub async fn maybe_summarize<M: ModelClient, St: Store>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::MessageId;
-    use crate::ports::TurnStatus;
 
     fn turn(ts_ms: u64, text: &str) -> TurnRecord {
-        TurnRecord {
-            session_id: SessionId::parse("s").unwrap(),
-            message_id: MessageId::parse(format!("m{ts_ms}")).unwrap(),
-            ts_ms,
-            user_text: text.to_owned(),
-            assistant_text: format!("answer to {text}"),
-            products: Vec::new(),
-            intent: None,
-            status: TurnStatus::Complete,
-            model: "m".to_owned(),
-            input_tokens: 0,
-            output_tokens: 0,
-            user_tokens: None,
-            assistant_tokens: None,
-            guardrail: None,
-            expires_at: 0,
-        }
+        crate::testkit::turn("s", &format!("m{ts_ms}"))
+            .at(ts_ms)
+            .user_text(text)
+            .answer(&format!("answer to {text}"))
+            .build()
     }
 
     #[test]

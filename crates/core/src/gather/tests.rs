@@ -1,56 +1,18 @@
 //! The assembler through its production path: [`Assembler::assemble`] over the embedded store and
 //! scripted sources, on tokio's paused clock.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use super::*;
-use crate::ids::MessageId;
 use crate::ports::memory::MemoryStore;
-use crate::ports::{TurnRecord, TurnStatus};
+use crate::testkit::{ScriptedSources, turn};
 
-/// Sources with scripted latencies; records service calls and cache writes.
-#[derive(Default)]
-struct Scripted {
-    retrieval: Duration,
-    service: Duration,
-    cached: HashMap<String, String>,
-    cache_fails: bool,
-    /// Lookup keys the source answers "no such thing" for.
-    missing: Vec<String>,
-    calls: Mutex<Vec<String>>,
-    queries: Mutex<Vec<String>>,
-    written: Mutex<Vec<String>>,
+/// Sources with scripted latencies (cache reads take 1 ms); they log queries, service calls and cache writes.
+fn sources() -> ScriptedSources {
+    ScriptedSources::new().cache_latency(Duration::from_millis(1))
 }
 
-impl ContextSources for Scripted {
-    async fn retrieve(&self, q: &str, _: Intent, _: usize) -> Result<Vec<Passage>, SourceError> {
-        self.queries.lock().unwrap().push(q.to_owned());
-        tokio::time::sleep(self.retrieval).await;
-        Ok(vec![Passage { content: format!("about {q}"), score: 0.5, tokens: None }])
-    }
-    async fn cache_get(&self, keys: &[String]) -> Result<Vec<Option<String>>, SourceError> {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        if self.cache_fails {
-            return Err(SourceError::Unavailable("redis down".into()));
-        }
-        Ok(keys.iter().map(|k| self.cached.get(k).cloned()).collect())
-    }
-    async fn cache_set(&self, key: &str, _: &str, _: Duration) -> Result<(), SourceError> {
-        self.written.lock().unwrap().push(key.to_owned());
-        Ok(())
-    }
-    async fn cache_set_if_absent(&self, _: &str, _: &str, _: Duration) -> Result<bool, SourceError> {
-        Ok(true)
-    }
-    async fn fetch(&self, l: &Lookup) -> Result<Option<Value>, SourceError> {
-        self.calls.lock().unwrap().push(l.key());
-        tokio::time::sleep(self.service).await;
-        if self.missing.contains(&l.key()) {
-            return Ok(None);
-        }
-        Ok(Some(serde_json::json!({ "key": l.key() })))
-    }
+/// The same, with retrieval taking `retrieval` and each service call `service`.
+fn slow(retrieval: Duration, service: Duration) -> ScriptedSources {
+    sources().retrieval_latency(retrieval).service_latency(service)
 }
 
 fn message(text: &str, page: &str) -> ClientMessage {
@@ -62,7 +24,7 @@ fn session() -> SessionId {
     SessionId::parse("s-1").unwrap()
 }
 
-async fn assemble(src: &Scripted, store: &MemoryStore, text: &str, page: &str) -> Gathered {
+async fn assemble(src: &ScriptedSources, store: &MemoryStore, text: &str, page: &str) -> Gathered {
     let cfg = ContextConfig::default();
     let asm = Assembler { sources: src, store, cfg: &cfg };
     asm.assemble(&message(text, page), &session(), &UserId::anonymous()).await
@@ -71,23 +33,12 @@ async fn assemble(src: &Scripted, store: &MemoryStore, text: &str, page: &str) -
 /// A store whose memory reads take 50 ms, holding one earlier answer that named two products.
 async fn store_with_an_answer() -> MemoryStore {
     let store = MemoryStore::with_latency(Duration::from_millis(50));
-    let turn = TurnRecord {
-        session_id: session(),
-        message_id: MessageId::parse("m-0").unwrap(),
-        ts_ms: 1,
-        user_text: "horror please".into(),
-        assistant_text: "B0AAAAAAA1 and B0BBBBBBB2".into(),
-        products: vec![Asin::parse("B0AAAAAAA1").unwrap(), Asin::parse("B0BBBBBBB2").unwrap()],
-        intent: Some(Intent::ProductDiscovery),
-        status: TurnStatus::Complete,
-        model: "m".into(),
-        input_tokens: 0,
-        output_tokens: 0,
-        user_tokens: None,
-        assistant_tokens: None,
-        guardrail: None,
-        expires_at: u64::MAX,
-    };
+    let turn = turn("s-1", "m-0")
+        .user_text("horror please")
+        .answer("B0AAAAAAA1 and B0BBBBBBB2")
+        .products(&["B0AAAAAAA1", "B0BBBBBBB2"])
+        .intent(Intent::ProductDiscovery)
+        .build();
     store.save_turn(&turn).await.unwrap();
     store
 }
@@ -96,8 +47,7 @@ const ABOUT_A: &str = r#"{"current_asin":"B0AAAAAAA1"}"#;
 
 #[tokio::test(start_paused = true)]
 async fn the_legs_cost_the_slowest_not_the_sum() {
-    let src =
-        Scripted { retrieval: Duration::from_millis(200), service: Duration::from_millis(100), ..Default::default() };
+    let src = slow(Duration::from_millis(200), Duration::from_millis(100));
     let store = store_with_an_answer().await;
     let g = assemble(&src, &store, "Is it in stock?", ABOUT_A).await;
     let asm = &g.context;
@@ -105,14 +55,13 @@ async fn the_legs_cost_the_slowest_not_the_sum() {
     assert!((200.0..205.0).contains(&asm.assembly_ms), "{}", asm.assembly_ms);
     assert_eq!(g.intent, Intent::ProductQuestion);
     assert_eq!(asm.passages.len(), 3, "product, review, retrieved passage");
-    assert_eq!(src.calls.lock().unwrap().len(), 2);
+    assert_eq!(src.calls().len(), 2);
     assert_eq!(g.memory.turns.len(), 1, "memory arrived");
 }
 
 #[tokio::test(start_paused = true)]
 async fn sequential_assembly_costs_the_sum() {
-    let src =
-        Scripted { retrieval: Duration::from_millis(100), service: Duration::from_millis(60), ..Default::default() };
+    let src = slow(Duration::from_millis(100), Duration::from_millis(60));
     let store = store_with_an_answer().await;
     let cfg = ContextConfig { sequential: true, ..ContextConfig::default() };
     let asm = Assembler { sources: &src, store: &store, cfg: &cfg };
@@ -122,7 +71,7 @@ async fn sequential_assembly_costs_the_sum() {
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_leg_is_cut_at_its_deadline_and_the_rest_arrives() {
-    let src = Scripted { retrieval: Duration::from_secs(5), service: Duration::from_millis(10), ..Default::default() };
+    let src = slow(Duration::from_secs(5), Duration::from_millis(10));
     let store = MemoryStore::default();
     let g = assemble(&src, &store, "Is it in stock?", ABOUT_A).await;
     assert_eq!(g.context.errors, ["retrieval: deadline of 240 ms"]);
@@ -132,43 +81,40 @@ async fn a_slow_leg_is_cut_at_its_deadline_and_the_rest_arrives() {
 
 #[tokio::test(start_paused = true)]
 async fn a_cache_hit_skips_the_service_call_and_misses_are_written_back() {
-    let mut src = Scripted { service: Duration::from_millis(100), ..Default::default() };
-    src.cached.insert("product:B0AAAAAAA1".into(), r#"{"title":"cached"}"#.into());
+    let src =
+        sources().service_latency(Duration::from_millis(100)).cached("product:B0AAAAAAA1", r#"{"title":"cached"}"#);
     let store = MemoryStore::default();
     let g = assemble(&src, &store, "Is it in stock?", ABOUT_A).await;
     assert_eq!(g.context.cache_hits, ["product:B0AAAAAAA1"]);
-    assert_eq!(*src.calls.lock().unwrap(), ["review:B0AAAAAAA1"]);
+    assert_eq!(src.calls(), ["review:B0AAAAAAA1"]);
     let cfg = ContextConfig::default();
     Assembler { sources: &src, store: &store, cfg: &cfg }.write_back(&g.context).await;
-    assert_eq!(*src.written.lock().unwrap(), ["review:B0AAAAAAA1"]);
+    assert_eq!(src.written(), ["review:B0AAAAAAA1"]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_cache_falls_back_to_the_services() {
-    let src = Scripted { cache_fails: true, ..Default::default() };
+    let src = sources().cache_down();
     let store = MemoryStore::default();
     let g = assemble(&src, &store, "Is it in stock?", ABOUT_A).await;
     assert_eq!(g.context.errors.len(), 1);
     assert!(g.context.errors[0].starts_with("cache:"));
-    assert_eq!(src.calls.lock().unwrap().len(), 2);
+    assert_eq!(src.calls().len(), 2);
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_ordinal_follow_up_reads_its_products_passages_instead_of_searching_its_words() {
-    let src = Scripted::default();
+    let src = sources();
     let store = store_with_an_answer().await;
     let g = assemble(&src, &store, "Tell me more about the second one", "{}").await;
     assert_eq!(g.entities.resolved.as_ref().map(Asin::as_str), Some("B0BBBBBBB2"));
-    assert!(src.queries.lock().unwrap().is_empty(), "no text search for an ordinal");
-    assert_eq!(
-        *src.calls.lock().unwrap(),
-        ["product:B0BBBBBBB2", "review:B0BBBBBBB2", "rag:product_question:B0BBBBBBB2"]
-    );
+    assert!(src.queries().is_empty(), "no text search for an ordinal");
+    assert_eq!(src.calls(), ["product:B0BBBBBBB2", "review:B0BBBBBBB2", "rag:product_question:B0BBBBBBB2"]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_memory_is_cut_and_the_turn_goes_on_without_it() {
-    let src = Scripted::default();
+    let src = sources();
     let store = MemoryStore::with_latency(Duration::from_secs(2));
     let g = assemble(&src, &store, "Show me horror manga", "{}").await;
     assert_eq!(g.context.errors, ["memory: deadline of 150 ms"]);
@@ -192,8 +138,7 @@ fn focus_prefers_named_products_then_the_ordinal_then_the_page() {
 
 #[tokio::test(start_paused = true)]
 async fn a_fitting_speculation_serves_retrieval_and_services_and_only_memory_runs() {
-    let src =
-        Scripted { retrieval: Duration::from_millis(200), service: Duration::from_millis(100), ..Scripted::default() };
+    let src = slow(Duration::from_millis(200), Duration::from_millis(100));
     let store = MemoryStore::with_latency(Duration::from_millis(50));
     let cfg = ContextConfig::default();
     let asm = Assembler { sources: &src, store: &store, cfg: &cfg };
@@ -210,7 +155,7 @@ async fn a_fitting_speculation_serves_retrieval_and_services_and_only_memory_run
     let start = Instant::now();
     let g = asm.assemble_reusing(&msg, &session(), &UserId::anonymous(), async { Some(Arc::new(prior)) }).await;
     assert_eq!(g.context.speculated, ["retrieval", "services"]);
-    assert!(src.queries.lock().unwrap().is_empty() && src.calls.lock().unwrap().is_empty());
+    assert!(src.queries().is_empty() && src.calls().is_empty());
     assert_eq!(g.context.calls, SourceCalls::default());
     assert!(g.context.passages.iter().any(|p| p.content == "typed"));
     assert_eq!(g.context.values.len(), 2);
@@ -219,7 +164,7 @@ async fn a_fitting_speculation_serves_retrieval_and_services_and_only_memory_run
 
 #[tokio::test(start_paused = true)]
 async fn a_speculations_values_stand_only_for_the_product_its_ordinal_resolved_to() {
-    let src = Scripted::default();
+    let src = sources();
     let store = store_with_an_answer().await;
     let cfg = ContextConfig::default();
     let asm = Assembler { sources: &src, store: &store, cfg: &cfg };
@@ -233,7 +178,7 @@ async fn a_speculations_values_stand_only_for_the_product_its_ordinal_resolved_t
     let msg = message("Is the first one in stock?", "{}");
     let g = asm.assemble_reusing(&msg, &session(), &UserId::anonymous(), async { Some(Arc::new(prior)) }).await;
     assert!(g.context.speculated.is_empty(), "{:?}", g.context.speculated);
-    assert!(src.calls.lock().unwrap().contains(&"product:B0AAAAAAA1".to_owned()), "fetched at send");
+    assert!(src.calls().contains(&"product:B0AAAAAAA1".to_owned()), "fetched at send");
 }
 
 /// A speculation of "Is B0AAAAAAA1 in stock?" holding the session's memory: one earlier answer.
@@ -252,8 +197,7 @@ async fn speculation_with_memory() -> Reusable {
 
 #[tokio::test(start_paused = true)]
 async fn a_speculation_with_current_memory_serves_every_leg_and_the_store_is_not_waited_for() {
-    let src =
-        Scripted { retrieval: Duration::from_millis(200), service: Duration::from_millis(100), ..Scripted::default() };
+    let src = slow(Duration::from_millis(200), Duration::from_millis(100));
     // An empty store that answers in 50 ms: the memory must come from the speculation.
     let store = MemoryStore::with_latency(Duration::from_millis(50));
     let cfg = ContextConfig::default();
@@ -266,14 +210,14 @@ async fn a_speculation_with_current_memory_serves_every_leg_and_the_store_is_not
     assert_eq!(g.context.speculated, ["memory", "retrieval", "services"]);
     assert_eq!(g.memory.turns.len(), 1, "the speculation's memory");
     assert!(!g.context.memory_whole, "a copy is never kept again as read from the store");
-    assert!(src.calls.lock().unwrap().is_empty(), "the absent review was not asked again");
+    assert!(src.calls().is_empty(), "the absent review was not asked again");
     assert_eq!(g.context.absent.len(), 1);
     assert_eq!(g.context.legs.memory_ms, 0.0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_speculation_slower_than_the_store_leaves_the_memory_to_the_store() {
-    let src = Scripted::default();
+    let src = sources();
     let store = MemoryStore::with_latency(Duration::from_millis(50));
     let cfg = ContextConfig::default();
     let asm = Assembler { sources: &src, store: &store, cfg: &cfg };
@@ -291,7 +235,7 @@ async fn a_speculation_slower_than_the_store_leaves_the_memory_to_the_store() {
 
 #[tokio::test(start_paused = true)]
 async fn a_lookup_its_source_does_not_know_is_recorded_absent() {
-    let src = Scripted { missing: vec!["review:B0AAAAAAA1".into()], ..Scripted::default() };
+    let src = sources().missing("review:B0AAAAAAA1");
     let store = MemoryStore::default();
     let g = assemble(&src, &store, "Is B0AAAAAAA1 in stock?", "{}").await;
     let absent: Vec<String> = g.context.absent.iter().map(Lookup::key).collect();

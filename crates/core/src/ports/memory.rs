@@ -1,6 +1,7 @@
 //! The embedded [`Store`]: conversation state in process memory, for `mangaassist serve`, the bench and the
 //! engine's in-process tests. Same semantics as the DynamoDB adapter (conditional claim, idempotent turn
-//! writes, newest-first history).
+//! writes, newest-first history), pinned by the `Store` contract suite that runs on both
+//! (`testkit::store_contract`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -86,11 +87,13 @@ impl Store for MemoryStore {
 
     async fn save_turn(&self, t: &TurnRecord) -> Result<(), StoreError> {
         self.with(|i| {
-            i.turns
-                .entry(t.session_id.clone())
-                .or_default()
-                .entry((t.ts_ms, t.message_id.clone()))
-                .or_insert_with(|| t.clone());
+            let turns = i.turns.entry(t.session_id.clone()).or_default();
+            let std::collections::btree_map::Entry::Vacant(slot) = turns.entry((t.ts_ms, t.message_id.clone())) else {
+                // Stored before: the repeated write changes nothing, the claim included (a retry of the
+                // message may hold it anew).
+                return;
+            };
+            slot.insert(t.clone());
             let key = (t.session_id.clone(), t.message_id.clone());
             if t.status.settles_claim() {
                 i.claims.insert(key, true);
@@ -105,9 +108,11 @@ impl Store for MemoryStore {
     }
 
     async fn create_session(&self, session: &SessionId, user: &UserId, _expires_at: u64) -> Result<(), StoreError> {
-        self.with(|i| {
-            i.owners.entry(session.clone()).or_insert_with(|| user.clone());
-        })
+        let owner = self.with(|i| i.owners.entry(session.clone()).or_insert_with(|| user.clone()).clone())?;
+        if owner != *user {
+            return Err(StoreError::Other(format!("session {session} belongs to another user").into()));
+        }
+        Ok(())
     }
 
     async fn begin_turn(
@@ -176,4 +181,11 @@ impl Store for MemoryStore {
             i.turns.get(session).map(|m| m.values().rev().take(limit as usize).cloned().collect()).unwrap_or_default()
         })
     }
+}
+
+#[cfg(test)]
+mod contract {
+    use super::MemoryStore;
+
+    crate::store_contract_tests!(async { (MemoryStore::default(), ()) });
 }

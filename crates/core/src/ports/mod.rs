@@ -255,7 +255,9 @@ pub trait Store: Send + Sync {
     fn save_turn(&self, turn: &TurnRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Who owns a session (`None`: unknown or expired).
     fn session_owner(&self, session: &SessionId) -> impl Future<Output = Result<Option<UserId>, StoreError>> + Send;
-    /// Records the owner of a new session (server-issued ids; an existing owner is never replaced).
+    /// Records the owner of a new session (server-issued ids; an existing owner is never replaced). Recording
+    /// the same owner again succeeds (a retried write whose first attempt landed); a session another user
+    /// owns is refused with a non-retryable error.
     fn create_session(
         &self,
         session: &SessionId,
@@ -290,7 +292,7 @@ pub trait Store: Send + Sync {
         session: &SessionId,
         summary: &Summary,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// The newest `limit` turns of a session, newest first.
+    /// The newest `limit` turns of a session, newest first (none for a `limit` of 0).
     fn recent_turns(
         &self,
         session: &SessionId,
@@ -404,6 +406,7 @@ pub trait Metrics: Send + Sync {
 pub struct EmfStdout;
 
 impl Metrics for EmfStdout {
+    #[expect(clippy::disallowed_methods, reason = "the EMF writer: stdout is where Lambda's EMF records go")]
     fn record(&self, emf: &Emf) {
         use std::io::Write as _;
         let mut line = emf.to_json();

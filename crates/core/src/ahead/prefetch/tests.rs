@@ -1,8 +1,7 @@
 //! The prediction and planning tables, and the worker over a fake cache: claims, skips, deadlines.
 
 use super::*;
-use crate::cache::Passage;
-use crate::cache::RagEntry;
+use crate::testkit::ScriptedSources;
 use std::collections::HashSet;
 use std::sync::Mutex;
 
@@ -93,44 +92,6 @@ fn the_job_round_trips_through_json_and_rejects_unknown_fields() {
     assert!(serde_json::from_value::<PrefetchJob>(bad_asin).is_err());
 }
 
-/// Sources with one cache (claims included), scripted latency and counted service calls.
-#[derive(Default)]
-struct Fake {
-    cache: Mutex<HashMap<String, String>>,
-    service: Duration,
-    calls: Mutex<Vec<String>>,
-}
-
-impl ContextSources for Fake {
-    async fn retrieve(&self, q: &str, _: Intent, _: usize) -> Result<Vec<Passage>, SourceError> {
-        Ok(vec![Passage { content: format!("about {q}"), score: 1.0, tokens: Some(2) }])
-    }
-    async fn cache_get(&self, keys: &[String]) -> Result<Vec<Option<String>>, SourceError> {
-        let c = self.cache.lock().unwrap();
-        Ok(keys.iter().map(|k| c.get(k).cloned()).collect())
-    }
-    async fn cache_set(&self, k: &str, v: &str, _: Duration) -> Result<(), SourceError> {
-        self.cache.lock().unwrap().insert(k.to_owned(), v.to_owned());
-        Ok(())
-    }
-    async fn cache_set_if_absent(&self, k: &str, v: &str, _: Duration) -> Result<bool, SourceError> {
-        let mut c = self.cache.lock().unwrap();
-        if c.contains_key(k) {
-            return Ok(false);
-        }
-        c.insert(k.to_owned(), v.to_owned());
-        Ok(true)
-    }
-    async fn fetch(&self, l: &Lookup) -> Result<Option<Value>, SourceError> {
-        self.calls.lock().unwrap().push(l.key());
-        if let Lookup::Rag { intent, asin } = l {
-            return Ok(RagEntry(self.retrieve(asin.as_str(), *intent, RagEntry::TOP_K).await?).into_value());
-        }
-        tokio::time::sleep(self.service).await;
-        Ok(Some(serde_json::json!({ "key": l.key() })))
-    }
-}
-
 #[derive(Default)]
 struct Counts(Mutex<HashMap<(Intent, Intent), u64>>);
 
@@ -162,7 +123,7 @@ fn job(id: &str) -> PrefetchJob {
 
 #[tokio::test(start_paused = true)]
 async fn a_second_run_for_the_same_message_does_nothing() {
-    let p = Prefetcher::new(Fake::default(), Counts::default(), PrefetchConfig::default());
+    let p = Prefetcher::new(ScriptedSources::new(), Counts::default(), PrefetchConfig::default());
     let first = p.run(&job("m1")).await;
     assert!(first.errors.is_empty(), "{:?}", first.errors);
     let written: HashSet<_> = first.written.iter().cloned().collect();
@@ -172,11 +133,11 @@ async fn a_second_run_for_the_same_message_does_nothing() {
         .chain(["rag:product_question:B0AAAAAAA1".to_owned()])
         .collect();
     assert_eq!(written, want, "recommendation -> product_question (0.50) only");
-    let calls = p.sources().calls.lock().unwrap().len();
+    let calls = p.sources().calls().len();
 
     let again = p.run(&job("m1")).await;
     assert!(again.duplicate && again.written.is_empty());
-    assert_eq!(p.sources().calls.lock().unwrap().len(), calls);
+    assert_eq!(p.sources().calls().len(), calls);
     let c = p.transitions().counts(Intent::ProductDiscovery).await.unwrap();
     assert_eq!(c.get("recommendation"), Some(&1), "the retry was not counted");
 
@@ -187,7 +148,7 @@ async fn a_second_run_for_the_same_message_does_nothing() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hanging_service_is_cut_at_the_overall_deadline() {
-    let fake = Fake { service: Duration::from_secs(60), ..Fake::default() };
+    let fake = ScriptedSources::new().service_latency(Duration::from_secs(60));
     let cfg = PrefetchConfig { timeout: Duration::from_millis(300), ..PrefetchConfig::default() };
     let p = Prefetcher::new(fake, Counts::default(), cfg);
     let r = p.run(&job("m1")).await;
@@ -210,7 +171,7 @@ impl Pregenerate for CountingPregen {
 
 #[tokio::test(start_paused = true)]
 async fn a_retried_event_pregenerates_once_and_only_after_a_predicted_product_question() {
-    let p = Prefetcher::new(Fake::default(), Counts::default(), PrefetchConfig::default())
+    let p = Prefetcher::new(ScriptedSources::new(), Counts::default(), PrefetchConfig::default())
         .with_pregen(CountingPregen::default());
     assert!(p.run(&job("m1")).await.pregen.is_some(), "recommendation -> product_question (0.50)");
     assert!(p.run(&job("m1")).await.duplicate);

@@ -161,7 +161,8 @@ proptest! {
         chunks in proptest::collection::vec((arb_text(), 0.0f32..1.0), 0..8),
         turns in proptest::collection::vec(arb_text(), 0..30),
         summary in proptest::option::of(arb_text()),
-        user in "[a-zA-Z ]{1,60}",
+        // Up to 400 characters: some messages are over the 100-token budget of the user message.
+        user in "[a-zA-Z ]{1,400}",
         total in 200usize..2000,
     ) {
         let chunks: Vec<Passage> = chunks.into_iter().map(|(content, score)| {
@@ -177,7 +178,16 @@ proptest! {
         inp.conversation_tokens = &known;
         let budget = PromptBudget { total, ..PromptBudget::default() };
         let c = PromptCompressor::default();
-        let Ok(out) = c.compress(&Cl100k, &inp, &budget) else { return Ok(()) };
+        let user_tokens = Cl100k.count(user.trim());
+        let out = match c.compress(&Cl100k, &inp, &budget) {
+            Ok(out) => out,
+            Err(e) => {
+                // The one refusal: the message alone is over its budget, and then it is always refused.
+                prop_assert_eq!(e, CompressError::UserMessageTooLong { tokens: user_tokens, limit: budget.user_message });
+                return Ok(());
+            }
+        };
+        prop_assert!(user_tokens <= budget.user_message, "a message over its budget is refused, not cut");
         let exact = Cl100k.count(&out.system) + Cl100k.count(&out.user);
         prop_assert!(exact <= out.total_tokens, "exact {} > accounted {}", exact, out.total_tokens);
         prop_assert!(out.total_tokens <= budget.total.max(out.sections.system + out.sections.user_message + out.sections.conversation + out.sections.page + out.sections.framing));

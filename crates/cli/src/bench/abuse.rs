@@ -30,9 +30,9 @@ use tokio::time::Instant;
 use super::capacity::{CapacityReport, capacity, held_out_conversations};
 use super::stats::{Pcts, pcts, write_json};
 use super::{Conversation, builtin_conversations};
-use crate::client::ChatClient;
-use crate::faults::{FaultyStore, StoreFaults};
-use crate::system::{LocalSystem, SourceLatency, SystemOptions, start_full};
+use mangaassist_local::client::ChatClient;
+use mangaassist_local::faults::{FaultyStore, StoreFaults};
+use mangaassist_local::system::{LocalSystem, SourceLatency, SystemOptions, start_full};
 
 /// What `bench --scenario abuse` reports (`--json` keys).
 #[derive(Debug, Clone, Serialize)]
@@ -333,6 +333,7 @@ async fn flood_client(sys: Arc<System>, n: u64) -> (u64, u64, u64) {
     (sent, rejected, answered)
 }
 
+#[expect(clippy::print_stdout, reason = "the scenario's table is the command's output (progress goes to stderr)")]
 fn print_report(r: &AbuseReport) {
     println!("| abuse ({} shoppers + 1 flooder) | value |", r.connections);
     println!("|---|---|");

@@ -10,10 +10,11 @@ use mangaassist_core::models::CLAUDE_HAIKU_4_5;
 use serde_json::{Value, json};
 
 use super::driver::{print_table, run};
+use super::report::Recorder;
 use super::stats::write_json;
 use super::{Conversation, builtin_conversations};
-use crate::emulators::bedrock::BedrockEmulator;
-use crate::system::SystemOptions;
+use mangaassist_local::emulators::bedrock::BedrockEmulator;
+use mangaassist_local::system::SystemOptions;
 
 /// A route loader the bench sets once its provisioned throughput is in service.
 #[derive(Clone, Default)]
@@ -47,7 +48,8 @@ pub struct SpikeOptions {
 }
 
 /// Ramps concurrency against on-demand-only routing and against provisioned routing, side by side.
-pub async fn spike(opts: SpikeOptions) -> anyhow::Result<()> {
+#[expect(clippy::print_stdout, reason = "the scenario's table is the command's output (progress goes to stderr)")]
+pub async fn spike(opts: SpikeOptions, rec: &Recorder) -> anyhow::Result<()> {
     use mangaassist_core::routes::Routes;
     let script: Vec<Conversation> = builtin_conversations();
     let mut report = serde_json::Map::new();
@@ -61,7 +63,7 @@ pub async fn spike(opts: SpikeOptions) -> anyhow::Result<()> {
         sys.turn.fallback_model_id = Some(format!("global.{CLAUDE_HAIKU_4_5}"));
         let route = SharedRoute::default();
         let routes = Routes::new(route.clone(), Duration::from_secs(1));
-        let system = crate::system::start_routed(MemoryStore::default(), sys, routes).await?;
+        let system = mangaassist_local::system::start_routed(MemoryStore::default(), sys, routes).await?;
         if provisioned {
             route.set(buy_provisioned(&system.emulator, opts.model_units).await?);
         }
@@ -69,7 +71,7 @@ pub async fn spike(opts: SpikeOptions) -> anyhow::Result<()> {
         let (mut ttft, mut failovers, mut errors, mut turns) = (Vec::new(), 0u64, 0u64, 0u64);
         for &conc in &opts.steps {
             eprintln!("bench: spike {label}: {conc} concurrent conversations");
-            let r = run(&system.bare_ws_url(), &script, conc * 2, conc, Some(&system.emulator), label).await;
+            let r = run(&system.bare_ws_url(), &script, conc * 2, conc, Some(&system.emulator), label, rec).await;
             failovers += r.failovers;
             errors += r.errors;
             turns += r.turns;

@@ -12,14 +12,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mangaassist_core::memory_store::MemoryStore;
-use mangaassist_core::safety::{GuardrailRef, SafetyConfig};
 use serde_json::json;
 
 use super::driver::run_turn;
+use super::report::Recorder;
 use super::stats::{Pcts, pcts, write_json};
 use super::{Conversation, builtin_conversations};
-use crate::client::ChatClient;
-use crate::system::{LocalSystem, SourceLatency, SystemOptions, start};
+use mangaassist_local::client::ChatClient;
+use mangaassist_local::system::{LocalSystem, SourceLatency, SystemOptions, start, with_guardrails};
 
 /// Which guardrail settings to run (`--guardrail`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -27,18 +27,6 @@ pub enum GuardrailRun {
     Off,
     On,
     Both,
-}
-
-/// The guardrail the local system uses (the emulator applies its documented policy to any id).
-pub fn local_guardrail() -> GuardrailRef {
-    GuardrailRef { id: "mangaassistlocal".to_owned(), version: "1".to_owned() }
-}
-
-/// Guardrails on the answer, on the input and on pre-generated answers.
-pub fn with_guardrails(opts: &mut SystemOptions) {
-    let g = Some(local_guardrail());
-    opts.turn.safety = SafetyConfig { output: g.clone(), input: g.clone(), ..SafetyConfig::default() };
-    opts.turn.pregen.guardrail = g;
 }
 
 async fn system(on: bool) -> anyhow::Result<LocalSystem<MemoryStore>> {
@@ -57,7 +45,13 @@ struct Samples {
     errors: u64,
 }
 
-async fn converse(sys: &LocalSystem<MemoryStore>, conv: &Conversation, label: &str, into: &mut Samples) {
+async fn converse(
+    sys: &LocalSystem<MemoryStore>,
+    conv: &Conversation,
+    label: &str,
+    into: &mut Samples,
+    rec: &Recorder,
+) {
     let mut client = match ChatClient::connect(&sys.ws_url()).await {
         Ok(c) => c,
         Err(e) => {
@@ -69,12 +63,12 @@ async fn converse(sys: &LocalSystem<MemoryStore>, conv: &Conversation, label: &s
     for msg in &conv.messages {
         match run_turn(&mut client, msg).await {
             Ok(s) => {
-                super::report::record(label, &s);
+                rec.record(label, &s);
                 into.ttft.push(s.ttft_ms);
                 into.total.push(s.total_ms);
             }
             Err(e) => {
-                super::report::record_error(label);
+                rec.record_error(label);
                 eprintln!("  {label}: {e:#}");
                 into.errors += 1;
             }
@@ -86,7 +80,13 @@ async fn converse(sys: &LocalSystem<MemoryStore>, conv: &Conversation, label: &s
 /// Runs the held conversations `rounds` times with the chosen settings; prints the table and, with `json`,
 /// writes `ttft_ms_off`, `ttft_ms_on`, `total_ms_off`, `total_ms_on` ({p50,p95,p99}), the differences,
 /// the input checks and interventions.
-pub async fn guardrail(run: GuardrailRun, quick: bool, json_path: Option<PathBuf>) -> anyhow::Result<()> {
+#[expect(clippy::print_stdout, reason = "the scenario's table is the command's output (progress goes to stderr)")]
+pub async fn guardrail(
+    run: GuardrailRun,
+    quick: bool,
+    json_path: Option<PathBuf>,
+    rec: &Recorder,
+) -> anyhow::Result<()> {
     let rounds = if quick { 2 } else { 12 };
     let convs = builtin_conversations();
     let off = match run {
@@ -108,12 +108,12 @@ pub async fn guardrail(run: GuardrailRun, quick: bool, json_path: Option<PathBuf
                 match (turn == 0) == on_first {
                     true => {
                         if let Some(sys) = &on {
-                            converse(sys, conv, "guardrails on", &mut s_on).await;
+                            converse(sys, conv, "guardrails on", &mut s_on, rec).await;
                         }
                     }
                     false => {
                         if let Some(sys) = &off {
-                            converse(sys, conv, "guardrails off", &mut s_off).await;
+                            converse(sys, conv, "guardrails off", &mut s_off, rec).await;
                         }
                     }
                 }

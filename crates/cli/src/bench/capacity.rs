@@ -27,8 +27,8 @@ use tokio::time::Instant;
 use super::Conversation;
 use super::spike::{SharedRoute, buy_provisioned};
 use super::stats::{Pcts, pcts};
-use crate::client::ChatClient;
-use crate::system::{SourceLatency, SystemOptions};
+use mangaassist_local::client::ChatClient;
+use mangaassist_local::system::{SourceLatency, SystemOptions};
 
 /// One way of running the fleet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +186,7 @@ pub async fn capacity(quick: bool) -> anyhow::Result<CapacityReport> {
         let retry_budget_ms = u64::try_from(sys.turn.failover.throttle_retry_budget.as_millis()).unwrap_or(0);
         let route = SharedRoute::default();
         let routes = Routes::new(route.clone(), Duration::from_secs(1));
-        let system = crate::system::start_routed(MemoryStore::default(), sys, routes).await?;
+        let system = mangaassist_local::system::start_routed(MemoryStore::default(), sys, routes).await?;
         let model_units = match variant {
             Variant::Provisioned => u32::try_from(connections.div_ceil(caps.1.max(1))).unwrap_or(1),
             _ => 0,
@@ -270,7 +270,7 @@ async fn fleet(url: &str, script: &[Conversation], connections: usize) -> Capaci
         let conv = script[i % script.len()].clone();
         clients.spawn(async move {
             // One signed-in shopper per connection, as in the real fleet (a user may hold only a few).
-            let connected = match crate::client::authenticated(&url, &format!("capacity-{i}")).await {
+            let connected = match mangaassist_local::client::authenticated(&url, &format!("capacity-{i}")).await {
                 Ok(url) => ChatClient::connect(&url).await,
                 Err(e) => Err(e),
             };

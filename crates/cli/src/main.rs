@@ -1,4 +1,6 @@
-//! `mangaassist`: run the whole system locally (`serve`), talk to it (`chat`), measure it (`bench`).
+//! `mangaassist`: run the whole system locally (`serve`), talk to it (`chat`, `token`), measure it (`bench`),
+//! create the DynamoDB table (`create-table`). The system itself is the `mangaassist-local` library; this crate
+//! is its command line and the end-to-end benchmark ([`bench`], one file per scenario).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,13 +10,14 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use mangaassist_core::memory_store::MemoryStore;
 use mangaassist_core::relay::RelayMode;
-use mangaassist_local::bench;
-use mangaassist_local::bench::turns::BenchOptions;
-use mangaassist_local::client::ChatClient;
 use mangaassist_local::emulators::bedrock::LatencyModel;
 use mangaassist_local::system::{SystemOptions, start};
-use serde_json::Value;
-use tokio::io::AsyncBufReadExt;
+
+use crate::bench::report::Recorder;
+use crate::bench::turns::BenchOptions;
+
+mod bench;
+mod chat;
 
 #[derive(Parser)]
 #[command(name = "mangaassist", version, about = "MangaAssist latency engine: local system, chat client, benchmark")]
@@ -179,6 +182,7 @@ fn relay_modes(r: Relay) -> Vec<RelayMode> {
     }
 }
 
+#[expect(clippy::print_stdout, reason = "the addresses to connect to are what `serve` prints")]
 async fn serve(
     listen: SocketAddr,
     bedrock_listen: SocketAddr,
@@ -188,7 +192,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let mut opts = SystemOptions { gateway_addr: listen, bedrock_addr: bedrock_listen, ..SystemOptions::default() };
     if guardrail == OnOff::On {
-        bench::guardrail::with_guardrails(&mut opts);
+        mangaassist_local::system::with_guardrails(&mut opts);
     }
     opts.emulator.latency = match latency {
         Latency::Bedrock => LatencyModel::bedrock_like(),
@@ -218,127 +222,6 @@ async fn serve(
     Ok(())
 }
 
-async fn chat(
-    url: &str,
-    user: &str,
-    message: Option<String>,
-    page_context: Option<String>,
-    json: bool,
-) -> anyhow::Result<()> {
-    let pc: Option<Value> =
-        page_context.map(|s| serde_json::from_str(&s)).transpose().context("--page-context is not JSON")?;
-    let url = mangaassist_local::client::authenticated(url, user).await?;
-    let mut client = ChatClient::connect(&url).await?;
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut one_shot = message;
-    let interactive = one_shot.is_none();
-    loop {
-        let text = match one_shot.take() {
-            Some(t) => t,
-            None if interactive => {
-                eprint!("> ");
-                match lines.next_line().await? {
-                    Some(l) if l.trim().is_empty() => continue,
-                    Some(l) => l,
-                    None => break,
-                }
-            }
-            None => break,
-        };
-        chat_turn(&mut client, &url, &text, pc.as_ref(), json).await?;
-        if !interactive {
-            break;
-        }
-    }
-    client.close().await;
-    Ok(())
-}
-
-/// One message: the answer streams to stdout; then one line of figures and the products' titles on stderr
-/// (so `> file` keeps only the answer). With `json`, every event of the turn as it arrived, on stdout.
-async fn chat_turn(
-    client: &mut ChatClient,
-    url: &str,
-    text: &str,
-    page_context: Option<&Value>,
-    json: bool,
-) -> anyhow::Result<()> {
-    use mangaassist_local::client::{product_titles, turn_line};
-    use std::io::Write as _;
-    let started = std::time::Instant::now();
-    let id = client.send_message(text, page_context).await?;
-    let (mut first, mut answer) = (None, String::new());
-    let mut out = std::io::stdout();
-    loop {
-        let ev = client.next_event(Duration::from_secs(30)).await?;
-        if ev["message_id"].as_str() != Some(id.as_str()) {
-            continue;
-        }
-        if json {
-            writeln!(out, "{ev}")?;
-        }
-        match ev["type"].as_str() {
-            Some("delta") => {
-                first.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1000.0);
-                let t = ev["text"].as_str().unwrap_or_default();
-                answer.push_str(t);
-                if !json {
-                    write!(out, "{t}")?;
-                }
-            }
-            Some("retract") => {
-                // The guardrail replaced what was shown: say so, then show the replacement.
-                answer = ev["message"].as_str().unwrap_or_default().to_owned();
-                if !json {
-                    writeln!(out)?;
-                    eprintln!("[revised by the safety check; the answer above is withdrawn]");
-                    writeln!(out, "{answer}")?;
-                }
-                // A retracted message ends here: no `completed` follows.
-                break;
-            }
-            Some("completed") => {
-                if json {
-                    break;
-                }
-                writeln!(out)?;
-                out.flush()?;
-                eprintln!("  {}", turn_line(&ev["metrics"], first));
-                let asins: Vec<String> = ev["products"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|p| p["asin"].as_str().map(str::to_owned))
-                    .collect();
-                let japanese = text.chars().any(|c| matches!(c as u32, 0x3040..=0x30FF | 0x4E00..=0x9FFF));
-                let titles = product_titles(url, &asins, &answer, japanese).await;
-                if !titles.is_empty() {
-                    eprintln!("  products: {}", titles.join(" · "));
-                }
-                break;
-            }
-            Some("error") => {
-                if !json {
-                    if !answer.is_empty() {
-                        writeln!(out)?;
-                    }
-                    let code = ev["code"].as_str().unwrap_or("error");
-                    let mut line = format!("[{code}] {}", ev["message"].as_str().unwrap_or_default());
-                    if let Some(ms) = ev["retry_after_ms"].as_u64() {
-                        line.push_str(&format!(" (try again in {:.1} s)", ms as f64 / 1000.0));
-                    }
-                    eprintln!("{line}");
-                }
-                break;
-            }
-            _ => {}
-        }
-        out.flush()?;
-    }
-    out.flush()?;
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -346,17 +229,16 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cmd = Cli::parse().cmd;
-    let report = match &cmd {
+    let (rec, report) = match &cmd {
         Cmd::Bench { report: Some(path), .. } => {
-            bench::report::enable(scenario_name(&cmd), bench_settings(&cmd));
-            Some(path.clone())
+            (Recorder::on(scenario_name(&cmd), bench_settings(&cmd)), Some(path.clone()))
         }
-        _ => None,
+        _ => (Recorder::off(), None),
     };
-    let result = run(cmd).await;
+    let result = run(cmd, &rec).await;
     if let Some(path) = report {
         // Written even when the run failed: its turns are what explains the failure.
-        bench::report::write(&path)?;
+        rec.write(&path)?;
     }
     result
 }
@@ -413,7 +295,11 @@ fn bench_settings(cmd: &Cmd) -> Vec<(String, String)> {
     v
 }
 
-async fn run(cmd: Cmd) -> anyhow::Result<()> {
+#[expect(
+    clippy::print_stdout,
+    reason = "`token` and `create-table` print their result, `bench --scenario capacity` its table"
+)]
+async fn run(cmd: Cmd, rec: &Recorder) -> anyhow::Result<()> {
     match cmd {
         Cmd::Serve { listen, bedrock_listen, latency, relay, guardrail } => {
             serve(listen, bedrock_listen, latency, relay, guardrail).await
@@ -427,7 +313,9 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             println!("table {table} is ready at {endpoint}");
             Ok(())
         }
-        Cmd::Chat { url, user, message, page_context, json } => chat(&url, &user, message, page_context, json).await,
+        Cmd::Chat { url, user, message, page_context, json } => {
+            chat::chat(&url, &user, message, page_context, json).await
+        }
         Cmd::Token { user, guest, url } => {
             let token = mangaassist_local::client::fetch_token(&url, (!guest).then_some(user.as_str())).await?;
             println!("{token}");
@@ -441,25 +329,31 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                     anyhow::bail!("--scenario typing takes --guardrail on or off")
                 }
             };
-            bench::typing::typing(quick, conversations, guardrails, json).await
+            // Boxed: two systems replaying side by side make a ~25 KB future.
+            Box::pin(bench::typing::typing(quick, conversations, guardrails, json, rec)).await
         }
-        Cmd::Bench { guardrail: Some(run), quick, json, .. } => bench::guardrail::guardrail(run, quick, json).await,
+        Cmd::Bench { guardrail: Some(run), quick, json, .. } => {
+            bench::guardrail::guardrail(run, quick, json, rec).await
+        }
         Cmd::Bench { scenario: Scenario::Compression, corpus, requests, seed, no_e2e, quick, json, .. } => {
-            bench::compression::compression(bench::compression::CompressionOptions {
-                corpus,
-                requests: if quick { requests.min(500) } else { requests },
-                seed,
-                e2e: !no_e2e,
-                quick,
-                json,
-            })
+            bench::compression::compression(
+                bench::compression::CompressionOptions {
+                    corpus,
+                    requests: if quick { requests.min(500) } else { requests },
+                    seed,
+                    e2e: !no_e2e,
+                    quick,
+                    json,
+                },
+                rec,
+            )
             .await
         }
-        Cmd::Bench { scenario: Scenario::Context, quick, json, .. } => bench::context::context(quick, json).await,
+        Cmd::Bench { scenario: Scenario::Context, quick, json, .. } => bench::context::context(quick, json, rec).await,
         Cmd::Bench { scenario: Scenario::Followups, quick, script, json, .. } => {
-            bench::followups::followups(quick, script, json).await
+            bench::followups::followups(quick, script, json, rec).await
         }
-        Cmd::Bench { scenario: Scenario::Models, quick, json, .. } => bench::models::models(quick, json).await,
+        Cmd::Bench { scenario: Scenario::Models, quick, json, .. } => bench::models::models(quick, json, rec).await,
         Cmd::Bench { scenario: Scenario::Abuse, quick, json, .. } => bench::abuse::abuse(quick, json).await,
         Cmd::Bench { scenario: Scenario::Capacity, quick, json, .. } => {
             let report = bench::capacity::capacity(quick).await?;
@@ -471,20 +365,23 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Bench { scenario: Scenario::Spike, quick, json, .. } => {
             let steps = if quick { vec![5, 50] } else { vec![5, 10, 20, 50] };
-            bench::spike::spike(bench::spike::SpikeOptions { steps, model_units: 2, json }).await
+            bench::spike::spike(bench::spike::SpikeOptions { steps, model_units: 2, json }, rec).await
         }
         Cmd::Bench { url, conversations, concurrency, relay, post_latency_ms, quick, script, json, .. } => {
             let relay = if quick && relay == Relay::Both { Relay::Coalesce } else { relay };
-            bench::turns::turns(BenchOptions {
-                url,
-                script,
-                conversations,
-                concurrency,
-                relay: relay_modes(relay),
-                quick,
-                post_latency: Duration::from_millis(post_latency_ms),
-                json,
-            })
+            bench::turns::turns(
+                BenchOptions {
+                    url,
+                    script,
+                    conversations,
+                    concurrency,
+                    relay: relay_modes(relay),
+                    quick,
+                    post_latency: Duration::from_millis(post_latency_ms),
+                    json,
+                },
+                rec,
+            )
             .await
         }
     }

@@ -8,13 +8,15 @@ use serde_json::json;
 
 use super::builtin_conversations;
 use super::driver::{print_table, run};
+use super::report::Recorder;
 use super::stats::write_json;
-use crate::system::{SystemOptions, start};
+use mangaassist_local::system::{SystemOptions, start};
 
 /// Sequential vs parallel context assembly over the same turns, with the design's latency profile
 /// (memory 50 ms, retrieval 200 ms, product services 100 ms; classification here takes microseconds).
-pub async fn context(quick: bool, json_path: Option<PathBuf>) -> anyhow::Result<()> {
-    use crate::system::SourceLatency;
+#[expect(clippy::print_stdout, reason = "the scenario's tables are the command's output (progress goes to stderr)")]
+pub async fn context(quick: bool, json_path: Option<PathBuf>, rec: &Recorder) -> anyhow::Result<()> {
+    use mangaassist_local::system::SourceLatency;
     let script = builtin_conversations();
     let conversations = if quick { 3 } else { 10 };
     let mut runs = Vec::new();
@@ -29,7 +31,7 @@ pub async fn context(quick: bool, json_path: Option<PathBuf>) -> anyhow::Result<
         let system = start(store, sys).await?;
         let label = if sequential { "sequential" } else { "parallel" };
         eprintln!("bench: {conversations} conversations, {label} context assembly");
-        runs.push(run(&system.bare_ws_url(), &script, conversations, 1, Some(&system.emulator), label).await);
+        runs.push(run(&system.bare_ws_url(), &script, conversations, 1, Some(&system.emulator), label, rec).await);
     }
     print_table(&runs);
     println!("| assembly | p50 ms | p95 ms |\n|---|---|---|");

@@ -14,10 +14,11 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use super::report::Recorder;
 use super::stats::{Pcts, pcts};
 use super::{Conversation, ScriptedMessage};
-use crate::client::ChatClient;
-use crate::emulators::bedrock::BedrockEmulator;
+use mangaassist_local::client::ChatClient;
+use mangaassist_local::emulators::bedrock::BedrockEmulator;
 
 /// Results of one run (one system configuration at one concurrency).
 #[derive(Debug, Clone, Serialize)]
@@ -96,7 +97,8 @@ pub async fn run_turn(client: &mut ChatClient, msg: &ScriptedMessage) -> anyhow:
 }
 
 /// Drives `conversations` conversations (cycling through `script`) at `concurrency` against `url`; a `url`
-/// without a token gets one shopper per conversation, signed in at the `serve` behind it.
+/// without a token gets one shopper per conversation, signed in at the `serve` behind it. Each turn goes to
+/// `rec` under the label `<relay> · <concurrency> at once`.
 pub async fn run(
     url: &str,
     script: &[Conversation],
@@ -104,6 +106,7 @@ pub async fn run(
     concurrency: usize,
     emulator: Option<&BedrockEmulator>,
     relay: &str,
+    rec: &Recorder,
 ) -> RunReport {
     let next = Arc::new(AtomicUsize::new(0));
     let acc = Arc::new(Mutex::new(Acc::default()));
@@ -115,7 +118,7 @@ pub async fn run(
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency.max(1) {
         let (next, acc, script, url) = (next.clone(), acc.clone(), script.clone(), url.to_owned());
-        let (progress, label) = (progress.clone(), label.clone());
+        let (progress, label, rec) = (progress.clone(), label.clone(), rec.clone());
         let emu = emulator.cloned();
         workers.spawn(async move {
             loop {
@@ -125,7 +128,7 @@ pub async fn run(
                 }
                 let conv = &script[i % script.len()];
                 // A URL without a token (a local `serve`, in-process or not) gets one shopper per conversation.
-                let connected = match crate::client::authenticated(&url, &format!("bench-{i}")).await {
+                let connected = match mangaassist_local::client::authenticated(&url, &format!("bench-{i}")).await {
                     Ok(url) => ChatClient::connect(&url).await,
                     Err(e) => Err(e),
                 };
@@ -134,7 +137,7 @@ pub async fn run(
                     Err(e) => {
                         for _ in &conv.messages {
                             progress.tick();
-                            super::report::record_error(&label);
+                            rec.record_error(&label);
                         }
                         let mut a = acc.lock().await;
                         a.errors += conv.messages.len() as u64;
@@ -148,8 +151,8 @@ pub async fn run(
                     let res = run_turn(&mut client, msg).await;
                     progress.tick();
                     match &res {
-                        Ok(s) => super::report::record(&label, s),
-                        Err(_) => super::report::record_error(&label),
+                        Ok(s) => rec.record(&label, s),
+                        Err(_) => rec.record_error(&label),
                     }
                     let mut a = acc.lock().await;
                     match res {
@@ -211,6 +214,7 @@ pub async fn run(
 }
 
 /// Prints runs as a Markdown table.
+#[expect(clippy::print_stdout, reason = "the runs' table is the command's output (progress goes to stderr)")]
 pub fn print_table(runs: &[RunReport]) {
     println!(
         "| relay | conc | turns | err | ttft p50/p95/p99 ms | model ttft p50/p95/p99 ms | overhead p50/p95/p99 ms | total p50/p95/p99 ms | frames/turn | out tok/turn |"

@@ -17,11 +17,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::driver::run_turn;
+use super::report::Recorder;
 use super::stats::{Pcts, pcts, write_json};
 use super::{Conversation, ScriptedMessage, read_script};
-use crate::client::ChatClient;
-use crate::embedded::catalog::Catalog;
-use crate::system::{SourceLatency, SystemOptions, start};
+use mangaassist_local::client::ChatClient;
+use mangaassist_local::embedded::catalog::Catalog;
+use mangaassist_local::system::{SourceLatency, SystemOptions, start};
 
 const GENERIC_EN: &[&str] = &[
     "Tell me more about the {n} one",
@@ -105,7 +106,7 @@ struct WayResult {
     errors: u64,
 }
 
-async fn run_way(way: Way, script: &[Conversation]) -> anyhow::Result<WayResult> {
+async fn run_way(way: Way, script: &[Conversation], rec: &Recorder) -> anyhow::Result<WayResult> {
     let mut sys =
         SystemOptions { sources: SourceLatency::design(), prefetch: way.prefetch, ..SystemOptions::default() };
     sys.turn.pregen.mode = way.pregen;
@@ -119,8 +120,8 @@ async fn run_way(way: Way, script: &[Conversation]) -> anyhow::Result<WayResult>
             completed += 1;
             let res = run_turn(&mut client, msg).await;
             match &res {
-                Ok(s) => super::report::record(way.name, s),
-                Err(_) => super::report::record_error(way.name),
+                Ok(s) => rec.record(way.name, s),
+                Err(_) => rec.record_error(way.name),
             }
             match res {
                 Ok(s) => {
@@ -168,7 +169,13 @@ struct ExpectReport {
 }
 
 /// Runs the follow-ups three ways and prints and writes the report.
-pub async fn followups(quick: bool, script: Option<PathBuf>, json_path: Option<PathBuf>) -> anyhow::Result<()> {
+#[expect(clippy::print_stdout, reason = "the scenario's tables are the command's output (progress goes to stderr)")]
+pub async fn followups(
+    quick: bool,
+    script: Option<PathBuf>,
+    json_path: Option<PathBuf>,
+    rec: &Recorder,
+) -> anyhow::Result<()> {
     let script = match &script {
         Some(p) => read_script(p)?,
         None => conversations(&Catalog::default(), if quick { 4 } else { 16 }),
@@ -176,7 +183,7 @@ pub async fn followups(quick: bool, script: Option<PathBuf>, json_path: Option<P
     let mut results = BTreeMap::new();
     for way in WAYS {
         eprintln!("bench: {} conversations with follow-ups, {}", script.len(), way.name);
-        results.insert(way.name, run_way(way, &script).await?);
+        results.insert(way.name, run_way(way, &script, rec).await?);
     }
     let (off, pre, pg) = (&results["off"], &results["prefetch"], &results["pregen"]);
     let labels: Vec<String> = pg.by_expect.keys().cloned().collect();

@@ -10,10 +10,11 @@ use mangaassist_core::relay::RelayMode;
 use serde_json::Value;
 
 use super::driver::{print_table, run};
+use super::report::Recorder;
 use super::stats::write_json;
 use super::{builtin_conversations, read_script};
-use crate::emulators::bedrock::LatencyModel;
-use crate::system::{SystemOptions, start};
+use mangaassist_local::emulators::bedrock::LatencyModel;
+use mangaassist_local::system::{SystemOptions, start};
 
 /// What `mangaassist bench` was asked to do.
 #[derive(Debug, Clone)]
@@ -36,7 +37,7 @@ fn relay_name(m: RelayMode) -> &'static str {
 }
 
 /// Runs the bench and prints (and optionally writes) the report.
-pub async fn turns(opts: BenchOptions) -> anyhow::Result<()> {
+pub async fn turns(opts: BenchOptions, rec: &Recorder) -> anyhow::Result<()> {
     let script = match &opts.script {
         Some(p) => read_script(p)?,
         None => builtin_conversations(),
@@ -51,7 +52,7 @@ pub async fn turns(opts: BenchOptions) -> anyhow::Result<()> {
         });
         if let Some(url) = &opts.url {
             eprintln!("bench: {conversations} conversations at concurrency {conc} against {url}");
-            runs.push(run(url, &script, conversations, conc, None, "remote").await);
+            runs.push(run(url, &script, conversations, conc, None, "remote", rec).await);
             continue;
         }
         for &mode in &opts.relay {
@@ -64,7 +65,7 @@ pub async fn turns(opts: BenchOptions) -> anyhow::Result<()> {
             let system = start(MemoryStore::default(), sys).await?;
             eprintln!("bench: {conversations} conversations at concurrency {conc}, relay {}", relay_name(mode));
             runs.push(
-                run(&system.bare_ws_url(), &script, conversations, conc, Some(&system.emulator), relay_name(mode))
+                run(&system.bare_ws_url(), &script, conversations, conc, Some(&system.emulator), relay_name(mode), rec)
                     .await,
             );
         }

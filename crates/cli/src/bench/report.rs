@@ -2,9 +2,9 @@
 //! the run's settings, a table per variant (first token, total, model first token, context, tokens), the
 //! first-token CDF of every variant on one chart, and the latency waterfall of each variant's median turn.
 //!
-//! The scenarios hand their turns to a process-wide recording ([`record`]) under a variant label (`coalesce
-//! · 50 at once`, `compressed`, `provisioned`, `prefetch`...); recording is off, and costs nothing, unless
-//! `--report` turned it on ([`enable`]). [`Progress`] prints turns done, elapsed time and an ETA on stderr.
+//! The scenarios hand their turns to the [`Recorder`] they were given under a variant label (`coalesce
+//! · 50 at once`, `compressed`, `provisioned`, `prefetch`...); it is off, and costs nothing, unless
+//! `--report` turned it on ([`Recorder::on`]). [`Progress`] prints turns done, elapsed time and an ETA on stderr.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::driver::TurnSample;
 use super::stats::{Dist, dist};
-use crate::web::waterfall::{Waterfall, waterfall};
+use mangaassist_local::web::waterfall::{Waterfall, waterfall};
 
 /// The turns of one variant.
 #[derive(Debug, Clone, Default)]
@@ -55,56 +55,58 @@ impl Recording {
     }
 }
 
-static RECORDING: Mutex<Option<Recording>> = Mutex::new(None);
+/// Where the scenarios record their turns for `--report`: built once by `main` and passed down to every
+/// scenario and driver; clones share one recording. [`Recorder::off`] records nothing and costs nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Recorder(Option<Arc<Mutex<Recording>>>);
 
-/// Turns recording on for `scenario`, described by `settings`.
-pub fn enable(scenario: &str, settings: Vec<(String, String)>) {
-    if let Ok(mut r) = RECORDING.lock() {
-        *r = Some(Recording { scenario: scenario.to_owned(), settings, variants: Vec::new() });
+impl Recorder {
+    /// Records nothing (no `--report`).
+    pub fn off() -> Self {
+        Self(None)
     }
-}
 
-/// Adds a setting to the recording (a scenario's own, known once it runs).
-pub fn setting(key: &str, value: impl Into<String>) {
-    if let Ok(mut r) = RECORDING.lock()
-        && let Some(r) = r.as_mut()
-    {
-        r.settings.push((key.to_owned(), value.into()));
+    /// Records the turns of `scenario`, described by `settings`.
+    pub fn on(scenario: &str, settings: Vec<(String, String)>) -> Self {
+        let rec = Recording { scenario: scenario.to_owned(), settings, variants: Vec::new() };
+        Self(Some(Arc::new(Mutex::new(rec))))
     }
-}
 
-/// Records one answered turn of `label` (nothing when recording is off).
-pub fn record(label: &str, sample: &TurnSample) {
-    if let Ok(mut r) = RECORDING.lock()
-        && let Some(r) = r.as_mut()
-    {
-        let v = r.variant(label);
-        v.ttft.push(sample.ttft_ms);
-        v.total.push(sample.total_ms);
-        v.metrics.push(sample.completed["metrics"].clone());
+    fn with(&self, f: impl FnOnce(&mut Recording)) {
+        if let Some(r) = &self.0
+            && let Ok(mut r) = r.lock()
+        {
+            f(&mut r);
+        }
     }
-}
 
-/// Records one failed turn of `label`.
-pub fn record_error(label: &str) {
-    if let Ok(mut r) = RECORDING.lock()
-        && let Some(r) = r.as_mut()
-    {
-        r.variant(label).errors += 1;
+    /// Records one answered turn of `label`.
+    pub fn record(&self, label: &str, sample: &TurnSample) {
+        self.with(|r| {
+            let v = r.variant(label);
+            v.ttft.push(sample.ttft_ms);
+            v.total.push(sample.total_ms);
+            v.metrics.push(sample.completed["metrics"].clone());
+        });
     }
-}
 
-/// What was recorded so far (`None` when recording is off).
-pub fn recording() -> Option<Recording> {
-    RECORDING.lock().ok().and_then(|r| r.clone())
-}
+    /// Records one failed turn of `label`.
+    pub fn record_error(&self, label: &str) {
+        self.with(|r| r.variant(label).errors += 1);
+    }
 
-/// Writes the report of what was recorded to `path`.
-pub fn write(path: &Path) -> anyhow::Result<()> {
-    let rec = recording().context("Nothing was recorded (recording is off)")?;
-    std::fs::write(path, render(&rec)).with_context(|| format!("Failed to write {}", path.display()))?;
-    eprintln!("bench: wrote {}", path.display());
-    Ok(())
+    /// What was recorded so far (`None` when recording is off).
+    pub fn recording(&self) -> Option<Recording> {
+        self.0.as_ref().and_then(|r| r.lock().ok()).map(|r| r.clone())
+    }
+
+    /// Writes the report of what was recorded to `path`.
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        let rec = self.recording().context("Nothing was recorded (recording is off)")?;
+        std::fs::write(path, render(&rec)).with_context(|| format!("Failed to write {}", path.display()))?;
+        eprintln!("bench: wrote {}", path.display());
+        Ok(())
+    }
 }
 
 /// Prints `bench: <label>: 120/520 turns · 34 s · ETA 1 min 53 s` on stderr every 5 s while turns run.
@@ -516,7 +518,7 @@ mod tests {
         assert_eq!(html.matches("<svg class=\"chart cdf\"").count(), 1);
         assert_eq!(html.matches("class=\"series\"").count(), 2);
         assert_eq!(html.matches("<svg class=\"chart waterfall\"").count(), 2);
-        assert_eq!(html.matches("<g class=\"row\"").count(), 2 * crate::web::waterfall::KEYS.len());
+        assert_eq!(html.matches("<g class=\"row\"").count(), 2 * mangaassist_local::web::waterfall::KEYS.len());
         assert!(html.contains("parallel &lt;fast&gt;"), "labels are escaped");
         let without_ns = html.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
         assert!(!without_ns.contains("http://") && !without_ns.contains("https://"), "nothing is fetched");
@@ -534,16 +536,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_recorded_run_writes_a_report_with_one_cdf_and_a_waterfall_per_variant() {
-        use crate::emulators::bedrock::LatencyModel;
-        use crate::system::{SystemOptions, start};
+        use mangaassist_local::emulators::bedrock::LatencyModel;
+        use mangaassist_local::system::{SystemOptions, start};
         let mut opts = SystemOptions::default();
         opts.emulator.latency = LatencyModel::fast();
         let system = start(mangaassist_core::memory_store::MemoryStore::default(), opts).await.unwrap();
-        enable("turns", vec![("quick".into(), "true".into())]);
+        let rec = Recorder::on("turns", vec![("quick".into(), "true".into())]);
         let script = super::super::builtin_conversations();
-        super::super::driver::run(&system.bare_ws_url(), &script[..2], 2, 1, Some(&system.emulator), "coalesce").await;
+        let url = system.bare_ws_url();
+        super::super::driver::run(&url, &script[..2], 2, 1, Some(&system.emulator), "coalesce", &rec).await;
         let path = std::env::temp_dir().join(format!("mangaassist-report-{}.html", std::process::id()));
-        write(&path).unwrap();
+        rec.write(&path).unwrap();
         let html = std::fs::read_to_string(&path).unwrap();
         let _ = std::fs::remove_file(&path);
         assert!(html.starts_with("<!doctype html>") && html.trim_end().ends_with("</html>"));
@@ -552,6 +555,25 @@ mod tests {
         assert_eq!(html.matches("class=\"series\"").count(), 1);
         assert_eq!(html.matches("<svg class=\"chart waterfall\"").count(), 1);
         assert!(html.contains("coalesce · 1 at once"));
+    }
+
+    #[test]
+    fn each_run_records_into_its_own_recorder_and_an_off_one_records_nothing() {
+        let (a, b, off) = (Recorder::on("turns", Vec::new()), Recorder::on("context", Vec::new()), Recorder::off());
+        let worker = a.clone();
+        worker.record("coalesce", &sample(500.0));
+        b.record_error("parallel");
+        off.record("coalesce", &sample(500.0));
+        let a = a.recording().unwrap();
+        assert_eq!(
+            (a.variants.len(), a.variants[0].ttft.as_slice()),
+            (1, &[500.0][..]),
+            "a clone shares the recording"
+        );
+        let b = b.recording().unwrap();
+        assert_eq!((b.variants[0].label.as_str(), b.variants[0].errors, b.variants[0].ttft.len()), ("parallel", 1, 0));
+        assert!(off.recording().is_none());
+        assert!(off.write(&std::env::temp_dir().join("never-written.html")).is_err());
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! system (started in-process) or a deployed stage (`--url`). One file per scenario:
 //!
 //! - [`turns`]: first-token and total latency, our overhead, the relay ablation (the default scenario).
-//! - [`compression`]: prompt tokens, compression CPU, TTFT with compression on and off; [`corpus`] generates
-//!   its requests.
+//! - [`compression`]: prompt tokens, compression CPU, TTFT with compression on and off; its requests come
+//!   from `mangaassist_local::embedded::corpus`.
 //! - [`context`]: sequential vs parallel context assembly.
 //! - [`spike`]: a concurrency ramp against on-demand and provisioned routing.
 //! - [`capacity`]: 200 concurrent shoppers on-demand, with throttle retries, and on provisioned units.
@@ -14,13 +14,13 @@
 //! - [`typing`]: first token with typing-time speculation on and off, messages replayed as typed.
 //!
 //! [`driver`] runs conversations and measures turns; [`stats`] holds the percentiles and the JSON writer;
-//! [`report`] records turns per variant for `--report FILE.html` and prints progress on stderr.
+//! [`report`] records turns per variant for `--report FILE.html` (a [`report::Recorder`] that `main` builds
+//! and passes down) and prints progress on stderr.
 
 pub mod abuse;
 pub mod capacity;
 pub mod compression;
 pub mod context;
-pub mod corpus;
 pub mod driver;
 pub mod followups;
 pub mod guardrail;

@@ -19,9 +19,10 @@ use serde_json::{Value, json};
 
 use super::Conversation;
 use super::driver::run_turn;
+use super::report::Recorder;
 use super::stats::{Pcts, pcts, write_json};
-use crate::client::ChatClient;
-use crate::system::{SourceLatency, SystemOptions, start};
+use mangaassist_local::client::ChatClient;
+use mangaassist_local::system::{SourceLatency, SystemOptions, start};
 
 /// Held conversations: every intent, in English and Japanese.
 fn conversations() -> Vec<Conversation> {
@@ -133,7 +134,7 @@ struct IntentReport {
 /// Per-turn samples of one variant: intent -> (ttft, total, output tokens, model).
 type Samples = BTreeMap<Intent, Vec<(f64, f64, u64, String)>>;
 
-async fn run_variant(v: &Variant, rounds: usize) -> anyhow::Result<(Samples, u64)> {
+async fn run_variant(v: &Variant, rounds: usize, rec: &Recorder) -> anyhow::Result<(Samples, u64)> {
     let mut sys = SystemOptions { sources: SourceLatency::design(), ..SystemOptions::default() };
     sys.turn.models = v.routing.clone();
     sys.turn.prompt.levers = v.levers;
@@ -147,8 +148,8 @@ async fn run_variant(v: &Variant, rounds: usize) -> anyhow::Result<(Samples, u64
             for msg in &conv.messages {
                 let res = run_turn(&mut client, msg).await;
                 match &res {
-                    Ok(s) => super::report::record(v.name, s),
-                    Err(_) => super::report::record_error(v.name),
+                    Ok(s) => rec.record(v.name, s),
+                    Err(_) => rec.record_error(v.name),
                 }
                 match res {
                     Ok(s) => {
@@ -181,14 +182,15 @@ fn report(turns: &[(f64, f64, u64, String)]) -> IntentReport {
 }
 
 /// Runs every variant and prints per-intent tables and the criteria.
-pub async fn models(quick: bool, json_path: Option<PathBuf>) -> anyhow::Result<()> {
+#[expect(clippy::print_stdout, reason = "the scenario's tables are the command's output (progress goes to stderr)")]
+pub async fn models(quick: bool, json_path: Option<PathBuf>, rec: &Recorder) -> anyhow::Result<()> {
     let rounds = if quick { 1 } else { 3 };
     let mut by_variant: BTreeMap<&str, BTreeMap<Intent, IntentReport>> = BTreeMap::new();
     let mut errors = 0;
     let all = variants();
     for v in &all {
         eprintln!("bench: models, {} ({rounds} rounds of {} conversations)", v.name, conversations().len());
-        let (samples, e) = run_variant(v, rounds).await?;
+        let (samples, e) = run_variant(v, rounds, rec).await?;
         errors += e;
         by_variant.insert(v.name, samples.iter().map(|(i, t)| (*i, report(t))).collect());
     }

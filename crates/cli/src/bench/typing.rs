@@ -23,9 +23,10 @@ use serde_json::{Map, Value, json};
 
 use super::ScriptedMessage;
 use super::driver::run_turn;
+use super::report::Recorder;
 use super::stats::{Pcts, pcts, write_json};
-use crate::client::ChatClient;
-use crate::system::{LocalSystem, SourceLatency, SystemOptions, start};
+use mangaassist_local::client::ChatClient;
+use mangaassist_local::system::{LocalSystem, SourceLatency, SystemOptions, start};
 
 /// Typing speed: about 50 words a minute.
 pub const WORD_MS: u64 = 240;
@@ -166,7 +167,7 @@ impl Mode {
         let mut opts = SystemOptions { sources: SourceLatency::design(), ..SystemOptions::default() };
         opts.turn.speculation.enabled = on;
         if guardrails {
-            super::guardrail::with_guardrails(&mut opts);
+            mangaassist_local::system::with_guardrails(&mut opts);
         }
         let system = start(MemoryStore::with_latency(Duration::from_millis(50)), opts).await?;
         Ok(Self { on, system, run: Run::default() })
@@ -184,7 +185,7 @@ impl Mode {
 }
 
 /// Replays one conversation against `mode`'s system.
-async fn run_conversation(mode: &mut Mode, conv: Vec<Typed>) -> anyhow::Result<()> {
+async fn run_conversation(mode: &mut Mode, conv: Vec<Typed>, rec: &Recorder) -> anyhow::Result<()> {
     let (on, system, run) = (mode.on, &mode.system, &mut mode.run);
     let label = if on { "speculation on" } else { "speculation off" };
     let mut client = ChatClient::connect(&system.ws_url()).await?;
@@ -213,7 +214,7 @@ async fn run_conversation(mode: &mut Mode, conv: Vec<Typed>) -> anyhow::Result<(
         };
         match run_turn(&mut client, &scripted).await {
             Ok(s) => {
-                super::report::record(label, &s);
+                rec.record(label, &s);
                 // The context legs (memory serves any message of the session while current).
                 let legs = s.completed["metrics"]["speculated_legs"]
                     .as_array()
@@ -240,7 +241,7 @@ async fn run_conversation(mode: &mut Mode, conv: Vec<Typed>) -> anyhow::Result<(
                 run.turns.push((msg.edited.is_some(), legs > 0, wrong));
             }
             Err(e) => {
-                super::report::record_error(label);
+                rec.record_error(label);
                 eprintln!("  error: {e:#}");
                 run.errors += 1;
             }
@@ -305,11 +306,13 @@ struct TypingReport {
 /// Runs both modes side by side, each conversation replayed at the same moment on both systems (this
 /// machine's speed drifts over minutes, and the pairing cancels it), `conversations` conversations in all
 /// (the built-in ones in turn; default 60, `--quick` 5), and prints the comparison.
+#[expect(clippy::print_stdout, reason = "the scenario's tables are the command's output (progress goes to stderr)")]
 pub async fn typing(
     quick: bool,
     conversations_wanted: Option<usize>,
     guardrails: bool,
     json_path: Option<PathBuf>,
+    rec: &Recorder,
 ) -> anyhow::Result<()> {
     // 60 by default: at about 170 turns a side the medians of the model's own first token (±15% jitter,
     // and a bimodal mix of short and long answers) agree to a few ms; at 40 they differed by 44 ms.
@@ -320,7 +323,7 @@ pub async fn typing(
     for i in 0..n {
         let k = i % conversations().len();
         let (a, b) = (conversations().swap_remove(k), conversations().swap_remove(k));
-        let (x, y) = tokio::join!(run_conversation(&mut off, a), run_conversation(&mut on, b));
+        let (x, y) = tokio::join!(run_conversation(&mut off, a, rec), run_conversation(&mut on, b, rec));
         x?;
         y?;
     }

@@ -8,9 +8,10 @@ use mangaassist_core::memory_store::MemoryStore;
 use serde_json::{Value, json};
 
 use super::driver::{print_table, run};
+use super::report::Recorder;
 use super::stats::{Dist, dist, write_json};
 use super::{Conversation, ScriptedMessage, read_jsonl};
-use crate::system::{SystemOptions, start};
+use mangaassist_local::system::{SystemOptions, start};
 
 /// What `bench --scenario compression` was asked to do.
 #[derive(Debug, Clone)]
@@ -24,13 +25,13 @@ pub struct CompressionOptions {
     pub json: Option<PathBuf>,
 }
 
-fn read_corpus(path: &PathBuf) -> anyhow::Result<Vec<crate::bench::corpus::CorpusRequest>> {
+fn read_corpus(path: &PathBuf) -> anyhow::Result<Vec<mangaassist_local::embedded::corpus::CorpusRequest>> {
     read_jsonl(path, "a corpus request")
 }
 
 /// Long conversations for the end-to-end comparison: `turns` questions each, from the generator.
 fn long_conversations(seed: u64, n: usize, turns: usize) -> Vec<Conversation> {
-    let mut g = crate::bench::corpus::Generator::new(seed, 300);
+    let mut g = mangaassist_local::embedded::corpus::Generator::new(seed, 300);
     (0..n)
         .map(|_| {
             let r = g.request();
@@ -59,7 +60,8 @@ const PASSES: usize = 3;
 
 /// Raw vs compressed tokens, compression ratio and CPU time per compression over a corpus; optionally the
 /// end-to-end TTFT with compression on and off.
-pub async fn compression(opts: CompressionOptions) -> anyhow::Result<()> {
+#[expect(clippy::print_stdout, reason = "the scenario's tables are the command's output (progress goes to stderr)")]
+pub async fn compression(opts: CompressionOptions, rec: &Recorder) -> anyhow::Result<()> {
     use mangaassist_core::compress::{CompressInput, PromptBudget, PromptCompressor, raw_tokens};
     use mangaassist_core::intent::{self, Intent};
     use mangaassist_core::ports::{ChatMessage, Role};
@@ -73,7 +75,7 @@ pub async fn compression(opts: CompressionOptions) -> anyhow::Result<()> {
 
     let requests = match &opts.corpus {
         Some(p) => read_corpus(p)?,
-        None => crate::bench::corpus::generate(opts.seed, opts.requests),
+        None => mangaassist_local::embedded::corpus::generate(opts.seed, opts.requests),
     };
     let budget = PromptBudget::default();
     let compressor = PromptCompressor::new(budget);
@@ -197,7 +199,7 @@ pub async fn compression(opts: CompressionOptions) -> anyhow::Result<()> {
             let system = start(MemoryStore::default(), sys).await?;
             let label = if on { "compressed" } else { "uncompressed" };
             eprintln!("bench: {convs} conversations of {turns} turns, prompt {label}");
-            runs.push(run(&system.bare_ws_url(), &script, convs, convs, Some(&system.emulator), label).await);
+            runs.push(run(&system.bare_ws_url(), &script, convs, convs, Some(&system.emulator), label, rec).await);
         }
         print_table(&runs);
         doc["ttft_ms_compressed"] = serde_json::to_value(runs[0].ttft_ms)?;

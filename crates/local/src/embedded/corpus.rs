@@ -1,5 +1,6 @@
-//! A synthetic, seeded, reproducible request corpus for the compression benchmark: a manga catalog with
-//! Japanese and English titles, RAG chunks of varied length and score (with near-duplicates), conversations
+//! A synthetic, seeded, reproducible request corpus: a manga catalog with Japanese and English titles (the
+//! embedded [`super::catalog`] is built on it), and for the compression benchmark (`mangaassist bench
+//! --scenario compression`) RAG chunks of varied length and score (with near-duplicates), conversations
 //! of 1-30 messages, page contexts, and shoppers' questions in both languages.
 //!
 //! One request mirrors the compressor's inputs; the JSONL format of `bench --corpus FILE` is the same:
