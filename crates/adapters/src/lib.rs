@@ -33,6 +33,7 @@ pub mod env;
 pub mod http;
 pub mod lambda_queue;
 pub mod opensearch;
+pub mod redis_answers;
 pub mod redis_cache;
 pub mod sdk;
 pub mod services;

@@ -107,7 +107,7 @@ pub fn policy_list(policies: &[GuardrailPolicy]) -> String {
 }
 
 /// What a guardrail said about some text.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Assessment {
     /// The guardrail intervened (blocked, or masked something).
     pub intervened: bool,

@@ -18,6 +18,7 @@
 //! - [`store_contract`]: the behaviour every `Store` must have, one function per property, and
 //!   [`store_contract_tests!`](crate::store_contract_tests), which turns them into tests for one store.
 
+pub mod answer_contract;
 pub mod clock;
 pub mod fixtures;
 pub mod model;

@@ -18,6 +18,7 @@ use mangaassist_adapters::bedrock::{BedrockModel, StreamOpen};
 use mangaassist_adapters::warm::Warmer;
 use mangaassist_core::clock::SystemClock;
 use mangaassist_core::ports::Store;
+use mangaassist_core::ports::answers::AnswerBuffer;
 use mangaassist_core::prefetch::{PrefetchConfig, Prefetcher, Pregenerator};
 use mangaassist_core::prompt::Prompter;
 use mangaassist_core::routes::Routes;
@@ -186,7 +187,7 @@ fn now_ms() -> u64 {
 }
 
 /// Invokes the chat handler in-process: JSON in, JSON out, as the Lambda runtime would.
-pub fn in_process<St: Store + 'static, K: Cache + 'static>(app: Arc<LocalApp<St, K>>) -> Invoke {
+pub fn in_process<St: Store + 'static, K: Cache + AnswerBuffer + 'static>(app: Arc<LocalApp<St, K>>) -> Invoke {
     Arc::new(move |ev: Value| {
         let app = app.clone();
         Box::pin(async move {
@@ -218,7 +219,7 @@ pub async fn start_routed<St: Store + 'static>(
 }
 
 /// The same, with a cache of the caller's choice (e.g. Redis).
-pub async fn start_full<St: Store + 'static, K: Cache + 'static>(
+pub async fn start_full<St: Store + 'static, K: Cache + AnswerBuffer + 'static>(
     store: St,
     cache: K,
     opts: SystemOptions,
@@ -229,7 +230,7 @@ pub async fn start_full<St: Store + 'static, K: Cache + 'static>(
     Box::pin(start_unboxed(store, cache, opts, routes)).await
 }
 
-async fn start_unboxed<St: Store + 'static, K: Cache + 'static>(
+async fn start_unboxed<St: Store + 'static, K: Cache + AnswerBuffer + 'static>(
     store: St,
     cache: K,
     opts: SystemOptions,

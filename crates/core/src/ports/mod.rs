@@ -2,6 +2,7 @@
 //! path); `mangaassist-adapters` implements them with the AWS SDK, `mangaassist-local` with embedded
 //! in-process versions.
 
+pub mod answers;
 pub mod memory;
 pub mod sources;
 
@@ -53,7 +54,7 @@ pub struct ModelRequest {
 }
 
 /// What the model stream yields.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ModelEvent {
     /// A piece of the answer text.
     Text(String),

@@ -18,6 +18,7 @@ use crate::cache::{Lookup, RagEntry};
 use crate::error::BoxError;
 use crate::ids::{Asin, UserId};
 use crate::intent::Intent;
+use crate::ports::answers::{AnswerBuffer, NoAnswers};
 
 /// What went wrong in a context source.
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +205,9 @@ impl<T: Cache> Cache for Option<T> {
 
 /// All context sources of a turn, bundled so the engine and the prefetcher have one type parameter for them.
 pub trait ContextSources: Send + Sync {
+    /// The buffer typing-time generations write to (the cache's; [`NoAnswers`] without one).
+    type Answers: AnswerBuffer;
+    fn answers(&self) -> &Self::Answers;
     fn retrieve(
         &self,
         query: &str,
@@ -229,6 +233,10 @@ pub trait ContextSources: Send + Sync {
 pub struct NoSources;
 
 impl ContextSources for NoSources {
+    type Answers = NoAnswers;
+    fn answers(&self) -> &NoAnswers {
+        &NoAnswers
+    }
     async fn retrieve(&self, _: &str, _: Intent, _: usize) -> Result<Vec<Passage>, SourceError> {
         Ok(Vec::new())
     }
@@ -254,7 +262,11 @@ pub struct Sources<R, P, K> {
     pub cache: K,
 }
 
-impl<R: Retriever, P: ProductService, K: Cache> ContextSources for Sources<R, P, K> {
+impl<R: Retriever, P: ProductService, K: Cache + AnswerBuffer> ContextSources for Sources<R, P, K> {
+    type Answers = K;
+    fn answers(&self) -> &K {
+        &self.cache
+    }
     fn retrieve(
         &self,
         query: &str,

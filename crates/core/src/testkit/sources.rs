@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::lock;
 use crate::entries::{Lookup, RagEntry};
 use crate::intent::Intent;
+use crate::ports::answers::MemoryAnswers;
 use crate::sources::{ContextSources, Passage, SourceError};
 
 /// `ContextSources` in memory. The retriever answers one passage `about <query>`; a service answers
@@ -28,6 +29,8 @@ pub struct ScriptedSources {
     queries: Mutex<Vec<String>>,
     calls: Mutex<Vec<String>>,
     written: Mutex<Vec<String>>,
+    /// The answer buffer typing-time generations write to.
+    pub answers: MemoryAnswers,
 }
 
 impl ScriptedSources {
@@ -110,6 +113,10 @@ fn about(what: &str) -> Vec<Passage> {
 }
 
 impl ContextSources for ScriptedSources {
+    type Answers = MemoryAnswers;
+    fn answers(&self) -> &MemoryAnswers {
+        &self.answers
+    }
     async fn retrieve(&self, query: &str, _: Intent, _: usize) -> Result<Vec<Passage>, SourceError> {
         lock(&self.queries).push(query.to_owned());
         tokio::time::sleep(self.retrieval).await;
