@@ -27,4 +27,5 @@ mod store;
 mod template;
 mod throughput;
 mod turns;
+mod typed_ahead;
 mod typing;

@@ -7,7 +7,7 @@
 //! | `SESSION#<sessionId>` | `OWNER` | user_id: who may resume the session |
 //! | `SESSION#<sessionId>` | `TURN#<ts_ms, 13 digits>#<messageId>` | user_text, assistant_text, products, status, model, tokens |
 //! | `SESSION#<sessionId>` | `SUMMARY` | text, covers_until_ms: the running summary of older turns |
-//! | `LIMIT#<userId>` | `RATE#<minute>`, `TOKENS#<JST day>`, `TYPING#<connectionId>#<minute>`, `TYPEGEN#<connectionId>`, `CONNS` | n: atomic counters of the user's limits |
+//! | `LIMIT#<userId>` | `RATE#<minute>`, `TOKENS#<JST day>`, `TYPING#<connectionId>#<minute>`, `TYPEGEN#<connectionId>`, `CONNS`, `ANSWERS#<connectionId>#<memory epoch>`, `ANSWERSMIN#<minute>` | n: atomic counters of the user's limits |
 //!
 //! A turn is one item holding both the user message and the answer, so history is one `Query`
 //! (newest first, `Limit`) and a turn can never be half-stored.
@@ -95,6 +95,8 @@ pub fn counter_sort_key(key: &CounterKey) -> String {
         CounterKey::Typing { conn, minute } => format!("TYPING#{conn}#{minute}"),
         CounterKey::TypingGeneration { conn } => format!("TYPEGEN#{conn}"),
         CounterKey::Connections => "CONNS".to_owned(),
+        CounterKey::AnswersPerMessage { conn, epoch } => format!("ANSWERS#{conn}#{epoch}"),
+        CounterKey::AnswersPerMinute { minute } => format!("ANSWERSMIN#{minute}"),
     }
 }
 

@@ -86,6 +86,9 @@ enum Cmd {
         /// Guardrails on answers and input (the emulator's documented policy), as the template deploys them.
         #[arg(long, value_enum, default_value = "on")]
         guardrail: OnOff,
+        /// Answers that start while the shopper types (`ANSWER_SPECULATION`; off in the template by default).
+        #[arg(long, value_enum, default_value = "on")]
+        typed_ahead: OnOff,
     },
     /// Create the DynamoDB table (for running the chat function against moto_server or DynamoDB Local).
     CreateTable {
@@ -189,8 +192,10 @@ async fn serve(
     latency: Latency,
     relay: Relay,
     guardrail: OnOff,
+    typed_ahead: OnOff,
 ) -> anyhow::Result<()> {
     let mut opts = SystemOptions { gateway_addr: listen, bedrock_addr: bedrock_listen, ..SystemOptions::default() };
+    opts.turn.typed.enabled = typed_ahead == OnOff::On;
     if guardrail == OnOff::On {
         mangaassist_local::system::with_guardrails(&mut opts);
     }
@@ -301,8 +306,8 @@ fn bench_settings(cmd: &Cmd) -> Vec<(String, String)> {
 )]
 async fn run(cmd: Cmd, rec: &Recorder) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Serve { listen, bedrock_listen, latency, relay, guardrail } => {
-            serve(listen, bedrock_listen, latency, relay, guardrail).await
+        Cmd::Serve { listen, bedrock_listen, latency, relay, guardrail, typed_ahead } => {
+            serve(listen, bedrock_listen, latency, relay, guardrail, typed_ahead).await
         }
         Cmd::CreateTable { endpoint, table } => {
             let sdk = mangaassist_adapters::sdk::local(&endpoint).await;

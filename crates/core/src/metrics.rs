@@ -73,6 +73,15 @@ pub const TYPING_SERVICE_CALLS: &str = "typing.service_calls";
 /// retrieval or service legs, else 0 (a copy of the memory alone, which serves any message, is no hit).
 pub const SPECULATION_HIT: &str = "typing.speculation_hit";
 
+/// Typed-ahead generations by `outcome`: `started`, `served`, `superseded` (a newer partial replaced it),
+/// `cancelled` (the message sent was another), `wasted` (finished, then cancelled or replaced), `failed`,
+/// `refused` (over a budget).
+pub const TYPED_AHEAD: &str = "answers.typed_ahead";
+/// Model tokens of typed-ahead generations, by the same `outcome` (`served`: the turn's own; `superseded`,
+/// `cancelled`, `wasted`: the waste).
+pub const TYPED_AHEAD_INPUT_TOKENS: &str = "answers.typed_ahead_input_tokens";
+pub const TYPED_AHEAD_OUTPUT_TOKENS: &str = "answers.typed_ahead_output_tokens";
+
 /// Every metric name above: what alarms and dashboards may refer to.
 pub const ALL: &[&str] = &[
     FIRST_TOKEN_LATENCY_MS,
@@ -95,6 +104,9 @@ pub const ALL: &[&str] = &[
     TYPING_RETRIEVALS,
     TYPING_SERVICE_CALLS,
     SPECULATION_HIT,
+    TYPED_AHEAD,
+    TYPED_AHEAD_INPUT_TOKENS,
+    TYPED_AHEAD_OUTPUT_TOKENS,
 ];
 
 /// The metrics of the design's alarm table (the first six of [`ALL`]): each has an alarm in the template.
@@ -319,6 +331,16 @@ pub fn typing_record(timestamp_ms: u64, outcome: &str, retrievals: u32, service_
         .metric(TYPING_SERVICE_CALLS, f64::from(service_calls), Unit::Count)
 }
 
+/// The record of one typed-ahead generation event: its outcome, and the tokens it concerns.
+pub fn typed_ahead_record(timestamp_ms: u64, outcome: &str, input_tokens: u32, output_tokens: u32) -> Emf {
+    Emf::new(timestamp_ms)
+        .dimension(DIM_OUTCOME, outcome)
+        .dimension_sets(&[&[DIM_OUTCOME], &[]])
+        .metric(TYPED_AHEAD, 1.0, Unit::Count)
+        .metric(TYPED_AHEAD_INPUT_TOKENS, f64::from(input_tokens), Unit::Count)
+        .metric(TYPED_AHEAD_OUTPUT_TOKENS, f64::from(output_tokens), Unit::Count)
+}
+
 /// The records of one guardrail intervention: one [`GUARDRAIL_INTERVENTIONS`] per policy family that
 /// acted (`unknown` when the trace named none), by policy and direction, and by direction alone.
 pub fn guardrail_record(
@@ -518,6 +540,9 @@ mod tests {
             TYPING_SERVICE_CALLS,
             // Added to the turn's record by the turn, only while speculation is on.
             SPECULATION_HIT,
+            TYPED_AHEAD,
+            TYPED_AHEAD_INPUT_TOKENS,
+            TYPED_AHEAD_OUTPUT_TOKENS,
         ];
         let per_turn: Vec<&&str> = ALL.iter().filter(|n| !elsewhere.contains(n)).collect();
         assert_eq!(names.len(), per_turn.len());

@@ -225,6 +225,8 @@ pub enum Served {
     Pregen,
     /// A pre-generated answer's first sentence, continued by the model.
     PregenOpening,
+    /// The model's answer to the text as typed, started before the message was sent.
+    TypedAhead,
 }
 
 /// A leg of context assembly.
@@ -320,6 +322,9 @@ pub struct TurnMetrics {
     pub unknown_asins: u32,
     /// Context legs served by a typing-time speculation (`retrieval`, `services`) instead of run at send.
     pub speculated_legs: Vec<Leg>,
+    /// Of a typed-ahead answer: how much of the model's first-token time had passed when the message was
+    /// sent (the part the shopper did not wait for), ms; 0 otherwise.
+    pub ahead_ms: f64,
 }
 
 /// Server -> client events.

@@ -10,6 +10,7 @@ pub use mangaassist_adapters::env::ConfigError;
 use mangaassist_adapters::env::{
     Env, SourceSettings, pregen_settings, process_env, prompt_budget, region, safety_settings,
 };
+use mangaassist_core::ahead::typed::TypedAheadConfig;
 use mangaassist_core::context::ContextConfig;
 use mangaassist_core::limits::{LimitConfig, Tier};
 use mangaassist_core::models::{
@@ -244,6 +245,17 @@ impl ChatConfig {
                     "expected seconds",
                 )?),
                 ..d.speculation
+            },
+            typed: TypedAheadConfig {
+                enabled: env.switch("ANSWER_SPECULATION", false)?,
+                per_minute: env.parse("ANSWER_SPECULATION_PER_MINUTE", d.typed.per_minute, "expected a count")?,
+                per_message: env.parse("ANSWER_SPECULATION_PER_MESSAGE", d.typed.per_message, "expected a count")?,
+                ttl: Duration::from_secs(env.parse(
+                    "ANSWER_SPECULATION_TTL_SECS",
+                    d.typed.ttl.as_secs(),
+                    "expected seconds",
+                )?),
+                ..d.typed
             },
         };
         Ok(Self {

@@ -372,9 +372,9 @@ fn cdf_svg(variants: &[&Variant]) -> String {
 fn waterfall_svg(wf: &Waterfall) -> String {
     let (w, label_w, val_w, row_h, top) = (760.0, 130.0, 70.0, 22.0, 6.0);
     let ht = top + row_h * wf.bars.len() as f64 + 26.0;
-    let axis = wf.axis_ms * 1.04;
+    let axis = (wf.axis_ms - wf.origin_ms) * 1.04;
     let plot = w - label_w - val_w;
-    let x = |v: f64| label_w + plot * v / axis;
+    let x = |v: f64| label_w + plot * (v - wf.origin_ms) / axis;
     let mut s = format!(
         "<svg class=\"chart waterfall\" viewBox=\"0 0 {w} {ht:.0}\" role=\"img\" aria-label=\"Latency waterfall\" \
          xmlns=\"http://www.w3.org/2000/svg\">"

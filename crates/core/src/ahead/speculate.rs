@@ -386,7 +386,7 @@ pub async fn lookup<X: ContextSources>(
     let (entry, epoch) = match within("speculation read", deadline, sources.cache_get(&keys)).await {
         Ok(Ok(v)) => {
             let mut v = v.into_iter();
-            (v.next().flatten().and_then(|t| SpeculationEntry::decode(&t)), v.next().flatten())
+            (v.next().flatten().and_then(|t| SpeculationEntry::decode(&t)), Some(v.next().flatten()))
         }
         Ok(Err(e)) => {
             tracing::debug!(code = e.code(), "speculation read failed");
@@ -396,19 +396,21 @@ pub async fn lookup<X: ContextSources>(
     };
     let reuse = decide(entry.as_ref(), session, now_ms, &fin, cfg);
     tracing::debug!(?reuse, "typing speculation");
-    let e = entry?;
-    let memory = fresh_memory(e.memory, &epoch);
+    // The marker read is kept whatever fits: a typed-ahead answer is matched against it.
+    let nothing = Reusable { epoch: epoch.clone(), ..Reusable::default() };
+    let Some(e) = entry else { return epoch.is_some().then_some(nothing) };
+    let memory = fresh_memory(e.memory, epoch.as_ref().unwrap_or(&None));
     match reuse {
         Reuse::Equal | Reuse::Extended => {
             let (retrieved, values, resolved, absent, input) = (e.retrieved, e.values, e.resolved, e.absent, e.input);
-            Some(Reusable { retrieved, values, resolved, absent, memory, input })
+            Some(Reusable { retrieved, values, resolved, absent, memory, input, epoch })
         }
         // The memory does not depend on the text: a current copy serves any message of the session (an
         // ordinal follow-up's lookups wait for it), while everything else is assembled anew.
         Reuse::Miss(
             Miss::NotAnExtension | Miss::ChangedIntent | Miss::ChangedEntities | Miss::ChangedPage | Miss::TooDifferent,
-        ) => memory.map(|memory| Reusable { memory: Some(memory), ..Reusable::default() }),
-        Reuse::Miss(Miss::Absent | Miss::OtherSession | Miss::Stale) => None,
+        ) => Some(Reusable { memory, ..nothing }),
+        Reuse::Miss(Miss::Absent | Miss::OtherSession | Miss::Stale) => Some(nothing),
     }
 }
 
@@ -622,8 +624,10 @@ mod tests {
         let other = Basis::of("where is my order", &Map::new());
         let r = lookup(&cache, d, &cfg, &s, other.clone(), NOW + 1_000).await.expect("the memory");
         assert!(r.memory.is_some() && r.retrieved.is_none() && r.values.is_empty() && r.absent.is_empty());
-        assert!(lookup(&cache, d, &cfg, &s, other.clone(), NOW + 61_000).await.is_none(), "stale");
-        assert!(lookup(&cache, d, &cfg, &session("s-2"), other, NOW + 1_000).await.is_none(), "no entry of s-2");
+        // Nothing but the marker read at send (for a typed-ahead answer's basis).
+        let nothing = |r: Option<Reusable>| r.is_some_and(|r| Reusable { epoch: None, ..r } == Reusable::default());
+        assert!(nothing(lookup(&cache, d, &cfg, &s, other.clone(), NOW + 61_000).await), "stale");
+        assert!(nothing(lookup(&cache, d, &cfg, &session("s-2"), other, NOW + 1_000).await), "no entry of s-2");
         assert!(cfg.epoch_ttl() >= cfg.ttl * 10);
     }
 

@@ -190,6 +190,18 @@ pub struct Primed<S> {
     rest: S,
 }
 
+impl<S> Primed<S> {
+    /// `head` (events already read), then `rest`.
+    pub fn new(head: Vec<ModelEvent>, rest: S) -> Self {
+        Self { head: head.into_iter(), rest }
+    }
+
+    /// The underlying stream.
+    pub fn rest(&self) -> &S {
+        &self.rest
+    }
+}
+
 impl<S: ModelStream> ModelStream for Primed<S> {
     async fn next(&mut self) -> Option<Result<ModelEvent, ModelError>> {
         match self.head.next() {
@@ -212,7 +224,7 @@ pub struct Opened<S> {
 }
 
 /// Reads events until the first text delta; the events read are kept for the relay.
-async fn first_text<S: ModelStream>(mut stream: S) -> Result<(S, Vec<ModelEvent>), ModelError> {
+pub(crate) async fn first_text<S: ModelStream>(mut stream: S) -> Result<(S, Vec<ModelEvent>), ModelError> {
     let mut head = Vec::new();
     loop {
         match stream.next().await {

@@ -13,9 +13,13 @@ use crate::answer::routes::{FailoverConfig, Opened, Routes, open_stream};
 use crate::cache::Lookup;
 use crate::error::ModelError;
 use crate::gather::Gathered;
+use crate::ids::SessionId;
 use crate::ids::{ConnectionId, MessageId};
 use crate::models::family;
-use crate::ports::{ChatMessage, ConnectionSink, ModelClient, ModelEvent, ModelRequest, ModelStream, Role};
+use crate::ports::answers::{self, AnswerBuffer, GenerationHead, NoAnswers};
+use crate::ports::{
+    ChatMessage, ConnectionSink, ModelClient, ModelEvent, ModelRequest, ModelStream, Role, STOP_GUARDRAIL,
+};
 use crate::pregen::{Ask, PregenEntry, PregenMode, fingerprint, same_language};
 use crate::protocol::{Route, Served};
 
@@ -23,6 +27,8 @@ use crate::protocol::{Route, Served};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Serving {
     Model,
+    /// The generation started while the shopper typed, claimed: relayed from the answer buffer.
+    TypedAhead(GenerationHead),
     /// The pre-generated answer, whole.
     Pregen(PregenEntry),
     /// This first sentence now, then the model continues from it.
@@ -104,6 +110,63 @@ impl<S: ModelStream> ModelStream for Led<'_, S> {
     }
 }
 
+/// A claimed typed-ahead generation as a model stream: the buffered events, then the rest as the writer adds
+/// them. A wait longer than `wait` for the next event is a timeout; the writer's failure is its error.
+struct Buffered<'a, B> {
+    buffer: &'a B,
+    session: &'a SessionId,
+    id: &'a str,
+    /// Events read so far (the next read starts after them).
+    read: usize,
+    queue: std::collections::VecDeque<answers::Buffered>,
+    wait: std::time::Duration,
+    ended: bool,
+    /// The writer's time to the first text, ms after its request was sent.
+    first_text_at_ms: Option<u32>,
+}
+
+impl<B: AnswerBuffer> ModelStream for Buffered<'_, B> {
+    async fn next(&mut self) -> Option<Result<ModelEvent, ModelError>> {
+        loop {
+            if self.ended {
+                return None;
+            }
+            match self.queue.pop_front() {
+                Some(answers::Buffered::Model { at_ms, event }) => {
+                    if matches!(event, ModelEvent::Text(_)) {
+                        self.first_text_at_ms.get_or_insert(at_ms);
+                    }
+                    return Some(Ok(event));
+                }
+                Some(answers::Buffered::Failed { code, retryable }) => {
+                    self.ended = true;
+                    let why: crate::error::BoxError = format!("the typed-ahead generation failed: {code}").into();
+                    return Some(Err(if retryable { ModelError::Unavailable(why) } else { ModelError::Other(why) }));
+                }
+                Some(answers::Buffered::End) => {
+                    self.ended = true;
+                    return None;
+                }
+                None => {}
+            }
+            match self.buffer.read(self.session, self.id, self.read, self.wait).await {
+                Ok(events) if events.is_empty() => {
+                    self.ended = true;
+                    return Some(Err(ModelError::Timeout(u64::try_from(self.wait.as_millis()).unwrap_or(u64::MAX))));
+                }
+                Ok(events) => {
+                    self.read += events.len();
+                    self.queue.extend(events);
+                }
+                Err(e) => {
+                    self.ended = true;
+                    return Some(Err(ModelError::Unavailable(Box::new(e))));
+                }
+            }
+        }
+    }
+}
+
 /// What streamed, and who answered.
 #[derive(Debug)]
 pub struct Streamed {
@@ -114,6 +177,8 @@ pub struct Streamed {
     /// Model request sent -> its first text delta (0 when no model was asked).
     pub model_first_token_ms: f64,
     pub served: Served,
+    /// Of a typed-ahead answer: the part of the model's first-token time that had passed at send, ms.
+    pub ahead_ms: f64,
 }
 
 fn ms(from: Instant, to: Option<Instant>) -> f64 {
@@ -122,13 +187,24 @@ fn ms(from: Instant, to: Option<Instant>) -> f64 {
 
 /// What an answer needs: the model, the relay settings, the failover settings, and the route table (told
 /// when a provisioned throughput turns out to be gone).
-pub struct Answerer<'a, M> {
+pub struct Answerer<'a, M, B = NoAnswers> {
     pub model: &'a M,
     pub relay: &'a RelayConfig,
     pub failover: &'a FailoverConfig,
     pub routes: &'a Routes,
     /// The turn's overall deadline: the stream is cut there (`ModelError::Deadline`), opened or not.
     pub deadline: Instant,
+    /// Where a claimed typed-ahead generation is read, and how long to wait for its next event.
+    pub typed: Option<TypedSource<'a, B>>,
+}
+
+/// The answer buffer of the turn's session.
+pub struct TypedSource<'a, B> {
+    pub buffer: &'a B,
+    pub session: &'a SessionId,
+    pub wait: std::time::Duration,
+    /// When the message was sent, Unix ms (what the shopper did not wait for is measured from it).
+    pub sent_at_ms: u64,
 }
 
 /// A model stream cut at a deadline: past it, the next event is [`ModelError::Deadline`], then the end.
@@ -159,7 +235,7 @@ impl<S: ModelStream> ModelStream for Deadlined<'_, S> {
     }
 }
 
-impl<M: ModelClient> Answerer<'_, M> {
+impl<M: ModelClient, B: AnswerBuffer> Answerer<'_, M, B> {
     /// Streams the answer `serving` says. `Err` only when the model failed before anything was sent.
     pub async fn answer<Si: ConnectionSink>(
         &self,
@@ -171,6 +247,13 @@ impl<M: ModelClient> Answerer<'_, M> {
         serving: Serving,
     ) -> Result<Streamed, ModelError> {
         match serving {
+            Serving::TypedAhead(head) => {
+                match self.typed_ahead(sink, conn, message_id, &head).await {
+                    Some(streamed) => Ok(streamed),
+                    // The generation gave nothing before its first token: the model is asked now.
+                    None => Box::pin(self.answer(sink, conn, message_id, request, plan, Serving::Model)).await,
+                }
+            }
             Serving::Model => {
                 let open = open_stream(self.model, request, plan, self.failover, self.routes);
                 let Opened { mut stream, model, route, failovers, sent_at } =
@@ -179,13 +262,29 @@ impl<M: ModelClient> Answerer<'_, M> {
                     relay(&mut Deadlined::new(&mut stream, self.deadline), sink, conn, message_id, self.relay).await;
                 drop(stream); // cancels generation if the relay stopped early
                 let model_first_token_ms = ms(sent_at, out.first_delta_at);
-                Ok(Streamed { out, model, route, failovers, model_first_token_ms, served: Served::Model })
+                Ok(Streamed {
+                    out,
+                    model,
+                    route,
+                    failovers,
+                    model_first_token_ms,
+                    served: Served::Model,
+                    ahead_ms: 0.0,
+                })
             }
             Serving::Pregen(entry) => {
                 let events = vec![ModelEvent::Text(entry.text.clone()), ModelEvent::Stop("end_turn".into())];
                 let out = relay(&mut Canned(events), sink, conn, message_id, self.relay).await;
                 let (model, route) = (entry.model, Route::OnDemand);
-                Ok(Streamed { out, model, route, failovers: 0, model_first_token_ms: 0.0, served: Served::Pregen })
+                Ok(Streamed {
+                    out,
+                    model,
+                    route,
+                    failovers: 0,
+                    model_first_token_ms: 0.0,
+                    served: Served::Pregen,
+                    ahead_ms: 0.0,
+                })
             }
             Serving::Opening(_, first) => {
                 // Bedrock rejects a prefill that ends in white space; the opening is trimmed.
@@ -204,9 +303,70 @@ impl<M: ModelClient> Answerer<'_, M> {
                     Some(o) => (o.model, o.route, o.failovers),
                     None => plan.first().map_or((String::new(), Route::OnDemand, 0), |p| (p.0.clone(), p.1, 0)),
                 };
-                Ok(Streamed { out, model, route, failovers, model_first_token_ms, served: Served::PregenOpening })
+                Ok(Streamed {
+                    out,
+                    model,
+                    route,
+                    failovers,
+                    model_first_token_ms,
+                    served: Served::PregenOpening,
+                    ahead_ms: 0.0,
+                })
             }
         }
+    }
+
+    /// Relays a claimed typed-ahead generation: `None` (nothing sent) when it yields no text before its
+    /// next event is overdue or it failed, so the caller asks the model instead.
+    async fn typed_ahead<Si: ConnectionSink>(
+        &self,
+        sink: &Si,
+        conn: &ConnectionId,
+        message_id: &MessageId,
+        head: &GenerationHead,
+    ) -> Option<Streamed> {
+        let typed = self.typed.as_ref()?;
+        let stream = Buffered {
+            buffer: typed.buffer,
+            session: typed.session,
+            id: &head.id,
+            read: 0,
+            queue: std::collections::VecDeque::new(),
+            wait: typed.wait,
+            ended: false,
+            first_text_at_ms: None,
+        };
+        // Up to the first text: a generation that died before it is not served.
+        let (rest, head_events) = match crate::answer::routes::first_text(stream).await {
+            Ok((rest, events)) if events.iter().any(|e| matches!(e, ModelEvent::Text(_))) => (rest, events),
+            Ok(_) | Err(_) => {
+                tracing::warn!(generation = head.id, "the typed-ahead generation gave no text; asking the model");
+                return None;
+            }
+        };
+        // A generation the output guardrail already stopped is never served (one stopped later, while relayed,
+        // is retracted like a live stream).
+        let stopped = |e: &ModelEvent| match e {
+            ModelEvent::Stop(reason) => reason == STOP_GUARDRAIL,
+            ModelEvent::Guardrail(a) => a.intervened,
+            _ => false,
+        };
+        let queued = rest.queue.iter().any(|b| matches!(b, answers::Buffered::Model { event, .. } if stopped(event)));
+        if queued || head_events.iter().any(stopped) {
+            tracing::info!(
+                generation = head.id,
+                "the typed-ahead generation was stopped by the guardrail; asking the model"
+            );
+            return None;
+        }
+        let mut primed = crate::answer::routes::Primed::new(head_events, rest);
+        let out = relay(&mut Deadlined::new(&mut primed, self.deadline), sink, conn, message_id, self.relay).await;
+        let model_first_token_ms = primed.rest().first_text_at_ms.map_or(0.0, f64::from);
+        let waited = typed.sent_at_ms.saturating_sub(head.started_at_ms) as f64;
+        let ahead_ms = waited.clamp(0.0, model_first_token_ms);
+        let route = if head.model.contains(":provisioned-model/") { Route::Provisioned } else { Route::OnDemand };
+        let (model, failovers, served) = (head.model.clone(), 0, Served::TypedAhead);
+        Some(Streamed { out, model, route, failovers, model_first_token_ms, served, ahead_ms })
     }
 }
 

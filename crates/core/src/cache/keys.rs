@@ -102,6 +102,11 @@ pub enum CounterKey {
     TypingGeneration { conn: ConnectionId },
     /// The user's open connections.
     Connections,
+    /// Typed-ahead generations a connection started for one message (the session's memory epoch names the
+    /// message: it changes with every stored turn).
+    AnswersPerMessage { conn: ConnectionId, epoch: String },
+    /// Typed-ahead generations a user started in one UTC minute.
+    AnswersPerMinute { minute: u64 },
 }
 
 impl CounterKey {
@@ -110,7 +115,8 @@ impl CounterKey {
     pub fn ttl_from(&self, now_ms: u64) -> Duration {
         const MINUTE: Duration = Duration::from_secs(60);
         match self {
-            Self::Rate { .. } | Self::Typing { .. } => 2 * MINUTE,
+            Self::Rate { .. } | Self::Typing { .. } | Self::AnswersPerMinute { .. } => 2 * MINUTE,
+            Self::AnswersPerMessage { .. } => 30 * MINUTE,
             Self::Tokens { .. } => {
                 let (_, left_ms) = crate::clock::jst_day(now_ms);
                 Duration::from_millis(left_ms) + 60 * MINUTE
@@ -128,8 +134,10 @@ impl CounterKey {
             Self::Rate { minute: 29_000_000 },
             Self::Tokens { jst_day: 20_000 },
             Self::Typing { conn: conn.clone(), minute: 29_000_000 },
-            Self::TypingGeneration { conn },
+            Self::TypingGeneration { conn: conn.clone() },
             Self::Connections,
+            Self::AnswersPerMessage { conn, epoch: "t.m-1.1800000000000".to_owned() },
+            Self::AnswersPerMinute { minute: 29_000_000 },
         ]
     }
 }

@@ -182,6 +182,9 @@ pub struct Reusable {
     pub memory: Option<Memory>,
     /// The input guardrail's verdict on the exact text and page context it was typed with.
     pub input: Option<crate::safety::InputVerdict>,
+    /// The session's memory epoch marker as read at send (`None`: the read failed; `Some(None)`: no marker):
+    /// part of what a typed-ahead answer must match.
+    pub epoch: Option<Option<String>>,
 }
 
 /// Calls an assembly made to its sources.

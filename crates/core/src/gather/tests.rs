@@ -192,6 +192,7 @@ async fn speculation_with_memory() -> Reusable {
         absent: vec!["review:B0AAAAAAA1".into()],
         memory: Some(memory),
         input: None,
+        epoch: Some(None),
     }
 }
 

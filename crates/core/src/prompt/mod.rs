@@ -219,14 +219,18 @@ impl Prompter {
     /// Off the critical path, after the answer: our count of the request as sent and of the same prompt
     /// uncompressed; Bedrock's billed count calibrates the next budgets for `model`.
     pub fn account(&self, request: &ModelRequest, input: &CompressInput<'_>, model: &str, billed: u32) -> (u32, u32) {
-        let sent = self.tokens.count(&request.system)
-            + request.messages.iter().map(|m| self.tokens.count(&m.text)).sum::<usize>();
+        let sent = self.sent_tokens(request);
         let raw = raw_tokens(&self.tokens, input).max(1);
         if self.tokens.is_exact() {
             self.calibration.observe(model, sent, billed);
         }
         let n = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
         (n(sent), n(raw))
+    }
+
+    /// Our count of `request` as sent (system prompt and messages).
+    pub fn sent_tokens(&self, request: &ModelRequest) -> usize {
+        self.tokens.count(&request.system) + request.messages.iter().map(|m| self.tokens.count(&m.text)).sum::<usize>()
     }
 
     /// A count worth storing with a turn: only the BPE's, never the warm-up estimate.

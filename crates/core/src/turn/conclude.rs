@@ -23,7 +23,7 @@ use crate::metrics;
 use crate::ports::sources::ContextSources;
 use crate::ports::{ConnectionSink, ModelClient, Store, TurnRecord, TurnStatus};
 use crate::pregen::{Ask, PregenEntry};
-use crate::protocol::{Leg, ProductRef, TurnMetrics};
+use crate::protocol::{Leg, ProductRef, Served, TurnMetrics};
 use crate::safety::{Direction, KnownProducts, page_asins, policy_list, retract_message};
 
 /// What became of a finished turn's record.
@@ -47,7 +47,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         streamed: Streamed,
     ) -> (TurnResult, Spent) {
         let Ready { hold, gathered, question, .. } = ready;
-        let Streamed { out, model, route, failovers, model_first_token_ms, served } = streamed;
+        let Streamed { out, model, route, failovers, model_first_token_ms, served, ahead_ms } = streamed;
         let status = match &out.end {
             RelayEnd::Completed => TurnStatus::Complete,
             RelayEnd::ClientGone => TurnStatus::ClientGone,
@@ -102,6 +102,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             served,
             unknown_asins,
             speculated_legs: gathered.context.speculated.clone(),
+            ahead_ms,
         };
         let record = self.record(turn, &question, &out, status, &products, &metrics);
 
@@ -126,7 +127,18 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         }
         log_turn(&metrics, status);
         self.after_answer(turn, &gathered, &result, &record, stored, &composed.serving).await;
-        let tokens = u64::from(record.input_tokens) + u64::from(record.output_tokens);
+        // A typed-ahead answer's tokens were counted against the user's day when they were generated.
+        let tokens = if served == Served::TypedAhead {
+            self.metrics.record(&metrics::typed_ahead_record(
+                self.clock.now_ms(),
+                "served",
+                record.input_tokens,
+                record.output_tokens,
+            ));
+            0
+        } else {
+            u64::from(record.input_tokens) + u64::from(record.output_tokens)
+        };
         (result, Spent { tokens, store_failed: stored == Stored::Failed })
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::admit::limits::LimitConfig;
 use crate::admit::session::SessionConfig;
 use crate::ahead::speculate::SpeculationConfig;
+use crate::ahead::typed::TypedAheadConfig;
 use crate::answer::relay::RelayConfig;
 use crate::answer::routes::FailoverConfig;
 use crate::gather::ContextConfig;
@@ -60,6 +61,8 @@ pub struct TurnConfig {
     pub safety: SafetyConfig,
     /// Typing-time speculation (`TYPING_SPECULATION`).
     pub speculation: SpeculationConfig,
+    /// Answers started while the shopper types (`ANSWER_SPECULATION`).
+    pub typed: TypedAheadConfig,
 }
 
 impl Default for TurnConfig {
@@ -92,6 +95,7 @@ impl Default for TurnConfig {
             store_attempts: 4,
             safety: SafetyConfig::default(),
             speculation: SpeculationConfig::default(),
+            typed: TypedAheadConfig::default(),
         }
     }
 }

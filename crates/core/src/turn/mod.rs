@@ -36,6 +36,7 @@ use crate::clock::Clock;
 use crate::error::{ErrorCode, StoreError, chain};
 use crate::ids::ConnectionId;
 use crate::metrics::{self, Outcome};
+use crate::ports::answers::AnswerBuffer;
 use crate::ports::sources::{ContextSources, NoSources};
 use crate::ports::{ConnectionSink, Metrics, ModelClient, Store, metrics_for};
 use crate::prompt::Prompter;
@@ -49,6 +50,7 @@ mod end;
 mod open;
 mod ready;
 mod stream;
+mod typed;
 mod typing;
 
 pub use config::TurnConfig;
@@ -173,8 +175,13 @@ impl<M: ModelClient, St: Store, C: Clock> Engine<M, St, C, NoSources, NoPrefetch
         Self { model, store, clock, sources: NoSources, prefetch: NoPrefetch, cfg, sessions, prompter, routes, metrics }
     }
 
-    /// Gathers retrieval, cache and product-service context for every turn.
-    pub fn with_sources<X: ContextSources>(self, sources: X) -> Engine<M, St, C, X, NoPrefetch> {
+    /// Gathers retrieval, cache and product-service context for every turn. Answers typed ahead need the
+    /// cache's answer buffer: without one they are off, and the log says so once.
+    pub fn with_sources<X: ContextSources>(mut self, sources: X) -> Engine<M, St, C, X, NoPrefetch> {
+        if self.cfg.typed.enabled && !sources.answers().supported() {
+            tracing::warn!("ANSWER_SPECULATION is on but there is no cache to buffer answers in (REDIS_URL): off");
+            self.cfg.typed.enabled = false;
+        }
         self.with_parts(|_| sources, NoPrefetch)
     }
 }
@@ -268,7 +275,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             Ok(ready) => ready,
             Err((hold, stop)) => return self.stopped(sink, &turn, hold, stop).await,
         };
-        let composed = match self.compose(&turn, &ready) {
+        let composed = match self.compose(&compose::Asked::of(&turn, &ready)) {
             Ok(composed) => composed,
             Err(stop) => return self.stopped(sink, &turn, ready.hold, stop).await,
         };

@@ -18,6 +18,7 @@ use super::end::{Stop, TurnHold};
 use super::open::Turn;
 use crate::ahead::prefetch::PrefetchQueue;
 use crate::ahead::speculate::{self, Basis};
+use crate::ahead::typed::verdict_key;
 use crate::clock::Clock;
 use crate::deadline::{best_effort, within};
 use crate::error::{StoreError, chain};
@@ -38,6 +39,10 @@ pub(super) struct Ready {
     pub question: String,
     /// The provisioned-throughput ARN in service, if any.
     pub provisioned: Option<String>,
+    /// The input guardrail's verdict as a typed-ahead basis names it ([`crate::ahead::typed::verdict_key`]).
+    pub verdict: String,
+    /// The session's memory epoch marker read at send (`None`: unknown).
+    pub epoch: Option<Option<String>>,
 }
 
 /// What the input guardrail made of a message.
@@ -101,8 +106,10 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             self.claim(turn),
             self.routes.provisioned(),
             assemble,
-            Box::pin(self.check_input(msg, prior)),
+            Box::pin(self.check_input(msg, prior.clone())),
         );
+        // Resolved by now (both legs awaited it).
+        let epoch = prior.await.and_then(|p| p.epoch.clone());
         let owned = matches!(claim, Ok(Claim::Claimed));
         let hold = TurnHold::new(owned, admission.slot);
         if let Some(refusal) = admission.refusal {
@@ -116,12 +123,16 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             }
             Ok(Claim::Claimed) => {}
         }
-        let question = match checked {
+        let guardrail = self.cfg.safety.input.as_ref().map(GuardrailRef::name);
+        let (question, verdict) = match checked {
             InputCheck::Blocked => return Err((hold, Stop::Blocked)),
-            InputCheck::Masked(masked) => masked,
-            InputCheck::Pass => turn.msg.text.clone(),
+            InputCheck::Masked(masked) => {
+                let verdict = verdict_key(guardrail.as_deref(), Some(&masked));
+                (masked, verdict)
+            }
+            InputCheck::Pass => (turn.msg.text.clone(), verdict_key(guardrail.as_deref(), None)),
         };
-        Ok(Ready { hold, gathered, question, provisioned })
+        Ok(Ready { hold, gathered, question, provisioned, verdict, epoch })
     }
 
     /// Claims the message id in its session. Bounded, but generously: a slow claim delays the first token

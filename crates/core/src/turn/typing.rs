@@ -6,6 +6,10 @@
 
 use crate::ahead::prefetch::PrefetchQueue;
 use crate::ahead::speculate::{self, Basis, SpeculationEntry, generation_counter};
+use std::sync::Arc;
+
+use futures_util::FutureExt as _;
+
 use crate::clock::Clock;
 use crate::deadline::within;
 use crate::error::{ErrorCode, chain};
@@ -18,7 +22,9 @@ use crate::protocol::{ClientMessage, TypingFrame};
 use crate::safety::InputVerdict;
 
 use super::ready::{InputCheck, page_json};
+use super::typed::Partial;
 use super::{Engine, Invocation};
+use crate::ahead::typed;
 
 /// How a `typing` frame ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +115,11 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         let cfg = ContextConfig { pregen: false, sequential: false, ..self.cfg.context };
         let assembler = Assembler { sources: &self.sources, store: &self.store, cfg: &cfg };
         let msg = ClientMessage { message_id, text: frame.text, page_context: frame.page_context };
-        let gather = Box::pin(assembler.assemble(&msg, &session, &who.user));
+        // What the previous partial gathered, where it fits this one (the rule the turn applies at send): an
+        // extended partial of the same intent and products need not retrieve again.
+        let now = self.clock.now_ms();
+        let prior = speculate::lookup(&self.sources, self.cfg.context.cache, spec, &session, basis.clone(), now);
+        let gather = Box::pin(assembler.assemble_reusing(&msg, &session, &who.user, prior.map(|p| p.map(Arc::new))));
         let (gathered, input) = tokio::join!(gather, Box::pin(self.input_verdict(&msg)));
         let calls = gathered.context.calls;
 
@@ -122,9 +132,10 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
                 return TypingOutcome::Superseded(calls);
             }
         }
+        let settled = self.cfg.typed.enabled && typed::settled(&msg.text, &self.cfg.typed);
         let mut entry =
-            SpeculationEntry::new(session.clone(), generation, self.clock.now_ms(), basis, &gathered, epoch);
-        entry.input = input;
+            SpeculationEntry::new(session.clone(), generation, self.clock.now_ms(), basis, &gathered, epoch.clone());
+        entry.input = input.clone();
         let key = SpeculationEntry::key(&session);
         let value = entry.encode();
         let write = async {
@@ -137,6 +148,20 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         };
         // What the services returned is shared with every later turn, as a turn's own fetches are.
         tokio::join!(write, assembler.write_back(&gathered.context));
+        if settled {
+            let partial = Partial {
+                conn,
+                session: &session,
+                who: &who,
+                text: &msg.text,
+                page: &msg.page_context,
+                gathered: &gathered,
+                verdict: input.as_ref(),
+                epoch: &epoch,
+            };
+            let ahead = Box::pin(self.answer_ahead(partial)).await;
+            tracing::debug!(?ahead, "answer ahead");
+        }
         TypingOutcome::Speculated(calls)
     }
 

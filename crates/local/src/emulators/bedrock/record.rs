@@ -113,6 +113,18 @@ impl Stats {
         self.requests.lock().map(|m| m.get(message_id).cloned().unwrap_or_default()).unwrap_or_default()
     }
 
+    /// Every request made for a message id starting with `prefix` (typed-ahead generations: `typed-`), in
+    /// arrival order.
+    pub fn for_messages_starting(&self, prefix: &str) -> Vec<RequestRecord> {
+        let mut all: Vec<RequestRecord> = self
+            .requests
+            .lock()
+            .map(|m| m.iter().filter(|(k, _)| k.starts_with(prefix)).flat_map(|(_, v)| v.clone()).collect())
+            .unwrap_or_default();
+        all.sort_by_key(|r| r.received_at);
+        all
+    }
+
     /// Requests refused with `ThrottlingException` for lack of capacity (injected faults not counted).
     pub fn throttled(&self) -> u64 {
         self.throttled.load(Ordering::Relaxed)
