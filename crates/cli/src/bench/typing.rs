@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mangaassist_core::memory_store::MemoryStore;
-use mangaassist_core::speculate::Basis;
+use mangaassist_core::speculate::{Basis, normalize};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -134,6 +134,13 @@ struct Run {
     /// `ApplyGuardrail` calls (the input checks).
     input_checks: u64,
     typing_frames: u64,
+    /// Model requests (`Converse` and `ConverseStream`), their input and output tokens, and their price.
+    model_calls: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost_usd: f64,
+    /// Per turn: sent as typed and served typed ahead, or served typed ahead for an edited text (wrong).
+    typed_ahead: Vec<(bool, bool)>,
 }
 
 /// One turn as measured, in the JSON report.
@@ -147,6 +154,7 @@ struct Row {
     assembly_ms: f64,
     served: Value,
     speculated_legs: Value,
+    ahead_ms: f64,
 }
 
 /// Whether a context built for `typed` may never serve `sent`: another intent, product or page.
@@ -155,22 +163,53 @@ fn different_context(typed: &str, sent: &str, page: &Map<String, Value>) -> bool
     a.intent != b.intent || a.asins != b.asins || a.ordinal != b.ordinal
 }
 
-/// One local system with speculation on or off, and what it measured.
+/// What a side speculates while the shopper types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Nothing: no typing frames.
+    Off,
+    /// The context (typing-time speculation).
+    Context,
+    /// The context and the answer (typed ahead).
+    Answers,
+}
+
+impl Side {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Off => "speculation off",
+            Self::Context => "speculation on",
+            Self::Answers => "answers typed ahead",
+        }
+    }
+}
+
+/// Bedrock on-demand list prices, USD per million input and output tokens, by model family: Claude Haiku 4.5
+/// $1 / $5 (global endpoint; regional endpoints such as `jp.` are 10% higher: clauder-navi.com "Bedrock Claude
+/// Pricing", 2026, citing the Bedrock pricing page), Nova 2 Lite $0.30 / $2.50 (OpenRouter's listing of the
+/// Bedrock price, Dec 2025). The regional 10% is applied to both, as the defaults use `jp.` profiles.
+fn price_per_million(model_id: &str) -> (f64, f64) {
+    let regional = 1.1;
+    if model_id.contains("nova-2-lite") { (0.30 * regional, 2.50 * regional) } else { (1.0 * regional, 5.0 * regional) }
+}
+
+/// One local system with speculation off, on, or with answers typed ahead, and what it measured.
 struct Mode {
-    on: bool,
+    side: Side,
     system: LocalSystem<MemoryStore>,
     run: Run,
 }
 
 impl Mode {
-    async fn start(on: bool, guardrails: bool) -> anyhow::Result<Self> {
+    async fn start(side: Side, guardrails: bool) -> anyhow::Result<Self> {
         let mut opts = SystemOptions { sources: SourceLatency::design(), ..SystemOptions::default() };
-        opts.turn.speculation.enabled = on;
+        opts.turn.speculation.enabled = side != Side::Off;
+        opts.turn.typed.enabled = side == Side::Answers;
         if guardrails {
             mangaassist_local::system::with_guardrails(&mut opts);
         }
         let system = start(MemoryStore::with_latency(Duration::from_millis(50)), opts).await?;
-        Ok(Self { on, system, run: Run::default() })
+        Ok(Self { side, system, run: Run::default() })
     }
 
     /// The source and invocation counts, once the last speculations have finished.
@@ -180,14 +219,22 @@ impl Mode {
         self.run.retrievals = self.system.retriever.requests();
         self.run.service_calls = self.system.services.total_requests();
         self.run.input_checks = self.system.emulator.stats.guardrail_calls().len() as u64;
+        for r in self.system.emulator.stats.requests() {
+            let (input, output) = (u64::from(r.input_tokens), u64::from(r.deltas_sent));
+            let (pi, po) = price_per_million(&r.model_id);
+            self.run.model_calls += 1;
+            self.run.input_tokens += input;
+            self.run.output_tokens += output;
+            self.run.cost_usd += (input as f64 * pi + output as f64 * po) / 1e6;
+        }
         self.run
     }
 }
 
 /// Replays one conversation against `mode`'s system.
 async fn run_conversation(mode: &mut Mode, conv: Vec<Typed>, rec: &Recorder) -> anyhow::Result<()> {
-    let (on, system, run) = (mode.on, &mode.system, &mut mode.run);
-    let label = if on { "speculation on" } else { "speculation off" };
+    let (on, system, run) = (mode.side != Side::Off, &mode.system, &mut mode.run);
+    let label = mode.side.label();
     let mut client = ChatClient::connect(&system.ws_url()).await?;
     for msg in conv {
         let mut typed_so_far = Duration::ZERO;
@@ -237,8 +284,13 @@ async fn run_conversation(mode: &mut Mode, conv: Vec<Typed>, rec: &Recorder) -> 
                     assembly_ms: f("assembly_ms"),
                     served: m["served"].clone(),
                     speculated_legs: m["speculated_legs"].clone(),
+                    ahead_ms: f("ahead_ms"),
                 });
                 run.turns.push((msg.edited.is_some(), legs > 0, wrong));
+                // Typed ahead: of a message sent as typed, a hit; of an edited text, a wrong serve.
+                let ahead = m["served"] == "typed_ahead";
+                let edited_text = msg.edited.is_some_and(|e| normalize(e) != normalize(msg.text));
+                run.typed_ahead.push((ahead && !edited_text, ahead && edited_text));
             }
             Err(e) => {
                 rec.record_error(label);
@@ -301,6 +353,23 @@ struct TypingReport {
     /// Every turn both ways, in the order sent.
     rows_on: Vec<Row>,
     rows_off: Vec<Row>,
+    /// The third side: context speculation and answers typed ahead (`ANSWER_SPECULATION`).
+    ttft_ms_answers: Pcts,
+    ttft_ms_answers_as_typed: Pcts,
+    /// Of messages sent as last typed, the share served an answer typed ahead.
+    answer_hit_rate: f64,
+    /// Edited messages served the answer to their earlier text (must be 0).
+    answer_wrong_serves: usize,
+    /// Per turn, answers side minus off side: model calls, their input and output tokens, and what they cost
+    /// per 1,000 turns at the list prices of `price_per_million`.
+    extra_model_calls_per_turn: f64,
+    extra_input_tokens_per_turn: f64,
+    extra_output_tokens_per_turn: f64,
+    extra_cost_usd_per_1k_turns: f64,
+    /// How much of the model's first token had passed at send, per turn of the answers side (0 where not
+    /// typed ahead).
+    ahead_ms_answers: Pcts,
+    rows_answers: Vec<Row>,
 }
 
 /// Runs both modes side by side, each conversation replayed at the same moment on both systems (this
@@ -319,15 +388,24 @@ pub async fn typing(
     let n = conversations_wanted.unwrap_or(if quick { conversations().len() } else { 12 * conversations().len() });
     let with = if guardrails { ", guardrails on" } else { "" };
     eprintln!("bench: typing, speculation off and on side by side ({n} conversations{with})");
-    let (mut off, mut on) = (Mode::start(false, guardrails).await?, Mode::start(true, guardrails).await?);
+    let (mut off, mut on, mut answers) = (
+        Mode::start(Side::Off, guardrails).await?,
+        Mode::start(Side::Context, guardrails).await?,
+        Mode::start(Side::Answers, guardrails).await?,
+    );
     for i in 0..n {
         let k = i % conversations().len();
-        let (a, b) = (conversations().swap_remove(k), conversations().swap_remove(k));
-        let (x, y) = tokio::join!(run_conversation(&mut off, a, rec), run_conversation(&mut on, b, rec));
+        let conv = || conversations().swap_remove(k);
+        let (x, y, z) = tokio::join!(
+            run_conversation(&mut off, conv(), rec),
+            run_conversation(&mut on, conv(), rec),
+            run_conversation(&mut answers, conv(), rec)
+        );
         x?;
         y?;
+        z?;
     }
-    let (off, on) = (off.finish().await, on.finish().await);
+    let (off, on, answers) = (off.finish().await, on.finish().await, answers.finish().await);
     let turns = on.turns.len().max(1) as f64;
     let rate = |edited: bool| {
         let of: Vec<_> = on.turns.iter().filter(|t| t.0 == edited).collect();
@@ -370,6 +448,19 @@ pub async fn typing(
         send_pause_ms: SEND_PAUSE_MS,
         rows_on: on.rows.clone(),
         rows_off: off.rows.clone(),
+        ttft_ms_answers: pcts(&answers.ttft),
+        ttft_ms_answers_as_typed: pcts(&as_typed(&answers, &answers.ttft)),
+        answer_hit_rate: {
+            let typed: Vec<_> = answers.turns.iter().zip(&answers.typed_ahead).filter(|(t, _)| !t.0).collect();
+            typed.iter().filter(|(_, a)| a.0).count() as f64 / typed.len().max(1) as f64
+        },
+        answer_wrong_serves: answers.typed_ahead.iter().filter(|a| a.1).count(),
+        extra_model_calls_per_turn: per_turn(answers.model_calls, off.model_calls),
+        extra_input_tokens_per_turn: per_turn(answers.input_tokens, off.input_tokens),
+        extra_output_tokens_per_turn: per_turn(answers.output_tokens, off.output_tokens),
+        extra_cost_usd_per_1k_turns: (answers.cost_usd - off.cost_usd) / turns * 1000.0,
+        ahead_ms_answers: pcts(&answers.rows.iter().map(|r| r.ahead_ms).collect::<Vec<_>>()),
+        rows_answers: answers.rows.clone(),
     };
     let f = |p: &Pcts| format!("{:.0} / {:.0} / {:.0}", p.p50, p.p95, p.p99);
     let r = &report;
@@ -383,6 +474,35 @@ pub async fn typing(
     ] {
         println!("| {name} | {} | {} | {} | {} | {} |", run.ttft.len(), f(all), f(typed), f(pre), f(asm));
     }
+    let pre_answers: Vec<f64> = answers.pre_model.clone();
+    let asm_answers: Vec<f64> = answers.assembly.clone();
+    println!(
+        "| context and answers | {} | {} | {} | {} | {} |",
+        answers.ttft.len(),
+        f(&r.ttft_ms_answers),
+        f(&r.ttft_ms_answers_as_typed),
+        f(&pcts(&pre_answers)),
+        f(&pcts(&asm_answers))
+    );
+    println!(
+        "answers typed ahead: hit rate {:.2} (sent as typed), {} wrong serves; per turn {:.2} extra model calls, \
+         {:.0} extra input and {:.0} extra output tokens, ${:.3} per 1,000 turns; ahead of send p50 {:.0} ms",
+        r.answer_hit_rate,
+        r.answer_wrong_serves,
+        r.extra_model_calls_per_turn,
+        r.extra_input_tokens_per_turn,
+        r.extra_output_tokens_per_turn,
+        r.extra_cost_usd_per_1k_turns,
+        r.ahead_ms_answers.p50
+    );
+    println!(
+        "as typed p95 {:.0} ms with answers typed ahead (target < 400): {}; all messages p50 {:.0} ms (target < 300): {}; no wrong serve: {}",
+        r.ttft_ms_answers_as_typed.p95,
+        pass(r.ttft_ms_answers_as_typed.p95 < 400.0),
+        r.ttft_ms_answers.p50,
+        pass(r.ttft_ms_answers.p50 < 300.0),
+        pass(r.answer_wrong_serves == 0)
+    );
     let gain = r.ttft_ms_off.p50 - r.ttft_ms_on.p50;
     println!(
         "the model's own first token p50 off/on: {:.0} / {:.0} ms; prompt tokens p50 off/on: {:.0} / {:.0}",
@@ -418,6 +538,7 @@ pub async fn typing(
         write_json(path, &report)?;
     }
     anyhow::ensure!(report.errors == 0, "{} turns failed", report.errors);
+    anyhow::ensure!(answers.errors == 0, "{} turns failed with answers typed ahead", answers.errors);
     Ok(())
 }
 
