@@ -174,6 +174,10 @@ enum Cmd {
         /// with `--scenario typing`, `on` runs both sides of that comparison with guardrails).
         #[arg(long, value_enum)]
         guardrail: Option<bench::guardrail::GuardrailRun>,
+        /// typing: the conversations to replay, the built-in ones (`dev`, what the settle rule was chosen on)
+        /// or the held-out ones (written for reporting only).
+        #[arg(long, value_enum, default_value = "dev")]
+        set: bench::typing::ConversationSet,
     },
 }
 
@@ -326,7 +330,7 @@ async fn run(cmd: Cmd, rec: &Recorder) -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
-        Cmd::Bench { scenario: Scenario::Typing, guardrail, quick, conversations, json, .. } => {
+        Cmd::Bench { scenario: Scenario::Typing, guardrail, quick, conversations, json, set, .. } => {
             let guardrails = match guardrail {
                 None | Some(bench::guardrail::GuardrailRun::Off) => false,
                 Some(bench::guardrail::GuardrailRun::On) => true,
@@ -335,7 +339,7 @@ async fn run(cmd: Cmd, rec: &Recorder) -> anyhow::Result<()> {
                 }
             };
             // Boxed: two systems replaying side by side make a ~25 KB future.
-            Box::pin(bench::typing::typing(quick, conversations, guardrails, json, rec)).await
+            Box::pin(bench::typing::typing(quick, conversations, guardrails, set, json, rec)).await
         }
         Cmd::Bench { guardrail: Some(run), quick, json, .. } => {
             bench::guardrail::guardrail(run, quick, json, rec).await

@@ -102,7 +102,7 @@ pub fn settled(text: &str, cfg: &TypedAheadConfig) -> bool {
     }
     if is_japanese(&norm) {
         // A Japanese question that stops on a particle is unfinished ("…について", "…の", "…を").
-        return !norm.ends_with(OPEN_JA);
+        return !OPEN_JA.iter().any(|open| norm.ends_with(open));
     }
     let words: Vec<&str> = norm.split_whitespace().collect();
     words.len() >= cfg.min_words && words.last().is_none_or(|w| !OPEN_EN.contains(w))
@@ -114,8 +114,10 @@ const OPEN_EN: &[&str] = &[
     "are", "me", "some", "any", "more", "than", "from", "by", "at", "if", "that", "this", "what", "which", "how",
 ];
 
-/// Japanese endings that leave a question open (particles and connectives).
-const OPEN_JA: &[char] = &['の', 'を', 'に', 'は', 'が', 'と', 'で', 'や', 'て', 'も', 'へ', 'ば', '、'];
+/// Japanese endings that leave a question open (particles and connectives; not "〜て", which ends a request:
+/// "教えて", "見せて").
+const OPEN_JA: &[&str] =
+    &["について", "に関して", "の", "を", "に", "は", "が", "と", "で", "や", "も", "へ", "、", "けど", "から", "より"];
 
 /// The per-message budget: generations of one connection since the session's memory last changed (every
 /// sent and stored message renews the epoch).
@@ -186,6 +188,8 @@ mod tests {
         assert!(settled("おすすめのファンタジー漫画を教えてください", &c));
         assert!(!settled("おすすめのファンタジー漫画を", &c), "stops on a particle");
         assert!(!settled("2つ目", &c), "too short");
+        assert!(settled("2つ目について詳しく教えて", &c), "a request ending in 〜て is finished");
+        assert!(!settled("2つ目の作品について", &c), "…について is not");
     }
 
     #[test]
