@@ -20,6 +20,11 @@ pub enum FrameError {
     InvalidField { field: &'static str, reason: String },
     #[error("the message is {len} bytes; the limit is {limit}")]
     MessageTooLong { len: usize, limit: usize },
+    /// Over the message limit in tokens (`crate::protocol::MAX_MESSAGE_TOKENS`), counted at the parse.
+    #[error(
+        "the message is longer than {limit} tokens (about 250 Japanese or 1,000 English characters); please shorten it"
+    )]
+    TooManyTokens { limit: usize },
 }
 
 impl FrameError {
@@ -29,7 +34,7 @@ impl FrameError {
             Self::UnknownAction(_) => "unknown_action",
             Self::MissingField(_) => "missing_field",
             Self::InvalidField { .. } => "invalid_field",
-            Self::MessageTooLong { .. } => "message_too_long",
+            Self::MessageTooLong { .. } | Self::TooManyTokens { .. } => "message_too_long",
         }
     }
 }
