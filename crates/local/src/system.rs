@@ -92,6 +92,43 @@ impl Default for SystemOptions {
     }
 }
 
+/// A `serve` address other machines could reach, refused without `--expose-on-network`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0} is reachable from other machines; `serve` listens on loopback only unless --expose-on-network is given (see `mangaassist serve --help` for what that exposes)"
+)]
+pub struct NotLoopback(pub SocketAddr);
+
+/// The addresses among `addrs` that other machines could reach (anything but loopback: `0.0.0.0` and
+/// `::` included); an error for the first of them unless `expose` says so.
+pub fn check_exposure(addrs: &[SocketAddr], expose: bool) -> Result<Vec<SocketAddr>, NotLoopback> {
+    let public: Vec<SocketAddr> = addrs.iter().copied().filter(|a| !a.ip().to_canonical().is_loopback()).collect();
+    match public.first() {
+        Some(first) if !expose => Err(NotLoopback(*first)),
+        _ => Ok(public),
+    }
+}
+
+/// What a `serve` exposed on the network offers to anyone who can reach it.
+pub fn exposure_notice(gateway: SocketAddr, bedrock: SocketAddr, public: &[SocketAddr]) -> String {
+    let mut lines = vec![format!(
+        "Exposed on the network (--expose-on-network): anyone who can reach {gateway} can load the demo page, take a \
+         guest token (POST /token, rate-limited per address) and chat as a guest."
+    )];
+    lines.push(
+        "Not exposed: the development login (POST /local/login) answers this machine only; the @connections API \
+         accepts only this run's SigV4 key."
+            .to_owned(),
+    );
+    if public.contains(&bedrock) {
+        lines.push(format!(
+            "The Bedrock emulator at {bedrock} answers anyone, without authentication (model calls, guardrail, and \
+             its provisioned-throughput control plane)."
+        ));
+    }
+    lines.join("\n")
+}
+
 /// A running local system.
 pub struct LocalSystem<St, K = TtlCache> {
     pub emulator: BedrockEmulator,
@@ -221,6 +258,9 @@ pub async fn start_full<St: Store + 'static, K: Cache + 'static>(
     let gw_addr = listener.local_addr()?;
     let management = format!("http://{gw_addr}/{}", opts.gateway.stage);
     let sdk = mangaassist_adapters::sdk::local(&emulator.url()).await;
+    let key = &opts.gateway.management_key;
+    let management_sdk =
+        mangaassist_adapters::sdk::local_with_key(&emulator.url(), &key.access_key_id, &key.secret_access_key).await;
     let cache = Arc::new(cache);
     let prefetch = opts.prefetch.then(|| {
         let sources = Sources { retriever: retriever.clone(), products: services.clone(), cache: cache.clone() };
@@ -240,7 +280,8 @@ pub async fn start_full<St: Store + 'static, K: Cache + 'static>(
             .with_sources(Sources { retriever: retriever.clone(), products: services.clone(), cache })
             .with_prefetch(prefetch.clone())
             .with_routes(routes),
-        sinks: ApiGatewaySinks::new(sdk, Some(management)),
+        // Signed with the run's own key: the emulated `@connections` API accepts no other.
+        sinks: ApiGatewaySinks::new(management_sdk, Some(management)),
     });
     let issuer = Arc::new(LocalIssuer::new(gw_addr, opts.allow_guests)?);
     let authorizer = in_process_authorizer(Arc::new(issuer.verifier()));
