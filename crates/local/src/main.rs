@@ -83,6 +83,12 @@ enum Cmd {
         /// Guardrails on answers and input (the emulator's documented policy), as the template deploys them.
         #[arg(long, value_enum, default_value = "on")]
         guardrail: OnOff,
+        /// Allow a --listen or --bedrock-listen address other machines can reach (e.g. 0.0.0.0). They can then
+        /// load the demo page, take guest tokens and chat as guests, and call the Bedrock emulator (no
+        /// authentication) if it is exposed too; the development login still answers this machine only,
+        /// and the @connections API only this run's SigV4 key. Without this flag such an address is refused.
+        #[arg(long)]
+        expose_on_network: bool,
     },
     /// Create the DynamoDB table (for running the chat function against moto_server or DynamoDB Local).
     CreateTable {
@@ -185,7 +191,9 @@ async fn serve(
     latency: Latency,
     relay: Relay,
     guardrail: OnOff,
+    expose_on_network: bool,
 ) -> anyhow::Result<()> {
+    let public = mangaassist_local::system::check_exposure(&[listen, bedrock_listen], expose_on_network)?;
     let mut opts = SystemOptions { gateway_addr: listen, bedrock_addr: bedrock_listen, ..SystemOptions::default() };
     if guardrail == OnOff::On {
         bench::guardrail::with_guardrails(&mut opts);
@@ -212,6 +220,14 @@ async fn serve(
     );
     println!("Bedrock emulator: {}", system.emulator.url());
     println!("@connections:     {}", system.gateway.management_endpoint());
+    let key = system.gateway.management_key();
+    println!(
+        "@connections key: AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} (SigV4, this run only: for a chat function run elsewhere)",
+        key.access_key_id, key.secret_access_key
+    );
+    if !public.is_empty() {
+        println!("{}", mangaassist_local::system::exposure_notice(listen, bedrock_listen, &public));
+    }
     println!("Try:       mangaassist chat --url {}", system.bare_ws_url());
     println!("Token:     mangaassist token --user alice   (or --guest)");
     tokio::signal::ctrl_c().await.context("Failed to wait for Ctrl-C")?;
@@ -415,8 +431,8 @@ fn bench_settings(cmd: &Cmd) -> Vec<(String, String)> {
 
 async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Serve { listen, bedrock_listen, latency, relay, guardrail } => {
-            serve(listen, bedrock_listen, latency, relay, guardrail).await
+        Cmd::Serve { listen, bedrock_listen, latency, relay, guardrail, expose_on_network } => {
+            serve(listen, bedrock_listen, latency, relay, guardrail, expose_on_network).await
         }
         Cmd::CreateTable { endpoint, table } => {
             let sdk = mangaassist_adapters::sdk::local(&endpoint).await;
