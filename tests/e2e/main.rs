@@ -10,6 +10,7 @@ mod compression;
 mod context;
 mod deploy;
 mod guards;
+mod hardening;
 mod helpers;
 mod models;
 mod prefetch;
