@@ -425,6 +425,15 @@ mod tests {
     }
 
     #[test]
+    fn a_completed_event_never_carries_the_model_arn() {
+        let arn = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abc123";
+        let metrics = TurnMetrics { model: arn.into(), served_by: arn.into(), ..TurnMetrics::default() };
+        let f = ServerEvent::Completed { message_id: "m", seq: 1, products: &[], metrics: &metrics }.to_frame();
+        let text = String::from_utf8(f).unwrap();
+        assert!(!text.contains("arn:") && !text.contains("123456789012"), "{text}");
+    }
+
+    #[test]
     fn prefix_fitting_never_splits_a_character() {
         let text = "進撃の巨人";
         let n = prefix_fitting(text, 7);

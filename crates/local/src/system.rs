@@ -294,3 +294,22 @@ pub async fn start_full<St: Store + 'static, K: Cache + 'static>(
     )?;
     Ok(LocalSystem { emulator, gateway, app, services, retriever, prefetch, issuer })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_refuses_an_address_other_machines_can_reach_unless_told_to_expose_it() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let loopback = [at("127.0.0.1:8080"), at("[::1]:8081")];
+        assert_eq!(check_exposure(&loopback, false), Ok(vec![]));
+        for public in ["0.0.0.0:8080", "[::]:8080", "192.168.1.20:8080"] {
+            let addrs = [at(public), at("127.0.0.1:8081")];
+            assert_eq!(check_exposure(&addrs, false), Err(NotLoopback(at(public))));
+            assert_eq!(check_exposure(&addrs, true), Ok(vec![at(public)]));
+        }
+        let notice = exposure_notice(at("0.0.0.0:8080"), at("0.0.0.0:8081"), &[at("0.0.0.0:8080"), at("0.0.0.0:8081")]);
+        assert!(notice.contains("guest") && notice.contains("development login") && notice.contains("Bedrock"));
+    }
+}

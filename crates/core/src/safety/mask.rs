@@ -91,7 +91,7 @@ fn luhn(digits: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// The placeholder for a number written as `groups` (after a `+` when `plus`), if it is a card or a phone.

@@ -205,7 +205,7 @@ fn unit(token: &str) -> Option<char> {
 /// `r.a.w` -> `raw`: a token of at least three single letters joined by one separator each.
 fn dotted(token: &str) -> Option<String> {
     let chars: Vec<char> = token.chars().collect();
-    if chars.len() < 5 || chars.len() % 2 == 0 {
+    if chars.len() < 5 || chars.len().is_multiple_of(2) {
         return None;
     }
     let letters: String = chars.iter().step_by(2).collect();
