@@ -111,9 +111,17 @@ pub fn check_exposure(addrs: &[SocketAddr], expose: bool) -> Result<Vec<SocketAd
 
 /// What a `serve` exposed on the network offers to anyone who can reach it.
 pub fn exposure_notice(gateway: SocketAddr, bedrock: SocketAddr, public: &[SocketAddr]) -> String {
+    let shown = |a: SocketAddr| {
+        if a.ip().is_unspecified() {
+            format!("port {} on every address of this machine", a.port())
+        } else {
+            a.to_string()
+        }
+    };
     let mut lines = vec![format!(
-        "Exposed on the network (--expose-on-network): anyone who can reach {gateway} can load the demo page, take a \
-         guest token (POST /token, rate-limited per address) and chat as a guest."
+        "Exposed on the network (--expose-on-network): anyone who can reach {} can load the demo page, take a \
+         guest token (POST /token) and chat as a guest.",
+        shown(gateway)
     )];
     lines.push(
         "Not exposed: the development login (POST /local/login) answers this machine only; the @connections API \
@@ -122,8 +130,9 @@ pub fn exposure_notice(gateway: SocketAddr, bedrock: SocketAddr, public: &[Socke
     );
     if public.contains(&bedrock) {
         lines.push(format!(
-            "The Bedrock emulator at {bedrock} answers anyone, without authentication (model calls, guardrail, and \
-             its provisioned-throughput control plane)."
+            "The Bedrock emulator at {} answers anyone, without authentication (model calls, guardrail, and its \
+             provisioned-throughput control plane).",
+            shown(bedrock)
         ));
     }
     lines.join("\n")
