@@ -19,8 +19,10 @@ use axum::http::HeaderMap;
 
 /// The signing name of the management API.
 pub const SERVICE: &str = "execute-api";
-/// How far a request's `x-amz-date` may be from now (AWS allows 15 minutes of skew).
-pub const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
+/// How far a request's `x-amz-date` may be from now: "a request must reach AWS within five minutes of the
+/// time stamp in the request" (IAM User Guide, "AWS Signature Version 4 for API requests",
+/// docs.aws.amazon.com/IAM/latest/UserGuide/reference_aws-signing.html).
+pub const MAX_SKEW: Duration = Duration::from_secs(5 * 60);
 
 /// The credentials allowed to manage connections, made for one run.
 #[derive(Clone, PartialEq, Eq)]
@@ -65,7 +67,7 @@ pub enum Refusal {
     Missing,
     #[error("The security token included in the request is invalid.")]
     UnknownKey,
-    #[error("Signature expired or not yet valid: the request time is more than 15 minutes from now.")]
+    #[error("Signature expired or not yet valid: the request time is more than 5 minutes from now.")]
     Skewed,
     #[error(
         "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method."
