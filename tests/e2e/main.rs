@@ -15,6 +15,7 @@ mod connections;
 mod context;
 mod deploy;
 mod guards;
+mod hardening;
 mod helpers;
 mod models;
 mod prefetch;

@@ -165,6 +165,15 @@ pub fn prompt_budget<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Prom
         total: n("BUDGET_TOTAL_TOKENS", d.total)?,
         ..d
     })
+    .and_then(|b| {
+        // Every message the parse admits must fit the total at any calibration: refused at cold start,
+        // never a shopper's `message_too_long` later.
+        b.check().map(|()| b).map_err(|e| ConfigError {
+            name: "BUDGET_TOTAL_TOKENS",
+            value: e.total.to_string(),
+            reason: "too small for the system, conversation and page budgets plus the longest message (see PromptBudget::check)",
+        })
+    })
 }
 
 /// Speculative pre-generation (`PREGEN` = `off` | `full` | `full+opening`, `PREGEN_MAX`, `PREGEN_TTL_SECS`,
@@ -292,6 +301,7 @@ mod tests {
         let retired = env(&[("PREGEN_MODEL_ID", "anthropic.claude-3-haiku-20240307-v1:0")]);
         assert_eq!(pregen_settings(&retired).unwrap_err().name, "PREGEN_MODEL_ID");
         assert_eq!(prompt_budget(&env(&[("BUDGET_RAG_TOKENS", "300")])).unwrap().rag, 300);
+        assert_eq!(prompt_budget(&env(&[("BUDGET_TOTAL_TOKENS", "900")])).unwrap_err().name, "BUDGET_TOTAL_TOKENS");
     }
 
     #[test]

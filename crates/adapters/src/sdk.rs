@@ -104,11 +104,17 @@ pub fn dynamodb(sdk: &SdkConfig) -> aws_sdk_dynamodb::Client {
 /// account, profile or instance metadata is consulted. `endpoint` applies to every client built from it
 /// unless the client sets its own. The same HTTP client as [`load`].
 pub async fn local(endpoint: &str) -> SdkConfig {
+    local_with_key(endpoint, "local", "local").await
+}
+
+/// The same, signing with the given static key (the local `@connections` API accepts only the key its run
+/// made).
+pub async fn local_with_key(endpoint: &str, access_key_id: &str, secret_access_key: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "local",
-            "local",
+            access_key_id,
+            secret_access_key,
             None,
             None,
             "mangaassist-local",

@@ -89,6 +89,12 @@ enum Cmd {
         /// Answers that start while the shopper types (`ANSWER_SPECULATION`; off in the template by default).
         #[arg(long, value_enum, default_value = "on")]
         typed_ahead: OnOff,
+        /// Allow a --listen or --bedrock-listen address other machines can reach (e.g. 0.0.0.0). They can then
+        /// load the demo page, take guest tokens and chat as guests, and call the Bedrock emulator (no
+        /// authentication) if it is exposed too; the development login still answers this machine only,
+        /// and the @connections API only this run's SigV4 key. Without this flag such an address is refused.
+        #[arg(long)]
+        expose_on_network: bool,
     },
     /// Create the DynamoDB table (for running the chat function against moto_server or DynamoDB Local).
     CreateTable {
@@ -197,7 +203,9 @@ async fn serve(
     relay: Relay,
     guardrail: OnOff,
     typed_ahead: OnOff,
+    expose_on_network: bool,
 ) -> anyhow::Result<()> {
+    let public = mangaassist_local::system::check_exposure(&[listen, bedrock_listen], expose_on_network)?;
     let mut opts = SystemOptions { gateway_addr: listen, bedrock_addr: bedrock_listen, ..SystemOptions::default() };
     opts.turn.typed.enabled = typed_ahead == OnOff::On;
     if guardrail == OnOff::On {
@@ -225,6 +233,14 @@ async fn serve(
     );
     println!("Bedrock emulator: {}", system.emulator.url());
     println!("@connections:     {}", system.gateway.management_endpoint());
+    let key = system.gateway.management_key();
+    println!(
+        "@connections key: AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} (SigV4, this run only: for a chat function run elsewhere)",
+        key.access_key_id, key.secret_access_key
+    );
+    if !public.is_empty() {
+        println!("{}", mangaassist_local::system::exposure_notice(listen, bedrock_listen, &public));
+    }
     println!("Try:       mangaassist chat --url {}", system.bare_ws_url());
     println!("Token:     mangaassist token --user alice   (or --guest)");
     tokio::signal::ctrl_c().await.context("Failed to wait for Ctrl-C")?;
@@ -310,8 +326,8 @@ fn bench_settings(cmd: &Cmd) -> Vec<(String, String)> {
 )]
 async fn run(cmd: Cmd, rec: &Recorder) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Serve { listen, bedrock_listen, latency, relay, guardrail, typed_ahead } => {
-            serve(listen, bedrock_listen, latency, relay, guardrail, typed_ahead).await
+        Cmd::Serve { listen, bedrock_listen, latency, relay, guardrail, typed_ahead, expose_on_network } => {
+            serve(listen, bedrock_listen, latency, relay, guardrail, typed_ahead, expose_on_network).await
         }
         Cmd::CreateTable { endpoint, table } => {
             let sdk = mangaassist_adapters::sdk::local(&endpoint).await;

@@ -101,6 +101,11 @@ pub enum FrameError {
     InvalidField { field: &'static str, reason: String },
     #[error("the message is {len} bytes; the limit is {limit}")]
     MessageTooLong { len: usize, limit: usize },
+    /// Over the message limit in tokens (`crate::protocol::MAX_MESSAGE_TOKENS`), counted at the parse.
+    #[error(
+        "the message is longer than {limit} tokens (about 250 Japanese or 1,000 English characters); please shorten it"
+    )]
+    TooManyTokens { limit: usize },
 }
 
 impl FrameError {
@@ -110,7 +115,7 @@ impl FrameError {
             Self::UnknownAction(_) => ErrorCode::UnknownAction,
             Self::MissingField(_) => ErrorCode::MissingField,
             Self::InvalidField { .. } => ErrorCode::InvalidField,
-            Self::MessageTooLong { .. } => ErrorCode::MessageTooLong,
+            Self::MessageTooLong { .. } | Self::TooManyTokens { .. } => ErrorCode::MessageTooLong,
         }
     }
 }

@@ -14,6 +14,9 @@
 //!   `ApplyGuardrail`, side by side with context assembly, before any model call. See [`SafetyConfig`].
 //! - **Products that exist.** [`KnownProducts`] is the set of ASINs this turn's context holds; a product
 //!   card is made only for those.
+//! - **Normalized, masked text.** [`shopper_text`] is what the parse hands on: the text NFKC-normalized,
+//!   invisible characters dropped, mixed-script look-alikes mapped ([`normalize`]), card and phone numbers
+//!   masked ([`mask`]); the input guardrail also gets a folded variant ([`normalize::guard_variant`]).
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -23,6 +26,16 @@ use serde_json::{Map, Value};
 
 use crate::error::FrameError;
 use crate::ids::Asin;
+
+pub mod mask;
+pub mod normalize;
+
+/// The shopper's text as every step after the parse takes it: [`normalize::canonical`], then
+/// [`mask::mask_numbers`], trimmed. The raw text is never used again (nor logged).
+pub fn shopper_text(raw: &str) -> String {
+    let canonical = normalize::canonical(raw);
+    mask::mask_numbers(canonical.trim()).into_owned()
+}
 
 /// A Bedrock guardrail: its id (or ARN) and version (`DRAFT` or a number).
 #[derive(Debug, Clone, PartialEq, Eq)]

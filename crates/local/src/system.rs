@@ -115,6 +115,52 @@ pub fn with_guardrails(opts: &mut SystemOptions) {
     opts.turn.pregen.guardrail = g;
 }
 
+/// A `serve` address other machines could reach, refused without `--expose-on-network`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0} is reachable from other machines; `serve` listens on loopback only unless --expose-on-network is given (see `mangaassist serve --help` for what that exposes)"
+)]
+pub struct NotLoopback(pub SocketAddr);
+
+/// The addresses among `addrs` that other machines could reach (anything but loopback: `0.0.0.0` and
+/// `::` included); an error for the first of them unless `expose` says so.
+pub fn check_exposure(addrs: &[SocketAddr], expose: bool) -> Result<Vec<SocketAddr>, NotLoopback> {
+    let public: Vec<SocketAddr> = addrs.iter().copied().filter(|a| !a.ip().to_canonical().is_loopback()).collect();
+    match public.first() {
+        Some(first) if !expose => Err(NotLoopback(*first)),
+        _ => Ok(public),
+    }
+}
+
+/// What a `serve` exposed on the network offers to anyone who can reach it.
+pub fn exposure_notice(gateway: SocketAddr, bedrock: SocketAddr, public: &[SocketAddr]) -> String {
+    let shown = |a: SocketAddr| {
+        if a.ip().is_unspecified() {
+            format!("port {} on every address of this machine", a.port())
+        } else {
+            a.to_string()
+        }
+    };
+    let mut lines = vec![format!(
+        "Exposed on the network (--expose-on-network): anyone who can reach {} can load the demo page, take a \
+         guest token (POST /token) and chat as a guest.",
+        shown(gateway)
+    )];
+    lines.push(
+        "Not exposed: the development login (POST /local/login) answers this machine only; the @connections API \
+         accepts only this run's SigV4 key."
+            .to_owned(),
+    );
+    if public.contains(&bedrock) {
+        lines.push(format!(
+            "The Bedrock emulator at {} answers anyone, without authentication (model calls, guardrail, and its \
+             provisioned-throughput control plane).",
+            shown(bedrock)
+        ));
+    }
+    lines.join("\n")
+}
+
 /// A running local system.
 pub struct LocalSystem<St, K = TtlCache> {
     pub emulator: BedrockEmulator,
@@ -255,6 +301,9 @@ async fn start_unboxed<St: Store + 'static, K: Cache + AnswerBuffer + 'static>(
     let gw_addr = listener.local_addr()?;
     let management = format!("http://{gw_addr}/{}", opts.gateway.stage);
     let sdk = mangaassist_adapters::sdk::local(&emulator.url()).await;
+    let key = &opts.gateway.management_key;
+    let management_sdk =
+        mangaassist_adapters::sdk::local_with_key(&emulator.url(), &key.access_key_id, &key.secret_access_key).await;
     let cache = Arc::new(cache);
     let prefetch = opts.prefetch.then(|| {
         let sources = Sources { retriever: retriever.clone(), products: services.clone(), cache: cache.clone() };
@@ -280,7 +329,8 @@ async fn start_unboxed<St: Store + 'static, K: Cache + AnswerBuffer + 'static>(
             .with_sources(Sources { retriever: retriever.clone(), products: services.clone(), cache })
             .with_prefetch(prefetch.clone())
             .with_routes(routes),
-        sinks: ApiGatewaySinks::new(sdk, Some(management)),
+        // Signed with the run's own key: the emulated `@connections` API accepts no other.
+        sinks: ApiGatewaySinks::new(management_sdk, Some(management)),
         warm,
     });
     let issuer = Arc::new(LocalIssuer::new(gw_addr, opts.allow_guests)?);
@@ -293,4 +343,23 @@ async fn start_unboxed<St: Store + 'static, K: Cache + AnswerBuffer + 'static>(
         issuer.clone().router().merge(crate::web::products_router(catalog)),
     )?;
     Ok(LocalSystem { emulator, gateway, app, services, retriever, prefetch, issuer })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_refuses_an_address_other_machines_can_reach_unless_told_to_expose_it() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let loopback = [at("127.0.0.1:8080"), at("[::1]:8081")];
+        assert_eq!(check_exposure(&loopback, false), Ok(vec![]));
+        for public in ["0.0.0.0:8080", "[::]:8080", "192.168.1.20:8080"] {
+            let addrs = [at(public), at("127.0.0.1:8081")];
+            assert_eq!(check_exposure(&addrs, false), Err(NotLoopback(at(public))));
+            assert_eq!(check_exposure(&addrs, true), Ok(vec![at(public)]));
+        }
+        let notice = exposure_notice(at("0.0.0.0:8080"), at("0.0.0.0:8081"), &[at("0.0.0.0:8080"), at("0.0.0.0:8081")]);
+        assert!(notice.contains("guest") && notice.contains("development login") && notice.contains("Bedrock"));
+    }
 }

@@ -79,6 +79,8 @@ struct Tally {
     /// message id -> client (every message, to attribute the prompts the model received).
     sent_by: HashMap<String, usize>,
     completions: HashMap<String, u32>,
+    /// Events the shoppers' clients dropped as repeats (delivered twice by a retried post).
+    repeats: u64,
 }
 
 /// The code word of client `i`.
@@ -134,6 +136,8 @@ pub async fn abuse(quick: bool, json_path: Option<PathBuf>) -> anyhow::Result<()
         duplicates += u64::try_from(stored.saturating_sub(1)).unwrap_or(0);
     }
     duplicates += t.completions.values().map(|&n| u64::from(n.saturating_sub(1))).sum::<u64>();
+    // Frames delivered twice that the client dropped by `seq` count too: the server sent them.
+    duplicates += t.repeats;
     let cross_session_reads = cross_reads(&sys, &t.sent_by);
     let cap = capacity(quick).await.ok();
     let report = AbuseReport {
@@ -234,6 +238,7 @@ async fn shopper(
                     break;
                 }
             }
+            tally.lock().await.repeats += client.repeats_dropped();
             client.close().await;
             tally.lock().await.left += 1;
             return Ok(());
@@ -252,6 +257,7 @@ async fn shopper(
             }
         }
     }
+    tally.lock().await.repeats += client.repeats_dropped();
     client.close().await;
     Ok(())
 }

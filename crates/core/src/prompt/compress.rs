@@ -14,7 +14,11 @@
 //!   summary, or a digest of the shopper's older questions; then lines are dropped from the oldest end
 //!   until it fits.
 //! - Page context: only the fields the intent needs, as `key=value` pairs.
-//! - The user message is never cut: over its budget it is an error the client sees.
+//! - The user message is never cut. Its limit is checked at the parse ([`MAX_MESSAGE_TOKENS`], counted so
+//!   that no counter here finds an admitted message longer); the budget's `user_message` is the share the
+//!   prompt reserves for it, and a longer message takes the difference from the RAG section. Only a message
+//!   that cannot fit the total at all (which a budget that passes [`PromptBudget::check`] never meets for an
+//!   admitted message) is an error.
 //!
 //! The total is guaranteed by construction: every section is counted as cut, joins are charged a slack
 //! token each, and the framing is counted once. What an uncompressed prompt would have cost
@@ -29,6 +33,7 @@ use serde_json::{Map, Value};
 use crate::cache::Passage;
 use crate::intent::Intent;
 use crate::ports::ChatMessage;
+use crate::protocol::MAX_MESSAGE_TOKENS;
 use crate::tokenizer::Tokenizer;
 
 mod sections;
@@ -72,6 +77,8 @@ pub struct PromptBudget {
     pub rag: usize,
     pub conversation: usize,
     pub page: usize,
+    /// Reserved for the shopper's message; a longer one (up to [`MAX_MESSAGE_TOKENS`]) takes the rest from
+    /// `rag`.
     pub user_message: usize,
     /// Hard limit of the whole prompt.
     pub total: usize,
@@ -96,7 +103,34 @@ impl Default for PromptBudget {
     }
 }
 
+/// Tokens set aside for the tags and joins around the sections when checking a budget (the compressor
+/// counts them exactly; four sections cost well under this).
+pub const FRAMING_ALLOWANCE: usize = 64;
+
+/// Why a budget cannot hold every message the parse admits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the system, conversation and page budgets ({fixed} tokens) leave no room for a {MAX_MESSAGE_TOKENS}-token message within the total of {total} at the strongest calibration (x2)"
+)]
+pub struct BudgetError {
+    pub fixed: usize,
+    pub total: usize,
+}
+
 impl PromptBudget {
+    /// Whether every message the parse admits fits this budget whatever the calibration: at the strongest
+    /// (x2) every section and the total halve, and the message (whose limit is a protocol constant) does
+    /// not, so `(system + conversation + page) / 2 + MAX_MESSAGE_TOKENS + FRAMING_ALLOWANCE <= total / 2`.
+    /// Checked once at cold start; the defaults leave 386 tokens to spare.
+    pub fn check(&self) -> Result<(), BudgetError> {
+        let fixed = self.system + self.conversation + self.page;
+        if fixed / 2 + MAX_MESSAGE_TOKENS + FRAMING_ALLOWANCE <= self.total / 2 {
+            Ok(())
+        } else {
+            Err(BudgetError { fixed, total: self.total })
+        }
+    }
+
     /// The same budget with every token limit scaled by `1 / factor` (the calibration: when Bedrock counts
     /// 1.2 tokens per estimated token, budgets shrink by 1.2 so the real prompt stays within them).
     pub fn calibrated(&self, factor: f32) -> Self {
@@ -165,7 +199,9 @@ pub struct CompressedPrompt {
 /// Why a prompt cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CompressError {
-    #[error("the message is about {tokens} tokens; the limit is {limit}")]
+    /// The message alone (with the system prompt and its tags) is over the total: unreachable for a
+    /// message admitted at the parse under a budget that passes [`PromptBudget::check`].
+    #[error("the message is about {tokens} tokens; the prompt's total leaves it {limit}")]
     UserMessageTooLong { tokens: usize, limit: usize },
 }
 
@@ -267,10 +303,13 @@ impl PromptCompressor {
         let question = crate::safety::inert(input.user_message.trim());
         let question = question.as_ref();
         let user_tokens = tok.count(question);
-        if user_tokens > budget.user_message {
-            return Err(CompressError::UserMessageTooLong { tokens: user_tokens, limit: budget.user_message });
-        }
         let (system, system_tokens) = self.system(tok, input.system_prompt, input.intent, budget.system);
+        let room = budget
+            .total
+            .saturating_sub(system_tokens + tok.count_fixed(QUESTION.open) + tok.count_fixed(QUESTION.close) + 4);
+        if user_tokens > room {
+            return Err(CompressError::UserMessageTooLong { tokens: user_tokens, limit: room });
+        }
         let (conversation, conv_tokens) = compress_conversation(
             tok,
             input.conversation,
@@ -296,7 +335,10 @@ impl PromptCompressor {
             + budget.conversation.saturating_sub(conv_tokens)
             + budget.page.saturating_sub(page_tokens)
             + budget.user_message.saturating_sub(user_tokens);
-        let rag_budget = (budget.rag + unused).min(budget.total.saturating_sub(fixed + ctx_framing)).saturating_sub(0);
+        // A message longer than its reserved share takes the difference from the retrieved context.
+        let over = user_tokens.saturating_sub(budget.user_message);
+        let rag_budget =
+            (budget.rag + unused).saturating_sub(over).min(budget.total.saturating_sub(fixed + ctx_framing));
         let (rag, rag_tokens) = compress_rag(tok, input.rag_chunks, rag_budget, budget.min_chunk, &self.counts);
         if !rag.is_empty() {
             framing += ctx_framing;

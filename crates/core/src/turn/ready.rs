@@ -203,7 +203,11 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
     /// One bounded `ApplyGuardrail` call on a message's text and page context JSON; `None` (logged) when it
     /// failed or timed out.
     pub(super) async fn assess_input(&self, g: &GuardrailRef, text: &str, page: &str) -> Option<Assessment> {
-        let texts: Vec<&str> = [text, page].into_iter().filter(|t| !t.is_empty()).collect();
+        // The text first (its masked form is the first output), then the page, then the folded variant that
+        // reads spellings meant to slip past a policy (only when it differs: `guard_variant`).
+        let variant = crate::safety::normalize::guard_variant(text);
+        let texts: Vec<&str> =
+            [Some(text), Some(page), variant.as_deref()].into_iter().flatten().filter(|t| !t.is_empty()).collect();
         let check = self.model.apply_guardrail(g, Direction::Input, &texts);
         best_effort("input guardrail", self.cfg.safety.input_deadline, check).await
     }

@@ -121,12 +121,87 @@ fn page_context_keeps_only_what_the_intent_needs() {
 }
 
 #[test]
-fn an_over_long_user_message_is_an_error_not_a_cut() {
+fn a_message_that_cannot_fit_the_total_is_an_error_not_a_cut() {
     let page = Map::new();
     let long = "manga ".repeat(300);
     let c = PromptCompressor::default();
-    let err = c.compress(&Cl100k, &input(&[], &[], &page, &long), &PromptBudget::default()).unwrap_err();
-    assert!(matches!(err, CompressError::UserMessageTooLong { limit: 100, .. }));
+    let budget = PromptBudget { total: 200, ..PromptBudget::default() };
+    let err = c.compress(&Cl100k, &input(&[], &[], &page, &long), &budget).unwrap_err();
+    assert!(matches!(err, CompressError::UserMessageTooLong { tokens, limit } if tokens > limit), "{err:?}");
+}
+
+/// The longest messages the parse admits, in Japanese and English, with everything else at its fullest.
+fn longest_admitted() -> Vec<String> {
+    let ja =
+        "ホラー漫画が好きで、伊藤潤二の『うずまき』はもう読みました。同じくらい怖くて完結している作品はありますか？";
+    let en = "I loved Uzumaki and I'm looking for something equally unsettling, ideally completed. ";
+    let mut out = Vec::new();
+    for unit in [ja, en, "x9$Qz ", "龘靐齉"] {
+        let mut text = String::new();
+        while crate::tokenizer::count_at_most(&format!("{text}{unit}"), MAX_MESSAGE_TOKENS).is_some() {
+            text.push_str(unit);
+        }
+        assert!(!text.is_empty());
+        out.push(text.trim().to_owned());
+    }
+    out
+}
+
+#[test]
+fn every_admitted_message_fits_whole_at_every_calibration_and_the_total_holds() {
+    let chunk = "Spiral Chronicle is a horror series in 12 volumes by a celebrated artist. ".repeat(20);
+    let chunks: Vec<Passage> = (0..6)
+        .map(|i| Passage { content: format!("{i} {chunk}"), score: 1.0 - i as f32 / 10.0, tokens: None })
+        .collect();
+    let conv: Vec<ChatMessage> = (0..12)
+        .map(|i| msg(if i % 2 == 0 { Role::User } else { Role::Assistant }, &"Do you have Berserk? ".repeat(15)))
+        .collect();
+    let page: Map<String, Value> = serde_json::from_str(
+        r#"{"store_section":"horror","browsing_history":["B0AAAAAAA1","B0AAAAAAA2","B0AAAAAAA3"]}"#,
+    )
+    .unwrap();
+    let c = PromptCompressor::default();
+    assert_eq!(PromptBudget::default().check(), Ok(()));
+    for text in longest_admitted() {
+        for factor in [0.5, 1.0, 1.16, 1.5, 2.0] {
+            let budget = PromptBudget::default().calibrated(factor);
+            for tok in [&Cl100k as &dyn Tokenizer, &crate::tokenizer::Heuristic] {
+                let out = c.compress(tok, &input(&chunks, &conv, &page, &text), &budget).unwrap();
+                assert!(out.total_tokens <= budget.total, "x{factor}: {} > {}", out.total_tokens, budget.total);
+                assert!(out.user.contains(&text), "the message is whole at x{factor}");
+                if out.sections.user_message > budget.user_message {
+                    let over = out.sections.user_message - budget.user_message;
+                    assert!(
+                        out.sections.rag + over
+                            <= budget.rag + budget.user_message + budget.system + budget.page + budget.conversation,
+                        "the longer message took its room from retrieval"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_message_longer_than_its_share_takes_the_difference_from_retrieval() {
+    let chunk = "Spiral Chronicle is a horror series in 12 volumes by a celebrated artist. ".repeat(100);
+    let chunks = vec![Passage { content: chunk, score: 1.0, tokens: None }];
+    let page = Map::new();
+    let c = PromptCompressor::default();
+    let b = PromptBudget::default();
+    let short = c.compress(&Cl100k, &input(&chunks, &[], &page, "Any horror manga like Uzumaki?"), &b).unwrap();
+    let long_text = longest_admitted().remove(1);
+    let long = c.compress(&Cl100k, &input(&chunks, &[], &page, &long_text), &b).unwrap();
+    assert!(long.sections.user_message > b.user_message);
+    assert!(long.sections.rag < short.sections.rag, "{} vs {}", long.sections.rag, short.sections.rag);
+    let grew = long.total_tokens.saturating_sub(short.total_tokens);
+    assert!(grew < 60, "the prompt stays about the same size: +{grew}");
+}
+
+#[test]
+fn a_budget_too_small_for_the_longest_message_is_refused() {
+    assert!(PromptBudget { total: 1000, ..PromptBudget::default() }.check().is_err());
+    assert!(PromptBudget { total: 1300, ..PromptBudget::default() }.check().is_ok());
 }
 
 #[test]
