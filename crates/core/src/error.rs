@@ -296,7 +296,7 @@ mod tests {
             .split('`')
             .skip(1)
             .step_by(2)
-            .filter(|name| !["page_context", "retry_after_ms"].contains(name))
+            .filter(|name| !["page_context", "retry_after_ms", "action"].contains(name))
             .collect();
         let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
         assert_eq!(listed, codes);
