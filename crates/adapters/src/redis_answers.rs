@@ -91,6 +91,9 @@ redis.call('SET', KEYS[1], 'X' .. rest, 'PX', ttl)
 return 'X' .. rest
 ";
 
+/// How often a reader polls while its blocking connection is down.
+const POLL: Duration = Duration::from_millis(10);
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -172,19 +175,27 @@ impl AnswerBuffer for RedisCache {
             return Ok(events.split_off(from.min(events.len())));
         }
         // Nothing new: wait on the reader's own connection for an entry after the last one seen (nil: none
-        // within `block`), then read what arrived.
+        // within `block`). While that connection is not up (a cold start, a reconnect), poll instead.
         let after = last.unwrap_or_else(|| "0-0".to_owned());
-        let reader = self.blocking_client(block);
-        let wait = reader.xread::<RedisValue, _, _>(Some(1), Some(millis(block)), key.clone(), after);
-        match tokio::time::timeout(block + self.command_timeout(), wait).await {
-            Ok(Ok(v)) if !v.is_null() => {}
-            Ok(Ok(_)) | Err(_) => return Ok(Vec::new()),
-            Ok(Err(e)) => return Err(SourceError::Unavailable(Box::new(e))),
+        let deadline = tokio::time::Instant::now() + block;
+        if self.blocking_connected() {
+            let reader = self.blocking_client(block);
+            let wait = reader.xread::<RedisValue, _, _>(Some(1), Some(millis(block)), key.clone(), after);
+            match tokio::time::timeout(block + self.command_timeout(), wait).await {
+                Ok(Ok(v)) if v.is_null() => return Ok(Vec::new()),
+                Err(_) => return Ok(Vec::new()),
+                Ok(Ok(_)) | Ok(Err(_)) => {}
+            }
         }
-        let entries: Vec<(String, HashMap<String, String>)> =
-            self.bounded(client.xrange_values(key, "-", "+", None)).await?;
-        let (mut events, _) = decode(entries)?;
-        Ok(events.split_off(from.min(events.len())))
+        loop {
+            let entries: Vec<(String, HashMap<String, String>)> =
+                self.bounded(client.xrange_values(key.clone(), "-", "+", None)).await?;
+            let (mut events, _) = decode(entries)?;
+            if events.len() > from || tokio::time::Instant::now() >= deadline {
+                return Ok(events.split_off(from.min(events.len())));
+            }
+            tokio::time::sleep(POLL.min(deadline.saturating_duration_since(tokio::time::Instant::now()))).await;
+        }
     }
 }
 

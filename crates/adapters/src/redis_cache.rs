@@ -165,6 +165,11 @@ impl RedisCache {
         self.blocking.with_options(&Options { timeout: Some(block + self.timeout), ..self.options.clone() })
     }
 
+    /// Whether the blocking connection is up.
+    pub(crate) fn blocking_connected(&self) -> bool {
+        self.blocking.is_connected()
+    }
+
     /// The deadline of one command.
     pub(crate) fn command_timeout(&self) -> Duration {
         self.timeout
