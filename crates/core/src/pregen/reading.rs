@@ -133,6 +133,10 @@ const EN: &[(&str, Cue)] = &[
     ("what is it like", Cue::Strong),
     ("what's it like", Cue::Strong),
     ("whats it like", Cue::Strong),
+    // "What's <the product> like?", once the product is taken out.
+    ("what's like", Cue::Strong),
+    ("what is like", Cue::Strong),
+    ("whats like", Cue::Strong),
     ("kwsk", Cue::Strong),
     // Replies that only point.
     ("about", Cue::Weak),

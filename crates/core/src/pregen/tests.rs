@@ -157,6 +157,7 @@ fn generic_requests_phrased_any_way_are_served_the_overview() {
         ("Tell me more about Paper Diary", overview(1)),
         ("star hunter - what's the premise?", overview(2)),
         ("Last Dragon? what's that about", overview(3)),
+        ("What is the middle one like?", overview(2)),
         ("2つ目について詳しく教えていただけますか？", overview(2)),
         ("最後のやつ気になる！どんな話？", overview(3)),
         ("真ん中のってどんな漫画なの？", overview(2)),
