@@ -125,12 +125,12 @@ pub(crate) fn near(typed: &str, word: &str) -> bool {
         return false;
     }
     if a.len() == b.len() {
-        let diff: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
-        return match diff.as_slice() {
-            [i, j] => *j == i + 1 && a[*i] == b[*j] && a[*j] == b[*i],
-            [_] => b.len() >= 6,
-            _ => false,
-        };
+        let Some(i) = (0..a.len()).find(|&i| a[i] != b[i]) else { return true };
+        // One letter changed (long words), or two neighbours swapped.
+        if a[i + 1..] == b[i + 1..] {
+            return b.len() >= 6;
+        }
+        return i + 1 < a.len() && a[i] == b[i + 1] && a[i + 1] == b[i] && a[i + 2..] == b[i + 2..];
     }
     if b.len() < 6 || a.len().abs_diff(b.len()) != 1 {
         return false;

@@ -497,7 +497,11 @@ static JA_PHRASES: LazyLock<Vec<(&'static str, Cue)>> = LazyLock::new(|| {
 });
 
 fn word_matches(typed: &str, framing: &str) -> bool {
-    typed == framing || (!NOT_A_TYPO.contains(&typed) && framing.len() >= 4 && near(typed, framing))
+    typed == framing
+        || (framing.len() >= 4
+            && typed.len().abs_diff(framing.len()) <= 1
+            && !NOT_A_TYPO.contains(&typed)
+            && near(typed, framing))
 }
 
 /// The English framing of `rest` (product reference blanked): the strongest cue, and whether a word
