@@ -384,13 +384,28 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
         // Boxed: the store's futures (the SDK's inside) are deep, and the race below polls them in place.
         let load = Box::pin(leg(Leg::Memory, self.cfg.memory, cap, load));
         let (memory, prior) = memory_or_prior(load, prior, &mut asm).await;
-        entities.resolve(memory.previous_products());
+        // "The first one", "最後の", or a title of the last list: resolved against the turn that listed the
+        // products, whose answer names their titles.
+        let list_turn = memory
+            .turns
+            .iter()
+            .find(|t| t.products.len() > 1)
+            .or_else(|| memory.turns.iter().find(|t| !t.products.is_empty()));
+        let answer = list_turn.map_or("", |t| t.assistant_text.as_str());
+        let listed = intent::listed_from_answer(answer, memory.previous_products());
+        entities.resolve_listed(&msg.text, &listed);
         let products = focus_products(&entities, &msg.page_context, self.cfg.max_products);
         let mut wanted = lookups(intent, &products, user);
-        if let (Some(_), Some(asin)) = (entities.ordinal, entities.resolved.clone()) {
+        if let Some(asin) = entities.resolved.clone() {
             wanted.push(Lookup::Rag { intent, asin });
         }
-        let ask = pregen::ask(&msg.text, intent, &entities);
+        // What was asked just before decides what a bare pointer ("and the second?") repeats.
+        let before = match memory.turns.first() {
+            None => pregen::Before::Unknown,
+            Some(t) if t.products.len() > 1 => pregen::Before::List,
+            Some(t) => pregen::Before::FollowUp(&t.user_text, &listed),
+        };
+        let ask = pregen::ask_after(&msg.text, intent, &entities, before);
         let entry = match (&ask, self.cfg.pregen) {
             (Ask::Overview(a) | Ask::Specific(a), true) => Some(CacheKey::Pregen(session.clone(), a.clone()).render()),
             _ => None,
