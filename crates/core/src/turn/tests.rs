@@ -52,7 +52,7 @@ impl Harness {
     }
 
     async fn turns(&self) -> Vec<TurnRecord> {
-        let (session, _) = self.engine.sessions.session_of(&*self.store, &conn()).await;
+        let (session, _) = self.engine.sessions.session_of(&*self.store, &conn(), None).await.unwrap();
         self.store.recent_turns(&session, 10).await.unwrap()
     }
 }
@@ -208,7 +208,7 @@ async fn older_exchanges_are_summarized_by_the_small_model() {
     let summaries = h.model.completions();
     assert_eq!(summaries.len(), 1, "two exchanges left the verbatim window once");
     assert_eq!(summaries[0].model_id, "small");
-    let (session, _) = h.engine.sessions.session_of(&*h.store, &conn()).await;
+    let (session, _) = h.engine.sessions.session_of(&*h.store, &conn(), None).await.unwrap();
     assert!(h.store.get_summary(&session).await.unwrap().is_some());
 }
 
