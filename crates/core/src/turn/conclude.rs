@@ -10,6 +10,7 @@ use super::ready::Ready;
 use super::{Engine, Spent, TurnResult};
 use crate::ahead::prefetch::{Exchange, PrefetchJob, PrefetchQueue};
 use crate::ahead::speculate;
+use crate::answer::cards::vouched_page_asins;
 use crate::answer::relay::{RelayEnd, RelayOutcome};
 use crate::answer::serve::{Serving, Streamed};
 use crate::cache::CacheKey;
@@ -24,7 +25,7 @@ use crate::ports::sources::ContextSources;
 use crate::ports::{ConnectionSink, ModelClient, Store, TurnRecord, TurnStatus};
 use crate::pregen::{Ask, PregenEntry};
 use crate::protocol::{Leg, ProductRef, Served, TurnMetrics};
-use crate::safety::{Direction, KnownProducts, page_asins, policy_list, retract_message};
+use crate::safety::{Direction, KnownProducts, policy_list, retract_message};
 
 /// What became of a finished turn's record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +61,9 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         let (products, unknown_asins) = if status == TurnStatus::Blocked {
             (Vec::new(), 0)
         } else {
-            let (mut kept, unknown) = known_products(turn, &gathered).keep(Asin::all_in(&out.text));
+            let (sources, deadline) = (&self.sources, self.cfg.context.services);
+            let page = vouched_page_asins(sources, &turn.msg.page_context, &gathered, &out.text, deadline).await;
+            let (mut kept, unknown) = known_products(&gathered, &page).keep(Asin::all_in(&out.text));
             if kept.is_empty() {
                 kept.extend(gathered.entities.resolved.iter().cloned());
             }
@@ -307,10 +310,10 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
     }
 }
 
-/// The products this turn's context holds: retrieved passages and service data, the page context, the
-/// products of earlier answers, the product an ordinal resolved to. The shopper's own words do not count:
-/// typing an ASIN does not make it a product.
-fn known_products(turn: &Turn, gathered: &Gathered) -> KnownProducts {
+/// The products this turn's context holds: retrieved passages and service data, the page-context products
+/// that exist (`page`: [`vouched_page_asins`]), the products of earlier answers, the product an ordinal
+/// resolved to. The shopper's own words do not count: typing an ASIN does not make it a product.
+fn known_products(gathered: &Gathered, page: &[Asin]) -> KnownProducts {
     let mut known = KnownProducts::default();
     for p in &gathered.context.passages {
         known.add_all_in(&p.content);
@@ -318,8 +321,8 @@ fn known_products(turn: &Turn, gathered: &Gathered) -> KnownProducts {
     for (_, value) in &gathered.context.values {
         known.add_all_in(value);
     }
-    for a in page_asins(&turn.msg.page_context) {
-        known.add(a);
+    for a in page {
+        known.add(a.as_str());
     }
     for t in &gathered.memory.turns {
         for a in &t.products {

@@ -11,11 +11,11 @@ use crate::admit::session::Principal;
 use crate::error::{ErrorCode, ModelError};
 use crate::gather::summary::SummaryConfig;
 use crate::ports::ModelEvent;
-use crate::ports::sources::NoSources;
 use crate::ports::{TurnRecord, TurnStatus};
-use crate::testkit::{MemoryStore, RecordingQueue, RecordingSink, Script, ScriptedModel, TestClock};
+use crate::testkit::{MemoryStore, RecordingQueue, RecordingSink, Script, ScriptedModel, ScriptedSources, TestClock};
 
-type TestEngine = Engine<Arc<ScriptedModel>, Arc<MemoryStore>, TestClock, NoSources, Arc<RecordingQueue>>;
+/// The sources are a catalog that knows every product (a page-context product becomes a card only when one does).
+type TestEngine = Engine<Arc<ScriptedModel>, Arc<MemoryStore>, TestClock, ScriptedSources, Arc<RecordingQueue>>;
 
 struct Harness {
     engine: TestEngine,
@@ -27,7 +27,8 @@ struct Harness {
 fn harness(model: ScriptedModel, cfg: TurnConfig) -> Harness {
     let (model, store, jobs) = (Arc::new(model), Arc::new(MemoryStore::default()), Arc::new(RecordingQueue::default()));
     let clock = TestClock::ticking(1_800_000_000_000);
-    let engine = Engine::new(model.clone(), store.clone(), clock, cfg).with_prefetch(jobs.clone());
+    let engine =
+        Engine::new(model.clone(), store.clone(), clock, cfg).with_sources(ScriptedSources::new()).with_prefetch(jobs.clone());
     Harness { engine, model, store, jobs }
 }
 
