@@ -373,9 +373,9 @@ mod tests {
         assert_eq!(c.turn.limits.user.requests_per_minute, 30);
         assert_eq!(c.turn.limits.guest.tokens_per_day, 5000);
         assert_eq!(c.turn.limits.guest.requests_per_minute, LimitConfig::default().guest.requests_per_minute);
-        let c = cfg(&[("GUEST_TURNS_PER_ADDRESS", "40")]).unwrap();
-        assert_eq!(c.turn.limits.guest_address.turns_per_minute, 40);
-        assert_eq!(c.turn.limits.guest_address.connects_per_minute, AddressLimits::default().connects_per_minute);
+        let g = cfg(&[("GUEST_TURNS_PER_ADDRESS", "40")]).unwrap();
+        assert_eq!(g.turn.limits.guest_address.turns_per_minute, 40);
+        assert_eq!(g.turn.limits.guest_address.connects_per_minute, AddressLimits::default().connects_per_minute);
         assert_eq!(cfg(&[("GUEST_CONNECTS_PER_ADDRESS", "x")]).unwrap_err().name(), "GUEST_CONNECTS_PER_ADDRESS");
         assert_eq!(c.turn.turn_deadline, Duration::from_millis(15_000));
         assert_eq!(cfg(&[("GUEST_MAX_CONNECTIONS", "x")]).unwrap_err().name(), "GUEST_MAX_CONNECTIONS");

@@ -324,6 +324,46 @@ impl<St: Store, C: Clock> Limiter<'_, St, C> {
     }
 }
 
+/// Where the tokens of work done for a user outside the chat turn are counted (the prefetch worker's
+/// pre-generated answers): the user's day, as their turns are.
+pub trait TokenLedger: Send + Sync {
+    /// Whether the user (a guest or not) has tokens left today; a ledger that cannot say answers `true`.
+    fn has_tokens_left(&self, user: &UserId, guest: bool) -> impl Future<Output = bool> + Send;
+    /// Counts `tokens` against the user's day.
+    fn spend(&self, user: &UserId, tokens: u64) -> impl Future<Output = ()> + Send;
+}
+
+/// The users' day in the store, under these limits.
+#[derive(Debug)]
+pub struct StoreLedger<St, C> {
+    pub store: St,
+    pub clock: C,
+    pub cfg: LimitConfig,
+}
+
+impl<St: Store, C: Clock> TokenLedger for StoreLedger<St, C> {
+    async fn has_tokens_left(&self, user: &UserId, guest: bool) -> bool {
+        let l = Limiter { store: &self.store, clock: &self.clock, cfg: &self.cfg };
+        let tier = if guest { self.cfg.guest } else { self.cfg.user };
+        l.has_tokens_left(user, tier).await
+    }
+
+    async fn spend(&self, user: &UserId, tokens: u64) {
+        Limiter { store: &self.store, clock: &self.clock, cfg: &self.cfg }.spend_for(user, tokens).await;
+    }
+}
+
+/// No ledger: nothing is counted (a prefetch worker without the table).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoLedger;
+
+impl TokenLedger for NoLedger {
+    async fn has_tokens_left(&self, _: &UserId, _: bool) -> bool {
+        true
+    }
+    async fn spend(&self, _: &UserId, _: u64) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ use super::end::Ending;
 use super::open::Turn;
 use super::ready::Ready;
 use super::{Engine, Spent, TurnResult};
+use crate::admit::metered::Metered;
 use crate::ahead::prefetch::{Exchange, PrefetchJob, PrefetchQueue};
 use crate::ahead::speculate;
 use crate::answer::cards::vouched_page_asins;
@@ -131,8 +132,11 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         }
         log_turn(&metrics, status);
         self.after_answer(turn, &gathered, &result, &record, stored, &composed.serving).await;
-        // A typed-ahead answer's tokens were counted against the user's day when they were generated.
-        let tokens = if served == Served::TypedAhead {
+        // A typed-ahead or pre-generated answer's tokens were counted against the user's day when they were
+        // generated (the turn reports them all the same).
+        let tokens = if served == Served::Pregen {
+            0
+        } else if served == Served::TypedAhead {
             self.metrics.record(&metrics::typed_ahead_record(
                 self.clock.now_ms(),
                 "served",
@@ -245,9 +249,12 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             // A turn the guardrail stopped is not summarized (nor handed to prefetch: it did not complete).
             if stored == Stored::Kept && record.status != TurnStatus::Blocked {
                 let (cfg, memory) = (&self.cfg.summary, &gathered.memory);
-                if maybe_summarize(&self.model, &self.store, cfg, &turn.session, memory, record).await {
+                // The summary is the shopper's work too: its tokens count against their day.
+                let model = Metered::new(&self.model);
+                if maybe_summarize(&model, &self.store, cfg, &turn.session, memory, record).await {
                     self.memory_changed(turn, "s").await;
                 }
+                self.limiter().spend(&turn.who, model.tokens()).await;
             }
         };
         let mark_served = async {
@@ -292,6 +299,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         PrefetchJob {
             session_id: turn.session.clone(),
             user_id: turn.who.user.clone(),
+            guest: turn.who.guest,
             message_id: turn.msg.message_id.clone(),
             previous_intent: memory.previous_intent(),
             intent: gathered.intent,

@@ -201,7 +201,7 @@ async fn the_first_one_resolves_against_the_previous_answer() {
 #[tokio::test(start_paused = true)]
 async fn older_exchanges_are_summarized_by_the_small_model() {
     let cfg = TurnConfig { summary: SummaryConfig { model_id: Some("small".into()), ..config().summary }, ..config() };
-    let h = harness(ScriptedModel::default(), cfg);
+    let h = harness(ScriptedModel::default().completion_usage(500, 30), cfg);
     let sink = RecordingSink::new();
     for (i, text) in ["hello", "horror please", "anything scary?", "and funny?"].iter().enumerate() {
         completed_intent(&h.send(&sink, &format!("m-{i}"), text).await);
@@ -209,8 +209,13 @@ async fn older_exchanges_are_summarized_by_the_small_model() {
     let summaries = h.model.completions();
     assert_eq!(summaries.len(), 1, "two exchanges left the verbatim window once");
     assert_eq!(summaries[0].model_id, "small");
-    let (session, _) = h.engine.sessions.session_of(&*h.store, &conn(), None).await.unwrap();
+    let (session, who) = h.engine.sessions.session_of(&*h.store, &conn(), None).await.unwrap();
     assert!(h.store.get_summary(&session).await.unwrap().is_some());
+    // The summary's tokens count against the shopper's day, beside their turns'.
+    let turns: u64 = h.turns().await.iter().map(|t| u64::from(t.input_tokens) + u64::from(t.output_tokens)).sum();
+    let day = crate::clock::jst_day(h.engine.clock.now_ms()).0;
+    let tokens = crate::ports::Counter::new(&who.user, crate::cache::CounterKey::Tokens { jst_day: day });
+    assert_eq!(h.store.counter(&tokens).await.unwrap(), i64::try_from(turns + 530).unwrap());
 }
 
 #[tokio::test(start_paused = true)]
