@@ -10,6 +10,7 @@
 
 mod auth;
 mod browser;
+mod budgets;
 mod compression;
 mod connections;
 mod context;
