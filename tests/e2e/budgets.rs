@@ -29,7 +29,8 @@ fn minute() -> u64 {
 
 /// Model tokens counted against `user`'s day so far.
 async fn day_of<St: Store>(store: &St, user: &str) -> i64 {
-    let c = Counter::new(&UserId::parse(user).unwrap(), CounterKey::Tokens { jst_day: jst_day(SystemClock.now_ms()).0 });
+    let c =
+        Counter::new(&UserId::parse(user).unwrap(), CounterKey::Tokens { jst_day: jst_day(SystemClock.now_ms()).0 });
     store.counter(&c).await.unwrap()
 }
 
@@ -62,7 +63,10 @@ async fn one_user_on_five_connections_gets_one_typing_rate_not_five() {
     let windows = minute() - from + 1;
     let retrievals = sys.retriever.requests();
     assert!(retrievals >= 1, "speculation ran");
-    assert!(retrievals <= 10 * windows, "{retrievals} retrievals for 30 frames in {windows} minute(s): one user, one rate");
+    assert!(
+        retrievals <= 10 * windows,
+        "{retrievals} retrievals for 30 frames in {windows} minute(s): one user, one rate"
+    );
     // Another user is not held by mallory's rate.
     let mut other = ChatClient::connect(&sys.ws_url_for("olive")).await.unwrap();
     other.send_raw(json!({"action": "typing", "text": "any horror manga for olive"}).to_string()).await.unwrap();
@@ -91,7 +95,8 @@ async fn pre_generated_answers_count_against_the_day_and_a_turn_served_from_one_
     let mut client = ChatClient::connect(&sys.ws_url_for("pat")).await.unwrap();
 
     let group: Vec<String> = sys.services.catalog().products()[..3].iter().map(|p| p.asin.clone()).collect();
-    let done = ask(&mut client, "Can you recommend something similar?", Some(&json!({"browsing_history": group}))).await;
+    let done =
+        ask(&mut client, "Can you recommend something similar?", Some(&json!({"browsing_history": group}))).await;
     let reports = sys.prefetch.as_ref().unwrap().drain_after(1, Duration::from_secs(10)).await;
     let pregen = reports[0].pregen.as_ref().expect("pre-generation ran");
     assert!(!pregen.generated.is_empty(), "{pregen:?}");
@@ -142,10 +147,12 @@ async fn guest_churn_from_one_address_is_held_to_the_per_address_caps() {
     .await;
     let from = minute();
     // 25 fresh guest tokens, two connections each, all from 127.0.0.1.
-    let urls: Vec<String> = (0..25).flat_map(|_| {
-        let url = sys.guest_ws_url();
-        [url.clone(), url]
-    }).collect();
+    let urls: Vec<String> = (0..25)
+        .flat_map(|_| {
+            let url = sys.guest_ws_url();
+            [url.clone(), url]
+        })
+        .collect();
     let mut clients: Vec<ChatClient> = Vec::new();
     for url in &urls {
         if let Ok(c) = ChatClient::connect(url).await {

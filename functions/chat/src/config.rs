@@ -150,7 +150,11 @@ fn limits<F: Fn(&str) -> Option<String>>(env: &Env<F>, d: &LimitConfig) -> Resul
                 d.guest_address.connects_per_minute,
                 "expected a count",
             )?,
-            turns_per_minute: env.parse("GUEST_TURNS_PER_ADDRESS", d.guest_address.turns_per_minute, "expected a count")?,
+            turns_per_minute: env.parse(
+                "GUEST_TURNS_PER_ADDRESS",
+                d.guest_address.turns_per_minute,
+                "expected a count",
+            )?,
             typing_per_minute: env.parse(
                 "GUEST_TYPING_PER_ADDRESS",
                 d.guest_address.typing_per_minute,

@@ -51,7 +51,10 @@ impl PrefetchFnConfig {
         }
         let l = LimitConfig::default();
         let limits = LimitConfig {
-            user: Tier { tokens_per_day: env.parse("DAILY_TOKENS", l.user.tokens_per_day, "expected a token count")?, ..l.user },
+            user: Tier {
+                tokens_per_day: env.parse("DAILY_TOKENS", l.user.tokens_per_day, "expected a token count")?,
+                ..l.user
+            },
             guest: Tier {
                 tokens_per_day: env.parse("GUEST_DAILY_TOKENS", l.guest.tokens_per_day, "expected a token count")?,
                 ..l.guest

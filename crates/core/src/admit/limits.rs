@@ -272,7 +272,8 @@ impl<St: Store, C: Clock> Limiter<'_, St, C> {
         let minute = now / MINUTE_MS;
         let c = counter(&who.user, CounterKey::Typing { minute });
         let limit = Some(i64::from(self.cfg.typing_per_minute));
-        let add = within("typing counter", self.cfg.deadline, self.store.add_to_counter(&c, 1, limit, c.expires_at(now)));
+        let add =
+            within("typing counter", self.cfg.deadline, self.store.add_to_counter(&c, 1, limit, c.expires_at(now)));
         let address = guest_address(who, CounterKey::GuestTyping { minute });
         let address_limit = i64::from(self.cfg.guest_address.typing_per_minute);
         let tier = self.cfg.tier(who);

@@ -31,10 +31,7 @@ impl<'a, M> Metered<'a, M> {
 impl<M: ModelClient> ModelClient for Metered<'_, M> {
     type Stream = M::Stream;
 
-    fn converse_stream(
-        &self,
-        req: &ModelRequest,
-    ) -> impl Future<Output = Result<Self::Stream, ModelError>> + Send {
+    fn converse_stream(&self, req: &ModelRequest) -> impl Future<Output = Result<Self::Stream, ModelError>> + Send {
         self.inner.converse_stream(req)
     }
 

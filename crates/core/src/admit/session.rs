@@ -225,7 +225,8 @@ impl Sessions {
             Ok(Some(rec)) => (rec.session_id, Principal { user: rec.user_id, guest: rec.guest, addr: None }),
             Ok(None) => {
                 tracing::warn!(connection_id = %conn, "no connection record; using a connection-scoped session");
-                let s = SessionId::parse(conn.as_str().replace(['=', '+'], "_")).unwrap_or_else(|_| SessionId::random());
+                let s =
+                    SessionId::parse(conn.as_str().replace(['=', '+'], "_")).unwrap_or_else(|_| SessionId::random());
                 (s, Principal::unknown())
             }
             Err(e) => {

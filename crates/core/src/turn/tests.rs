@@ -27,8 +27,9 @@ struct Harness {
 fn harness(model: ScriptedModel, cfg: TurnConfig) -> Harness {
     let (model, store, jobs) = (Arc::new(model), Arc::new(MemoryStore::default()), Arc::new(RecordingQueue::default()));
     let clock = TestClock::ticking(1_800_000_000_000);
-    let engine =
-        Engine::new(model.clone(), store.clone(), clock, cfg).with_sources(ScriptedSources::new()).with_prefetch(jobs.clone());
+    let engine = Engine::new(model.clone(), store.clone(), clock, cfg)
+        .with_sources(ScriptedSources::new())
+        .with_prefetch(jobs.clone());
     Harness { engine, model, store, jobs }
 }
 

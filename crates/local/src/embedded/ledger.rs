@@ -8,10 +8,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock, Weak};
 
+use chat::handler::App;
 use mangaassist_core::clock::Clock;
 use mangaassist_core::ids::UserId;
 use mangaassist_core::limits::{Limiter, TokenLedger};
-use chat::handler::App;
 use mangaassist_core::ports::{ModelClient, Store};
 use mangaassist_core::prefetch::PrefetchQueue;
 use mangaassist_core::sources::ContextSources;

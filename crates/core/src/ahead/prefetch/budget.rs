@@ -31,10 +31,10 @@ mod tests {
     use super::*;
     use crate::admit::limits::{LimitConfig, StoreLedger, Tier};
     use crate::cache::CounterKey;
+    use crate::clock::SystemClock;
     use crate::clock::{Clock, jst_day};
     use crate::ports::sources::NoSources;
     use crate::ports::{Counter, Store};
-    use crate::clock::SystemClock;
     use crate::testkit::MemoryStore;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -53,7 +53,8 @@ mod tests {
     #[tokio::test]
     async fn pregenerated_tokens_count_against_the_users_day_and_stop_when_it_is_spent() {
         let store = Arc::new(MemoryStore::default());
-        let cfg = LimitConfig { user: Tier { tokens_per_day: 300, ..LimitConfig::default().user }, ..LimitConfig::default() };
+        let cfg =
+            LimitConfig { user: Tier { tokens_per_day: 300, ..LimitConfig::default().user }, ..LimitConfig::default() };
         let ledger = StoreLedger { store: store.clone(), clock: SystemClock, cfg };
         let g = Budgeted { inner: Fixed::default(), ledger };
         let job: PrefetchJob = serde_json::from_value(serde_json::json!({
