@@ -50,7 +50,9 @@ const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 
 /// The principal the authorizer put on the event (`principalId`, context `guest`; API Gateway passes them
 /// with every event of the connection, not only `$connect`), seen from the event's source address
-/// (`identity.sourceIp`: what guests are counted by).
+/// (`identity.sourceIp`: what guests are counted by). Both are WebSocket request-context variables
+/// (`$context.authorizer.principalId`, `$context.identity.sourceIp`: API Gateway developer guide, "WebSocket
+/// API mapping template reference").
 fn principal(rc: &aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequestContext) -> Option<Principal> {
     let fields = &rc.authorizer.fields;
     let user = fields.get("principalId").and_then(|v| v.as_str()).and_then(|u| UserId::parse(u).ok())?;
