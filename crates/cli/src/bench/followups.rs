@@ -29,6 +29,7 @@ use super::stats::{Pcts, pcts, write_json};
 use super::{Conversation, ScriptedMessage, read_script};
 use mangaassist_local::client::ChatClient;
 use mangaassist_local::embedded::catalog::Catalog;
+use mangaassist_local::emulators::bedrock::RequestRecord;
 use mangaassist_local::system::{LocalSystem, SourceLatency, SystemOptions, start};
 
 const GENERIC_EN: &[&str] = &[
@@ -103,6 +104,8 @@ struct Seen {
     ttft: Vec<f64>,
     served_full: u64,
     served_opening: u64,
+    /// Follow-ups labelled `pregen` that were not served a pre-generated answer, and how they were served.
+    missed: Vec<(String, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -129,6 +132,7 @@ impl WayResult {
             mine.ttft.extend(seen.ttft);
             mine.served_full += seen.served_full;
             mine.served_opening += seen.served_opening;
+            mine.missed.extend(seen.missed);
         }
         self.followups.extend(other.followups);
         self.turns += other.turns;
@@ -158,8 +162,7 @@ async fn run_way(way: Way, read_ms: u64, script: &[Conversation], rec: &Recorder
     for run in runs {
         r.add(run);
     }
-    r.model_tokens =
-        system.emulator.stats.requests().iter().map(|q| u64::from(q.input_tokens) + u64::from(q.deltas_sent)).sum();
+    r.model_tokens = system.emulator.stats.requests().iter().map(RequestRecord::billed_tokens).sum();
     Ok(r)
 }
 
@@ -211,6 +214,10 @@ async fn conversation(
                 Some("pregen") => seen.served_full += 1,
                 Some("pregen_opening") => seen.served_opening += 1,
                 _ => {}
+            }
+            if msg.expect.as_deref() == Some("pregen") && s.completed["metrics"]["served"] != "pregen" {
+                let how = s.completed["metrics"]["served"].as_str().unwrap_or("model").to_owned();
+                seen.missed.push((msg.text.clone(), how));
             }
         }
         if n + 1 == conv.messages.len() {
@@ -376,6 +383,7 @@ pub async fn followups(
         "ready_ms": {"p50": ready_pcts.p50, "p95": ready_pcts.p95},
         "entries_not_ready": not_ready,
         "hit_rate_by_read_ms": Value::Object(by_read.into_iter().collect()),
+        "pregen_missed": pg.by_expect.get("pregen").map_or(Vec::new(), |s| s.missed.clone()),
         "errors": errors,
     });
     if let Some(path) = &json_path {

@@ -309,6 +309,8 @@ fn take_served(
 #[derive(Debug)]
 struct Resolution {
     entities: Entities,
+    /// The intent, once the message is known to point at a listed product.
+    intent: Intent,
     wanted: Vec<Lookup>,
     /// The pre-generated answer's key, read with the lookups.
     entry: Option<String>,
@@ -395,7 +397,7 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
             let (passages, took, err) = self.retrieval(&msg.text, intent, cap).await;
             (err.is_none().then_some(passages), took, err, false)
         };
-        let ((memory, entities, mut asm), (passages, took, err, speculated)) = if self.cfg.sequential {
+        let ((memory, entities, intent, mut asm), (passages, took, err, speculated)) = if self.cfg.sequential {
             let first = with_memory.await;
             (first, search.await)
         } else {
@@ -431,7 +433,7 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
         entities: Entities,
         cap: Instant,
         prior: impl Future<Output = Option<Arc<Reusable>>> + Clone,
-    ) -> (Memory, Entities, Assembled) {
+    ) -> (Memory, Entities, Intent, Assembled) {
         let mut asm = Assembled::default();
         let load = async { Ok::<_, SourceError>(Memory::load_whole(self.store, session, self.cfg.memory_turns).await) };
         // Boxed: the store's futures (the SDK's inside) are deep, and the race below polls them in place.
@@ -474,7 +476,7 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
                 };
                 if let Some((resolution, looked_up)) = looked_up {
                     asm.merge_lookups(looked_up);
-                    return (memory, resolution.entities, asm);
+                    return (memory, resolution.entities, resolution.intent, asm);
                 }
             }
             // Dropped (its lookups cancelled): it pointed into another list than memory holds.
@@ -484,7 +486,7 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
         let resolution = self.resolve(msg, session, user, intent, entities, &recall);
         let wanted = resolution.served(prior.as_deref(), &mut asm);
         Box::pin(self.cached_lookups(wanted, resolution.entry.clone(), cap, &mut asm)).await;
-        (memory, resolution.entities, asm)
+        (memory, resolution.entities, resolution.intent, asm)
     }
 
     /// What the message points at, given what it may point into; its lookups and pre-generated entry.
@@ -499,6 +501,12 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
     ) -> Resolution {
         // "The first one", "最後の", or a title of the last list.
         entities.resolve_listed(&msg.text, &recall.listed);
+        // "What's Star Hunter about?" reads as small talk until the title is known to be a listed product's:
+        // then it is a question about that product (its facts are looked up, its overview may be served).
+        let intent = match intent {
+            Intent::General if entities.resolved.is_some() => Intent::ProductQuestion,
+            other => other,
+        };
         let products = focus_products(&entities, &msg.page_context, self.cfg.max_products);
         let mut wanted = lookups(intent, &products, user);
         if let Some(asin) = entities.resolved.clone() {
@@ -510,7 +518,7 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
             (Ask::Overview(a) | Ask::Specific(a), true) => Some(CacheKey::Pregen(session.clone(), a.clone()).render()),
             _ => None,
         };
-        Resolution { entities, wanted, entry, ask }
+        Resolution { entities, intent, wanted, entry, ask }
     }
 
     /// The retrieval leg.

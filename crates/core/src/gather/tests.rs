@@ -334,3 +334,24 @@ fn the_recall_is_what_the_memory_says_and_survives_the_cache() {
         recall::EpochValue { marker: "t.m-1.5.0a".into(), recall: None }
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_listed_title_asked_about_in_passing_is_a_question_about_that_product() {
+    let src = slow(Duration::from_millis(200), Duration::from_millis(100));
+    let store = MemoryStore::with_latency(Duration::from_millis(50));
+    let turn = turn("s-1", "m-0")
+        .user_text("Can you recommend a creepy horror manga?")
+        .answer("1. Paper Diary (B0AAAAAAA1): a horror series.\n2. Star Hunter (B0BBBBBBB2): a horror series.")
+        .products(&["B0AAAAAAA1", "B0BBBBBBB2"])
+        .intent(Intent::Recommendation)
+        .build();
+    store.save_turn(&turn).await.unwrap();
+    let text = "what's star hunter about?";
+    assert_eq!(intent::classify(text, &intent::extract(text, &[])), Intent::General, "the words alone");
+    let g = assemble(&src, &store, text, "{}").await;
+    assert_eq!(g.intent, Intent::ProductQuestion);
+    assert_eq!(g.entities.resolved.as_ref().map(Asin::as_str), Some("B0BBBBBBB2"));
+    let values: Vec<String> = g.context.values.iter().map(|(l, _)| l.key()).collect();
+    assert!(values.contains(&"product:B0BBBBBBB2".to_owned()), "its facts are looked up: {values:?}");
+    assert!(matches!(g.context.ask, Some(Ask::Overview(_))), "{:?}", g.context.ask);
+}

@@ -23,8 +23,6 @@
 //!   returns, so the generations are awaited (each bounded by `PREGEN_TIMEOUT_MS` and the invocation's
 //!   deadline) after the client has its `completed`.
 
-use std::collections::HashSet;
-
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use serde::Deserialize;
@@ -40,7 +38,8 @@ use crate::gather::Gathered;
 use crate::ids::{Asin, ConnectionId};
 use crate::intent::Intent;
 use crate::ports::sources::ContextSources;
-use crate::ports::{ConnectionSink, ModelClient, Store};
+use crate::ports::{ConnectionSink, ModelClient, ModelRequest, Store};
+use crate::prompt::compress;
 use crate::safety::KnownProducts;
 
 /// A sink that passes every frame on and, when `on`, keeps the text of the delta frames the gateway
@@ -84,15 +83,20 @@ impl<S: ConnectionSink> ConnectionSink for Tap<'_, S> {
 pub(super) struct EarlyInput {
     job: PrefetchJob,
     known: KnownProducts,
+    /// The products the answer will most likely list: the first `PREGEN_MAX` the prompt presents, those the
+    /// question names first, then the page's, then the context's.
+    expected: Vec<Asin>,
     /// The facts the turn's context already holds, by cache key.
     values: Vec<(String, String)>,
 }
 
-/// What early pre-generation did: the report, and when each generated entry was cached.
+/// What early pre-generation did: the report, when each generated entry was cached, and how many head
+/// starts the answer did not confirm (dropped before their end).
 #[derive(Debug, Default)]
 pub(super) struct Early {
     pub report: PregenReport,
     pub ready_at: Vec<Instant>,
+    pub unconfirmed: usize,
 }
 
 impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> Engine<M, St, C, X, Q> {
@@ -104,30 +108,69 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
     }
 
     /// The early step's input, when this turn pre-generates.
-    pub(super) fn early_input(&self, turn: &Turn, gathered: &Gathered, question: &str) -> Option<EarlyInput> {
+    pub(super) fn early_input(
+        &self,
+        turn: &Turn,
+        gathered: &Gathered,
+        question: &str,
+        request: &ModelRequest,
+    ) -> Option<EarlyInput> {
         if !self.pregenerates(gathered.intent) {
             return None;
         }
         let job = self.prefetch_job_for(turn, gathered, question, String::new(), Vec::new());
         let values = gathered.context.values.iter().map(|(l, v)| (l.key(), v.clone())).collect();
-        Some(EarlyInput { job, known: super::conclude::known_products(turn, gathered), values })
+        let known = super::conclude::known_products(turn, gathered);
+        // The order an answer names products in, as far as the prompt tells: the ones the question names,
+        // the page the shopper is looking at, then the rest of the context.
+        let prompt = request.messages.last().map_or("", |m| m.text.as_str());
+        let section = |tag: compress::Tag| tag.section(prompt).unwrap_or_default();
+        let sections = [compress::QUESTION, compress::PAGE, compress::CONTEXT].map(section);
+        let mut expected: Vec<Asin> = Vec::new();
+        for asin in sections.iter().flat_map(|s| Asin::all_in(s)) {
+            if known.contains(&asin) && !expected.contains(&asin) && expected.len() < self.cfg.pregen.max {
+                expected.push(asin);
+            }
+        }
+        Some(EarlyInput { job, known, expected, values })
     }
 
-    /// Watches the text shown until the stream is over, starting one generation per new product the
-    /// context holds (at most `PREGEN_MAX`), then waits for those started.
+    /// Starts the products the answer will most likely list at once (a head start, dropped if the answer
+    /// ends without naming it), then watches the text shown until the stream is over, starting each other
+    /// product the context holds as it is named (the first `PREGEN_MAX` named count), and waits for those
+    /// started.
     pub(super) async fn pregenerate_early(
         &self,
         turn: &Turn,
         input: Option<EarlyInput>,
         mut shown: watch::Receiver<String>,
     ) -> Option<Early> {
-        let EarlyInput { job, known, values } = input?;
+        let EarlyInput { job, known, expected, values } = input?;
         let generator =
             Generator { model: &self.model, prompter: &self.prompter, cfg: &self.cfg.pregen, clock: &self.clock };
         let mut early = Early::default();
         let mut started: Vec<Asin> = Vec::new();
-        let mut seen: HashSet<String> = HashSet::new();
+        let mut named: Vec<Asin> = Vec::new();
         let mut runs = FuturesUnordered::new();
+        let watcher = shown.clone();
+        let start = |asin: Asin, text: &str, started: &mut Vec<Asin>| {
+            // The conversation so far: this exchange as far as the shopper has read it.
+            let mut job = job.clone();
+            if let Some(last) = job.history.last_mut() {
+                last.assistant = text.to_owned();
+            }
+            // The entries of the last list are counted as waste once, with the first.
+            if !started.is_empty() {
+                job.previous_products.clear();
+            }
+            job.products = vec![asin.clone()];
+            started.push(asin.clone());
+            let run = self.pregenerate_one(&generator, turn, job, &values);
+            unless_unnamed(run, asin, watcher.clone())
+        };
+        for asin in expected {
+            runs.push(start(asin, "", &mut started));
+        }
         let mut open = true;
         loop {
             tokio::select! {
@@ -135,29 +178,22 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
                     open = changed.is_ok();
                     let text = shown.borrow_and_update().clone();
                     for asin in Asin::all_in(&text) {
-                        if started.len() >= self.cfg.pregen.max || !seen.insert(asin.as_str().to_owned()) {
+                        if named.len() >= self.cfg.pregen.max || named.contains(&asin) || !known.contains(&asin) {
                             continue;
                         }
-                        if known.contains(&asin) {
-                            // The conversation so far: this exchange as far as the shopper has read it.
-                            let mut job = job.clone();
-                            if let Some(last) = job.history.last_mut() {
-                                last.assistant.clone_from(&text);
-                            }
-                            // The entries of the last list are counted as waste once, with the first.
-                            if !started.is_empty() {
-                                job.previous_products.clear();
-                            }
-                            job.products = vec![asin.clone()];
-                            started.push(asin);
-                            runs.push(self.pregenerate_one(&generator, turn, job, &values));
+                        named.push(asin.clone());
+                        if !started.contains(&asin) {
+                            runs.push(start(asin, &text, &mut started));
                         }
                     }
                 }
-                Some((report, ready)) = runs.next() => {
-                    merge(&mut early.report, report);
-                    early.ready_at.extend(ready);
-                }
+                Some(run) = runs.next() => match run {
+                    Some((report, ready)) => {
+                        merge(&mut early.report, report);
+                        early.ready_at.extend(ready);
+                    }
+                    None => early.unconfirmed += 1,
+                },
                 else => break,
             }
         }
@@ -216,10 +252,33 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             generated = r.generated.len(),
             kept = r.kept.len(),
             errors = ?r.errors,
+            unconfirmed = early.unconfirmed,
             output_tokens = r.output_tokens,
             wasted_tokens = r.wasted_tokens,
             "pre-generated while streaming"
         );
+    }
+}
+
+/// Runs `work` unless the stream ends without having shown `asin`: a head start the answer did not
+/// confirm is dropped (its request cancelled) and gives `None`.
+async fn unless_unnamed<F: Future>(work: F, asin: Asin, mut shown: watch::Receiver<String>) -> Option<F::Output> {
+    let unconfirmed = async {
+        loop {
+            if Asin::all_in(&shown.borrow_and_update()).contains(&asin) {
+                return std::future::pending::<()>().await;
+            }
+            if shown.changed().await.is_err() {
+                if Asin::all_in(&shown.borrow()).contains(&asin) {
+                    std::future::pending::<()>().await;
+                }
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        out = work => Some(out),
+        () = unconfirmed => None,
     }
 }
 
@@ -232,4 +291,52 @@ fn merge(into: &mut PregenReport, more: PregenReport) {
     into.wasted_tokens += more.wasted_tokens;
     into.errors.extend(more.errors);
     into.blocked.extend(more.blocked);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const NAMED: &str = "B03KAY3107";
+
+    fn asin() -> Asin {
+        Asin::parse(NAMED).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A generation that takes `ms` and says it finished.
+    async fn generation(ms: u64) -> &'static str {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        "cached"
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_start_the_answer_never_names_is_dropped_when_the_stream_ends() {
+        let (tx, rx) = watch::channel(String::new());
+        let run = tokio::spawn(unless_unnamed(generation(1_000), asin(), rx));
+        tx.send_replace("1. Star Hunter (B04G6OLIWV)".into());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(tx);
+        let started = Instant::now();
+        assert_eq!(run.await.ok().flatten(), None);
+        assert!(started.elapsed() < Duration::from_millis(50), "dropped at once, not awaited");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_start_the_answer_names_runs_to_its_end_after_the_stream() {
+        let (tx, rx) = watch::channel(String::new());
+        let run = tokio::spawn(unless_unnamed(generation(1_000), asin(), rx));
+        tx.send_replace(format!("1. Paper Diary ({NAMED})"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(tx);
+        assert_eq!(run.await.ok().flatten(), Some("cached"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_generation_that_ends_before_the_stream_is_kept_whatever_the_answer_says() {
+        let (tx, rx) = watch::channel(String::new());
+        assert_eq!(unless_unnamed(generation(10), asin(), rx).await, Some("cached"));
+        drop(tx);
+    }
 }

@@ -281,7 +281,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             Err(stop) => return self.stopped(sink, &turn, ready.hold, stop).await,
         };
         // Beside the stream: the listed products' answers, pre-generated as the answer names them.
-        let early_input = self.early_input(&turn, &ready.gathered, &ready.question);
+        let early_input = self.early_input(&turn, &ready.gathered, &ready.question, &composed.request);
         let (tap, shown) = early::Tap::new(sink, early_input.is_some());
         let early = self.pregenerate_early(&turn, early_input, shown);
         let answer = async {
