@@ -388,16 +388,28 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
         let follow_up = early.ordinal.is_some();
         let with_memory = self.memory_then_lookups(msg, session, user, intent, early, cap, prior.clone());
         let search = async {
+            // (passages, took, error, served by a speculation, searched)
             if follow_up {
-                return (None, 0.0, None, false);
+                return (None, 0.0, None, false, false);
             }
-            if let Some(passages) = prior.await.and_then(|p| p.retrieved.clone()) {
-                return (Some(passages), 0.0, None, true);
+            let reusable = prior.await;
+            if let Some(passages) = reusable.as_ref().and_then(|p| p.retrieved.clone()) {
+                return (Some(passages), 0.0, None, true, false);
+            }
+            // A title of the last list ("what's Star Hunter about?"), known from the epoch's recall: like an
+            // ordinal, its passages come from the product's lookup, not from a search of its words.
+            if let Some(recall) = reusable.as_ref().and_then(|p| p.recall.as_ref()) {
+                let mut pointed = intent::Entities::default();
+                pointed.resolve_listed(&msg.text, &recall.listed);
+                if pointed.resolved.is_some() {
+                    return (None, 0.0, None, false, false);
+                }
             }
             let (passages, took, err) = self.retrieval(&msg.text, intent, cap).await;
-            (err.is_none().then_some(passages), took, err, false)
+            (err.is_none().then_some(passages), took, err, false, true)
         };
-        let ((memory, entities, intent, mut asm), (passages, took, err, speculated)) = if self.cfg.sequential {
+        let ((memory, entities, intent, mut asm), (passages, took, err, speculated, searched)) = if self.cfg.sequential
+        {
             let first = with_memory.await;
             (first, search.await)
         } else {
@@ -407,7 +419,7 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
         asm.errors.extend(err);
         if speculated {
             asm.speculated.push(Leg::Retrieval);
-        } else if !follow_up {
+        } else if searched {
             asm.calls.retrievals += 1;
         }
         asm.speculated.sort();

@@ -355,3 +355,29 @@ async fn a_listed_title_asked_about_in_passing_is_a_question_about_that_product(
     assert!(values.contains(&"product:B0BBBBBBB2".to_owned()), "its facts are looked up: {values:?}");
     assert!(matches!(g.context.ask, Some(Ask::Overview(_))), "{:?}", g.context.ask);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_listed_title_known_from_the_recall_is_looked_up_like_an_ordinal_not_searched() {
+    let src = slow(Duration::from_millis(200), Duration::from_millis(100));
+    let store = MemoryStore::with_latency(Duration::from_millis(50));
+    let turn = turn("s-1", "m-0")
+        .user_text("Can you recommend a creepy horror manga?")
+        .answer("1. Paper Diary (B0AAAAAAA1): a horror series.\n2. Star Hunter (B0BBBBBBB2): a horror series.")
+        .products(&["B0AAAAAAA1", "B0BBBBBBB2"])
+        .intent(Intent::Recommendation)
+        .build();
+    store.save_turn(&turn).await.unwrap();
+    let recall = recall_of(&store).await;
+    let cfg = ContextConfig::default();
+    let asm = Assembler { sources: &src, store: &store, cfg: &cfg };
+    let prior = Reusable { recall: Some(recall), epoch: Some(Some("t.m-0".into())), ..Reusable::default() };
+    let msg = message("what's star hunter about?", "{}");
+    let g = asm.assemble_reusing(&msg, &session(), &UserId::anonymous(), async { Some(Arc::new(prior)) }).await;
+    assert_eq!(src.calls(), ["product:B0BBBBBBB2", "review:B0BBBBBBB2", "rag:product_question:B0BBBBBBB2"]);
+    assert!(
+        src.queries().iter().all(|q| !q.contains("star hunter")),
+        "its words were not searched: {:?}",
+        src.queries()
+    );
+    assert!(g.context.assembly_ms < 205.0, "{}", g.context.assembly_ms);
+}
