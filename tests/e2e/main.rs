@@ -8,6 +8,7 @@ mod auth;
 mod browser;
 mod compression;
 mod context;
+mod creation_order;
 mod deploy;
 mod guards;
 mod helpers;
