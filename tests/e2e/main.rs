@@ -6,6 +6,7 @@
 
 mod auth;
 mod browser;
+mod capacity_plan;
 mod compression;
 mod context;
 mod creation_order;

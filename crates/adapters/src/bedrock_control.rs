@@ -206,8 +206,14 @@ impl ThroughputControl for BedrockControl {
                 let listed: Vec<&str> = types.iter().map(InferenceType::as_str).collect();
                 format!("{model_id} supports {listed:?}, not PROVISIONED")
             }
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_resource_not_found_exception() || se.is_validation_exception()) => {
-                format!("{model_id} is not a model of this Region: {}", e.as_service_error().and_then(|se| se.message()).unwrap_or("not found"))
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_resource_not_found_exception() || se.is_validation_exception()) =>
+            {
+                format!(
+                    "{model_id} is not a model of this Region: {}",
+                    e.as_service_error().and_then(|se| se.message()).unwrap_or("not found")
+                )
             }
             Err(e) => return Err(control_err(e, |e| e.is_access_denied_exception())),
         };

@@ -194,7 +194,12 @@ impl<P: ThroughputControl, S: ThroughputStateStore, C: Clock> Reconciler<P, S, C
             }
         };
         if documented.is_some_and(|d| d != sold) {
-            tracing::warn!(model, region, sold, "the control plane and the documented table disagree; following the control plane");
+            tracing::warn!(
+                model,
+                region,
+                sold,
+                "the control plane and the documented table disagree; following the control plane"
+            );
         }
         next.plan_check = Some(PlanCheck { key, sold, checked_at_ms: now, detail });
         sold

@@ -489,7 +489,10 @@ async fn where_the_region_does_not_sell_it_the_peak_buys_nothing_runs_on_priorit
     assert!(up.actions.is_empty(), "{:?}", up.actions);
     assert_eq!(up.state.route_record(), RouteRecord { arn: None, priority: true });
     let check = up.state.plan_check.clone().unwrap();
-    assert_eq!((check.key.as_str(), check.sold), ("anthropic.claude-haiku-4-5-20251001-v1:0:200k@ap-northeast-1", false));
+    assert_eq!(
+        (check.key.as_str(), check.sold),
+        ("anthropic.claude-haiku-4-5-20251001-v1:0:200k@ap-northeast-1", false)
+    );
     // Every 5 minutes through the peak: no purchase, no error, no second question.
     for minutes in (5..=(14 * 60 - 5)).step_by(5) {
         at(&r, JST_0900 + minutes * MINUTE);
