@@ -336,10 +336,11 @@ pub(crate) fn name_refs(d: &Deployed) -> (Vec<NameRef>, Vec<String>) {
         let named = &body["Properties"]["LoggingConfig"]["LogGroup"];
         match (reference(named).filter(|g| r.contains_key(g)), text_of(named)) {
             (Some(group), _) => need("a function logs to the group it names", f, &group),
-            (None, Some(name)) => match groups.get(&name) {
-                Some(group) => need("a function logs to the group it names", f, group),
-                None => {}
-            },
+            (None, Some(name)) => {
+                if let Some(group) = groups.get(&name) {
+                    need("a function logs to the group it names", f, group);
+                }
+            }
             (None, None) => {}
         }
     }

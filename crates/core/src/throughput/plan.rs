@@ -166,7 +166,8 @@ mod tests {
         let pp = Some(PeakPlan::Provisioned);
         use Capacity::{Priority, Provisioned, Standard};
         // (plan, provisioned-throughput model, Region, the turn's model, hour JST, capacity)
-        let table: &[(Option<PeakPlan>, &str, &str, &str, u32, Capacity)] = &[
+        type Row<'a> = (Option<PeakPlan>, &'a str, &'a str, &'a str, u32, Capacity);
+        let table: &[Row<'_>] = &[
             // Tokyo: no provisioned throughput at all; Haiku 4.5 offers no priority tier, Nova 2 Lite does.
             (pp, &haiku_pt, "ap-northeast-1", &haiku, 10, Standard),
             (pp, &haiku_pt, "ap-northeast-1", &nova2, 10, Priority),
