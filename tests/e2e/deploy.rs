@@ -718,3 +718,24 @@ fn the_model_callers_may_subscribe_the_account_to_a_third_party_model_on_first_u
         }
     }
 }
+
+#[test]
+fn the_local_guardrail_blocks_every_japanese_example_of_the_deployed_denied_topics() {
+    use mangaassist_local::emulators::guardrail::{Direction, assess};
+    let t = template();
+    let mut checked = 0;
+    for name in ["InputGuardrail", "OutputGuardrail"] {
+        for topic in t["Resources"][name]["Properties"]["TopicPolicyConfig"]["TopicsConfig"].as_sequence().unwrap() {
+            for example in topic["Examples"].as_sequence().unwrap().iter().filter_map(Value::as_str) {
+                if example.is_ascii() {
+                    continue;
+                }
+                for direction in [Direction::Input, Direction::Output] {
+                    assert!(assess(direction, example).blocked, "{name}: the emulator lets {example:?} through");
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 6, "Japanese examples checked: {checked}");
+}
