@@ -4,8 +4,9 @@
 //! before `completed`, product cards with catalog titles, a waterfall with one bar per row. Screenshots at
 //! desktop and phone widths go to `target/browser-demo-{desktop,phone}.png`.
 //!
-//! Needs `chromium` and `chromium-driver` (`scripts/test` and `.ci/run` install them). Without them the
-//! test says so and passes, except under CI (`CI` set), where it fails.
+//! Needs `chromium` and `chromium-driver`, so it is `#[ignore]`d: a plain `cargo test` lists it as ignored,
+//! and `./scripts/test` (which CI runs) runs it with `--ignored` where chromedriver is on `PATH`, says it
+//! skipped it where not, and fails under CI (`CI` set) without it. Asked for, it fails without chromedriver.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -137,6 +138,8 @@ impl Browser {
 const ANSWER: &str = r#"
 const bot = document.querySelectorAll('.msg.bot')[arguments[0]];
 if (!bot || !['completed', 'error', 'retracted'].includes(bot.dataset.state)) return null;
+// A completed answer's cards are drawn after a catalog lookup: wait for them too.
+if (bot.dataset.state === 'completed' && bot.dataset.cards === undefined) return null;
 const id = bot.dataset.mid;
 const trace = window.maTrace.filter(e => e.message_id === id).map(e => e.type);
 return {
@@ -234,16 +237,11 @@ async fn drive(browser: &Browser, page: &str, catalog: &Catalog) -> anyhow::Resu
 }
 
 #[tokio::test]
+#[ignore = "needs chromium and chromedriver: ./scripts/test runs it with --ignored where chromedriver is on PATH"]
 async fn the_demo_page_streams_an_answer_with_cards_and_a_waterfall_in_chromium() {
-    let Some(driver) = which("chromedriver") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromedriver is missing: `apt-get install -y chromium chromium-driver` (.ci/run does)"
-        );
-        eprintln!("SKIPPED: no chromedriver on PATH; install with `apt-get install -y chromium chromium-driver`");
-        return;
-    };
-    // What `serve --latency fast` runs (crates/local/src/main.rs), on ephemeral ports.
+    let driver = which("chromedriver")
+        .expect("chromedriver is not on PATH: `apt-get install -y chromium chromium-driver` (scripts/test does)");
+    // What `serve --latency fast` runs (crates/cli/src/main.rs), on ephemeral ports.
     let mut opts = SystemOptions { prefetch: true, ..SystemOptions::default() };
     opts.emulator.latency = LatencyModel::fast();
     let system = start(MemoryStore::default(), opts).await.unwrap();

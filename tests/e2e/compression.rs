@@ -113,7 +113,7 @@ async fn a_message_over_its_token_budget_gets_a_clear_error_and_nothing_is_store
     let mut client = ChatClient::connect(&sys.ws_url()).await.unwrap();
     let session = client.session().await.unwrap();
     let session = session.as_str();
-    let long = "Please find me a manga about cooking and friendship in a small town. ".repeat(12);
+    let long = "Please find me a manga about cooking and friendship in a small town. ".repeat(30);
     let id = client.send_message(&long, None).await.unwrap();
     let events = events_until_end(&mut client, &id).await;
     assert_eq!(events.len(), 1);

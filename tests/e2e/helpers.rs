@@ -89,11 +89,45 @@ pub fn slow() -> LatencyModel {
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Panics when a client event names something internal: an ARN, or a 12-digit AWS account id standing
+/// alone (not inside a longer number, a UUID or a word). Every event the helpers read is checked.
+pub fn assert_no_internal_ids(ev: &Value) {
+    fn strings<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::String(s) => out.push(s),
+            Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+            Value::Object(o) => o.values().for_each(|x| strings(x, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    strings(ev, &mut all);
+    for s in all {
+        assert!(!s.to_ascii_lowercase().contains("arn:"), "a client event carries an ARN: {ev}");
+        let b = s.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if !b[i].is_ascii_digit() {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            let touches = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'-');
+            let alone = !touches(start.checked_sub(1).and_then(|p| b.get(p))) && !touches(b.get(i));
+            assert!(!(i - start == 12 && alone), "a client event carries an account-like id: {ev}");
+        }
+    }
+}
+
 /// Events for `id` until its `completed`, `error` or `retract` (inclusive).
 pub async fn events_until_end(client: &mut ChatClient, id: &str) -> Vec<Value> {
     let mut out = Vec::new();
     loop {
         let ev = client.next_event(WAIT).await.unwrap();
+        assert_no_internal_ids(&ev);
         if ev["message_id"].as_str() != Some(id) {
             continue;
         }

@@ -1,17 +1,23 @@
 //! End-to-end tests: WebSocket clients against the real chat handler, the Bedrock and gateway emulators
 //! and moto_server, all on ephemeral ports.
 
-// A test binary: failing loudly is its job.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test binary, helpers included: failing loudly is its job"
+)]
 
 mod auth;
 mod browser;
 mod capacity_plan;
 mod compression;
+mod connections;
 mod context;
 mod creation_order;
 mod deploy;
 mod guards;
+mod hardening;
 mod helpers;
 mod models;
 mod prefetch;
@@ -20,7 +26,9 @@ mod routing;
 mod safety;
 mod signing;
 mod sources;
+mod store;
 mod template;
 mod throughput;
 mod turns;
+mod typed_ahead;
 mod typing;

@@ -7,8 +7,9 @@ use std::time::Duration;
 use mangaassist_adapters::bedrock_control::BedrockControl;
 use mangaassist_adapters::dynamo::{DynamoStore, ensure_table};
 use mangaassist_adapters::throughput_state::DynamoThroughputState;
-use mangaassist_core::clock::Clock;
+use mangaassist_core::models::base_model_id;
 use mangaassist_core::routes::Routes;
+use mangaassist_core::testkit::TestClock;
 use mangaassist_core::throughput::{Reconciler, ThroughputSpec, Trigger};
 use mangaassist_local::client::ChatClient;
 use mangaassist_local::emulators::bedrock::{EmulatorConfig, Fault, LatencyModel};
@@ -17,12 +18,10 @@ use mangaassist_local::system::{SystemOptions, start_routed};
 use crate::helpers::*;
 
 /// 2026-11-28 10:00 JST: peak hours, whatever the machine's clock says.
-struct PeakClock;
+type PeakClock = TestClock;
 
-impl Clock for PeakClock {
-    fn now_ms(&self) -> u64 {
-        1_795_827_600_000
-    }
+fn peak() -> PeakClock {
+    TestClock::at(1_795_827_600_000)
 }
 
 #[tokio::test]
@@ -43,7 +42,7 @@ async fn turns_use_provisioned_capacity_only_once_it_is_in_service_and_fail_over
     let reconciler = Reconciler::new(
         BedrockControl::new(&mangaassist_adapters::sdk::local(&sys.emulator.url()).await),
         DynamoThroughputState::new(&sdk, &table),
-        PeakClock,
+        peak(),
         ThroughputSpec {
             name: "mangaassist-peak".into(),
             model_id: "anthropic.claude-haiku-4-5-20251001-v1:0:200k".into(),
@@ -68,7 +67,13 @@ async fn turns_use_provisioned_capacity_only_once_it_is_in_service_and_fail_over
     let arn = sys.emulator.control.list()[0].arn.clone();
     let done = ask(&mut client, "Any sports manga?", None).await;
     assert_eq!(done["metrics"]["route"], "provisioned", "{done}");
-    assert_eq!(done["metrics"]["model"], arn.as_str());
+    // The client is told the intent's model, never the ARN (it names the account); the ARN is what the
+    // request went to.
+    let told = done["metrics"]["model"].as_str().unwrap();
+    assert!(!told.contains("arn:") && !done.to_string().contains(arn.as_str()), "{done}");
+    assert_eq!(base_model_id(told), "anthropic.claude-haiku-4-5-20251001-v1:0", "{told}");
+    let id = done["message_id"].as_str().unwrap();
+    assert_eq!(sys.emulator.stats.for_message(id)[0].model_id, arn);
     assert_eq!(done["metrics"]["failovers"], 0);
 
     // The provisioned route throttles before the first token: one clean answer from on-demand.
@@ -109,7 +114,7 @@ async fn routed(
     let reconciler = Reconciler::new(
         BedrockControl::new(&mangaassist_adapters::sdk::local(&sys.emulator.url()).await),
         DynamoThroughputState::new(&sdk, &table),
-        PeakClock,
+        peak(),
         ThroughputSpec {
             name: "mangaassist-peak".into(),
             model_id: "anthropic.claude-haiku-4-5-20251001-v1:0:200k".into(),

@@ -334,3 +334,21 @@ async fn the_embedded_retriever_applies_its_artificial_latency() {
     retriever.retrieve("returns", Intent::Faq, 2).await.unwrap();
     assert!(t.elapsed() >= Duration::from_millis(60));
 }
+
+/// The answer buffer's contract over a real Redis, single node.
+mod answer_buffer_over_redis {
+    use super::*;
+    mangaassist_core::answer_contract_tests!(async {
+        let r = redis().await;
+        (connected(&r.url, false).await, r)
+    });
+}
+
+/// The same over a one-node cluster: the pointer and the log share a hash slot, so the scripts run.
+mod answer_buffer_over_a_redis_cluster {
+    use super::*;
+    mangaassist_core::answer_contract_tests!(async {
+        let r = redis_cluster().await;
+        (connected(&r.url, true).await, r)
+    });
+}

@@ -3,7 +3,6 @@
 //! `aws-sdk-bedrock` client and keeps its state in the `CONFIG/THROUGHPUT` item in moto's DynamoDB.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ::throughput::handler::handle;
@@ -12,7 +11,7 @@ use lambda_runtime::{Context, LambdaEvent};
 use mangaassist_adapters::bedrock_control::BedrockControl;
 use mangaassist_adapters::dynamo::ensure_table;
 use mangaassist_adapters::throughput_state::DynamoThroughputState;
-use mangaassist_core::clock::Clock;
+use mangaassist_core::testkit::TestClock;
 use mangaassist_core::throughput::{Action, Reconciler, ThroughputControl, ThroughputSpec, ThroughputStatus};
 use mangaassist_local::emulators::bedrock::{BedrockEmulator, EmulatorConfig};
 use serde_json::Value;
@@ -23,14 +22,6 @@ use crate::helpers::*;
 const JST_1000: u64 = 1_795_827_600_000;
 const JST_0200: u64 = 1_795_798_800_000;
 const CREATING: Duration = Duration::from_millis(300);
-
-struct TestClock(AtomicU64);
-
-impl Clock for TestClock {
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 struct Rig {
     _moto: Moto,
@@ -56,7 +47,7 @@ async fn rig(now_ms: u64) -> Rig {
     let reconciler = Reconciler::new(
         BedrockControl::new(&mangaassist_adapters::sdk::local(&emulator.url()).await),
         DynamoThroughputState::from_client(dynamo.clone(), &table),
-        TestClock(AtomicU64::new(now_ms)),
+        TestClock::at(now_ms),
         spec,
     );
     Rig { _moto: moto, emulator, dynamo, table, reconciler }

@@ -201,6 +201,7 @@ async fn the_handler_serves_the_sample_events() {
     let app = App {
         engine: Engine::new(BedrockModel::new(&sdk), dynamo(&moto).await, SystemClock, TurnConfig::default()),
         sinks: ApiGatewaySinks::new(sdk, Some(endpoint)),
+        warm: mangaassist_adapters::warm::Warmer::default(),
     };
     let event = |name: &str| -> LambdaEvent<ApiGatewayWebsocketProxyRequest> {
         let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));

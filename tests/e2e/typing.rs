@@ -111,8 +111,8 @@ async fn memory_read_while_the_last_answer_streamed_is_never_reused_and_memory_r
 
 #[tokio::test]
 async fn the_input_check_made_while_typing_serves_the_message_sent_exactly_as_typed_and_no_other() {
-    use mangaassist_local::bench::guardrail::with_guardrails;
     use mangaassist_local::emulators::bedrock::EmulatorConfig;
+    use mangaassist_local::system::with_guardrails;
     use mangaassist_local::system::{SystemOptions, start};
 
     let moto = moto().await;
@@ -242,6 +242,7 @@ async fn the_handler_answers_a_typing_event_with_200_and_posts_nothing() {
     let app = App {
         engine: Engine::new(BedrockModel::new(&sdk), dynamo(&moto).await, SystemClock, TurnConfig::default()),
         sinks: ApiGatewaySinks::new(sdk, Some(endpoint)),
+        warm: mangaassist_adapters::warm::Warmer::default(),
     };
     let event = |name: &str| -> LambdaEvent<ApiGatewayWebsocketProxyRequest> {
         let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));

@@ -31,12 +31,23 @@ impl ConnectionSink for ApiGatewaySink {
         Err(match &err {
             SdkError::ServiceError(se) if se.err().is_gone_exception() => SinkError::Gone,
             SdkError::ServiceError(se) if se.err().is_limit_exceeded_exception() => SinkError::Retryable(Box::new(err)),
-            SdkError::ServiceError(se) if se.raw().status().is_server_error() => SinkError::Retryable(Box::new(err)),
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-                SinkError::Retryable(Box::new(err))
-            }
+            _ if crate::sdk::is_transient(&err) => SinkError::Retryable(Box::new(err)),
             _ => SinkError::Fatal(Box::new(err)),
         })
+    }
+}
+
+impl ApiGatewaySink {
+    /// Opens (or reuses) the pooled connection to this stage's management endpoint: `GetConnection` of an id
+    /// no connection has. API Gateway answers `GoneException` (410), or `AccessDenied` (403) to a role allowed
+    /// only `POST @connections`; any answer leaves the connection in the pool, only a transport failure is an
+    /// error.
+    pub async fn warm(&self) -> Result<(), SinkError> {
+        use aws_sdk_apigatewaymanagement::error::SdkError;
+        match self.client.get_connection().connection_id("warm-up").send().await {
+            Ok(_) | Err(SdkError::ServiceError(_)) => Ok(()),
+            Err(e) => Err(SinkError::Retryable(Box::new(e))),
+        }
     }
 }
 

@@ -8,8 +8,32 @@
 //! must not hide, so the turn decides (fail over while nothing has been sent) with the typed error kinds
 //! mapped here. Dropping a [`BedrockStream`] drops the HTTP response body, which closes the connection and
 //! stops generation.
+//!
+//! # Opening a stream: first byte, one retry on a fresh connection
+//! A pooled connection the endpoint (or a middlebox) has dropped shows up as an immediate transport error
+//! or as a request that is never answered. [`StreamOpen::first_byte`] bounds the wait for the response's
+//! first byte (its headers: Bedrock answers them before the first token, and with its HTTP error when it
+//! refuses); on a transport failure or that deadline the request is sent once more on a connection opened
+//! for it (an HTTP client that pools nothing), and for [`StreamOpen::suspect_for`] afterwards every stream
+//! opens on a fresh connection, so the turn's own failover cannot land on another stale socket.
+//!
+//! How this fits the turn (`crates/core/src/routes.rs`): the turn bounds each attempt's *first token*
+//! (`FIRST_TOKEN_TIMEOUT_MS`, 5 s) and fails over to the next route on throttling, unavailability or that
+//! timeout. The retry here is for *connection* failures only (never a service error: a 429 or 503 goes to
+//! the turn untouched), happens before any byte arrived, and fits inside one turn attempt: two first-byte
+//! deadlines (2 x 2 s) are shorter than one first-token timeout. A service that is slow to answer but
+//! reachable is never retried here. The retry can bill a second request only when the first reached the
+//! endpoint and its headers were later than the deadline.
+//!
+//! # Warm connections
+//! [`BedrockModel::warm`] opens (or reuses) a pooled connection with a call that has no side effects, and
+//! [`BedrockModel::refresh_if_idle`] does so when no request used the client for a while; the chat function
+//! calls them at init and on `$connect`/`typing` ([`crate::warm::Warmer`]).
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
@@ -18,6 +42,7 @@ use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::operation::apply_guardrail::ApplyGuardrailError;
 use aws_sdk_bedrockruntime::operation::converse::ConverseError;
 use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamError;
+use aws_sdk_bedrockruntime::operation::converse_stream::builders::ConverseStreamFluentBuilder;
 use aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver;
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use aws_sdk_bedrockruntime::types::{
@@ -27,26 +52,168 @@ use aws_sdk_bedrockruntime::types::{
     GuardrailTrace, GuardrailTraceAssessment, InferenceConfiguration, Message, PerformanceConfigLatency,
     PerformanceConfiguration, ServiceTier, ServiceTierType, StopReason, SystemContentBlock,
 };
+use mangaassist_core::deadline::within;
 use mangaassist_core::error::ModelError;
 use mangaassist_core::ports::{Completion, ModelClient, ModelEvent, ModelRequest, ModelStream, Role};
-use mangaassist_core::safety::{Assessment, Direction, GuardrailRef};
+use mangaassist_core::safety::{Assessment, Direction, GuardrailPolicy, GuardrailRef};
+
+/// How a `ConverseStream` is opened (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOpen {
+    /// Deadline for the response's first byte on a pooled connection, then once more on a fresh one;
+    /// `None`: no deadline and no retry (the SDK's behaviour).
+    pub first_byte: Option<Duration>,
+    /// After a pooled connection failed, how long streams open on fresh connections only.
+    pub suspect_for: Duration,
+}
+
+impl Default for StreamOpen {
+    /// First byte within 2 s: headers come back one round trip after Bedrock admits the request, so 2 s
+    /// leaves room for a new connection's handshake (+100 to +450 ms published) and admission, and two of
+    /// them fit in the turn's 5 s first-token timeout.
+    fn default() -> Self {
+        Self { first_byte: Some(Duration::from_secs(2)), suspect_for: Duration::from_secs(10) }
+    }
+}
+
+impl StreamOpen {
+    /// No deadline, no retry.
+    pub fn off() -> Self {
+        Self { first_byte: None, ..Self::default() }
+    }
+}
+
+/// When the client last carried traffic, and until when its pool is not trusted.
+#[derive(Debug)]
+struct Activity {
+    origin: std::time::Instant,
+    last_ms: AtomicU64,
+    suspect_until_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self { origin: std::time::Instant::now(), last_ms: AtomicU64::new(0), suspect_until_ms: AtomicU64::new(0) }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        Duration::from_millis(self.now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+
+    fn suspect(&self) -> bool {
+        self.now_ms() < self.suspect_until_ms.load(Ordering::Relaxed)
+    }
+
+    fn distrust_pool_for(&self, d: Duration) {
+        let until = self.now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.suspect_until_ms.store(until, Ordering::Relaxed);
+    }
+}
 
 /// `ModelClient` over `aws-sdk-bedrockruntime`.
 #[derive(Clone, Debug)]
 pub struct BedrockModel {
+    /// On the shared, pooled HTTP client.
     client: Client,
+    /// The same client on an HTTP client that pools nothing: every request opens its own connection.
+    fresh: Client,
+    open: StreamOpen,
+    activity: Arc<Activity>,
 }
 
 impl BedrockModel {
     pub fn new(sdk: &SdkConfig) -> Self {
         let conf = aws_sdk_bedrockruntime::config::Builder::from(sdk).retry_config(RetryConfig::disabled()).build();
-        Self { client: Client::from_conf(conf) }
+        Self::from_client(Client::from_conf(conf))
     }
 
     pub fn from_client(client: Client) -> Self {
-        Self { client }
+        let fresh = client.config().to_builder().http_client(crate::sdk::fresh_http_client()).build();
+        let fresh = Client::from_conf(fresh);
+        Self { client, fresh, open: StreamOpen::default(), activity: Arc::new(Activity::new()) }
+    }
+
+    /// With another first-byte deadline and retry rule.
+    pub fn with_stream_open(mut self, open: StreamOpen) -> Self {
+        self.open = open;
+        self
+    }
+
+    /// Time since a request last used (or warmed) the connection.
+    pub fn idle(&self) -> Duration {
+        self.activity.idle()
+    }
+
+    /// Opens, or reuses, a pooled connection to the runtime endpoint with a call that has no side effects:
+    /// `ListAsyncInvokes` for one result. Any HTTP answer leaves a connection in the pool, a refusal
+    /// included (`AccessDeniedException` when the role lacks `bedrock:ListAsyncInvokes`); only a transport
+    /// failure is an error. Bounded by the SDK's connect timeout; callers bound the whole.
+    pub async fn warm(&self) -> Result<(), ModelError> {
+        let res = self.client.list_async_invokes().max_results(1).send().await;
+        self.activity.touch();
+        match res {
+            Ok(_) | Err(SdkError::ServiceError(_)) => Ok(()),
+            Err(e) => Err(ModelError::Unavailable(boxed(e))),
+        }
+    }
+
+    /// [`Self::warm`] when no request used the connection for `idle` or longer; whether it warmed.
+    pub async fn refresh_if_idle(&self, idle: Duration) -> Result<bool, ModelError> {
+        if self.activity.idle() < idle {
+            return Ok(false);
+        }
+        self.warm().await.map(|()| true)
+    }
+
+    /// Opens the stream under [`StreamOpen`]: the pooled connection first (unless it failed lately), then
+    /// once on a fresh one after a transport failure or a late first byte.
+    async fn open_stream(&self, req: &ModelRequest) -> Result<BedrockStream, ModelError> {
+        self.activity.touch();
+        let Some(limit) = self.open.first_byte else {
+            return self.stream_once(&self.client, req).await.map_err(model_error);
+        };
+        let suspect = self.activity.suspect();
+        let first = if suspect { &self.fresh } else { &self.client };
+        let failure = match within("bedrock first byte", limit, self.stream_once(first, req)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) if suspect || !crate::sdk::is_transport(&e) => return Err(model_error(e)),
+            Err(late) if suspect => return Err(ModelError::Timeout(late.ms)),
+            Ok(Err(e)) => mangaassist_core::error::chain(&e),
+            Err(late) => late.to_string(),
+        };
+        tracing::warn!(error = %failure, "pooled Bedrock connection failed before the first byte; retrying once on a fresh connection");
+        self.activity.distrust_pool_for(self.open.suspect_for);
+        match within("bedrock first byte (fresh connection)", limit, self.stream_once(&self.fresh, req)).await {
+            Ok(res) => res.map_err(model_error),
+            Err(late) => Err(ModelError::Timeout(late.ms)),
+        }
+    }
+
+    /// One `ConverseStream` request on `client`, up to the response headers.
+    async fn stream_once(
+        &self,
+        client: &Client,
+        req: &ModelRequest,
+    ) -> Result<BedrockStream, SdkError<ConverseStreamError, HttpResponse>> {
+        let call = match stream_call(client, req) {
+            Ok(c) => c,
+            // An invalid request is refused by the SDK before anything is sent; it is not a transport failure.
+            Err(e) => return Err(SdkError::construction_failure(e)),
+        };
+        let out = call.send().await?;
+        Ok(BedrockStream { rx: out.stream, pending: Vec::new(), activity: self.activity.clone() })
     }
 }
+
+type HttpResponse = aws_sdk_bedrockruntime::config::http::HttpResponse;
 
 /// An open `ConverseStream` response.
 pub struct BedrockStream {
@@ -54,6 +221,14 @@ pub struct BedrockStream {
     /// The further events a `metadata` event maps to (usage, then how it was served, then the guardrail's
     /// trace), next first.
     pending: Vec<ModelEvent>,
+    /// The connection was in use until the stream is dropped.
+    activity: Arc<Activity>,
+}
+
+impl Drop for BedrockStream {
+    fn drop(&mut self) {
+        self.activity.touch();
+    }
 }
 
 fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> mangaassist_core::error::BoxError {
@@ -137,9 +312,7 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            ModelError::Unavailable(boxed(err))
-        }
+        _ if crate::sdk::is_transport(&err) => ModelError::Unavailable(boxed(err)),
         SdkError::ServiceError(se) => {
             let e = se.err();
             if e.is_throttling() {
@@ -229,6 +402,13 @@ macro_rules! with_parts {
     };
 }
 
+/// The `ConverseStream` call for `req` on `client`, ready to send.
+fn stream_call(client: &Client, req: &ModelRequest) -> Result<ConverseStreamFluentBuilder, ModelError> {
+    let p = parts(req)?;
+    let guardrail = p.guardrail.as_ref().map(stream_guardrail);
+    Ok(with_parts!(client.converse_stream(), req, p).set_guardrail_config(guardrail))
+}
+
 /// `guardrailConfig` of a `Converse` call: trace on, so an intervention says which policy acted.
 fn converse_guardrail(g: &GuardrailRef) -> GuardrailConfiguration {
     GuardrailConfiguration::builder()
@@ -253,13 +433,13 @@ fn stream_guardrail(g: &GuardrailRef) -> GuardrailStreamConfiguration {
 fn assess(into: &mut Assessment, a: &GuardrailAssessment) {
     if let Some(t) = &a.topic_policy {
         for topic in &t.topics {
-            into.acted("topic", topic.action.as_str() == "BLOCKED");
+            into.acted(GuardrailPolicy::Topic, topic.action.as_str() == "BLOCKED");
         }
     }
     if let Some(c) = &a.content_policy {
         for f in &c.filters {
             if f.detected.unwrap_or(true) && f.action.as_str() != "NONE" {
-                into.acted("content", f.action.as_str() == "BLOCKED");
+                into.acted(GuardrailPolicy::Content, f.action.as_str() == "BLOCKED");
             }
         }
     }
@@ -271,21 +451,21 @@ fn assess(into: &mut Assessment, a: &GuardrailAssessment) {
             .chain(w.managed_word_lists.iter().map(|m| m.action.as_str()))
         {
             if m != "NONE" {
-                into.acted("word", m == "BLOCKED");
+                into.acted(GuardrailPolicy::Word, m == "BLOCKED");
             }
         }
     }
     if let Some(p) = &a.sensitive_information_policy {
         for act in p.pii_entities.iter().map(|e| e.action.as_str()).chain(p.regexes.iter().map(|r| r.action.as_str())) {
             if act != "NONE" {
-                into.acted("sensitive_information", act == "BLOCKED");
+                into.acted(GuardrailPolicy::SensitiveInformation, act == "BLOCKED");
             }
         }
     }
     if let Some(g) = &a.contextual_grounding_policy
         && g.filters.as_ref().is_some_and(|f| f.iter().any(|f| f.action.as_str() == "BLOCKED"))
     {
-        into.acted("contextual_grounding", true);
+        into.acted(GuardrailPolicy::ContextualGrounding, true);
     }
 }
 
@@ -336,7 +516,7 @@ impl ModelClient for BedrockModel {
             // An intervention is a mask only when the sensitive-information policy is what acted and nothing
             // blocked; any other (a policy this reader does not know included) is a block, never a "masked"
             // text that would be the guardrail's blocked message.
-            if !a.policies.contains(&"sensitive_information") {
+            if !a.policies.contains(&GuardrailPolicy::SensitiveInformation) {
                 a.blocked = true;
             }
             // The texts as the guardrail returned them (masked), when it returned one per text.
@@ -346,6 +526,7 @@ impl ModelClient for BedrockModel {
     }
 
     async fn complete(&self, req: &ModelRequest) -> Result<Completion, ModelError> {
+        self.activity.touch();
         let p = parts(req)?;
         let guardrail = p.guardrail.as_ref().map(converse_guardrail);
         let out = with_parts!(self.client.converse(), req, p)
@@ -375,14 +556,9 @@ impl ModelClient for BedrockModel {
     }
 
     async fn converse_stream(&self, req: &ModelRequest) -> Result<BedrockStream, ModelError> {
-        let p = parts(req)?;
-        let guardrail = p.guardrail.as_ref().map(stream_guardrail);
-        let out = with_parts!(self.client.converse_stream(), req, p)
-            .set_guardrail_config(guardrail)
-            .send()
-            .await
-            .map_err(model_error)?;
-        Ok(BedrockStream { rx: out.stream, pending: Vec::new() })
+        // A request the SDK cannot even build is refused as such, not sent.
+        stream_call(&self.client, req)?;
+        self.open_stream(req).await
     }
 }
 

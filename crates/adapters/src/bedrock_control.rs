@@ -83,9 +83,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            ControlError::Unavailable(Box::new(err))
-        }
+        _ if crate::sdk::is_transport(&err) => ControlError::Unavailable(Box::new(err)),
         SdkError::ServiceError(se) => {
             let e = se.err();
             let message = e.message().unwrap_or("no message").to_owned();

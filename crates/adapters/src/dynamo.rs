@@ -7,7 +7,7 @@
 //! | `SESSION#<sessionId>` | `OWNER` | user_id: who may resume the session |
 //! | `SESSION#<sessionId>` | `TURN#<ts_ms, 13 digits>#<messageId>` | user_text, assistant_text, products, status, model, tokens |
 //! | `SESSION#<sessionId>` | `SUMMARY` | text, covers_until_ms: the running summary of older turns |
-//! | `LIMIT#<userId>` | `RATE#<minute>`, `TOKENS#<JST day>`, `CONNS` | n: atomic counters of the user's limits |
+//! | `LIMIT#<userId>` | `RATE#<minute>`, `TOKENS#<JST day>`, `TYPING#<connectionId>#<minute>`, `TYPEGEN#<connectionId>`, `CONNS`, `ANSWERS#<connectionId>#<memory epoch>`, `ANSWERSMIN#<minute>` | n: atomic counters of the user's limits |
 //!
 //! A turn is one item holding both the user message and the answer, so history is one `Query`
 //! (newest first, `Limit`) and a turn can never be half-stored.
@@ -19,6 +19,7 @@ use aws_config::retry::RetryConfig;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
+use mangaassist_core::cache::CounterKey;
 use mangaassist_core::error::StoreError;
 use mangaassist_core::ids::{Asin, ConnectionId, MessageId, SessionId, UserId};
 use mangaassist_core::intent::Intent;
@@ -60,11 +61,7 @@ where
         err.code(),
         Some("ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded")
     );
-    let unavailable = match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(se) => se.raw().status().is_server_error(),
-        _ => false,
-    };
+    let unavailable = crate::sdk::is_transient(&err);
     if throttled {
         StoreError::Throttled(Box::new(err))
     } else if unavailable {
@@ -87,7 +84,20 @@ fn owner_key(session: &SessionId) -> (AttributeValue, AttributeValue) {
 }
 
 fn counter_key(c: &Counter) -> (AttributeValue, AttributeValue) {
-    (s(format!("LIMIT#{}", c.user)), s(c.name.as_str()))
+    (s(format!("LIMIT#{}", c.user)), s(counter_sort_key(&c.key)))
+}
+
+/// The sort key of a user's counter (the table's syntax; the core names only what is counted).
+pub fn counter_sort_key(key: &CounterKey) -> String {
+    match key {
+        CounterKey::Rate { minute } => format!("RATE#{minute}"),
+        CounterKey::Tokens { jst_day } => format!("TOKENS#{jst_day}"),
+        CounterKey::Typing { conn, minute } => format!("TYPING#{conn}#{minute}"),
+        CounterKey::TypingGeneration { conn } => format!("TYPEGEN#{conn}"),
+        CounterKey::Connections => "CONNS".to_owned(),
+        CounterKey::AnswersPerMessage { conn, epoch } => format!("ANSWERS#{conn}#{epoch}"),
+        CounterKey::AnswersPerMinute { minute } => format!("ANSWERSMIN#{minute}"),
+    }
 }
 
 /// Whether a write was refused by its condition.
@@ -345,13 +355,15 @@ impl Store for DynamoStore {
             .item("sk", sk)
             .item("user_id", s(user.as_str()))
             .item("expires_at", n(expires_at))
-            .condition_expression("attribute_not_exists(pk)")
+            // The same owner again is a retried write that landed: success, not a conflict.
+            .condition_expression("attribute_not_exists(pk) OR user_id = :u")
+            .expression_attribute_values(":u", s(user.as_str()))
             .send()
             .await;
         match res {
             Ok(_) => Ok(()),
             Err(e) if condition_failed(&e) => {
-                Err(StoreError::Other(format!("session {session} exists already; owners are never replaced").into()))
+                Err(StoreError::Other(format!("session {session} belongs to another user").into()))
             }
             Err(e) => Err(store_err(e)),
         }
@@ -415,6 +427,11 @@ impl Store for DynamoStore {
         limit: Option<i64>,
         expires_at: u64,
     ) -> Result<Option<i64>, StoreError> {
+        // A step past the limit from zero is past it from any value; the condition below cannot see that for
+        // an absent counter (`attribute_not_exists`).
+        if limit.is_some_and(|l| delta > 0 && delta > l) {
+            return Ok(None);
+        }
         let (pk, sk) = counter_key(counter);
         let mut req = self
             .client
@@ -497,6 +514,11 @@ impl Store for DynamoStore {
     }
 
     async fn recent_turns(&self, session: &SessionId, limit: u32) -> Result<Vec<TurnRecord>, StoreError> {
+        // A window of none reads nothing, without a call: a `Query` with `Limit` 0 is an error, not an empty
+        // page (moto_server answers it with a 500).
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let out = self
             .client
             .query()
@@ -533,5 +555,24 @@ pub async fn ensure_table(client: &Client, table: &str) -> Result<(), StoreError
         Ok(_) => Ok(()),
         Err(e) if e.as_service_error().is_some_and(|se| se.is_resource_in_use_exception()) => Ok(()),
         Err(e) => Err(store_err(e)),
+    }
+}
+
+#[cfg(test)]
+mod key_docs {
+    use super::*;
+
+    /// Each counter's sort key, as this adapter renders it, is in the module's key table and the README's.
+    #[test]
+    fn the_key_tables_name_every_counter() {
+        let readme = include_str!("../../../README.md");
+        let row = |doc: &'static str| doc.lines().find(|l| l.contains("| `LIMIT#<userId>` |")).unwrap_or_default();
+        let (ours, theirs) = (row(include_str!("dynamo.rs")), row(readme));
+        for key in CounterKey::examples() {
+            let sk = counter_sort_key(&key);
+            let prefix = sk.split('#').next().unwrap_or_default();
+            let named = format!("`{prefix}");
+            assert!(ours.contains(&named) && theirs.contains(&named), "{sk}: {ours} / {theirs}");
+        }
     }
 }

@@ -45,6 +45,17 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         }
     }
 
+    /// A switch, in the one grammar every switch of the project reads: `on`/`true` or `off`/`false` (any
+    /// case); `default` when unset or blank.
+    pub fn switch(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.nonempty(name).map(|v| (v.to_ascii_lowercase(), v)) {
+            None => Ok(default),
+            Some((l, _)) if l == "on" || l == "true" => Ok(true),
+            Some((l, _)) if l == "off" || l == "false" => Ok(false),
+            Some((_, value)) => Err(ConfigError { name, value, reason: "expected on or off (or true or false)" }),
+        }
+    }
+
     /// A duration given in milliseconds.
     pub fn millis(&self, name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
         let ms = self.parse(name, u64::try_from(default.as_millis()).unwrap_or(u64::MAX), "expected milliseconds")?;
@@ -78,7 +89,7 @@ impl SourceSettings {
     pub fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         let redis = match env.nonempty("REDIS_URL") {
             None => None,
-            Some(u) => Some((u, env.parse("REDIS_CLUSTER", false, "expected true or false")?)),
+            Some(u) => Some((u, env.switch("REDIS_CLUSTER", false)?)),
         };
         let opensearch_signing = match env.nonempty("OPENSEARCH_SIGV4") {
             None => None,
@@ -153,6 +164,15 @@ pub fn prompt_budget<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Prom
         user_message: n("BUDGET_USER_MESSAGE_TOKENS", d.user_message)?,
         total: n("BUDGET_TOTAL_TOKENS", d.total)?,
         ..d
+    })
+    .and_then(|b| {
+        // Every message the parse admits must fit the total at any calibration: refused at cold start,
+        // never a shopper's `message_too_long` later.
+        b.check().map(|()| b).map_err(|e| ConfigError {
+            name: "BUDGET_TOTAL_TOKENS",
+            value: e.total.to_string(),
+            reason: "too small for the system, conversation and page budgets plus the longest message (see PromptBudget::check)",
+        })
     })
 }
 
@@ -281,6 +301,7 @@ mod tests {
         let retired = env(&[("PREGEN_MODEL_ID", "anthropic.claude-3-haiku-20240307-v1:0")]);
         assert_eq!(pregen_settings(&retired).unwrap_err().name, "PREGEN_MODEL_ID");
         assert_eq!(prompt_budget(&env(&[("BUDGET_RAG_TOKENS", "300")])).unwrap().rag, 300);
+        assert_eq!(prompt_budget(&env(&[("BUDGET_TOTAL_TOKENS", "900")])).unwrap_err().name, "BUDGET_TOTAL_TOKENS");
     }
 
     #[test]
@@ -291,6 +312,15 @@ mod tests {
         assert_eq!(read("none").unwrap().opensearch_signing, None);
         assert_eq!(read("").unwrap().opensearch_signing, None);
         assert_eq!(read("iam").unwrap_err().name, "OPENSEARCH_SIGV4");
+    }
+
+    #[test]
+    fn every_switch_reads_on_off_true_false_in_any_case_and_nothing_else() {
+        for (value, want) in [("on", true), ("ON", true), ("true", true), ("off", false), ("False", false)] {
+            assert_eq!(env(&[("X", value)]).switch("X", !want).unwrap(), want, "{value}");
+        }
+        assert!(env(&[("X", "  ")]).switch("X", true).unwrap(), "blank is the default");
+        assert_eq!(env(&[("X", "yes")]).switch("X", true).unwrap_err().name, "X");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use mangaassist_core::backoff::Backoff;
 use mangaassist_core::sources::SourceError;
 use reqwest::{StatusCode, Url};
 
@@ -32,18 +33,17 @@ impl Default for HttpSettings {
     }
 }
 
-/// Bounded retries with full jitter: attempt `n` (from 1) waits a random time in `0..=min(max, base * 2^(n-1))`.
+/// Bounded retries with the project's one [`Backoff`] between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retry {
     /// Attempts in all, the first included (1 = no retry).
     pub attempts: u32,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
+    pub backoff: Backoff,
 }
 
 impl Default for Retry {
     fn default() -> Self {
-        Self { attempts: 2, base_delay: Duration::from_millis(25), max_delay: Duration::from_millis(200) }
+        Self { attempts: 2, backoff: Backoff::new(Duration::from_millis(25), Duration::from_millis(200)) }
     }
 }
 
@@ -51,12 +51,6 @@ impl Retry {
     /// No retries.
     pub fn none() -> Self {
         Self { attempts: 1, ..Self::default() }
-    }
-
-    fn delay(&self, retry: u32) -> Duration {
-        let cap = self.base_delay.saturating_mul(1u32 << retry.min(16)).min(self.max_delay);
-        let cap_us = u64::try_from(cap.as_micros()).unwrap_or(u64::MAX);
-        Duration::from_micros(fastrand::u64(0..=cap_us))
     }
 
     /// Runs `op` until it succeeds, fails for good, or the attempts are spent.
@@ -71,7 +65,7 @@ impl Retry {
             match op().await {
                 Err(e) if attempt < attempts && is_retryable(&e) => {
                     tracing::debug!(attempt, error = %e, "retrying a context source");
-                    tokio::time::sleep(self.delay(attempt - 1)).await;
+                    tokio::time::sleep(self.backoff.delay(attempt - 1)).await;
                     attempt += 1;
                 }
                 other => return other,
@@ -194,17 +188,9 @@ mod tests {
         assert!(!is_retryable(&SourceError::Timeout(100)));
     }
 
-    #[test]
-    fn retry_delays_stay_under_their_cap() {
-        let r = Retry { attempts: 5, base_delay: Duration::from_millis(10), max_delay: Duration::from_millis(30) };
-        for n in 0..10 {
-            assert!(r.delay(n) <= Duration::from_millis(30));
-        }
-    }
-
     #[tokio::test]
     async fn retries_stop_after_the_configured_attempts() {
-        let r = Retry { attempts: 3, base_delay: Duration::from_millis(1), max_delay: Duration::from_millis(2) };
+        let r = Retry { attempts: 3, backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(2)) };
         let mut calls = 0;
         let res: Result<(), _> = r
             .run(|| {

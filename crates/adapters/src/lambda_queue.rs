@@ -61,14 +61,9 @@ impl PrefetchQueue for LambdaQueue {
             }
             Err(e) => {
                 // Keep the SDK error; a timeout, a throttle and a 5xx are worth another turn's try.
-                let retryable = matches!(
-                    &e,
-                    aws_sdk_lambda::error::SdkError::TimeoutError(_)
-                        | aws_sdk_lambda::error::SdkError::DispatchFailure(_)
-                        | aws_sdk_lambda::error::SdkError::ResponseError(_)
-                ) || e
-                    .as_service_error()
-                    .is_some_and(|s| s.is_too_many_requests_exception() || s.is_service_exception());
+                let retryable = crate::sdk::is_transient(&e)
+                    || e.as_service_error()
+                        .is_some_and(|s| s.is_too_many_requests_exception() || s.is_service_exception());
                 if retryable {
                     Err(SourceError::Unavailable(Box::new(e)))
                 } else {

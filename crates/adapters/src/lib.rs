@@ -11,7 +11,8 @@
 //! - [`dynamo`]: `Store` over one DynamoDB table.
 //! - [`bedrock_control`]: `ThroughputControl` over the Bedrock provisioned-throughput control plane.
 //! - [`throughput_state`]: `ThroughputStateStore` over the `CONFIG/THROUGHPUT` item, optimistically locked.
-//! - [`sdk`]: shared SDK configuration (timeouts, retries).
+//! - [`sdk`]: shared SDK configuration (the pooled HTTP client, timeouts, retries).
+//! - [`warm`]: opening the hot-path connections at init and again after idle.
 //! - [`opensearch`]: `Retriever` over OpenSearch `_search` (BM25 `multi_match`, intent filter on `kind`), unsigned,
 //!   basic auth, or SigV4 ([`sigv4`]).
 //! - [`sigv4`]: AWS Signature Version 4 of HTTP requests to OpenSearch Service (`es`) and Serverless (`aoss`).
@@ -32,9 +33,11 @@ pub mod env;
 pub mod http;
 pub mod lambda_queue;
 pub mod opensearch;
+pub mod redis_answers;
 pub mod redis_cache;
 pub mod sdk;
 pub mod services;
 pub mod sigv4;
 pub mod throughput_state;
 pub mod transitions;
+pub mod warm;

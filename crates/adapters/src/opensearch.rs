@@ -125,6 +125,16 @@ impl OpenSearchRetriever {
         Ok(Self { client, search_url, config })
     }
 
+    /// Opens (or reuses) a pooled connection to the OpenSearch endpoint: `HEAD` of the search URL, unsigned;
+    /// any status (a 403 or 405 included) is an answer, only a transport failure is an error.
+    pub async fn warm(&self) -> Result<(), SourceError> {
+        let timeout = self.config.http.request_timeout;
+        match self.client.head(self.search_url.clone()).timeout(timeout).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(http::transport_error(e, timeout)),
+        }
+    }
+
     /// The `_search` request body.
     pub fn request_body(&self, query: &str, intent: Intent, top_k: usize) -> Value {
         let c = &self.config;

@@ -64,6 +64,10 @@ pub enum RedisSetupError {
 #[derive(Debug)]
 pub struct RedisCache {
     client: fred::clients::Client,
+    /// A second connection for blocking reads (`XREAD BLOCK`), which would hold up everything multiplexed on
+    /// the first.
+    blocking: fred::clients::Client,
+    blocking_task: tokio::task::JoinHandle<Result<(), RedisError>>,
     options: Options,
     cluster: bool,
     timeout: Duration,
@@ -72,8 +76,9 @@ pub struct RedisCache {
 
 impl Drop for RedisCache {
     fn drop(&mut self) {
-        // The connection task would otherwise keep reconnecting for a client nobody can use.
+        // The connection tasks would otherwise keep reconnecting for a client nobody can use.
         self.task.abort();
+        self.blocking_task.abort();
     }
 }
 
@@ -120,13 +125,16 @@ impl RedisCache {
             .set_policy(policy);
         let client = builder.build().map_err(RedisSetupError::Config)?;
         let task = client.connect();
+        let blocking = client.clone_new();
+        let blocking_task = blocking.connect();
         let options = Options {
             timeout: Some(config.command_timeout),
             max_attempts: Some(1),
             fail_fast: true,
             ..Options::default()
         };
-        Ok(Self { client, options, cluster: config.cluster, timeout: config.command_timeout, task })
+        let timeout = config.command_timeout;
+        Ok(Self { client, blocking, blocking_task, options, cluster: config.cluster, timeout, task })
     }
 
     /// Whether the connection (every node's, in cluster mode) is up now.
@@ -150,6 +158,21 @@ impl RedisCache {
     /// sharing the connection (the transition counts).
     pub(crate) fn client(&self) -> fred::clients::WithOptions<fred::clients::Client> {
         self.client.with_options(&self.options)
+    }
+
+    /// The blocking connection, with a command timeout that covers a block of `block`.
+    pub(crate) fn blocking_client(&self, block: Duration) -> fred::clients::WithOptions<fred::clients::Client> {
+        self.blocking.with_options(&Options { timeout: Some(block + self.timeout), ..self.options.clone() })
+    }
+
+    /// Whether the blocking connection is up.
+    pub(crate) fn blocking_connected(&self) -> bool {
+        self.blocking.is_connected()
+    }
+
+    /// The deadline of one command.
+    pub(crate) fn command_timeout(&self) -> Duration {
+        self.timeout
     }
 
     pub(crate) async fn bounded<T>(&self, fut: impl Future<Output = Result<T, RedisError>>) -> Result<T, SourceError> {

@@ -68,6 +68,16 @@ impl HttpProductService {
         })
     }
 
+    /// Opens (or reuses) a pooled connection to the products service: `HEAD` of its base URL; any status is
+    /// an answer, only a transport failure is an error.
+    pub async fn warm(&self) -> Result<(), SourceError> {
+        let timeout = self.settings.request_timeout;
+        match self.client.head(self.products.clone()).timeout(timeout).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(http::transport_error(e, timeout)),
+        }
+    }
+
     async fn get_once(&self, url: &Url) -> Result<Option<Value>, SourceError> {
         let timeout = self.settings.request_timeout;
         let resp = self

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use fred::prelude::HashesInterface;
+use mangaassist_core::cache::CacheKey;
 use mangaassist_core::intent::Intent;
 use mangaassist_core::prefetch::TransitionStore;
 use mangaassist_core::sources::SourceError;
@@ -16,7 +17,7 @@ use crate::redis_cache::RedisCache;
 
 /// The hash holding the transitions from `from`.
 pub fn key(from: Intent) -> String {
-    format!("transitions:{from}")
+    CacheKey::Transitions(from).render()
 }
 
 /// `TransitionStore` over Redis.

@@ -8,13 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// `what` did not finish within `ms`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{what}: deadline of {ms} ms")]
-pub struct DeadlineExceeded {
-    pub what: String,
-    pub ms: u64,
-}
+pub use crate::error::DeadlineExceeded;
 
 /// Whole milliseconds, rounded (a deadline computed a few microseconds after it was set still reads as set).
 fn millis(d: Duration) -> u64 {
@@ -53,6 +47,17 @@ pub async fn bounded<T, E: std::error::Error + 'static>(
             Err(cut.to_string())
         }
     }
+}
+
+/// Runs a best-effort call (an optional check, a cache write, a hand-off) for at most `limit`: its value,
+/// or `None` when it failed or ran out of time, logged once here as `what: why`. For calls whose failure the
+/// caller skips and never raises.
+pub async fn best_effort<T, E: std::error::Error + 'static>(
+    what: &str,
+    limit: Duration,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Option<T> {
+    bounded(what, Instant::now() + limit, fut).await.ok()
 }
 
 #[cfg(test)]

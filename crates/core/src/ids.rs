@@ -29,7 +29,7 @@ fn check(field: &'static str, s: &str, max: usize, ok: impl Fn(char) -> bool) ->
 }
 
 macro_rules! id_type {
-    ($(#[$doc:meta])* $name:ident, $field:literal, $max:expr, $ok:expr) => {
+    ($(#[$doc:meta])* $name:ident, $field:literal, $example:literal, $max:expr, $ok:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -46,6 +46,11 @@ macro_rules! id_type {
 
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+
+            /// A valid example value, for documentation and the tests that hold docs to code.
+            pub fn example() -> Self {
+                Self($example.to_owned())
             }
         }
 
@@ -102,25 +107,25 @@ fn token_char(c: char) -> bool {
 
 id_type!(
     /// Client-chosen id of one user message (a UUID in practice); the idempotency key of a turn.
-    MessageId, "message_id", 64, token_char
+    MessageId, "message_id", "0f8e8f2c-example", 64, token_char
 );
 id_type!(
     /// API Gateway's id for a WebSocket connection, such as `L0SM9cOFvHcCIhw=`.
-    ConnectionId, "connection_id", 128, |c: char| c.is_ascii_alphanumeric() || matches!(c, '=' | '-' | '_' | '+')
+    ConnectionId, "connection_id", "L0SM9cOFvHcCIhw=", 128, |c: char| c.is_ascii_alphanumeric() || matches!(c, '=' | '-' | '_' | '+')
 );
 id_type!(
     /// A shopper's conversation; survives reconnects when the client passes it back on `$connect`.
-    SessionId, "session_id", 64, token_char
+    SessionId, "session_id", "5e55104e5e55104e5e55104e5e55104e", 64, token_char
 );
 id_type!(
     /// The signed-in shopper, or `anon`.
-    UserId, "user_id", 128, |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@')
+    UserId, "user_id", "u-example", 128, |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@')
 );
 
 id_type!(
     /// A store product id: 10 upper-case letters and digits starting with `B0` (book ISBN-10s, all digits,
     /// are not products of this store). What the prompt, the cache keys and the product cards are keyed by.
-    Asin, "asin", 10, |c: char| c.is_ascii_uppercase() || c.is_ascii_digit()
+    Asin, "asin", "B0EXAMPLE1", 10, |c: char| c.is_ascii_uppercase() || c.is_ascii_digit()
 );
 
 impl Asin {
@@ -158,6 +163,15 @@ impl UserId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_example_is_valid() {
+        assert!(MessageId::parse(MessageId::example().as_str()).is_ok());
+        assert!(ConnectionId::parse(ConnectionId::example().as_str()).is_ok());
+        assert!(SessionId::parse(SessionId::example().as_str()).is_ok());
+        assert!(UserId::parse(UserId::example().as_str()).is_ok());
+        assert!(Asin::parse(Asin::example().as_str()).is_ok());
+    }
 
     #[test]
     fn api_gateway_connection_ids_are_accepted() {

@@ -21,8 +21,6 @@
 //! the metric with no dimensions at all, the aggregate over all traffic that the alarms watch (CloudWatch
 //! cannot compute a percentile across dimension values afterwards, so the aggregate must be published).
 
-use std::io::Write as _;
-
 use crate::protocol::TurnMetrics;
 
 /// The CloudWatch namespace of every metric this project publishes.
@@ -46,6 +44,9 @@ pub const PREGEN_HIT_RATE: &str = "pregen.hit_rate";
 pub const PREGEN_WASTED_TOKENS: &str = "pregen.wasted_tokens";
 /// Output tokens spent generating answers ahead of the question (emitted by the prefetch function).
 pub const PREGEN_GENERATED_TOKENS: &str = "pregen.generated_tokens";
+/// From the answer's last frame to a pre-generated answer of one of its products being cached, ms (0:
+/// ready before the answer ended), one value per answer generated while the turn streamed.
+pub const PREGEN_READY_MS: &str = "pregen.ready_ms";
 /// Input tokens Bedrock read from its prompt cache for the turn.
 pub const CACHE_READ_TOKENS: &str = "bedrock.cache_read_tokens";
 
@@ -75,6 +76,15 @@ pub const TYPING_SERVICE_CALLS: &str = "typing.service_calls";
 /// retrieval or service legs, else 0 (a copy of the memory alone, which serves any message, is no hit).
 pub const SPECULATION_HIT: &str = "typing.speculation_hit";
 
+/// Typed-ahead generations by `outcome`: `started`, `served`, `superseded` (a newer partial replaced it),
+/// `cancelled` (the message sent was another), `wasted` (finished, then cancelled or replaced), `failed`,
+/// `refused` (over a budget).
+pub const TYPED_AHEAD: &str = "answers.typed_ahead";
+/// Model tokens of typed-ahead generations, by the same `outcome` (`served`: the turn's own; `superseded`,
+/// `cancelled`, `wasted`: the waste).
+pub const TYPED_AHEAD_INPUT_TOKENS: &str = "answers.typed_ahead_input_tokens";
+pub const TYPED_AHEAD_OUTPUT_TOKENS: &str = "answers.typed_ahead_output_tokens";
+
 /// Every metric name above: what alarms and dashboards may refer to.
 pub const ALL: &[&str] = &[
     FIRST_TOKEN_LATENCY_MS,
@@ -87,6 +97,7 @@ pub const ALL: &[&str] = &[
     PREGEN_HIT_RATE,
     PREGEN_WASTED_TOKENS,
     PREGEN_GENERATED_TOKENS,
+    PREGEN_READY_MS,
     TURNS,
     TURN_STORE_FAILED,
     AUTH_DENIED,
@@ -97,6 +108,9 @@ pub const ALL: &[&str] = &[
     TYPING_RETRIEVALS,
     TYPING_SERVICE_CALLS,
     SPECULATION_HIT,
+    TYPED_AHEAD,
+    TYPED_AHEAD_INPUT_TOKENS,
+    TYPED_AHEAD_OUTPUT_TOKENS,
 ];
 
 /// The metrics of the design's alarm table (the first six of [`ALL`]): each has an alarm in the template.
@@ -276,16 +290,6 @@ impl Emf {
         }
         Value::Object(root).to_string()
     }
-
-    /// Writes the record to stdout as one line, which Lambda ships to CloudWatch Logs. The line is written
-    /// under the stdout lock in one call, so it never interleaves with log lines. A failed write is
-    /// ignored: a lost metric must not fail a turn, and there is nowhere else to report it.
-    pub fn emit(&self) {
-        let mut line = self.to_json();
-        line.push('\n');
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
-    }
 }
 
 /// The record of one finished turn: `metrics` under the design's names, dimensioned by its intent and
@@ -331,10 +335,25 @@ pub fn typing_record(timestamp_ms: u64, outcome: &str, retrievals: u32, service_
         .metric(TYPING_SERVICE_CALLS, f64::from(service_calls), Unit::Count)
 }
 
+/// The record of one typed-ahead generation event: its outcome, and the tokens it concerns.
+pub fn typed_ahead_record(timestamp_ms: u64, outcome: &str, input_tokens: u32, output_tokens: u32) -> Emf {
+    Emf::new(timestamp_ms)
+        .dimension(DIM_OUTCOME, outcome)
+        .dimension_sets(&[&[DIM_OUTCOME], &[]])
+        .metric(TYPED_AHEAD, 1.0, Unit::Count)
+        .metric(TYPED_AHEAD_INPUT_TOKENS, f64::from(input_tokens), Unit::Count)
+        .metric(TYPED_AHEAD_OUTPUT_TOKENS, f64::from(output_tokens), Unit::Count)
+}
+
 /// The records of one guardrail intervention: one [`GUARDRAIL_INTERVENTIONS`] per policy family that
 /// acted (`unknown` when the trace named none), by policy and direction, and by direction alone.
-pub fn guardrail_record(timestamp_ms: u64, direction: crate::safety::Direction, policies: &[&str]) -> GuardrailRecords {
-    let policies: Vec<&str> = if policies.is_empty() { vec![EMPTY_DIMENSION_VALUE] } else { policies.to_vec() };
+pub fn guardrail_record(
+    timestamp_ms: u64,
+    direction: crate::safety::Direction,
+    policies: &[crate::safety::GuardrailPolicy],
+) -> GuardrailRecords {
+    let policies: Vec<&str> =
+        if policies.is_empty() { vec![EMPTY_DIMENSION_VALUE] } else { policies.iter().map(|p| p.as_str()).collect() };
     GuardrailRecords(
         policies
             .iter()
@@ -361,10 +380,8 @@ pub fn guardrail_record(timestamp_ms: u64, direction: crate::safety::Direction, 
 pub struct GuardrailRecords(pub Vec<Emf>);
 
 impl GuardrailRecords {
-    pub fn emit(&self) {
-        for r in &self.0 {
-            r.emit();
-        }
+    pub fn records(&self) -> &[Emf] {
+        &self.0
     }
 }
 
@@ -393,8 +410,13 @@ pub fn auth_denied_record(timestamp_ms: u64, reason: &str) -> Emf {
     )
 }
 
-/// The record of one prefetch run that pre-generated: tokens spent, and tokens of earlier answers that
-/// were never served.
+/// How long after its answer ended one pre-generated answer was ready ([`PREGEN_READY_MS`]).
+pub fn pregen_ready_record(timestamp_ms: u64, ready_ms: f64) -> Emf {
+    Emf::new(timestamp_ms).metric(PREGEN_READY_MS, ready_ms, Unit::Milliseconds)
+}
+
+/// The record of one prefetch run (or turn) that pre-generated: tokens spent, and tokens of earlier
+/// answers that were never served.
 pub fn pregen_record(timestamp_ms: u64, generated_tokens: u32, wasted_tokens: u32) -> Emf {
     Emf::new(timestamp_ms).metric(PREGEN_GENERATED_TOKENS, f64::from(generated_tokens), Unit::Count).metric(
         PREGEN_WASTED_TOKENS,
@@ -406,6 +428,7 @@ pub fn pregen_record(timestamp_ms: u64, generated_tokens: u32, wasted_tokens: u3
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::safety::GuardrailPolicy;
     use serde_json::Value;
 
     /// Checks `line` against the rules of the EMF specification that CloudWatch enforces, and returns it
@@ -516,6 +539,7 @@ mod tests {
         let elsewhere = [
             PREGEN_WASTED_TOKENS,
             PREGEN_GENERATED_TOKENS,
+            PREGEN_READY_MS,
             TURNS,
             TURN_STORE_FAILED,
             AUTH_DENIED,
@@ -526,6 +550,9 @@ mod tests {
             TYPING_SERVICE_CALLS,
             // Added to the turn's record by the turn, only while speculation is on.
             SPECULATION_HIT,
+            TYPED_AHEAD,
+            TYPED_AHEAD_INPUT_TOKENS,
+            TYPED_AHEAD_OUTPUT_TOKENS,
         ];
         let per_turn: Vec<&&str> = ALL.iter().filter(|n| !elsewhere.contains(n)).collect();
         assert_eq!(names.len(), per_turn.len());
@@ -535,7 +562,8 @@ mod tests {
     #[test]
     fn a_guardrail_intervention_is_counted_once_per_policy_and_once_in_total() {
         use crate::safety::Direction;
-        let recs = guardrail_record(1, Direction::Output, &["topic", "sensitive_information"]).0;
+        let recs =
+            guardrail_record(1, Direction::Output, &[GuardrailPolicy::Topic, GuardrailPolicy::SensitiveInformation]).0;
         assert_eq!(recs.len(), 2);
         let docs: Vec<Value> = recs.iter().map(|r| assert_valid_emf(&r.to_json())).collect();
         assert_eq!((docs[0]["policy"].as_str(), docs[0]["direction"].as_str()), (Some("topic"), Some("output")));

@@ -55,8 +55,9 @@ pub const CLAUDE_HAIKU_4_5: &str = "anthropic.claude-haiku-4-5-20251001-v1:0";
 /// Amazon Nova 2 Lite: the small fast model for simple intents and summaries.
 pub const NOVA_2_LITE: &str = "amazon.nova-2-lite-v1:0";
 
-/// The capability table. Facts checked on 2026-12-02 against the pages named in `source`; a fact that could
-/// not be verified is recorded as "not offered", so no lever is ever sent on a guess.
+/// The capability table. Facts checked on 2026-12-02 against the pages named in `source` (the fast models
+/// callable from ap-northeast-1 again on 2026-12-04: no Claude Haiku newer than 4.5 was found); a fact that
+/// could not be verified is recorded as "not offered", so no lever is ever sent on a guess.
 pub const FAMILIES: &[Family] = &[
     Family {
         name: "Claude Haiku 4.5",
@@ -91,7 +92,9 @@ pub const FAMILIES: &[Family] = &[
         latency_optimized: false,
         priority_tier: false,
         source: "Bedrock model card model-card-amazon-nova-micro; Nova user guide invoke.html (prefill); \
-                 prompt-caching table (1K, 1,536 in AWS's agent toolkit: the larger is used)",
+                 prompt-caching table (1K, 1,536 in AWS's agent toolkit: the larger is used); from ap-northeast-1 \
+                 only through the apac. profile (batch-inference-supported table; apac.amazon.nova-micro-v1:0 \
+                 listed in ap-northeast-1): requests leave Japan, no jp. profile found",
     },
     Family {
         name: "Amazon Nova Lite",
@@ -101,7 +104,8 @@ pub const FAMILIES: &[Family] = &[
         cache_min_tokens: Some(1536),
         latency_optimized: false,
         priority_tier: false,
-        source: "Bedrock model card model-card-amazon-nova-lite; Nova user guide invoke.html; prompt-caching table",
+        source: "Bedrock model card model-card-amazon-nova-lite; Nova user guide invoke.html; prompt-caching table; \
+                 from ap-northeast-1 only through the apac. profile (batch-inference-supported table)",
     },
     Family {
         name: "Amazon Nova Pro",
@@ -153,6 +157,27 @@ pub fn base_model_id(id: &str) -> &str {
 /// Whether `id` is a provisioned-throughput ARN.
 pub fn is_provisioned_arn(id: &str) -> bool {
     id.contains(":provisioned-model/")
+}
+
+/// The model a client is told answered: `served` when it is a model or inference-profile id; the model or
+/// profile id inside a foundation-model or system inference-profile ARN; otherwise (a provisioned-throughput,
+/// custom-model or application-profile ARN, which name the account and no model) `intent_model`, the id the
+/// intent's route asked for (provisioned throughput serves that same base model), or, when that too is an
+/// ARN, its family's name. Never an ARN, never an account id.
+pub fn client_model_id(served: &str, intent_model: &str) -> String {
+    let Some(rest) = served.strip_prefix("arn:") else { return served.to_owned() };
+    for resource in ["foundation-model/", "inference-profile/"] {
+        if let Some((_, id)) = rest.split_once(resource)
+            && !id.is_empty()
+            && !rest.contains("application-inference-profile/")
+        {
+            return id.to_owned();
+        }
+    }
+    if !intent_model.is_empty() && !intent_model.starts_with("arn:") {
+        return intent_model.to_owned();
+    }
+    family(intent_model).or_else(|| family(served)).map_or_else(|| "provisioned".to_owned(), |f| f.name.to_owned())
 }
 
 /// The family of a model id, profile id or context-suffixed id.
@@ -327,6 +352,28 @@ impl ModelRouting {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_is_never_told_an_arn_or_an_account() {
+        let haiku = "jp.anthropic.claude-haiku-4-5-20251001-v1:0";
+        let pt = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abc123xyz";
+        assert_eq!(client_model_id(pt, haiku), haiku);
+        assert_eq!(client_model_id(haiku, "other"), haiku);
+        assert_eq!(
+            client_model_id("arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-lite-v1:0", haiku),
+            "amazon.nova-lite-v1:0"
+        );
+        assert_eq!(
+            client_model_id("arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.amazon.nova-lite-v1:0", ""),
+            "us.amazon.nova-lite-v1:0"
+        );
+        let app = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3";
+        assert_eq!(client_model_id(app, haiku), haiku);
+        assert_eq!(client_model_id(pt, app), "provisioned");
+        for out in [client_model_id(pt, haiku), client_model_id(app, pt)] {
+            assert!(!out.contains("arn:") && !out.contains("123456789012"), "{out}");
+        }
+    }
 
     #[test]
     fn profile_ids_suffixes_and_arns_reduce_to_the_base_id() {

@@ -2,7 +2,7 @@
 //!
 //! - client -> `{"action":"sendMessage","message_id":"<uuid>","text":"...","page_context":{...}}`
 //! - client -> `{"action":"typing","text":"<typed so far>","page_context":{...}}` ([`TypingFrame`]; answered
-//!   with nothing: the server speculates the context, see [`crate::speculate`])
+//!   with nothing: the server speculates the context, see [`crate::ahead::speculate`])
 //! - server -> `delta`, `completed`, `retract` (the guardrail stopped the answer), `error`, `session` events
 //!   ([`ServerEvent`]).
 //!
@@ -12,13 +12,23 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::error::FrameError;
+use crate::error::{ErrorCode, FrameError};
 use crate::ids::{Asin, MessageId};
 use crate::intent::Intent;
 
-/// The longest user message accepted, in bytes of UTF-8. A shopper's question is a sentence or two; the
-/// prompt budget gives the user message about 100 tokens, so 4 KB is generous and still bounds cost.
+mod frame;
+
+pub use frame::{MessageFields, message_fields, read_object};
+
+/// The longest raw `text` read at all, in bytes of UTF-8: a cheap bound checked before anything else
+/// (the token limit below is the one a shopper meets).
 pub const MAX_TEXT_BYTES: usize = 4 * 1024;
+/// The message limit, in tokens of the normalized text (cl100k; see [`crate::tokenizer::count_at_most`]),
+/// checked at the parse before any work. About 250 Japanese or 1,000 English characters: three times a
+/// typical two-to-three-sentence question (72-89 tokens in Japanese, 32-48 in English; README, Limits).
+/// The prompt reserves `BUDGET_USER_MESSAGE_TOKENS` for the message; a longer one takes the difference
+/// from the retrieved context, so the prompt's total holds ([`crate::compress`]).
+pub const MAX_MESSAGE_TOKENS: usize = 300;
 /// The largest `page_context` accepted, serialized.
 pub const MAX_PAGE_CONTEXT_BYTES: usize = 4 * 1024;
 /// API Gateway WebSocket frames are limited to 32 KB; every frame we post stays under this.
@@ -35,20 +45,21 @@ pub const ACTION_TYPING: &str = "typing";
 /// A larger one is dropped unparsed (and counted).
 pub const MAX_TYPING_FRAME_BYTES: usize = MAX_TEXT_BYTES + MAX_PAGE_CONTEXT_BYTES + 512;
 
-/// The action a frame names, when it is a JSON object with a string `action` (routing only; the frame is
-/// validated by the action's parser).
+/// The action a frame names, when it is a JSON object (without duplicate keys: [`read_object`], the
+/// reader every parser uses) with a string `action`. Routing only; the frame is validated by the action's
+/// parser, which refuses whatever this cannot read.
 pub fn action_of(frame: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Head {
-        action: Option<String>,
+    match read_object(frame).ok()?.remove("action")? {
+        Value::String(a) => Some(a),
+        _ => None,
     }
-    serde_json::from_str::<Head>(frame).ok()?.action
 }
 
 /// A validated client message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientMessage {
     pub message_id: MessageId,
+    /// Normalized and masked ([`crate::safety::shopper_text`]), within [`MAX_MESSAGE_TOKENS`], not empty.
     pub text: String,
     /// What the shopper is looking at (current ASIN, store section, cart, ...), as sent by the page.
     pub page_context: Map<String, Value>,
@@ -65,11 +76,7 @@ impl ClientMessage {
     /// Parses one WebSocket text frame.
     pub fn parse(frame: &str) -> Result<Self, Rejected> {
         let reject = |message_id: Option<String>, error| Rejected { message_id, error };
-        let value: Value =
-            serde_json::from_str(frame).map_err(|e| reject(None, FrameError::BadFrame(e.to_string())))?;
-        let Value::Object(mut obj) = value else {
-            return Err(reject(None, FrameError::BadFrame("expected an object".to_owned())));
-        };
+        let mut obj = read_object(frame).map_err(|e| reject(None, e))?;
         // Echo the id back on errors only if it is well-formed: never reflect arbitrary input.
         let raw_id = obj.get("message_id").and_then(Value::as_str).map(str::to_owned);
         let echo_id = raw_id.as_deref().and_then(|s| MessageId::parse(s).ok()).map(|m| m.to_string());
@@ -91,46 +98,10 @@ impl ClientMessage {
             .map_err(|e| reject(None, FrameError::InvalidField { field: "message_id", reason: e.reason.to_owned() }))?;
         let echo = Some(message_id.to_string());
 
-        let text = match obj.remove("text") {
-            Some(Value::String(t)) => t,
-            Some(_) => {
-                return Err(reject(
-                    echo,
-                    FrameError::InvalidField { field: "text", reason: "must be a string".into() },
-                ));
-            }
-            None => return Err(reject(echo, FrameError::MissingField("text"))),
-        };
-        if text.len() > MAX_TEXT_BYTES {
-            return Err(reject(echo, FrameError::MessageTooLong { len: text.len(), limit: MAX_TEXT_BYTES }));
-        }
-        let text = text.trim().to_owned();
+        let MessageFields { text, page_context } = message_fields(&mut obj).map_err(|e| reject(echo.clone(), e))?;
         if text.is_empty() {
             return Err(reject(echo, FrameError::InvalidField { field: "text", reason: "is empty".into() }));
         }
-
-        let page_context = match obj.remove("page_context") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(m)) => {
-                let size = serde_json::to_string(&m).map_or(usize::MAX, |s| s.len());
-                if size > MAX_PAGE_CONTEXT_BYTES {
-                    return Err(reject(
-                        echo,
-                        FrameError::InvalidField {
-                            field: "page_context",
-                            reason: format!("is {size} bytes; the limit is {MAX_PAGE_CONTEXT_BYTES}"),
-                        },
-                    ));
-                }
-                crate::safety::page_context(m).map_err(|e| reject(echo.clone(), e))?
-            }
-            Some(_) => {
-                return Err(reject(
-                    echo,
-                    FrameError::InvalidField { field: "page_context", reason: "must be an object".into() },
-                ));
-            }
-        };
         Ok(Self { message_id, text, page_context })
     }
 }
@@ -138,7 +109,7 @@ impl ClientMessage {
 /// A validated `typing` frame: the partial text and the page it is typed on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TypingFrame {
-    /// Trimmed; may be empty (the shopper cleared the box).
+    /// Normalized, masked and trimmed, as a sent message's; may be empty (the shopper cleared the box).
     pub text: String,
     pub page_context: Map<String, Value>,
 }
@@ -150,36 +121,12 @@ impl TypingFrame {
         if frame.len() > MAX_TYPING_FRAME_BYTES {
             return Err(FrameError::MessageTooLong { len: frame.len(), limit: MAX_TYPING_FRAME_BYTES });
         }
-        let value: Value = serde_json::from_str(frame).map_err(|e| FrameError::BadFrame(e.to_string()))?;
-        let Value::Object(mut obj) = value else {
-            return Err(FrameError::BadFrame("expected an object".to_owned()));
-        };
+        let mut obj = read_object(frame)?;
         if obj.get("action").and_then(Value::as_str) != Some(ACTION_TYPING) {
             return Err(FrameError::UnknownAction("<not typing>".to_owned()));
         }
-        let text = match obj.remove("text") {
-            Some(Value::String(t)) => t,
-            Some(_) => return Err(FrameError::InvalidField { field: "text", reason: "must be a string".into() }),
-            None => return Err(FrameError::MissingField("text")),
-        };
-        if text.len() > MAX_TEXT_BYTES {
-            return Err(FrameError::MessageTooLong { len: text.len(), limit: MAX_TEXT_BYTES });
-        }
-        let page_context = match obj.remove("page_context") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(m)) => {
-                let size = serde_json::to_string(&m).map_or(usize::MAX, |s| s.len());
-                if size > MAX_PAGE_CONTEXT_BYTES {
-                    let reason = format!("is {size} bytes; the limit is {MAX_PAGE_CONTEXT_BYTES}");
-                    return Err(FrameError::InvalidField { field: "page_context", reason });
-                }
-                crate::safety::page_context(m)?
-            }
-            Some(_) => {
-                return Err(FrameError::InvalidField { field: "page_context", reason: "must be an object".into() });
-            }
-        };
-        Ok(Self { text: text.trim().to_owned(), page_context })
+        let MessageFields { text, page_context } = message_fields(&mut obj)?;
+        Ok(Self { text, page_context })
     }
 }
 
@@ -225,6 +172,39 @@ pub enum Served {
     Pregen,
     /// A pre-generated answer's first sentence, continued by the model.
     PregenOpening,
+    /// The model's answer to the text as typed, started before the message was sent.
+    TypedAhead,
+}
+
+/// A leg of context assembly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Leg {
+    /// Conversation memory (recent turns and the summary, from the store).
+    Memory,
+    /// Retrieved passages.
+    Retrieval,
+    /// The prefetched cache.
+    Cache,
+    /// The product services.
+    Services,
+}
+
+impl Leg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Retrieval => "retrieval",
+            Self::Cache => "cache",
+            Self::Services => "services",
+        }
+    }
+}
+
+impl PartialEq<&str> for Leg {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// Per-leg timings of context assembly, ms (0 for a leg that did not run).
@@ -265,8 +245,15 @@ pub struct TurnMetrics {
     /// `prompt_tokens / raw_tokens`.
     pub compression_ratio: f64,
     pub intent: Intent,
-    /// The model id or provisioned-throughput ARN that answered.
+    /// The model that answered, as a client may be told it: the intent's model id (or the fallback's, or the
+    /// pre-generating model's), never a provisioned-throughput ARN with its account id
+    /// ([`crate::models::client_model_id`]; serialized through it again, so no ARN can reach a client).
+    #[serde(serialize_with = "client_safe_model")]
     pub model: String,
+    /// The exact model id or provisioned-throughput ARN the request went to: logs and the stored record
+    /// only, never sent.
+    #[serde(skip)]
+    pub served_by: String,
     pub route: Route,
     /// Context assembly, turn start to everything gathered.
     pub assembly_ms: f64,
@@ -288,7 +275,15 @@ pub struct TurnMetrics {
     /// ASINs the answer named that were not in this turn's context (no card was made for them).
     pub unknown_asins: u32,
     /// Context legs served by a typing-time speculation (`retrieval`, `services`) instead of run at send.
-    pub speculated_legs: Vec<&'static str>,
+    pub speculated_legs: Vec<Leg>,
+    /// Of a typed-ahead answer: how much of the model's first-token time had passed when the message was
+    /// sent (the part the shopper did not wait for), ms; 0 otherwise.
+    pub ahead_ms: f64,
+}
+
+/// `model` as a client may see it, whatever was put in it (defense in depth: an ARN never leaves).
+fn client_safe_model<S: serde::Serializer>(model: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::models::client_model_id(model, ""))
 }
 
 /// Server -> client events.
@@ -308,7 +303,7 @@ pub enum ServerEvent<'a> {
     },
     Error {
         message_id: Option<&'a str>,
-        code: &'a str,
+        code: ErrorCode,
         message: &'a str,
         retryable: bool,
         /// When to try again (`rate_limited`).
@@ -363,7 +358,7 @@ pub fn prefix_fitting(text: &str, budget: usize) -> usize {
 mod tests {
     use super::*;
 
-    fn code(frame: &str) -> &'static str {
+    fn code(frame: &str) -> ErrorCode {
         ClientMessage::parse(frame).unwrap_err().error.code()
     }
 
@@ -418,6 +413,60 @@ mod tests {
         assert_eq!(code(&long), "message_too_long");
         let huge = format!(r#"{{"action":"typing","text":"{}"}}"#, "a".repeat(MAX_TYPING_FRAME_BYTES));
         assert_eq!(code(&huge), "message_too_long", "refused before parsing");
+    }
+
+    #[test]
+    fn a_frame_with_a_duplicate_key_is_neither_routed_nor_processed() {
+        for frame in [
+            r#"{"action":"typing","action":"sendMessage","message_id":"m-1","text":"hi"}"#,
+            r#"{"action":"sendMessage","message_id":"m-1","text":"hi","text":"raw scans"}"#,
+            r#"{"action":"sendMessage","message_id":"m-1","text":"hi","page_context":{"current_asin":"B0UZUMAKI1","current_asin":"B0FAKE0001"}}"#,
+            r#"{"action":"sendMessage","message_id":"m-1","text":"hi","page_context":{"x":[{"a":1,"a":2}]}}"#,
+        ] {
+            assert_eq!(action_of(frame), None, "the router reads no action from {frame}");
+            assert_eq!(code(frame), "bad_frame", "{frame}");
+            let typing = frame.replacen(r#""action":"sendMessage""#, r#""action":"typing""#, 1);
+            assert_eq!(TypingFrame::parse(&typing).unwrap_err().code(), "bad_frame", "{typing}");
+        }
+        assert_eq!(action_of(r#"{"action":"typing","text":"a"}"#).as_deref(), Some("typing"));
+        assert_eq!(action_of(r#"{"action":"typing"} trailing"#), None);
+    }
+
+    #[test]
+    fn the_message_limit_is_tokens_checked_at_the_parse() {
+        let frame =
+            |text: &str| serde_json::json!({"action": "sendMessage", "message_id": "m-1", "text": text}).to_string();
+        // Three sentences in Japanese, three times over: about 250 tokens, admitted.
+        let ja = "ホラー漫画が好きで、伊藤潤二の『うずまき』はもう読みました。同じくらい怖くて、できれば10巻以内で完結している作品はありますか？電子書籍ではなく紙の本で探しています。";
+        assert!(ClientMessage::parse(&frame(&ja.repeat(3))).is_ok());
+        let r = ClientMessage::parse(&frame(&ja.repeat(4))).unwrap_err();
+        assert_eq!((r.error.code().as_str(), r.message_id.as_deref()), ("message_too_long", Some("m-1")));
+        let en = "I loved Uzumaki and I'm looking for something equally unsettling, ideally a completed series. ";
+        assert!(ClientMessage::parse(&frame(&en.repeat(10))).is_ok());
+        assert_eq!(code(&frame(&en.repeat(20))), "message_too_long");
+        let typing = serde_json::json!({"action": "typing", "text": ja.repeat(4)}).to_string();
+        assert_eq!(TypingFrame::parse(&typing).unwrap_err().code(), "message_too_long");
+    }
+
+    #[test]
+    fn the_parsed_text_is_normalized_and_masked() {
+        let m = ClientMessage::parse(
+            r#"{"action":"sendMessage","message_id":"m-1","text":" ｒａｗ\u200b scаns? card 4111 1111 1111 1111, tel 090-1234-5678 "}"#,
+        )
+        .unwrap();
+        assert_eq!(m.text, "raw scans? card {CREDIT_DEBIT_CARD_NUMBER}, tel {PHONE}");
+        let t = TypingFrame::parse(r#"{"action":"typing","text":"call 090-1234-5678"}"#).unwrap();
+        assert_eq!(t.text, "call {PHONE}");
+        assert_eq!(code(r#"{"action":"sendMessage","message_id":"m","text":"\u200b\u2060"}"#), "invalid_field");
+    }
+
+    #[test]
+    fn a_completed_event_never_carries_the_model_arn() {
+        let arn = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abc123";
+        let metrics = TurnMetrics { model: arn.into(), served_by: arn.into(), ..TurnMetrics::default() };
+        let f = ServerEvent::Completed { message_id: "m", seq: 1, products: &[], metrics: &metrics }.to_frame();
+        let text = String::from_utf8(f).unwrap();
+        assert!(!text.contains("arn:") && !text.contains("123456789012"), "{text}");
     }
 
     #[test]

@@ -14,6 +14,9 @@
 //!   `ApplyGuardrail`, side by side with context assembly, before any model call. See [`SafetyConfig`].
 //! - **Products that exist.** [`KnownProducts`] is the set of ASINs this turn's context holds; a product
 //!   card is made only for those.
+//! - **Normalized, masked text.** [`shopper_text`] is what the parse hands on: the text NFKC-normalized,
+//!   invisible characters dropped, mixed-script look-alikes mapped ([`normalize`]), card and phone numbers
+//!   masked ([`mask`]); the input guardrail also gets a folded variant ([`normalize::guard_variant`]).
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -24,11 +27,28 @@ use serde_json::{Map, Value};
 use crate::error::FrameError;
 use crate::ids::Asin;
 
+pub mod mask;
+pub mod normalize;
+
+/// The shopper's text as every step after the parse takes it: [`normalize::canonical`], then
+/// [`mask::mask_numbers`], trimmed. The raw text is never used again (nor logged).
+pub fn shopper_text(raw: &str) -> String {
+    let canonical = normalize::canonical(raw);
+    mask::mask_numbers(canonical.trim()).into_owned()
+}
+
 /// A Bedrock guardrail: its id (or ARN) and version (`DRAFT` or a number).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuardrailRef {
     pub id: String,
     pub version: String,
+}
+
+impl GuardrailRef {
+    /// `id:version`: which guardrail gave a verdict (a verdict of another is never reused).
+    pub fn name(&self) -> String {
+        format!("{}:{}", self.id, self.version)
+    }
 }
 
 /// Which side of the model a guardrail assessed.
@@ -66,31 +86,59 @@ impl Default for SafetyConfig {
 }
 
 /// The policy families a guardrail assessment names (`guardrail.interventions` is dimensioned by them).
-pub const POLICIES: &[&str] =
-    &["topic", "content", "word", "sensitive_information", "contextual_grounding", "automated_reasoning"];
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardrailPolicy {
+    /// Denied topics.
+    Topic,
+    /// Content filters (hate, violence, sexual, misconduct, prompt attack).
+    Content,
+    /// Word filters.
+    Word,
+    /// Sensitive information (PII, regexes).
+    SensitiveInformation,
+    ContextualGrounding,
+    AutomatedReasoning,
+}
+
+impl GuardrailPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Topic => "topic",
+            Self::Content => "content",
+            Self::Word => "word",
+            Self::SensitiveInformation => "sensitive_information",
+            Self::ContextualGrounding => "contextual_grounding",
+            Self::AutomatedReasoning => "automated_reasoning",
+        }
+    }
+}
+
+/// `topic,sensitive_information`: how a stored turn names the policies that stopped it.
+pub fn policy_list(policies: &[GuardrailPolicy]) -> String {
+    policies.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",")
+}
 
 /// What a guardrail said about some text.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Assessment {
     /// The guardrail intervened (blocked, or masked something).
     pub intervened: bool,
     /// At least one policy blocked (not only masked).
     pub blocked: bool,
-    /// The policy families that acted (one of [`POLICIES`] each), without repeats.
-    pub policies: Vec<&'static str>,
+    /// The policy families that acted, without repeats.
+    pub policies: Vec<GuardrailPolicy>,
     /// The texts as the guardrail returned them (masked), one per text sent, when it intervened.
     pub outputs: Vec<String>,
 }
 
 impl Assessment {
     /// Records that `policy` acted.
-    pub fn acted(&mut self, policy: &str, blocked: bool) {
+    pub fn acted(&mut self, policy: GuardrailPolicy, blocked: bool) {
         self.intervened = true;
         self.blocked |= blocked;
-        if let Some(p) = POLICIES.iter().find(|p| **p == policy)
-            && !self.policies.contains(p)
-        {
-            self.policies.push(p);
+        if !self.policies.contains(&policy) {
+            self.policies.push(policy);
         }
     }
 }
@@ -112,9 +160,6 @@ pub fn blocked_input_message(japanese: bool) -> &'static str {
         "Sorry, I can't help with that request. Ask me about manga, orders or the store."
     }
 }
-
-/// Whether `text` is Japanese (picks the language of the messages above).
-pub use crate::intent::is_japanese;
 
 /// Angle brackets and their look-alikes: none may reach the prompt from untrusted text.
 fn is_bracket(c: char) -> Option<char> {
@@ -175,7 +220,7 @@ enum PageField {
 }
 
 /// The schema: every key a page may send. Which of them reach the prompt depends on the intent
-/// ([`crate::compress::page_fields`]).
+/// ([`crate::prompt::compress::page_fields`]).
 const PAGE_SCHEMA: &[(&str, PageField)] = &[
     ("current_asin", PageField::Asin),
     ("browsing_history", PageField::Asins),
@@ -269,6 +314,29 @@ impl KnownProducts {
         let kept: Vec<Asin> = named.into_iter().filter(|a| self.contains(a)).collect();
         let dropped = u32::try_from(before - kept.len()).unwrap_or(u32::MAX);
         (kept, dropped)
+    }
+}
+
+/// The input guardrail's verdict on a partial, kept so that the message sent with exactly that text and
+/// page context needs no check at send.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InputVerdict {
+    /// `id:version` of the guardrail that assessed (a verdict of another guardrail is never reused).
+    pub guardrail: String,
+    /// The exact texts assessed: the message, and its page context as JSON (empty when none).
+    pub text: String,
+    pub page: String,
+    pub blocked: bool,
+    /// The policy families that acted.
+    pub policies: Vec<GuardrailPolicy>,
+    /// The message with what the guardrail masked replaced, when it masked without blocking.
+    pub masked: Option<String>,
+}
+
+impl InputVerdict {
+    /// Whether this verdict is the one `guardrail` would give `text` on `page` now.
+    pub fn fits(&self, guardrail: &str, text: &str, page: &str) -> bool {
+        self.guardrail == guardrail && self.text == text && self.page == page
     }
 }
 

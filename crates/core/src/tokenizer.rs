@@ -249,6 +249,24 @@ impl Tokenizer for Estimator {
     }
 }
 
+/// `Some(bound)` when `text` costs at most `limit` tokens under every counter here (the BPE and the warm-up
+/// heuristic), `bound` being at least what either counts; `None` when it may cost more. For admitting a
+/// message at the parse, so that the compressor, whichever counter it has at hand then, never finds it
+/// longer. A cl100k token is at least one byte and the heuristic counts at most one per byte, so a text of
+/// at most `limit` bytes is admitted without counting; a longer one is counted with the BPE (which waits
+/// for the tables if the warm-up thread is still building them: once per container, and only for a
+/// message longer than `limit` bytes in its first tens of milliseconds), stopping at the limit.
+pub fn count_at_most(text: &str, limit: usize) -> Option<usize> {
+    if text.len() <= limit {
+        return Some(text.len());
+    }
+    let heuristic = Heuristic.count(text);
+    if heuristic > limit {
+        return None;
+    }
+    Cl100k.count_up_to(text, limit).map(|bpe| bpe.max(heuristic))
+}
+
 /// Per-model ratio of the tokens Bedrock bills to the tokens we estimated for the same request, learned
 /// as an exponentially weighted average (weight 0.2 per observation, clamped to 0.5..=2.0).
 #[derive(Debug, Default)]
@@ -361,6 +379,26 @@ mod tests {
         }
         assert!(est.is_exact());
         assert_eq!(est.count("Hello, world!"), 4);
+    }
+
+    #[test]
+    fn a_bound_at_most_the_limit_is_never_below_either_count() {
+        let texts = [
+            "Could you recommend a horror manga similar to Uzumaki with fewer volumes?".repeat(4),
+            "おすすめのファンタジー漫画はありますか?全巻セットだと嬉しいです。".repeat(6),
+            "aaaa aaaa aaaa ".repeat(30),
+            "x9$Qz".repeat(40),
+            "龘靐齉".repeat(50),
+        ];
+        for text in &texts {
+            for limit in [10, 50, 100, 300, 1000] {
+                let (bpe, h) = (Cl100k.count(text), Heuristic.count(text));
+                match count_at_most(text, limit) {
+                    Some(bound) => assert!(bound >= bpe && bound >= h && bound <= limit),
+                    None => assert!(bpe.max(h) > limit, "{text}: bpe {bpe} heuristic {h} limit {limit}"),
+                }
+            }
+        }
     }
 
     #[test]

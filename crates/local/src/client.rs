@@ -61,9 +61,25 @@ pub async fn authenticated(ws_url: &str, user: &str) -> anyhow::Result<String> {
     Ok(with_token(ws_url, &token))
 }
 
+/// What the client has seen of one message's current attempt.
+#[derive(Debug, Default)]
+struct Seen {
+    /// `seq` values shown (deltas, and the `completed` / `retract` that follow them).
+    seqs: std::collections::HashSet<u64>,
+    /// `completed`, `error` or `retract` arrived: the message is over.
+    ended: bool,
+}
+
 /// A connected chat client.
+///
+/// Repeats are dropped as the wire protocol says a client must (README, Wire protocol): a post the server
+/// retried after an ambiguous failure (its first attempt timed out, yet reached the socket) delivers a frame
+/// twice, so an event whose `message_id` and `seq` were seen already, or any event of a message that has
+/// ended, is not returned; [`ChatClient::repeats_dropped`] counts them.
 pub struct ChatClient {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    seen: std::collections::HashMap<String, Seen>,
+    repeats: u64,
 }
 
 impl ChatClient {
@@ -72,7 +88,7 @@ impl ChatClient {
             .await
             .context("Timed out connecting")?
             .with_context(|| format!("Failed to connect to {url}"))?;
-        Ok(Self { ws })
+        Ok(Self { ws, seen: std::collections::HashMap::new(), repeats: 0 })
     }
 
     /// Sends a raw text frame.
@@ -88,6 +104,8 @@ impl ChatClient {
     }
 
     pub async fn send_with_id(&mut self, id: &str, text: &str, page_context: Option<&Value>) -> anyhow::Result<()> {
+        // A resend under the same id is a new attempt: its events start again.
+        self.seen.remove(id);
         let mut frame = json!({ "action": "sendMessage", "message_id": id, "text": text });
         if let Some(pc) = page_context {
             frame["page_context"] = pc.clone();
@@ -100,12 +118,40 @@ impl ChatClient {
         loop {
             let msg = tokio::time::timeout(timeout, self.ws.next()).await.context("Timed out waiting for an event")?;
             match msg {
-                Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).context("Server sent a non-JSON frame"),
+                Some(Ok(Message::Text(t))) => {
+                    let ev: Value = serde_json::from_str(&t).context("Server sent a non-JSON frame")?;
+                    if self.is_repeat(&ev) {
+                        self.repeats += 1;
+                        continue;
+                    }
+                    return Ok(ev);
+                }
                 Some(Ok(Message::Close(_))) | None => bail!("connection closed"),
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(e).context("WebSocket error"),
             }
         }
+    }
+
+    /// Events dropped as repeats so far (a retried post delivered twice).
+    pub fn repeats_dropped(&self) -> u64 {
+        self.repeats
+    }
+
+    /// Whether `ev` repeats what this client has seen (and records it when not).
+    fn is_repeat(&mut self, ev: &Value) -> bool {
+        let Some(id) = ev["message_id"].as_str() else { return false };
+        let seen = self.seen.entry(id.to_owned()).or_default();
+        if seen.ended {
+            return true;
+        }
+        if let Some(seq) = ev["seq"].as_u64()
+            && !seen.seqs.insert(seq)
+        {
+            return true;
+        }
+        seen.ended = matches!(ev["type"].as_str(), Some("completed" | "error" | "retract"));
+        false
     }
 
     /// The connection's session id (a `session` frame, answered with the `session` event): pass it back

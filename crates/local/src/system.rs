@@ -14,12 +14,15 @@ use chat::handler::{App, handle};
 use lambda_runtime::LambdaEvent;
 use mangaassist_adapters::apigw::ApiGatewaySinks;
 use mangaassist_adapters::auth::verify::Verifier;
-use mangaassist_adapters::bedrock::BedrockModel;
+use mangaassist_adapters::bedrock::{BedrockModel, StreamOpen};
+use mangaassist_adapters::warm::Warmer;
 use mangaassist_core::clock::SystemClock;
 use mangaassist_core::ports::Store;
+use mangaassist_core::ports::answers::AnswerBuffer;
 use mangaassist_core::prefetch::{PrefetchConfig, Prefetcher, Pregenerator};
 use mangaassist_core::prompt::Prompter;
 use mangaassist_core::routes::Routes;
+use mangaassist_core::safety::{GuardrailRef, SafetyConfig};
 use mangaassist_core::sources::Cache;
 use mangaassist_core::sources::Sources;
 use mangaassist_core::turn::{Engine, TurnConfig};
@@ -75,6 +78,11 @@ pub struct SystemOptions {
     pub prefetch: bool,
     /// `ALLOW_GUESTS` of the local authorizer and token endpoint (on by default).
     pub allow_guests: bool,
+    /// The chat function's connection warm-up (`WARM_CONNECTIONS`): the Bedrock connection opened at start,
+    /// refreshed on `$connect` and `typing` after `idle` without traffic. Off by default.
+    pub warm: Option<std::time::Duration>,
+    /// How the chat function opens a Bedrock stream (`BEDROCK_FIRST_BYTE_MS`): the production default.
+    pub stream_open: StreamOpen,
 }
 
 impl Default for SystemOptions {
@@ -88,8 +96,69 @@ impl Default for SystemOptions {
             sources: SourceLatency::default(),
             prefetch: false,
             allow_guests: true,
+            warm: None,
+            stream_open: StreamOpen::default(),
         }
     }
+}
+
+/// The guardrail the local system uses (the emulator applies its documented policy to any id).
+pub fn local_guardrail() -> GuardrailRef {
+    GuardrailRef { id: "mangaassistlocal".to_owned(), version: "1".to_owned() }
+}
+
+/// Guardrails on the answer, on the input and on pre-generated answers, as the template deploys them
+/// (`serve --guardrail on`, the guardrail bench, the safety tests).
+pub fn with_guardrails(opts: &mut SystemOptions) {
+    let g = Some(local_guardrail());
+    opts.turn.safety = SafetyConfig { output: g.clone(), input: g.clone(), ..SafetyConfig::default() };
+    opts.turn.pregen.guardrail = g;
+}
+
+/// A `serve` address other machines could reach, refused without `--expose-on-network`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0} is reachable from other machines; `serve` listens on loopback only unless --expose-on-network is given (see `mangaassist serve --help` for what that exposes)"
+)]
+pub struct NotLoopback(pub SocketAddr);
+
+/// The addresses among `addrs` that other machines could reach (anything but loopback: `0.0.0.0` and
+/// `::` included); an error for the first of them unless `expose` says so.
+pub fn check_exposure(addrs: &[SocketAddr], expose: bool) -> Result<Vec<SocketAddr>, NotLoopback> {
+    let public: Vec<SocketAddr> = addrs.iter().copied().filter(|a| !a.ip().to_canonical().is_loopback()).collect();
+    match public.first() {
+        Some(first) if !expose => Err(NotLoopback(*first)),
+        _ => Ok(public),
+    }
+}
+
+/// What a `serve` exposed on the network offers to anyone who can reach it.
+pub fn exposure_notice(gateway: SocketAddr, bedrock: SocketAddr, public: &[SocketAddr]) -> String {
+    let shown = |a: SocketAddr| {
+        if a.ip().is_unspecified() {
+            format!("port {} on every address of this machine", a.port())
+        } else {
+            a.to_string()
+        }
+    };
+    let mut lines = vec![format!(
+        "Exposed on the network (--expose-on-network): anyone who can reach {} can load the demo page, take a \
+         guest token (POST /token) and chat as a guest.",
+        shown(gateway)
+    )];
+    lines.push(
+        "Not exposed: the development login (POST /local/login) answers this machine only; the @connections API \
+         accepts only this run's SigV4 key."
+            .to_owned(),
+    );
+    if public.contains(&bedrock) {
+        lines.push(format!(
+            "The Bedrock emulator at {} answers anyone, without authentication (model calls, guardrail, and its \
+             provisioned-throughput control plane).",
+            shown(bedrock)
+        ));
+    }
+    lines.join("\n")
 }
 
 /// A running local system.
@@ -164,7 +233,7 @@ fn now_ms() -> u64 {
 }
 
 /// Invokes the chat handler in-process: JSON in, JSON out, as the Lambda runtime would.
-pub fn in_process<St: Store + 'static, K: Cache + 'static>(app: Arc<LocalApp<St, K>>) -> Invoke {
+pub fn in_process<St: Store + 'static, K: Cache + AnswerBuffer + 'static>(app: Arc<LocalApp<St, K>>) -> Invoke {
     Arc::new(move |ev: Value| {
         let app = app.clone();
         Box::pin(async move {
@@ -196,7 +265,18 @@ pub async fn start_routed<St: Store + 'static>(
 }
 
 /// The same, with a cache of the caller's choice (e.g. Redis).
-pub async fn start_full<St: Store + 'static, K: Cache + 'static>(
+pub async fn start_full<St: Store + 'static, K: Cache + AnswerBuffer + 'static>(
+    store: St,
+    cache: K,
+    opts: SystemOptions,
+    routes: Routes,
+) -> anyhow::Result<LocalSystem<St, K>> {
+    // Boxed: starting the emulators and loading the SDK config make a ~17 KB future, which every caller
+    // (each test, each bench scenario) would otherwise hold inline.
+    Box::pin(start_unboxed(store, cache, opts, routes)).await
+}
+
+async fn start_unboxed<St: Store + 'static, K: Cache + AnswerBuffer + 'static>(
     store: St,
     cache: K,
     opts: SystemOptions,
@@ -221,6 +301,9 @@ pub async fn start_full<St: Store + 'static, K: Cache + 'static>(
     let gw_addr = listener.local_addr()?;
     let management = format!("http://{gw_addr}/{}", opts.gateway.stage);
     let sdk = mangaassist_adapters::sdk::local(&emulator.url()).await;
+    let key = &opts.gateway.management_key;
+    let management_sdk =
+        mangaassist_adapters::sdk::local_with_key(&emulator.url(), &key.access_key_id, &key.secret_access_key).await;
     let cache = Arc::new(cache);
     let prefetch = opts.prefetch.then(|| {
         let sources = Sources { retriever: retriever.clone(), products: services.clone(), cache: cache.clone() };
@@ -235,12 +318,20 @@ pub async fn start_full<St: Store + 'static, K: Cache + 'static>(
         let prefetcher = Prefetcher::new(sources, MemoryTransitions::default(), PrefetchConfig::default());
         Arc::new(EmbeddedQueue::new(prefetcher.with_pregen(pregen)))
     });
+    let model = BedrockModel::new(&sdk).with_stream_open(opts.stream_open);
+    let warm = match opts.warm {
+        Some(idle) => Warmer::default().with_idle(idle).with_bedrock(model.clone()),
+        None => Warmer::default(),
+    };
+    warm.warm_all(None).await;
     let app = Arc::new(App {
-        engine: Engine::new(BedrockModel::new(&sdk), store, SystemClock, opts.turn)
+        engine: Engine::new(model, store, SystemClock, opts.turn)
             .with_sources(Sources { retriever: retriever.clone(), products: services.clone(), cache })
             .with_prefetch(prefetch.clone())
             .with_routes(routes),
-        sinks: ApiGatewaySinks::new(sdk, Some(management)),
+        // Signed with the run's own key: the emulated `@connections` API accepts no other.
+        sinks: ApiGatewaySinks::new(management_sdk, Some(management)),
+        warm,
     });
     let issuer = Arc::new(LocalIssuer::new(gw_addr, opts.allow_guests)?);
     let authorizer = in_process_authorizer(Arc::new(issuer.verifier()));
@@ -252,4 +343,23 @@ pub async fn start_full<St: Store + 'static, K: Cache + 'static>(
         issuer.clone().router().merge(crate::web::products_router(catalog)),
     )?;
     Ok(LocalSystem { emulator, gateway, app, services, retriever, prefetch, issuer })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_refuses_an_address_other_machines_can_reach_unless_told_to_expose_it() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let loopback = [at("127.0.0.1:8080"), at("[::1]:8081")];
+        assert_eq!(check_exposure(&loopback, false), Ok(vec![]));
+        for public in ["0.0.0.0:8080", "[::]:8080", "192.168.1.20:8080"] {
+            let addrs = [at(public), at("127.0.0.1:8081")];
+            assert_eq!(check_exposure(&addrs, false), Err(NotLoopback(at(public))));
+            assert_eq!(check_exposure(&addrs, true), Ok(vec![at(public)]));
+        }
+        let notice = exposure_notice(at("0.0.0.0:8080"), at("0.0.0.0:8081"), &[at("0.0.0.0:8080"), at("0.0.0.0:8081")]);
+        assert!(notice.contains("guest") && notice.contains("development login") && notice.contains("Bedrock"));
+    }
 }

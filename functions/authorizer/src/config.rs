@@ -11,10 +11,11 @@ pub struct AuthorizerConfig {
 
 impl AuthorizerConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from(&process_env())
+        Self::read(&process_env())
     }
 
-    pub fn from<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+    /// Reads the settings from `env` (the process environment in `main`, a map in tests and locally).
+    pub fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         Ok(Self { auth: AuthSettings::from_env(env)? })
     }
 }

@@ -10,6 +10,7 @@ use mangaassist_adapters::auth::verify::Verifier;
 use mangaassist_adapters::sdk;
 use mangaassist_core::clock::{Clock, SystemClock};
 use mangaassist_core::metrics;
+use mangaassist_core::ports::{EmfStdout, Metrics as _};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -40,7 +41,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             Ok(_) => None,
         };
         if let Some(reason) = refused {
-            metrics::auth_denied_record(SystemClock.now_ms(), reason).emit();
+            EmfStdout.record(&metrics::auth_denied_record(SystemClock.now_ms(), reason));
         }
         out
     }))

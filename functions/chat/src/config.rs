@@ -5,8 +5,12 @@
 
 use std::time::Duration;
 
+use mangaassist_adapters::bedrock::StreamOpen;
 pub use mangaassist_adapters::env::ConfigError;
-use mangaassist_adapters::env::{Env, SourceSettings, pregen_settings, prompt_budget, region, safety_settings};
+use mangaassist_adapters::env::{
+    Env, SourceSettings, pregen_settings, process_env, prompt_budget, region, safety_settings,
+};
+use mangaassist_core::ahead::typed::TypedAheadConfig;
 use mangaassist_core::context::ContextConfig;
 use mangaassist_core::limits::{LimitConfig, Tier};
 use mangaassist_core::models::{
@@ -35,6 +39,30 @@ pub struct ChatConfig {
     /// The prefetch function invoked asynchronously after each answer (`PREFETCH_FUNCTION_NAME`).
     pub prefetch_function: Option<String>,
     pub turn: TurnConfig,
+    pub connections: ConnectionSettings,
+}
+
+/// How the hot-path connections are kept (see `mangaassist_adapters::warm` and `::bedrock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// `BEDROCK_FIRST_BYTE_MS` (default 2000; 0: no deadline and no retry on a fresh connection).
+    pub stream_open: StreamOpen,
+    /// `WARM_CONNECTIONS` (default true): open the connections at init, refresh them on `$connect` and
+    /// `typing` after `WARM_IDLE_MS` (default 20000) of idle.
+    pub warm: bool,
+    pub warm_idle: Duration,
+}
+
+impl ConnectionSettings {
+    fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let d = StreamOpen::default();
+        let first_byte = env.millis("BEDROCK_FIRST_BYTE_MS", d.first_byte.unwrap_or_default())?;
+        Ok(Self {
+            stream_open: StreamOpen { first_byte: (!first_byte.is_zero()).then_some(first_byte), ..d },
+            warm: env.parse("WARM_CONNECTIONS", true, "expected true or false")?,
+            warm_idle: env.millis("WARM_IDLE_MS", mangaassist_adapters::warm::DEFAULT_IDLE)?,
+        })
+    }
 }
 
 /// Why the chat function cannot start.
@@ -119,12 +147,12 @@ fn limits<F: Fn(&str) -> Option<String>>(env: &Env<F>, d: &LimitConfig) -> Resul
 
 impl ChatConfig {
     /// Reads the configuration through `get` (the process environment in `main`, a map in tests).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ChatConfigError> {
+    /// Reads the settings from `env` (the process environment in `main`, a map in tests and locally).
+    pub fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ChatConfigError> {
         let d = TurnConfig::default();
-        let env = Env(get);
-        let region = region(&env);
-        let pregen = pregen_settings(&env)?;
-        let routing = routing(&env, &region)?;
+        let region = region(env);
+        let pregen = pregen_settings(env)?;
+        let routing = routing(env, &region)?;
         let fallback = env.nonempty("FALLBACK_MODEL_ID");
         if let Some(f) = &fallback {
             check(f).map_err(models("FALLBACK_MODEL_ID"))?;
@@ -146,9 +174,9 @@ impl ChatConfig {
             )),
         };
         let levers = Levers {
-            latency_optimized: env.parse("LATENCY_OPTIMIZED", false, "expected true or false")?,
-            priority_tier: env.parse("PRIORITY_TIER", false, "expected true or false")?,
-            prompt_cache: env.parse("PROMPT_CACHE", true, "expected true or false")?,
+            latency_optimized: env.switch("LATENCY_OPTIMIZED", false)?,
+            priority_tier: env.switch("PRIORITY_TIER", false)?,
+            prompt_cache: env.switch("PROMPT_CACHE", true)?,
         };
         let mode = match env.nonempty("RELAY_MODE") {
             None => RelayMode::Coalesce,
@@ -182,10 +210,10 @@ impl ChatConfig {
                 throttle_retry_budget: env.millis("THROTTLE_RETRY_BUDGET_MS", d.failover.throttle_retry_budget)?,
                 ..d.failover
             },
-            budget: prompt_budget(&env)?,
-            compression: env.parse("COMPRESSION", d.compression, "expected true or false")?,
+            budget: prompt_budget(env)?,
+            compression: env.switch("COMPRESSION", d.compression)?,
             summary: SummaryConfig { model_id: summary_model, ..d.summary.clone() },
-            emf: env.parse("EMF_METRICS", true, "expected true or false")?,
+            emf: env.switch("EMF_METRICS", true)?,
             context: ContextConfig {
                 memory: env.millis("MEMORY_DEADLINE_MS", d.context.memory)?,
                 retrieval: env.millis("RETRIEVAL_DEADLINE_MS", d.context.retrieval)?,
@@ -204,20 +232,13 @@ impl ChatConfig {
             claim_ttl: d.claim_ttl,
             prefetch_handoff: d.prefetch_handoff,
             pregen,
-            limits: limits(&env, &d.limits)?,
+            limits: limits(env, &d.limits)?,
             turn_deadline: env.millis("TURN_DEADLINE_MS", d.turn_deadline)?,
             claim_deadline: env.millis("CLAIM_DEADLINE_MS", d.claim_deadline)?,
             store_attempts: env.parse("STORE_ATTEMPTS", d.store_attempts, "expected a count")?.max(1),
-            safety: safety_settings(&env)?,
+            safety: safety_settings(env)?,
             speculation: SpeculationConfig {
-                enabled: match env.nonempty("TYPING_SPECULATION").as_deref() {
-                    None | Some("on") => true,
-                    Some("off") => false,
-                    Some(v) => {
-                        let reason = "expected on or off";
-                        return Err(ConfigError { name: "TYPING_SPECULATION", value: v.to_owned(), reason }.into());
-                    }
-                },
+                enabled: env.switch("TYPING_SPECULATION", true)?,
                 ttl: Duration::from_secs(env.parse(
                     "TYPING_SPECULATION_TTL_SECS",
                     d.speculation.ttl.as_secs(),
@@ -225,20 +246,32 @@ impl ChatConfig {
                 )?),
                 ..d.speculation
             },
+            typed: TypedAheadConfig {
+                enabled: env.switch("ANSWER_SPECULATION", false)?,
+                per_minute: env.parse("ANSWER_SPECULATION_PER_MINUTE", d.typed.per_minute, "expected a count")?,
+                per_message: env.parse("ANSWER_SPECULATION_PER_MESSAGE", d.typed.per_message, "expected a count")?,
+                ttl: Duration::from_secs(env.parse(
+                    "ANSWER_SPECULATION_TTL_SECS",
+                    d.typed.ttl.as_secs(),
+                    "expected seconds",
+                )?),
+                ..d.typed
+            },
         };
         Ok(Self {
             table_name: env.nonempty("TABLE_NAME").unwrap_or_else(|| "mangaassist".to_owned()),
             management_endpoint: env.nonempty("APIGW_MANAGEMENT_ENDPOINT"),
             route_cache: Duration::from_secs(env.parse("ROUTE_CACHE_SECS", 30, "expected seconds")?),
             prefetch_function: env.nonempty("PREFETCH_FUNCTION_NAME"),
-            sources: SourceSettings::read(&env)?,
+            sources: SourceSettings::read(env)?,
             turn,
+            connections: ConnectionSettings::read(env)?,
         })
     }
 
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ChatConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+        Self::read(&process_env())
     }
 }
 
@@ -250,7 +283,7 @@ mod tests {
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<ChatConfig, ChatConfigError> {
         let m: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        ChatConfig::from_lookup(|k| m.get(k).cloned())
+        ChatConfig::read(&Env(|k: &str| m.get(k).cloned()))
     }
 
     #[test]

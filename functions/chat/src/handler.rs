@@ -5,6 +5,10 @@
 //! speculates the context and gets nothing back). The response's
 //! status code matters only for `$connect`, where anything but 2xx refuses the connection.
 //!
+//! `$connect` and `typing` also refresh the container's pooled connections when they have been idle
+//! ([`Warmer::refresh_if_idle`]), concurrently with the event's own work and bounded, so the message that
+//! follows finds a warm connection to Bedrock; a `sendMessage` never waits for a warm-up.
+//!
 //! Who is talking comes from the `$connect` authorizer (`functions/authorizer`): API Gateway passes its
 //! `principalId` and context (`guest`) with every event of the connection. A `$connect` without them is
 //! refused: the route is never meant to be reachable without the authorizer.
@@ -12,6 +16,7 @@
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use lambda_runtime::LambdaEvent;
 use mangaassist_adapters::apigw::ApiGatewaySinks;
+use mangaassist_adapters::warm::Warmer;
 use mangaassist_core::clock::{Clock, SystemClock};
 use mangaassist_core::error::chain;
 use mangaassist_core::ids::{ConnectionId, UserId};
@@ -19,8 +24,8 @@ use mangaassist_core::ports::{ModelClient, Store};
 use mangaassist_core::prefetch::{NoPrefetch, PrefetchQueue};
 use mangaassist_core::session::Principal;
 use mangaassist_core::sources::{ContextSources, NoSources};
-use mangaassist_core::turn::{ConnectError, Engine, TurnResult};
-use serde::Serialize;
+use mangaassist_core::turn::{ConnectError, Engine, Invocation, TurnResult};
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -55,6 +60,18 @@ fn principal(rc: &aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequestConte
 pub struct App<M, St, C, X = NoSources, Q = NoPrefetch> {
     pub engine: Engine<M, St, C, X, Q>,
     pub sinks: ApiGatewaySinks,
+    /// The hot-path connections to keep open ([`Warmer::default`]: none).
+    pub warm: Warmer,
+}
+
+/// Whether a frame is a `typing` frame (its `action`), read without parsing the rest.
+fn is_typing(body: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Action<'a> {
+        #[serde(borrow)]
+        action: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_str::<Action<'_>>(body).is_ok_and(|a| a.action.as_deref() == Some("typing"))
 }
 
 /// Handles one event. Errors are answered, never raised: a Lambda error on `sendMessage` would only be
@@ -97,8 +114,14 @@ pub async fn handle<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: P
                     tracing::error!("$connect without an authorizer principal; refused (is the authorizer attached?)");
                     return Ok(WsResponse::status(403));
                 };
-                // Boxed, like the turn: the SDK's futures are deep, and so the handler's would be.
-                match Box::pin(app.engine.connect(conn, q.first("session_id"), &who)).await {
+                // Boxed, like the turn: the SDK's futures are deep, and so the handler's would be. The warm-up
+                // runs alongside (bounded by the warmer's budget).
+                let sink = app
+                    .sinks
+                    .for_event(rc.domain_name.as_deref().unwrap_or_default(), rc.stage.as_deref().unwrap_or_default());
+                let connect = Box::pin(app.engine.connect(conn, q.first("session_id"), &who));
+                let (connected, _) = tokio::join!(connect, Box::pin(app.warm.refresh_if_idle(Some(&sink))));
+                match connected {
                     Ok(c) => {
                         tracing::info!(session_id = %c.record.session_id, user_id = %who.user, resumed = c.resumed, "connected");
                         Ok(WsResponse::status(200))
@@ -128,7 +151,15 @@ pub async fn handle<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: P
                 let body = ev.body.as_deref().unwrap_or_default();
                 // Boxed: the turn's state machine is large, and an invocation should not depend on the
                 // caller's stack size (one allocation per turn).
-                let result = Box::pin(app.engine.handle_frame(&sink, &conn, body, started, deadline)).await;
+                let inv = Invocation { conn, body, started, deadline };
+                let turn = Box::pin(app.engine.handle_frame(&sink, &inv));
+                // A typing frame refreshes idle connections for the message it announces; a sendMessage never
+                // waits for a warm-up.
+                let result = if is_typing(body) {
+                    tokio::join!(turn, Box::pin(app.warm.refresh_if_idle(Some(&sink)))).0
+                } else {
+                    turn.await
+                };
                 let status = match result {
                     TurnResult::Completed(_)
                     | TurnResult::ClientGone
@@ -138,7 +169,7 @@ pub async fn handle<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: P
                     | TurnResult::Blocked(_) => 200,
                     TurnResult::Rejected(_) => 400,
                     TurnResult::Limited(_) => 429,
-                    TurnResult::Failed(_) => 502,
+                    TurnResult::Failed(_) | TurnResult::Undelivered => 502,
                 };
                 Ok(WsResponse::status(status))
             }
@@ -146,4 +177,17 @@ pub async fn handle<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: P
     }
     .instrument(span)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_typing;
+
+    #[test]
+    fn only_typing_frames_are_taken_for_typing() {
+        assert!(is_typing(r#"{"action":"typing","text":"one pi"}"#));
+        assert!(!is_typing(r#"{"action":"sendMessage","text":"typing"}"#));
+        assert!(!is_typing("not json"));
+        assert!(!is_typing(r#"{"text":"typing"}"#));
+    }
 }

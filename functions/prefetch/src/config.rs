@@ -5,7 +5,7 @@
 //! source is skipped. Without `REDIS_URL` there is nowhere to prefetch into, so every run does nothing useful.
 
 pub use mangaassist_adapters::env::ConfigError;
-use mangaassist_adapters::env::{Env, SourceSettings, pregen_settings, prompt_budget};
+use mangaassist_adapters::env::{Env, SourceSettings, pregen_settings, process_env, prompt_budget};
 use mangaassist_core::compress::PromptBudget;
 use mangaassist_core::prefetch::PrefetchConfig;
 use mangaassist_core::pregen::PregenConfig;
@@ -25,8 +25,8 @@ pub struct PrefetchFnConfig {
 
 impl PrefetchFnConfig {
     /// Reads the configuration through `get` (the process environment in `main`, a map in tests).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Env(get);
+    /// Reads the settings from `env` (the process environment in `main`, a map in tests and locally).
+    pub fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         let d = PrefetchConfig::default();
         let threshold: f64 = env.parse("PREFETCH_THRESHOLD", d.threshold, "expected 0.0 to 1.0")?;
         if !(0.0..=1.0).contains(&threshold) {
@@ -41,16 +41,16 @@ impl PrefetchFnConfig {
             return Err(ConfigError { name: "PREFETCH_TIMEOUT_MS", value: "0".into(), reason: "expected ms >= 1" });
         }
         Ok(Self {
-            sources: SourceSettings::read(&env)?,
+            sources: SourceSettings::read(env)?,
             prefetch: PrefetchConfig { threshold, timeout, ..d },
-            pregen: pregen_settings(&env)?,
-            budget: prompt_budget(&env)?,
+            pregen: pregen_settings(env)?,
+            budget: prompt_budget(env)?,
         })
     }
 
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+        Self::read(&process_env())
     }
 }
 
@@ -62,7 +62,7 @@ mod tests {
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<PrefetchFnConfig, ConfigError> {
         let m: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        PrefetchFnConfig::from_lookup(|k| m.get(k).cloned())
+        PrefetchFnConfig::read(&Env(|k: &str| m.get(k).cloned()))
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! failures included, so Lambda does not retry a best-effort prefetch (the claim would skip it anyway).
 
 use lambda_runtime::LambdaEvent;
+use mangaassist_core::clock::{Clock as _, SystemClock};
 use mangaassist_core::metrics;
+use mangaassist_core::ports::{EmfStdout, Metrics as _};
 use mangaassist_core::prefetch::{PrefetchJob, PrefetchReport, Prefetcher, Pregenerate, TransitionStore};
 use mangaassist_core::safety::Direction;
 use mangaassist_core::sources::ContextSources;
@@ -47,11 +49,10 @@ pub async fn handle<X: ContextSources, T: TransitionStore, G: Pregenerate>(
     let report = prefetcher.run(&job).instrument(span).await;
     // What pre-generation cost, and what it wasted: EMF, like the chat function's turn records.
     if let Some(p) = &report.pregen {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        let now = u64::try_from(now).unwrap_or(0);
-        metrics::pregen_record(now, p.output_tokens, p.wasted_tokens).emit();
+        let now = SystemClock.now_ms();
+        EmfStdout.record(&metrics::pregen_record(now, p.output_tokens, p.wasted_tokens));
         for policies in &p.blocked {
-            metrics::guardrail_record(now, Direction::Output, policies).emit();
+            EmfStdout.record_all(metrics::guardrail_record(now, Direction::Output, policies).records());
         }
     }
     Ok(report)

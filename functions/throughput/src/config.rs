@@ -6,7 +6,7 @@
 use mangaassist_core::throughput::{Commitment, PeakPlan, PlanConfig, ThroughputSpec};
 
 pub use mangaassist_adapters::env::ConfigError;
-use mangaassist_adapters::env::Env;
+use mangaassist_adapters::env::{Env, process_env};
 
 /// Everything the throughput function reads from its environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,8 +58,8 @@ pub fn valid_provisioned_model_id(id: &str) -> bool {
 
 impl ThroughputConfig {
     /// Reads the configuration through `get` (the process environment in `main`, a map in tests).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Env(get);
+    /// Reads the settings from `env` (the process environment in `main`, a map in tests and locally).
+    pub fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         let nonempty = |name: &str| env.nonempty(name);
         let table_name = nonempty("TABLE_NAME").unwrap_or_else(|| "mangaassist".to_owned());
         let Some(model_id) = nonempty("PT_MODEL_ID") else {
@@ -116,7 +116,7 @@ impl ThroughputConfig {
 
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+        Self::read(&process_env())
     }
 }
 
@@ -129,7 +129,7 @@ mod tests {
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<ThroughputConfig, ConfigError> {
         let m: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        ThroughputConfig::from_lookup(|k| m.get(k).cloned())
+        ThroughputConfig::read(&Env(|k: &str| m.get(k).cloned()))
     }
 
     #[test]

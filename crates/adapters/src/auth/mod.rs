@@ -43,6 +43,18 @@ pub fn user_id_for_subject(sub: &str) -> Option<UserId> {
     UserId::parse(format!("u_{hex}")).ok()
 }
 
+/// The longest part of an untrusted value (a token header field) kept in an error or a log line.
+pub const SHOWN_CHARS: usize = 64;
+
+/// An untrusted value as it may be logged: its first [`SHOWN_CHARS`] characters, and how long it was when
+/// cut (an attacker chooses a `kid` of any length; the log line must not grow with it).
+pub fn shown(untrusted: &str) -> String {
+    match untrusted.char_indices().nth(SHOWN_CHARS) {
+        None => untrusted.to_owned(),
+        Some((cut, _)) => format!("{}… ({} bytes)", &untrusted[..cut], untrusted.len()),
+    }
+}
+
 /// Why a connection is not let in. [`AuthError::is_refusal`] separates a valid token this deployment refuses
 /// (the authorizer answers a Deny policy: 403) from a token that proves nothing (`Unauthorized`: 401);
 /// [`AuthError::is_server_fault`] marks failures that are ours, not the client's (a Lambda error: 500).
@@ -56,6 +68,7 @@ pub enum AuthError {
     UnknownIssuer,
     #[error("algorithm {0:?} is not accepted for this issuer")]
     Algorithm(jsonwebtoken::Algorithm),
+    /// The `kid` is cut to [`SHOWN_CHARS`] characters ([`shown`]).
     #[error("no key {0:?} in the issuer's JWKS")]
     UnknownKey(String),
     #[error("token rejected: {0}")]

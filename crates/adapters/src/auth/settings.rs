@@ -66,7 +66,7 @@ impl AuthSettings {
         };
         Ok(Self {
             issuer,
-            allow_guests: env.parse("ALLOW_GUESTS", false, "expected true or false")?,
+            allow_guests: env.switch("ALLOW_GUESTS", false)?,
             guest_secret_arn: env.nonempty("GUEST_SECRET_ARN"),
             leeway_secs: env.parse("AUTH_LEEWAY_SECS", DEFAULT_LEEWAY_SECS, "expected seconds")?,
         })

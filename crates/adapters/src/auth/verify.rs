@@ -112,8 +112,12 @@ impl Verifier {
             return Err(AuthError::Algorithm(header.alg));
         }
         let kid = header.kid.as_deref().ok_or(AuthError::Malformed("no kid"))?;
-        let key =
-            oidc.jwks.key(kid).await.map_err(AuthError::Keys)?.ok_or_else(|| AuthError::UnknownKey(kid.to_owned()))?;
+        let key = oidc
+            .jwks
+            .key(kid)
+            .await
+            .map_err(AuthError::Keys)?
+            .ok_or_else(|| AuthError::UnknownKey(super::shown(kid)))?;
         if key.alg != header.alg {
             return Err(AuthError::Algorithm(header.alg));
         }

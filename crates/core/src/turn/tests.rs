@@ -1,149 +1,33 @@
 //! The engine in process: the embedded store, a scripted model client and a recording sink, no sockets.
 //! One test per branch of the pipeline.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
-use serde_json::Value;
+use tokio::time::Instant;
 
 use super::*;
-use crate::error::{ModelError, SinkError};
-use crate::memory_store::MemoryStore;
-use crate::ports::{Completion, ModelEvent, ModelRequest, ModelStream};
+use crate::admit::session::Principal;
+use crate::error::{ErrorCode, ModelError};
+use crate::gather::summary::SummaryConfig;
+use crate::ports::ModelEvent;
+use crate::ports::sources::NoSources;
 use crate::ports::{TurnRecord, TurnStatus};
-use crate::prefetch::PrefetchJob;
-use crate::sources::SourceError;
+use crate::testkit::{MemoryStore, RecordingQueue, RecordingSink, Script, ScriptedModel, TestClock};
 
-/// What the scripted model does for one request.
-enum Script {
-    /// Fails before the stream starts.
-    Refuse(ModelError),
-    /// Streams these events, each after its delay.
-    Stream(Vec<(Duration, Result<ModelEvent, ModelError>)>),
-}
-
-/// A model client that plays scripts in order (then a default answer) and records every request.
-#[derive(Default)]
-struct ScriptedModel {
-    scripts: Mutex<VecDeque<Script>>,
-    requests: Mutex<Vec<ModelRequest>>,
-    summaries: Mutex<Vec<ModelRequest>>,
-}
-
-fn answer(text: &str) -> Script {
-    let mut events: Vec<(Duration, Result<ModelEvent, ModelError>)> =
-        text.split_inclusive(' ').map(|w| (Duration::from_millis(5), Ok(ModelEvent::Text(w.to_owned())))).collect();
-    events.push((Duration::ZERO, Ok(ModelEvent::Stop("end_turn".into()))));
-    events.push((
-        Duration::ZERO,
-        Ok(ModelEvent::Usage { input_tokens: 300, output_tokens: 12, cache_read_tokens: 0, cache_write_tokens: 0 }),
-    ));
-    Script::Stream(events)
-}
-
-impl ScriptedModel {
-    fn then(self, s: Script) -> Self {
-        self.scripts.lock().unwrap().push_back(s);
-        self
-    }
-
-    fn requests(&self) -> Vec<ModelRequest> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-struct Played(VecDeque<(Duration, Result<ModelEvent, ModelError>)>);
-
-impl ModelStream for Played {
-    async fn next(&mut self) -> Option<Result<ModelEvent, ModelError>> {
-        let (delay, ev) = self.0.pop_front()?;
-        tokio::time::sleep(delay).await;
-        Some(ev)
-    }
-}
-
-impl ModelClient for Arc<ScriptedModel> {
-    type Stream = Played;
-
-    async fn converse_stream(&self, req: &ModelRequest) -> Result<Played, ModelError> {
-        self.requests.lock().unwrap().push(req.clone());
-        let script = self.scripts.lock().unwrap().pop_front();
-        match script.unwrap_or_else(|| answer("Try B0AAAAAAA1 or B0BBBBBBB2, both are popular.")) {
-            Script::Refuse(e) => Err(e),
-            Script::Stream(events) => Ok(Played(events.into())),
-        }
-    }
-
-    async fn complete(&self, req: &ModelRequest) -> Result<Completion, ModelError> {
-        self.summaries.lock().unwrap().push(req.clone());
-        Ok(Completion { text: "The shopper likes horror.".into(), ..Completion::default() })
-    }
-}
-
-/// Records every frame; says `Gone` from the `gone_at`-th post on.
-#[derive(Default)]
-struct Recorder {
-    frames: Mutex<Vec<Value>>,
-    gone_at: Option<usize>,
-}
-
-impl Recorder {
-    fn events(&self) -> Vec<Value> {
-        self.frames.lock().unwrap().clone()
-    }
-
-    fn types(&self) -> Vec<String> {
-        self.events().iter().map(|e| e["type"].as_str().unwrap_or_default().to_owned()).collect()
-    }
-
-    fn last(&self) -> Value {
-        self.events().last().cloned().unwrap_or_default()
-    }
-}
-
-impl ConnectionSink for Recorder {
-    async fn post(&self, _: &ConnectionId, frame: Bytes) -> Result<(), SinkError> {
-        let mut frames = self.frames.lock().unwrap();
-        if self.gone_at.is_some_and(|n| frames.len() >= n) {
-            return Err(SinkError::Gone);
-        }
-        frames.push(serde_json::from_slice(&frame).unwrap());
-        Ok(())
-    }
-}
-
-/// A prefetch queue that records its jobs.
-#[derive(Default)]
-struct Jobs(Mutex<Vec<PrefetchJob>>);
-
-impl PrefetchQueue for Arc<Jobs> {
-    async fn enqueue(&self, job: &PrefetchJob) -> Result<(), SourceError> {
-        self.0.lock().unwrap().push(job.clone());
-        Ok(())
-    }
-}
-
-/// A clock that starts on a minute boundary and moves 1 ms per reading (turns of a session never share a
-/// timestamp).
-struct Clock0(std::sync::atomic::AtomicU64);
-impl Clock for Clock0 {
-    fn now_ms(&self) -> u64 {
-        1_800_000_000_000 + self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-type TestEngine = Engine<Arc<ScriptedModel>, Arc<MemoryStore>, Clock0, NoSources, Arc<Jobs>>;
+type TestEngine = Engine<Arc<ScriptedModel>, Arc<MemoryStore>, TestClock, NoSources, Arc<RecordingQueue>>;
 
 struct Harness {
     engine: TestEngine,
     model: Arc<ScriptedModel>,
     store: Arc<MemoryStore>,
-    jobs: Arc<Jobs>,
+    jobs: Arc<RecordingQueue>,
 }
 
 fn harness(model: ScriptedModel, cfg: TurnConfig) -> Harness {
-    let (model, store, jobs) = (Arc::new(model), Arc::new(MemoryStore::default()), Arc::new(Jobs::default()));
-    let engine = Engine::new(model.clone(), store.clone(), Clock0(Default::default()), cfg).with_prefetch(jobs.clone());
+    let (model, store, jobs) = (Arc::new(model), Arc::new(MemoryStore::default()), Arc::new(RecordingQueue::default()));
+    let clock = TestClock::ticking(1_800_000_000_000);
+    let engine = Engine::new(model.clone(), store.clone(), clock, cfg).with_prefetch(jobs.clone());
     Harness { engine, model, store, jobs }
 }
 
@@ -163,8 +47,8 @@ fn frame(id: &str, text: &str) -> String {
 }
 
 impl Harness {
-    async fn send(&self, sink: &Recorder, id: &str, text: &str) -> TurnResult {
-        self.engine.send_message(sink, &conn(), &frame(id, text), Instant::now()).await
+    async fn send(&self, sink: &RecordingSink, id: &str, text: &str) -> TurnResult {
+        self.engine.send_message(sink, &Invocation::now(conn(), &frame(id, text))).await
     }
 
     async fn turns(&self) -> Vec<TurnRecord> {
@@ -187,7 +71,7 @@ async fn an_answer_streams_then_completes_and_is_stored_and_handed_to_prefetch()
     let h = harness(ScriptedModel::default(), config());
     let who = Principal::user(crate::ids::UserId::parse("u-1").unwrap());
     let session = h.engine.connect(conn(), None, &who).await.unwrap().record.session_id;
-    let sink = Recorder::default();
+    let sink = RecordingSink::new();
     let r = h.send(&sink, "m-1", "Show me some horror manga").await;
     assert_eq!(completed_intent(&r), Intent::ProductDiscovery);
     let types = sink.types();
@@ -200,7 +84,7 @@ async fn an_answer_streams_then_completes_and_is_stored_and_handed_to_prefetch()
     assert_eq!(turns.len(), 1);
     assert_eq!(turns[0].status, TurnStatus::Complete);
     assert_eq!(turns[0].products, ["B0AAAAAAA1", "B0BBBBBBB2"]);
-    let jobs = h.jobs.0.lock().unwrap().clone();
+    let jobs = h.jobs.jobs();
     assert_eq!(jobs.len(), 1);
     assert_eq!((&jobs[0].session_id, jobs[0].user_id.as_str()), (&session, "u-1"));
     assert_eq!(jobs[0].products, ["B0AAAAAAA1", "B0BBBBBBB2"]);
@@ -209,9 +93,9 @@ async fn an_answer_streams_then_completes_and_is_stored_and_handed_to_prefetch()
 #[tokio::test(start_paused = true)]
 async fn a_bad_frame_gets_a_typed_error_and_never_reaches_the_model() {
     let h = harness(ScriptedModel::default(), config());
-    let sink = Recorder::default();
-    let r = h.engine.send_message(&sink, &conn(), "{not json", Instant::now()).await;
-    assert_eq!(r, TurnResult::Rejected("bad_frame"));
+    let sink = RecordingSink::new();
+    let r = h.engine.send_message(&sink, &Invocation::now(conn(), "{not json")).await;
+    assert_eq!(r, TurnResult::Rejected(ErrorCode::BadFrame));
     assert_eq!(sink.last()["code"], "bad_frame");
     assert!(h.model.requests().is_empty());
 }
@@ -219,9 +103,9 @@ async fn a_bad_frame_gets_a_typed_error_and_never_reaches_the_model() {
 #[tokio::test(start_paused = true)]
 async fn a_message_id_is_answered_once() {
     let h = harness(ScriptedModel::default(), config());
-    let sink = Recorder::default();
+    let sink = RecordingSink::new();
     completed_intent(&h.send(&sink, "m-1", "hello").await);
-    let again = Recorder::default();
+    let again = RecordingSink::new();
     assert_eq!(h.send(&again, "m-1", "hello").await, TurnResult::Duplicate);
     assert_eq!(again.last()["code"], "duplicate_message");
     assert_eq!(h.model.requests().len(), 1);
@@ -230,9 +114,9 @@ async fn a_message_id_is_answered_once() {
 #[tokio::test(start_paused = true)]
 async fn an_over_long_message_is_refused_and_its_id_can_be_sent_again() {
     let h = harness(ScriptedModel::default(), config());
-    let sink = Recorder::default();
+    let sink = RecordingSink::new();
     let r = h.send(&sink, "m-1", &"manga ".repeat(300)).await;
-    assert_eq!(r, TurnResult::Rejected("message_too_long"));
+    assert_eq!(r, TurnResult::Rejected(ErrorCode::MessageTooLong));
     assert!(h.model.requests().is_empty());
     completed_intent(&h.send(&sink, "m-1", "shorter, then").await);
 }
@@ -241,7 +125,7 @@ async fn an_over_long_message_is_refused_and_its_id_can_be_sent_again() {
 async fn a_throttle_before_the_first_token_fails_over_to_the_fallback_model() {
     let model = ScriptedModel::default().then(Script::Refuse(ModelError::Throttled("429".into())));
     let h = harness(model, config());
-    let sink = Recorder::default();
+    let sink = RecordingSink::new();
     let r = h.send(&sink, "m-1", "hello").await;
     let TurnResult::Completed(m) = r else { panic!("{r:?}") };
     assert_eq!((m.failovers, m.model.as_str()), (1, "fallback"));
@@ -256,8 +140,8 @@ async fn a_model_that_fails_before_any_token_releases_the_claim() {
         .then(Script::Refuse(ModelError::Unavailable("503".into())))
         .then(Script::Refuse(ModelError::Unavailable("503".into())));
     let h = harness(model, config());
-    let sink = Recorder::default();
-    assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::Failed("model_unavailable"));
+    let sink = RecordingSink::new();
+    assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::Failed(ErrorCode::ModelUnavailable));
     let err = sink.last();
     assert_eq!((err["code"].as_str(), err["retryable"].as_bool()), (Some("model_unavailable"), Some(true)));
     assert!(h.turns().await.is_empty(), "nothing was answered, nothing stored");
@@ -266,23 +150,23 @@ async fn a_model_that_fails_before_any_token_releases_the_claim() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stream_that_breaks_mid_answer_is_stored_as_partial() {
-    let broken = Script::Stream(vec![
+    let broken = Script::stream(vec![
         (Duration::from_millis(5), Ok(ModelEvent::Text("The first part ".into()))),
         (Duration::from_millis(5), Err(ModelError::Unavailable("reset".into()))),
     ]);
     let h = harness(ScriptedModel::default().then(broken), config());
-    let sink = Recorder::default();
-    assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::Failed("model_unavailable"));
+    let sink = RecordingSink::new();
+    assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::Failed(ErrorCode::ModelUnavailable));
     assert_eq!(sink.types(), ["delta", "error"]);
     let turns = h.turns().await;
     assert_eq!((turns[0].status, turns[0].assistant_text.as_str()), (TurnStatus::Partial, "The first part "));
-    assert!(h.jobs.0.lock().unwrap().is_empty(), "no prefetch for a failed turn");
+    assert!(h.jobs.jobs().is_empty(), "no prefetch for a failed turn");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_client_that_leaves_stops_the_stream_and_the_turn_is_stored_as_client_gone() {
     let h = harness(ScriptedModel::default(), config());
-    let sink = Recorder { gone_at: Some(1), ..Recorder::default() };
+    let sink = RecordingSink::new().gone_from(1);
     assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::ClientGone);
     assert_eq!(h.turns().await[0].status, TurnStatus::ClientGone);
 }
@@ -290,9 +174,9 @@ async fn a_client_that_leaves_stops_the_stream_and_the_turn_is_stored_as_client_
 #[tokio::test(start_paused = true)]
 async fn products_the_context_does_not_hold_get_no_card_and_are_counted() {
     let h = harness(ScriptedModel::default(), config());
-    let sink = Recorder::default();
+    let sink = RecordingSink::new();
     let bare = serde_json::json!({"action": "sendMessage", "message_id": "m-1", "text": "Show me some horror manga"});
-    let r = h.engine.send_message(&sink, &conn(), &bare.to_string(), Instant::now()).await;
+    let r = h.engine.send_message(&sink, &Invocation::now(conn(), &bare.to_string())).await;
     let TurnResult::Completed(m) = r else { panic!("{r:?}") };
     assert_eq!(m.unknown_asins, 2);
     assert_eq!(sink.last()["products"], serde_json::json!([]));
@@ -302,14 +186,14 @@ async fn products_the_context_does_not_hold_get_no_card_and_are_counted() {
 #[tokio::test(start_paused = true)]
 async fn the_first_one_resolves_against_the_previous_answer() {
     let h = harness(ScriptedModel::default(), config());
-    let sink = Recorder::default();
+    let sink = RecordingSink::new();
     completed_intent(&h.send(&sink, "m-1", "Show me some horror manga").await);
     let r = h.send(&sink, "m-2", "Tell me more about the second one").await;
     assert_eq!(completed_intent(&r), Intent::ProductQuestion);
     let prompt = &h.model.requests()[1].messages[0].text;
     assert!(prompt.contains("refers_to=B0BBBBBBB2"), "{prompt}");
     assert!(prompt.contains("user: Show me some horror manga"), "the first exchange is in the history: {prompt}");
-    let jobs = h.jobs.0.lock().unwrap().clone();
+    let jobs = h.jobs.jobs();
     assert_eq!(jobs[1].previous_intent, Some(Intent::ProductDiscovery));
 }
 
@@ -317,11 +201,11 @@ async fn the_first_one_resolves_against_the_previous_answer() {
 async fn older_exchanges_are_summarized_by_the_small_model() {
     let cfg = TurnConfig { summary: SummaryConfig { model_id: Some("small".into()), ..config().summary }, ..config() };
     let h = harness(ScriptedModel::default(), cfg);
-    let sink = Recorder::default();
+    let sink = RecordingSink::new();
     for (i, text) in ["hello", "horror please", "anything scary?", "and funny?"].iter().enumerate() {
         completed_intent(&h.send(&sink, &format!("m-{i}"), text).await);
     }
-    let summaries = h.model.summaries.lock().unwrap().clone();
+    let summaries = h.model.completions();
     assert_eq!(summaries.len(), 1, "two exchanges left the verbatim window once");
     assert_eq!(summaries[0].model_id, "small");
     let (session, _) = h.engine.sessions.session_of(&*h.store, &conn()).await;
@@ -331,13 +215,13 @@ async fn older_exchanges_are_summarized_by_the_small_model() {
 #[tokio::test(start_paused = true)]
 async fn a_second_message_while_one_streams_is_busy_and_can_be_sent_after_it() {
     let h = harness(ScriptedModel::default(), config());
-    let (first, second) = (Recorder::default(), Recorder::default());
+    let (first, second) = (RecordingSink::new(), RecordingSink::new());
     let (r1, r2) = tokio::join!(h.send(&first, "m-1", "Show me some horror manga"), async {
         tokio::time::sleep(Duration::from_millis(2)).await;
         h.send(&second, "m-2", "and comedy?").await
     });
     completed_intent(&r1);
-    assert_eq!(r2, TurnResult::Limited("busy"));
+    assert_eq!(r2, TurnResult::Limited(ErrorCode::Busy));
     let busy = second.last();
     assert_eq!((busy["code"].as_str(), busy["retryable"].as_bool()), (Some("busy"), Some(true)));
     assert_eq!(h.model.requests().len(), 1);
@@ -349,10 +233,10 @@ async fn over_the_rate_a_message_is_refused_with_when_to_retry() {
     let mut cfg = config();
     cfg.limits.guest.requests_per_minute = 2;
     let h = harness(ScriptedModel::default(), cfg);
-    let sink = Recorder::default();
+    let sink = RecordingSink::new();
     completed_intent(&h.send(&sink, "m-1", "hello").await);
     completed_intent(&h.send(&sink, "m-2", "hello again").await);
-    assert_eq!(h.send(&sink, "m-3", "and again").await, TurnResult::Limited("rate_limited"));
+    assert_eq!(h.send(&sink, "m-3", "and again").await, TurnResult::Limited(ErrorCode::RateLimited));
     let e = sink.last();
     assert_eq!((e["code"].as_str(), e["retryable"].as_bool()), (Some("rate_limited"), Some(true)));
     let after = e["retry_after_ms"].as_u64().unwrap();
@@ -362,15 +246,15 @@ async fn over_the_rate_a_message_is_refused_with_when_to_retry() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stream_stalled_past_the_deadline_ends_with_an_error_and_a_partial_turn_and_can_be_retried() {
-    let stalled = Script::Stream(vec![
+    let stalled = Script::stream(vec![
         (Duration::from_millis(5), Ok(ModelEvent::Text("The first part ".into()))),
         (Duration::from_secs(8), Ok(ModelEvent::Text("too late".into()))),
     ]);
     let cfg = TurnConfig { turn_deadline: Duration::from_secs(3), ..config() };
     let h = harness(ScriptedModel::default().then(stalled), cfg);
-    let sink = Recorder::default();
+    let sink = RecordingSink::new();
     let started = Instant::now();
-    assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::Failed("deadline_exceeded"));
+    assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::Failed(ErrorCode::DeadlineExceeded));
     assert!(started.elapsed() < Duration::from_secs(4), "ended at the deadline, not at the idle timeout");
     assert_eq!(sink.types(), ["delta", "error"]);
     assert_eq!(sink.last()["retryable"], true);
@@ -388,8 +272,8 @@ async fn an_upstream_error_reaches_the_client_as_a_code_and_a_safe_sentence() {
         Script::Refuse(ModelError::Rejected(text.clone(), text.into()))
     };
     let h = harness(ScriptedModel::default().then(denied()).then(denied()), config());
-    let sink = Recorder::default();
-    assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::Failed("model_rejected"));
+    let sink = RecordingSink::new();
+    assert_eq!(h.send(&sink, "m-1", "hello").await, TurnResult::Failed(ErrorCode::ModelRejected));
     let e = sink.last().to_string();
     assert!(e.contains("model_rejected") && e.contains("could not answer"), "{e}");
     for secret in ["arn:", "123456789012", "authorized", "bedrock:"] {
@@ -402,8 +286,8 @@ async fn a_session_frame_is_answered_with_the_session_id() {
     let h = harness(ScriptedModel::default(), config());
     let who = Principal::user(crate::ids::UserId::parse("u-1").unwrap());
     let session = h.engine.connect(conn(), None, &who).await.unwrap().record.session_id;
-    let sink = Recorder::default();
-    let r = h.engine.handle_frame(&sink, &conn(), r#"{"action":"session"}"#, Instant::now(), Instant::now()).await;
+    let sink = RecordingSink::new();
+    let r = h.engine.handle_frame(&sink, &Invocation::now(conn(), r#"{"action":"session"}"#)).await;
     assert_eq!(r, TurnResult::Session);
     assert_eq!(sink.last(), serde_json::json!({"type": "session", "session_id": session.as_str()}));
 }

@@ -1,22 +1,30 @@
-//! The `typing` action: a typing-time speculation ([`crate::speculate`]), off any turn's path (its own
+//! The `typing` action: a typing-time speculation ([`crate::ahead::speculate`]), off any turn's path (its own
 //! invocation), answered with nothing. Bounded at every step: the frame's size (refused before parsing),
-//! the connection's typing rate ([`crate::limits::Limiter::admit_typing`]), the context legs' own
+//! the connection's typing rate ([`crate::admit::limits::Limiter::admit_typing`]), the context legs' own
 //! deadlines, and the connection's generation (a superseded speculation is not written). A dropped frame
 //! is logged at debug level and counted (`typing.frames` by outcome), never answered: no error storm.
 
+use crate::ahead::prefetch::PrefetchQueue;
+use crate::ahead::speculate::{self, Basis, SpeculationEntry, generation_counter};
+use std::sync::Arc;
+
+use futures_util::FutureExt as _;
+
 use crate::clock::Clock;
-use crate::context::{Assembler, ContextConfig, SourceCalls};
 use crate::deadline::within;
-use crate::error::chain;
+use crate::error::{ErrorCode, chain};
+use crate::gather::{Assembler, ContextConfig, SourceCalls};
 use crate::ids::{ConnectionId, MessageId};
 use crate::metrics;
+use crate::ports::sources::ContextSources;
 use crate::ports::{ModelClient, Store};
-use crate::prefetch::PrefetchQueue;
 use crate::protocol::{ClientMessage, TypingFrame};
-use crate::sources::ContextSources;
-use crate::speculate::{self, Basis, InputVerdict, SpeculationEntry, generation_counter};
+use crate::safety::InputVerdict;
 
-use super::{Engine, InputCheck, guardrail_name, input_check, page_json};
+use super::ready::{InputCheck, page_json};
+use super::typed::Partial;
+use super::{Engine, Invocation};
+use crate::ahead::typed;
 
 /// How a `typing` frame ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +35,7 @@ pub enum TypingOutcome {
     Skipped,
     /// Dropped unparsed or invalid (the frame error's code) or over the connection's typing rate
     /// (`rate_limited`).
-    Dropped(&'static str),
+    Dropped(ErrorCode),
     /// The context was gathered and cached, at this cost.
     Speculated(SourceCalls),
     /// A newer partial of the connection arrived meanwhile: gathered at this cost, not cached.
@@ -40,7 +48,7 @@ impl TypingOutcome {
         match self {
             Self::Off => "off",
             Self::Skipped => "skipped",
-            Self::Dropped(code) => code,
+            Self::Dropped(code) => code.as_str(),
             Self::Speculated(_) => "speculated",
             Self::Superseded(_) => "superseded",
         }
@@ -58,12 +66,13 @@ impl TypingOutcome {
 impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> Engine<M, St, C, X, Q> {
     /// A `typing` frame: gathers the context of the partial text into the session's speculation entry.
     /// Never posts to the client; every outcome but `Off` writes one EMF record.
-    pub async fn typing(&self, conn: &ConnectionId, body: &str) -> TypingOutcome {
+    pub async fn typing(&self, inv: &Invocation<'_>) -> TypingOutcome {
         // Boxed: the speculation's state machine (the context legs' inside) is deep.
-        let outcome = Box::pin(self.speculate(conn, body)).await;
-        if self.cfg.emf && outcome != TypingOutcome::Off {
+        let outcome = Box::pin(self.speculate(&inv.conn, inv.body)).await;
+        if outcome != TypingOutcome::Off {
             let calls = outcome.calls();
-            metrics::typing_record(self.clock.now_ms(), outcome.as_str(), calls.retrievals, calls.services).emit();
+            let now = self.clock.now_ms();
+            self.metrics.record(&metrics::typing_record(now, outcome.as_str(), calls.retrievals, calls.services));
         }
         outcome
     }
@@ -76,7 +85,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         let frame = match TypingFrame::parse(body) {
             Ok(f) => f,
             Err(e) => {
-                tracing::debug!(code = e.code(), error = %e, "dropped a typing frame");
+                tracing::debug!(code = %e.code(), error = %e, "dropped a typing frame");
                 return TypingOutcome::Dropped(e.code());
             }
         };
@@ -88,13 +97,12 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         let (session, who) = self.sessions.session_of(&self.store, conn).await;
         if !self.limiter().admit_typing(conn, &who).await {
             tracing::debug!("dropped a typing frame over the connection's typing rate");
-            return TypingOutcome::Dropped("rate_limited");
+            return TypingOutcome::Dropped(ErrorCode::RateLimited);
         }
         // This partial's generation: a newer one of the connection supersedes it.
         let generations = generation_counter(&who.user, conn);
-        let expires = self.clock.now_ms() / 1000 + 3 * 3600;
         let bound = self.cfg.limits.deadline;
-        let bump = self.store.add_to_counter(&generations, 1, None, expires);
+        let bump = self.store.add_to_counter(&generations, 1, None, generations.expires_at(self.clock.now_ms()));
         // The memory epoch is read before memory: a turn stored after this read changes it.
         let epoch = speculate::read_epoch(&self.sources, self.cfg.context.cache, &session);
         let (bumped, epoch) = tokio::join!(within("typing generation", bound, bump), epoch);
@@ -107,7 +115,11 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         let cfg = ContextConfig { pregen: false, sequential: false, ..self.cfg.context };
         let assembler = Assembler { sources: &self.sources, store: &self.store, cfg: &cfg };
         let msg = ClientMessage { message_id, text: frame.text, page_context: frame.page_context };
-        let gather = Box::pin(assembler.assemble(&msg, &session, &who.user));
+        // What the previous partial gathered, where it fits this one (the rule the turn applies at send): an
+        // extended partial of the same intent and products need not retrieve again.
+        let now = self.clock.now_ms();
+        let prior = speculate::lookup(&self.sources, self.cfg.context.cache, spec, &session, basis.clone(), now);
+        let gather = Box::pin(assembler.assemble_reusing(&msg, &session, &who.user, prior.map(|p| p.map(Arc::new))));
         let (gathered, input) = tokio::join!(gather, Box::pin(self.input_verdict(&msg)));
         let calls = gathered.context.calls;
 
@@ -120,9 +132,10 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
                 return TypingOutcome::Superseded(calls);
             }
         }
+        let settled = self.cfg.typed.enabled && typed::settled(&msg.text, &self.cfg.typed);
         let mut entry =
-            SpeculationEntry::new(session.clone(), generation, self.clock.now_ms(), basis, &gathered, epoch);
-        entry.input = input;
+            SpeculationEntry::new(session.clone(), generation, self.clock.now_ms(), basis, &gathered, epoch.clone());
+        entry.input = input.clone();
         let key = SpeculationEntry::key(&session);
         let value = entry.encode();
         let write = async {
@@ -135,6 +148,20 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         };
         // What the services returned is shared with every later turn, as a turn's own fetches are.
         tokio::join!(write, assembler.write_back(&gathered.context));
+        if settled {
+            let partial = Partial {
+                conn,
+                session: &session,
+                who: &who,
+                text: &msg.text,
+                page: &msg.page_context,
+                gathered: &gathered,
+                verdict: input.as_ref(),
+                epoch: &epoch,
+            };
+            let ahead = Box::pin(self.answer_ahead(partial)).await;
+            tracing::debug!(?ahead, "answer ahead");
+        }
         TypingOutcome::Speculated(calls)
     }
 
@@ -145,12 +172,11 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         let g = self.cfg.safety.input.as_ref()?;
         let page = page_json(msg);
         let a = self.assess_input(g, &msg.text, &page).await?;
-        let masked = match input_check(&a, &msg.text) {
+        let masked = match InputCheck::of(&a, &msg.text) {
             InputCheck::Masked(m) => Some(m),
             _ => None,
         };
-        let policies = a.policies.iter().map(|p| (*p).to_owned()).collect();
-        let guardrail = guardrail_name(g);
-        Some(InputVerdict { guardrail, text: msg.text.clone(), page, blocked: a.blocked, policies, masked })
+        let guardrail = g.name();
+        Some(InputVerdict { guardrail, text: msg.text.clone(), page, blocked: a.blocked, policies: a.policies, masked })
     }
 }

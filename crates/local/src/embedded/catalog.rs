@@ -1,4 +1,4 @@
-//! The embedded store catalog: a seeded, reproducible manga catalog (titles from [`crate::bench::corpus`]) with what
+//! The embedded store catalog: a seeded, reproducible manga catalog (titles from [`super::corpus`]) with what
 //! the product services answer (details, review summaries, same-genre recommendations, promotions) and the
 //! retrieval documents (one description per product, FAQ and policy pages in English and Japanese).
 //!
@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::bench::corpus::Generator;
+use super::corpus::Generator;
 
 /// The seed and size `mangaassist serve` and the bench use.
 pub const DEFAULT_SEED: u64 = 42;

@@ -4,6 +4,11 @@
 //! authorizer's default JWKS path finds it), a development login `POST /local/login?user=NAME` answering a
 //! user token (what a Cognito sign-in would hand the browser), and the guest endpoint `POST /token`, served
 //! by the token function's own `issue` with an in-process guest key and rate limiter.
+//!
+//! The development login signs anyone in as anyone, so it answers only a loopback peer that also named a
+//! loopback `Host` (`localhost`, `127.0.0.1`, `[::1]`): a page on another site that resolves its own name to
+//! 127.0.0.1 (DNS rebinding) sends its own `Host` and is refused, and so is any other machine when `serve`
+//! is exposed on the network. An empty user name is refused (the authorizer would refuse its token).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +18,7 @@ use anyhow::Context as _;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use axum::Router;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use jsonwebtoken::jwk::Jwk;
@@ -129,10 +134,34 @@ struct Login {
     user: Option<String>,
 }
 
-/// A development sign-in: no password, any user name (valid as a user id).
-async fn login(State(i): State<Arc<LocalIssuer>>, Query(q): Query<Login>) -> Response {
+/// Whether a `Host` header names this machine's loopback (`localhost`, `127.0.0.1`, `[::1]`, any port).
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or(rest, |(inside, _)| inside),
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
+/// A development sign-in: no password, any user name (valid as a user id); loopback only (module docs).
+async fn login(
+    State(i): State<Arc<LocalIssuer>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<Login>,
+) -> Response {
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or_default();
+    if !peer.ip().to_canonical().is_loopback() || !is_loopback_host(host) {
+        tracing::warn!(peer = %peer.ip(), "refused a development login from outside this machine");
+        let body = json!({ "error": "loopback_only", "message": "the development login answers only this machine (http://127.0.0.1:PORT)" });
+        return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+    }
     let user = q.user.unwrap_or_else(|| "local-shopper".to_owned());
-    if mangaassist_core::ids::UserId::parse(format!("u-{user}")).is_err() {
+    if user.trim().is_empty() || mangaassist_core::ids::UserId::parse(format!("u-{user}")).is_err() {
         return (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": "invalid_user" }))).into_response();
     }
     match i.user_token(&user) {
@@ -153,4 +182,21 @@ async fn guest(State(i): State<Arc<LocalIssuer>>, ConnectInfo(peer): ConnectInfo
         resp.headers_mut().insert("retry-after", s);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_names_are_loopback_hosts() {
+        for host in ["localhost", "LOCALHOST:8080", "127.0.0.1:8080", "127.0.0.2", "[::1]:8080", "[::1]"] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in
+            ["", "evil.example:8080", "localhost.evil.example", "192.168.1.20:8080", "[fe80::1]:80", "0.0.0.0:8080"]
+        {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
 }

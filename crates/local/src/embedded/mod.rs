@@ -1,6 +1,7 @@
 //! In-process implementations of the core's context-source ports, for `serve`, the bench and tests.
 //!
 //! - [`catalog`]: the seeded store catalog: product details, reviews, recommendations, promotions, help pages.
+//! - [`corpus`]: the seeded generator behind the catalog's titles and the compression bench's requests.
 //! - [`search`]: the embedded `Retriever`, an in-RAM tantivy index (English words, Japanese bigrams).
 //! - [`services`]: the embedded `ProductService` (latency, request counts) and its HTTP emulator.
 //! - [`ttl_cache`]: the embedded `Cache`, in memory with TTLs and a size bound.
@@ -8,6 +9,7 @@
 //! - [`issuer`]: the local token issuer (JWKS, development login, guest `POST /token`).
 
 pub mod catalog;
+pub mod corpus;
 pub mod issuer;
 pub mod prefetch;
 pub mod search;

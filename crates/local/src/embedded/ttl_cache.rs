@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use mangaassist_core::ids::SessionId;
+use mangaassist_core::ports::answers::{AnswerBuffer, Buffered, Claimed, GenerationHead, MemoryAnswers};
 use mangaassist_core::sources::{Cache, SourceError};
 use tokio::time::Instant;
 
@@ -75,6 +77,8 @@ impl Inner {
 pub struct TtlCache {
     inner: Mutex<Inner>,
     capacity: usize,
+    /// Typing-time generations: a pointer per session and an event log per generation, as on ElastiCache.
+    answers: MemoryAnswers,
 }
 
 impl Default for TtlCache {
@@ -90,7 +94,7 @@ fn poisoned() -> SourceError {
 impl TtlCache {
     /// A cache of at most `capacity` entries (at least one).
     pub fn new(capacity: usize) -> Self {
-        Self { inner: Mutex::new(Inner::default()), capacity: capacity.max(1) }
+        Self { inner: Mutex::new(Inner::default()), capacity: capacity.max(1), answers: MemoryAnswers::default() }
     }
 
     /// Live entries now.
@@ -101,6 +105,41 @@ impl TtlCache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The answer buffer of the local system: the core's in-process one, with the Redis adapter's semantics.
+impl AnswerBuffer for TtlCache {
+    fn supported(&self) -> bool {
+        true
+    }
+    fn begin(
+        &self,
+        session: &SessionId,
+        head: &GenerationHead,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Option<GenerationHead>, SourceError>> + Send {
+        self.answers.begin(session, head, ttl)
+    }
+    fn append(
+        &self,
+        session: &SessionId,
+        id: &str,
+        events: &[Buffered],
+    ) -> impl Future<Output = Result<bool, SourceError>> + Send {
+        self.answers.append(session, id, events)
+    }
+    fn claim(&self, session: &SessionId, basis: &str) -> impl Future<Output = Result<Claimed, SourceError>> + Send {
+        self.answers.claim(session, basis)
+    }
+    fn read(
+        &self,
+        session: &SessionId,
+        id: &str,
+        from: usize,
+        block: Duration,
+    ) -> impl Future<Output = Result<Vec<Buffered>, SourceError>> + Send {
+        self.answers.read(session, id, from, block)
     }
 }
 

@@ -13,6 +13,7 @@
 //!
 //! The prompt's sections are found through the compressor's own tags.
 
+use mangaassist_core::intent::is_japanese;
 use std::sync::LazyLock;
 
 use mangaassist_core::compress::{CONTEXT, PAGE, QUESTION, REFERS_TO, Tag};
@@ -28,10 +29,6 @@ static CATALOG: LazyLock<Catalog> = LazyLock::new(Catalog::default);
 pub fn estimate_tokens(text: &str) -> u32 {
     u32::try_from(mangaassist_core::tokenizer::Tokenizer::count(&mangaassist_core::tokenizer::Heuristic, text))
         .unwrap_or(u32::MAX)
-}
-
-fn is_japanese(text: &str) -> bool {
-    text.chars().any(|c| matches!(c as u32, 0x3040..=0x30FF | 0x4E00..=0x9FFF))
 }
 
 /// Splits an answer into model-like tokens: a word with its leading space, long words in 4-byte pieces,

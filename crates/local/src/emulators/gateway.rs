@@ -15,7 +15,17 @@
 //!   (`requestContext.routeKey`, `eventType`, `connectionId`, `domainName`, `stage`, `messageId`, ...).
 //! - The management API `POST|GET|DELETE /{stage}/@connections/{id}` is what
 //!   `aws-sdk-apigatewaymanagement` calls; unknown ids get `410` with `x-amzn-ErrorType: GoneException`.
-//!   A POST returns once the frame has been written to the client's socket.
+//!   A POST returns once the frame has been written to the client's socket. Every request must be signed
+//!   with SigV4 by the run's [`ManagementKey`] (see [`auth`]); anything else is refused with 403.
+//! - A `$connect` integration answering a non-2xx `statusCode` refuses the handshake with that status (as
+//!   on AWS: a Lambda returning 400 makes `wscat` report `Unexpected server response: 400`, AWS docs "Set
+//!   up a $connect route that requires a WebSocket subprotocol"); so a connection cap's 429 reaches the
+//!   client as 429.
+//! - At most [`GatewayConfig::max_inflight_per_connection`] frames of one connection are in flight at once:
+//!   the next frame is read from the socket when one finishes, so a burst waits in the client's TCP buffer
+//!   (nothing is dropped, nothing answered twice) instead of opening a task and an HTTP connection per
+//!   frame. AWS bounds this differently (Lambda concurrency, route throttling); the bound here keeps one
+//!   client from exhausting the process's file descriptors.
 //! - A closed socket removes the connection and invokes `$disconnect`.
 //!
 //! Real API Gateway limits a message to 128 KB (32 KB frames); here the inbound limit is configurable and
@@ -41,6 +51,10 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+mod auth;
+
+pub use auth::{ManagementKey, Refusal};
+
 /// Invokes the route's Lambda with an event and returns its response JSON.
 pub type Invoke = Arc<dyn Fn(Value) -> BoxFuture<'static, Result<Value, String>> + Send + Sync>;
 
@@ -56,6 +70,10 @@ pub struct GatewayConfig {
     /// the management API's round trip as the Lambda waits on it (tens of ms on AWS), which is what
     /// coalescing hides. Zero by default.
     pub post_delay: std::time::Duration,
+    /// The only credentials the `@connections` API accepts (SigV4); a fresh pair per configuration.
+    pub management_key: ManagementKey,
+    /// Frames of one connection invoked at once; the next is read when one finishes.
+    pub max_inflight_per_connection: usize,
 }
 
 impl Default for GatewayConfig {
@@ -65,6 +83,8 @@ impl Default for GatewayConfig {
             routes: vec!["sendMessage".to_owned(), "session".to_owned(), "typing".to_owned()],
             max_message_bytes: 256 * 1024,
             post_delay: std::time::Duration::ZERO,
+            management_key: ManagementKey::random(),
+            max_inflight_per_connection: 8,
         }
     }
 }
@@ -91,6 +111,8 @@ struct Shared {
     conns: Mutex<HashMap<String, Conn>>,
     addr: SocketAddr,
     posts: AtomicU64,
+    /// `@connections` requests refused for their signature.
+    refused: AtomicU64,
 }
 
 /// A running gateway emulator.
@@ -141,6 +163,7 @@ impl Gateway {
             conns: Mutex::new(HashMap::new()),
             addr,
             posts: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
         });
         let app = Router::new()
             .route("/", get(root))
@@ -167,9 +190,24 @@ impl Gateway {
         format!("http://{}/{}", self.addr, self.shared.cfg.stage)
     }
 
+    /// The ids of the open connections (what a caller of `@connections` would have to learn).
+    pub fn connection_ids(&self) -> Vec<String> {
+        self.shared.conns.lock().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    }
+
     /// Open connections.
     pub fn connection_count(&self) -> usize {
         self.shared.conns.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// The credentials the `@connections` API accepts (for the chat handler's SDK client).
+    pub fn management_key(&self) -> &ManagementKey {
+        &self.shared.cfg.management_key
+    }
+
+    /// `@connections` requests refused for their signature so far.
+    pub fn refused_management_requests(&self) -> u64 {
+        self.shared.refused.load(Ordering::Relaxed)
     }
 
     /// `@connections` POSTs served so far.
@@ -354,7 +392,14 @@ async fn upgrade(
     let resp = s.integration(Value::Object(ev)).await;
     if !accepted(&resp) {
         tracing::warn!(connection_id = conn_id, response = ?resp, "$connect refused the connection");
-        return StatusCode::FORBIDDEN.into_response();
+        // The integration's own status when it answered one (a connection cap's 429), as API Gateway does.
+        let status = resp
+            .ok()
+            .and_then(|v| v.get("statusCode").and_then(Value::as_u64))
+            .and_then(|c| StatusCode::from_u16(u16::try_from(c).ok()?).ok())
+            .filter(|c| c.is_client_error() || c.is_server_error())
+            .unwrap_or(StatusCode::FORBIDDEN);
+        return status.into_response();
     }
     let ids = ConnIds { conn_id, connected_at, source_ip, user_agent, authorizer };
     ws.max_message_size(s.cfg.max_message_bytes).on_upgrade(move |socket| run_connection(s, socket, ids))
@@ -414,7 +459,11 @@ async fn run_connection(s: Arc<Shared>, socket: WebSocket, ids: ConnIds) {
 
     let mut tasks = tokio::task::JoinSet::new();
     let mut close_code = 1006u16;
-    while let Some(msg) = ws_rx.next().await {
+    let inflight = Arc::new(tokio::sync::Semaphore::new(s.cfg.max_inflight_per_connection.max(1)));
+    loop {
+        // A slot first, then the next frame: a burst waits in the socket, not in tasks.
+        let Ok(permit) = inflight.clone().acquire_owned().await else { break };
+        let Some(msg) = ws_rx.next().await else { break };
         let (body, b64) = match msg {
             Ok(Message::Text(t)) => (t.to_string(), false),
             Ok(Message::Binary(b)) => (base64::engine::general_purpose::STANDARD.encode(&b), true),
@@ -441,6 +490,7 @@ async fn run_connection(s: Arc<Shared>, socket: WebSocket, ids: ConnIds) {
             if let Err(e) = s2.integration(ev).await {
                 tracing::error!(error = %e, "route invocation failed");
             }
+            drop(permit);
         });
         // Reap finished invocations so the set does not grow with the connection's life.
         while tasks.try_join_next().is_some() {}
@@ -474,12 +524,28 @@ fn gone() -> Response {
     (StatusCode::GONE, h, axum::Json(json!({ "message": "The connection is gone" }))).into_response()
 }
 
+/// A 403 as API Gateway answers an unauthenticated or badly signed request.
+fn forbidden(r: Refusal) -> Response {
+    let mut h = HeaderMap::new();
+    h.insert("x-amzn-errortype", axum::http::HeaderValue::from_static(r.error_type()));
+    (StatusCode::FORBIDDEN, h, axum::Json(json!({ "message": r.to_string() }))).into_response()
+}
+
 async fn manage(
     State(s): State<Arc<Shared>>,
     Path((stage, id)): Path<(String, String)>,
     method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let target = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let signed = auth::verify(&s.cfg.management_key, method.as_str(), target, &headers, &body, SystemTime::now());
+    if let Err(r) = signed {
+        s.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(refusal = r.error_type(), "refused an @connections request");
+        return forbidden(r);
+    }
     if stage != s.cfg.stage {
         return (StatusCode::NOT_FOUND, axum::Json(json!({ "message": "Not Found" }))).into_response();
     }

@@ -8,10 +8,14 @@
 //! | family | first token | decode | source |
 //! |---|---|---|---|
 //! | Claude Haiku 4.5 | x1.0 (~0.6 s) | x1.0 (75 tokens/s) | Artificial Analysis, Anthropic API: 0.48 s, 53-88 tokens/s; one Bedrock global-profile call ~0.86 s |
-//! | Amazon Nova 2 Lite | x0.5 (~0.3 s) | x3.1 (~233 tokens/s) | Vercel AI Gateway (Bedrock provider): p50 0.3 s, 233 tokens/s |
-//! | Amazon Nova Micro | x0.5 | x5.0 (~375 tokens/s) | Vercel AI Gateway p50 0.3 s; AWS aiperf 300-575 tokens/s |
+//! | Amazon Nova 2 Lite | x0.5 (~0.3 s) | x3.1 (~233 tokens/s) | Vercel AI Gateway (Bedrock provider): p50 0.3 s, 233 tokens/s; AWS aiperf dashboard (geo profile): 203-303 tokens/s |
+//! | Amazon Nova Micro | x0.5 | x5.0 (~375 tokens/s) | AWS aiperf dashboard (aiperf.ghast.people.aws.dev, checked 2026-12-04): in-Region first byte 0.21-0.33 s (eu-west-2, us-east-1, ap-southeast-2), 298-575 tokens/s; Vercel AI Gateway p50 0.3 s |
 //! | Amazon Nova Lite | x0.67 (~0.4 s) | x3.0 | Vercel AI Gateway p50 0.4 s |
 //! | Amazon Nova Pro | x0.8 | x1.3 | not measured here: an assumption between Lite and the Claude reference |
+//!
+//! The spread around these medians is the emulator's (uniform jitter, or the heavy tail of
+//! [`super::bedrock::HeavyTail`] when it is on), the same for every family: no per-family percentiles are
+//! published.
 //!
 //! Levers:
 //! - latency-optimized inference: first token x0.8, decode x1.5 (Artificial Analysis, Claude 3.5 Haiku on

@@ -13,7 +13,7 @@
 //! | retrieval | 0, or services' end when the legs ran one after another | + `retrieval_ms` | likewise |
 //! | context | 0 | `assembly_ms` | the overall context deadline |
 //! | compress | `assembly_ms` | + `compress_ms` | |
-//! | model first token | `first_token_ms - relay_ms - model_first_token_ms` | + `model_first_token_ms` | |
+//! | model first token | `first_token_ms - relay_ms - model_first_token_ms`; typed ahead: `-ahead_ms` | + `model_first_token_ms` | |
 //! | relay | `first_token_ms - relay_ms` | `first_token_ms` | |
 //! | stream | `first_token_ms` | `total_ms` | |
 //!
@@ -51,6 +51,9 @@ impl Bar {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Waterfall {
     pub bars: Vec<Bar>,
+    /// The start of the axis: 0 (the message sent), or earlier when the answer was typed ahead and the model
+    /// started before the message was sent.
+    pub origin_ms: f64,
     /// The end of the axis: the latest end or deadline.
     pub axis_ms: f64,
 }
@@ -73,9 +76,15 @@ pub fn waterfall(metrics: &Value, deadlines: &ContextConfig, connect_ms: Option<
     let (assembly, first, total) = (m("assembly_ms"), m("first_token_ms"), m("total_ms"));
     let relay = m("relay_ms").min(first);
     let model_end = first - relay;
-    let model_start = (model_end - m("model_first_token_ms")).max(0.0);
     let hits = metrics["cache_hits"].as_array().map_or(0, Vec::len);
     let served = metrics["served"].as_str().unwrap_or("model");
+    // Typed ahead, the model was asked `ahead_ms` before the message was sent: its bar starts before 0.
+    let (model_start, model_end) = if served == "typed_ahead" {
+        let start = -m("ahead_ms");
+        (start, (start + m("model_first_token_ms")).max(model_end.min(0.0)))
+    } else {
+        ((model_end - m("model_first_token_ms")).max(0.0), model_end)
+    };
     let bar = |key, label, start: f64, end: f64, deadline: Option<f64>, mark: Option<String>| Bar {
         key,
         label,
@@ -133,6 +142,7 @@ pub fn waterfall(metrics: &Value, deadlines: &ContextConfig, connect_ms: Option<
             match served {
                 "pregen" => Some("pre-generated: no model call".to_owned()),
                 "pregen_opening" => Some("pre-generated opening".to_owned()),
+                "typed_ahead" => Some("typed ahead: asked before send".to_owned()),
                 _ => None,
             },
         ),
@@ -140,7 +150,8 @@ pub fn waterfall(metrics: &Value, deadlines: &ContextConfig, connect_ms: Option<
         bar("stream", "stream to the end", first, total, None, None),
     ];
     let axis_ms = bars.iter().flat_map(|b| [b.end_ms, b.deadline_ms.unwrap_or(0.0)]).fold(1.0, f64::max);
-    Waterfall { bars, axis_ms }
+    let origin_ms = bars.iter().map(|b| b.start_ms).fold(0.0, f64::min);
+    Waterfall { bars, origin_ms, axis_ms }
 }
 
 #[cfg(test)]
@@ -205,6 +216,19 @@ mod tests {
         let retrieval = w.bars.iter().find(|b| b.key == "retrieval").unwrap();
         assert_eq!((retrieval.start_ms, retrieval.end_ms), (152.0, 352.0));
         assert_eq!(retrieval.deadline_ms, Some(300.0), "capped by the overall deadline");
+    }
+
+    #[test]
+    fn an_answer_typed_ahead_starts_its_model_row_before_the_message_was_sent() {
+        let mut m = metrics();
+        m["served"] = json!("typed_ahead");
+        m["ahead_ms"] = json!(500.0);
+        m["model_first_token_ms"] = json!(586.0);
+        let wf = waterfall(&m, &ContextConfig::default(), None);
+        let model = wf.bars.iter().find(|b| b.key == "model").unwrap();
+        assert_eq!((model.start_ms, model.end_ms), (-500.0, 86.0));
+        assert_eq!(model.mark.as_deref(), Some("typed ahead: asked before send"));
+        assert_eq!(wf.origin_ms, -500.0);
     }
 
     #[test]

@@ -248,3 +248,15 @@ fn a_short_guest_secret_is_rejected() {
     assert!(GuestKey::new(vec![7u8; 31]).is_err());
     assert!(GuestKey::new(vec![7u8; 32]).is_ok());
 }
+
+#[tokio::test]
+async fn an_attacker_chosen_kid_is_cut_short_in_the_error_that_is_logged() {
+    let k = es256_key("k1");
+    let srv = jwks_server(&[&k]).await;
+    let long = es256_key(&"k".repeat(9_000));
+    let err = verifier(&srv.url, None, true).verify(Some(&sign(&long, &claims()))).await.unwrap_err();
+    assert_eq!(err.code(), "unknown_key");
+    let logged = err.to_string();
+    assert!(logged.len() < 200, "{} bytes logged", logged.len());
+    assert!(logged.contains("9000 bytes"), "{logged}");
+}
