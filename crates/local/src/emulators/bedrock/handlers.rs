@@ -336,7 +336,7 @@ pub(super) async fn converse(
             input_tokens,
             deltas_sent: 0,
             deltas_planned: 0,
-            output_tokens: u32::try_from(output_tokens).unwrap_or(u32::MAX),
+            output_tokens,
             completed: true,
             cancelled: false,
             fault,
