@@ -10,9 +10,11 @@
 
 mod auth;
 mod browser;
+mod capacity_plan;
 mod compression;
 mod connections;
 mod context;
+mod creation_order;
 mod deploy;
 mod guards;
 mod hardening;

@@ -5,7 +5,7 @@
 //! - [`compression`]: prompt tokens, compression CPU, TTFT with compression on and off; its requests come
 //!   from `mangaassist_local::embedded::corpus`.
 //! - [`context`]: sequential vs parallel context assembly.
-//! - [`spike`]: a concurrency ramp against on-demand and provisioned routing.
+//! - [`spike`]: a concurrency ramp under each peak capacity plan (on-demand, provisioned, priority at peak).
 //! - [`capacity`]: 200 concurrent shoppers on-demand, with throttle retries, and on provisioned units.
 //! - [`abuse`]: 200 signed-in shoppers and a flooder with faults injected: nothing lost, duplicated or leaked.
 //! - [`followups`]: follow-up TTFT with speculative prefetch on and off.

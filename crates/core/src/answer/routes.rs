@@ -1,7 +1,8 @@
 //! Which model a turn asks, and opening its stream: the provisioned-throughput ARN while the reconciler's
 //! `CONFIG/THROUGHPUT` record says `InService`, else the on-demand model (or inference profile). The record
 //! is cached for a short TTL and refreshed beside the turn's other first reads, so a refresh never adds
-//! latency.
+//! latency. The same record says whether the peak's priority service tier is in force
+//! ([`Routes::priority_tier_now`]).
 //!
 //! The plan, before anything has been sent to the client: provisioned (when in service), on-demand, then
 //! the fallback model when one is configured. [`open_stream`] walks it until a first text delta arrives,
@@ -25,7 +26,7 @@ use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
-use crate::capacity::{ThroughputStateStore, provisioned_route};
+use crate::capacity::{RouteRecord, ThroughputStateStore, provisioned_route};
 use crate::deadline::within;
 use crate::error::{ModelError, StoreError, chain};
 use crate::ports::{ModelClient, ModelEvent, ModelRequest, ModelStream};
@@ -35,11 +36,21 @@ pub use crate::protocol::Route;
 /// future is fine here.
 pub trait RouteLoader: Send + Sync {
     fn provisioned_arn(&self) -> BoxFuture<'_, Result<Option<String>, StoreError>>;
+
+    /// The whole record the turn routes by (the ARN and the peak's priority tier); a loader that knows only
+    /// the ARN never turns the priority tier on.
+    fn route_record(&self) -> BoxFuture<'_, Result<RouteRecord, StoreError>> {
+        Box::pin(async move { Ok(RouteRecord { arn: self.provisioned_arn().await?, priority: false }) })
+    }
 }
 
 impl<T: ThroughputStateStore> RouteLoader for T {
     fn provisioned_arn(&self) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
         Box::pin(async move { Ok(provisioned_route(self.load().await?.as_ref()).map(str::to_owned)) })
+    }
+
+    fn route_record(&self) -> BoxFuture<'_, Result<RouteRecord, StoreError>> {
+        Box::pin(async move { Ok(self.load().await?.map(|s| s.route_record()).unwrap_or_default()) })
     }
 }
 
@@ -47,7 +58,7 @@ impl<T: ThroughputStateStore> RouteLoader for T {
 pub struct Routes {
     loader: Option<Box<dyn RouteLoader>>,
     ttl: Duration,
-    cached: Mutex<Option<(Instant, Option<String>)>>,
+    cached: Mutex<Option<(Instant, RouteRecord)>>,
     /// A provisioned ARN the model service said does not exist: never routed to again, whatever the
     /// stored record says (a new purchase has a new ARN).
     gone: Mutex<Option<String>>,
@@ -78,23 +89,38 @@ impl Routes {
     /// The provisioned ARN to use now, from the cache or (after the TTL) the store. A failed read keeps the
     /// last known answer. An ARN reported gone is never returned.
     pub async fn provisioned(&self) -> Option<String> {
+        self.usable(self.record().await?.arn)
+    }
+
+    /// Whether a request to `model_id` should carry the priority service tier now: the reconciler's record
+    /// says the peak's priority tier is in force (the 09:00-23:00 schedule or the latency alarm, under any
+    /// peak plan) and the model's family offers the tier (the capability table). Read from the same cached
+    /// record as [`Routes::provisioned`], so after that call it costs no read. A request routed to a
+    /// provisioned ARN is served by the provisioned throughput: the caller asks only for on-demand models.
+    pub async fn priority_tier_now(&self, model_id: &str) -> bool {
+        let on = self.record().await.is_some_and(|r| r.priority);
+        on && crate::models::family(model_id).is_some_and(|f| f.priority_tier)
+    }
+
+    /// The record, from the cache or (after the TTL) the store; a failed read keeps the last known one.
+    async fn record(&self) -> Option<RouteRecord> {
         let loader = self.loader.as_ref()?;
         let cached = self.cached.lock().ok().and_then(|c| c.clone());
-        if let Some((at, arn)) = &cached
+        if let Some((at, record)) = &cached
             && at.elapsed() < self.ttl
         {
-            return self.usable(arn.clone());
+            return Some(record.clone());
         }
-        match loader.provisioned_arn().await {
-            Ok(arn) => {
+        match loader.route_record().await {
+            Ok(record) => {
                 if let Ok(mut c) = self.cached.lock() {
-                    *c = Some((Instant::now(), arn.clone()));
+                    *c = Some((Instant::now(), record.clone()));
                 }
-                self.usable(arn)
+                Some(record)
             }
             Err(e) => {
                 tracing::warn!(error = %chain(&e), "could not read the throughput state; keeping the last route");
-                self.usable(cached.and_then(|(_, arn)| arn))
+                cached.map(|(_, record)| record)
             }
         }
     }
@@ -440,6 +466,35 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!((err.code().as_str(), model.asked()), ("model_unavailable", vec!["m".to_owned(), "fb".to_owned()]));
+    }
+
+    struct Peak(bool, Arc<AtomicUsize>);
+
+    impl RouteLoader for Peak {
+        fn provisioned_arn(&self) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+            Box::pin(async { Ok(None) })
+        }
+
+        fn route_record(&self) -> BoxFuture<'_, Result<RouteRecord, StoreError>> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            Box::pin(async move { Ok(RouteRecord { arn: None, priority: self.0 }) })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_peak_only_models_that_offer_the_priority_tier_get_it_from_the_cached_record() {
+        let reads = Arc::new(AtomicUsize::new(0));
+        let routes = Routes::new(Peak(true, reads.clone()), Duration::from_secs(30));
+        assert_eq!(routes.provisioned().await, None);
+        assert!(routes.priority_tier_now("jp.amazon.nova-2-lite-v1:0").await);
+        assert!(!routes.priority_tier_now("jp.anthropic.claude-haiku-4-5-20251001-v1:0").await, "Haiku 4.5 has none");
+        assert_eq!(reads.load(Ordering::Relaxed), 1, "one read serves the route and the tier");
+        let off_peak = Routes::new(Peak(false, reads), Duration::from_secs(30));
+        assert!(!off_peak.priority_tier_now("jp.amazon.nova-2-lite-v1:0").await);
+        assert!(!Routes::default().priority_tier_now("jp.amazon.nova-2-lite-v1:0").await, "no schedule, no tier");
+        // A loader that knows only the ARN never turns it on.
+        let fixed = Routes::new(Fixed(Some("arn:pt"), Arc::new(AtomicUsize::new(0))), Duration::from_secs(30));
+        assert!(!fixed.priority_tier_now("jp.amazon.nova-2-lite-v1:0").await);
     }
 
     #[tokio::test(start_paused = true)]
