@@ -67,13 +67,15 @@ pub struct Invocation<'a> {
     /// When the invocation must have ended (the Lambda's deadline minus a margin); the turn's own deadline
     /// is the earlier of this and `TURN_DEADLINE_MS` from `started`.
     pub deadline: Instant,
+    /// The process CPU clock, started with the invocation (`completed.metrics.cpu_us`); `None`: not measured.
+    pub cpu: Option<crate::clock::CpuMeter>,
 }
 
 impl<'a> Invocation<'a> {
     /// A frame arriving now, bounded only by the turn's own deadline.
     pub fn now(conn: ConnectionId, body: &'a str) -> Self {
         let started = Instant::now();
-        Self { conn, body, started, deadline: started + std::time::Duration::from_secs(24 * 3600) }
+        Self { conn, body, started, deadline: started + std::time::Duration::from_secs(24 * 3600), cpu: None }
     }
 }
 
@@ -283,7 +285,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             Ok(streamed) => streamed,
             Err(stop) => return self.stopped(sink, &turn, ready.hold, stop).await,
         };
-        let (result, spent) = Box::pin(self.conclude(sink, &turn, ready, composed, streamed)).await;
+        let (result, spent) = Box::pin(self.conclude(sink, &turn, ready, composed, streamed, inv.cpu)).await;
         self.limiter().spend(&turn.who, spent.tokens).await;
         (result, spent)
     }
