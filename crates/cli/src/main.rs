@@ -173,6 +173,9 @@ enum Cmd {
         /// Replay conversations from a JSONL file: {"messages":[{"text":"...","page_context":{...}}]}.
         #[arg(long)]
         script: Option<PathBuf>,
+        /// followups: the shopper's reading pause between an answer and the next message, ms.
+        #[arg(long, default_value_t = 2500)]
+        read_ms: u64,
         /// Also write the report as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -387,8 +390,8 @@ async fn run(cmd: Cmd, rec: &Recorder) -> anyhow::Result<()> {
             .await
         }
         Cmd::Bench { scenario: Scenario::Context, quick, json, .. } => bench::context::context(quick, json, rec).await,
-        Cmd::Bench { scenario: Scenario::Followups, quick, script, json, .. } => {
-            bench::followups::followups(quick, script, json, rec).await
+        Cmd::Bench { scenario: Scenario::Followups, quick, script, read_ms, json, .. } => {
+            bench::followups::followups(quick, script, read_ms, json, rec).await
         }
         Cmd::Bench { scenario: Scenario::Models, quick, json, .. } => bench::models::models(quick, json, rec).await,
         Cmd::Bench { scenario: Scenario::Abuse, quick, json, .. } => bench::abuse::abuse(quick, json).await,

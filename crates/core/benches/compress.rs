@@ -1,12 +1,15 @@
 //! CPU cost of the compression path: token counting, truncation, and a whole-prompt compression of a
-//! typical request (10-message conversation, 6 RAG chunks with one near-duplicate, page context).
+//! typical request (10-message conversation, 6 RAG chunks with one near-duplicate, page context); and of
+//! the follow-up's generic-vs-specific decision (`followup_decision_*`).
 //!
 //! `cargo bench -p mangaassist-core --bench compress`
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use mangaassist_core::compress::{CompressInput, PromptBudget, PromptCompressor, raw_tokens};
+use mangaassist_core::ids::Asin;
 use mangaassist_core::intent::{self, Intent};
 use mangaassist_core::ports::{ChatMessage, Role};
+use mangaassist_core::pregen;
 use mangaassist_core::prompt::SYSTEM_PROMPT;
 use mangaassist_core::sources::Passage;
 use mangaassist_core::tokenizer::{Cl100k, Tokenizer};
@@ -56,6 +59,32 @@ fn benches(c: &mut Criterion) {
             intent::classify("2つ目について詳しく教えてください", &e)
         })
     });
+    // The generic-vs-specific decision of a follow-up, as the turn runs it: entities, intent, the list's
+    // titles, then what the message asks beyond them.
+    let listed: Vec<intent::Listed> = [
+        ("B03KAY3107", "Paper Diary", "紙の日記"),
+        ("B04G6OLIWV", "Star Hunter", "星降る狩人"),
+        ("B051ECPZS6", "Ghost Requiem", "幽霊の鎮魂歌"),
+    ]
+    .iter()
+    .filter_map(|(a, en, ja)| {
+        Some(intent::Listed { asin: Asin::parse(*a).ok()?, title_en: (*en).into(), title_ja: (*ja).into() })
+    })
+    .collect();
+    for (name, text) in [
+        ("followup_decision_en", "I'm curious about Star Hunter, could you tell me a bit about it?"),
+        ("followup_decision_ja", "最後のやつ気になる！どんな話か詳しく教えてください"),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let text = black_box(text);
+                let mut e = intent::extract(text, &[]);
+                let i = intent::classify(text, &e);
+                e.resolve_listed(text, &listed);
+                pregen::ask_after(text, i, &e, pregen::Before::List)
+            })
+        });
+    }
     let compressor = PromptCompressor::new(PromptBudget::default());
     let input = CompressInput {
         system_prompt: SYSTEM_PROMPT,

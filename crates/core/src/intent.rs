@@ -2,12 +2,17 @@
 //!
 //! Keyword scoring, not a model: the intents decide which page-context fields and which optional system
 //! instructions reach the prompt (and, later, which context sources are queried), so a wrong guess costs a
-//! little relevance, never correctness. Ordinals ("the first one", "2つ目", "最後の") are resolved against
-//! the products of the previous answer.
+//! little relevance, never correctness. Ordinals ("the first one", "2つ目", "最後の") and titles ("tell me
+//! more about Paper Diary") are resolved against the products of the previous answer ([`refs`]).
 
 use serde::{Deserialize, Serialize};
 
 use crate::ids::Asin;
+
+mod refs;
+
+pub use refs::{Listed, Ordinal, OrdinalAt, TitleMention, fold, listed_from_answer, ordinals, title_mentions};
+pub(crate) use refs::{REF_NOUNS, blank, near, words};
 
 /// What the shopper wants. `General` is the fallback. Serialized as its name (`product_question`, ...).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -235,15 +240,6 @@ pub fn classify(text: &str, entities: &Entities) -> Intent {
     best.0
 }
 
-/// A reference by position to the previous answer's products.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Ordinal {
-    /// 1-based.
-    Nth(usize),
-    Last,
-}
-
 /// What a message names.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Entities {
@@ -252,91 +248,10 @@ pub struct Entities {
     /// Amazon-style order ids (`123-1234567-1234567`).
     pub order_ids: Vec<String>,
     pub ordinal: Option<Ordinal>,
-    /// The product the ordinal points at in the previous answer, when it exists.
+    /// Titles of the last answer's list the message names ([`Entities::resolve_listed`]; empty until then).
+    pub titles: Vec<TitleMention>,
+    /// The product the ordinal (or title) points at in the previous answer, when it exists.
     pub resolved: Option<Asin>,
-}
-
-const EN_ORDINALS: &[(&str, usize)] = &[
-    ("first", 1),
-    ("1st", 1),
-    ("second", 2),
-    ("2nd", 2),
-    ("third", 3),
-    ("3rd", 3),
-    ("fourth", 4),
-    ("4th", 4),
-    ("fifth", 5),
-    ("5th", 5),
-];
-
-const JA_NUMERALS: &[(&str, usize)] = &[
-    ("1", 1),
-    ("１", 1),
-    ("一", 1),
-    ("ひと", 1),
-    ("2", 2),
-    ("２", 2),
-    ("二", 2),
-    ("ふた", 2),
-    ("3", 3),
-    ("３", 3),
-    ("三", 3),
-    ("みっ", 3),
-    ("4", 4),
-    ("４", 4),
-    ("四", 4),
-    ("よっ", 4),
-    ("5", 5),
-    ("５", 5),
-    ("五", 5),
-    ("いつ", 5),
-];
-
-fn japanese_ordinal(text: &str) -> Option<Ordinal> {
-    if text.contains("最初") {
-        return Some(Ordinal::Nth(1));
-    }
-    if text.contains("最後") {
-        return Some(Ordinal::Last);
-    }
-    for suffix in ["つ目", "番目", "冊目", "個目"] {
-        let mut from = 0;
-        while let Some(pos) = text[from..].find(suffix) {
-            let before = &text[..from + pos];
-            if let Some((_, n)) = JA_NUMERALS.iter().find(|(num, _)| before.ends_with(num)) {
-                return Some(Ordinal::Nth(*n));
-            }
-            from += pos + suffix.len();
-        }
-    }
-    None
-}
-
-fn english_ordinal(lower: &str) -> Option<Ordinal> {
-    let words: Vec<&str> =
-        lower.split(|c: char| !c.is_ascii_alphanumeric() && c != '#').filter(|w| !w.is_empty()).collect();
-    for (i, w) in words.iter().enumerate() {
-        if let Some((_, n)) = EN_ORDINALS.iter().find(|(o, _)| o == w) {
-            // "first" in "first volume" is about volumes, not the list; "the first one/title/manga" is.
-            let next = words.get(i + 1).copied().unwrap_or("");
-            if matches!(next, "volume" | "vol" | "time" | "edition") {
-                continue;
-            }
-            return Some(Ordinal::Nth(*n));
-        }
-        if *w == "last" && matches!(words.get(i + 1).copied(), Some("one" | "title" | "manga" | "series" | "book")) {
-            return Some(Ordinal::Last);
-        }
-        if let Some(n) = w.strip_prefix('#').and_then(|d| d.parse::<usize>().ok()).filter(|n| (1..=9).contains(n)) {
-            return Some(Ordinal::Nth(n));
-        }
-        if *w == "number"
-            && let Some(n) = words.get(i + 1).and_then(|d| d.parse::<usize>().ok()).filter(|n| (1..=9).contains(n))
-        {
-            return Some(Ordinal::Nth(n));
-        }
-    }
-    None
 }
 
 fn is_order_id(w: &str) -> bool {
@@ -357,8 +272,7 @@ pub fn extract(text: &str, previous: &[Asin]) -> Entities {
             e.order_ids.push(w.to_owned());
         }
     }
-    let lower = text.to_lowercase();
-    e.ordinal = japanese_ordinal(text).or_else(|| english_ordinal(&lower));
+    e.ordinal = ordinals(&fold(text)).first().map(|o| o.ordinal);
     e.resolve(previous);
     e
 }
@@ -366,10 +280,38 @@ pub fn extract(text: &str, previous: &[Asin]) -> Entities {
 impl Entities {
     /// Points the ordinal at a product of `previous` (the last answer's products), once memory has them.
     pub fn resolve(&mut self, previous: &[Asin]) {
-        self.resolved = match self.ordinal {
-            Some(Ordinal::Nth(n)) => previous.get(n - 1).cloned(),
-            Some(Ordinal::Last) => previous.last().cloned(),
-            None => None,
+        self.resolved = self.ordinal.and_then(|o| o.index(previous.len())).map(|i| previous[i].clone());
+    }
+
+    /// [`Entities::resolve`] knowing the titles of the last answer's products too: a whole title named
+    /// in `text` ("tell me more about Paper Diary") points at its product; an ordinal is then read from
+    /// the rest of the message only (so "最後の日記", a title, is not "the last one"), and one that points
+    /// elsewhere makes the reference ambiguous (nothing resolved). A distinctive part of a title ("the
+    /// Diary one") counts only when there is no ordinal. Titles of several products resolve nothing.
+    pub fn resolve_listed(&mut self, text: &str, listed: &[Listed]) {
+        let folded = fold(text);
+        self.titles = title_mentions(&folded, listed);
+        let rest = blank(&folded, self.titles.iter().map(|m| m.span.clone()));
+        self.ordinal = ordinals(&rest).first().map(|o| o.ordinal);
+        let previous: Vec<Asin> = listed.iter().map(|l| l.asin.clone()).collect();
+        self.resolve(&previous);
+        let distinct = |whole: bool| {
+            let mut v: Vec<&Asin> = Vec::new();
+            for m in self.titles.iter().filter(|m| m.whole == whole) {
+                if !v.contains(&&m.asin) {
+                    v.push(&m.asin);
+                }
+            }
+            v
+        };
+        let (whole, part) = (distinct(true), distinct(false));
+        self.resolved = match (whole.as_slice(), part.as_slice(), &self.resolved) {
+            ([one], _, Some(by_ordinal)) if *one != by_ordinal => None,
+            ([one], _, _) => Some((*one).clone()),
+            ([_, _, ..], _, _) => None,
+            (_, _, Some(by_ordinal)) => Some(by_ordinal.clone()),
+            (_, [one], None) if self.ordinal.is_none() => Some((*one).clone()),
+            _ => None,
         };
     }
 }

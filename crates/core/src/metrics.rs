@@ -44,6 +44,9 @@ pub const PREGEN_HIT_RATE: &str = "pregen.hit_rate";
 pub const PREGEN_WASTED_TOKENS: &str = "pregen.wasted_tokens";
 /// Output tokens spent generating answers ahead of the question (emitted by the prefetch function).
 pub const PREGEN_GENERATED_TOKENS: &str = "pregen.generated_tokens";
+/// From the answer's last frame to a pre-generated answer of one of its products being cached, ms (0:
+/// ready before the answer ended), one value per answer generated while the turn streamed.
+pub const PREGEN_READY_MS: &str = "pregen.ready_ms";
 /// Input tokens Bedrock read from its prompt cache for the turn.
 pub const CACHE_READ_TOKENS: &str = "bedrock.cache_read_tokens";
 
@@ -103,6 +106,7 @@ pub const ALL: &[&str] = &[
     PREGEN_HIT_RATE,
     PREGEN_WASTED_TOKENS,
     PREGEN_GENERATED_TOKENS,
+    PREGEN_READY_MS,
     TURNS,
     TURN_STORE_FAILED,
     AUTH_DENIED,
@@ -428,8 +432,13 @@ pub fn auth_denied_record(timestamp_ms: u64, reason: &str) -> Emf {
     )
 }
 
-/// The record of one prefetch run that pre-generated: tokens spent, and tokens of earlier answers that
-/// were never served.
+/// How long after its answer ended one pre-generated answer was ready ([`PREGEN_READY_MS`]).
+pub fn pregen_ready_record(timestamp_ms: u64, ready_ms: f64) -> Emf {
+    Emf::new(timestamp_ms).metric(PREGEN_READY_MS, ready_ms, Unit::Milliseconds)
+}
+
+/// The record of one prefetch run (or turn) that pre-generated: tokens spent, and tokens of earlier
+/// answers that were never served.
 pub fn pregen_record(timestamp_ms: u64, generated_tokens: u32, wasted_tokens: u32) -> Emf {
     Emf::new(timestamp_ms).metric(PREGEN_GENERATED_TOKENS, f64::from(generated_tokens), Unit::Count).metric(
         PREGEN_WASTED_TOKENS,
@@ -552,6 +561,7 @@ mod tests {
         let elsewhere = [
             PREGEN_WASTED_TOKENS,
             PREGEN_GENERATED_TOKENS,
+            PREGEN_READY_MS,
             TURNS,
             TURN_STORE_FAILED,
             AUTH_DENIED,

@@ -4,9 +4,9 @@
 //!
 //! - [`PregenEntry`] is the cache entry (`pregen:{session}:{asin}`): the answer, the model and its usage,
 //!   and a [`fingerprint`] of the facts it was generated from (the product record and its reviews).
-//! - [`ask`] decides, from the classifier's output and the words of the message, whether a follow-up is a
-//!   *generic* request for an overview of one product of the last answer (served from the entry) or a
-//!   *specific* question about it (never served the overview). Unsure is specific.
+//! - [`ask_after`] decides whether a follow-up is a *generic* request for an overview of one product of the
+//!   last answer (served from the entry) or a *specific* question about it (never served the overview),
+//!   by what it asks beyond the product reference ([`reading`]). Unsure is specific.
 //! - In `full+opening` mode a specific question about a product with an entry starts with the entry's first
 //!   sentence (a neutral introduction of the product), and the model continues from it (assistant prefill,
 //!   only for models that accept one).
@@ -17,7 +17,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::Asin;
-use crate::intent::{Entities, Intent, is_japanese};
+use crate::intent::{Entities, Intent};
+
+mod reading;
+
+pub use reading::{Before, Cue, Reading, by_part_only, language, read};
 
 /// What pre-generation does (`PREGEN`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -167,140 +171,51 @@ pub enum Ask {
     Other,
 }
 
-/// Words that ask for something particular about a product (English, lower case).
-const SPECIFIC_EN: &[&str] = &[
-    "price",
-    "cost",
-    "how much",
-    "stock",
-    "available",
-    "availab",
-    "scary",
-    "funny",
-    "sad",
-    "violent",
-    "gore",
-    "romance",
-    "volume",
-    "how many",
-    "how long",
-    "ending",
-    "finished",
-    "complete",
-    "compare",
-    " vs",
-    "versus",
-    "better",
-    "worse",
-    "release",
-    "when",
-    "author",
-    "who ",
-    "age",
-    "kids",
-    "child",
-    "similar",
-    "like it",
-    "english",
-    "digital",
-    "box set",
-    "deliver",
-    "ship",
-    "order",
-    "buy",
-    "cart",
-    "is it",
-    "does it",
-    "can i",
-    "should i",
-    "which",
-    "why",
-    "review",
-    "rating",
-    "anime",
-    "sequel",
-    "spoiler",
-    "worth",
-];
-/// The same in Japanese.
-const SPECIFIC_JA: &[&str] = &[
-    "値段",
-    "価格",
-    "いくら",
-    "在庫",
-    "怖い",
-    "こわい",
-    "面白い",
-    "泣け",
-    "グロ",
-    "何巻",
-    "巻数",
-    "比較",
-    "比べ",
-    "どっち",
-    "どちら",
-    "発売",
-    "いつ発",
-    "いつ出",
-    "作者",
-    "誰",
-    "年齢",
-    "子供",
-    "似た",
-    "全巻",
-    "配送",
-    "届",
-    "購入",
-    "カート",
-    "完結",
-    "最新刊",
-    "英語",
-    "電子",
-    "レビュー",
-    "評価",
-    "アニメ",
-    "続編",
-    "ネタバレ",
-    "おすすめ",
-];
-/// Words that ask for an overview.
-const GENERIC_EN: &[&str] =
-    &["tell me more", "more about", "tell me about", "details", "overview", "describe", "what's it about", "about?"];
-const GENERIC_JA: &[&str] = &[
-    "詳しく",
-    "どんな作品",
-    "どんな話",
-    "どんな内容",
-    "どんなマンガ",
-    "どんな漫画",
-    "について教えて",
-    "紹介",
-    "あらすじ",
-    "教えて",
-];
-
-/// Decides what a follow-up asks (see [`Ask`]): a product question whose ordinal resolved to one product of
-/// the last answer, generic when it has an overview phrase and no word asking for something particular.
+/// Decides what a follow-up asks (see [`Ask`]) when what came before it is not known: [`ask_after`]
+/// with [`Before::Unknown`].
 pub fn ask(text: &str, intent: Intent, entities: &Entities) -> Ask {
-    if intent != Intent::ProductQuestion || entities.ordinal.is_none() {
-        return Ask::Other;
-    }
+    ask_after(text, intent, entities, Before::Unknown)
+}
+
+/// Decides what a follow-up asks: about one product of the last answer (its ordinal or title resolved,
+/// no other product named), an overview when [`reading::read`] finds nothing asked beyond the framing
+/// (whatever the classifier made of it: a message of framing words only has no other intent), else a
+/// specific question when the classifier calls it a product question and the product was named by more
+/// than a part of its title. Everything else is [`Ask::Other`]. Unsure is specific.
+pub fn ask_after(text: &str, intent: Intent, entities: &Entities, before: Before<'_>) -> Ask {
     let Some(asin) = entities.resolved.clone() else { return Ask::Other };
     if entities.asins.iter().any(|a| *a != asin) {
         return Ask::Other;
     }
-    let lower = text.to_lowercase();
-    let specific = SPECIFIC_EN.iter().any(|w| lower.contains(w)) || SPECIFIC_JA.iter().any(|w| text.contains(w));
-    let generic = GENERIC_EN.iter().any(|w| lower.contains(w))
-        || GENERIC_JA.iter().any(|w| text.contains(w))
-        || (lower.starts_with("what") && lower.trim_end_matches(['?', '!', '.', ' ']).ends_with(" about"));
-    if generic && !specific { Ask::Overview(asin) } else { Ask::Specific(asin) }
+    let reading = read(text, entities);
+    if reading.several {
+        return Ask::Other;
+    }
+    if reading.is_generic(before) && !just_given(before, &asin) {
+        return Ask::Overview(asin);
+    }
+    if intent == Intent::ProductQuestion && !by_part_only(entities, &asin) { Ask::Specific(asin) } else { Ask::Other }
 }
 
-/// Whether an entry may answer a message in this language.
-pub fn same_language(entry: &PregenEntry, text: &str) -> bool {
-    entry.japanese == is_japanese(text)
+/// Whether the message before asked for the overview of this same product: asking for it again ("tell
+/// me more about it", "詳しく") wants more than the overview already given, so the model answers.
+fn just_given(before: Before<'_>, asin: &Asin) -> bool {
+    let Before::FollowUp(prev, listed) = before else { return false };
+    let mut e = Entities::default();
+    e.resolve_listed(prev, listed);
+    e.resolved.as_ref() == Some(asin) && read(prev, &e).is_generic(Before::List)
 }
 
+/// Whether an entry may answer a message in this language: the message's own words (its titles and
+/// ASINs aside) are in the entry's language, or in neither ("#2?", a title alone), in which case the
+/// conversation's language, the entry's, stands. A message in the other language is answered by the
+/// model (see the README, "Speculative pre-generation": an entry per language would cost a `Converse`
+/// call per list for a rare follow-up; a translation would cost a model call on the path).
+pub fn same_language(entry: &PregenEntry, text: &str, entities: &Entities) -> bool {
+    reading::language(text, entities).is_none_or(|japanese| japanese == entry.japanese)
+}
+
+#[cfg(test)]
+mod corpus;
 #[cfg(test)]
 mod tests;

@@ -65,6 +65,10 @@ pub struct PrefetchJob {
     /// The products of the answer before this one (their pre-generated answers are now out of reach).
     #[serde(default)]
     pub previous_products: Vec<Asin>,
+    /// The chat turn pre-generated for this answer's products while it streamed
+    /// ([`crate::turn`]'s early pre-generation): the worker only prefetches context.
+    #[serde(default)]
+    pub pregenerated: bool,
 }
 
 /// One question and its answer.
@@ -397,7 +401,8 @@ impl<X: ContextSources, T: TransitionStore, G: Pregenerate> Prefetcher<X, T, G> 
         // the compiler's recursion limit; one allocation per job is nothing next to the network calls.
         Box::pin(self.run_until(job, deadline, &mut report)).await;
         // Pre-generation has its own deadline: it waits for the model, which the context prefetch must not.
-        if !report.duplicate && report.predicted.iter().any(|p| p.intent == Intent::ProductQuestion) {
+        let predicted = report.predicted.iter().any(|p| p.intent == Intent::ProductQuestion);
+        if !report.duplicate && !job.pregenerated && predicted {
             report.pregen = Some(Box::pin(self.pregen.pregenerate(&self.sources, job)).await);
         }
         report.elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
@@ -492,7 +497,7 @@ impl<X: ContextSources, T: TransitionStore, G: Pregenerate> Prefetcher<X, T, G> 
 
 mod pregen;
 
-pub use pregen::{NoPregen, PregenReport, Pregenerate, Pregenerator};
+pub use pregen::{Facts, Generator, NoPregen, Outcome, PregenReport, Pregenerate, Pregenerator, facts_keys};
 
 #[cfg(test)]
 mod tests;

@@ -47,7 +47,7 @@ impl Default for TypedAheadConfig {
             min_chars: 8,
             min_words: 3,
             ttl: Duration::from_secs(30),
-            per_message: 3,
+            per_message: 4,
             per_minute: 12,
             wait: Duration::from_secs(5),
         }

@@ -57,7 +57,7 @@ pub fn decide(mode: PregenMode, text: &str, gathered: &Gathered, model_id: &str)
     let (Some(ask), Some(entry)) = (&gathered.context.ask, &gathered.context.pregen) else { return Serving::Model };
     let (Ask::Overview(asin) | Ask::Specific(asin)) = ask else { return Serving::Model };
     if !mode.is_on()
-        || !same_language(entry, text)
+        || !same_language(entry, text, &gathered.entities)
         || current_fingerprint(gathered, asin).as_ref() != Some(&entry.fingerprint)
     {
         return Serving::Model;

@@ -112,7 +112,174 @@ fn the_canonical_question_names_the_title_in_the_shoppers_language() {
         japanese: true,
         served: false,
     };
-    assert!(same_language(&entry, "2つ目は？") && !same_language(&entry, "the second?"));
+    let none = Entities::default();
+    assert!(same_language(&entry, "2つ目は？", &none) && !same_language(&entry, "the second?", &none));
     assert_eq!(PregenMode::parse("full+opening"), Some(PregenMode::FullOpening));
     assert_eq!(PregenMode::parse("on"), None);
+}
+
+fn listed() -> Vec<crate::intent::Listed> {
+    [
+        ("B0AAAAAAA1", "Paper Diary", "紙の日記"),
+        ("B0BBBBBBB2", "Star Hunter", "星降る狩人"),
+        ("B0CCCCCCC3", "Last Dragon", "最後の竜"),
+    ]
+    .iter()
+    .map(|(a, en, ja)| crate::intent::Listed {
+        asin: Asin::parse(*a).unwrap(),
+        title_en: (*en).into(),
+        title_ja: (*ja).into(),
+    })
+    .collect()
+}
+
+/// What the turn decides with the list's titles and what came before.
+fn decide_after(text: &str, before: Before<'_>) -> Ask {
+    let mut e = extract(text, &[]);
+    let intent = classify(text, &e);
+    e.resolve_listed(text, &listed());
+    ask_after(text, intent, &e, before)
+}
+
+#[test]
+fn generic_requests_phrased_any_way_are_served_the_overview() {
+    for (text, want) in [
+        ("I'm curious about the second one", overview(2)),
+        ("could you give me some info on the first one please", overview(1)),
+        ("details on #2?", overview(2)),
+        ("no. 3 - what kind of manga is it?", overview(3)),
+        ("the middle one sounds interesting, what's it about?", overview(2)),
+        ("More about the last one pls 🙏", overview(3)),
+        ("TELL ME MORE ABOUT THE FIRST ONE!!", overview(1)),
+        ("ｔｅｌｌ ｍｅ ａｂｏｕｔ ｔｈｅ ｓｅｃｏｎｄ ｏｎｅ", overview(2)),
+        ("tell me abotu the thrid one", overview(3)),
+        ("can u give me the detials on the 1st", overview(1)),
+        ("Tell me more about Paper Diary", overview(1)),
+        ("star hunter - what's the premise?", overview(2)),
+        ("Last Dragon? what's that about", overview(3)),
+        ("What is the middle one like?", overview(2)),
+        ("2つ目について詳しく教えていただけますか？", overview(2)),
+        ("最後のやつ気になる！どんな話？", overview(3)),
+        ("真ん中のってどんな漫画なの？", overview(2)),
+        ("１つ目kwsk", overview(1)),
+        ("二番目の作品を紹介してください", overview(2)),
+        ("紙の日記ってどんな作品？", overview(1)),
+        ("最後の竜について教えて〜", overview(3)),
+        ("the second one?", overview(2)),
+        ("2つ目は？", overview(2)),
+    ] {
+        assert_eq!(decide_after(text, Before::List), want, "{text}");
+    }
+}
+
+#[test]
+fn specific_questions_wrapped_in_overview_words_are_never_served_the_overview() {
+    for text in [
+        "tell me more about the price of the first one",
+        "Can you tell me if the first one is finished?",
+        "what's the first one rated",
+        "is the second one any good?",
+        "can I get the first one?",
+        "do you have the first one?",
+        "I'd like the second one",
+        "what's the first one like compared to Berserk?",
+        "what about the first one's ending?",
+        "tell me about the second one in Japanese",
+        "tell me the plot of the first one without spoilers",
+        "details on the first one's price",
+        "info on delivery for #2",
+        "Is the first one recommended?",
+        "the first one",
+        "more volumes of the second one?",
+        "is paper diary scary",
+        "Star Hunter, how many volumes?",
+        "1つ目の値段について教えて",
+        "2つ目について詳しく、あと在庫も",
+        "2つ目はどうですか？",
+        "2つ目はいいですか？",
+        "2つ目にします",
+        "2つ目が欲しいです",
+        "2つ目の作者について教えて",
+        "2つ目のあらすじ、ネタバレなしで",
+        "2つ目は何巻まで？",
+        "なんで2つ目がおすすめなの？",
+        "2つ目ってこわい？",
+        "2つ目っていくら？",
+        "紙の日記は完結してる？",
+        "1つ目と3つ目どっちが怖い？",
+        "tell me about the first and the third",
+        "Paper Diary or Star Hunter?",
+    ] {
+        assert!(!matches!(decide_after(text, Before::List), Ask::Overview(_)), "{text}");
+    }
+}
+
+#[test]
+fn a_reply_that_only_points_asks_what_was_asked_last() {
+    let l = listed();
+    let after_specific = Before::FollowUp("Is the first one scary?", &l);
+    let after_generic = Before::FollowUp("tell me more about the first one", &l);
+    assert_eq!(decide_after("and the second one?", Before::List), overview(2));
+    assert_eq!(decide_after("and the second one?", after_generic), overview(2));
+    assert_ne!(decide_after("and the second one?", after_specific), overview(2));
+    assert_ne!(decide_after("2つ目も？", Before::FollowUp("1つ目は怖い？", &l)), overview(2));
+    assert_ne!(decide_after("and the second one?", Before::Unknown), overview(2));
+    // An explicit request stands on its own.
+    assert_eq!(decide_after("tell me about the second one", after_specific), overview(2));
+}
+
+#[test]
+fn asking_again_about_the_product_whose_overview_was_just_given_goes_to_the_model() {
+    let l = listed();
+    let before = Before::FollowUp("tell me more about the first one", &l);
+    assert!(!matches!(decide_after("tell me more about the first one", before), Ask::Overview(_)));
+    assert!(!matches!(
+        decide_after("1つ目をもっと詳しく", Before::FollowUp("1つ目について教えて", &l)),
+        Ask::Overview(_)
+    ));
+}
+
+#[test]
+fn a_title_that_contains_a_position_word_names_its_own_product() {
+    assert_eq!(decide_after("最後の竜について教えて", Before::List), overview(3));
+    let mut e = extract("最後の竜について教えて", &[]);
+    e.resolve_listed("最後の竜について教えて", &listed());
+    assert_eq!(e.ordinal, None);
+    // Title and ordinal pointing at different products: nothing is resolved.
+    assert_eq!(decide_after("the first one, Star Hunter", Before::List), Ask::Other);
+}
+
+#[test]
+fn a_part_of_a_title_can_ask_for_an_overview_but_never_opens_a_specific_answer() {
+    assert_eq!(decide_after("tell me about the diary one", Before::List), overview(1));
+    assert_eq!(decide_after("is the diary one scary?", Before::List), Ask::Other);
+}
+
+#[test]
+fn the_language_of_a_message_is_that_of_its_own_words_not_of_the_titles_it_names() {
+    let l = listed();
+    let lang = |text: &str| {
+        let mut e = extract(text, &[]);
+        e.resolve_listed(text, &l);
+        language(text, &e)
+    };
+    assert_eq!(lang("Paper Diaryについて教えて"), Some(true));
+    assert_eq!(lang("tell me about 紙の日記"), Some(false));
+    assert_eq!(lang("紙の日記？"), None);
+    assert_eq!(lang("#2?"), None);
+    assert_eq!(lang("２つ目は？"), Some(true));
+    let entry = |japanese| PregenEntry {
+        text: "x".into(),
+        fingerprint: String::new(),
+        model: String::new(),
+        input_tokens: 0,
+        output_tokens: 0,
+        created_at_ms: 0,
+        japanese,
+        served: false,
+    };
+    let mut e = extract("Paper Diary?", &[]);
+    e.resolve_listed("Paper Diary?", &l);
+    assert!(same_language(&entry(true), "Paper Diary?", &e), "a title alone follows the conversation");
+    assert!(!same_language(&entry(false), "2つ目について", &Entities::default()));
 }

@@ -8,6 +8,7 @@ use super::end::Ending;
 use super::open::Turn;
 use super::ready::Ready;
 use super::{Engine, Spent, TurnResult};
+use crate::admit::session::Memory;
 use crate::ahead::prefetch::{Exchange, PrefetchJob, PrefetchQueue};
 use crate::ahead::speculate;
 use crate::answer::relay::{RelayEnd, RelayOutcome};
@@ -16,6 +17,7 @@ use crate::cache::CacheKey;
 use crate::clock::{Clock, CpuMeter};
 use crate::deadline::best_effort;
 use crate::error::{chain, retry_store};
+use crate::gather::recall::Recall;
 use crate::gather::summary::maybe_summarize;
 use crate::gather::{Assembler, Gathered};
 use crate::ids::Asin;
@@ -117,7 +119,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         // Nothing reached the client and nothing is stored: the claim goes back before it is told.
         let nothing_sent = !out.sent_anything() && !status.settles_claim();
         let cards: Vec<ProductRef> = products.into_iter().map(|asin| ProductRef { asin }).collect();
-        let store = self.store_turn(turn, &record, nothing_sent);
+        let store = self.store_turn(turn, &gathered.memory, &record, nothing_sent);
         let ending = Ending::Streamed { out: &out, products: &cards, metrics: &metrics, claim_back: nothing_sent };
         let end = self.end(sink, turn, hold, ending);
         let (stored, result) = if status == TurnStatus::Partial {
@@ -188,7 +190,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
 
     /// Stores the turn (retried with backoff) and marks the session's memory changed; `Skipped` when
     /// nothing reached the client.
-    async fn store_turn(&self, turn: &Turn, record: &TurnRecord, nothing_sent: bool) -> Stored {
+    async fn store_turn(&self, turn: &Turn, memory: &Memory, record: &TurnRecord, nothing_sent: bool) -> Stored {
         if nothing_sent {
             return Stored::Skipped;
         }
@@ -196,7 +198,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             Ok(()) => {
                 // Before the connection's next message is admitted: no speculation's copy of the memory from
                 // before this turn counts as current any more.
-                self.memory_changed(turn, "t").await;
+                self.memory_changed(turn, "t", memory, record).await;
                 Stored::Kept
             }
             Err(e) => {
@@ -253,7 +255,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             if stored == Stored::Kept && record.status != TurnStatus::Blocked {
                 let (cfg, memory) = (&self.cfg.summary, &gathered.memory);
                 if maybe_summarize(&self.model, &self.store, cfg, &turn.session, memory, record).await {
-                    self.memory_changed(turn, "s").await;
+                    self.memory_changed(turn, "s", memory, record).await;
                 }
             }
         };
@@ -276,16 +278,36 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         tokio::join!(summarize, assembler.write_back(&gathered.context), mark_served, prefetch);
     }
 
-    /// A turn or summary of the session was stored: a new memory epoch marker ([`speculate::mark_stored`]).
-    async fn memory_changed(&self, turn: &Turn, what: &str) {
+    /// A turn or summary of the session was stored: a new memory epoch marker ([`speculate::mark_stored`]),
+    /// with what the next follow-up resolves against: the memory this turn read with its own record in front.
+    async fn memory_changed(&self, turn: &Turn, what: &str, memory: &Memory, record: &TurnRecord) {
         let marker = format!("{what}.{}.{}", turn.msg.message_id, self.clock.now_ms());
         let (sources, cfg) = (&self.sources, &self.cfg);
-        speculate::mark_stored(sources, cfg.context.cache, &cfg.speculation, &turn.session, &marker).await;
+        let window = usize::try_from(cfg.context.memory_turns).unwrap_or(usize::MAX);
+        let turns = std::iter::once(record).chain(&memory.turns).take(window);
+        let recall = Some(Recall::of(turns));
+        speculate::mark_stored(sources, cfg.context.cache, &cfg.speculation, &turn.session, &marker, recall).await;
     }
 
     /// What the prefetch worker needs to predict, prefetch and pre-generate the next turn: this exchange
     /// and the ones the next prompt keeps verbatim, the summary, the products of this answer and the last.
     fn prefetch_job(&self, turn: &Turn, gathered: &Gathered, record: &TurnRecord) -> PrefetchJob {
+        let (user, assistant) = (&record.user_text, record.assistant_text.clone());
+        PrefetchJob {
+            pregenerated: self.pregenerates(gathered.intent),
+            ..self.prefetch_job_for(turn, gathered, user, assistant, record.products.clone())
+        }
+    }
+
+    /// A prefetch job for this turn, its exchange being `user` and `assistant` naming `products`.
+    pub(super) fn prefetch_job_for(
+        &self,
+        turn: &Turn,
+        gathered: &Gathered,
+        user: &str,
+        assistant: String,
+        products: Vec<Asin>,
+    ) -> PrefetchJob {
         let memory = &gathered.memory;
         let keep = self.cfg.summary.verbatim_exchanges.saturating_sub(1);
         let mut history: Vec<Exchange> = memory
@@ -295,18 +317,19 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             .rev()
             .map(|t| Exchange { user: t.user_text.clone(), assistant: t.assistant_text.clone() })
             .collect();
-        history.push(Exchange { user: record.user_text.clone(), assistant: record.assistant_text.clone() });
+        history.push(Exchange { user: user.to_owned(), assistant });
         PrefetchJob {
             session_id: turn.session.clone(),
             user_id: turn.who.user.clone(),
             message_id: turn.msg.message_id.clone(),
             previous_intent: memory.previous_intent(),
             intent: gathered.intent,
-            products: record.products.clone(),
+            products,
             page_context: turn.msg.page_context.clone(),
             history,
             summary: memory.summary.as_ref().map(|s| s.text.clone()),
             previous_products: memory.previous_products().to_vec(),
+            pregenerated: false,
         }
     }
 
@@ -320,7 +343,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
 /// The products this turn's context holds: retrieved passages and service data, the page context, the
 /// products of earlier answers, the product an ordinal resolved to. The shopper's own words do not count:
 /// typing an ASIN does not make it a product.
-fn known_products(turn: &Turn, gathered: &Gathered) -> KnownProducts {
+pub(super) fn known_products(turn: &Turn, gathered: &Gathered) -> KnownProducts {
     let mut known = KnownProducts::default();
     for p in &gathered.context.passages {
         known.add_all_in(&p.content);

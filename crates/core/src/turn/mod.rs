@@ -46,6 +46,7 @@ use crate::safety::Direction;
 mod compose;
 mod conclude;
 mod config;
+mod early;
 mod end;
 mod open;
 mod ready;
@@ -281,11 +282,22 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             Ok(composed) => composed,
             Err(stop) => return self.stopped(sink, &turn, ready.hold, stop).await,
         };
-        let streamed = match self.stream(sink, &turn, &composed).await {
-            Ok(streamed) => streamed,
-            Err(stop) => return self.stopped(sink, &turn, ready.hold, stop).await,
+        // Beside the stream: the listed products' answers, pre-generated as the answer names them.
+        let early_input = self.early_input(&turn, &ready.gathered, &ready.question);
+        let (tap, shown) = early::Tap::new(sink, early_input.is_some());
+        let early = self.pregenerate_early(&turn, early_input, shown);
+        let answer = async {
+            let streamed = Box::pin(self.stream(&tap, &turn, &composed)).await;
+            // The stream is over: no product named from here on is pre-generated early.
+            drop(tap);
+            match streamed {
+                Ok(streamed) => Box::pin(self.conclude(sink, &turn, ready, composed, streamed, inv.cpu)).await,
+                Err(stop) => self.stopped(sink, &turn, ready.hold, stop).await,
+            }
         };
-        let (result, spent) = Box::pin(self.conclude(sink, &turn, ready, composed, streamed, inv.cpu)).await;
+        // Boxed: both are deep state machines (the SDK's futures inside); the turn's own future stays small.
+        let ((result, spent), early) = tokio::join!(Box::pin(answer), Box::pin(early));
+        self.record_early(&turn, &result, early);
         self.limiter().spend(&turn.who, spent.tokens).await;
         (result, spent)
     }

@@ -144,13 +144,11 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         within("message claim", self.cfg.claim_deadline, claim).await?
     }
 
-    /// The at-send lookup of the session's typing-time speculation: what of it fits this message (one
-    /// cache read under the cache leg's deadline; `None` when speculation is off or nothing fits).
+    /// The at-send read of the session's memory epoch (with its recall, [`crate::gather::recall`]) and
+    /// typing-time speculation: what of it fits this message (one cache read under the cache leg's
+    /// deadline; `None` when it failed).
     async fn speculated(&self, turn: &Turn) -> Option<Reusable> {
         let spec = &self.cfg.speculation;
-        if !spec.enabled {
-            return None;
-        }
         let basis = Basis::of(&turn.msg.text, &turn.msg.page_context);
         let deadline = self.cfg.context.cache;
         speculate::lookup(&self.sources, deadline, spec, &turn.session, basis, self.clock.now_ms()).await
