@@ -14,7 +14,7 @@ use crate::ahead::speculate;
 use crate::answer::relay::{RelayEnd, RelayOutcome};
 use crate::answer::serve::{Serving, Streamed};
 use crate::cache::CacheKey;
-use crate::clock::Clock;
+use crate::clock::{Clock, CpuMeter};
 use crate::deadline::best_effort;
 use crate::error::{chain, retry_store};
 use crate::gather::recall::Recall;
@@ -47,9 +47,10 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         ready: Ready,
         composed: Composed,
         streamed: Streamed,
+        cpu: Option<CpuMeter>,
     ) -> (TurnResult, Spent) {
         let Ready { hold, gathered, question, .. } = ready;
-        let Streamed { out, model, route, failovers, model_first_token_ms, served, ahead_ms } = streamed;
+        let Streamed { out, model, route, failovers, model_first_token_ms, served, ahead_ms, hedge } = streamed;
         let status = match &out.end {
             RelayEnd::Completed => TurnStatus::Complete,
             RelayEnd::ClientGone => TurnStatus::ClientGone,
@@ -106,6 +107,12 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             unknown_asins,
             speculated_legs: gathered.context.speculated.clone(),
             ahead_ms,
+            hedge_started: hedge.started,
+            hedged: hedge.won,
+            // The loser's input (the same prompt); its output is nothing we saw.
+            hedge_extra_tokens: if hedge.loser_cancelled { prompt_tokens } else { 0 },
+            // Up to here: the completed event that carries it is posted next.
+            cpu_us: cpu.and_then(|c| c.used()).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
         };
         let record = self.record(turn, &question, &out, status, &products, &metrics);
 
@@ -239,6 +246,9 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
                 emf = emf.metric(metrics::SPECULATION_HIT, hit, metrics::Unit::None);
             }
             self.metrics.record(&emf);
+            if m.hedge_started {
+                self.metrics.record(&metrics::hedge_record(turn.ts_ms, m.hedged, m.hedge_extra_tokens));
+            }
         }
         let summarize = async {
             // A turn the guardrail stopped is not summarized (nor handed to prefetch: it did not complete).

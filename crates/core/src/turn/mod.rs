@@ -68,13 +68,15 @@ pub struct Invocation<'a> {
     /// When the invocation must have ended (the Lambda's deadline minus a margin); the turn's own deadline
     /// is the earlier of this and `TURN_DEADLINE_MS` from `started`.
     pub deadline: Instant,
+    /// The process CPU clock, started with the invocation (`completed.metrics.cpu_us`); `None`: not measured.
+    pub cpu: Option<crate::clock::CpuMeter>,
 }
 
 impl<'a> Invocation<'a> {
     /// A frame arriving now, bounded only by the turn's own deadline.
     pub fn now(conn: ConnectionId, body: &'a str) -> Self {
         let started = Instant::now();
-        Self { conn, body, started, deadline: started + std::time::Duration::from_secs(24 * 3600) }
+        Self { conn, body, started, deadline: started + std::time::Duration::from_secs(24 * 3600), cpu: None }
     }
 }
 
@@ -289,7 +291,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             // The stream is over: no product named from here on is pre-generated early.
             drop(tap);
             match streamed {
-                Ok(streamed) => Box::pin(self.conclude(sink, &turn, ready, composed, streamed)).await,
+                Ok(streamed) => Box::pin(self.conclude(sink, &turn, ready, composed, streamed, inv.cpu)).await,
                 Err(stop) => self.stopped(sink, &turn, ready.hold, stop).await,
             }
         };
