@@ -16,8 +16,10 @@ use mangaassist_core::routes::Routes;
 use mangaassist_core::throughput::{
     ControlError, Offer, PeakPlan, PlanConfig, Reconciler, ThroughputControl, ThroughputSpec, ThroughputStateStore,
 };
+use mangaassist_local::client::ChatClient;
 use mangaassist_local::emulators::bedrock::{BedrockEmulator, EmulatorConfig};
 use mangaassist_local::emulators::control_plane::Catalog;
+use mangaassist_local::system::{SystemOptions, start_routed};
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -98,6 +100,20 @@ async fn in_tokyo_the_provisioned_plan_buys_nothing_asks_once_and_the_chat_sends
     assert_eq!(routes.provisioned().await, None);
     assert!(routes.priority_tier_now(NOVA_2_LITE).await);
     assert!(!routes.priority_tier_now(HAIKU).await, "Claude Haiku 4.5 offers no priority tier");
+
+    // A chat turn at peak: the order question goes to Nova 2 Lite with the priority tier, the recommendation
+    // to Claude Haiku 4.5 without it.
+    let opts = SystemOptions { emulator: EmulatorConfig::fast(), ..SystemOptions::default() };
+    let sys =
+        start_routed(dynamo(&rig._moto).await, opts, Routes::new(rig.state.clone(), Duration::ZERO)).await.unwrap();
+    let mut client = ChatClient::connect(&sys.ws_url()).await.unwrap();
+    let tier = |id: &str| sys.emulator.stats.for_message(id).first().map(|r| r.asked.service_tier.clone());
+    let order = client.send_message("Where is my order 112-4433221-7788990?", None).await.unwrap();
+    assert_eq!(events_until_end(&mut client, &order).await.last().unwrap()["type"], "completed");
+    assert_eq!(tier(&order), Some(Some("priority".to_owned())), "Nova 2 Lite at peak");
+    let reco = client.send_message("Can you recommend a horror manga?", None).await.unwrap();
+    assert_eq!(events_until_end(&mut client, &reco).await.last().unwrap()["type"], "completed");
+    assert_eq!(tier(&reco), Some(None), "Claude Haiku 4.5 has no priority tier");
 
     rig.reconciler.clock.0.store(JST_2300, Ordering::SeqCst);
     handle(&rig.reconciler, event("schedule-scale-down.json")).await.unwrap();

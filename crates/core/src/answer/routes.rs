@@ -310,6 +310,9 @@ async fn attempt<M: ModelClient>(
 fn to(base: &ModelRequest, model_id: &str) -> ModelRequest {
     let mut req = base.clone();
     model_id.clone_into(&mut req.model_id);
+    // The priority tier only where it is sold: not on provisioned throughput, not on a fallback family
+    // without it (Bedrock would refuse the request).
+    req.levers.priority_tier &= crate::models::family(model_id).is_some_and(|f| f.priority_tier);
     req
 }
 
