@@ -165,22 +165,23 @@ fn sub_references(text: &str, vars: &BTreeSet<String>, out: &mut BTreeSet<String
 
 /// Every combination of the switches (and the parameters whose emptiness is a condition).
 fn every_setting() -> Vec<Vec<(&'static str, &'static str)>> {
-    let axes: [(&str, [&str; 2]); 9] = [
-        ("EnableVpcCache", ["true", "false"]),
-        ("NatGateways", ["1", "2"]),
-        ("EnableProvisionedThroughput", ["true", "false"]),
-        ("EnableGuardrail", ["true", "false"]),
-        ("CreateSearchCollection", ["true", "false"]),
-        ("OpenSearchDomainArn", ["", "arn:aws:es:ap-northeast-1:123456789012:domain/manga"]),
-        ("ApiGatewayLogRoleArn", ["", "arn:aws:iam::123456789012:role/apigw-logs"]),
-        ("AlarmEmail", ["", "ops@example.com"]),
-        ("IssuerUrl", ["", "https://issuer.example.com"]),
+    let axes: [(&str, &[&str]); 9] = [
+        ("EnableVpcCache", &["true", "false"]),
+        ("NatGateways", &["1", "2"]),
+        ("PeakCapacity", &["off", "priority", "provisioned"]),
+        ("EnableGuardrail", &["true", "false"]),
+        ("CreateSearchCollection", &["true", "false"]),
+        ("OpenSearchDomainArn", &["", "arn:aws:es:ap-northeast-1:123456789012:domain/manga"]),
+        ("ApiGatewayLogRoleArn", &["", "create", "arn:aws:iam::123456789012:role/apigw-logs"]),
+        ("AlarmEmail", &["", "ops@example.com"]),
+        ("IssuerUrl", &["", "https://issuer.example.com"]),
     ];
-    (0..1u32 << axes.len())
-        .map(|bits| {
-            axes.iter().enumerate().map(|(i, (name, values))| (*name, values[((bits >> i) & 1) as usize])).collect()
-        })
-        .collect()
+    let mut out: Vec<Vec<(&str, &str)>> = vec![Vec::new()];
+    for (name, values) in axes {
+        out =
+            out.into_iter().flat_map(|s| values.iter().map(move |v| [s.clone(), vec![(name, *v)]].concat())).collect();
+    }
+    out
 }
 
 #[test]
@@ -281,40 +282,60 @@ fn prod_has_a_nat_gateway_per_az_and_dev_one_or_none() {
         section.lines().find(|l| l.starts_with("parameter_overrides")).unwrap().to_owned()
     };
     let prod = overrides("prod");
-    assert!(prod.contains("NatGateways=2") && prod.contains("EnableProvisionedThroughput=true"), "{prod}");
+    assert!(prod.contains("NatGateways=2") && prod.contains("DeletionProtection=true"), "{prod}");
+    // Prod deploys to ap-northeast-1, which sells no provisioned throughput: its peak runs on the priority tier.
+    assert!(prod.contains("PeakCapacity=priority") && !prod.contains("PeakCapacity=provisioned"), "{prod}");
     for env in ["dev", "default"] {
         let dev = overrides(env);
-        assert!(dev.contains("EnableProvisionedThroughput=false") && dev.contains("EnableVpcCache=false"), "{dev}");
+        assert!(dev.contains("PeakCapacity=off") && dev.contains("EnableVpcCache=false"), "{dev}");
     }
     assert!(!samconfig.contains("cached = true"), "SAM's cache hashes target/ and never matches");
 }
 
 #[test]
-fn provisioned_throughput_is_off_by_default_and_its_switch_removes_every_part_of_it() {
+fn peak_capacity_is_off_by_default_and_its_switch_removes_every_part_of_it() {
     let t = template();
-    assert_eq!(t["Parameters"]["EnableProvisionedThroughput"]["Default"].as_str(), Some("false"));
-    let on = Evaluated::new(&t, &[("EnableProvisionedThroughput", "true")]).resources();
-    let off = Evaluated::new(&t, &[("EnableProvisionedThroughput", "false")]).resources();
-    let removed: BTreeSet<&str> = on.difference(&off).copied().collect();
-    assert_eq!(
-        removed,
-        BTreeSet::from([
-            "ThroughputFunction",
-            "ThroughputFunctionLogGroup",
-            "ThroughputSchedulerRole",
-            "ThroughputScaleUpSchedule",
-            "ThroughputScaleDownSchedule",
-            "ThroughputReconcileSchedule",
-            "FirstTokenLatencyAlarmRule",
-            "ThroughputFunctionAlarmPermission",
-            "ThroughputFunctionErrorsAlarm",
-            "ThroughputFunctionThrottlesAlarm",
-        ])
-    );
-    // Off, the chat function never routes to (nor may invoke) a provisioned model.
-    let chat = Evaluated::new(&t, &[("EnableProvisionedThroughput", "false")]).resource("ChatFunction");
-    assert_eq!(chat["Properties"]["Environment"]["Variables"]["ROUTE_CACHE_SECS"].as_str(), Some("0"));
-    assert!(!serde_yaml_ng::to_string(&chat["Properties"]["Policies"]).unwrap().contains("provisioned-model"));
+    assert_eq!(t["Parameters"]["PeakCapacity"]["Default"].as_str(), Some("off"));
+    let schedule = BTreeSet::from([
+        "ThroughputFunction",
+        "ThroughputFunctionLogGroup",
+        "ThroughputSchedulerRole",
+        "ThroughputScaleUpSchedule",
+        "ThroughputScaleDownSchedule",
+        "ThroughputReconcileSchedule",
+        "FirstTokenLatencyAlarmRule",
+        "ThroughputFunctionAlarmPermission",
+        "ThroughputFunctionErrorsAlarm",
+        "ThroughputFunctionThrottlesAlarm",
+    ]);
+    let off = Evaluated::new(&t, &[("PeakCapacity", "off")]).resources();
+    let priority = Evaluated::new(&t, &[("PeakCapacity", "priority")]).resources();
+    let provisioned = Evaluated::new(&t, &[("PeakCapacity", "provisioned")]).resources();
+    assert_eq!(priority.difference(&off).copied().collect::<BTreeSet<_>>(), schedule);
+    // Only a plan that may buy throughput watches for the Region not selling it.
+    let unsupported = BTreeSet::from(["PeakCapacityUnsupportedFilter", "PeakCapacityUnsupportedAlarm"]);
+    assert_eq!(provisioned.difference(&priority).copied().collect::<BTreeSet<_>>(), unsupported);
+    // Off, the chat function never reads the record; only the provisioned plan may invoke a provisioned model,
+    // and only its throughput function may buy one or ask what the Region sells.
+    for (plan, buys) in [("off", false), ("priority", false), ("provisioned", true)] {
+        let ev = Evaluated::new(&t, &[("PeakCapacity", plan)]);
+        let chat = ev.resource("ChatFunction");
+        let cache = chat["Properties"]["Environment"]["Variables"]["ROUTE_CACHE_SECS"].as_str();
+        assert_eq!(cache, Some(if plan == "off" { "0" } else { "30" }), "{plan}");
+        let grants = serde_yaml_ng::to_string(&chat["Properties"]["Policies"]).unwrap();
+        assert_eq!(grants.contains("provisioned-model"), buys, "{plan}");
+        if plan != "off" {
+            let f = ev.resource("ThroughputFunction");
+            assert_eq!(ref_target(&f["Properties"]["Environment"]["Variables"]["PEAK_CAPACITY"]), Some("PeakCapacity"));
+            let policies = serde_yaml_ng::to_string(&f["Properties"]["Policies"]).unwrap();
+            assert_eq!(policies.contains("bedrock:CreateProvisionedModelThroughput"), buys, "{plan}");
+            assert_eq!(policies.contains("bedrock:GetFoundationModel"), buys, "{plan}");
+            assert!(
+                policies.contains("bedrock:DeleteProvisionedModelThroughput"),
+                "{plan}: an earlier purchase is deleted"
+            );
+        }
+    }
     // The purchase id carries its context length.
     let model = &t["Parameters"]["ProvisionedModelId"];
     assert!(model["Default"].as_str().unwrap().ends_with(":200k"));
@@ -444,9 +465,46 @@ fn the_stage_deploys_itself_and_writes_access_logs() {
         assert!(format[field].as_str().is_some_and(|v| v.starts_with("$context.")), "access log has {field}");
     }
     assert!(literal(&logs["Format"]).unwrap().len() < 3 * 1024, "API Gateway's access log template quota is 3 KB");
-    // Access logging needs the account-level CloudWatch role first.
-    assert_eq!(stage["DependsOn"].as_str(), Some("ApiGatewayAccount"));
-    assert_eq!(t["Resources"]["ApiGatewayAccount"]["Type"].as_str(), Some("AWS::ApiGateway::Account"));
+    // Created after every route (RouteSettings name them by key; creation_order.rs checks the transformed
+    // template), and after the account's logging role when this stack sets it.
+    let after: BTreeSet<&str> = stage["DependsOn"].as_sequence().unwrap().iter().filter_map(Value::as_str).collect();
+    let routes: BTreeSet<&str> = resources(&t, "AWS::ApiGatewayV2::Route").into_iter().map(|(id, _)| id).collect();
+    assert_eq!(after, routes, "{id} waits for every route");
+    for (setting, waits) in [("", false), ("create", true), ("arn:aws:iam::123456789012:role/apigw-logs", true)] {
+        let ev = Evaluated::new(&t, &[("ApiGatewayLogRoleArn", setting)]);
+        let mut refs = BTreeSet::new();
+        references(&ev.resource(id)["Properties"], &mut refs);
+        assert_eq!(refs.contains("ApiGatewayAccount"), waits, "ApiGatewayLogRoleArn={setting:?}");
+        assert_eq!(
+            ev.resources().contains("ApiGatewayAccount"),
+            waits,
+            "{setting:?}: the account is set only when asked"
+        );
+        assert_eq!(ev.resources().contains("ApiGatewayLogRole"), setting == "create", "{setting:?}");
+    }
+    // A role this stack sets for the account outlives the stack: the setting never points at a deleted role.
+    assert_eq!(t["Resources"]["ApiGatewayLogRole"]["DeletionPolicy"].as_str(), Some("RetainExceptOnCreate"));
+    assert_eq!(
+        t["Parameters"]["ApiGatewayLogRoleArn"]["Default"].as_str(),
+        Some(""),
+        "the account's own role by default"
+    );
+}
+
+#[test]
+fn data_outlives_the_stack_but_not_a_failed_first_create_and_prod_refuses_deletion() {
+    let t = template();
+    for id in ["ChatTable", "UserPool"] {
+        let r = &t["Resources"][id];
+        assert_eq!(r["DeletionPolicy"].as_str(), Some("RetainExceptOnCreate"), "{id}");
+        assert_eq!(r["UpdateReplacePolicy"].as_str(), Some("Retain"), "{id}");
+    }
+    for (setting, on) in [("true", true), ("false", false)] {
+        let ev = Evaluated::new(&t, &[("DeletionProtection", setting)]);
+        assert_eq!(ev.resource("ChatTable")["Properties"]["DeletionProtectionEnabled"].as_bool(), Some(on));
+        let pool = ev.resource("UserPool")["Properties"]["DeletionProtection"].as_str().map(str::to_owned);
+        assert_eq!(pool.as_deref(), Some(if on { "ACTIVE" } else { "INACTIVE" }));
+    }
 }
 
 #[test]
@@ -480,10 +538,16 @@ fn every_function_is_traced_and_logs_to_a_group_created_before_it() {
 }
 
 #[test]
-fn the_throughput_function_runs_one_at_a_time_outside_the_vpc_and_reports_a_failed_pass() {
+fn the_throughput_function_reserves_concurrency_only_when_asked_runs_outside_the_vpc_and_reports_a_failed_pass() {
     let t = template();
+    // A new account's concurrency limit (10) leaves nothing to reserve: none by default.
+    assert_eq!(t["Parameters"]["ThroughputReservedConcurrency"]["Default"].as_u64(), Some(0));
+    for (setting, reserved) in [("0", None), ("1", Some("ThroughputReservedConcurrency"))] {
+        let ev = Evaluated::new(&t, &[("PeakCapacity", "priority"), ("ThroughputReservedConcurrency", setting)]);
+        let f = ev.resource("ThroughputFunction");
+        assert_eq!(ref_target(&f["Properties"]["ReservedConcurrentExecutions"]), reserved, "{setting}");
+    }
     let p = &t["Resources"]["ThroughputFunction"]["Properties"];
-    assert_eq!(p["ReservedConcurrentExecutions"].as_u64(), Some(1));
     let on_failure = &p["EventInvokeConfig"]["DestinationConfig"]["OnFailure"];
     assert_eq!(ref_target(&on_failure["Destination"]), Some("AlarmTopic"));
     assert!(p.get("VpcConfig").is_none(), "its control-plane calls never go through the NAT");
@@ -595,4 +659,83 @@ fn retrieval_and_service_endpoints_are_parameters_that_survive_a_deploy() {
     let access = sub_text(&t["Resources"]["SearchAccessPolicy"]["Properties"]["Policy"]).unwrap();
     assert!(access.contains("${ChatFunctionRole.Arn}") && access.contains("${PrefetchFunctionRole.Arn}"));
     assert!(!access.contains("aoss:*") && !access.contains("WriteDocument"), "the functions only read: {access}");
+}
+
+#[test]
+fn the_guardrails_read_japanese_on_the_standard_tier_through_the_regions_guardrail_profile() {
+    let t = template();
+    // The Classic tier reads English, French and Spanish only; the Standard tier reads Japanese and needs a
+    // guardrail profile, `apac.guardrail.v1:0` from ap-northeast-1 (Bedrock user guide: guardrails-tiers,
+    // guardrails-supported-languages, guardrails-cross-region-support).
+    let profile = &t["Parameters"]["GuardrailProfileId"];
+    assert_eq!(profile["Default"].as_str(), Some("apac.guardrail.v1:0"));
+    for name in ["InputGuardrail", "OutputGuardrail"] {
+        let p = &t["Resources"][name]["Properties"];
+        assert_eq!(
+            p["ContentPolicyConfig"]["ContentFiltersTierConfig"]["TierName"].as_str(),
+            Some("STANDARD"),
+            "{name}"
+        );
+        assert_eq!(p["TopicPolicyConfig"]["TopicsTierConfig"]["TierName"].as_str(), Some("STANDARD"), "{name}");
+        let arn =
+            sub_text(&p["CrossRegionConfig"]["GuardrailProfileArn"]).unwrap_or_else(|| panic!("{name}: no profile"));
+        assert_eq!(
+            arn,
+            "arn:${AWS::Partition}:bedrock:${AWS::Region}:${AWS::AccountId}:guardrail-profile/${GuardrailProfileId}",
+            "{name}: the profile of the stack's own Region"
+        );
+        // Prompt attacks are a content filter: on the Standard tier with the rest.
+        let filters = serde_yaml_ng::to_string(&p["ContentPolicyConfig"]["FiltersConfig"]).unwrap();
+        assert_eq!(filters.contains("PROMPT_ATTACK"), name == "InputGuardrail", "{name}");
+        for topic in p["TopicPolicyConfig"]["TopicsConfig"].as_sequence().unwrap() {
+            let examples: Vec<&str> =
+                topic["Examples"].as_sequence().unwrap().iter().filter_map(Value::as_str).collect();
+            assert!(examples.len() <= 5 && examples.iter().all(|e| e.chars().count() <= 100), "{name}: topic limits");
+            assert!(examples.iter().any(|e| !e.is_ascii()), "{name}: {:?} has a Japanese example", topic["Name"]);
+        }
+    }
+    // Applying a Standard-tier guardrail is authorized on the profile in every destination Region too.
+    let ev = Evaluated::new(&t, &[("EnableGuardrail", "true")]);
+    for f in ["ChatFunction", "PrefetchFunction"] {
+        let policies = serde_yaml_ng::to_string(&ev.resource(f)["Properties"]["Policies"]).unwrap();
+        assert!(
+            policies.contains(":bedrock:*:${AWS::AccountId}:guardrail-profile/${GuardrailProfileId}"),
+            "{f}: {policies}"
+        );
+    }
+}
+
+#[test]
+fn the_model_callers_may_subscribe_the_account_to_a_third_party_model_on_first_use() {
+    let t = template();
+    // The first call to an Anthropic model subscribes the account through AWS Marketplace as the caller
+    // (Bedrock user guide, "Request access to models").
+    for f in ["ChatFunction", "PrefetchFunction"] {
+        let policies = serde_yaml_ng::to_string(&t["Resources"][f]["Properties"]["Policies"]).unwrap();
+        for action in ["aws-marketplace:Subscribe", "aws-marketplace:Unsubscribe", "aws-marketplace:ViewSubscriptions"]
+        {
+            assert!(policies.contains(action), "{f} lacks {action}");
+        }
+    }
+}
+
+#[test]
+fn the_local_guardrail_blocks_every_japanese_example_of_the_deployed_denied_topics() {
+    use mangaassist_local::emulators::guardrail::{Direction, assess};
+    let t = template();
+    let mut checked = 0;
+    for name in ["InputGuardrail", "OutputGuardrail"] {
+        for topic in t["Resources"][name]["Properties"]["TopicPolicyConfig"]["TopicsConfig"].as_sequence().unwrap() {
+            for example in topic["Examples"].as_sequence().unwrap().iter().filter_map(Value::as_str) {
+                if example.is_ascii() {
+                    continue;
+                }
+                for direction in [Direction::Input, Direction::Output] {
+                    assert!(assess(direction, example).blocked, "{name}: the emulator lets {example:?} through");
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 6, "Japanese examples checked: {checked}");
 }

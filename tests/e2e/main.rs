@@ -11,9 +11,11 @@
 mod auth;
 mod browser;
 mod budgets;
+mod capacity_plan;
 mod compression;
 mod connections;
 mod context;
+mod creation_order;
 mod deploy;
 mod guards;
 mod hardening;

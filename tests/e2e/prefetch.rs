@@ -75,6 +75,7 @@ fn job(id: &str, previous: Option<Intent>, intent: Intent, products: &[Asin]) ->
         history: Vec::new(),
         summary: None,
         previous_products: Vec::new(),
+        pregenerated: false,
     }
 }
 

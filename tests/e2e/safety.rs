@@ -6,11 +6,13 @@
 use std::time::Duration;
 
 use mangaassist_adapters::dynamo::DynamoStore;
+use mangaassist_core::cache::CacheKey;
+use mangaassist_core::ports::sources::Cache;
 use mangaassist_core::ports::{Store, TurnStatus};
 use mangaassist_core::routes::Routes;
 use mangaassist_local::client::ChatClient;
 use mangaassist_local::embedded::ttl_cache::TtlCache;
-use mangaassist_local::emulators::bedrock::{EmulatorConfig, Fault};
+use mangaassist_local::emulators::bedrock::{EmulatorConfig, Fault, RequestRecord};
 use mangaassist_local::system::with_guardrails;
 use mangaassist_local::system::{LocalSystem, SystemOptions, start_full};
 use serde_json::{Value, json};
@@ -191,9 +193,37 @@ async fn a_pregenerated_answer_the_guardrail_stops_is_never_cached() {
         .send_message("Can you recommend something similar?", Some(&json!({"browsing_history": group})))
         .await
         .unwrap();
-    assert_eq!(events_until_end(&mut client, &id).await.last().unwrap()["type"], "completed");
-    let reports = sys.prefetch.as_ref().unwrap().drain_after(1, Duration::from_secs(10)).await;
-    let pregen = reports[0].pregen.as_ref().unwrap();
-    assert_eq!(pregen.blocked.len(), 1, "{pregen:?}");
-    assert_eq!(pregen.generated.len(), 2, "{pregen:?}");
+    let events = events_until_end(&mut client, &id).await;
+    let done = events.last().unwrap();
+    assert_eq!(done["type"], "completed");
+    let named: Vec<String> =
+        done["products"].as_array().unwrap().iter().filter_map(|p| p["asin"].as_str().map(str::to_owned)).collect();
+    assert_eq!(named.len(), 3, "{done}");
+    // The turn pre-generates the three while it streams, and finishes them after `completed`.
+    let session = mangaassist_core::ids::SessionId::parse(client.session().await.unwrap()).unwrap();
+    let keys: Vec<String> = named
+        .iter()
+        .map(|a| CacheKey::Pregen(session.clone(), mangaassist_core::ids::Asin::parse(a).unwrap()).render())
+        .collect();
+    let overview = |r: &RequestRecord| r.prompt.contains("Tell me more about");
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    let generations = loop {
+        let g: Vec<RequestRecord> = sys.emulator.stats.requests().into_iter().filter(overview).collect();
+        if (g.len() == 3 && g.iter().all(|r| r.completed)) || tokio::time::Instant::now() > until {
+            break g;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(generations.len(), 3, "one generation per named product");
+    assert_eq!(generations.iter().filter(|r| r.guardrail_intervened).count(), 1, "the guardrail stopped one");
+    let cached = || async {
+        let values = sys.app.engine.sources.cache.get_many(&keys).await.unwrap();
+        values.iter().filter(|v| v.is_some()).count()
+    };
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while cached().await < 2 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(cached().await, 2, "the two the guardrail let through are cached, the stopped one never");
 }

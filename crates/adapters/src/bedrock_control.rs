@@ -1,5 +1,7 @@
 //! The core's `ThroughputControl` over the Bedrock control plane (`aws-sdk-bedrock`): List, Get, Create
-//! and Delete provisioned model throughput.
+//! and Delete provisioned model throughput, and whether the Region sells it for a model at all
+//! (`GetFoundationModel`'s `inferenceTypesSupported`; `ListFoundationModels` with
+//! `byInferenceType=PROVISIONED` for what it sells instead).
 //!
 //! Every call has a per-attempt and an overall deadline and up to three attempts with the SDK's jittered
 //! exponential backoff. Retrying `Create` is safe because it always carries the reconciler's client token;
@@ -12,9 +14,9 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_bedrock::Client;
 use aws_sdk_bedrock::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_bedrock::types::{CommitmentDuration, ProvisionedModelStatus};
+use aws_sdk_bedrock::types::{CommitmentDuration, InferenceType, ProvisionedModelStatus};
 use mangaassist_core::throughput::{
-    Commitment, ControlError, ProvisionedThroughput, ThroughputControl, ThroughputSpec, ThroughputStatus,
+    Commitment, ControlError, Offer, ProvisionedThroughput, ThroughputControl, ThroughputSpec, ThroughputStatus,
 };
 
 /// Pages of `ListProvisionedModelThroughputs` read before giving up on finding a name.
@@ -181,6 +183,53 @@ impl ThroughputControl for BedrockControl {
             Ok(_) => Ok(()),
             Err(e) if e.as_service_error().is_some_and(|se| se.is_resource_not_found_exception()) => Ok(()),
             Err(e) => Err(control_err(e, |e| e.is_validation_exception() || e.is_access_denied_exception())),
+        }
+    }
+
+    /// `GetFoundationModel` on the provisioned-throughput id (`...:200k`): sold when its
+    /// `inferenceTypesSupported` has `PROVISIONED`; a model the Region does not know
+    /// (`ResourceNotFoundException`, `ValidationException`) is not sold here. A custom model's ARN is not a
+    /// foundation model: the control plane cannot say ([`Offer::Unknown`]).
+    async fn provisioned_offer(&self, model_id: &str) -> Result<Offer, ControlError> {
+        if model_id.starts_with("arn:") {
+            return Ok(Offer::Unknown);
+        }
+        let res = self.client.get_foundation_model().model_identifier(model_id).send().await;
+        let reason = match res {
+            Ok(out) => {
+                let types = out.model_details().map(|d| d.inference_types_supported()).unwrap_or_default();
+                if types.contains(&InferenceType::Provisioned) {
+                    return Ok(Offer::Sold);
+                }
+                let listed: Vec<&str> = types.iter().map(InferenceType::as_str).collect();
+                format!("{model_id} supports {listed:?}, not PROVISIONED")
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_resource_not_found_exception() || se.is_validation_exception()) =>
+            {
+                format!(
+                    "{model_id} is not a model of this Region: {}",
+                    e.as_service_error().and_then(|se| se.message()).unwrap_or("not found")
+                )
+            }
+            Err(e) => return Err(control_err(e, |e| e.is_access_denied_exception())),
+        };
+        Ok(Offer::NotSold { reason, sold_here: self.sold_here().await })
+    }
+}
+
+impl BedrockControl {
+    /// The provisioned-throughput model ids this Region sells, for the log line of an unsupported plan; empty
+    /// when the listing fails (the answer is already known, the list only helps the reader).
+    async fn sold_here(&self) -> Vec<String> {
+        let res = self.client.list_foundation_models().by_inference_type(InferenceType::Provisioned).send().await;
+        match res {
+            Ok(out) => out.model_summaries().iter().map(|m| m.model_id().to_owned()).collect(),
+            Err(e) => {
+                tracing::warn!(error = %mangaassist_core::error::chain(&e), "could not list the models sold as provisioned throughput");
+                Vec::new()
+            }
         }
     }
 }

@@ -11,6 +11,8 @@
 //! | `commitment_ends` | N | when its commitment term ends, Unix ms (absent: no term); not deleted before |
 //! | `replacement_arn`, `replacement_status`, `replacement_units` | S, S, N | a purchase of a new size, bought while the old one serves (absent: none) |
 //! | `last_error` | S | what went wrong last (absent when the last pass was clean) |
+//! | `priority` | BOOL | the peak's priority service tier is in force (absent: false); the chat function reads it |
+//! | `plan_key`, `plan_sold`, `plan_checked_at`, `plan_detail` | S, BOOL, N, S | whether the Region sells the plan's provisioned throughput: `<model>@<region>` asked, the answer, when, why not (absent: not asked) |
 //! | `updated_at` | N | last write, Unix ms |
 //! | `version` | N | optimistic lock: each write is conditional on the version it read |
 //!
@@ -25,7 +27,7 @@ use mangaassist_core::error::StoreError;
 
 use crate::dynamo::{get_n, get_s, store_err};
 use mangaassist_core::throughput::{
-    Desired, DesiredSource, SaveOutcome, ThroughputState, ThroughputStateStore, ThroughputStatus,
+    Desired, DesiredSource, PlanCheck, SaveOutcome, ThroughputState, ThroughputStateStore, ThroughputStatus,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -46,6 +48,13 @@ pub struct DynamoThroughputState {
 #[error("the CONFIG/THROUGHPUT item is malformed: attribute `{0}`")]
 struct Malformed(&'static str);
 
+fn get_bool(item: &Item, k: &str) -> Option<bool> {
+    match item.get(k) {
+        Some(AttributeValue::Bool(b)) => Some(*b),
+        _ => None,
+    }
+}
+
 fn from_item(item: &Item) -> Result<ThroughputState, Malformed> {
     let text = |k: &'static str| get_s(item, k).ok_or(Malformed(k));
     let number = |k: &'static str| get_n::<u64>(item, k).ok_or(Malformed(k));
@@ -64,6 +73,16 @@ fn from_item(item: &Item) -> Result<ThroughputState, Malformed> {
         },
         replacement_units: get_n(item, "replacement_units").unwrap_or(0),
         last_error: get_s(item, "last_error").map(str::to_owned),
+        plan_check: match get_s(item, "plan_key") {
+            None => None,
+            Some(key) => Some(PlanCheck {
+                key: key.to_owned(),
+                sold: get_bool(item, "plan_sold").ok_or(Malformed("plan_sold"))?,
+                checked_at_ms: number("plan_checked_at")?,
+                detail: get_s(item, "plan_detail").unwrap_or_default().to_owned(),
+            }),
+        },
+        priority: get_bool(item, "priority").unwrap_or(false),
         updated_at_ms: number("updated_at")?,
         version: number("version")?,
     })
@@ -111,7 +130,8 @@ impl ThroughputStateStore for DynamoThroughputState {
             .item("status", s(st.status.as_str()))
             .item("model_units", n(u64::from(st.model_units)))
             .item("updated_at", n(st.updated_at_ms))
-            .item("version", n(st.version));
+            .item("version", n(st.version))
+            .item("priority", AttributeValue::Bool(st.priority));
         if let Some(arn) = &st.arn {
             req = req.item("arn", s(arn));
         }
@@ -126,6 +146,13 @@ impl ThroughputStateStore for DynamoThroughputState {
         }
         if let Some(err) = &st.last_error {
             req = req.item("last_error", s(err));
+        }
+        if let Some(check) = &st.plan_check {
+            req = req
+                .item("plan_key", s(&check.key))
+                .item("plan_sold", AttributeValue::Bool(check.sold))
+                .item("plan_checked_at", n(check.checked_at_ms))
+                .item("plan_detail", s(&check.detail));
         }
         req = if expected_version == 0 {
             req.condition_expression("attribute_not_exists(pk)")

@@ -54,6 +54,9 @@ enum Scenario {
     Abuse,
     /// Messages replayed as typed, with typing-time speculation on and off side by side.
     Typing,
+    /// Idle gaps on the heavy-tail model: warm connections, the fresh-connection retry and hedging off and
+    /// on side by side, and each alone; our CPU per turn.
+    Tail,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -170,6 +173,9 @@ enum Cmd {
         /// Replay conversations from a JSONL file: {"messages":[{"text":"...","page_context":{...}}]}.
         #[arg(long)]
         script: Option<PathBuf>,
+        /// followups: the shopper's reading pause between an answer and the next message, ms.
+        #[arg(long, default_value_t = 2500)]
+        read_ms: u64,
         /// Also write the report as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -184,6 +190,10 @@ enum Cmd {
         /// or the held-out ones (written for reporting only).
         #[arg(long, value_enum, default_value = "dev")]
         set: bench::typing::ConversationSet,
+        /// tail: how the emulated endpoint drops an idle connection: closed (`graceful`), or abandoned without
+        /// a FIN (`silent`: the pooled socket stalls its next request).
+        #[arg(long, value_enum, default_value = "graceful")]
+        drops: bench::tail::Drops,
     },
 }
 
@@ -283,6 +293,7 @@ fn scenario_name(cmd: &Cmd) -> &'static str {
         Scenario::Capacity => "capacity",
         Scenario::Abuse => "abuse",
         Scenario::Typing => "typing",
+        Scenario::Tail => "tail",
     }
 }
 
@@ -357,6 +368,10 @@ async fn run(cmd: Cmd, rec: &Recorder) -> anyhow::Result<()> {
             // Boxed: two systems replaying side by side make a ~25 KB future.
             Box::pin(bench::typing::typing(quick, conversations, guardrails, set, json, rec)).await
         }
+        Cmd::Bench { scenario: Scenario::Tail, quick, conversations, drops, json, .. } => {
+            // Boxed: twenty systems replaying side by side make a large future.
+            Box::pin(bench::tail::tail(quick, conversations, drops, json, rec)).await
+        }
         Cmd::Bench { guardrail: Some(run), quick, json, .. } => {
             bench::guardrail::guardrail(run, quick, json, rec).await
         }
@@ -375,8 +390,8 @@ async fn run(cmd: Cmd, rec: &Recorder) -> anyhow::Result<()> {
             .await
         }
         Cmd::Bench { scenario: Scenario::Context, quick, json, .. } => bench::context::context(quick, json, rec).await,
-        Cmd::Bench { scenario: Scenario::Followups, quick, script, json, .. } => {
-            bench::followups::followups(quick, script, json, rec).await
+        Cmd::Bench { scenario: Scenario::Followups, quick, script, read_ms, json, .. } => {
+            bench::followups::followups(quick, script, read_ms, json, rec).await
         }
         Cmd::Bench { scenario: Scenario::Models, quick, json, .. } => bench::models::models(quick, json, rec).await,
         Cmd::Bench { scenario: Scenario::Abuse, quick, json, .. } => bench::abuse::abuse(quick, json).await,

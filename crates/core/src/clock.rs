@@ -3,7 +3,7 @@
 //! (the daily token budget's day, the peak schedule): Japan has no daylight saving time, so JST is always
 //! UTC+9 and no time-zone database is needed.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Source of the current Unix time in milliseconds.
 pub trait Clock: Send + Sync {
@@ -17,6 +17,30 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// Reads the process's CPU time so far (user and system, every thread); `None` where it cannot be read.
+/// Injected by the binary (the chat function reads the OS's process CPU clock), so the core reads none.
+pub type CpuClock = fn() -> Option<Duration>;
+
+/// The process CPU time used since it was started, by an injected [`CpuClock`]: an invocation's own CPU
+/// where one invocation runs per process at a time (Lambda).
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMeter {
+    clock: CpuClock,
+    start: Duration,
+}
+
+impl CpuMeter {
+    /// Starts now; `None` when the clock cannot be read.
+    pub fn start(clock: CpuClock) -> Option<Self> {
+        clock().map(|start| Self { clock, start })
+    }
+
+    /// The CPU time used since [`CpuMeter::start`].
+    pub fn used(&self) -> Option<Duration> {
+        (self.clock)().map(|now| now.saturating_sub(self.start))
     }
 }
 

@@ -44,6 +44,9 @@ pub const PREGEN_HIT_RATE: &str = "pregen.hit_rate";
 pub const PREGEN_WASTED_TOKENS: &str = "pregen.wasted_tokens";
 /// Output tokens spent generating answers ahead of the question (emitted by the prefetch function).
 pub const PREGEN_GENERATED_TOKENS: &str = "pregen.generated_tokens";
+/// From the answer's last frame to a pre-generated answer of one of its products being cached, ms (0:
+/// ready before the answer ended), one value per answer generated while the turn streamed.
+pub const PREGEN_READY_MS: &str = "pregen.ready_ms";
 /// Input tokens Bedrock read from its prompt cache for the turn.
 pub const CACHE_READ_TOKENS: &str = "bedrock.cache_read_tokens";
 
@@ -82,6 +85,15 @@ pub const TYPED_AHEAD: &str = "answers.typed_ahead";
 pub const TYPED_AHEAD_INPUT_TOKENS: &str = "answers.typed_ahead_input_tokens";
 pub const TYPED_AHEAD_OUTPUT_TOKENS: &str = "answers.typed_ahead_output_tokens";
 
+/// A turn whose first token was late started a second stream on the next route (hedging): one per hedged
+/// turn, so its sum over `turn.count{outcome=completed}` is the share of turns hedged (capped by
+/// `HEDGE_SHARE`).
+pub const HEDGE_STARTED: &str = "hedge.started";
+/// Of those, 1 when the second stream answered, else 0: its average is the hedges' win rate.
+pub const HEDGE_WON: &str = "hedge.won";
+/// Model tokens a hedge race spent for nothing: the dropped stream's input estimate.
+pub const HEDGE_EXTRA_TOKENS: &str = "hedge.extra_tokens";
+
 /// Every metric name above: what alarms and dashboards may refer to.
 pub const ALL: &[&str] = &[
     FIRST_TOKEN_LATENCY_MS,
@@ -94,6 +106,7 @@ pub const ALL: &[&str] = &[
     PREGEN_HIT_RATE,
     PREGEN_WASTED_TOKENS,
     PREGEN_GENERATED_TOKENS,
+    PREGEN_READY_MS,
     TURNS,
     TURN_STORE_FAILED,
     AUTH_DENIED,
@@ -107,6 +120,9 @@ pub const ALL: &[&str] = &[
     TYPED_AHEAD,
     TYPED_AHEAD_INPUT_TOKENS,
     TYPED_AHEAD_OUTPUT_TOKENS,
+    HEDGE_STARTED,
+    HEDGE_WON,
+    HEDGE_EXTRA_TOKENS,
 ];
 
 /// The metrics of the design's alarm table (the first six of [`ALL`]): each has an alarm in the template.
@@ -341,6 +357,16 @@ pub fn typed_ahead_record(timestamp_ms: u64, outcome: &str, input_tokens: u32, o
         .metric(TYPED_AHEAD_OUTPUT_TOKENS, f64::from(output_tokens), Unit::Count)
 }
 
+/// The record of one hedged turn ([`HEDGE_STARTED`]): whether the second stream answered, and the tokens
+/// the race spent for nothing. Without dimensions: hedging is rare (a capped share of turns), and the
+/// aggregate is what the dashboard reads.
+pub fn hedge_record(timestamp_ms: u64, won: bool, extra_tokens: u32) -> Emf {
+    Emf::new(timestamp_ms)
+        .metric(HEDGE_STARTED, 1.0, Unit::Count)
+        .metric(HEDGE_WON, f64::from(u8::from(won)), Unit::Count)
+        .metric(HEDGE_EXTRA_TOKENS, f64::from(extra_tokens), Unit::Count)
+}
+
 /// The records of one guardrail intervention: one [`GUARDRAIL_INTERVENTIONS`] per policy family that
 /// acted (`unknown` when the trace named none), by policy and direction, and by direction alone.
 pub fn guardrail_record(
@@ -406,8 +432,13 @@ pub fn auth_denied_record(timestamp_ms: u64, reason: &str) -> Emf {
     )
 }
 
-/// The record of one prefetch run that pre-generated: tokens spent, and tokens of earlier answers that
-/// were never served.
+/// How long after its answer ended one pre-generated answer was ready ([`PREGEN_READY_MS`]).
+pub fn pregen_ready_record(timestamp_ms: u64, ready_ms: f64) -> Emf {
+    Emf::new(timestamp_ms).metric(PREGEN_READY_MS, ready_ms, Unit::Milliseconds)
+}
+
+/// The record of one prefetch run (or turn) that pre-generated: tokens spent, and tokens of earlier
+/// answers that were never served.
 pub fn pregen_record(timestamp_ms: u64, generated_tokens: u32, wasted_tokens: u32) -> Emf {
     Emf::new(timestamp_ms).metric(PREGEN_GENERATED_TOKENS, f64::from(generated_tokens), Unit::Count).metric(
         PREGEN_WASTED_TOKENS,
@@ -530,6 +561,7 @@ mod tests {
         let elsewhere = [
             PREGEN_WASTED_TOKENS,
             PREGEN_GENERATED_TOKENS,
+            PREGEN_READY_MS,
             TURNS,
             TURN_STORE_FAILED,
             AUTH_DENIED,
@@ -543,10 +575,23 @@ mod tests {
             TYPED_AHEAD,
             TYPED_AHEAD_INPUT_TOKENS,
             TYPED_AHEAD_OUTPUT_TOKENS,
+            // A record of its own, for hedged turns only.
+            HEDGE_STARTED,
+            HEDGE_WON,
+            HEDGE_EXTRA_TOKENS,
         ];
         let per_turn: Vec<&&str> = ALL.iter().filter(|n| !elsewhere.contains(n)).collect();
         assert_eq!(names.len(), per_turn.len());
         assert!(per_turn.iter().all(|n| names.contains(n)));
+    }
+
+    #[test]
+    fn a_hedged_turn_counts_one_hedge_whether_it_won_and_the_tokens_it_wasted() {
+        let doc = assert_valid_emf(&hedge_record(7, true, 812).to_json());
+        assert_eq!((doc[HEDGE_STARTED].as_f64(), doc[HEDGE_WON].as_f64()), (Some(1.0), Some(1.0)));
+        assert_eq!(doc[HEDGE_EXTRA_TOKENS], 812.0);
+        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"], serde_json::json!([[]]));
+        assert_eq!(hedge_record(7, false, 0).value(HEDGE_WON), Some(0.0));
     }
 
     #[test]

@@ -279,6 +279,17 @@ pub struct TurnMetrics {
     /// Of a typed-ahead answer: how much of the model's first-token time had passed when the message was
     /// sent (the part the shopper did not wait for), ms; 0 otherwise.
     pub ahead_ms: f64,
+    /// The first token was late and a second stream was started on the next route (hedging).
+    pub hedge_started: bool,
+    /// That second stream answered (first, or after the first attempt failed).
+    pub hedged: bool,
+    /// Model tokens spent for nothing by the hedge race: the prompt's estimate (`prompt_tokens`) when a
+    /// stream was dropped while still running (its input was sent; it had produced no text), else 0.
+    pub hedge_extra_tokens: u32,
+    /// The process's CPU time spent by this invocation up to this event, µs (0: not measured). On Lambda one
+    /// invocation runs per process at a time, so it is the invocation's own CPU; where invocations share a
+    /// process (the local system), it includes whatever else ran meanwhile.
+    pub cpu_us: u64,
 }
 
 /// `model` as a client may see it, whatever was put in it (defense in depth: an ARN never leaves).

@@ -1,19 +1,23 @@
 //! Token counting for prompt budgets.
 //!
-//! Claude's tokenizer is not public, so counts are estimates: the OpenAI `cl100k_base` BPE (from
-//! `bpe-openai`, vocabulary embedded in the binary, nothing downloaded) gives the shape, and a per-model
-//! [`Calibration`] learned online from the `inputTokens` Bedrock reports corrects the scale.
+//! Claude's tokenizer is not public, so counts are estimates: the OpenAI `cl100k_base` BPE (the
+//! `bpe-openai` tokenizer, nothing downloaded) gives the shape, and a per-model [`Calibration`] learned
+//! online from the `inputTokens` Bedrock reports corrects the scale.
 //!
-//! The BPE tables are deserialized on first use (tens of milliseconds, measured in the README). That must
-//! not land on a shopper's first request, so [`Estimator`] starts loading them on a background thread at
-//! cold start and answers with a cheap character-class estimate until they are ready.
+//! The binary carries the vocabulary, not the BPE: `bpe-openai` embeds its automata already built, 15 MB of
+//! serialized tables that were half the chat binary and kept its package over 10 MB zipped. `build.rs` packs
+//! the 100,256 tokens instead (0.45 MB deflated), and the first use rebuilds the same BPE from them (same
+//! tokens, same hash factor, same pre-tokenizer: the counts are identical, a test compares them with
+//! `bpe-openai`'s own). Rebuilding takes about half a second of one core (the README's "Package size and cold
+//! start" has the figures), which must not land on a shopper's request, so [`Estimator`] starts it on a
+//! background thread at cold start and answers with a cheap character-class estimate until it is ready.
 //!
 //! Truncation never splits a UTF-8 character or a grapheme cluster: it cuts on the BPE pre-tokenizer's
 //! piece boundaries, then steps back to the nearest grapheme boundary.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use unicode_segmentation::GraphemeCursor;
 
@@ -65,23 +69,79 @@ pub fn grapheme_floor(text: &str, mut idx: usize) -> usize {
     }
 }
 
-/// The `cl100k_base` BPE.
+/// The `cl100k_base` vocabulary packed by `build.rs`: each token as a length byte and its bytes, deflated.
+const PACKED_CL100K: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cl100k_tokens.deflate"));
+/// The hash factor `bpe-openai` builds `cl100k_base` with (its token hash table is collision-free with it).
+const CL100K_HASH_FACTOR: u64 = 17_846_336_922_010_275_747;
+/// `cl100k_base`'s pre-tokenizer, as tiktoken defines it, with its negative look-ahead `\s+(?!\S)` written
+/// as a one-character look-ahead pattern (`true`: its last character is not part of the match), which is the
+/// form `bpe_openai::Tokenizer::new_lookahead` takes; `\s+$` covers the end of the text.
+const CL100K_PATTERNS: [(&str, bool); 3] = [
+    (
+        "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+$",
+        false,
+    ),
+    ("\\s+\\s", true),
+    ("\\s+", false),
+];
+
+/// The BPE, rebuilt once from the packed vocabulary; `None` only if the packed data were corrupt (then the
+/// counts fall back to [`Heuristic`] and the error is logged once).
+static CL100K: LazyLock<Option<bpe_openai::Tokenizer>> = LazyLock::new(|| {
+    let started = std::time::Instant::now();
+    let built = build_cl100k();
+    match &built {
+        Ok(_) => tracing::info!(ready_ms = started.elapsed().as_secs_f64() * 1000.0, "tokenizer ready"),
+        Err(why) => tracing::error!(why, "the cl100k vocabulary could not be rebuilt; counting with the estimate"),
+    }
+    built.ok()
+});
+
+fn build_cl100k() -> Result<bpe_openai::Tokenizer, &'static str> {
+    let raw =
+        miniz_oxide::inflate::decompress_to_vec(PACKED_CL100K).map_err(|_| "the packed vocabulary does not inflate")?;
+    let mut tokens = Vec::with_capacity(100_256);
+    let mut rest = raw.as_slice();
+    while let Some((&len, tail)) = rest.split_first() {
+        let (token, tail) = tail.split_at_checked(usize::from(len)).ok_or("the packed vocabulary is truncated")?;
+        tokens.push(token.to_vec());
+        rest = tail;
+    }
+    // `from_dictionary` asserts on inputs it cannot index; the input is fixed at build time and tested, but a
+    // panic here would take the warm-up thread and leave the estimate in place, which is what we want anyway.
+    let bpe = std::panic::catch_unwind(|| {
+        bpe_openai::byte_pair_encoding::BytePairEncoding::from_dictionary(tokens, Some(CL100K_HASH_FACTOR))
+    })
+    .map_err(|_| "the vocabulary does not build a BPE")?;
+    bpe_openai::Tokenizer::new_lookahead(bpe, &CL100K_PATTERNS, false).map_err(|_| "the pre-tokenizer does not compile")
+}
+
+/// The `cl100k_base` BPE. Its first use builds it (about half a second; [`Estimator`] does that off the
+/// request path); should that fail, it counts like [`Heuristic`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Cl100k;
 
 impl Cl100k {
-    fn bpe() -> &'static bpe_openai::Tokenizer {
-        bpe_openai::cl100k_base()
+    fn bpe() -> Option<&'static bpe_openai::Tokenizer> {
+        CL100K.as_ref()
+    }
+
+    /// Builds the BPE now if it is not built yet; whether it is usable.
+    pub fn load() -> bool {
+        Self::bpe().is_some()
     }
 }
 
 impl Tokenizer for Cl100k {
     fn count(&self, text: &str) -> usize {
-        Self::bpe().count(text)
+        match Self::bpe() {
+            Some(bpe) => bpe.count(text),
+            None => Heuristic.count(text),
+        }
     }
 
     fn count_up_to(&self, text: &str, limit: usize) -> Option<usize> {
-        let bpe = Self::bpe();
+        let Some(bpe) = Self::bpe() else { return Heuristic.count_up_to(text, limit) };
         let mut used = 0;
         for piece in bpe.split(text) {
             used += bpe.bpe.count(piece.as_bytes());
@@ -97,7 +157,7 @@ impl Tokenizer for Cl100k {
     }
 
     fn truncate<'a>(&self, text: &'a str, max: usize) -> &'a str {
-        let bpe = Self::bpe();
+        let Some(bpe) = Self::bpe() else { return Heuristic.truncate(text, max) };
         let mut used = 0;
         let mut end = 0;
         for piece in bpe.split(text) {
@@ -147,13 +207,13 @@ pub struct Estimator {
 }
 
 impl Estimator {
-    /// Starts loading the BPE tables on a background thread and returns at once.
+    /// Starts building the BPE on a background thread and returns at once; the counts are exact from when it
+    /// is ready (never, should it fail to build: the estimate stays).
     pub fn warm_in_background() -> Self {
         let est = Self::default();
         let ready = est.ready.clone();
         let spawned = std::thread::Builder::new().name("bpe-warmup".into()).spawn(move || {
-            let _ = Cl100k.count("warm up");
-            ready.store(true, Ordering::Release);
+            ready.store(Cl100k::load(), Ordering::Release);
         });
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "could not start the tokenizer warm-up thread; using the estimate");
@@ -161,10 +221,9 @@ impl Estimator {
         est
     }
 
-    /// Loads the BPE tables now (benchmarks, tests).
+    /// Builds the BPE now (benchmarks, tests).
     pub fn loaded() -> Self {
-        let _ = Cl100k.count("warm up");
-        Self { ready: Arc::new(AtomicBool::new(true)) }
+        Self { ready: Arc::new(AtomicBool::new(Cl100k::load())) }
     }
 
     pub fn is_exact(&self) -> bool {
@@ -278,6 +337,48 @@ mod tests {
         assert_eq!(Cl100k.count_up_to(&text, n), Some(n));
         assert_eq!(Cl100k.count_up_to(&text, n - 1), None);
         assert_eq!(Heuristic.count_up_to(&text, 10), None);
+    }
+
+    /// The rebuilt BPE against `bpe-openai`'s own `cl100k_base` (its embedded automata: only this test
+    /// binary carries them), on the store's kinds of text and on arbitrary strings.
+    #[test]
+    fn the_rebuilt_bpe_counts_and_splits_exactly_like_bpe_openai() {
+        let reference = bpe_openai::cl100k_base();
+        let ours = Cl100k::bpe().expect("the packed vocabulary builds");
+        assert_eq!(ours.bpe.num_tokens(), reference.bpe.num_tokens());
+        let fixed = [
+            "Hello, world!",
+            "進撃の巨人は面白い。👨‍👩‍👧 family e\u{301}dition",
+            "  leading and trailing spaces  \n\n\ttabs\r\nand CRLF ",
+            "I'm sure they'll've read it; it's 1,234,567 yen (税込) — ¥1,980!",
+            "おすすめのファンタジー漫画はありますか?全巻セットだと嬉しいです。",
+            "https://example.com/manga?asin=B0C1234567&ref=chat#top",
+        ];
+        let mut rng = fastrand::Rng::with_seed(27);
+        let alphabet: Vec<char> = "ab Z9 \n\t'.,!?進撃巨人のはを、。ー🙂é\u{301}".chars().collect();
+        let random = (0..300).map(|_| {
+            let len = rng.usize(0..60);
+            (0..len).map(|_| alphabet[rng.usize(0..alphabet.len())]).collect::<String>()
+        });
+        for text in fixed.iter().map(|t| (*t).to_owned()).chain(random) {
+            assert_eq!(ours.count(text.as_str()), reference.count(text.as_str()), "{text:?}");
+            let a: Vec<&str> = ours.split(&text).collect();
+            let b: Vec<&str> = reference.split(&text).collect();
+            assert_eq!(a, b, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_estimator_turns_exact_once_the_background_build_is_done() {
+        let est = Estimator::warm_in_background();
+        for _ in 0..600 {
+            if est.is_exact() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(est.is_exact());
+        assert_eq!(est.count("Hello, world!"), 4);
     }
 
     #[test]

@@ -85,6 +85,10 @@ pub struct SystemOptions {
     pub warm: Option<std::time::Duration>,
     /// How the chat function opens a Bedrock stream (`BEDROCK_FIRST_BYTE_MS`): the production default.
     pub stream_open: StreamOpen,
+    /// How long the chat function's Bedrock client keeps an idle pooled connection; `None`: the production
+    /// [`mangaassist_adapters::sdk::POOL_IDLE_TIMEOUT`]. A bench that scales the endpoint's idle timeout
+    /// down (`bench --scenario tail`) scales this with it, to keep the pool's below the endpoint's.
+    pub pool_idle: Option<Duration>,
 }
 
 impl Default for SystemOptions {
@@ -100,6 +104,7 @@ impl Default for SystemOptions {
             allow_guests: true,
             warm: None,
             stream_open: StreamOpen::default(),
+            pool_idle: None,
         }
     }
 }
@@ -323,7 +328,11 @@ async fn start_unboxed<St: Store + 'static, K: Cache + AnswerBuffer + 'static>(
         let pregen = Budgeted { inner: pregen, ledger: ledger.clone() };
         Arc::new(EmbeddedQueue::new(prefetcher.with_pregen(pregen)))
     });
-    let model = BedrockModel::new(&sdk).with_stream_open(opts.stream_open);
+    let model_sdk = match opts.pool_idle {
+        Some(idle) => sdk.to_builder().http_client(mangaassist_adapters::sdk::http_client(idle)).build(),
+        None => sdk.clone(),
+    };
+    let model = BedrockModel::new(&model_sdk).with_stream_open(opts.stream_open);
     let warm = match opts.warm {
         Some(idle) => Warmer::default().with_idle(idle).with_bedrock(model.clone()),
         None => Warmer::default(),

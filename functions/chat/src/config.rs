@@ -11,6 +11,7 @@ use mangaassist_adapters::env::{
     Env, SourceSettings, pregen_settings, process_env, prompt_budget, region, safety_settings,
 };
 use mangaassist_core::ahead::typed::TypedAheadConfig;
+use mangaassist_core::answer::hedge::{HedgeConfig, HedgeDelay};
 use mangaassist_core::context::ContextConfig;
 use mangaassist_core::limits::{AddressLimits, LimitConfig, Tier};
 use mangaassist_core::models::{
@@ -164,6 +165,26 @@ fn limits<F: Fn(&str) -> Option<String>>(env: &Env<F>, d: &LimitConfig) -> Resul
     })
 }
 
+/// Hedging of a late first token: `HEDGE` (on/off), `HEDGE_DELAY_MS` (`p90`, the route's learned p90, or a
+/// fixed delay in ms), `HEDGE_INITIAL_DELAY_MS` (the delay until the p90 is learned), `HEDGE_SHARE` (the
+/// share of turns that may be hedged, 0..=1).
+fn hedge<F: Fn(&str) -> Option<String>>(env: &Env<F>, d: &HedgeConfig) -> Result<HedgeConfig, ChatConfigError> {
+    let initial = match d.delay {
+        HedgeDelay::Learned { initial } | HedgeDelay::Fixed(initial) => initial,
+    };
+    let initial = env.millis("HEDGE_INITIAL_DELAY_MS", initial)?;
+    let delay = match env.nonempty("HEDGE_DELAY_MS").as_deref() {
+        None | Some("p90") => HedgeDelay::Learned { initial },
+        Some(_) => HedgeDelay::Fixed(env.millis("HEDGE_DELAY_MS", initial)?),
+    };
+    let share: f64 = env.parse("HEDGE_SHARE", d.share, "expected a share of turns, 0..=1")?;
+    if !(0.0..=1.0).contains(&share) {
+        let e = ConfigError { name: "HEDGE_SHARE", value: share.to_string(), reason: "expected 0..=1" };
+        return Err(e.into());
+    }
+    Ok(HedgeConfig { enabled: env.switch("HEDGE", d.enabled)?, delay, share, ..*d })
+}
+
 impl ChatConfig {
     /// Reads the configuration through `get` (the process environment in `main`, a map in tests).
     /// Reads the settings from `env` (the process environment in `main`, a map in tests and locally).
@@ -227,6 +248,7 @@ impl ChatConfig {
                 attempts: env.parse("MODEL_ATTEMPTS", d.failover.attempts, "expected a count")?.max(1),
                 first_token_timeout: env.millis("FIRST_TOKEN_TIMEOUT_MS", d.failover.first_token_timeout)?,
                 throttle_retry_budget: env.millis("THROTTLE_RETRY_BUDGET_MS", d.failover.throttle_retry_budget)?,
+                hedge: hedge(env, &d.failover.hedge)?,
                 ..d.failover
             },
             budget: prompt_budget(env)?,
@@ -392,6 +414,24 @@ mod tests {
         assert!(!c.turn.speculation.enabled);
         assert_eq!(c.turn.limits.typing_per_minute, 30);
         assert_eq!(cfg(&[("TYPING_SPECULATION", "maybe")]).unwrap_err().name(), "TYPING_SPECULATION");
+    }
+
+    #[test]
+    fn hedging_is_a_switch_with_a_learned_or_fixed_delay_and_a_share() {
+        let d = HedgeConfig::default();
+        assert_eq!(cfg(&[]).unwrap().turn.failover.hedge, d);
+        let c = cfg(&[("HEDGE", "on"), ("HEDGE_INITIAL_DELAY_MS", "1200"), ("HEDGE_SHARE", "0.05")]).unwrap();
+        let h = c.turn.failover.hedge;
+        assert!(h.enabled);
+        assert_eq!(h.delay, HedgeDelay::Learned { initial: Duration::from_millis(1200) });
+        assert!((h.share - 0.05).abs() < 1e-9);
+        let c = cfg(&[("HEDGE", "off"), ("HEDGE_DELAY_MS", "900")]).unwrap();
+        assert!(!c.turn.failover.hedge.enabled);
+        assert_eq!(c.turn.failover.hedge.delay, HedgeDelay::Fixed(Duration::from_millis(900)));
+        assert_eq!(cfg(&[("HEDGE_DELAY_MS", "p90")]).unwrap().turn.failover.hedge.delay, d.delay);
+        assert_eq!(cfg(&[("HEDGE_SHARE", "1.5")]).unwrap_err().name(), "HEDGE_SHARE");
+        assert_eq!(cfg(&[("HEDGE_DELAY_MS", "soon")]).unwrap_err().name(), "HEDGE_DELAY_MS");
+        assert_eq!(cfg(&[("HEDGE", "maybe")]).unwrap_err().name(), "HEDGE");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use lambda_runtime::LambdaEvent;
 use mangaassist_adapters::apigw::ApiGatewaySinks;
 use mangaassist_adapters::warm::Warmer;
-use mangaassist_core::clock::{Clock, SystemClock};
+use mangaassist_core::clock::{Clock, CpuMeter, SystemClock};
 use mangaassist_core::error::chain;
 use mangaassist_core::ids::{ConnectionId, SourceAddr, UserId};
 use mangaassist_core::ports::{ModelClient, Store};
@@ -43,6 +43,16 @@ impl WsResponse {
     fn status(code: u16) -> Self {
         Self { status_code: code, body: None }
     }
+}
+
+/// The process's CPU time so far (user and system, every thread): the clock behind
+/// `completed.metrics.cpu_us`. Lambda runs one invocation per process at a time, so the difference over an
+/// invocation is that invocation's CPU (the runtime's own polling included, which is ours too).
+pub fn process_cpu() -> Option<Duration> {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    let secs = u64::try_from(t.tv_sec).ok()?;
+    let nanos = u32::try_from(t.tv_nsec).ok()?;
+    Some(Duration::new(secs, nanos))
 }
 
 /// Kept between the turn's deadline and the Lambda's: time to store what was sent and tell the client.
@@ -86,6 +96,7 @@ pub async fn handle<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: P
     event: LambdaEvent<ApiGatewayWebsocketProxyRequest>,
 ) -> Result<WsResponse, lambda_runtime::Error> {
     let started = Instant::now();
+    let cpu = CpuMeter::start(process_cpu);
     let (ev, ctx) = event.into_parts();
     // The turn must end before the Lambda does (API Gateway's integration gives up at 29 s anyway). An
     // event without a deadline (0) leaves the turn's own `TURN_DEADLINE_MS`.
@@ -156,7 +167,7 @@ pub async fn handle<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: P
                 let body = ev.body.as_deref().unwrap_or_default();
                 // Boxed: the turn's state machine is large, and an invocation should not depend on the
                 // caller's stack size (one allocation per turn).
-                let inv = Invocation { conn, body, started, deadline, caller: principal(rc) };
+                let inv = Invocation { conn, body, started, deadline, cpu, caller: principal(rc) };
                 let turn = Box::pin(app.engine.handle_frame(&sink, &inv));
                 // A typing frame refreshes idle connections for the message it announces; a sendMessage never
                 // waits for a warm-up.
@@ -187,6 +198,24 @@ pub async fn handle<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: P
 #[cfg(test)]
 mod tests {
     use super::is_typing;
+
+    #[test]
+    fn the_process_cpu_clock_counts_work_done() {
+        use super::{CpuMeter, process_cpu};
+        let meter = CpuMeter::start(process_cpu).unwrap();
+        // Busy for a while: the clock moves by about that much (it reads CPU, not wall time).
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(20);
+        let mut spins = 0u64;
+        while std::time::Instant::now() < until {
+            spins = std::hint::black_box(spins + 1);
+        }
+        let used = meter.used().unwrap();
+        assert!(used >= std::time::Duration::from_millis(10), "{used:?} after 20 ms of spinning ({spins} spins)");
+        // Sleeping costs none.
+        let meter = CpuMeter::start(process_cpu).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(meter.used().unwrap() < std::time::Duration::from_millis(25));
+    }
 
     #[test]
     fn only_typing_frames_are_taken_for_typing() {

@@ -3,7 +3,7 @@
 //! The Bedrock and DynamoDB endpoints are not here: the SDK's own `AWS_ENDPOINT_URL_BEDROCK` and
 //! `AWS_ENDPOINT_URL_DYNAMODB` variables override them.
 
-use mangaassist_core::throughput::{Commitment, ThroughputSpec};
+use mangaassist_core::throughput::{Commitment, PeakPlan, PlanConfig, ThroughputSpec};
 
 pub use mangaassist_adapters::env::ConfigError;
 use mangaassist_adapters::env::{Env, process_env};
@@ -16,6 +16,9 @@ pub struct ThroughputConfig {
     /// What to buy: `PT_NAME` (default `mangaassist-peak`), `PT_MODEL_ID` (required), `PT_MODEL_UNITS`
     /// (default 1), `PT_COMMITMENT` (`OneMonth`, `SixMonths`; default none, i.e. hourly and deletable).
     pub spec: ThroughputSpec,
+    /// What the peak switches on: `PEAK_CAPACITY` (`priority`, or `provisioned`, the default: provisioned
+    /// throughput where the Region sells it), checked in `AWS_REGION` (Lambda sets it).
+    pub plan: PlanConfig,
 }
 
 /// `^([0-9a-zA-Z][_-]?)+$`, 1 to 63 characters: what Bedrock accepts as a provisioned model name.
@@ -95,7 +98,20 @@ impl ThroughputConfig {
                 reason: "expected none, OneMonth or SixMonths",
             })?),
         };
-        Ok(Self { table_name, spec: ThroughputSpec { name, model_id, model_units, commitment } })
+        let plan = match nonempty("PEAK_CAPACITY") {
+            None => PeakPlan::Provisioned,
+            Some(v) => PeakPlan::parse(&v).ok_or(ConfigError {
+                name: "PEAK_CAPACITY",
+                value: v,
+                reason: "expected priority or provisioned (off: the stack has no throughput function)",
+            })?,
+        };
+        let region = nonempty("AWS_REGION").unwrap_or_default();
+        Ok(Self {
+            table_name,
+            spec: ThroughputSpec { name, model_id, model_units, commitment },
+            plan: PlanConfig { plan, region },
+        })
     }
 
     /// Reads the process environment.
@@ -123,7 +139,17 @@ mod tests {
         assert_eq!(c.spec.model_units, 1);
         assert_eq!(c.spec.commitment, None);
         assert_eq!(c.table_name, "mangaassist");
+        assert_eq!(c.plan, PlanConfig { plan: PeakPlan::Provisioned, region: String::new() });
         assert_eq!(cfg(&[]).unwrap_err().name, "PT_MODEL_ID");
+    }
+
+    #[test]
+    fn the_plan_and_the_region_it_is_checked_in_are_read() {
+        let m = ("PT_MODEL_ID", HAIKU_200K);
+        let c = cfg(&[m, ("PEAK_CAPACITY", "priority"), ("AWS_REGION", "ap-northeast-1")]).unwrap();
+        assert_eq!(c.plan, PlanConfig { plan: PeakPlan::Priority, region: "ap-northeast-1".into() });
+        assert_eq!(cfg(&[m, ("PEAK_CAPACITY", "provisioned")]).unwrap().plan.plan, PeakPlan::Provisioned);
+        assert_eq!(cfg(&[m, ("PEAK_CAPACITY", "off")]).unwrap_err().name, "PEAK_CAPACITY");
     }
 
     #[test]

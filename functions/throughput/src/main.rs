@@ -22,7 +22,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         DynamoThroughputState::new(&sdk, &cfg.table_name),
         SystemClock,
         cfg.spec,
-    );
+    )
+    .with_plan(cfg.plan);
     let reconciler = &reconciler;
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| async move { handle(reconciler, ev).await })).await
 }

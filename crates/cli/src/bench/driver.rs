@@ -40,6 +40,10 @@ pub struct RunReport {
     pub failovers: u64,
     /// Context assembly as the turns reported it.
     pub assembly_ms: Pcts,
+    /// Each turn's slowest context leg (memory, retrieval, or the cache read and the service calls after
+    /// it), and how much longer than it the whole assembly took (what a chain of legs costs).
+    pub slowest_leg_ms: Pcts,
+    pub assembly_excess_ms: Pcts,
     pub wall_s: f64,
 }
 
@@ -56,6 +60,8 @@ struct Acc {
     in_tokens: u64,
     failovers: u64,
     assembly: Vec<f64>,
+    slowest_leg: Vec<f64>,
+    excess: Vec<f64>,
     first_errors: Vec<String>,
 }
 
@@ -170,7 +176,13 @@ pub async fn run(
                             a.out_tokens += m["output_tokens"].as_u64().unwrap_or(0);
                             a.in_tokens += m["input_tokens"].as_u64().unwrap_or(0);
                             a.failovers += m["failovers"].as_u64().unwrap_or(0);
-                            a.assembly.push(m["assembly_ms"].as_f64().unwrap_or(0.0));
+                            let assembly = m["assembly_ms"].as_f64().unwrap_or(0.0);
+                            let leg = |k: &str| m["legs"][k].as_f64().unwrap_or(0.0);
+                            let slowest =
+                                leg("memory_ms").max(leg("retrieval_ms")).max(leg("cache_ms") + leg("services_ms"));
+                            a.assembly.push(assembly);
+                            a.slowest_leg.push(slowest);
+                            a.excess.push(assembly - slowest);
                             a.ttft.push(s.ttft_ms);
                             a.total.push(s.total_ms);
                             a.model.push(model);
@@ -209,6 +221,8 @@ pub async fn run(
         input_tokens_per_turn: per_turn(a.in_tokens),
         failovers: a.failovers,
         assembly_ms: pcts(&a.assembly),
+        slowest_leg_ms: pcts(&a.slowest_leg),
+        assembly_excess_ms: pcts(&a.excess),
         wall_s: started.elapsed().as_secs_f64(),
     }
 }

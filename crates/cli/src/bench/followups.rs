@@ -3,16 +3,23 @@
 //! follow-up: a generic overview request a pre-generated answer fits (`expect: pregen`), a specific question
 //! about the same product it must never answer (`expect: model`), and unlabelled turns.
 //!
-//! Each conversation asks for recommendations, then its follow-ups. Between turns the bench waits for the
-//! turn's prefetch to finish (a shopper reads the answer and types for seconds; prefetch and pre-generation
-//! take a few hundred milliseconds to a couple of seconds). Perceived TTFT is the first `delta` at the client.
+//! Each conversation asks for recommendations, then its follow-ups. Between turns the shopper reads for
+//! `--read-ms` (default 2,500 ms), whatever prefetch and pre-generation are still doing: a follow-up sent
+//! before its entry is ready goes to the model, as it would on AWS. The pre-generation hit rate is also
+//! reported at 1,000 and 5,000 ms, and the readiness of the listed products' entries (their creation time
+//! against the client's `completed`). Conversations run 8 side by side. Perceived TTFT is the first
+//! `delta` at the client.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use mangaassist_core::cache::CacheKey;
+use mangaassist_core::ids::{Asin, SessionId};
 use mangaassist_core::memory_store::MemoryStore;
-use mangaassist_core::pregen::PregenMode;
+use mangaassist_core::ports::sources::Cache;
+use mangaassist_core::pregen::{PregenEntry, PregenMode};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -22,7 +29,8 @@ use super::stats::{Pcts, pcts, write_json};
 use super::{Conversation, ScriptedMessage, read_script};
 use mangaassist_local::client::ChatClient;
 use mangaassist_local::embedded::catalog::Catalog;
-use mangaassist_local::system::{SourceLatency, SystemOptions, start};
+use mangaassist_local::emulators::bedrock::RequestRecord;
+use mangaassist_local::system::{LocalSystem, SourceLatency, SystemOptions, start};
 
 const GENERIC_EN: &[&str] = &[
     "Tell me more about the {n} one",
@@ -84,12 +92,20 @@ const WAYS: [Way; 3] = [
     Way { name: "pregen", prefetch: true, pregen: PregenMode::FullOpening },
 ];
 
+/// The reading pauses the pre-generation hit rate is also reported at.
+const READ_SWEEP_MS: [u64; 3] = [1_000, 2_500, 5_000];
+
+/// Conversations run side by side (each its own shopper): the pauses dominate a run, not the turns.
+const PARALLEL: usize = 8;
+
 /// Per follow-up label, what one way saw.
 #[derive(Debug, Default)]
 struct Seen {
     ttft: Vec<f64>,
     served_full: u64,
     served_opening: u64,
+    /// Follow-ups labelled `pregen` that were not served a pre-generated answer, and how they were served.
+    missed: Vec<(String, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -98,64 +114,149 @@ struct WayResult {
     /// Follow-ups (every turn after a conversation's first).
     followups: Vec<f64>,
     turns: u64,
-    /// Model tokens pre-generation spent (input + output).
-    pregen_tokens: u64,
+    /// Model tokens every request of the run cost (input + output), pre-generation included.
+    model_tokens: u64,
     /// Follow-ups' context lookups, and those the cache answered.
     lookups: u64,
     cache_hits: u64,
     errors: u64,
+    /// Per pre-generated entry of a listed product: ms from the client's `completed` to the entry being
+    /// in the cache (0 when it was there before); `None`: not there when the reading pause ended.
+    ready_ms: Vec<Option<f64>>,
 }
 
-async fn run_way(way: Way, script: &[Conversation], rec: &Recorder) -> anyhow::Result<WayResult> {
+impl WayResult {
+    fn add(&mut self, other: WayResult) {
+        for (label, seen) in other.by_expect {
+            let mine = self.by_expect.entry(label).or_default();
+            mine.ttft.extend(seen.ttft);
+            mine.served_full += seen.served_full;
+            mine.served_opening += seen.served_opening;
+            mine.missed.extend(seen.missed);
+        }
+        self.followups.extend(other.followups);
+        self.turns += other.turns;
+        self.lookups += other.lookups;
+        self.cache_hits += other.cache_hits;
+        self.errors += other.errors;
+        self.ready_ms.extend(other.ready_ms);
+    }
+}
+
+fn wall_ms() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+async fn run_way(way: Way, read_ms: u64, script: &[Conversation], rec: &Recorder) -> anyhow::Result<WayResult> {
     let mut sys =
         SystemOptions { sources: SourceLatency::design(), prefetch: way.prefetch, ..SystemOptions::default() };
     sys.turn.pregen.mode = way.pregen;
     sys.turn.context.pregen = way.pregen.is_on();
     let system = start(MemoryStore::with_latency(Duration::from_millis(50)), sys).await?;
+    let runs: Vec<WayResult> = futures_util::stream::iter(script)
+        .map(|conv| conversation(&system, way, read_ms, conv, rec))
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
     let mut r = WayResult::default();
-    let mut completed = 0u64;
-    for conv in script {
-        let mut client = ChatClient::connect(&system.ws_url()).await?;
-        for (n, msg) in conv.messages.iter().enumerate() {
-            completed += 1;
-            let res = run_turn(&mut client, msg).await;
-            match &res {
-                Ok(s) => rec.record(way.name, s),
-                Err(_) => rec.record_error(way.name),
+    for run in runs {
+        r.add(run);
+    }
+    r.model_tokens = system.emulator.stats.requests().iter().map(RequestRecord::billed_tokens).sum();
+    Ok(r)
+}
+
+/// One shopper's conversation: each turn, then the reading pause before the next.
+async fn conversation(
+    system: &LocalSystem<MemoryStore>,
+    way: Way,
+    read_ms: u64,
+    conv: &Conversation,
+    rec: &Recorder,
+) -> WayResult {
+    let mut r = WayResult::default();
+    let mut client = match ChatClient::connect(&system.ws_url()).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("  error: {e:#}");
+            r.errors += 1;
+            return r;
+        }
+    };
+    let session = match way.pregen.is_on() {
+        true => client.session().await.ok().and_then(|s| SessionId::parse(s).ok()),
+        false => None,
+    };
+    for (n, msg) in conv.messages.iter().enumerate() {
+        let res = run_turn(&mut client, msg).await;
+        let completed_at = wall_ms();
+        match &res {
+            Ok(s) => rec.record(way.name, s),
+            Err(_) => rec.record_error(way.name),
+        }
+        let s = match res {
+            Ok(s) => s,
+            Err(e) => {
+                r.errors += 1;
+                eprintln!("  error: {e:#}");
+                continue;
             }
-            match res {
-                Ok(s) => {
-                    r.turns += 1;
-                    if n > 0 {
-                        let m = &s.completed["metrics"];
-                        r.lookups += m["cache_lookups"].as_u64().unwrap_or(0);
-                        r.cache_hits += m["cache_hits"].as_array().map_or(0, |h| h.len() as u64);
-                        r.followups.push(s.ttft_ms);
-                        let seen = r.by_expect.entry(msg.expect.clone().unwrap_or_else(|| "none".into())).or_default();
-                        seen.ttft.push(s.ttft_ms);
-                        match s.completed["metrics"]["served"].as_str() {
-                            Some("pregen") => seen.served_full += 1,
-                            Some("pregen_opening") => seen.served_opening += 1,
-                            _ => {}
-                        }
-                    }
-                }
-                Err(e) => {
-                    r.errors += 1;
-                    eprintln!("  error: {e:#}");
-                }
+        };
+        r.turns += 1;
+        if n > 0 {
+            let m = &s.completed["metrics"];
+            r.lookups += m["cache_lookups"].as_u64().unwrap_or(0);
+            r.cache_hits += m["cache_hits"].as_array().map_or(0, |h| h.len() as u64);
+            r.followups.push(s.ttft_ms);
+            let seen = r.by_expect.entry(msg.expect.clone().unwrap_or_else(|| "none".into())).or_default();
+            seen.ttft.push(s.ttft_ms);
+            match s.completed["metrics"]["served"].as_str() {
+                Some("pregen") => seen.served_full += 1,
+                Some("pregen_opening") => seen.served_opening += 1,
+                _ => {}
             }
-            if let Some(q) = &system.prefetch {
-                for report in q.drain_after(completed, Duration::from_secs(10)).await {
-                    if let Some(p) = report.pregen {
-                        r.pregen_tokens += u64::from(p.input_tokens) + u64::from(p.output_tokens);
-                    }
-                }
+            if msg.expect.as_deref() == Some("pregen") && s.completed["metrics"]["served"] != "pregen" {
+                let how = s.completed["metrics"]["served"].as_str().unwrap_or("model").to_owned();
+                seen.missed.push((msg.text.clone(), how));
             }
         }
-        client.close().await;
+        if n + 1 == conv.messages.len() {
+            break;
+        }
+        // The shopper reads the answer (and types) before the follow-up is sent.
+        tokio::time::sleep(Duration::from_millis(read_ms)).await;
+        // The first answer is the list the follow-ups point into: its products are the ones pre-generated.
+        if let (Some(session), 0) = (&session, n) {
+            r.ready_ms.extend(readiness(system, session, &s.completed, completed_at).await);
+        }
     }
-    Ok(r)
+    client.close().await;
+    r
+}
+
+/// For each product the answer listed, when its pre-generated entry became servable, relative to the
+/// client's `completed` (the entry's own creation time; 0 when before), or `None` when it is not cached.
+async fn readiness(
+    system: &LocalSystem<MemoryStore>,
+    session: &SessionId,
+    completed: &Value,
+    completed_at: f64,
+) -> Vec<Option<f64>> {
+    let asins: Vec<Asin> = completed["products"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["asin"].as_str().and_then(|a| Asin::parse(a).ok()))
+        .collect();
+    let keys: Vec<String> = asins.into_iter().map(|a| CacheKey::Pregen(session.clone(), a).render()).collect();
+    let values = system.app.engine.sources.cache.get_many(&keys).await.unwrap_or_else(|_| vec![None; keys.len()]);
+    values
+        .iter()
+        .map(|v| {
+            let entry = PregenEntry::decode(v.as_deref()?)?;
+            Some((entry.created_at_ms as f64 - completed_at).max(0.0))
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize)]
@@ -173,6 +274,7 @@ struct ExpectReport {
 pub async fn followups(
     quick: bool,
     script: Option<PathBuf>,
+    read_ms: u64,
     json_path: Option<PathBuf>,
     rec: &Recorder,
 ) -> anyhow::Result<()> {
@@ -182,8 +284,24 @@ pub async fn followups(
     };
     let mut results = BTreeMap::new();
     for way in WAYS {
-        eprintln!("bench: {} conversations with follow-ups, {}", script.len(), way.name);
-        results.insert(way.name, run_way(way, &script, rec).await?);
+        eprintln!("bench: {} conversations with follow-ups, {}, reading {read_ms} ms", script.len(), way.name);
+        results.insert(way.name, run_way(way, read_ms, &script, rec).await?);
+    }
+    // The hit rate at other reading pauses: pre-generation only, the list and its first follow-up.
+    let short: Vec<Conversation> =
+        script.iter().map(|c| Conversation { messages: c.messages.iter().take(2).cloned().collect() }).collect();
+    let mut by_read = BTreeMap::new();
+    for pause in READ_SWEEP_MS {
+        let r = if pause == read_ms {
+            None
+        } else {
+            eprintln!("bench: {} conversations, pregen, reading {pause} ms", short.len());
+            Some(run_way(WAYS[2], pause, &short, &Recorder::default()).await?)
+        };
+        let r = r.as_ref().unwrap_or(&results["pregen"]);
+        let generic = r.by_expect.get("pregen");
+        let rate = generic.map_or(0.0, |g| g.served_full as f64 / g.ttft.len().max(1) as f64);
+        by_read.insert(pause.to_string(), json!(rate));
     }
     let (off, pre, pg) = (&results["off"], &results["prefetch"], &results["pregen"]);
     let labels: Vec<String> = pg.by_expect.keys().cloned().collect();
@@ -224,13 +342,28 @@ pub async fn followups(
         let (o, g) = (seen(off, "pregen").p50, seen(pg, "pregen").p50);
         if o > 0.0 { (o - g) / o * 100.0 } else { 0.0 }
     };
-    let extra = pg.pregen_tokens as f64 / pg.turns.max(1) as f64;
+    // What pre-generation adds to the model bill: every request of the run against the same conversations
+    // without it (the answers are the same; the difference is the generations, served or not).
+    let extra = pg.model_tokens.saturating_sub(pre.model_tokens) as f64 / pg.turns.max(1) as f64;
+    let ready: Vec<f64> = pg.ready_ms.iter().flatten().copied().collect();
+    let not_ready = pg.ready_ms.iter().filter(|r| r.is_none()).count();
+    let ready_pcts = pcts(&ready);
     // Context prefetch alone, as the scenario measured it before pre-generation (keys kept).
     let p_pre = pcts(&pre.followups).p50;
     let context_reduction = if p_off > 0.0 { (p_off - p_pre) / p_off * 100.0 } else { 0.0 };
     println!(
         "generic follow-ups: p50 {generic_reduction:.1}% below no prefetch; all follow-ups: p50 {reduction:.1}% below; \
          hit rate {hit_rate:.2}; false serves {false_serves}; extra model tokens per turn {extra:.0}"
+    );
+    println!(
+        "pre-generated entries ready after `completed` (ms; 0: before it): p50 {:.0}, p95 {:.0}, max {:.0}; \
+         {} of {} not ready after {read_ms} ms; hit rate by reading pause: {}",
+        ready_pcts.p50,
+        ready_pcts.p95,
+        ready.iter().copied().fold(0.0, f64::max),
+        not_ready,
+        pg.ready_ms.len(),
+        by_read.iter().map(|(k, v)| format!("{k} ms {:.2}", v.as_f64().unwrap_or(0.0))).collect::<Vec<_>>().join(", ")
     );
     let errors: u64 = results.values().map(|r| r.errors).sum();
     let doc = json!({
@@ -246,6 +379,11 @@ pub async fn followups(
         "reduction_pct": context_reduction,
         "hit_rate": if pre.lookups == 0 { 0.0 } else { pre.cache_hits as f64 / pre.lookups as f64 },
         "followup_ttft_ms_pregen": pcts(&pg.followups),
+        "read_ms": read_ms,
+        "ready_ms": {"p50": ready_pcts.p50, "p95": ready_pcts.p95},
+        "entries_not_ready": not_ready,
+        "hit_rate_by_read_ms": Value::Object(by_read.into_iter().collect()),
+        "pregen_missed": pg.by_expect.get("pregen").map_or(Vec::new(), |s| s.missed.clone()),
         "errors": errors,
     });
     if let Some(path) = &json_path {

@@ -5,13 +5,15 @@
 //! - [`compression`]: prompt tokens, compression CPU, TTFT with compression on and off; its requests come
 //!   from `mangaassist_local::embedded::corpus`.
 //! - [`context`]: sequential vs parallel context assembly.
-//! - [`spike`]: a concurrency ramp against on-demand and provisioned routing.
+//! - [`spike`]: a concurrency ramp under each peak capacity plan (on-demand, provisioned, priority at peak).
 //! - [`capacity`]: 200 concurrent shoppers on-demand, with throttle retries, and on provisioned units.
 //! - [`abuse`]: 200 signed-in shoppers and a flooder with faults injected: nothing lost, duplicated or leaked.
 //! - [`followups`]: follow-up TTFT with speculative prefetch on and off.
 //! - [`models`]: one model for everything vs per-intent routing, and each request lever on and off.
 //! - [`guardrail`]: first token with guardrails off and on, side by side in the same run.
 //! - [`typing`]: first token with typing-time speculation on and off, messages replayed as typed.
+//! - [`tail`]: the first token's tail after idle gaps on the heavy-tail model, warm connections, the
+//!   fresh-connection retry and hedging off and on, each alone; our CPU per turn.
 //!
 //! [`driver`] runs conversations and measures turns; [`stats`] holds the percentiles and the JSON writer;
 //! [`report`] records turns per variant for `--report FILE.html` (a [`report::Recorder`] that `main` builds
@@ -28,6 +30,7 @@ pub mod models;
 pub mod report;
 pub mod spike;
 pub mod stats;
+pub mod tail;
 pub mod turns;
 pub mod typing;
 

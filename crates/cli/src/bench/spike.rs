@@ -1,12 +1,24 @@
-//! `bench --scenario spike`: a concurrency ramp against on-demand-only routing and against provisioned
-//! routing, side by side.
+//! `bench --scenario spike`: a concurrency ramp under each peak capacity plan, side by side.
+//!
+//! | plan | routing | what it measures |
+//! |---|---|---|
+//! | `on_demand` | every intent on Claude Haiku 4.5 (`jp.`), fallback `global.` | the baseline |
+//! | `provisioned` | the same, on provisioned throughput | a what-if: Tokyo sells none, and no Region sells it for Haiku 4.5 |
+//! | `on_demand_routed` | the deployment's per-intent routing (Haiku 4.5, Nova 2 Lite for simple intents) | the baseline of the next |
+//! | `priority_at_peak` | the same, with the priority tier where the model offers it (Nova 2 Lite) | what `PeakCapacity=priority` buys in Tokyo |
+//!
+//! The ramp runs at peak: the priority plan's requests carry `serviceTier = priority` exactly where
+//! `Routes::priority_tier_now` would say so (the record's priority flag is set too). Throttling and queueing
+//! follow the emulator's documented capacity model (`crates/local/src/emulators/bedrock/latency.rs`, `CapacityModel`):
+//! priority shares the model's on-demand limit and skips its load penalty.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mangaassist_core::capacity::RouteRecord;
 use mangaassist_core::memory_store::MemoryStore;
-use mangaassist_core::models::CLAUDE_HAIKU_4_5;
+use mangaassist_core::models::{CLAUDE_HAIKU_4_5, ModelRouting};
 use serde_json::{Value, json};
 
 use super::driver::{print_table, run};
@@ -16,14 +28,20 @@ use super::{Conversation, builtin_conversations};
 use mangaassist_local::emulators::bedrock::BedrockEmulator;
 use mangaassist_local::system::SystemOptions;
 
-/// A route loader the bench sets once its provisioned throughput is in service.
+/// A route loader the bench sets once its provisioned throughput is in service (or its peak starts).
 #[derive(Clone, Default)]
-pub(super) struct SharedRoute(Arc<std::sync::Mutex<Option<String>>>);
+pub(super) struct SharedRoute(Arc<std::sync::Mutex<RouteRecord>>);
 
 impl SharedRoute {
     pub(super) fn set(&self, arn: String) {
         if let Ok(mut r) = self.0.lock() {
-            *r = Some(arn);
+            r.arn = Some(arn);
+        }
+    }
+
+    fn set_priority(&self, on: bool) {
+        if let Ok(mut r) = self.0.lock() {
+            r.priority = on;
         }
     }
 }
@@ -32,8 +50,37 @@ impl mangaassist_core::routes::RouteLoader for SharedRoute {
     fn provisioned_arn(
         &self,
     ) -> futures_util::future::BoxFuture<'_, Result<Option<String>, mangaassist_core::error::StoreError>> {
-        let arn = self.0.lock().ok().and_then(|a| a.clone());
+        let arn = self.0.lock().ok().and_then(|a| a.arn.clone());
         Box::pin(async move { Ok(arn) })
+    }
+
+    fn route_record(
+        &self,
+    ) -> futures_util::future::BoxFuture<'_, Result<RouteRecord, mangaassist_core::error::StoreError>> {
+        let record = self.0.lock().map(|r| r.clone()).unwrap_or_default();
+        Box::pin(async move { Ok(record) })
+    }
+}
+
+/// One way of meeting the peak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    OnDemand,
+    Provisioned,
+    OnDemandRouted,
+    PriorityAtPeak,
+}
+
+impl Plan {
+    const ALL: [Self; 4] = [Self::OnDemand, Self::Provisioned, Self::OnDemandRouted, Self::PriorityAtPeak];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::OnDemand => "on_demand",
+            Self::Provisioned => "provisioned",
+            Self::OnDemandRouted => "on_demand_routed",
+            Self::PriorityAtPeak => "priority_at_peak",
+        }
     }
 }
 
@@ -47,24 +94,34 @@ pub struct SpikeOptions {
     pub json: Option<PathBuf>,
 }
 
-/// Ramps concurrency against on-demand-only routing and against provisioned routing, side by side.
+/// Ramps concurrency under each plan ([`Plan`]), side by side.
 #[expect(clippy::print_stdout, reason = "the scenario's table is the command's output (progress goes to stderr)")]
 pub async fn spike(opts: SpikeOptions, rec: &Recorder) -> anyhow::Result<()> {
     use mangaassist_core::routes::Routes;
     let script: Vec<Conversation> = builtin_conversations();
     let mut report = serde_json::Map::new();
     let mut rows = Vec::new();
-    for provisioned in [false, true] {
-        let label = if provisioned { "provisioned" } else { "on_demand" };
+    for plan in Plan::ALL {
+        let label = plan.label();
         let mut sys = SystemOptions::default();
-        // One model for every intent, so every turn can take the provisioned route; the fallback is the
-        // same model through the global profile.
-        sys.turn.models = mangaassist_core::models::ModelRouting::single(format!("jp.{CLAUDE_HAIKU_4_5}"), 400);
-        sys.turn.fallback_model_id = Some(format!("global.{CLAUDE_HAIKU_4_5}"));
+        match plan {
+            // One model for every intent, so every turn can take the provisioned route; the fallback is the
+            // same model through the global profile.
+            Plan::OnDemand | Plan::Provisioned => {
+                sys.turn.models = ModelRouting::single(format!("jp.{CLAUDE_HAIKU_4_5}"), 400);
+                sys.turn.fallback_model_id = Some(format!("global.{CLAUDE_HAIKU_4_5}"));
+            }
+            // The deployment's per-intent routing (TurnConfig's default), its models through the Japan profile.
+            Plan::OnDemandRouted | Plan::PriorityAtPeak => {}
+        }
+        // At peak the turn sends the priority tier to the models that offer it (Routes::priority_tier_now): the
+        // lever, which reaches only those models, and the record that says the peak is on.
+        sys.turn.prompt.levers.priority_tier = plan == Plan::PriorityAtPeak;
         let route = SharedRoute::default();
+        route.set_priority(plan == Plan::PriorityAtPeak);
         let routes = Routes::new(route.clone(), Duration::from_secs(1));
         let system = mangaassist_local::system::start_routed(MemoryStore::default(), sys, routes).await?;
-        if provisioned {
+        if plan == Plan::Provisioned {
             route.set(buy_provisioned(&system.emulator, opts.model_units).await?);
         }
         let throttled_before = system.emulator.stats.throttled();
@@ -89,7 +146,7 @@ pub async fn spike(opts: SpikeOptions, rec: &Recorder) -> anyhow::Result<()> {
         );
     }
     print_table(&rows);
-    for label in ["on_demand", "provisioned"] {
+    for label in Plan::ALL.map(Plan::label) {
         let v = &report[label];
         println!(
             "{label}: throttled {} failovers {} client errors {} over {} turns",

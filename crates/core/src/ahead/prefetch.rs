@@ -68,6 +68,10 @@ pub struct PrefetchJob {
     /// The products of the answer before this one (their pre-generated answers are now out of reach).
     #[serde(default)]
     pub previous_products: Vec<Asin>,
+    /// The chat turn pre-generated for this answer's products while it streamed
+    /// ([`crate::turn`]'s early pre-generation): the worker only prefetches context.
+    #[serde(default)]
+    pub pregenerated: bool,
 }
 
 /// One question and its answer.
@@ -400,7 +404,8 @@ impl<X: ContextSources, T: TransitionStore, G: Pregenerate> Prefetcher<X, T, G> 
         // the compiler's recursion limit; one allocation per job is nothing next to the network calls.
         Box::pin(self.run_until(job, deadline, &mut report)).await;
         // Pre-generation has its own deadline: it waits for the model, which the context prefetch must not.
-        if !report.duplicate && report.predicted.iter().any(|p| p.intent == Intent::ProductQuestion) {
+        let predicted = report.predicted.iter().any(|p| p.intent == Intent::ProductQuestion);
+        if !report.duplicate && !job.pregenerated && predicted {
             report.pregen = Some(Box::pin(self.pregen.pregenerate(&self.sources, job)).await);
         }
         report.elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
@@ -497,7 +502,7 @@ mod budget;
 mod pregen;
 
 pub use budget::Budgeted;
-pub use pregen::{NoPregen, PregenReport, Pregenerate, Pregenerator};
+pub use pregen::{Facts, Generator, NoPregen, Outcome, PregenReport, Pregenerate, Pregenerator, facts_keys};
 
 #[cfg(test)]
 mod tests;

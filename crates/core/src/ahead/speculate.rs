@@ -38,6 +38,7 @@ use crate::admit::session::Memory;
 use crate::cache::Passage;
 use crate::cache::{CacheKey, CounterKey};
 use crate::deadline::within;
+use crate::gather::recall::{EpochValue, Recall};
 use crate::gather::{Gathered, Reusable, focus_products};
 use crate::ids::{Asin, ConnectionId, SessionId, UserId};
 use crate::intent::{self, Entities, Intent, Ordinal};
@@ -230,27 +231,30 @@ pub async fn read_epoch<X: ContextSources>(
 ) -> Option<Option<String>> {
     let keys = [epoch_key(session)];
     match within("epoch read", deadline, sources.cache_get(&keys)).await {
-        Ok(Ok(mut v)) => Some(v.pop().flatten()),
+        Ok(Ok(mut v)) => Some(v.pop().flatten().map(|t| EpochValue::decode(&t).marker)),
         _ => None,
     }
 }
 
 /// After a turn (or summary) of `session` is stored: a new epoch marker, so no speculation's copy of the
-/// memory from before counts as current. `marker` must be new for every write (the stored turn's message
-/// id and store time, and a random part). A failed write is logged: until the marker changes, a copy
-/// from before this turn could serve one turn of the session (at most `ttl` after it was built).
+/// memory from before counts as current, with the [`Recall`] of the memory as it now is (what the next
+/// follow-up resolves against before memory is read: [`crate::gather::recall`]). `marker` must be new for
+/// every write (the stored turn's message id and store time, and a random part). A failed write is
+/// logged: until the marker changes, a copy from before this turn could serve one turn of the session (at
+/// most `ttl` after it was built).
 pub async fn mark_stored<X: ContextSources>(
     sources: &X,
     deadline: Duration,
     cfg: &SpeculationConfig,
     session: &SessionId,
     marker: &str,
+    recall: Option<Recall>,
 ) {
     // Written with speculation off too: while `TYPING_SPECULATION` changes, instances of both settings
     // serve one session, and no copy may outlive a turn an instance without speculation stored.
     let key = epoch_key(session);
-    let marker = format!("{marker}.{:08x}", fastrand::u32(..));
-    match within("epoch write", deadline, sources.cache_set(&key, &marker, cfg.epoch_ttl())).await {
+    let value = EpochValue { marker: format!("{marker}.{:08x}", fastrand::u32(..)), recall }.encode();
+    match within("epoch write", deadline, sources.cache_set(&key, &value, cfg.epoch_ttl())).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %crate::error::chain(&e), "could not renew the memory epoch"),
         Err(e) => tracing::warn!(error = %e, "could not renew the memory epoch"),
@@ -371,9 +375,10 @@ pub fn decide(
     Reuse::Extended
 }
 
-/// The at-send lookup: one cache read of the session's entry and epoch marker under `deadline` (the cache
-/// leg's), and the decision. `None` when nothing fits (or the read failed or ran out of time: the turn
-/// assembles as without speculation). The entry's memory comes along only when still current.
+/// The at-send lookup: one cache read of the session's epoch and entry under `deadline` (the cache leg's),
+/// and the decision. `None` when the read failed or ran out of time (the turn assembles as without
+/// speculation); else at least the epoch marker and its recall, and what of the entry fits. The entry's
+/// memory comes along only when still current. With speculation off only the epoch is read.
 pub async fn lookup<X: ContextSources>(
     sources: &X,
     deadline: Duration,
@@ -382,11 +387,14 @@ pub async fn lookup<X: ContextSources>(
     fin: Basis,
     now_ms: u64,
 ) -> Option<Reusable> {
-    let keys = [SpeculationEntry::key(session), epoch_key(session)];
+    // Speculation off: the epoch alone (its recall resolves a follow-up before memory arrives).
+    let keys =
+        if cfg.enabled { vec![epoch_key(session), SpeculationEntry::key(session)] } else { vec![epoch_key(session)] };
     let (entry, epoch) = match within("speculation read", deadline, sources.cache_get(&keys)).await {
         Ok(Ok(v)) => {
             let mut v = v.into_iter();
-            (v.next().flatten().and_then(|t| SpeculationEntry::decode(&t)), Some(v.next().flatten()))
+            let epoch = v.next().flatten().map(|t| EpochValue::decode(&t));
+            (v.next().flatten().and_then(|t| SpeculationEntry::decode(&t)), Some(epoch))
         }
         Ok(Err(e)) => {
             tracing::debug!(code = e.code(), "speculation read failed");
@@ -394,16 +402,18 @@ pub async fn lookup<X: ContextSources>(
         }
         Err(_) => (None, None),
     };
+    let recall = epoch.as_ref().and_then(|e| e.as_ref()?.recall.clone());
+    let epoch = epoch.map(|e| e.map(|e| e.marker));
     let reuse = decide(entry.as_ref(), session, now_ms, &fin, cfg);
     tracing::debug!(?reuse, "typing speculation");
     // The marker read is kept whatever fits: a typed-ahead answer is matched against it.
-    let nothing = Reusable { epoch: epoch.clone(), ..Reusable::default() };
+    let nothing = Reusable { epoch: epoch.clone(), recall, ..Reusable::default() };
     let Some(e) = entry else { return epoch.is_some().then_some(nothing) };
     let memory = fresh_memory(e.memory, epoch.as_ref().unwrap_or(&None));
     match reuse {
         Reuse::Equal | Reuse::Extended => {
             let (retrieved, values, resolved, absent, input) = (e.retrieved, e.values, e.resolved, e.absent, e.input);
-            Some(Reusable { retrieved, values, resolved, absent, memory, input, epoch })
+            Some(Reusable { retrieved, values, resolved, absent, memory, input, ..nothing })
         }
         // The memory does not depend on the text: a current copy serves any message of the session (an
         // ordinal follow-up's lookups wait for it), while everything else is assembled anew.
@@ -606,7 +616,7 @@ mod tests {
         assert!(send().await.memory.is_some());
         // The epoch is read, then a turn is stored, then the send: the copy is stale.
         let epoch = read_epoch(&cache, d, &s).await;
-        mark_stored(&cache, d, &cfg, &s, "t.m-1.5").await;
+        mark_stored(&cache, d, &cfg, &s, "t.m-1.5", None).await;
         speculate(epoch).await;
         let r = send().await;
         assert!(r.memory.is_none(), "stale memory never served");
@@ -615,7 +625,7 @@ mod tests {
         speculate(read_epoch(&cache, d, &s).await).await;
         assert!(send().await.memory.is_some());
         let epoch = read_epoch(&cache, d, &s).await;
-        mark_stored(&cache, d, &cfg, &s, "t.m-1.5").await;
+        mark_stored(&cache, d, &cfg, &s, "t.m-1.5", None).await;
         speculate(epoch).await;
         assert!(send().await.memory.is_none(), "the same message stored again is a new epoch");
         // A message the entry does not fit still takes a current memory, and nothing else; a stale entry,

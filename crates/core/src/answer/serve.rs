@@ -8,8 +8,9 @@ use std::pin::Pin;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::answer::hedge::Hedged;
 use crate::answer::relay::{RelayConfig, RelayOutcome, relay};
-use crate::answer::routes::{FailoverConfig, Opened, Routes, open_stream};
+use crate::answer::routes::{FailoverConfig, Opened, Routes, open_hedged, open_stream};
 use crate::cache::Lookup;
 use crate::error::ModelError;
 use crate::gather::Gathered;
@@ -179,6 +180,8 @@ pub struct Streamed {
     pub served: Served,
     /// Of a typed-ahead answer: the part of the model's first-token time that had passed at send, ms.
     pub ahead_ms: f64,
+    /// Whether the model's first token was hedged, and by whom it came.
+    pub hedge: Hedged,
 }
 
 fn ms(from: Instant, to: Option<Instant>) -> f64 {
@@ -255,8 +258,8 @@ impl<M: ModelClient, B: AnswerBuffer> Answerer<'_, M, B> {
                 }
             }
             Serving::Model => {
-                let open = open_stream(self.model, request, plan, self.failover, self.routes);
-                let Opened { mut stream, model, route, failovers, sent_at } =
+                let open = open_hedged(self.model, request, plan, self.failover, self.routes);
+                let Opened { mut stream, model, route, failovers, sent_at, hedge } =
                     tokio::time::timeout_at(self.deadline, open).await.map_err(|_| ModelError::Deadline)??;
                 let out =
                     relay(&mut Deadlined::new(&mut stream, self.deadline), sink, conn, message_id, self.relay).await;
@@ -270,6 +273,7 @@ impl<M: ModelClient, B: AnswerBuffer> Answerer<'_, M, B> {
                     model_first_token_ms,
                     served: Served::Model,
                     ahead_ms: 0.0,
+                    hedge,
                 })
             }
             Serving::Pregen(entry) => {
@@ -292,6 +296,7 @@ impl<M: ModelClient, B: AnswerBuffer> Answerer<'_, M, B> {
                     model_first_token_ms: 0.0,
                     served: Served::Pregen,
                     ahead_ms: 0.0,
+                    hedge: Hedged::default(),
                 })
             }
             Serving::Opening(_, first) => {
@@ -319,6 +324,7 @@ impl<M: ModelClient, B: AnswerBuffer> Answerer<'_, M, B> {
                     model_first_token_ms,
                     served: Served::PregenOpening,
                     ahead_ms: 0.0,
+                    hedge: Hedged::default(),
                 })
             }
         }
@@ -374,7 +380,8 @@ impl<M: ModelClient, B: AnswerBuffer> Answerer<'_, M, B> {
         let ahead_ms = waited.clamp(0.0, model_first_token_ms);
         let route = if head.model.contains(":provisioned-model/") { Route::Provisioned } else { Route::OnDemand };
         let (model, failovers, served) = (head.model.clone(), 0, Served::TypedAhead);
-        Some(Streamed { out, model, route, failovers, model_first_token_ms, served, ahead_ms })
+        let hedge = Hedged::default();
+        Some(Streamed { out, model, route, failovers, model_first_token_ms, served, ahead_ms, hedge })
     }
 }
 

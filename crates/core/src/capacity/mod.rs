@@ -1,5 +1,16 @@
-//! The provisioned-throughput reconciler: decides whether Bedrock provisioned throughput *should* exist
-//! (the desired state) and converges what exists (the actual state) to it, idempotently.
+//! The peak-capacity reconciler: decides whether peak capacity is wanted (the desired state), what that
+//! means where the stack runs (the [`plan`]: the priority tier, and Bedrock provisioned throughput where the
+//! Region sells it), and converges what exists (the actual state) to it, idempotently.
+//!
+//! # The plan
+//! With [`PeakPlan::Priority`] nothing is ever bought: the record's `priority` flag is set at peak and the chat
+//! turn sends the priority tier to the models that offer it. With [`PeakPlan::Provisioned`] the first pass asks
+//! the control plane whether the Region sells provisioned throughput for the configured model
+//! ([`ThroughputControl::provisioned_offer`]) and records the answer ([`PlanCheck`], keyed by model and
+//! Region, asked again only when either changes). Not sold: one error log line carrying
+//! [`UNSUPPORTED_MARKER`] (the stack's metric filter makes it one alarm), written once, after the state that
+//! records it is saved; from then on the pass buys nothing, deletes anything an earlier configuration bought,
+//! and the peak runs on the priority tier; no pass fails for it. Sold: the convergence below.
 //!
 //! # Desired state
 //! - `scale_up` (the 09:00 Asia/Tokyo schedule) and a first-token-latency alarm going to `ALARM` ask for
@@ -50,10 +61,12 @@ pub const MAX_STATE_RETRIES: u32 = 3;
 
 mod jst;
 mod model;
+pub mod plan;
 
 pub use crate::clock::JstTime;
 pub use jst::{PEAK_END_SECS, PEAK_START_SECS, is_peak};
 pub use model::*;
+pub use plan::{Capacity, Offer, PeakPlan, PlanCheck, PlanConfig, UNSUPPORTED_MARKER, peak_capacity};
 
 /// The client token for a purchase decided on state `version` at `now_ms`: deterministic, so the same
 /// decision retried sends the same token; different after any state change, so a purchase after a failed
@@ -71,11 +84,20 @@ pub struct Reconciler<P, S, C> {
     pub store: S,
     pub clock: C,
     pub spec: ThroughputSpec,
+    /// What the peak switches on, and the Region it is checked in ([`PlanConfig::default`]: provisioned
+    /// throughput, checked with the control plane only).
+    pub plan: PlanConfig,
 }
 
 impl<P: ThroughputControl, S: ThroughputStateStore, C: Clock> Reconciler<P, S, C> {
     pub fn new(control: P, store: S, clock: C, spec: ThroughputSpec) -> Self {
-        Self { control, store, clock, spec }
+        Self { control, store, clock, spec, plan: PlanConfig::default() }
+    }
+
+    /// The same reconciler with the stack's plan.
+    #[must_use]
+    pub fn with_plan(self, plan: PlanConfig) -> Self {
+        Self { plan, ..self }
     }
 
     /// Sets the desired state from `trigger` and converges to it (see the module docs).
@@ -93,7 +115,7 @@ impl<P: ThroughputControl, S: ThroughputStateStore, C: Clock> Reconciler<P, S, C
             let mut actions = Vec::new();
             let result = self.converge(&current, &mut next, &mut actions, now).await;
             if let Err(e) = &result {
-                tracing::error!(code = e.code(), error = %chain(e), "converging provisioned throughput failed");
+                tracing::error!(code = e.code(), error = %chain(e), "converging peak capacity failed");
                 next.last_error = Some(format!("{}: {}", e.code(), chain(e)));
             }
             if next.same_content(&current) {
@@ -109,14 +131,17 @@ impl<P: ThroughputControl, S: ThroughputStateStore, C: Clock> Reconciler<P, S, C
                     tokio::time::sleep(backoff(attempts)).await;
                     continue;
                 }
+                self.announce_unsupported(&current, &next);
             }
             result?;
             tracing::info!(
                 desired = next.desired.as_str(),
+                plan = self.plan.plan.as_str(),
+                priority = next.priority,
                 status = next.status.as_str(),
                 arn = next.arn.as_deref().unwrap_or(""),
                 ?actions,
-                "provisioned throughput reconciled"
+                "peak capacity reconciled"
             );
             return Ok(Outcome { trigger, state: next, actions, attempts });
         }
@@ -130,11 +155,72 @@ impl<P: ThroughputControl, S: ThroughputStateStore, C: Clock> Reconciler<P, S, C
         now: u64,
     ) -> Result<(), ControlError> {
         next.last_error = None;
+        // The priority tier is the peak's under every plan (the chat sends it only where provisioned throughput
+        // does not serve and the model offers it).
+        next.priority = next.desired == Desired::Provisioned;
+        let buys = self.provisioned_sold(current, next, now).await;
         let ours = self.observe(current).await?;
         match next.desired {
-            Desired::OnDemand => self.release(&ours, current, next, actions, now).await,
-            Desired::Provisioned => self.provide(&ours, current, next, actions, now).await,
+            Desired::Provisioned if buys => self.provide(&ours, current, next, actions, now).await,
+            Desired::OnDemand | Desired::Provisioned => self.release(&ours, current, next, actions, now).await,
         }
+    }
+
+    /// Whether this pass may buy: the plan buys, and the Region sells the model (the recorded check, else the
+    /// control plane's answer, recorded; when the control plane cannot say, the documented table for a known
+    /// Region, else yes: the purchase itself will tell).
+    async fn provisioned_sold(&self, current: &ThroughputState, next: &mut ThroughputState, now: u64) -> bool {
+        if !self.plan.plan.buys() {
+            next.plan_check = None;
+            return false;
+        }
+        let (model, region) = (self.spec.model_id.as_str(), self.plan.region.as_str());
+        let key = plan::check_key(model, region);
+        if let Some(check) = current.plan_check.as_ref().filter(|c| c.key == key) {
+            return check.sold;
+        }
+        let documented = if region.is_empty() { None } else { plan::documented_provisioned(model, region) };
+        let offer = match self.control.provisioned_offer(model).await {
+            Ok(offer) => offer,
+            Err(e) => {
+                tracing::warn!(model, region, code = e.code(), error = %chain(&e), "could not ask what the Region sells; asking again next pass");
+                return documented.unwrap_or(true);
+            }
+        };
+        let (sold, detail) = match offer {
+            Offer::Unknown => return documented.unwrap_or(true),
+            Offer::Sold => (true, String::new()),
+            Offer::NotSold { reason, sold_here } => {
+                let here = if sold_here.is_empty() { "none".to_owned() } else { sold_here.join(", ") };
+                (false, format!("{reason}; sold here: {here}"))
+            }
+        };
+        if documented.is_some_and(|d| d != sold) {
+            tracing::warn!(
+                model,
+                region,
+                sold,
+                "the control plane and the documented table disagree; following the control plane"
+            );
+        }
+        next.plan_check = Some(PlanCheck { key, sold, checked_at_ms: now, detail });
+        sold
+    }
+
+    /// The one log line of an unsupported plan, written by the pass whose saved state first records it.
+    fn announce_unsupported(&self, current: &ThroughputState, saved: &ThroughputState) {
+        let Some(check) = saved.plan_check.as_ref().filter(|c| !c.sold) else { return };
+        if current.plan_check.as_ref().is_some_and(|c| c.key == check.key) {
+            return;
+        }
+        tracing::error!(
+            marker = UNSUPPORTED_MARKER,
+            model = self.spec.model_id,
+            region = self.plan.region,
+            detail = check.detail,
+            "{UNSUPPORTED_MARKER}: provisioned throughput is not sold for this model in this Region; nothing will be \
+             bought, and at peak the priority tier serves the models that offer it"
+        );
     }
 
     /// Off-peak: delete everything, except what a commitment term keeps (still routed to: paid either way).

@@ -6,9 +6,12 @@ use std::future::Future;
 use serde::Serialize;
 
 use super::jst::is_peak;
+use super::plan::{Offer, PlanCheck};
 use crate::error::{BoxError, StoreError};
 
-/// Which route the chat traffic should have.
+/// Whether peak capacity is wanted: `Provisioned` is the peak (the schedule's 09:00-23:00, or the latency
+/// alarm), `OnDemand` is standard capacity. At peak the plan decides what that means (provisioned throughput
+/// where sold, the priority tier); the names are the stored values, kept from before plans existed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Desired {
     Provisioned,
@@ -259,6 +262,11 @@ pub trait ThroughputControl: Send + Sync {
     ) -> impl Future<Output = Result<String, ControlError>> + Send;
     /// Deletes one; deleting one that does not exist succeeds.
     fn delete(&self, id: &str) -> impl Future<Output = Result<(), ControlError>> + Send;
+    /// Whether provisioned throughput is sold for `model_id` (a provisioned-throughput id) in this Region.
+    /// A control plane that cannot tell answers [`Offer::Unknown`] (then the purchase itself will tell).
+    fn provisioned_offer(&self, _model_id: &str) -> impl Future<Output = Result<Offer, ControlError>> + Send {
+        async { Ok(Offer::Unknown) }
+    }
 }
 
 /// The `CONFIG/THROUGHPUT` record: desired and actual state. The chat function routes from it.
@@ -278,6 +286,12 @@ pub struct ThroughputState {
     pub replacement_status: ThroughputStatus,
     pub replacement_units: u32,
     pub last_error: Option<String>,
+    /// Whether the Region sells the plan's provisioned throughput, as the control plane answered (asked once
+    /// per model and Region); `None` for a plan that buys none, or before it could be asked.
+    pub plan_check: Option<PlanCheck>,
+    /// The priority service tier is in force now (peak, under any plan): the chat turn sends it to the models
+    /// that offer it and are not served by provisioned throughput.
+    pub priority: bool,
     pub updated_at_ms: u64,
     /// Optimistic-lock version: 0 before the first write, +1 per write.
     pub version: u64,
@@ -297,6 +311,8 @@ impl Default for ThroughputState {
             replacement_status: ThroughputStatus::NotProvisioned,
             replacement_units: 0,
             last_error: None,
+            plan_check: None,
+            priority: false,
             updated_at_ms: 0,
             version: 0,
         }
@@ -313,11 +329,27 @@ impl ThroughputState {
         }
     }
 
+    /// What the chat function routes by: the provisioned ARN in service, and whether the priority tier is in
+    /// force.
+    pub fn route_record(&self) -> RouteRecord {
+        RouteRecord { arn: self.route().map(str::to_owned), priority: self.priority }
+    }
+
     /// Equal apart from the write bookkeeping (`updated_at_ms`, `version`).
     pub(super) fn same_content(&self, other: &Self) -> bool {
         let strip = |s: &Self| Self { updated_at_ms: 0, version: 0, ..s.clone() };
         strip(self) == strip(other)
     }
+}
+
+/// The part of `CONFIG/THROUGHPUT` the chat function caches: where to route, and whether the peak's priority
+/// tier is in force. The default (no record, no schedule) is on-demand, standard tier.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteRecord {
+    /// The provisioned-throughput ARN while it is in service.
+    pub arn: Option<String>,
+    /// The priority tier is in force (peak).
+    pub priority: bool,
 }
 
 /// Given the stored state, where chat traffic should go (see [`ThroughputState::route`]).

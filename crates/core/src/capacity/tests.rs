@@ -24,6 +24,10 @@ struct Fake {
     fail_next: bool,
     /// The `commitmentExpirationTime` the control plane reports for a commitment purchase.
     term_ends_ms: Option<u64>,
+    /// What `provisioned_offer` answers (`None`: the trait's default, `Unknown`); `offer_fails`: an error.
+    offer: Option<Offer>,
+    offer_fails: bool,
+    offers_asked: u32,
 }
 
 #[derive(Default)]
@@ -85,6 +89,16 @@ impl ThroughputControl for FakeControl {
             }
         });
         Ok(())
+    }
+
+    async fn provisioned_offer(&self, _model_id: &str) -> Result<Offer, ControlError> {
+        self.with(|f| {
+            f.offers_asked += 1;
+            if f.offer_fails {
+                return Err(ControlError::Unavailable("503".into()));
+            }
+            Ok(f.offer.clone().unwrap_or(Offer::Unknown))
+        })
     }
 }
 
@@ -447,6 +461,97 @@ async fn scaling_down_during_a_replacement_deletes_both() {
     assert!(down.actions.iter().all(|a| matches!(a, Action::Deleted(_))));
     assert_eq!((down.state.route(), down.state.replacement_arn.as_deref()), (None, None));
     assert!(r.control.with(|f| f.pts.is_empty()));
+}
+
+// ---------------------------------------------------------------- the capacity plan
+
+fn planned(now: u64, plan: PeakPlan, region: &str, offer: Option<Offer>) -> Rec {
+    let r = reconciler(now).with_plan(PlanConfig { plan, region: region.to_owned() });
+    r.control.with(|f| f.offer = offer);
+    r
+}
+
+fn not_sold() -> Offer {
+    Offer::NotSold { reason: "no PROVISIONED inference type".into(), sold_here: Vec::new() }
+}
+
+#[tokio::test]
+async fn where_the_region_does_not_sell_it_the_peak_buys_nothing_runs_on_priority_and_asks_once() {
+    let r = planned(JST_0900, PeakPlan::Provisioned, "ap-northeast-1", Some(not_sold()));
+    let up = r.run(Trigger::ScaleUp).await.unwrap();
+    assert!(up.actions.is_empty(), "{:?}", up.actions);
+    assert_eq!(up.state.route_record(), RouteRecord { arn: None, priority: true });
+    let check = up.state.plan_check.clone().unwrap();
+    assert_eq!(
+        (check.key.as_str(), check.sold),
+        ("anthropic.claude-haiku-4-5-20251001-v1:0:200k@ap-northeast-1", false)
+    );
+    // Every 5 minutes through the peak: no purchase, no error, no second question.
+    for minutes in (5..=(14 * 60 - 5)).step_by(5) {
+        at(&r, JST_0900 + minutes * MINUTE);
+        let out = r.run(Trigger::Reconcile).await.unwrap();
+        assert!(out.actions.is_empty() && out.state.last_error.is_none());
+    }
+    assert_eq!(r.control.with(|f| (f.offers_asked, f.creations)), (1, 0));
+    // Off-peak the priority tier is off again.
+    at(&r, JST_2300);
+    let down = r.run(Trigger::ScaleDown).await.unwrap();
+    assert_eq!(down.state.route_record(), RouteRecord::default());
+}
+
+#[tokio::test]
+async fn a_change_of_model_or_region_asks_again() {
+    let r = planned(JST_0900, PeakPlan::Provisioned, "ap-northeast-1", Some(not_sold()));
+    r.run(Trigger::ScaleUp).await.unwrap();
+    let r2 = Reconciler { plan: PlanConfig { plan: PeakPlan::Provisioned, region: "us-east-1".into() }, ..r };
+    r2.control.with(|f| f.offer = Some(Offer::Sold));
+    let out = r2.run(Trigger::Reconcile).await.unwrap();
+    assert_eq!(r2.control.with(|f| (f.offers_asked, f.creations)), (2, 1));
+    assert!(out.state.plan_check.is_some_and(|c| c.sold));
+}
+
+#[tokio::test]
+async fn where_it_is_sold_the_peak_buys_it_and_still_runs_priority_for_the_other_models() {
+    let r = planned(JST_0900, PeakPlan::Provisioned, "us-east-1", Some(Offer::Sold));
+    let up = r.run(Trigger::ScaleUp).await.unwrap();
+    assert_eq!(r.control.with(|f| f.creations), 1);
+    assert!(up.state.priority);
+    r.control.set_all(ThroughputStatus::InService);
+    let serving = r.run(Trigger::Reconcile).await.unwrap();
+    assert!(serving.state.route_record().arn.is_some());
+}
+
+#[tokio::test]
+async fn the_priority_plan_never_buys_and_deletes_what_an_earlier_plan_bought() {
+    let old = planned(JST_0900, PeakPlan::Provisioned, "us-east-1", Some(Offer::Sold));
+    old.run(Trigger::ScaleUp).await.unwrap();
+    let r = Reconciler { plan: PlanConfig { plan: PeakPlan::Priority, region: "us-east-1".into() }, ..old };
+    let out = r.run(Trigger::Reconcile).await.unwrap();
+    assert_eq!(out.actions.len(), 1, "the earlier purchase is deleted: {:?}", out.actions);
+    assert!(matches!(out.actions[0], Action::Deleted(_)));
+    assert_eq!(out.state.route_record(), RouteRecord { arn: None, priority: true });
+    assert_eq!(out.state.plan_check, None);
+    assert_eq!(r.control.with(|f| (f.creations, f.offers_asked)), (1, 1));
+}
+
+#[tokio::test]
+async fn an_unanswered_question_falls_back_to_the_documented_table_and_is_asked_again() {
+    let r = planned(JST_0900, PeakPlan::Provisioned, "ap-northeast-1", None);
+    r.control.with(|f| f.offer_fails = true);
+    let out = r.run(Trigger::ScaleUp).await.unwrap();
+    // The table sells no Claude Haiku 4.5 anywhere: nothing bought, nothing recorded, no failed pass.
+    assert!(out.actions.is_empty() && out.state.plan_check.is_none() && out.state.last_error.is_none());
+    r.run(Trigger::Reconcile).await.unwrap();
+    assert_eq!(r.control.with(|f| (f.offers_asked, f.creations)), (2, 0));
+}
+
+#[tokio::test]
+async fn the_latency_alarm_switches_the_priority_tier_on_off_peak() {
+    let r = planned(JST_2300 + 60 * MINUTE, PeakPlan::Priority, "ap-northeast-1", None);
+    assert!(!r.run(Trigger::Reconcile).await.unwrap().state.priority);
+    assert!(r.run(Trigger::AlarmFiring).await.unwrap().state.priority);
+    at(&r, JST_2300 + 70 * MINUTE);
+    assert!(r.run(Trigger::Reconcile).await.unwrap().state.priority, "held by the alarm");
 }
 
 #[test]

@@ -2,13 +2,17 @@
 //! hostage by one slow or failing source.
 //!
 //! ```text
-//! t=0 ── classify (µs) ── retrieval ───────────────────────────────┐
-//!    └── memory (store) ── resolve ordinals ── cache ── services ──┴─> prompt compressor
+//! t=0 ── classify (µs) ── retrieval ────────────────────────────────┐
+//!    ├── epoch (cache) ── resolve ordinals ── cache ── services ────┤
+//!    └── memory (store) ── same resolution? (else look up again) ───┴─> prompt compressor
 //! ```
 //!
 //! Retrieval needs only the message and its intent, so it starts at once. The cache and product-service
-//! legs need memory (an ordinal such as "the first one" resolves against the previous answer), so they
-//! follow it; services are asked only for what the cache (filled by speculative prefetch) did not have.
+//! legs need to know what an ordinal such as "the first one" points at (the previous answer's list): the
+//! session's memory epoch carries that list ([`recall`]), read in one cache round trip at send, so they
+//! start at once too; when memory arrives, the resolution is checked against it and looked up again in
+//! the rare case they differ (without a recall, the lookups follow memory). Services are asked only for
+//! what the cache (filled by speculative prefetch) did not have.
 //! Every leg has its own deadline, all capped by an overall one; a leg that errors or times out is
 //! recorded and the turn goes on with what arrived. Service data reaches the compressor as top-scored
 //! passages. After the answer, what the services returned is written back to the cache ([`Assembler::write_back`]).
@@ -17,6 +21,7 @@
 //! [`Assembler::assemble_reusing`] takes its retrieval and service legs from it (one cache read, under the
 //! cache leg's deadline, before retrieval starts) and runs only memory and what the speculation lacked.
 
+pub mod recall;
 pub mod summary;
 
 use std::future::Future;
@@ -38,6 +43,7 @@ use crate::ports::Store;
 use crate::ports::sources::{ContextSources, SourceError};
 use crate::pregen::{self, Ask, PregenEntry};
 use crate::protocol::{ClientMessage, Leg, LegTimings};
+use recall::Recall;
 
 /// Deadlines and sizes of the context legs.
 #[derive(Debug, Clone, Copy)]
@@ -185,6 +191,9 @@ pub struct Reusable {
     /// The session's memory epoch marker as read at send (`None`: the read failed; `Some(None)`: no marker):
     /// part of what a typed-ahead answer must match.
     pub epoch: Option<Option<String>>,
+    /// What the epoch says a follow-up resolves against ([`recall`]): its lookups start before memory
+    /// arrives.
+    pub recall: Option<Recall>,
 }
 
 /// Calls an assembly made to its sources.
@@ -296,6 +305,51 @@ fn take_served(
     rest
 }
 
+/// What a message points at, and what that makes the turn look up.
+#[derive(Debug)]
+struct Resolution {
+    entities: Entities,
+    /// The intent, once the message is known to point at a listed product.
+    intent: Intent,
+    wanted: Vec<Lookup>,
+    /// The pre-generated answer's key, read with the lookups.
+    entry: Option<String>,
+    ask: Ask,
+}
+
+impl Resolution {
+    /// Records the ask in `asm` and takes what `prior` holds for the same resolved product; returns the
+    /// lookups still to do.
+    fn served(&self, prior: Option<&Reusable>, asm: &mut Assembled) -> Vec<Lookup> {
+        asm.ask = Some(self.ask.clone());
+        // A speculation's values stand only for the product its own ordinal resolved to.
+        let prior = prior.filter(|p| p.resolved == self.entities.resolved);
+        let served = prior.map(|p| p.values.as_slice()).unwrap_or_default();
+        let absent = prior.map(|p| p.absent.as_slice()).unwrap_or_default();
+        take_served(self.wanted.clone(), served, absent, asm)
+    }
+}
+
+impl Assembled {
+    /// Takes the lookups' part of `other` (assembled beside the memory leg, which `self` holds).
+    fn merge_lookups(&mut self, other: Self) {
+        self.passages.extend(other.passages);
+        self.cache_hits.extend(other.cache_hits);
+        self.fetched.extend(other.fetched);
+        self.values.extend(other.values);
+        self.ask = other.ask;
+        self.pregen = other.pregen;
+        self.lookups = other.lookups;
+        self.errors.extend(other.errors);
+        self.legs.cache_ms = other.legs.cache_ms;
+        self.legs.services_ms = other.legs.services_ms;
+        self.calls.retrievals += other.calls.retrievals;
+        self.calls.services += other.calls.services;
+        self.speculated.extend(other.speculated);
+        self.absent.extend(other.absent);
+    }
+}
+
 /// Gathers a turn's context from the store (memory) and the context sources.
 #[derive(Debug)]
 pub struct Assembler<'a, X, St> {
@@ -334,16 +388,28 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
         let follow_up = early.ordinal.is_some();
         let with_memory = self.memory_then_lookups(msg, session, user, intent, early, cap, prior.clone());
         let search = async {
+            // (passages, took, error, served by a speculation, searched)
             if follow_up {
-                return (None, 0.0, None, false);
+                return (None, 0.0, None, false, false);
             }
-            if let Some(passages) = prior.await.and_then(|p| p.retrieved.clone()) {
-                return (Some(passages), 0.0, None, true);
+            let reusable = prior.await;
+            if let Some(passages) = reusable.as_ref().and_then(|p| p.retrieved.clone()) {
+                return (Some(passages), 0.0, None, true, false);
+            }
+            // A title of the last list ("what's Star Hunter about?"), known from the epoch's recall: like an
+            // ordinal, its passages come from the product's lookup, not from a search of its words.
+            if let Some(recall) = reusable.as_ref().and_then(|p| p.recall.as_ref()) {
+                let mut pointed = intent::Entities::default();
+                pointed.resolve_listed(&msg.text, &recall.listed);
+                if pointed.resolved.is_some() {
+                    return (None, 0.0, None, false, false);
+                }
             }
             let (passages, took, err) = self.retrieval(&msg.text, intent, cap).await;
-            (err.is_none().then_some(passages), took, err, false)
+            (err.is_none().then_some(passages), took, err, false, true)
         };
-        let ((memory, entities, mut asm), (passages, took, err, speculated)) = if self.cfg.sequential {
+        let ((memory, entities, intent, mut asm), (passages, took, err, speculated, searched)) = if self.cfg.sequential
+        {
             let first = with_memory.await;
             (first, search.await)
         } else {
@@ -353,7 +419,7 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
         asm.errors.extend(err);
         if speculated {
             asm.speculated.push(Leg::Retrieval);
-        } else if !follow_up {
+        } else if searched {
             asm.calls.retrievals += 1;
         }
         asm.speculated.sort();
@@ -363,8 +429,9 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
         Gathered { intent, entities, memory, context: asm }
     }
 
-    /// The memory leg, then the lookups it makes possible (an ordinal resolved against the last answer);
-    /// those `prior` holds for the same resolved product are taken from it.
+    /// The memory leg and the lookups that depend on what the message points at (an ordinal or title
+    /// resolved against the last answer), side by side when the epoch read at send carries the session's
+    /// [`Recall`]; those `prior` holds for the same resolved product are taken from it.
     #[expect(
         clippy::too_many_arguments,
         reason = "the turn's inputs to the memory leg, read once each; a struct would only carry them one call down"
@@ -375,49 +442,95 @@ impl<X: ContextSources, St: Store> Assembler<'_, X, St> {
         session: &SessionId,
         user: &UserId,
         intent: Intent,
-        mut entities: Entities,
+        entities: Entities,
         cap: Instant,
-        prior: impl Future<Output = Option<Arc<Reusable>>>,
-    ) -> (Memory, Entities, Assembled) {
+        prior: impl Future<Output = Option<Arc<Reusable>>> + Clone,
+    ) -> (Memory, Entities, Intent, Assembled) {
         let mut asm = Assembled::default();
         let load = async { Ok::<_, SourceError>(Memory::load_whole(self.store, session, self.cfg.memory_turns).await) };
         // Boxed: the store's futures (the SDK's inside) are deep, and the race below polls them in place.
         let load = Box::pin(leg(Leg::Memory, self.cfg.memory, cap, load));
-        let (memory, prior) = memory_or_prior(load, prior, &mut asm).await;
-        // "The first one", "最後の", or a title of the last list: resolved against the turn that listed the
-        // products, whose answer names their titles.
-        let list_turn = memory
-            .turns
-            .iter()
-            .find(|t| t.products.len() > 1)
-            .or_else(|| memory.turns.iter().find(|t| !t.products.is_empty()));
-        let answer = list_turn.map_or("", |t| t.assistant_text.as_str());
-        let listed = intent::listed_from_answer(answer, memory.previous_products());
-        entities.resolve_listed(&msg.text, &listed);
+        // Early: resolved against the epoch's recall, looked up while memory is read. Not when the
+        // speculation holds a current memory (then there is no wait to save).
+        let assumed = |p: &Option<Arc<Reusable>>| -> Option<Recall> {
+            let p = p.as_deref()?;
+            p.recall.clone().filter(|_| p.memory.is_none() && !self.cfg.sequential)
+        };
+        let (early_prior, early_entities) = (prior.clone(), entities.clone());
+        let early = async {
+            let p = early_prior.await;
+            let recall = assumed(&p)?;
+            let resolution = self.resolve(msg, session, user, intent, early_entities, &recall);
+            let mut asm = Assembled::default();
+            let wanted = resolution.served(p.as_deref(), &mut asm);
+            Box::pin(self.cached_lookups(wanted, resolution.entry.clone(), cap, &mut asm)).await;
+            Some((resolution, asm))
+        };
+        // Boxed, as the lookups below: the sources' futures are large, and held inline they would make
+        // every frame above this one as large (a debug build's stack overflowed).
+        let mut early = Box::pin(early);
+        let mut finished = None;
+        let (memory, prior) = {
+            let mut memory = std::pin::pin!(memory_or_prior(load, prior, &mut asm));
+            loop {
+                tokio::select! {
+                    m = &mut memory => break m,
+                    e = &mut early, if finished.is_none() => finished = Some(e),
+                }
+            }
+        };
+        let recall = Recall::of(&memory.turns);
+        match assumed(&prior) {
+            Some(assumed) if assumed == recall => {
+                let looked_up = match finished {
+                    Some(done) => done,
+                    None => early.await,
+                };
+                if let Some((resolution, looked_up)) = looked_up {
+                    asm.merge_lookups(looked_up);
+                    return (memory, resolution.entities, resolution.intent, asm);
+                }
+            }
+            // Dropped (its lookups cancelled): it pointed into another list than memory holds.
+            Some(_) => tracing::info!("the epoch's recall differs from memory; looking up again"),
+            None => {}
+        }
+        let resolution = self.resolve(msg, session, user, intent, entities, &recall);
+        let wanted = resolution.served(prior.as_deref(), &mut asm);
+        Box::pin(self.cached_lookups(wanted, resolution.entry.clone(), cap, &mut asm)).await;
+        (memory, resolution.entities, resolution.intent, asm)
+    }
+
+    /// What the message points at, given what it may point into; its lookups and pre-generated entry.
+    fn resolve(
+        &self,
+        msg: &ClientMessage,
+        session: &SessionId,
+        user: &UserId,
+        intent: Intent,
+        mut entities: Entities,
+        recall: &Recall,
+    ) -> Resolution {
+        // "The first one", "最後の", or a title of the last list.
+        entities.resolve_listed(&msg.text, &recall.listed);
+        // "What's Star Hunter about?" reads as small talk until the title is known to be a listed product's:
+        // then it is a question about that product (its facts are looked up, its overview may be served).
+        let intent = match intent {
+            Intent::General if entities.resolved.is_some() => Intent::ProductQuestion,
+            other => other,
+        };
         let products = focus_products(&entities, &msg.page_context, self.cfg.max_products);
         let mut wanted = lookups(intent, &products, user);
         if let Some(asin) = entities.resolved.clone() {
             wanted.push(Lookup::Rag { intent, asin });
         }
         // What was asked just before decides what a bare pointer ("and the second?") repeats.
-        let before = match memory.turns.first() {
-            None => pregen::Before::Unknown,
-            Some(t) if t.products.len() > 1 => pregen::Before::List,
-            Some(t) => pregen::Before::FollowUp(&t.user_text, &listed),
-        };
-        let ask = pregen::ask_after(&msg.text, intent, &entities, before);
+        let ask = pregen::ask_after(&msg.text, intent, &entities, recall.before());
         let entry = match (&ask, self.cfg.pregen) {
             (Ask::Overview(a) | Ask::Specific(a), true) => Some(CacheKey::Pregen(session.clone(), a.clone()).render()),
             _ => None,
         };
-        asm.ask = Some(ask);
-        // A speculation's values stand only for the product its own ordinal resolved to.
-        let prior = prior.filter(|p| p.resolved == entities.resolved);
-        let served = prior.as_deref().map(|p| p.values.as_slice()).unwrap_or_default();
-        let absent = prior.as_deref().map(|p| p.absent.as_slice()).unwrap_or_default();
-        let wanted = take_served(wanted, served, absent, &mut asm);
-        self.cached_lookups(wanted, entry, cap, &mut asm).await;
-        (memory, entities, asm)
+        Resolution { entities, intent, wanted, entry, ask }
     }
 
     /// The retrieval leg.

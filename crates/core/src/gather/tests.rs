@@ -193,6 +193,7 @@ async fn speculation_with_memory() -> Reusable {
         memory: Some(memory),
         input: None,
         epoch: Some(None),
+        recall: None,
     }
 }
 
@@ -243,4 +244,140 @@ async fn a_lookup_its_source_does_not_know_is_recorded_absent() {
     assert_eq!(absent, ["review:B0AAAAAAA1"]);
     assert!(g.context.memory_whole);
     assert_eq!(g.context.values.len(), 1);
+}
+
+/// The epoch's recall of [`store_with_an_answer`]'s memory, as the turn that stored it wrote it.
+async fn recall_of(store: &MemoryStore) -> Recall {
+    Recall::of(&Memory::load(store, &session(), 8).await.turns)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follow_up_resolved_by_the_epochs_recall_waits_for_no_chain() {
+    // Memory 50 ms, retrieval 200 ms: chained, the product's passages would arrive at 250 ms.
+    let src = slow(Duration::from_millis(200), Duration::from_millis(100));
+    let store = store_with_an_answer().await;
+    let recall = recall_of(&store).await;
+    assert_eq!(recall.asked, recall::Asked::List);
+    let cfg = ContextConfig::default();
+    let asm = Assembler { sources: &src, store: &store, cfg: &cfg };
+    let prior = Reusable { recall: Some(recall), epoch: Some(Some("t.m-0".into())), ..Reusable::default() };
+    let msg = message("Tell me more about the second one", "{}");
+    let g = asm.assemble_reusing(&msg, &session(), &UserId::anonymous(), async { Some(Arc::new(prior)) }).await;
+    assert_eq!(g.entities.resolved.as_ref().map(Asin::as_str), Some("B0BBBBBBB2"));
+    assert_eq!(src.calls(), ["product:B0BBBBBBB2", "review:B0BBBBBBB2", "rag:product_question:B0BBBBBBB2"]);
+    assert!(
+        (200.0..205.0).contains(&g.context.assembly_ms),
+        "the slowest leg, not memory + it: {}",
+        g.context.assembly_ms
+    );
+    assert_eq!(g.memory.turns.len(), 1, "memory still arrives for the prompt");
+    assert_eq!(g.context.passages.len(), 3);
+    assert!(matches!(g.context.ask, Some(Ask::Overview(_))), "{:?}", g.context.ask);
+
+    // Without a recall the same follow-up waits for memory first.
+    let src = slow(Duration::from_millis(200), Duration::from_millis(100));
+    let asm = Assembler { sources: &src, store: &store, cfg: &cfg };
+    let g = asm.assemble_reusing(&msg, &session(), &UserId::anonymous(), async { None }).await;
+    assert!(g.context.assembly_ms >= 250.0, "{}", g.context.assembly_ms);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recall_that_memory_contradicts_is_looked_up_again_from_memory() {
+    let src = slow(Duration::from_millis(200), Duration::from_millis(100));
+    let store = store_with_an_answer().await;
+    // A recall of another list (a turn stored by another instance after this marker was written).
+    let stale = Recall {
+        listed: ["B0CCCCCCC3", "B0DDDDDDD4"]
+            .iter()
+            .map(|a| crate::intent::Listed {
+                asin: Asin::parse(*a).unwrap(),
+                title_en: String::new(),
+                title_ja: String::new(),
+            })
+            .collect(),
+        asked: recall::Asked::List,
+    };
+    let cfg = ContextConfig::default();
+    let asm = Assembler { sources: &src, store: &store, cfg: &cfg };
+    let prior = Reusable { recall: Some(stale), epoch: Some(Some("t.m-0".into())), ..Reusable::default() };
+    let msg = message("Tell me more about the second one", "{}");
+    let g = asm.assemble_reusing(&msg, &session(), &UserId::anonymous(), async { Some(Arc::new(prior)) }).await;
+    assert_eq!(g.entities.resolved.as_ref().map(Asin::as_str), Some("B0BBBBBBB2"), "memory decides");
+    let values: Vec<String> = g.context.values.iter().map(|(l, _)| l.key()).collect();
+    assert_eq!(values, ["product:B0BBBBBBB2", "review:B0BBBBBBB2", "rag:product_question:B0BBBBBBB2"]);
+    assert!(
+        g.context.passages.iter().all(|p| !p.content.contains("B0DDDDDDD4")),
+        "nothing of the wrong product reaches the prompt"
+    );
+    assert!(g.context.assembly_ms >= 250.0, "the chain, as without a recall: {}", g.context.assembly_ms);
+}
+
+#[test]
+fn the_recall_is_what_the_memory_says_and_survives_the_cache() {
+    let list = turn("s-1", "m-0")
+        .user_text("horror please")
+        .answer("Paper Diary (B0AAAAAAA1) and Star (B0BBBBBBB2)")
+        .products(&["B0AAAAAAA1", "B0BBBBBBB2"])
+        .build();
+    let follow =
+        turn("s-1", "m-1").user_text("is the first one scary?").answer("Yes").products(&["B0AAAAAAA1"]).build();
+    let r = Recall::of([&follow, &list]);
+    assert_eq!(r.listed.iter().map(|l| l.asin.as_str()).collect::<Vec<_>>(), ["B0AAAAAAA1", "B0BBBBBBB2"]);
+    assert_eq!(r.listed[0].title_en, "Paper Diary");
+    assert_eq!(r.asked, recall::Asked::FollowUp("is the first one scary?".into()));
+    assert_eq!(Recall::of([] as [&crate::ports::TurnRecord; 0]), Recall::default());
+    let v = recall::EpochValue { marker: "t.m-1.5.0a".into(), recall: Some(r) };
+    assert_eq!(recall::EpochValue::decode(&v.encode()), v);
+    // A marker written before recalls were: a marker, no recall.
+    assert_eq!(
+        recall::EpochValue::decode("t.m-1.5.0a"),
+        recall::EpochValue { marker: "t.m-1.5.0a".into(), recall: None }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listed_title_asked_about_in_passing_is_a_question_about_that_product() {
+    let src = slow(Duration::from_millis(200), Duration::from_millis(100));
+    let store = MemoryStore::with_latency(Duration::from_millis(50));
+    let turn = turn("s-1", "m-0")
+        .user_text("Can you recommend a creepy horror manga?")
+        .answer("1. Paper Diary (B0AAAAAAA1): a horror series.\n2. Star Hunter (B0BBBBBBB2): a horror series.")
+        .products(&["B0AAAAAAA1", "B0BBBBBBB2"])
+        .intent(Intent::Recommendation)
+        .build();
+    store.save_turn(&turn).await.unwrap();
+    let text = "what's star hunter about?";
+    assert_eq!(intent::classify(text, &intent::extract(text, &[])), Intent::General, "the words alone");
+    let g = assemble(&src, &store, text, "{}").await;
+    assert_eq!(g.intent, Intent::ProductQuestion);
+    assert_eq!(g.entities.resolved.as_ref().map(Asin::as_str), Some("B0BBBBBBB2"));
+    let values: Vec<String> = g.context.values.iter().map(|(l, _)| l.key()).collect();
+    assert!(values.contains(&"product:B0BBBBBBB2".to_owned()), "its facts are looked up: {values:?}");
+    assert!(matches!(g.context.ask, Some(Ask::Overview(_))), "{:?}", g.context.ask);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listed_title_known_from_the_recall_is_looked_up_like_an_ordinal_not_searched() {
+    let src = slow(Duration::from_millis(200), Duration::from_millis(100));
+    let store = MemoryStore::with_latency(Duration::from_millis(50));
+    let turn = turn("s-1", "m-0")
+        .user_text("Can you recommend a creepy horror manga?")
+        .answer("1. Paper Diary (B0AAAAAAA1): a horror series.\n2. Star Hunter (B0BBBBBBB2): a horror series.")
+        .products(&["B0AAAAAAA1", "B0BBBBBBB2"])
+        .intent(Intent::Recommendation)
+        .build();
+    store.save_turn(&turn).await.unwrap();
+    let recall = recall_of(&store).await;
+    let cfg = ContextConfig::default();
+    let asm = Assembler { sources: &src, store: &store, cfg: &cfg };
+    let prior = Reusable { recall: Some(recall), epoch: Some(Some("t.m-0".into())), ..Reusable::default() };
+    let msg = message("what's star hunter about?", "{}");
+    let g = asm.assemble_reusing(&msg, &session(), &UserId::anonymous(), async { Some(Arc::new(prior)) }).await;
+    assert_eq!(src.calls(), ["product:B0BBBBBBB2", "review:B0BBBBBBB2", "rag:product_question:B0BBBBBBB2"]);
+    assert!(
+        src.queries().iter().all(|q| !q.contains("star hunter")),
+        "its words were not searched: {:?}",
+        src.queries()
+    );
+    assert!(g.context.assembly_ms < 205.0, "{}", g.context.assembly_ms);
 }

@@ -504,7 +504,7 @@ pub fn ordinals(folded: &str) -> Vec<OrdinalAt> {
 
 /// A product of the last answer with the titles it may be named by (either may be empty, e.g. when only
 /// the answer's own wording of it is known).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Listed {
     pub asin: Asin,
     pub title_en: String,

@@ -45,6 +45,9 @@ pub(super) struct Asked<'a> {
     pub question: &'a str,
     pub gathered: &'a Gathered,
     pub provisioned: Option<&'a str>,
+    /// The peak's priority tier is in force for the intent's model (`CONFIG/THROUGHPUT`, the capability
+    /// table): its on-demand requests carry `serviceTier = priority`.
+    pub priority: bool,
     pub verdict: &'a str,
     /// The memory epoch marker (`None`: unknown, so no typed-ahead basis).
     pub epoch: &'a Option<Option<String>>,
@@ -59,6 +62,7 @@ impl<'a> Asked<'a> {
             question: &ready.question,
             gathered: &ready.gathered,
             provisioned: ready.provisioned.as_deref(),
+            priority: ready.priority,
             verdict: &ready.verdict,
             epoch: &ready.epoch,
         }
@@ -79,7 +83,12 @@ impl<M: ModelClient, St: Store, C: Clock, X, Q> Engine<M, St, C, X, Q> {
         let input = parts.input(asked.question, asked.page, gathered);
         let metadata = vec![("message_id".to_owned(), asked.request_id.to_owned())];
         let request = self.prompter.request(&input, &choice, metadata).map_err(|e| Stop::TooLong(e.to_string()))?;
-        let request = ModelRequest { guardrail: self.cfg.safety.output.clone(), ..request };
+        let mut request = ModelRequest { guardrail: self.cfg.safety.output.clone(), ..request };
+        // At peak, where the Region sells no provisioned throughput (or the plan says priority), the
+        // intent's on-demand requests are served first by the priority tier.
+        if asked.priority && provisioned.is_none() {
+            request.levers.priority_tier = true;
+        }
         let compress_ms = compress_start.elapsed().as_secs_f64() * 1000.0;
         // Only where the model would answer, and only with a known memory epoch.
         let typed_basis = match (&serving, asked.epoch) {

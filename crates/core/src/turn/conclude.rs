@@ -9,15 +9,17 @@ use super::open::Turn;
 use super::ready::Ready;
 use super::{Engine, Spent, TurnResult};
 use crate::admit::metered::Metered;
+use crate::admit::session::Memory;
 use crate::ahead::prefetch::{Exchange, PrefetchJob, PrefetchQueue};
 use crate::ahead::speculate;
 use crate::answer::cards::vouched_page_asins;
 use crate::answer::relay::{RelayEnd, RelayOutcome};
 use crate::answer::serve::{Serving, Streamed};
 use crate::cache::CacheKey;
-use crate::clock::Clock;
+use crate::clock::{Clock, CpuMeter};
 use crate::deadline::best_effort;
 use crate::error::{chain, retry_store};
+use crate::gather::recall::Recall;
 use crate::gather::summary::maybe_summarize;
 use crate::gather::{Assembler, Gathered};
 use crate::ids::Asin;
@@ -47,9 +49,10 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         ready: Ready,
         composed: Composed,
         streamed: Streamed,
+        cpu: Option<CpuMeter>,
     ) -> (TurnResult, Spent) {
         let Ready { hold, gathered, question, .. } = ready;
-        let Streamed { out, model, route, failovers, model_first_token_ms, served, ahead_ms } = streamed;
+        let Streamed { out, model, route, failovers, model_first_token_ms, served, ahead_ms, hedge } = streamed;
         let status = match &out.end {
             RelayEnd::Completed => TurnStatus::Complete,
             RelayEnd::ClientGone => TurnStatus::ClientGone,
@@ -108,13 +111,19 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             unknown_asins,
             speculated_legs: gathered.context.speculated.clone(),
             ahead_ms,
+            hedge_started: hedge.started,
+            hedged: hedge.won,
+            // The loser's input (the same prompt); its output is nothing we saw.
+            hedge_extra_tokens: if hedge.loser_cancelled { prompt_tokens } else { 0 },
+            // Up to here: the completed event that carries it is posted next.
+            cpu_us: cpu.and_then(|c| c.used()).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
         };
         let record = self.record(turn, &question, &out, status, &products, &metrics);
 
         // Nothing reached the client and nothing is stored: the claim goes back before it is told.
         let nothing_sent = !out.sent_anything() && !status.settles_claim();
         let cards: Vec<ProductRef> = products.into_iter().map(|asin| ProductRef { asin }).collect();
-        let store = self.store_turn(turn, &record, nothing_sent);
+        let store = self.store_turn(turn, &gathered.memory, &record, nothing_sent);
         let ending = Ending::Streamed { out: &out, products: &cards, metrics: &metrics, claim_back: nothing_sent };
         let end = self.end(sink, turn, hold, ending);
         let (stored, result) = if status == TurnStatus::Partial {
@@ -188,7 +197,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
 
     /// Stores the turn (retried with backoff) and marks the session's memory changed; `Skipped` when
     /// nothing reached the client.
-    async fn store_turn(&self, turn: &Turn, record: &TurnRecord, nothing_sent: bool) -> Stored {
+    async fn store_turn(&self, turn: &Turn, memory: &Memory, record: &TurnRecord, nothing_sent: bool) -> Stored {
         if nothing_sent {
             return Stored::Skipped;
         }
@@ -196,7 +205,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             Ok(()) => {
                 // Before the connection's next message is admitted: no speculation's copy of the memory from
                 // before this turn counts as current any more.
-                self.memory_changed(turn, "t").await;
+                self.memory_changed(turn, "t", memory, record).await;
                 Stored::Kept
             }
             Err(e) => {
@@ -244,6 +253,9 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
                 emf = emf.metric(metrics::SPECULATION_HIT, hit, metrics::Unit::None);
             }
             self.metrics.record(&emf);
+            if m.hedge_started {
+                self.metrics.record(&metrics::hedge_record(turn.ts_ms, m.hedged, m.hedge_extra_tokens));
+            }
         }
         let summarize = async {
             // A turn the guardrail stopped is not summarized (nor handed to prefetch: it did not complete).
@@ -252,7 +264,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
                 // The summary is the shopper's work too: its tokens count against their day.
                 let model = Metered::new(&self.model);
                 if maybe_summarize(&model, &self.store, cfg, &turn.session, memory, record).await {
-                    self.memory_changed(turn, "s").await;
+                    self.memory_changed(turn, "s", memory, record).await;
                 }
                 self.limiter().spend(&turn.who, model.tokens()).await;
             }
@@ -276,16 +288,36 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         tokio::join!(summarize, assembler.write_back(&gathered.context), mark_served, prefetch);
     }
 
-    /// A turn or summary of the session was stored: a new memory epoch marker ([`speculate::mark_stored`]).
-    async fn memory_changed(&self, turn: &Turn, what: &str) {
+    /// A turn or summary of the session was stored: a new memory epoch marker ([`speculate::mark_stored`]),
+    /// with what the next follow-up resolves against: the memory this turn read with its own record in front.
+    async fn memory_changed(&self, turn: &Turn, what: &str, memory: &Memory, record: &TurnRecord) {
         let marker = format!("{what}.{}.{}", turn.msg.message_id, self.clock.now_ms());
         let (sources, cfg) = (&self.sources, &self.cfg);
-        speculate::mark_stored(sources, cfg.context.cache, &cfg.speculation, &turn.session, &marker).await;
+        let window = usize::try_from(cfg.context.memory_turns).unwrap_or(usize::MAX);
+        let turns = std::iter::once(record).chain(&memory.turns).take(window);
+        let recall = Some(Recall::of(turns));
+        speculate::mark_stored(sources, cfg.context.cache, &cfg.speculation, &turn.session, &marker, recall).await;
     }
 
     /// What the prefetch worker needs to predict, prefetch and pre-generate the next turn: this exchange
     /// and the ones the next prompt keeps verbatim, the summary, the products of this answer and the last.
     fn prefetch_job(&self, turn: &Turn, gathered: &Gathered, record: &TurnRecord) -> PrefetchJob {
+        let (user, assistant) = (&record.user_text, record.assistant_text.clone());
+        PrefetchJob {
+            pregenerated: self.pregenerates(gathered.intent),
+            ..self.prefetch_job_for(turn, gathered, user, assistant, record.products.clone())
+        }
+    }
+
+    /// A prefetch job for this turn, its exchange being `user` and `assistant` naming `products`.
+    pub(super) fn prefetch_job_for(
+        &self,
+        turn: &Turn,
+        gathered: &Gathered,
+        user: &str,
+        assistant: String,
+        products: Vec<Asin>,
+    ) -> PrefetchJob {
         let memory = &gathered.memory;
         let keep = self.cfg.summary.verbatim_exchanges.saturating_sub(1);
         let mut history: Vec<Exchange> = memory
@@ -295,7 +327,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             .rev()
             .map(|t| Exchange { user: t.user_text.clone(), assistant: t.assistant_text.clone() })
             .collect();
-        history.push(Exchange { user: record.user_text.clone(), assistant: record.assistant_text.clone() });
+        history.push(Exchange { user: user.to_owned(), assistant });
         PrefetchJob {
             session_id: turn.session.clone(),
             user_id: turn.who.user.clone(),
@@ -303,11 +335,12 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             message_id: turn.msg.message_id.clone(),
             previous_intent: memory.previous_intent(),
             intent: gathered.intent,
-            products: record.products.clone(),
+            products,
             page_context: turn.msg.page_context.clone(),
             history,
             summary: memory.summary.as_ref().map(|s| s.text.clone()),
             previous_products: memory.previous_products().to_vec(),
+            pregenerated: false,
         }
     }
 
@@ -321,7 +354,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
 /// The products this turn's context holds: retrieved passages and service data, the page-context products
 /// that exist (`page`: [`vouched_page_asins`]), the products of earlier answers, the product an ordinal
 /// resolved to. The shopper's own words do not count: typing an ASIN does not make it a product.
-fn known_products(gathered: &Gathered, page: &[Asin]) -> KnownProducts {
+pub(super) fn known_products(gathered: &Gathered, page: &[Asin]) -> KnownProducts {
     let mut known = KnownProducts::default();
     for p in &gathered.context.passages {
         known.add_all_in(&p.content);

@@ -46,6 +46,7 @@ use crate::safety::Direction;
 mod compose;
 mod conclude;
 mod config;
+mod early;
 mod end;
 mod open;
 mod ready;
@@ -67,6 +68,8 @@ pub struct Invocation<'a> {
     /// When the invocation must have ended (the Lambda's deadline minus a margin); the turn's own deadline
     /// is the earlier of this and `TURN_DEADLINE_MS` from `started`.
     pub deadline: Instant,
+    /// The process CPU clock, started with the invocation (`completed.metrics.cpu_us`); `None`: not measured.
+    pub cpu: Option<crate::clock::CpuMeter>,
     /// Who sent it, as the event says (the authorizer's principal and the source address); `None`: the
     /// connection record says ([`Sessions::session_of`]).
     pub caller: Option<Principal>,
@@ -76,7 +79,8 @@ impl<'a> Invocation<'a> {
     /// A frame arriving now, bounded only by the turn's own deadline.
     pub fn now(conn: ConnectionId, body: &'a str) -> Self {
         let started = Instant::now();
-        Self { conn, body, started, deadline: started + std::time::Duration::from_secs(24 * 3600), caller: None }
+        let deadline = started + std::time::Duration::from_secs(24 * 3600);
+        Self { conn, body, started, deadline, cpu: None, caller: None }
     }
 
     /// The same frame, sent by `caller`.
@@ -294,12 +298,26 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             Ok(composed) => composed,
             Err(stop) => return self.stopped(sink, &turn, ready.hold, stop).await,
         };
-        let streamed = match self.stream(sink, &turn, &composed).await {
-            Ok(streamed) => streamed,
-            Err(stop) => return self.stopped(sink, &turn, ready.hold, stop).await,
+        // Beside the stream: the listed products' answers, pre-generated as the answer names them.
+        let early_input = self.early_input(&turn, &ready.gathered, &ready.question, &composed.request);
+        let (tap, shown) = early::Tap::new(sink, early_input.is_some());
+        let early = self.pregenerate_early(&turn, early_input, shown);
+        let answer = async {
+            let streamed = Box::pin(self.stream(&tap, &turn, &composed)).await;
+            // The stream is over: no product named from here on is pre-generated early.
+            drop(tap);
+            match streamed {
+                Ok(streamed) => Box::pin(self.conclude(sink, &turn, ready, composed, streamed, inv.cpu)).await,
+                Err(stop) => self.stopped(sink, &turn, ready.hold, stop).await,
+            }
         };
-        let (result, spent) = Box::pin(self.conclude(sink, &turn, ready, composed, streamed)).await;
-        self.limiter().spend(&turn.who, spent.tokens).await;
+        // Boxed: both are deep state machines (the SDK's futures inside); the turn's own future stays small.
+        let ((result, spent), early) = tokio::join!(Box::pin(answer), Box::pin(early));
+        // What was generated early for the shopper is spent against their day too.
+        let early_tokens =
+            early.as_ref().map_or(0, |e| u64::from(e.report.input_tokens) + u64::from(e.report.output_tokens));
+        self.record_early(&turn, &result, early);
+        self.limiter().spend(&turn.who, spent.tokens + early_tokens).await;
         (result, spent)
     }
 

@@ -39,6 +39,8 @@ pub(super) struct Ready {
     pub question: String,
     /// The provisioned-throughput ARN in service, if any.
     pub provisioned: Option<String>,
+    /// The peak's priority tier is in force for the intent's model.
+    pub priority: bool,
     /// The input guardrail's verdict as a typed-ahead basis names it ([`crate::ahead::typed::verdict_key`]).
     pub verdict: String,
     /// The session's memory epoch marker read at send (`None`: unknown).
@@ -110,6 +112,8 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         );
         // Resolved by now (both legs awaited it).
         let epoch = prior.await.and_then(|p| p.epoch.clone());
+        // The same cached record `provisioned()` just read: no second read.
+        let priority = self.routes.priority_tier_now(&self.cfg.models.for_intent(gathered.intent).model_id).await;
         let owned = matches!(claim, Ok(Claim::Claimed));
         let hold = TurnHold::new(owned, admission.slot);
         if let Some(refusal) = admission.refusal {
@@ -132,7 +136,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             }
             InputCheck::Pass => (turn.msg.text.clone(), verdict_key(guardrail.as_deref(), None)),
         };
-        Ok(Ready { hold, gathered, question, provisioned, verdict, epoch })
+        Ok(Ready { hold, gathered, question, provisioned, priority, verdict, epoch })
     }
 
     /// Claims the message id in its session. Bounded, but generously: a slow claim delays the first token
@@ -144,13 +148,11 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         within("message claim", self.cfg.claim_deadline, claim).await?
     }
 
-    /// The at-send lookup of the session's typing-time speculation: what of it fits this message (one
-    /// cache read under the cache leg's deadline; `None` when speculation is off or nothing fits).
+    /// The at-send read of the session's memory epoch (with its recall, [`crate::gather::recall`]) and
+    /// typing-time speculation: what of it fits this message (one cache read under the cache leg's
+    /// deadline; `None` when it failed).
     async fn speculated(&self, turn: &Turn) -> Option<Reusable> {
         let spec = &self.cfg.speculation;
-        if !spec.enabled {
-            return None;
-        }
         let basis = Basis::of(&turn.msg.text, &turn.msg.page_context);
         let deadline = self.cfg.context.cache;
         speculate::lookup(&self.sources, deadline, spec, &turn.session, basis, self.clock.now_ms()).await

@@ -75,6 +75,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             },
         };
         let provisioned = self.routes.provisioned().await;
+        let priority = self.routes.priority_tier_now(&self.cfg.models.for_intent(p.gathered.intent).model_id).await;
         let id = format!("{:016x}{:08x}", fastrand::u64(..), fastrand::u32(..));
         let request_id = format!("typed-{id}");
         let asked = Asked {
@@ -84,6 +85,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             question: &question,
             gathered: p.gathered,
             provisioned: provisioned.as_deref(),
+            priority,
             verdict: &verdict,
             epoch: p.epoch,
         };

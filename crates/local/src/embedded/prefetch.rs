@@ -151,6 +151,7 @@ mod tests {
                 history: Vec::new(),
                 summary: None,
                 previous_products: Vec::new(),
+                pregenerated: false,
             };
             q.enqueue(&job).await.unwrap();
         }

@@ -7,6 +7,18 @@
 //! | `ListProvisionedModelThroughputs` | `GET /provisioned-model-throughputs?nameContains&statusEquals&modelArnEquals&maxResults&nextToken&sortOrder` |
 //! | `GetProvisionedModelThroughput` | `GET /provisioned-model-throughput/{provisionedModelId}` (ARN, name or id) |
 //! | `DeleteProvisionedModelThroughput` | `DELETE /provisioned-model-throughput/{provisionedModelId}` |
+//! | `GetFoundationModel` | `GET /foundation-models/{modelIdentifier}` -> `{"modelDetails": {..., "inferenceTypesSupported"}}` |
+//! | `ListFoundationModels` | `GET /foundation-models?byInferenceType&byProvider` -> `{"modelSummaries": [...]}` |
+//!
+//! # What the emulated Region sells ([`Catalog`])
+//! [`Catalog::Everything`] (the default, a what-if) sells provisioned throughput for every model of the
+//! capability table at any context length, so tests and benches can buy it for the Haiku-class reference
+//! model. [`Catalog::Documented`] sells exactly what the Bedrock supported-models table lists for one Region
+//! (`mangaassist_core::throughput::plan::PROVISIONED_SOLD`): nothing in `ap-northeast-1`. In either, a model
+//! of the table without a context length is on-demand (and through inference profiles), a provisioned id the
+//! catalog does not sell is not a model of the Region (`GetFoundationModel`: 404 `ResourceNotFoundException`),
+//! and `CreateProvisionedModelThroughput` for it is a `ValidationException` (the error type is our choice:
+//! the reference does not say which).
 //!
 //! Errors are an HTTP status, the header `x-amzn-errortype: <Name>` and a body `{"message":"..."}`, with the
 //! names the SDK models for each operation: `ValidationException` (400; also for a name already in use,
@@ -34,6 +46,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
+use mangaassist_core::models::{FAMILIES, base_model_id, family};
+use mangaassist_core::throughput::plan::{PROVISIONED_SOLD, documented_provisioned};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -41,6 +55,42 @@ use tokio::time::Instant;
 const REGION: &str = "us-east-1";
 const ACCOUNT: &str = "123456789012";
 const DEFAULT_CREATING_DELAY: Duration = Duration::from_secs(3);
+
+/// What the emulated Region sells as provisioned throughput (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Catalog {
+    /// Every model of the capability table, at any context length (a what-if; the default).
+    #[default]
+    Everything,
+    /// What the Bedrock supported-models table lists for this Region.
+    Documented(String),
+}
+
+impl Catalog {
+    /// Whether `model_id` (a provisioned-throughput id, `<base>:<context>`) is sold here. A custom model's
+    /// ARN is always accepted.
+    pub fn sells(&self, model_id: &str) -> bool {
+        if model_id.starts_with("arn:") {
+            return true;
+        }
+        let known = family(model_id).is_some() && model_id.match_indices(':').count() == 2;
+        match self {
+            Self::Everything => known,
+            Self::Documented(region) => documented_provisioned(model_id, region).unwrap_or(false),
+        }
+    }
+
+    /// The provisioned-throughput ids sold here, as `ListFoundationModels` lists them.
+    fn sold(&self) -> Vec<String> {
+        let documented = PROVISIONED_SOLD.iter().map(|(id, _)| (*id).to_owned());
+        match self {
+            Self::Everything => {
+                documented.chain(FAMILIES.iter().flat_map(|f| f.base_ids.iter().map(|b| format!("{b}:200k")))).collect()
+            }
+            Self::Documented(_) => documented.filter(|id| self.sells(id)).collect(),
+        }
+    }
+}
 
 /// One provisioned throughput as the emulator holds it.
 #[derive(Debug, Clone)]
@@ -129,6 +179,7 @@ struct Inner {
     created: u64,
     deleted: u64,
     fail_next: Option<bool>,
+    model_lookups: u64,
 }
 
 /// The control plane's state; tests reach it through `BedrockEmulator::control`.
@@ -136,11 +187,16 @@ struct Inner {
 pub struct ControlPlane {
     inner: Mutex<Inner>,
     creating_delay: Mutex<Duration>,
+    catalog: Mutex<Catalog>,
 }
 
 impl Default for ControlPlane {
     fn default() -> Self {
-        Self { inner: Mutex::new(Inner::default()), creating_delay: Mutex::new(DEFAULT_CREATING_DELAY) }
+        Self {
+            inner: Mutex::new(Inner::default()),
+            creating_delay: Mutex::new(DEFAULT_CREATING_DELAY),
+            catalog: Mutex::new(Catalog::default()),
+        }
     }
 }
 
@@ -161,6 +217,22 @@ impl ControlPlane {
         if let Ok(mut d) = self.creating_delay.lock() {
             *d = delay;
         }
+    }
+
+    /// What the emulated Region sells from now on.
+    pub fn set_catalog(&self, catalog: Catalog) {
+        if let Ok(mut c) = self.catalog.lock() {
+            *c = catalog;
+        }
+    }
+
+    fn catalog(&self) -> Catalog {
+        self.catalog.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Foundation-model lookups made (`GetFoundationModel`, `ListFoundationModels`).
+    pub fn model_lookups(&self) -> u64 {
+        self.with(|i| i.model_lookups).unwrap_or(0)
     }
 
     /// Makes the next purchase end `Failed` instead of `InService`.
@@ -210,6 +282,8 @@ pub fn router(control: Arc<ControlPlane>) -> Router {
         .route("/provisioned-model-throughput", post(create))
         .route("/provisioned-model-throughputs", get(list))
         .route("/provisioned-model-throughput/{provisioned_model_id}", get(get_one).delete(delete))
+        .route("/foundation-models", get(list_models))
+        .route("/foundation-models/{model_identifier}", get(get_model))
         .with_state(control)
 }
 
@@ -303,6 +377,9 @@ async fn create(State(cp): State<Arc<ControlPlane>>, body: Bytes) -> Response {
     {
         return invalid("clientRequestToken must match ^[a-zA-Z0-9](-*[a-zA-Z0-9])*$.");
     }
+    if !cp.catalog().sells(&model_id) {
+        return invalid(format!("Provisioned Throughput is not supported for model {model_id} in this Region."));
+    }
     let fp = Fingerprint { name, model_id, model_units, commitment: req.commitment_duration };
     let delay = cp.delay();
     let result = cp.with(|inner| {
@@ -385,6 +462,66 @@ async fn list(State(cp): State<Arc<ControlPlane>>, Query(q): Query<ListParams>) 
     ok(StatusCode::OK, body)
 }
 
+/// `FoundationModelDetails` / `FoundationModelSummary` (the same fields) of `model_id`, which serves
+/// `inference_types`.
+fn model_json(model_id: &str, inference_types: &[&str]) -> Value {
+    let f = family(model_id);
+    let provider = base_model_id(model_id).split('.').next().unwrap_or_default();
+    json!({
+        "modelArn": model_arn(model_id),
+        "modelId": model_id,
+        "modelName": f.map_or(model_id, |f| f.name),
+        "providerName": provider,
+        "inputModalities": ["TEXT"],
+        "outputModalities": ["TEXT"],
+        "responseStreamingSupported": true,
+        "customizationsSupported": [],
+        "inferenceTypesSupported": inference_types,
+        "modelLifecycle": { "status": "ACTIVE" },
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ModelListParams {
+    by_inference_type: Option<String>,
+    by_provider: Option<String>,
+}
+
+async fn list_models(State(cp): State<Arc<ControlPlane>>, Query(q): Query<ModelListParams>) -> Response {
+    cp.with(|i| i.model_lookups += 1);
+    let on_demand =
+        FAMILIES.iter().flat_map(|f| f.base_ids.iter()).map(|id| model_json(id, &["ON_DEMAND", "INFERENCE_PROFILE"]));
+    let provisioned = cp.catalog().sold().into_iter().map(|id| model_json(&id, &["PROVISIONED"]));
+    let summaries: Vec<Value> = match q.by_inference_type.as_deref() {
+        Some("PROVISIONED") => provisioned.collect(),
+        Some("ON_DEMAND") => on_demand.collect(),
+        Some(other) => return invalid(format!("byInferenceType {other:?} is not one of ON_DEMAND, PROVISIONED.")),
+        None => on_demand.chain(provisioned).collect(),
+    };
+    let summaries = summaries
+        .into_iter()
+        .filter(|m| q.by_provider.as_deref().is_none_or(|p| m["providerName"].as_str() == Some(p)))
+        .collect::<Vec<_>>();
+    ok(StatusCode::OK, json!({ "modelSummaries": summaries }))
+}
+
+async fn get_model(State(cp): State<Arc<ControlPlane>>, Path(id): Path<String>) -> Response {
+    cp.with(|i| i.model_lookups += 1);
+    let id = id.rsplit_once("foundation-model/").map_or(id.as_str(), |(_, b)| b).to_owned();
+    let not_found = || error(StatusCode::NOT_FOUND, "ResourceNotFoundException", format!("Model {id} not found."));
+    if family(&id).is_none() {
+        return not_found();
+    }
+    let types: &[&str] = match id.match_indices(':').count() {
+        // `provider.model-v1:0`: the on-demand model (served here, and through inference profiles).
+        1 => &["ON_DEMAND", "INFERENCE_PROFILE"],
+        _ if cp.catalog().sells(&id) => &["PROVISIONED"],
+        _ => return not_found(),
+    };
+    ok(StatusCode::OK, json!({ "modelDetails": model_json(&id, types) }))
+}
+
 async fn get_one(State(cp): State<Arc<ControlPlane>>, Path(id): Path<String>) -> Response {
     let now = Instant::now();
     let Some(found) = cp.with(|i| i.entries.iter().find(|e| e.matches(&id)).cloned()) else { return internal() };
@@ -423,6 +560,20 @@ async fn delete(State(cp): State<Arc<ControlPlane>>, Path(id): Path<String>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_documented_catalog_sells_nothing_in_tokyo_and_the_what_if_sells_the_reference_model() {
+        let haiku = "anthropic.claude-haiku-4-5-20251001-v1:0:200k";
+        assert!(Catalog::Everything.sells(haiku));
+        assert!(
+            !Catalog::Everything.sells("anthropic.claude-haiku-4-5-20251001-v1:0"),
+            "an on-demand id is not bought"
+        );
+        assert!(!Catalog::Documented("ap-northeast-1".into()).sells(haiku));
+        assert!(Catalog::Documented("ap-northeast-1".into()).sold().is_empty());
+        let us = Catalog::Documented("us-east-1".into());
+        assert!(us.sells("amazon.nova-pro-v1:0:300k") && !us.sells(haiku));
+    }
 
     #[test]
     fn names_follow_the_bedrock_pattern() {

@@ -75,15 +75,73 @@ pub struct Pregenerator<M, C> {
 }
 
 /// The cached facts of one product, each `None` when missing.
-struct Facts {
-    product: Option<String>,
-    reviews: Option<String>,
-    rag: Option<String>,
-    entry: Option<String>,
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub product: Option<String>,
+    pub reviews: Option<String>,
+    pub rag: Option<String>,
+    /// The product's entry as cached (checked against the facts' fingerprint before generating again).
+    pub entry: Option<String>,
+}
+
+impl<M: ModelClient, C: Clock> Pregenerator<M, C> {
+    fn generator(&self) -> Generator<'_, M, C> {
+        Generator { model: &self.model, prompter: &self.prompter, cfg: &self.cfg, clock: &self.clock }
+    }
 }
 
 impl<M: ModelClient, C: Clock> Pregenerate for Pregenerator<M, C> {
     async fn pregenerate<X: ContextSources>(&self, sources: &X, job: &PrefetchJob) -> PregenReport {
+        self.generator().pregenerate(sources, job).await
+    }
+}
+
+/// What generates, borrowed: the prefetch worker's [`Pregenerator`], or the chat turn's own model and
+/// settings when it pre-generates while its answer streams.
+#[derive(Debug)]
+pub struct Generator<'a, M, C> {
+    pub model: &'a M,
+    pub prompter: &'a Prompter,
+    pub cfg: &'a PregenConfig,
+    pub clock: &'a C,
+}
+
+/// One product's pre-generation, done.
+#[derive(Debug)]
+pub enum Outcome {
+    Generated(String, PregenEntry),
+    Kept(String),
+    /// The guardrail stopped it (the policies that acted, what it cost).
+    Blocked(String, Vec<GuardrailPolicy>, Completion),
+    Skipped,
+}
+
+impl PregenReport {
+    /// Counts one product's outcome.
+    pub fn add(&mut self, res: Result<Outcome, String>) {
+        match res {
+            Ok(Outcome::Generated(key, entry)) => {
+                self.input_tokens += entry.input_tokens;
+                self.output_tokens += entry.output_tokens;
+                self.generated.push(key);
+            }
+            Ok(Outcome::Kept(key)) => self.kept.push(key),
+            Ok(Outcome::Blocked(key, policies, done)) => {
+                tracing::warn!(key, policies = ?policies, "the guardrail stopped a pre-generated answer; not cached");
+                self.input_tokens += done.input_tokens;
+                self.output_tokens += done.output_tokens;
+                self.blocked.push(policies);
+            }
+            Ok(Outcome::Skipped) => {}
+            Err(e) => self.errors.push(e),
+        }
+    }
+}
+
+impl<M: ModelClient, C: Clock> Generator<'_, M, C> {
+    /// Pre-generates for the job's top products: one cache read of their facts (and of the entries now
+    /// out of reach, counted as waste), then one generation per product, side by side.
+    pub async fn pregenerate<X: ContextSources>(&self, sources: &X, job: &PrefetchJob) -> PregenReport {
         let mut report = PregenReport::default();
         if !self.cfg.mode.is_on() {
             return report;
@@ -91,53 +149,59 @@ impl<M: ModelClient, C: Clock> Pregenerate for Pregenerator<M, C> {
         let deadline = Instant::now() + self.cfg.timeout;
         let targets: Vec<&Asin> = job.products.iter().take(self.cfg.max).collect();
         let gone: Vec<&Asin> = job.previous_products.iter().filter(|a| !targets.contains(a)).collect();
-        // One read: each target's product, reviews, passages and entry, and the entries now out of reach.
-        let mut keys: Vec<String> = targets.iter().flat_map(|a| facts_keys(job, a)).collect();
-        keys.extend(gone.iter().map(|a| CacheKey::Pregen(job.session_id.clone(), (*a).clone()).render()));
-        let cached = match bounded("pregen cache", deadline, sources.cache_get(&keys)).await {
+        let (facts, wasted) = match self.read_facts(sources, job, &targets, &gone, &[], deadline).await {
             Ok(v) => v,
             Err(e) => {
                 report.errors.push(e);
                 return report;
             }
         };
-        let mut cached = cached.into_iter();
+        report.wasted_tokens = wasted;
+        let runs = targets.iter().zip(facts).map(|(a, f)| self.one(sources, job, a, f, deadline));
+        for res in futures_util::future::join_all(runs).await {
+            report.add(res);
+        }
+        report
+    }
+
+    /// One cache read: each target's facts (those in `known`, `(cache key, value)`, are not read) and
+    /// entry, and the entries of `gone` (products now out of reach): the output tokens of those never
+    /// served.
+    pub async fn read_facts<X: ContextSources>(
+        &self,
+        sources: &X,
+        job: &PrefetchJob,
+        targets: &[&Asin],
+        gone: &[&Asin],
+        known: &[(String, String)],
+        deadline: Instant,
+    ) -> Result<(Vec<Facts>, u32), String> {
+        let mut keys: Vec<String> = targets.iter().flat_map(|a| facts_keys(job, a)).collect();
+        keys.extend(gone.iter().map(|a| CacheKey::Pregen(job.session_id.clone(), (*a).clone()).render()));
+        let wanted: Vec<String> = keys.iter().filter(|k| !known.iter().any(|(kk, _)| kk == *k)).cloned().collect();
+        let read = bounded("pregen cache", deadline, sources.cache_get(&wanted)).await?;
+        let mut read = wanted.into_iter().zip(read);
+        let mut values = keys.iter().map(|k| match known.iter().find(|(kk, _)| kk == k) {
+            Some((_, v)) => Some(v.clone()),
+            None => read.next().and_then(|(_, v)| v),
+        });
         let mut facts = Vec::with_capacity(targets.len());
-        for _ in &targets {
-            let mut next = || cached.next().flatten();
+        for _ in targets {
+            let mut next = || values.next().flatten();
             facts.push(Facts { product: next(), reviews: next(), rag: next(), entry: next() });
         }
-        report.wasted_tokens = cached
+        let wasted = values
             .flatten()
             .filter_map(|v| PregenEntry::decode(&v))
             .filter(|e| !e.served)
             .map(|e| e.output_tokens)
             .sum();
-        let runs = targets.iter().zip(facts).map(|(a, f)| self.one(sources, job, a, f, deadline));
-        for res in futures_util::future::join_all(runs).await {
-            match res {
-                Ok(Outcome::Generated(key, entry)) => {
-                    report.input_tokens += entry.input_tokens;
-                    report.output_tokens += entry.output_tokens;
-                    report.generated.push(key);
-                }
-                Ok(Outcome::Kept(key)) => report.kept.push(key),
-                Ok(Outcome::Blocked(key, policies, done)) => {
-                    tracing::warn!(key, policies = ?policies, "the guardrail stopped a pre-generated answer; not cached");
-                    report.input_tokens += done.input_tokens;
-                    report.output_tokens += done.output_tokens;
-                    report.blocked.push(policies);
-                }
-                Ok(Outcome::Skipped) => {}
-                Err(e) => report.errors.push(e),
-            }
-        }
-        report
+        Ok((facts, wasted))
     }
 }
 
 /// The cache keys of a product's facts, in [`Facts`] order.
-fn facts_keys(job: &PrefetchJob, asin: &Asin) -> [String; 4] {
+pub fn facts_keys(job: &PrefetchJob, asin: &Asin) -> [String; 4] {
     [
         Lookup::Product(asin.clone()).key(),
         Lookup::Review(asin.clone()).key(),
@@ -146,15 +210,7 @@ fn facts_keys(job: &PrefetchJob, asin: &Asin) -> [String; 4] {
     ]
 }
 
-enum Outcome {
-    Generated(String, PregenEntry),
-    Kept(String),
-    /// The guardrail stopped it (the policies that acted, what it cost).
-    Blocked(String, Vec<GuardrailPolicy>, Completion),
-    Skipped,
-}
-
-impl<M: ModelClient, C: Clock> Pregenerator<M, C> {
+impl<M: ModelClient, C: Clock> Generator<'_, M, C> {
     /// A fact from the cache, else from its source (and then cached, so the follow-up finds it).
     async fn fact<X: ContextSources>(
         &self,
@@ -173,7 +229,8 @@ impl<M: ModelClient, C: Clock> Pregenerator<M, C> {
         Ok(Some(text))
     }
 
-    async fn one<X: ContextSources>(
+    /// Pre-generates the overview of `asin` (unless its entry is current for these facts) and caches it.
+    pub async fn one<X: ContextSources>(
         &self,
         sources: &X,
         job: &PrefetchJob,

@@ -119,6 +119,7 @@ fn job(id: &str) -> PrefetchJob {
         history: Vec::new(),
         summary: None,
         previous_products: Vec::new(),
+        pregenerated: false,
     }
 }
 

@@ -49,6 +49,7 @@ pub(super) async fn converse_stream(
             input_tokens,
             deltas_sent: 0,
             deltas_planned: u32::try_from(tokens.len()).unwrap_or(u32::MAX),
+            output_tokens: 0,
             completed: false,
             cancelled: false,
             fault: fault.clone(),
@@ -144,6 +145,7 @@ pub(super) async fn converse_stream(
     lat.jitter = jitter;
     // The heavy tail is on-demand's: provisioned capacity keeps its steady latency.
     let tail = shared.cfg.tail.filter(|_| !provisioned);
+    let load_penalty = if parsed.asked.service_tier.as_deref() == Some("priority") { 0.0 } else { load_penalty };
     lat.overhead_ms *= 1.0 + load_penalty * (load as f64 / limit.max(1) as f64);
     lat.prefill_ms_per_token *= 1.0 + load_penalty * (load as f64 / limit.max(1) as f64);
 
@@ -334,6 +336,7 @@ pub(super) async fn converse(
             input_tokens,
             deltas_sent: 0,
             deltas_planned: 0,
+            output_tokens,
             completed: true,
             cancelled: false,
             fault,

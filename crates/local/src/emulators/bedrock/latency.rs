@@ -53,6 +53,12 @@ impl LatencyModel {
 /// - On-demand (any model id): shared capacity. Above `on_demand_concurrency` streams per model id the
 ///   request is throttled (HTTP 429 `ThrottlingException`); below it, the first-token time grows with load
 ///   by up to `on_demand_load_penalty` (0.6 = +60% at the limit) on top of the latency model's jitter.
+/// - Priority tier (`serviceTier = priority` on an on-demand model that offers it): the same per-model limit
+///   ("your on-demand quota for a model is shared across all service tiers") but no load penalty, since
+///   priority requests "are prioritized over Standard and Flex" in the processing queue, plus the tier's
+///   faster decode ([`crate::emulators::models::PRIORITY_DECODE`]); both quotes from Bedrock's service-tiers
+///   page. The penalty is the emulator's stand-in for queueing behind other traffic, so this is an assumption
+///   about how much of it priority removes: all of it.
 /// - Provisioned (an ARN the control plane reports `InService`): `provisioned_streams_per_unit` streams per
 ///   model unit, steady latency (jitter `provisioned_jitter`, no load penalty), throttled above capacity.
 ///   An ARN the control plane does not hold (deleted) answers 404 `ResourceNotFoundException` ("The

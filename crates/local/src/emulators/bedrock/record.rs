@@ -45,6 +45,8 @@ pub struct RequestRecord {
     pub deltas_sent: u32,
     /// Text deltas the full answer has.
     pub deltas_planned: u32,
+    /// A `Converse` answer's output tokens (a stream's are its `deltas_sent`).
+    pub output_tokens: u32,
     pub completed: bool,
     /// The client went away before the end: generation stopped.
     pub cancelled: bool,
@@ -70,6 +72,11 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
+    /// The tokens the request was billed, input and output (a stream's output as far as it went).
+    pub fn billed_tokens(&self) -> u64 {
+        u64::from(self.input_tokens) + u64::from(self.deltas_sent) + u64::from(self.output_tokens)
+    }
+
     /// Request received -> first text delta written, ms.
     pub fn first_token_ms(&self) -> Option<f64> {
         self.first_delta_at.map(|t| (t - self.received_at).as_secs_f64() * 1000.0)
