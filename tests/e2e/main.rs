@@ -10,6 +10,7 @@
 
 mod auth;
 mod browser;
+mod budgets;
 mod capacity_plan;
 mod compression;
 mod connections;

@@ -66,6 +66,7 @@ fn job(id: &str, previous: Option<Intent>, intent: Intent, products: &[Asin]) ->
     PrefetchJob {
         session_id: SessionId::parse("s1").unwrap(),
         user_id: UserId::parse("u1").unwrap(),
+        guest: false,
         message_id: MessageId::parse(id).unwrap(),
         previous_intent: previous,
         intent,

@@ -7,7 +7,8 @@
 //! | `SESSION#<sessionId>` | `OWNER` | user_id: who may resume the session |
 //! | `SESSION#<sessionId>` | `TURN#<ts_ms, 13 digits>#<messageId>` | user_text, assistant_text, products, status, model, tokens |
 //! | `SESSION#<sessionId>` | `SUMMARY` | text, covers_until_ms: the running summary of older turns |
-//! | `LIMIT#<userId>` | `RATE#<minute>`, `TOKENS#<JST day>`, `TYPING#<connectionId>#<minute>`, `TYPEGEN#<connectionId>`, `CONNS`, `ANSWERS#<connectionId>#<memory epoch>`, `ANSWERSMIN#<minute>` | n: atomic counters of the user's limits |
+//! | `LIMIT#<userId>` | `RATE#<minute>`, `TOKENS#<JST day>`, `TYPING#<minute>`, `TYPEGEN#<connectionId>`, `CONNS`, `ANSWERS#<connectionId>#<memory epoch>`, `ANSWERSMIN#<minute>` | n: atomic counters of the user's limits |
+//! | `LIMIT#ip#<ip>` | `GCONN#<minute>`, `GTURN#<minute>`, `GTYPING#<minute>` | n: guests' connects, messages and typing frames from one address (an IPv6 address's /64) |
 //!
 //! A turn is one item holding both the user message and the answer, so history is one `Query`
 //! (newest first, `Limit`) and a turn can never be half-stored.
@@ -84,7 +85,7 @@ fn owner_key(session: &SessionId) -> (AttributeValue, AttributeValue) {
 }
 
 fn counter_key(c: &Counter) -> (AttributeValue, AttributeValue) {
-    (s(format!("LIMIT#{}", c.user)), s(counter_sort_key(&c.key)))
+    (s(format!("LIMIT#{}", c.owner)), s(counter_sort_key(&c.key)))
 }
 
 /// The sort key of a user's counter (the table's syntax; the core names only what is counted).
@@ -92,7 +93,10 @@ pub fn counter_sort_key(key: &CounterKey) -> String {
     match key {
         CounterKey::Rate { minute } => format!("RATE#{minute}"),
         CounterKey::Tokens { jst_day } => format!("TOKENS#{jst_day}"),
-        CounterKey::Typing { conn, minute } => format!("TYPING#{conn}#{minute}"),
+        CounterKey::Typing { minute } => format!("TYPING#{minute}"),
+        CounterKey::GuestConnects { minute } => format!("GCONN#{minute}"),
+        CounterKey::GuestTurns { minute } => format!("GTURN#{minute}"),
+        CounterKey::GuestTyping { minute } => format!("GTYPING#{minute}"),
         CounterKey::TypingGeneration { conn } => format!("TYPEGEN#{conn}"),
         CounterKey::Connections => "CONNS".to_owned(),
         CounterKey::AnswersPerMessage { conn, epoch } => format!("ANSWERS#{conn}#{epoch}"),
@@ -566,9 +570,10 @@ mod key_docs {
     #[test]
     fn the_key_tables_name_every_counter() {
         let readme = include_str!("../../../README.md");
-        let row = |doc: &'static str| doc.lines().find(|l| l.contains("| `LIMIT#<userId>` |")).unwrap_or_default();
-        let (ours, theirs) = (row(include_str!("dynamo.rs")), row(readme));
         for key in CounterKey::examples() {
+            let owner = if key.of_address() { "| `LIMIT#ip#<ip>` |" } else { "| `LIMIT#<userId>` |" };
+            let row = |doc: &'static str| doc.lines().find(|l| l.contains(owner)).unwrap_or_default();
+            let (ours, theirs) = (row(include_str!("dynamo.rs")), row(readme));
             let sk = counter_sort_key(&key);
             let prefix = sk.split('#').next().unwrap_or_default();
             let named = format!("`{prefix}");

@@ -26,6 +26,9 @@ pub enum ErrorCode {
     Busy,
     /// Over a rate or the day's token budget (with `retry_after_ms`).
     RateLimited,
+    /// The connection's session could not be read in time: the frame was refused (retryable) rather than
+    /// answered under another identity.
+    SessionUnavailable,
     ModelThrottled,
     ModelUnavailable,
     ModelTimeout,
@@ -36,7 +39,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the README's order.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::BadFrame,
         Self::UnknownAction,
         Self::MissingField,
@@ -46,6 +49,7 @@ impl ErrorCode {
         Self::DuplicateMessage,
         Self::Busy,
         Self::RateLimited,
+        Self::SessionUnavailable,
         Self::ModelThrottled,
         Self::ModelUnavailable,
         Self::ModelTimeout,
@@ -65,6 +69,7 @@ impl ErrorCode {
             Self::DuplicateMessage => "duplicate_message",
             Self::Busy => "busy",
             Self::RateLimited => "rate_limited",
+            Self::SessionUnavailable => "session_unavailable",
             Self::ModelThrottled => "model_throttled",
             Self::ModelUnavailable => "model_unavailable",
             Self::ModelTimeout => "model_timeout",

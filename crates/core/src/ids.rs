@@ -160,9 +160,54 @@ impl UserId {
     }
 }
 
+/// The network a frame came from, as API Gateway reports it (`requestContext.identity.sourceIp`): what the
+/// guests' per-address limits count. An IPv4 address stands for itself; an IPv6 address for its /64, the
+/// block one subscriber line is given (RFC 6177), so that stepping through one's own /64 does not make a
+/// new address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SourceAddr(std::net::IpAddr);
+
+impl SourceAddr {
+    pub fn parse(s: &str) -> Result<Self, InvalidId> {
+        let ip: std::net::IpAddr =
+            s.trim().parse().map_err(|_| InvalidId { field: "source_ip", reason: "is not an IP address" })?;
+        Ok(Self(match ip {
+            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => std::net::IpAddr::V4(v4),
+                None => {
+                    let mut seg = v6.segments();
+                    seg[4..].fill(0);
+                    std::net::IpAddr::V6(std::net::Ipv6Addr::from(seg))
+                }
+            },
+            v4 => v4,
+        }))
+    }
+}
+
+impl fmt::Display for SourceAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            std::net::IpAddr::V4(v4) => write!(f, "{v4}"),
+            std::net::IpAddr::V6(v6) => write!(f, "{v6}/64"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_source_stands_for_its_64_block_and_an_ipv4_for_itself() {
+        let a = SourceAddr::parse("2001:db8:1:2:aaaa::1").unwrap();
+        assert_eq!(a, SourceAddr::parse("2001:db8:1:2:bbbb:cccc:dddd:eeee").unwrap());
+        assert_eq!(a.to_string(), "2001:db8:1:2::/64");
+        assert_ne!(a, SourceAddr::parse("2001:db8:1:3::1").unwrap());
+        assert_eq!(SourceAddr::parse("::ffff:203.0.113.7").unwrap().to_string(), "203.0.113.7");
+        assert_eq!(SourceAddr::parse("203.0.113.7").unwrap().to_string(), "203.0.113.7");
+        assert!(SourceAddr::parse("not-an-ip").is_err());
+    }
 
     #[test]
     fn every_example_is_valid() {

@@ -17,6 +17,8 @@ pub struct StoreFaults {
     pub write_throttle: f64,
     /// Added to every message claim before it is written.
     pub claim_delay: Duration,
+    /// Added to every connection lookup (a slow or throttled table on the turn's path).
+    pub lookup_delay: Duration,
 }
 
 /// A store with injected faults.
@@ -71,6 +73,10 @@ impl<S: Store> Store for FaultyStore<S> {
     }
 
     async fn get_connection(&self, id: &ConnectionId) -> Result<Option<ConnectionRecord>, StoreError> {
+        let delay = self.faults().lookup_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         self.inner.get_connection(id).await
     }
 

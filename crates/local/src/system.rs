@@ -19,7 +19,7 @@ use mangaassist_adapters::warm::Warmer;
 use mangaassist_core::clock::SystemClock;
 use mangaassist_core::ports::Store;
 use mangaassist_core::ports::answers::AnswerBuffer;
-use mangaassist_core::prefetch::{PrefetchConfig, Prefetcher, Pregenerator};
+use mangaassist_core::prefetch::{Budgeted, PrefetchConfig, Prefetcher, Pregenerator};
 use mangaassist_core::prompt::Prompter;
 use mangaassist_core::routes::Routes;
 use mangaassist_core::safety::{GuardrailRef, SafetyConfig};
@@ -30,6 +30,7 @@ use serde_json::Value;
 
 use crate::embedded::catalog::Catalog;
 use crate::embedded::issuer::LocalIssuer;
+use crate::embedded::ledger::LocalLedger;
 use crate::embedded::prefetch::{EmbeddedQueue, MemoryTransitions};
 use crate::embedded::search::EmbeddedRetriever;
 use crate::embedded::services::{EmbeddedServices, Latency, ServiceLatencies};
@@ -42,7 +43,8 @@ use crate::emulators::gateway::{Gateway, GatewayConfig, Invoke};
 pub type LocalSources<K> = Sources<Arc<EmbeddedRetriever>, Arc<EmbeddedServices>, Arc<K>>;
 
 /// The prefetch Lambda, emulated by tasks in this process, pre-generating with the Bedrock emulator.
-pub type LocalPrefetch<K> = EmbeddedQueue<LocalSources<K>, MemoryTransitions, Pregenerator<BedrockModel, SystemClock>>;
+pub type LocalPrefetch<K> =
+    EmbeddedQueue<LocalSources<K>, MemoryTransitions, Budgeted<Pregenerator<BedrockModel, SystemClock>, LocalLedger>>;
 
 /// The chat function's state as the local system runs it.
 pub type LocalApp<St, K = TtlCache> =
@@ -310,6 +312,8 @@ async fn start_unboxed<St: Store + 'static, K: Cache + AnswerBuffer + 'static>(
     let management_sdk =
         mangaassist_adapters::sdk::local_with_key(&emulator.url(), &key.access_key_id, &key.secret_access_key).await;
     let cache = Arc::new(cache);
+    // Pre-generated answers count against the users' days in the engine's store, as on AWS.
+    let ledger = LocalLedger::default();
     let prefetch = opts.prefetch.then(|| {
         let sources = Sources { retriever: retriever.clone(), products: services.clone(), cache: cache.clone() };
         // The chat turn's own prompt settings: a pre-generated answer is asked as the turn would ask it.
@@ -321,6 +325,7 @@ async fn start_unboxed<St: Store + 'static, K: Cache + AnswerBuffer + 'static>(
             clock: SystemClock,
         };
         let prefetcher = Prefetcher::new(sources, MemoryTransitions::default(), PrefetchConfig::default());
+        let pregen = Budgeted { inner: pregen, ledger: ledger.clone() };
         Arc::new(EmbeddedQueue::new(prefetcher.with_pregen(pregen)))
     });
     let model_sdk = match opts.pool_idle {
@@ -342,6 +347,7 @@ async fn start_unboxed<St: Store + 'static, K: Cache + AnswerBuffer + 'static>(
         sinks: ApiGatewaySinks::new(management_sdk, Some(management)),
         warm,
     });
+    ledger.attach(&app);
     let issuer = Arc::new(LocalIssuer::new(gw_addr, opts.allow_guests)?);
     let authorizer = in_process_authorizer(Arc::new(issuer.verifier()));
     let gateway = Gateway::start_with(

@@ -13,7 +13,7 @@ use mangaassist_adapters::env::{
 use mangaassist_core::ahead::typed::TypedAheadConfig;
 use mangaassist_core::answer::hedge::{HedgeConfig, HedgeDelay};
 use mangaassist_core::context::ContextConfig;
-use mangaassist_core::limits::{LimitConfig, Tier};
+use mangaassist_core::limits::{AddressLimits, LimitConfig, Tier};
 use mangaassist_core::models::{
     CLAUDE_HAIKU_4_5, Levers, ModelConfigError, ModelRouting, NOVA_2_LITE, check, profile_for_region,
 };
@@ -119,7 +119,9 @@ fn routing<F: Fn(&str) -> Option<String>>(env: &Env<F>, region: &str) -> Result<
 }
 
 /// The per-user limits: `RATE_PER_MINUTE`, `DAILY_TOKENS`, `MAX_CONNECTIONS` for signed-in users, the
-/// same with a `GUEST_` prefix for guests; `TYPING_PER_MINUTE` typing frames per connection.
+/// same with a `GUEST_` prefix for guests; `TYPING_PER_MINUTE` typing frames per user (all connections);
+/// `GUEST_CONNECTS_PER_ADDRESS`, `GUEST_TURNS_PER_ADDRESS`, `GUEST_TYPING_PER_ADDRESS` per minute from one
+/// source address, whatever guest tokens it holds.
 fn limits<F: Fn(&str) -> Option<String>>(env: &Env<F>, d: &LimitConfig) -> Result<LimitConfig, ChatConfigError> {
     let tier = |prefix: &str, t: Tier| -> Result<Tier, ChatConfigError> {
         let name = |n: &str| -> &'static str {
@@ -143,6 +145,23 @@ fn limits<F: Fn(&str) -> Option<String>>(env: &Env<F>, d: &LimitConfig) -> Resul
         guest: tier("GUEST_", d.guest)?,
         deadline: d.deadline,
         typing_per_minute: env.parse("TYPING_PER_MINUTE", d.typing_per_minute, "expected a count")?,
+        guest_address: AddressLimits {
+            connects_per_minute: env.parse(
+                "GUEST_CONNECTS_PER_ADDRESS",
+                d.guest_address.connects_per_minute,
+                "expected a count",
+            )?,
+            turns_per_minute: env.parse(
+                "GUEST_TURNS_PER_ADDRESS",
+                d.guest_address.turns_per_minute,
+                "expected a count",
+            )?,
+            typing_per_minute: env.parse(
+                "GUEST_TYPING_PER_ADDRESS",
+                d.guest_address.typing_per_minute,
+                "expected a count",
+            )?,
+        },
     })
 }
 
@@ -380,6 +399,10 @@ mod tests {
         assert_eq!(c.turn.limits.user.requests_per_minute, 30);
         assert_eq!(c.turn.limits.guest.tokens_per_day, 5000);
         assert_eq!(c.turn.limits.guest.requests_per_minute, LimitConfig::default().guest.requests_per_minute);
+        let g = cfg(&[("GUEST_TURNS_PER_ADDRESS", "40")]).unwrap();
+        assert_eq!(g.turn.limits.guest_address.turns_per_minute, 40);
+        assert_eq!(g.turn.limits.guest_address.connects_per_minute, AddressLimits::default().connects_per_minute);
+        assert_eq!(cfg(&[("GUEST_CONNECTS_PER_ADDRESS", "x")]).unwrap_err().name(), "GUEST_CONNECTS_PER_ADDRESS");
         assert_eq!(c.turn.turn_deadline, Duration::from_millis(15_000));
         assert_eq!(cfg(&[("GUEST_MAX_CONNECTIONS", "x")]).unwrap_err().name(), "GUEST_MAX_CONNECTIONS");
     }

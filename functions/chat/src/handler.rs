@@ -19,7 +19,7 @@ use mangaassist_adapters::apigw::ApiGatewaySinks;
 use mangaassist_adapters::warm::Warmer;
 use mangaassist_core::clock::{Clock, CpuMeter, SystemClock};
 use mangaassist_core::error::chain;
-use mangaassist_core::ids::{ConnectionId, UserId};
+use mangaassist_core::ids::{ConnectionId, SourceAddr, UserId};
 use mangaassist_core::ports::{ModelClient, Store};
 use mangaassist_core::prefetch::{NoPrefetch, PrefetchQueue};
 use mangaassist_core::session::Principal;
@@ -58,12 +58,17 @@ pub fn process_cpu() -> Option<Duration> {
 /// Kept between the turn's deadline and the Lambda's: time to store what was sent and tell the client.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 
-/// The principal the authorizer put on the event (`principalId`, context `guest`).
+/// The principal the authorizer put on the event (`principalId`, context `guest`; API Gateway passes them
+/// with every event of the connection, not only `$connect`), seen from the event's source address
+/// (`identity.sourceIp`: what guests are counted by). Both are WebSocket request-context variables
+/// (`$context.authorizer.principalId`, `$context.identity.sourceIp`: API Gateway developer guide, "WebSocket
+/// API mapping template reference").
 fn principal(rc: &aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequestContext) -> Option<Principal> {
     let fields = &rc.authorizer.fields;
     let user = fields.get("principalId").and_then(|v| v.as_str()).and_then(|u| UserId::parse(u).ok())?;
     let guest = fields.get("guest").is_some_and(|v| v.as_str() == Some("true") || v.as_bool() == Some(true));
-    Some(Principal { user, guest })
+    let addr = rc.identity.source_ip.as_deref().and_then(|ip| SourceAddr::parse(ip).ok());
+    Some(Principal { user, guest, addr })
 }
 
 /// The chat function's state, built once per container.
@@ -162,7 +167,7 @@ pub async fn handle<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: P
                 let body = ev.body.as_deref().unwrap_or_default();
                 // Boxed: the turn's state machine is large, and an invocation should not depend on the
                 // caller's stack size (one allocation per turn).
-                let inv = Invocation { conn, body, started, deadline, cpu };
+                let inv = Invocation { conn, body, started, deadline, cpu, caller: principal(rc) };
                 let turn = Box::pin(app.engine.handle_frame(&sink, &inv));
                 // A typing frame refreshes idle connections for the message it announces; a sendMessage never
                 // waits for a warm-up.

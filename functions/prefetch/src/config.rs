@@ -3,10 +3,15 @@
 //! The sources are the chat function's (`REDIS_URL`, `REDIS_CLUSTER`, `OPENSEARCH_URL`, `OPENSEARCH_INDEX`,
 //! `PRODUCTS_URL` and `REVIEWS_URL`, `RECOMMENDATIONS_URL`, `PROMOTIONS_URL` defaulting to it); an unset
 //! source is skipped. Without `REDIS_URL` there is nowhere to prefetch into, so every run does nothing useful.
+//!
+//! Pre-generated answers are spent against the user's day in the chat table (`TABLE_NAME`, with the chat
+//! function's `DAILY_TOKENS` and `GUEST_DAILY_TOKENS`); without `TABLE_NAME` they are not counted (logged at
+//! cold start).
 
 pub use mangaassist_adapters::env::ConfigError;
 use mangaassist_adapters::env::{Env, SourceSettings, pregen_settings, process_env, prompt_budget};
 use mangaassist_core::compress::PromptBudget;
+use mangaassist_core::limits::{LimitConfig, Tier};
 use mangaassist_core::prefetch::PrefetchConfig;
 use mangaassist_core::pregen::PregenConfig;
 
@@ -21,6 +26,10 @@ pub struct PrefetchFnConfig {
     /// The chat function's prompt budgets (`BUDGET_*_TOKENS`): a pre-generated answer's prompt is built
     /// as the turn's would be.
     pub budget: PromptBudget,
+    /// The chat table (`TABLE_NAME`), where the users' days are counted; `None`: not counted.
+    pub table_name: Option<String>,
+    /// The users' daily token budgets (`DAILY_TOKENS`, `GUEST_DAILY_TOKENS`; the chat function's defaults).
+    pub limits: LimitConfig,
 }
 
 impl PrefetchFnConfig {
@@ -40,7 +49,21 @@ impl PrefetchFnConfig {
         if timeout.is_zero() {
             return Err(ConfigError { name: "PREFETCH_TIMEOUT_MS", value: "0".into(), reason: "expected ms >= 1" });
         }
+        let l = LimitConfig::default();
+        let limits = LimitConfig {
+            user: Tier {
+                tokens_per_day: env.parse("DAILY_TOKENS", l.user.tokens_per_day, "expected a token count")?,
+                ..l.user
+            },
+            guest: Tier {
+                tokens_per_day: env.parse("GUEST_DAILY_TOKENS", l.guest.tokens_per_day, "expected a token count")?,
+                ..l.guest
+            },
+            ..l
+        };
         Ok(Self {
+            table_name: env.nonempty("TABLE_NAME"),
+            limits,
             sources: SourceSettings::read(env)?,
             prefetch: PrefetchConfig { threshold, timeout, ..d },
             pregen: pregen_settings(env)?,
@@ -70,6 +93,16 @@ mod tests {
         let c = cfg(&[]).unwrap();
         assert_eq!(c.sources, SourceSettings::default());
         assert_eq!(c.prefetch, PrefetchConfig::default());
+        assert_eq!((c.table_name, c.limits), (None, LimitConfig::default()));
+    }
+
+    #[test]
+    fn the_users_days_are_read_as_the_chat_function_reads_them() {
+        let c = cfg(&[("TABLE_NAME", "chat"), ("GUEST_DAILY_TOKENS", "5000")]).unwrap();
+        assert_eq!(c.table_name.as_deref(), Some("chat"));
+        assert_eq!(c.limits.guest.tokens_per_day, 5000);
+        assert_eq!(c.limits.user.tokens_per_day, LimitConfig::default().user.tokens_per_day);
+        assert_eq!(cfg(&[("DAILY_TOKENS", "x")]).unwrap_err().name, "DAILY_TOKENS");
     }
 
     #[test]

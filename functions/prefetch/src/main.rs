@@ -5,10 +5,12 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use lambda_runtime::{LambdaEvent, service_fn};
 use mangaassist_adapters::bedrock::BedrockModel;
+use mangaassist_adapters::dynamo::DynamoStore;
 use mangaassist_adapters::sdk;
 use mangaassist_adapters::transitions::RedisTransitions;
 use mangaassist_core::clock::SystemClock;
-use mangaassist_core::prefetch::{Prefetcher, Pregenerator};
+use mangaassist_core::limits::StoreLedger;
+use mangaassist_core::prefetch::{Budgeted, Prefetcher, Pregenerator};
 use mangaassist_core::prompt::{PromptConfig, Prompter};
 use mangaassist_core::sources::Sources;
 use prefetch::config::PrefetchFnConfig;
@@ -32,7 +34,19 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         cfg: cfg.pregen,
         clock: SystemClock,
     };
-    let prefetcher = Prefetcher::new(sources, transitions, cfg.prefetch).with_pregen(pregen);
+    // Pre-generated answers are spent against the user's day in the chat table, as their turns are.
+    let Some(table) = cfg.table_name.as_deref() else {
+        tracing::warn!("TABLE_NAME is not set: pre-generated answers are not counted against the users' days");
+        let prefetcher = Prefetcher::new(sources, transitions, cfg.prefetch).with_pregen(pregen);
+        let prefetcher = &prefetcher;
+        return lambda_runtime::run(service_fn(
+            move |ev: LambdaEvent<Value>| async move { handle(prefetcher, ev).await },
+        ))
+        .await;
+    };
+    let ledger = StoreLedger { store: DynamoStore::new(&sdk, table), clock: SystemClock, cfg: cfg.limits };
+    let prefetcher =
+        Prefetcher::new(sources, transitions, cfg.prefetch).with_pregen(Budgeted { inner: pregen, ledger });
     let prefetcher = &prefetcher;
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| async move { handle(prefetcher, ev).await })).await
 }

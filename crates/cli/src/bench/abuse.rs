@@ -1,7 +1,11 @@
 //! `bench --scenario abuse`: 200 concurrent shoppers, each signed in at the local issuer, against the local
 //! system with faults injected: the emulator's on-demand capacity throttles, Redis is down (the real Redis
 //! adapter pointed at a closed port), 5% of DynamoDB writes are throttled, some clients leave mid-stream,
-//! some try to resume another shopper's session, and one client floods.
+//! some try to resume another shopper's session, and one client floods. Two more adversaries run beside
+//! them (issue 28): one user flooding `typing` frames on five connections (each admitted frame is paid
+//! speculation work, so one user gets one typing rate whatever their connections), and guest-token churn
+//! from one address (25 fresh guest tokens, two connections and three messages each: the per-address caps
+//! hold it, whatever the per-guest limits say).
 //!
 //! It counts what must never happen: a message that ends in silence or whose completed answer is not in
 //! the store (`lost`), a message answered twice (`duplicates`), a prompt holding another shopper's words
@@ -18,9 +22,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mangaassist_adapters::redis_cache::{RedisCache, RedisConfig};
-use mangaassist_core::ids::SessionId;
+use mangaassist_core::cache::CounterKey;
+use mangaassist_core::clock::{Clock as _, SystemClock};
+use mangaassist_core::ids::{SessionId, UserId};
 use mangaassist_core::memory_store::MemoryStore;
-use mangaassist_core::ports::{Store, TurnStatus};
+use mangaassist_core::ports::{Counter, Store, TurnStatus};
 use mangaassist_core::routes::Routes;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -55,6 +61,21 @@ pub struct AbuseReport {
     pub flood_sent: u64,
     pub flood_rejected: u64,
     pub flood_answered: u64,
+    /// `typing` frames one user sent on five connections, and how many were admitted (speculated), against
+    /// the per-user cap of the minutes the flood spanned.
+    pub typing_flood_sent: u64,
+    pub typing_flood_admitted: u64,
+    pub typing_flood_cap: u64,
+    /// Events the typing flood's connections received (a typing frame is never answered: must be 0).
+    pub typing_flood_answered: u64,
+    /// Guest churn from one address: connections tried / accepted, messages sent / answered / refused, and
+    /// messages that ended in silence (must be 0).
+    pub churn_connects: u64,
+    pub churn_connected: u64,
+    pub churn_sent: u64,
+    pub churn_answered: u64,
+    pub churn_refused: u64,
+    pub churn_silent: u64,
     pub resends: u64,
     pub injected_store_faults: u64,
     pub bedrock_throttles: u64,
@@ -110,6 +131,8 @@ pub async fn abuse(quick: bool, json_path: Option<PathBuf>) -> anyhow::Result<()
 
     eprintln!("bench: abuse: {connections} shoppers and one flooding client, faults injected");
     let flood = tokio::spawn(flood_client(sys.clone(), if quick { 100 } else { 300 }));
+    let typist = tokio::spawn(typing_flood(sys.clone(), store.clone(), if quick { 40 } else { 100 }));
+    let churn = tokio::spawn(guest_churn(sys.clone(), 25));
     let mut tasks = Vec::new();
     for i in 0..connections {
         let (sys, tally, sessions) = (sys.clone(), tally.clone(), sessions.clone());
@@ -122,6 +145,8 @@ pub async fn abuse(quick: bool, json_path: Option<PathBuf>) -> anyhow::Result<()
         }
     }
     let (flood_sent, flood_rejected, flood_answered) = flood.await.unwrap_or((0, 0, 0));
+    let typing = typist.await.unwrap_or_default();
+    let churned = churn.await.unwrap_or_default();
     // Let the last turns' writes and summaries land.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -137,7 +162,8 @@ pub async fn abuse(quick: bool, json_path: Option<PathBuf>) -> anyhow::Result<()
     }
     duplicates += t.completions.values().map(|&n| u64::from(n.saturating_sub(1))).sum::<u64>();
     // Frames delivered twice that the client dropped by `seq` count too: the server sent them.
-    duplicates += t.repeats;
+    duplicates += t.repeats + churned.duplicates;
+    lost += churned.silent;
     let cross_session_reads = cross_reads(&sys, &t.sent_by);
     let cap = capacity(quick).await.ok();
     let report = AbuseReport {
@@ -154,6 +180,16 @@ pub async fn abuse(quick: bool, json_path: Option<PathBuf>) -> anyhow::Result<()
         flood_sent,
         flood_rejected,
         flood_answered,
+        typing_flood_sent: typing.sent,
+        typing_flood_admitted: typing.admitted,
+        typing_flood_cap: typing.cap,
+        typing_flood_answered: typing.answered,
+        churn_connects: churned.connects,
+        churn_connected: churned.connected,
+        churn_sent: churned.sent,
+        churn_answered: churned.answered,
+        churn_refused: churned.refused,
+        churn_silent: churned.silent,
         resends: t.resends,
         injected_store_faults: store.injected(),
         bedrock_throttles: sys.emulator.stats.throttled(),
@@ -339,6 +375,124 @@ async fn flood_client(sys: Arc<System>, n: u64) -> (u64, u64, u64) {
     (sent, rejected, answered)
 }
 
+/// What the typing flood did.
+#[derive(Debug, Default)]
+struct TypingFlood {
+    sent: u64,
+    admitted: u64,
+    cap: u64,
+    answered: u64,
+}
+
+/// One user ("typist") sending `per_connection` typing frames on each of five connections as fast as it
+/// can; the frames admitted are read from the user's typing counters of the minutes the flood spanned.
+async fn typing_flood(sys: Arc<System>, store: Arc<FaultyStore<MemoryStore>>, per_connection: u64) -> TypingFlood {
+    let mut out = TypingFlood::default();
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        if let Ok(c) = ChatClient::connect(&sys.ws_url_for("typist")).await {
+            clients.push(c);
+        }
+    }
+    let from = SystemClock.now_ms() / 60_000;
+    for k in 0..per_connection {
+        for (n, c) in clients.iter_mut().enumerate() {
+            let frame = json!({"action": "typing", "text": format!("any horror manga like the one from {n} {k}")});
+            if c.send_raw(frame.to_string()).await.is_ok() {
+                out.sent += 1;
+            }
+        }
+    }
+    // Let the admitted ones finish their legs, then listen: a typing frame is never answered.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for c in &mut clients {
+        while c.next_event(Duration::from_millis(200)).await.is_ok() {
+            out.answered += 1;
+        }
+    }
+    let to = SystemClock.now_ms() / 60_000;
+    let Ok(user) = UserId::parse("u-typist") else { return out };
+    for minute in from..=to {
+        let c = Counter::new(&user, CounterKey::Typing { minute });
+        out.admitted += u64::try_from(store.inner.counter(&c).await.unwrap_or(0)).unwrap_or(0);
+    }
+    out.cap = u64::from(sys.app.engine.cfg.limits.typing_per_minute) * (to - from + 1);
+    out
+}
+
+/// What the guest churn did.
+#[derive(Debug, Default)]
+struct Churn {
+    connects: u64,
+    connected: u64,
+    sent: u64,
+    answered: u64,
+    refused: u64,
+    silent: u64,
+    duplicates: u64,
+}
+
+/// `tokens` fresh guest tokens from one address, two connections each, three messages on each connection
+/// (side by side, no resends).
+async fn guest_churn(sys: Arc<System>, tokens: usize) -> Churn {
+    let mut out = Churn::default();
+    let mut clients = Vec::new();
+    for _ in 0..tokens {
+        let url = sys.guest_ws_url();
+        for _ in 0..2 {
+            out.connects += 1;
+            if let Ok(c) = ChatClient::connect(&url).await {
+                clients.push(c);
+            }
+        }
+    }
+    out.connected = clients.len() as u64;
+    let runs = clients.into_iter().map(|mut c| async move {
+        let mut r = Churn::default();
+        for text in ["any horror manga?", "and comedy?", "something short?"] {
+            let id = uuid::Uuid::new_v4().to_string();
+            if c.send_with_id(&id, text, None).await.is_err() {
+                continue;
+            }
+            r.sent += 1;
+            let mut completed = 0u64;
+            loop {
+                let Ok(ev) = c.next_event(Duration::from_secs(30)).await else {
+                    r.silent += 1;
+                    break;
+                };
+                if ev["message_id"] != id.as_str() {
+                    continue;
+                }
+                match ev["type"].as_str() {
+                    Some("completed") => {
+                        completed += 1;
+                        r.answered += 1;
+                        break;
+                    }
+                    Some("error") => {
+                        r.refused += 1;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            r.duplicates += completed.saturating_sub(1);
+        }
+        r.duplicates += c.repeats_dropped();
+        c.close().await;
+        r
+    });
+    for r in futures_util::future::join_all(runs).await {
+        out.sent += r.sent;
+        out.answered += r.answered;
+        out.refused += r.refused;
+        out.silent += r.silent;
+        out.duplicates += r.duplicates;
+    }
+    out
+}
+
 #[expect(clippy::print_stdout, reason = "the scenario's table is the command's output (progress goes to stderr)")]
 fn print_report(r: &AbuseReport) {
     println!("| abuse ({} shoppers + 1 flooder) | value |", r.connections);
@@ -353,6 +507,18 @@ fn print_report(r: &AbuseReport) {
     println!("| hijacked sessions | {} |", r.hijacked_sessions);
     println!("| first token p50 / p95 / p99 ms | {:.0} / {:.0} / {:.0} |", r.ttft_ms.p50, r.ttft_ms.p95, r.ttft_ms.p99);
     println!("| flood: sent / rejected / answered | {} / {} / {} |", r.flood_sent, r.flood_rejected, r.flood_answered);
+    println!(
+        "| typing flood (1 user, 5 connections): sent / admitted / per-user cap / answered | {} / {} / {} / {} |",
+        r.typing_flood_sent, r.typing_flood_admitted, r.typing_flood_cap, r.typing_flood_answered
+    );
+    println!(
+        "| guest churn (25 tokens, 1 address): connects tried / accepted | {} / {} |",
+        r.churn_connects, r.churn_connected
+    );
+    println!(
+        "| guest churn: messages sent / answered / refused / silent | {} / {} / {} / {} |",
+        r.churn_sent, r.churn_answered, r.churn_refused, r.churn_silent
+    );
     println!("| resends (retryable errors) | {} |", r.resends);
     println!("| injected DynamoDB throttles | {} |", r.injected_store_faults);
     println!("| Bedrock throttles (emulator capacity) | {} |", r.bedrock_throttles);

@@ -1,6 +1,12 @@
 //! Who may do how much: one turn in flight per connection, a per-user request rate and daily token budget,
-//! and a cap on a user's open connections, tighter for guests; and, per connection, a rate of `typing`
-//! frames (typing-time speculation, [`crate::ahead::speculate`]), which never touches the message rate.
+//! and a cap on a user's open connections, tighter for guests; a per-user rate of `typing` frames (all the
+//! user's connections together: each admitted frame runs retrieval, product lookups and an input check, see
+//! [`crate::ahead::speculate`]), which never touches the message rate; and, because a guest token costs
+//! nothing to get, per source address caps on what guests do, whatever guest tokens they hold (connects,
+//! messages and typing frames per minute, [`AddressLimits`]).
+//!
+//! Every model call a user causes counts against their day ([`Limiter::spend`]): the turn's, and the work
+//! done for them off the turn (typed-ahead answers, pre-generated answers, summaries).
 //!
 //! The counters live in the store (atomic conditional writes shared by every container: a user's frames
 //! land on many Lambda containers). Windows are fixed: requests per UTC minute, tokens per JST day (the
@@ -38,8 +44,33 @@ pub struct LimitConfig {
     /// Bound of the admission checks on the turn's path; past it the turn is admitted (a slow table must
     /// neither hold the first token nor refuse the shopper).
     pub deadline: Duration,
-    /// `typing` frames speculated per connection per minute; the rest are dropped (and counted).
+    /// `typing` frames speculated per user per minute, all connections together; the rest are dropped
+    /// (and counted).
     pub typing_per_minute: u32,
+    /// What guests may do from one source address, whatever guest tokens they hold.
+    pub guest_address: AddressLimits,
+}
+
+/// Per-address caps on guests (signed-in users are never counted by address). One address may be many
+/// shoppers (a carrier's NAT, an office): the caps are set where a household or a small office of guests
+/// is not refused, and a shopper refused by them can sign in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressLimits {
+    /// Guest `$connect`s per minute from one address.
+    pub connects_per_minute: u32,
+    /// Guest `sendMessage`s per minute from one address.
+    pub turns_per_minute: u32,
+    /// Guest `typing` frames per minute from one address.
+    pub typing_per_minute: u32,
+}
+
+impl Default for AddressLimits {
+    /// Connects: the token endpoint's 10 guest tokens per address per minute, each token good for its 2
+    /// connections once; messages: one signed-in user's rate (20), so that churning guest tokens from one
+    /// address never buys more than signing in would; typing: one user's typing rate.
+    fn default() -> Self {
+        Self { connects_per_minute: 10, turns_per_minute: 20, typing_per_minute: 60 }
+    }
 }
 
 impl Default for LimitConfig {
@@ -55,6 +86,7 @@ impl Default for LimitConfig {
             // continuously pauses a few times per message, so one a second is far above real use and
             // bounds what a scripted client can make the sources do.
             typing_per_minute: 60,
+            guest_address: AddressLimits::default(),
         }
     }
 }
@@ -119,6 +151,12 @@ fn counter(user: &UserId, key: CounterKey) -> Counter {
     Counter::new(user, key)
 }
 
+/// `who`'s address counter of `key`, when `who` is a guest whose address the event gave.
+fn guest_address(who: &Principal, key: CounterKey) -> Option<Counter> {
+    let addr = who.addr.filter(|_| who.guest)?;
+    Some(Counter::of_address(addr, key))
+}
+
 fn flat<T>(r: Result<Result<T, StoreError>, DeadlineExceeded>) -> Result<T, StoreError> {
     r.map_err(StoreError::from).and_then(|r| r)
 }
@@ -136,10 +174,13 @@ impl<St: Store, C: Clock> Limiter<'_, St, C> {
         let tokens = counter(&who.user, CounterKey::Tokens { jst_day: day });
         let d = self.cfg.deadline;
         let rate_limit = Some(i64::from(tier.requests_per_minute));
-        let (slot, counted, spent) = tokio::join!(
+        let address = guest_address(who, CounterKey::GuestTurns { minute });
+        let address_limit = i64::from(self.cfg.guest_address.turns_per_minute);
+        let (slot, counted, spent, from_address) = tokio::join!(
             within("turn slot", d, self.store.begin_turn(conn, msg, now, until)),
             within("rate counter", d, self.store.add_to_counter(&rate, 1, rate_limit, rate.expires_at(now))),
             within("token counter", d, self.store.counter(&tokens)),
+            self.count_address(address.as_ref(), address_limit, now),
         );
         let (slot, counted, spent) = (flat(slot), flat(counted), flat(spent));
         let slot = match slot {
@@ -151,7 +192,7 @@ impl<St: Store, C: Clock> Limiter<'_, St, C> {
         };
         let refusal = if !slot {
             Some(Refusal::Busy)
-        } else if matches!(counted, Ok(None)) {
+        } else if matches!(counted, Ok(None)) || !from_address {
             Some(Refusal::RateLimited { retry_after_ms: MINUTE_MS - now % MINUTE_MS, budget: false })
         } else if spent.as_ref().is_ok_and(|&t| u64::try_from(t).unwrap_or(0) >= tier.tokens_per_day) {
             Some(Refusal::RateLimited { retry_after_ms: day_left, budget: true })
@@ -175,28 +216,74 @@ impl<St: Store, C: Clock> Limiter<'_, St, C> {
         }
     }
 
-    /// Counts a turn's model tokens against the user's day.
+    /// Counts model tokens spent for `who` (a turn's, or work done for them off the turn) against their day.
     pub async fn spend(&self, who: &Principal, tokens: u64) {
+        self.spend_for(&who.user, tokens).await;
+    }
+
+    /// [`Limiter::spend`] for a user known only by id (the prefetch worker's jobs).
+    pub async fn spend_for(&self, user: &UserId, tokens: u64) {
         if tokens == 0 {
             return;
         }
         let now = self.clock.now_ms();
-        let c = counter(&who.user, CounterKey::Tokens { jst_day: jst_day(now).0 });
+        let c = counter(user, CounterKey::Tokens { jst_day: jst_day(now).0 });
         let delta = i64::try_from(tokens).unwrap_or(i64::MAX);
+        // Not retried: an `ADD` whose reply was lost may have landed, and counting twice refuses a shopper.
         if let Err(e) = self.store.add_to_counter(&c, delta, None, c.expires_at(now)).await {
-            tracing::error!(code = e.code(), error = %chain(&e), tokens, "could not count the turn's tokens");
+            tracing::error!(code = e.code(), error = %chain(&e), tokens, "could not count the tokens spent");
         }
     }
 
-    /// Admits one `typing` frame of `conn` against its own per-minute rate. Unlike a message, a typing
-    /// frame is refused when the counter cannot be read: speculation is optional work.
-    pub async fn admit_typing(&self, conn: &ConnectionId, who: &Principal) -> bool {
+    /// Whether `user` has tokens left today under `tier` (bounded; a table that cannot say admits: see the
+    /// module docs).
+    pub async fn has_tokens_left(&self, user: &UserId, tier: Tier) -> bool {
         let now = self.clock.now_ms();
-        let c = counter(&who.user, CounterKey::Typing { conn: conn.clone(), minute: now / MINUTE_MS });
-        let limit = Some(i64::from(self.cfg.typing_per_minute));
-        let add = self.store.add_to_counter(&c, 1, limit, c.expires_at(now));
-        match flat(within("typing counter", self.cfg.deadline, add).await) {
+        let c = counter(user, CounterKey::Tokens { jst_day: jst_day(now).0 });
+        match flat(within("token counter", self.cfg.deadline, self.store.counter(&c)).await) {
+            Ok(spent) => u64::try_from(spent).unwrap_or(0) < tier.tokens_per_day,
+            Err(e) => {
+                tracing::warn!(code = e.code(), error = %chain(&e), "token counter unavailable; admitting");
+                true
+            }
+        }
+    }
+
+    /// Counts one more event on a guest address's counter, under `limit`: `false` when over it. No counter
+    /// (not a guest, or no address) and a table that cannot answer admit (logged).
+    async fn count_address(&self, c: Option<&Counter>, limit: i64, now: u64) -> bool {
+        let Some(c) = c else { return true };
+        let add = self.store.add_to_counter(c, 1, Some(limit), c.expires_at(now));
+        match flat(within("address counter", self.cfg.deadline, add).await) {
             Ok(counted) => counted.is_some(),
+            Err(e) => {
+                tracing::error!(code = e.code(), error = %chain(&e), "address counter unavailable; admitting");
+                true
+            }
+        }
+    }
+
+    /// Admits one `typing` frame of `who` against the user's typing rate (all connections together), the
+    /// address's when a guest, and the user's day: a user with no tokens left cannot send the message the
+    /// speculation prepares. Unlike a message, a typing frame is refused when the rate cannot be read:
+    /// speculation is optional work.
+    pub async fn admit_typing(&self, who: &Principal) -> bool {
+        let now = self.clock.now_ms();
+        let minute = now / MINUTE_MS;
+        let c = counter(&who.user, CounterKey::Typing { minute });
+        let limit = Some(i64::from(self.cfg.typing_per_minute));
+        let add =
+            within("typing counter", self.cfg.deadline, self.store.add_to_counter(&c, 1, limit, c.expires_at(now)));
+        let address = guest_address(who, CounterKey::GuestTyping { minute });
+        let address_limit = i64::from(self.cfg.guest_address.typing_per_minute);
+        let tier = self.cfg.tier(who);
+        let (counted, from_address, left) = tokio::join!(
+            add,
+            self.count_address(address.as_ref(), address_limit, now),
+            self.has_tokens_left(&who.user, tier),
+        );
+        match flat(counted) {
+            Ok(counted) => counted.is_some() && from_address && left,
             Err(e) => {
                 tracing::warn!(code = e.code(), error = %chain(&e), "typing counter unavailable; not speculating");
                 false
@@ -204,9 +291,16 @@ impl<St: Store, C: Clock> Limiter<'_, St, C> {
         }
     }
 
-    /// `$connect`: counts one more open connection of the user; `false` when at the cap.
+    /// `$connect`: counts one more open connection of the user; `false` when at the cap, or (a guest) when
+    /// the address has connected guests too often this minute.
     pub async fn open_connection(&self, who: &Principal) -> bool {
         let now = self.clock.now_ms();
+        let address = guest_address(who, CounterKey::GuestConnects { minute: now / MINUTE_MS });
+        let address_limit = i64::from(self.cfg.guest_address.connects_per_minute);
+        if !self.count_address(address.as_ref(), address_limit, now).await {
+            tracing::info!(addr = ?who.addr, "refused: guest connects from this address this minute");
+            return false;
+        }
         let c = counter(&who.user, CounterKey::Connections);
         // API Gateway closes a WebSocket connection after 2 hours at most: a count that missed its
         // `$disconnect` heals when the item expires.
@@ -229,6 +323,46 @@ impl<St: Store, C: Clock> Limiter<'_, St, C> {
             tracing::warn!(error = %chain(&e), "could not count the connection closed");
         }
     }
+}
+
+/// Where the tokens of work done for a user outside the chat turn are counted (the prefetch worker's
+/// pre-generated answers): the user's day, as their turns are.
+pub trait TokenLedger: Send + Sync {
+    /// Whether the user (a guest or not) has tokens left today; a ledger that cannot say answers `true`.
+    fn has_tokens_left(&self, user: &UserId, guest: bool) -> impl Future<Output = bool> + Send;
+    /// Counts `tokens` against the user's day.
+    fn spend(&self, user: &UserId, tokens: u64) -> impl Future<Output = ()> + Send;
+}
+
+/// The users' day in the store, under these limits.
+#[derive(Debug)]
+pub struct StoreLedger<St, C> {
+    pub store: St,
+    pub clock: C,
+    pub cfg: LimitConfig,
+}
+
+impl<St: Store, C: Clock> TokenLedger for StoreLedger<St, C> {
+    async fn has_tokens_left(&self, user: &UserId, guest: bool) -> bool {
+        let l = Limiter { store: &self.store, clock: &self.clock, cfg: &self.cfg };
+        let tier = if guest { self.cfg.guest } else { self.cfg.user };
+        l.has_tokens_left(user, tier).await
+    }
+
+    async fn spend(&self, user: &UserId, tokens: u64) {
+        Limiter { store: &self.store, clock: &self.clock, cfg: &self.cfg }.spend_for(user, tokens).await;
+    }
+}
+
+/// No ledger: nothing is counted (a prefetch worker without the table).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoLedger;
+
+impl TokenLedger for NoLedger {
+    async fn has_tokens_left(&self, _: &UserId, _: bool) -> bool {
+        true
+    }
+    async fn spend(&self, _: &UserId, _: u64) {}
 }
 
 #[cfg(test)]
@@ -282,17 +416,78 @@ mod tests {
             Some(Refusal::RateLimited { budget: true, retry_after_ms }) => assert!(retry_after_ms <= 86_400_000),
             other => panic!("{other:?}"),
         }
-        // Typing frames have their own rate, per connection, and leave the message rate alone.
-        let tight = LimitConfig { typing_per_minute: 2, ..cfg };
-        let typing = Limiter { store: &store, clock: &clock, cfg: &tight };
-        let (c2, _) = ids("c2", "m9");
-        assert!(typing.admit_typing(&c, &who).await && typing.admit_typing(&c, &who).await);
-        assert!(!typing.admit_typing(&c, &who).await, "the third typing frame of the minute is dropped");
-        assert!(typing.admit_typing(&c2, &who).await, "another connection has its own");
-        let guest = Principal { user: UserId::parse("g1").unwrap(), guest: true };
+        let guest = Principal::guest(UserId::parse("g1").unwrap());
         assert!(l.open_connection(&guest).await && l.open_connection(&guest).await);
         assert!(!l.open_connection(&guest).await, "guests: 2 connections");
         l.close_connection(&guest.user).await;
         assert!(l.open_connection(&guest).await);
+    }
+
+    #[tokio::test]
+    async fn typing_frames_are_counted_per_user_across_connections_and_stop_with_the_day() {
+        let store = MemoryStore::default();
+        let clock = TestClock::at(10 * MINUTE_MS + 1_000);
+        let cfg = LimitConfig {
+            typing_per_minute: 2,
+            user: Tier { tokens_per_day: 1_000, ..LimitConfig::default().user },
+            ..LimitConfig::default()
+        };
+        let l = Limiter { store: &store, clock: &clock, cfg: &cfg };
+        let who = Principal::user(UserId::parse("u1").unwrap());
+        // Whichever connection they come from: one user, one rate.
+        assert!(l.admit_typing(&who).await && l.admit_typing(&who).await);
+        assert!(!l.admit_typing(&who).await, "the third typing frame of the minute is dropped");
+        let other = Principal::user(UserId::parse("u2").unwrap());
+        assert!(l.admit_typing(&other).await, "another user has their own");
+        clock.advance(Duration::from_millis(MINUTE_MS));
+        assert!(l.admit_typing(&who).await, "a new minute");
+        l.spend(&who, 1_000).await;
+        assert!(!l.admit_typing(&who).await, "no tokens left today: nothing to speculate for");
+        // The message rate is untouched by typing.
+        let (c, m) = ids("c1", "m1");
+        let admitted = l.admit(&c, &m, &other, Duration::from_secs(30)).await;
+        assert_eq!(admitted.refusal, None);
+    }
+
+    #[tokio::test]
+    async fn guests_are_held_to_per_address_caps_whatever_token_they_hold() {
+        let store = MemoryStore::default();
+        let clock = TestClock::at(10 * MINUTE_MS + 1_000);
+        let cfg = LimitConfig {
+            guest_address: AddressLimits { connects_per_minute: 3, turns_per_minute: 2, typing_per_minute: 2 },
+            ..LimitConfig::default()
+        };
+        let l = Limiter { store: &store, clock: &clock, cfg: &cfg };
+        let addr = crate::ids::SourceAddr::parse("203.0.113.7").ok();
+        let guest = |n: usize| Principal::guest(UserId::parse(format!("g{n}")).unwrap()).from_addr(addr);
+        // A fresh guest token per connection: the address is what is counted.
+        let l = &l;
+        let opened: Vec<bool> = futures_util::future::join_all((0..5).map(|n| async move {
+            let g = guest(n);
+            l.open_connection(&g).await
+        }))
+        .await;
+        assert_eq!(opened.iter().filter(|o| **o).count(), 3, "{opened:?}");
+        let slot = Duration::from_secs(30);
+        let mut refused = 0;
+        for n in 0..4 {
+            let (c, m) = ids(&format!("c{n}"), &format!("m{n}"));
+            if l.admit(&c, &m, &guest(10 + n), slot).await.refusal.is_some() {
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 2, "two guest messages a minute from the address");
+        assert!(l.admit_typing(&guest(20)).await && l.admit_typing(&guest(21)).await);
+        assert!(!l.admit_typing(&guest(22)).await);
+        // Signed-in users are never counted by address, nor guests from elsewhere.
+        let user = Principal::user(UserId::parse("u1").unwrap()).from_addr(addr);
+        assert!(l.open_connection(&user).await);
+        let (c, m) = ids("c9", "m9");
+        assert_eq!(l.admit(&c, &m, &user, slot).await.refusal, None);
+        let elsewhere = Principal::guest(UserId::parse("g99").unwrap())
+            .from_addr(crate::ids::SourceAddr::parse("198.51.100.1").ok());
+        assert!(l.open_connection(&elsewhere).await);
+        clock.advance(Duration::from_millis(MINUTE_MS));
+        assert!(l.open_connection(&guest(30)).await, "a new minute");
     }
 }

@@ -12,27 +12,63 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::deadline::within;
-use crate::error::{StoreError, chain};
-use crate::ids::{Asin, ConnectionId, SessionId, UserId};
+use crate::error::{ErrorCode, StoreError, chain};
+use crate::ids::{Asin, ConnectionId, SessionId, SourceAddr, UserId};
 use crate::intent::Intent;
 use crate::ports::{ChatMessage, ConnectionRecord, Role, Store, Summary, TurnRecord, TurnStatus};
 
-/// Who is talking: the user the `$connect` authorizer verified, and whether with a guest token.
+/// Who is talking: the user the `$connect` authorizer verified, whether with a guest token, and from which
+/// address (API Gateway's `sourceIp` on the event; `None` where an event does not say, as in unit tests).
+/// A guest token costs nothing to get, so guests are also counted by address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub user: UserId,
     pub guest: bool,
+    pub addr: Option<SourceAddr>,
 }
 
 impl Principal {
     /// A signed-in user.
     pub fn user(user: UserId) -> Self {
-        Self { user, guest: false }
+        Self { user, guest: false, addr: None }
     }
 
-    /// Someone the store cannot place (a connection without a record): the tightest limits.
+    /// A guest.
+    pub fn guest(user: UserId) -> Self {
+        Self { user, guest: true, addr: None }
+    }
+
+    /// The same principal, seen at `addr`.
+    pub fn from_addr(self, addr: Option<SourceAddr>) -> Self {
+        Self { addr, ..self }
+    }
+
+    /// Someone the store cannot place (a connection without a record, on an event without the authorizer's
+    /// principal): the tightest limits.
     pub fn unknown() -> Self {
-        Self { user: UserId::anonymous(), guest: true }
+        Self { user: UserId::anonymous(), guest: true, addr: None }
+    }
+}
+
+/// The connection's session could not be read (the store failed or was slower than its bound). The frame
+/// is refused, retryably: answering it under a stand-in identity would move the shopper into someone
+/// else's limits and memory.
+#[derive(Debug, thiserror::Error)]
+#[error("the connection's session could not be read")]
+pub struct SessionUnavailable(#[source] pub StoreError);
+
+impl SessionUnavailable {
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::SessionUnavailable
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        true
+    }
+
+    /// The sentence the client reads.
+    pub fn client_message(&self) -> &'static str {
+        "your session could not be loaded just now; please send that again"
     }
 }
 
@@ -168,31 +204,38 @@ impl Sessions {
         store.delete_connection(conn).await
     }
 
-    /// The session of a connection and who holds it. A connection without a record (expired TTL, lost
-    /// write) gets a session of its own, keyed by the connection id, and the tightest limits, rather than a
-    /// failed turn.
-    pub async fn session_of<St: Store>(&self, store: &St, conn: &ConnectionId) -> (SessionId, Principal) {
+    /// The session of a connection and who holds it. `caller` is the principal the event itself carries
+    /// (API Gateway passes the `$connect` authorizer's context with every frame): when present, it is who
+    /// is talking. A connection without a record (expired TTL, lost write) gets a session of its own, keyed
+    /// by the connection id, and keeps its caller (without one: the tightest limits). A lookup that fails
+    /// or outlasts its bound refuses the frame ([`SessionUnavailable`]) and is not remembered: the next
+    /// frame asks again, and nobody is ever answered as someone else.
+    pub async fn session_of<St: Store>(
+        &self,
+        store: &St,
+        conn: &ConnectionId,
+        caller: Option<&Principal>,
+    ) -> Result<(SessionId, Principal), SessionUnavailable> {
+        let as_caller = |(s, p): (SessionId, Principal)| (s, caller.cloned().unwrap_or(p));
         if let Some(v) = self.cache.get(conn) {
-            return v;
+            return Ok(as_caller(v));
         }
-        let fallback = || {
-            let s = SessionId::parse(conn.as_str().replace(['=', '+'], "_")).unwrap_or_else(|_| SessionId::random());
-            (s, Principal::unknown())
-        };
         let lookup = within("connection lookup", self.cfg.lookup_deadline, store.get_connection(conn)).await;
         let v = match lookup.map_err(StoreError::from).and_then(|r| r) {
-            Ok(Some(rec)) => (rec.session_id, Principal { user: rec.user_id, guest: rec.guest }),
+            Ok(Some(rec)) => (rec.session_id, Principal { user: rec.user_id, guest: rec.guest, addr: None }),
             Ok(None) => {
                 tracing::warn!(connection_id = %conn, "no connection record; using a connection-scoped session");
-                fallback()
+                let s =
+                    SessionId::parse(conn.as_str().replace(['=', '+'], "_")).unwrap_or_else(|_| SessionId::random());
+                (s, Principal::unknown())
             }
             Err(e) => {
-                tracing::error!(connection_id = %conn, error = %chain(&e), "connection lookup failed");
-                fallback()
+                tracing::error!(connection_id = %conn, code = e.code(), error = %chain(&e), "connection lookup failed; refusing the frame");
+                return Err(SessionUnavailable(e));
             }
         };
         self.cache.put(conn.clone(), v.clone());
-        v
+        Ok(as_caller(v))
     }
 }
 
@@ -317,11 +360,13 @@ mod tests {
     #[tokio::test]
     async fn a_connection_without_a_record_gets_a_session_of_its_own() {
         let (store, sessions) = (MemoryStore::default(), Sessions::default());
-        let (s, p) = sessions.session_of(&store, &conn("Ab=+")).await;
+        let (s, p) = sessions.session_of(&store, &conn("Ab=+"), None).await.unwrap();
         assert_eq!((s.as_str(), p), ("Ab__", Principal::unknown()));
+        let (_, p) = sessions.session_of(&store, &conn("Ab=+"), Some(&user("u9"))).await.unwrap();
+        assert_eq!(p, user("u9"), "the event's principal, never a stand-in");
         sessions.connect(&store, &clock(), conn("c3"), None, &user("u3")).await.unwrap();
         sessions.disconnect(&store, &conn("c3")).await.unwrap();
-        let (s, _) = sessions.session_of(&store, &conn("c3")).await;
+        let (s, _) = sessions.session_of(&store, &conn("c3"), None).await.unwrap();
         assert_eq!(s, "c3", "forgotten on disconnect");
     }
 }

@@ -43,6 +43,9 @@ use crate::ports::sources::{ContextSources, SourceError};
 pub struct PrefetchJob {
     pub session_id: SessionId,
     pub user_id: UserId,
+    /// The user holds a guest token (a guest's day is smaller: what pre-generation may spend of it).
+    #[serde(default)]
+    pub guest: bool,
     /// The turn that just finished; the idempotency key.
     pub message_id: MessageId,
     /// The intent of the turn before it (`None` on the first turn of a session).
@@ -495,8 +498,10 @@ impl<X: ContextSources, T: TransitionStore, G: Pregenerate> Prefetcher<X, T, G> 
     }
 }
 
+mod budget;
 mod pregen;
 
+pub use budget::Budgeted;
 pub use pregen::{Facts, Generator, NoPregen, Outcome, PregenReport, Pregenerate, Pregenerator, facts_keys};
 
 #[cfg(test)]

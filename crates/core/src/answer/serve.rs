@@ -277,7 +277,15 @@ impl<M: ModelClient, B: AnswerBuffer> Answerer<'_, M, B> {
                 })
             }
             Serving::Pregen(entry) => {
-                let events = vec![ModelEvent::Text(entry.text.clone()), ModelEvent::Stop("end_turn".into())];
+                // What the answer cost when it was generated: the turn reports it (it was counted against the
+                // shopper's day then).
+                let usage = ModelEvent::Usage {
+                    input_tokens: entry.input_tokens,
+                    output_tokens: entry.output_tokens,
+                    cache_read_tokens: 0,
+                    cache_write_tokens: 0,
+                };
+                let events = vec![ModelEvent::Text(entry.text.clone()), usage, ModelEvent::Stop("end_turn".into())];
                 let out = relay(&mut Canned(events), sink, conn, message_id, self.relay).await;
                 let (model, route) = (entry.model, Route::OnDemand);
                 Ok(Streamed {

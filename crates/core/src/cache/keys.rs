@@ -89,15 +89,23 @@ impl CacheKey {
     }
 }
 
-/// One of a user's counters in the store: what it counts, in which window.
+/// One counter in the store (a user's, or a guest address's: [`crate::ports::CounterOwner`]): what it
+/// counts, in which window.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CounterKey {
     /// `sendMessage` requests in one UTC minute (minutes since the epoch).
     Rate { minute: u64 },
-    /// Model tokens in one JST day (days since the epoch, counted in JST).
+    /// Model tokens in one JST day (days since the epoch, counted in JST): turns, typed-ahead and
+    /// pre-generated answers, summaries.
     Tokens { jst_day: u64 },
-    /// `typing` frames of one connection in one UTC minute.
-    Typing { conn: ConnectionId, minute: u64 },
+    /// `typing` frames of the user, all connections together, in one UTC minute.
+    Typing { minute: u64 },
+    /// Guest `$connect`s from one address in one UTC minute.
+    GuestConnects { minute: u64 },
+    /// Guest `sendMessage`s from one address in one UTC minute.
+    GuestTurns { minute: u64 },
+    /// Guest `typing` frames from one address in one UTC minute.
+    GuestTyping { minute: u64 },
     /// The generation of a connection's latest typing frame (a newer one supersedes older speculations).
     TypingGeneration { conn: ConnectionId },
     /// The user's open connections.
@@ -115,7 +123,12 @@ impl CounterKey {
     pub fn ttl_from(&self, now_ms: u64) -> Duration {
         const MINUTE: Duration = Duration::from_secs(60);
         match self {
-            Self::Rate { .. } | Self::Typing { .. } | Self::AnswersPerMinute { .. } => 2 * MINUTE,
+            Self::Rate { .. }
+            | Self::Typing { .. }
+            | Self::AnswersPerMinute { .. }
+            | Self::GuestConnects { .. }
+            | Self::GuestTurns { .. }
+            | Self::GuestTyping { .. } => 2 * MINUTE,
             Self::AnswersPerMessage { .. } => 30 * MINUTE,
             Self::Tokens { .. } => {
                 let (_, left_ms) = crate::clock::jst_day(now_ms);
@@ -127,13 +140,21 @@ impl CounterKey {
         }
     }
 
+    /// Whether an address owns this kind of counter (the rest are a user's).
+    pub fn of_address(&self) -> bool {
+        matches!(self, Self::GuestConnects { .. } | Self::GuestTurns { .. } | Self::GuestTyping { .. })
+    }
+
     /// One example of each kind.
     pub fn examples() -> Vec<Self> {
         let conn = ConnectionId::example();
         vec![
             Self::Rate { minute: 29_000_000 },
             Self::Tokens { jst_day: 20_000 },
-            Self::Typing { conn: conn.clone(), minute: 29_000_000 },
+            Self::Typing { minute: 29_000_000 },
+            Self::GuestConnects { minute: 29_000_000 },
+            Self::GuestTurns { minute: 29_000_000 },
+            Self::GuestTyping { minute: 29_000_000 },
             Self::TypingGeneration { conn: conn.clone() },
             Self::Connections,
             Self::AnswersPerMessage { conn, epoch: "t.m-1.1800000000000".to_owned() },

@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use crate::cache::CounterKey;
 use crate::error::{ModelError, SinkError, StoreError};
-use crate::ids::{Asin, ConnectionId, MessageId, SessionId, UserId};
+use crate::ids::{Asin, ConnectionId, MessageId, SessionId, SourceAddr, UserId};
 use crate::intent::Intent;
 use crate::metrics::Emf;
 use crate::models::RequestLevers;
@@ -214,16 +214,40 @@ pub enum Claim {
     Duplicate,
 }
 
-/// One of a user's counters: whose, and what it counts ([`CounterKey`]; each store renders its own key).
+/// Whose a counter is: a user's, or a source address's (what guests do from one network, whatever guest
+/// tokens they hold).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CounterOwner {
+    User(UserId),
+    Address(SourceAddr),
+}
+
+/// The owner as the stores key it: the user id, or `ip#<address>` (a user id never holds `#`), the
+/// partition the token endpoint counts an address's guest tokens in.
+impl std::fmt::Display for CounterOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::User(u) => write!(f, "{u}"),
+            Self::Address(a) => write!(f, "ip#{a}"),
+        }
+    }
+}
+
+/// One counter: whose, and what it counts ([`CounterKey`]; each store renders its own key).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Counter {
-    pub user: UserId,
+    pub owner: CounterOwner,
     pub key: CounterKey,
 }
 
 impl Counter {
     pub fn new(user: &UserId, key: CounterKey) -> Self {
-        Self { user: user.clone(), key }
+        Self { owner: CounterOwner::User(user.clone()), key }
+    }
+
+    /// A counter of what comes from `addr`.
+    pub fn of_address(addr: SourceAddr, key: CounterKey) -> Self {
+        Self { owner: CounterOwner::Address(addr), key }
     }
 
     /// When the counter may expire, Unix seconds, for a write at `now_ms`.

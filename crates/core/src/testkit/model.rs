@@ -110,6 +110,8 @@ pub struct ScriptedModel {
     scripts: Mutex<VecDeque<Script>>,
     answer: String,
     completion: String,
+    /// Input and output tokens each `complete` reports.
+    completion_usage: (u32, u32),
     assessment: Option<Assessment>,
     requests: Mutex<Vec<(ModelRequest, Instant)>>,
     completions: Mutex<Vec<ModelRequest>>,
@@ -122,6 +124,7 @@ impl Default for ScriptedModel {
             scripts: Mutex::default(),
             answer: DEFAULT_ANSWER.to_owned(),
             completion: "The shopper likes horror.".to_owned(),
+            completion_usage: (0, 0),
             assessment: None,
             requests: Mutex::default(),
             completions: Mutex::default(),
@@ -162,6 +165,13 @@ impl ScriptedModel {
     #[must_use]
     pub fn completing(mut self, text: &str) -> Self {
         text.clone_into(&mut self.completion);
+        self
+    }
+
+    /// Each `complete` reports this usage (input, output tokens).
+    #[must_use]
+    pub fn completion_usage(mut self, input: u32, output: u32) -> Self {
+        self.completion_usage = (input, output);
         self
     }
 
@@ -217,7 +227,8 @@ impl ModelClient for ScriptedModel {
 
     async fn complete(&self, req: &ModelRequest) -> Result<Completion, ModelError> {
         lock(&self.completions).push(req.clone());
-        Ok(Completion { text: self.completion.clone(), ..Completion::default() })
+        let (input_tokens, output_tokens) = self.completion_usage;
+        Ok(Completion { text: self.completion.clone(), input_tokens, output_tokens, ..Completion::default() })
     }
 
     async fn apply_guardrail(

@@ -8,9 +8,11 @@ use super::end::Ending;
 use super::open::Turn;
 use super::ready::Ready;
 use super::{Engine, Spent, TurnResult};
+use crate::admit::metered::Metered;
 use crate::admit::session::Memory;
 use crate::ahead::prefetch::{Exchange, PrefetchJob, PrefetchQueue};
 use crate::ahead::speculate;
+use crate::answer::cards::vouched_page_asins;
 use crate::answer::relay::{RelayEnd, RelayOutcome};
 use crate::answer::serve::{Serving, Streamed};
 use crate::cache::CacheKey;
@@ -26,7 +28,7 @@ use crate::ports::sources::ContextSources;
 use crate::ports::{ConnectionSink, ModelClient, Store, TurnRecord, TurnStatus};
 use crate::pregen::{Ask, PregenEntry};
 use crate::protocol::{Leg, ProductRef, Served, TurnMetrics};
-use crate::safety::{Direction, KnownProducts, page_asins, policy_list, retract_message};
+use crate::safety::{Direction, KnownProducts, policy_list, retract_message};
 
 /// What became of a finished turn's record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +65,9 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         let (products, unknown_asins) = if status == TurnStatus::Blocked {
             (Vec::new(), 0)
         } else {
-            let (mut kept, unknown) = known_products(turn, &gathered).keep(Asin::all_in(&out.text));
+            let (sources, deadline) = (&self.sources, self.cfg.context.services);
+            let page = vouched_page_asins(sources, &turn.msg.page_context, &gathered, &out.text, deadline).await;
+            let (mut kept, unknown) = known_products(&gathered, &page).keep(Asin::all_in(&out.text));
             if kept.is_empty() {
                 kept.extend(gathered.entities.resolved.iter().cloned());
             }
@@ -137,8 +141,11 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         }
         log_turn(&metrics, status);
         self.after_answer(turn, &gathered, &result, &record, stored, &composed.serving).await;
-        // A typed-ahead answer's tokens were counted against the user's day when they were generated.
-        let tokens = if served == Served::TypedAhead {
+        // A typed-ahead or pre-generated answer's tokens were counted against the user's day when they were
+        // generated (the turn reports them all the same).
+        let tokens = if served == Served::Pregen {
+            0
+        } else if served == Served::TypedAhead {
             self.metrics.record(&metrics::typed_ahead_record(
                 self.clock.now_ms(),
                 "served",
@@ -254,9 +261,12 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             // A turn the guardrail stopped is not summarized (nor handed to prefetch: it did not complete).
             if stored == Stored::Kept && record.status != TurnStatus::Blocked {
                 let (cfg, memory) = (&self.cfg.summary, &gathered.memory);
-                if maybe_summarize(&self.model, &self.store, cfg, &turn.session, memory, record).await {
+                // The summary is the shopper's work too: its tokens count against their day.
+                let model = Metered::new(&self.model);
+                if maybe_summarize(&model, &self.store, cfg, &turn.session, memory, record).await {
                     self.memory_changed(turn, "s", memory, record).await;
                 }
+                self.limiter().spend(&turn.who, model.tokens()).await;
             }
         };
         let mark_served = async {
@@ -321,6 +331,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         PrefetchJob {
             session_id: turn.session.clone(),
             user_id: turn.who.user.clone(),
+            guest: turn.who.guest,
             message_id: turn.msg.message_id.clone(),
             previous_intent: memory.previous_intent(),
             intent: gathered.intent,
@@ -340,10 +351,10 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
     }
 }
 
-/// The products this turn's context holds: retrieved passages and service data, the page context, the
-/// products of earlier answers, the product an ordinal resolved to. The shopper's own words do not count:
-/// typing an ASIN does not make it a product.
-pub(super) fn known_products(turn: &Turn, gathered: &Gathered) -> KnownProducts {
+/// The products this turn's context holds: retrieved passages and service data, the page-context products
+/// that exist (`page`: [`vouched_page_asins`]), the products of earlier answers, the product an ordinal
+/// resolved to. The shopper's own words do not count: typing an ASIN does not make it a product.
+pub(super) fn known_products(gathered: &Gathered, page: &[Asin]) -> KnownProducts {
     let mut known = KnownProducts::default();
     for p in &gathered.context.passages {
         known.add_all_in(&p.content);
@@ -351,8 +362,8 @@ pub(super) fn known_products(turn: &Turn, gathered: &Gathered) -> KnownProducts 
     for (_, value) in &gathered.context.values {
         known.add_all_in(value);
     }
-    for a in page_asins(&turn.msg.page_context) {
-        known.add(a);
+    for a in page {
+        known.add(a.as_str());
     }
     for t in &gathered.memory.turns {
         for a in &t.products {

@@ -120,7 +120,9 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         }
         let job = self.prefetch_job_for(turn, gathered, question, String::new(), Vec::new());
         let values = gathered.context.values.iter().map(|(l, v)| (l.key(), v.clone())).collect();
-        let known = super::conclude::known_products(turn, gathered);
+        // A page-context product counts only when the context holds it (the lookup that vouches for the
+        // others runs after the stream): nothing is generated for a product that may not exist.
+        let known = super::conclude::known_products(gathered, &[]);
         // The order an answer names products in, as far as the prompt tells: the ones the question names,
         // the page the shopper is looking at, then the rest of the context.
         let prompt = request.messages.last().map_or("", |m| m.text.as_str());

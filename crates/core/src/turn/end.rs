@@ -14,11 +14,12 @@ use bytes::Bytes;
 use super::open::Turn;
 use super::{Engine, Invocation, TurnResult, post_event};
 use crate::admit::limits::Refusal;
+use crate::admit::session::SessionUnavailable;
 use crate::answer::relay::{RelayEnd, RelayOutcome, post_with_retry};
 use crate::clock::Clock;
 use crate::error::{ErrorCode, FrameError, ModelError, SinkError, chain, retry_store};
 use crate::ports::{ConnectionSink, ModelClient, Store};
-use crate::protocol::{ProductRef, Rejected, ServerEvent, TurnMetrics};
+use crate::protocol::{ClientMessage, ProductRef, Rejected, ServerEvent, TurnMetrics};
 use crate::safety::{Direction, blocked_input_message, retract_message};
 
 /// What a turn holds until it ends: whether it owns the message's claim (`false`: another invocation owns
@@ -179,6 +180,32 @@ impl<M: ModelClient, St: Store, C: Clock, X, Q> Engine<M, St, C, X, Q> {
         };
         post_event(sink, &inv.conn, &self.cfg.relay, &ev).await;
         stop.result()
+    }
+
+    /// A frame refused because the connection's session could not be read: a retryable
+    /// `session_unavailable`, echoing the message id of a message. Nothing was taken, so nothing is held.
+    pub(super) async fn session_unavailable<S: ConnectionSink>(
+        &self,
+        sink: &S,
+        inv: &Invocation<'_>,
+        msg: Option<&ClientMessage>,
+        e: &SessionUnavailable,
+    ) -> TurnResult {
+        let japanese = msg.is_some_and(|m| crate::intent::is_japanese(&m.text));
+        let message = if japanese {
+            "ただいまセッションを読み込めませんでした。もう一度お送りください。"
+        } else {
+            e.client_message()
+        };
+        let ev = ServerEvent::Error {
+            message_id: msg.map(|m| m.message_id.as_str()),
+            code: e.code(),
+            message,
+            retryable: e.is_retryable(),
+            retry_after_ms: None,
+        };
+        post_event(sink, &inv.conn, &self.cfg.relay, &ev).await;
+        TurnResult::Failed(e.code())
     }
 
     /// Gives back what the turn holds: the claim when `claim_back` and this invocation owns it (retried: a

@@ -70,13 +70,22 @@ pub struct Invocation<'a> {
     pub deadline: Instant,
     /// The process CPU clock, started with the invocation (`completed.metrics.cpu_us`); `None`: not measured.
     pub cpu: Option<crate::clock::CpuMeter>,
+    /// Who sent it, as the event says (the authorizer's principal and the source address); `None`: the
+    /// connection record says ([`Sessions::session_of`]).
+    pub caller: Option<Principal>,
 }
 
 impl<'a> Invocation<'a> {
     /// A frame arriving now, bounded only by the turn's own deadline.
     pub fn now(conn: ConnectionId, body: &'a str) -> Self {
         let started = Instant::now();
-        Self { conn, body, started, deadline: started + std::time::Duration::from_secs(24 * 3600), cpu: None }
+        let deadline = started + std::time::Duration::from_secs(24 * 3600);
+        Self { conn, body, started, deadline, cpu: None, caller: None }
+    }
+
+    /// The same frame, sent by `caller`.
+    pub fn from_caller(self, caller: Option<Principal>) -> Self {
+        Self { caller, ..self }
     }
 }
 
@@ -235,9 +244,11 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
 
     /// `$disconnect`: forgets the connection (its turns stay with the session) and counts it closed.
     pub async fn disconnect(&self, conn: &ConnectionId) -> Result<(), StoreError> {
-        let (_, who) = self.sessions.session_of(&self.store, conn).await;
-        if who != Principal::unknown() {
-            self.limiter().close_connection(&who.user).await;
+        match self.sessions.session_of(&self.store, conn, None).await {
+            Ok((_, who)) if who != Principal::unknown() => self.limiter().close_connection(&who.user).await,
+            Ok(_) => {}
+            // The count heals when its item expires (`CounterKey::Connections`).
+            Err(e) => tracing::warn!(error = %chain(&e), "could not count the connection closed"),
         }
         self.sessions.disconnect(&self.store, conn).await
     }
@@ -247,12 +258,14 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
     /// ([`Engine::send_message`]), where an unknown action gets its typed error.
     pub async fn handle_frame<S: ConnectionSink>(&self, sink: &S, inv: &Invocation<'_>) -> TurnResult {
         match action_of(inv.body).as_deref() {
-            Some(ACTION_SESSION) => {
-                let (session, _) = self.sessions.session_of(&self.store, &inv.conn).await;
-                let ev = ServerEvent::Session { session_id: session.as_str() };
-                post_event(sink, &inv.conn, &self.cfg.relay, &ev).await;
-                TurnResult::Session
-            }
+            Some(ACTION_SESSION) => match self.sessions.session_of(&self.store, &inv.conn, inv.caller.as_ref()).await {
+                Ok((session, _)) => {
+                    let ev = ServerEvent::Session { session_id: session.as_str() };
+                    post_event(sink, &inv.conn, &self.cfg.relay, &ev).await;
+                    TurnResult::Session
+                }
+                Err(e) => self.session_unavailable(sink, inv, None, &e).await,
+            },
             Some(ACTION_TYPING) => TurnResult::Typing(Box::pin(self.typing(inv)).await),
             _ => self.send_message(sink, inv).await,
         }
@@ -273,7 +286,10 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             Ok(msg) => msg,
             Err(rejected) => return (self.reject_frame(sink, inv, rejected).await, Spent::default()),
         };
-        let turn = self.open(inv, msg).await;
+        let turn = match self.open(inv, msg).await {
+            Ok(turn) => turn,
+            Err((msg, e)) => return (self.session_unavailable(sink, inv, Some(&msg), &e).await, Spent::default()),
+        };
         let ready = match Box::pin(self.gather(&turn)).await {
             Ok(ready) => ready,
             Err((hold, stop)) => return self.stopped(sink, &turn, hold, stop).await,
@@ -297,8 +313,11 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         };
         // Boxed: both are deep state machines (the SDK's futures inside); the turn's own future stays small.
         let ((result, spent), early) = tokio::join!(Box::pin(answer), Box::pin(early));
+        // What was generated early for the shopper is spent against their day too.
+        let early_tokens =
+            early.as_ref().map_or(0, |e| u64::from(e.report.input_tokens) + u64::from(e.report.output_tokens));
         self.record_early(&turn, &result, early);
-        self.limiter().spend(&turn.who, spent.tokens).await;
+        self.limiter().spend(&turn.who, spent.tokens + early_tokens).await;
         (result, spent)
     }
 

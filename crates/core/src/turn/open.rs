@@ -4,7 +4,7 @@
 use tokio::time::Instant;
 
 use super::{Engine, Invocation};
-use crate::admit::session::Principal;
+use crate::admit::session::{Principal, SessionUnavailable};
 use crate::clock::Clock;
 use crate::ids::{ConnectionId, SessionId};
 use crate::intent::is_japanese;
@@ -30,13 +30,21 @@ pub(super) struct Turn {
 
 impl<M: ModelClient, St: Store, C: Clock, X, Q> Engine<M, St, C, X, Q> {
     /// Opens the turn: the connection's session (cached per warm container, bounded like a memory read)
-    /// and the turn's deadline, the earlier of the invocation's and `TURN_DEADLINE_MS`.
-    pub(super) async fn open(&self, inv: &Invocation<'_>, msg: ClientMessage) -> Turn {
+    /// and the turn's deadline, the earlier of the invocation's and `TURN_DEADLINE_MS`. A session that
+    /// cannot be read refuses the message (handed back with why): it holds nothing yet.
+    pub(super) async fn open(
+        &self,
+        inv: &Invocation<'_>,
+        msg: ClientMessage,
+    ) -> Result<Turn, (ClientMessage, SessionUnavailable)> {
         tracing::Span::current().record("message_id", msg.message_id.as_str());
-        let (session, who) = self.sessions.session_of(&self.store, &inv.conn).await;
+        let (session, who) = match self.sessions.session_of(&self.store, &inv.conn, inv.caller.as_ref()).await {
+            Ok(v) => v,
+            Err(e) => return Err((msg, e)),
+        };
         tracing::Span::current().record("session_id", session.as_str());
         let japanese = is_japanese(&msg.text);
-        Turn {
+        Ok(Turn {
             msg,
             conn: inv.conn.clone(),
             session,
@@ -45,6 +53,6 @@ impl<M: ModelClient, St: Store, C: Clock, X, Q> Engine<M, St, C, X, Q> {
             started: inv.started,
             deadline: inv.deadline.min(inv.started + self.cfg.turn_deadline),
             japanese,
-        }
+        })
     }
 }

@@ -11,11 +11,11 @@ use crate::admit::session::Principal;
 use crate::error::{ErrorCode, ModelError};
 use crate::gather::summary::SummaryConfig;
 use crate::ports::ModelEvent;
-use crate::ports::sources::NoSources;
 use crate::ports::{TurnRecord, TurnStatus};
-use crate::testkit::{MemoryStore, RecordingQueue, RecordingSink, Script, ScriptedModel, TestClock};
+use crate::testkit::{MemoryStore, RecordingQueue, RecordingSink, Script, ScriptedModel, ScriptedSources, TestClock};
 
-type TestEngine = Engine<Arc<ScriptedModel>, Arc<MemoryStore>, TestClock, NoSources, Arc<RecordingQueue>>;
+/// The sources are a catalog that knows every product (a page-context product becomes a card only when one does).
+type TestEngine = Engine<Arc<ScriptedModel>, Arc<MemoryStore>, TestClock, ScriptedSources, Arc<RecordingQueue>>;
 
 struct Harness {
     engine: TestEngine,
@@ -27,7 +27,9 @@ struct Harness {
 fn harness(model: ScriptedModel, cfg: TurnConfig) -> Harness {
     let (model, store, jobs) = (Arc::new(model), Arc::new(MemoryStore::default()), Arc::new(RecordingQueue::default()));
     let clock = TestClock::ticking(1_800_000_000_000);
-    let engine = Engine::new(model.clone(), store.clone(), clock, cfg).with_prefetch(jobs.clone());
+    let engine = Engine::new(model.clone(), store.clone(), clock, cfg)
+        .with_sources(ScriptedSources::new())
+        .with_prefetch(jobs.clone());
     Harness { engine, model, store, jobs }
 }
 
@@ -52,7 +54,7 @@ impl Harness {
     }
 
     async fn turns(&self) -> Vec<TurnRecord> {
-        let (session, _) = self.engine.sessions.session_of(&*self.store, &conn()).await;
+        let (session, _) = self.engine.sessions.session_of(&*self.store, &conn(), None).await.unwrap();
         self.store.recent_turns(&session, 10).await.unwrap()
     }
 }
@@ -200,7 +202,7 @@ async fn the_first_one_resolves_against_the_previous_answer() {
 #[tokio::test(start_paused = true)]
 async fn older_exchanges_are_summarized_by_the_small_model() {
     let cfg = TurnConfig { summary: SummaryConfig { model_id: Some("small".into()), ..config().summary }, ..config() };
-    let h = harness(ScriptedModel::default(), cfg);
+    let h = harness(ScriptedModel::default().completion_usage(500, 30), cfg);
     let sink = RecordingSink::new();
     for (i, text) in ["hello", "horror please", "anything scary?", "and funny?"].iter().enumerate() {
         completed_intent(&h.send(&sink, &format!("m-{i}"), text).await);
@@ -208,8 +210,13 @@ async fn older_exchanges_are_summarized_by_the_small_model() {
     let summaries = h.model.completions();
     assert_eq!(summaries.len(), 1, "two exchanges left the verbatim window once");
     assert_eq!(summaries[0].model_id, "small");
-    let (session, _) = h.engine.sessions.session_of(&*h.store, &conn()).await;
+    let (session, who) = h.engine.sessions.session_of(&*h.store, &conn(), None).await.unwrap();
     assert!(h.store.get_summary(&session).await.unwrap().is_some());
+    // The summary's tokens count against the shopper's day, beside their turns'.
+    let turns: u64 = h.turns().await.iter().map(|t| u64::from(t.input_tokens) + u64::from(t.output_tokens)).sum();
+    let day = crate::clock::jst_day(h.engine.clock.now_ms()).0;
+    let tokens = crate::ports::Counter::new(&who.user, crate::cache::CounterKey::Tokens { jst_day: day });
+    assert_eq!(h.store.counter(&tokens).await.unwrap(), i64::try_from(turns + 530).unwrap());
 }
 
 #[tokio::test(start_paused = true)]

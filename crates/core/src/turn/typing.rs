@@ -14,7 +14,7 @@ use crate::clock::Clock;
 use crate::deadline::within;
 use crate::error::{ErrorCode, chain};
 use crate::gather::{Assembler, ContextConfig, SourceCalls};
-use crate::ids::{ConnectionId, MessageId};
+use crate::ids::MessageId;
 use crate::metrics;
 use crate::ports::sources::ContextSources;
 use crate::ports::{ModelClient, Store};
@@ -68,7 +68,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
     /// Never posts to the client; every outcome but `Off` writes one EMF record.
     pub async fn typing(&self, inv: &Invocation<'_>) -> TypingOutcome {
         // Boxed: the speculation's state machine (the context legs' inside) is deep.
-        let outcome = Box::pin(self.speculate(&inv.conn, inv.body)).await;
+        let outcome = Box::pin(self.speculate(inv)).await;
         if outcome != TypingOutcome::Off {
             let calls = outcome.calls();
             let now = self.clock.now_ms();
@@ -77,7 +77,8 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         outcome
     }
 
-    async fn speculate(&self, conn: &ConnectionId, body: &str) -> TypingOutcome {
+    async fn speculate(&self, inv: &Invocation<'_>) -> TypingOutcome {
+        let (conn, body) = (&inv.conn, inv.body);
         let spec = &self.cfg.speculation;
         if !spec.enabled {
             return TypingOutcome::Off;
@@ -94,9 +95,12 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         if basis.text.chars().count() < spec.min_chars {
             return TypingOutcome::Skipped;
         }
-        let (session, who) = self.sessions.session_of(&self.store, conn).await;
-        if !self.limiter().admit_typing(conn, &who).await {
-            tracing::debug!("dropped a typing frame over the connection's typing rate");
+        let (session, who) = match self.sessions.session_of(&self.store, conn, inv.caller.as_ref()).await {
+            Ok(v) => v,
+            Err(e) => return TypingOutcome::Dropped(e.code()),
+        };
+        if !self.limiter().admit_typing(&who).await {
+            tracing::debug!("dropped a typing frame over the user's typing rate or day");
             return TypingOutcome::Dropped(ErrorCode::RateLimited);
         }
         // This partial's generation: a newer one of the connection supersedes it.

@@ -7,10 +7,12 @@
 //! - [`ttl_cache`]: the embedded `Cache`, in memory with TTLs and a size bound.
 //! - [`prefetch`]: the prefetch Lambda emulated by tracked tasks, and in-memory transition counts.
 //! - [`issuer`]: the local token issuer (JWKS, development login, guest `POST /token`).
+//! - [`ledger`]: the users' days the emulated prefetch Lambda spends pre-generated answers against.
 
 pub mod catalog;
 pub mod corpus;
 pub mod issuer;
+pub mod ledger;
 pub mod prefetch;
 pub mod search;
 pub mod services;

@@ -142,6 +142,7 @@ mod tests {
             let job = PrefetchJob {
                 session_id: mangaassist_core::ids::SessionId::parse("s").unwrap(),
                 user_id: mangaassist_core::ids::UserId::parse("u").unwrap(),
+                guest: false,
                 message_id: mangaassist_core::ids::MessageId::parse(id).unwrap(),
                 previous_intent: Some(Intent::ProductQuestion),
                 intent: Intent::Recommendation,

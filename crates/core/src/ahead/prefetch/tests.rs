@@ -110,6 +110,7 @@ fn job(id: &str) -> PrefetchJob {
     PrefetchJob {
         session_id: SessionId::parse("s").unwrap(),
         user_id: user(),
+        guest: false,
         message_id: MessageId::parse(id).unwrap(),
         previous_intent: Some(Intent::ProductDiscovery),
         intent: Intent::Recommendation,
