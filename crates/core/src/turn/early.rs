@@ -120,9 +120,12 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         }
         let job = self.prefetch_job_for(turn, gathered, question, String::new(), Vec::new());
         let values = gathered.context.values.iter().map(|(l, v)| (l.key(), v.clone())).collect();
-        // A page-context product counts only when the context holds it (the lookup that vouches for the
-        // others runs after the stream): nothing is generated for a product that may not exist.
-        let known = super::conclude::known_products(gathered, &[]);
+        // Page-context products count too: a generation reads the product's record first (the cache, else
+        // the product service) and generates nothing for one neither knows, so no overview is ever written
+        // for a product that does not exist.
+        let page: Vec<Asin> =
+            crate::safety::page_asins(&turn.msg.page_context).filter_map(|a| Asin::parse(a).ok()).collect();
+        let known = super::conclude::known_products(gathered, &page);
         // The order an answer names products in, as far as the prompt tells: the ones the question names,
         // the page the shopper is looking at, then the rest of the context.
         let prompt = request.messages.last().map_or("", |m| m.text.as_str());
