@@ -187,7 +187,11 @@ async fn products_the_context_does_not_hold_get_no_card_and_are_counted() {
 
 #[tokio::test(start_paused = true)]
 async fn the_first_one_resolves_against_the_previous_answer() {
-    let h = harness(ScriptedModel::default(), config());
+    // Without pre-generation: with it, the listed products' overviews are generated while the first answer
+    // streams, and this generic follow-up is served one without a model request.
+    let mut cfg = config();
+    cfg.pregen.mode = crate::pregen::PregenMode::Off;
+    let h = harness(ScriptedModel::default(), cfg);
     let sink = RecordingSink::new();
     completed_intent(&h.send(&sink, "m-1", "Show me some horror manga").await);
     let r = h.send(&sink, "m-2", "Tell me more about the second one").await;
