@@ -238,10 +238,16 @@ impl<St: Store, C: Clock> Limiter<'_, St, C> {
     /// Whether `user` has tokens left today under `tier` (bounded; a table that cannot say admits: see the
     /// module docs).
     pub async fn has_tokens_left(&self, user: &UserId, tier: Tier) -> bool {
+        self.has_room(user, tier, 0).await
+    }
+
+    /// Whether `user` has more than `reserve` tokens left today under `tier` (a turn in progress reserves
+    /// what it may still spend; bounded, and a table that cannot say admits, as above).
+    pub async fn has_room(&self, user: &UserId, tier: Tier, reserve: u64) -> bool {
         let now = self.clock.now_ms();
         let c = counter(user, CounterKey::Tokens { jst_day: jst_day(now).0 });
         match flat(within("token counter", self.cfg.deadline, self.store.counter(&c)).await) {
-            Ok(spent) => u64::try_from(spent).unwrap_or(0) < tier.tokens_per_day,
+            Ok(spent) => u64::try_from(spent).unwrap_or(0).saturating_add(reserve) < tier.tokens_per_day,
             Err(e) => {
                 tracing::warn!(code = e.code(), error = %chain(&e), "token counter unavailable; admitting");
                 true

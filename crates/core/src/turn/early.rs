@@ -88,6 +88,9 @@ pub(super) struct EarlyInput {
     expected: Vec<Asin>,
     /// The facts the turn's context already holds, by cache key.
     values: Vec<(String, String)>,
+    /// What the turn itself may still spend (its prompt and its answer's ceiling): generations start only
+    /// when the user's day has room beyond it.
+    reserve: u64,
 }
 
 /// What early pre-generation did: the report, when each generated entry was cached, and how many head
@@ -137,7 +140,8 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
                 expected.push(asin);
             }
         }
-        Some(EarlyInput { job, known, expected, values })
+        let reserve = self.prompter.sent_tokens(request) as u64 + u64::from(request.max_tokens);
+        Some(EarlyInput { job, known, expected, values, reserve })
     }
 
     /// Starts the products the answer will most likely list at once (a head start, dropped if the answer
@@ -150,7 +154,13 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         input: Option<EarlyInput>,
         mut shown: watch::Receiver<String>,
     ) -> Option<Early> {
-        let EarlyInput { job, known, expected, values } = input?;
+        let EarlyInput { job, known, expected, values, reserve } = input?;
+        // Pre-generation is paid work on the user's day: none for a day this turn may use up.
+        let tier = if turn.who.guest { self.cfg.limits.guest } else { self.cfg.limits.user };
+        if !self.limiter().has_room(&turn.who.user, tier, reserve).await {
+            tracing::info!(reserve, "the user's day has no room for pre-generation");
+            return None;
+        }
         let generator =
             Generator { model: &self.model, prompter: &self.prompter, cfg: &self.cfg.pregen, clock: &self.clock };
         let mut early = Early::default();
