@@ -253,3 +253,21 @@ async fn the_handler_answers_a_typing_event_with_200_and_posts_nothing() {
     assert_eq!(handle(&app, event("ws-typing.json")).await.unwrap().status_code, 200);
     assert!(recorder.frames.lock().unwrap().is_empty(), "a typing frame is never answered");
 }
+
+#[tokio::test]
+async fn a_speculation_built_on_an_earlier_partials_keeps_its_memory_for_the_send() {
+    let moto = moto().await;
+    let sys = system_with(&moto, LatencyModel::fast(), |_| {}).await;
+    let mut client = ChatClient::connect(&sys.ws_url()).await.unwrap();
+    ask(&mut client, "Show me some horror manga", None).await;
+    // Two partials after the answer was stored: the second's speculation takes the memory the first read.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.send_raw(typing("any romance")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    client.send_raw(typing("any romance manga")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let done = ask(&mut client, "any romance manga", None).await;
+    let legs = done["metrics"]["speculated_legs"].as_array().unwrap().clone();
+    assert!(legs.contains(&json!("memory")), "the memory came with the last speculation: {done}");
+    assert_eq!(done["metrics"]["legs"]["memory_ms"], 0.0, "{done}");
+}

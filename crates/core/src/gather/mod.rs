@@ -256,6 +256,9 @@ where
         p = &mut prior => {
             if let Some(memory) = p.as_deref().and_then(|p| p.memory.clone()) {
                 asm.speculated.push(Leg::Memory);
+                // A speculation keeps only a whole memory: so is this copy (and a speculation built on it
+                // may keep it in turn).
+                asm.memory_whole = true;
                 return (memory, p);
             }
             (read(asm, load.await), p)
