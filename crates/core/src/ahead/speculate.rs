@@ -277,7 +277,9 @@ impl SpeculationEntry {
     ) -> Self {
         let asm = &gathered.context;
         let memory = match epoch {
-            Some(epoch) if asm.memory_whole => Some(MemorySnapshot { epoch, memory: gathered.memory.clone() }),
+            Some(epoch) if asm.memory_whole || asm.memory_copy_epoch.as_ref() == Some(&epoch) => {
+                Some(MemorySnapshot { epoch, memory: gathered.memory.clone() })
+            }
             _ => None,
         };
         Self {

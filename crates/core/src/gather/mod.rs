@@ -169,6 +169,9 @@ pub struct Assembled {
     /// The memory leg read both parts (recent turns and summary) in time, from the store: only such a
     /// memory may be kept by a speculation.
     pub memory_whole: bool,
+    /// When the memory is a speculation's copy: the epoch it was found current under. A speculation built
+    /// on this assembly keeps the copy only under that same epoch (a turn stored since would change it).
+    pub memory_copy_epoch: Option<Option<String>>,
 }
 
 /// What a turn may take from a typing-time speculation ([`crate::ahead::speculate`]): the context legs when it
@@ -256,9 +259,8 @@ where
         p = &mut prior => {
             if let Some(memory) = p.as_deref().and_then(|p| p.memory.clone()) {
                 asm.speculated.push(Leg::Memory);
-                // A speculation keeps only a whole memory: so is this copy (and a speculation built on it
-                // may keep it in turn).
-                asm.memory_whole = true;
+                // A copy, checked against this epoch: a speculation built on it may keep it under the same one.
+                asm.memory_copy_epoch = p.as_deref().and_then(|p| p.epoch.clone());
                 return (memory, p);
             }
             (read(asm, load.await), p)
