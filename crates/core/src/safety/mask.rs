@@ -27,52 +27,73 @@ pub fn mask_numbers(text: &str) -> Cow<'_, str> {
     if text.bytes().filter(u8::is_ascii_digit).count() < 9 {
         return Cow::Borrowed(text);
     }
-    let b = text.as_bytes();
     let mut out = String::new();
     let mut copied = 0;
-    let mut i = 0;
-    while i < b.len() {
-        let plus = b[i] == b'+' && b.get(i + 1).is_some_and(u8::is_ascii_digit);
-        if !(plus || b[i].is_ascii_digit()) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        let mut j = if plus { i + 1 } else { i };
-        let mut groups: Vec<&str> = Vec::new();
-        loop {
-            let g = j;
-            while j < b.len() && b[j].is_ascii_digit() {
-                j += 1;
-            }
-            groups.push(&text[g..j]);
-            let sep = j < b.len() && (b[j] == b' ' || b[j] == b'-');
-            if sep && b.get(j + 1).is_some_and(u8::is_ascii_digit) {
-                j += 1;
-            } else {
-                break;
-            }
-        }
-        let before = text[..start].chars().next_back();
-        let touches_before = before.is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ',' | '/'));
-        let after = text[j..].chars().next();
-        let touches_after = after.is_some_and(|c| c.is_ascii_alphanumeric())
-            || (after.is_some_and(|c| matches!(c, '.' | ',' | '/')) && b.get(j + 1).is_some_and(u8::is_ascii_digit));
-        if !touches_before
-            && !touches_after
-            && let Some(placeholder) = classify(plus, &groups)
-        {
-            out.push_str(&text[copied..start]);
+    for run in standalone_numbers(text) {
+        if let Some(placeholder) = classify(run.plus, &run.groups) {
+            out.push_str(&text[copied..run.start]);
             out.push_str(placeholder);
-            copied = j;
+            copied = run.end;
         }
-        i = j.max(i + 1);
     }
     if copied == 0 {
         return Cow::Borrowed(text);
     }
     out.push_str(&text[copied..]);
     Cow::Owned(out)
+}
+
+/// A number standing alone in a text: its byte range, whether a `+` leads it, its digit groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumberRun<'a> {
+    pub start: usize,
+    pub end: usize,
+    pub plus: bool,
+    pub groups: Vec<&'a str>,
+}
+
+/// Every number in `text` that stands alone (the module docs' rule: no ASCII letter or digit touches it, it
+/// does not follow `.`, `,` or `/`), in order, as digit groups separated by single spaces or dashes. What a
+/// number is (card, phone, neither) is the caller's rule; the local guardrail emulator scans the same way.
+pub fn standalone_numbers(text: &str) -> impl Iterator<Item = NumberRun<'_>> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < b.len() {
+            let plus = b[i] == b'+' && b.get(i + 1).is_some_and(u8::is_ascii_digit);
+            if !(plus || b[i].is_ascii_digit()) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            let mut j = if plus { i + 1 } else { i };
+            let mut groups: Vec<&str> = Vec::new();
+            loop {
+                let g = j;
+                while j < b.len() && b[j].is_ascii_digit() {
+                    j += 1;
+                }
+                groups.push(&text[g..j]);
+                let sep = j < b.len() && (b[j] == b' ' || b[j] == b'-');
+                if sep && b.get(j + 1).is_some_and(u8::is_ascii_digit) {
+                    j += 1;
+                } else {
+                    break;
+                }
+            }
+            i = j.max(i + 1);
+            let before = text[..start].chars().next_back();
+            let touches_before = before.is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ',' | '/'));
+            let after = text[j..].chars().next();
+            let touches_after = after.is_some_and(|c| c.is_ascii_alphanumeric())
+                || (after.is_some_and(|c| matches!(c, '.' | ',' | '/'))
+                    && b.get(j + 1).is_some_and(u8::is_ascii_digit));
+            if !touches_before && !touches_after {
+                return Some(NumberRun { start, end: j, plus, groups });
+            }
+        }
+        None
+    })
 }
 
 /// The Luhn check (ISO/IEC 7812) over ASCII digits.

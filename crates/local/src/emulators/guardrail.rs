@@ -451,48 +451,12 @@ struct Span {
     kind: PiiType,
 }
 
-/// Every card number and phone number in `text`, in order (see the module docs for the patterns).
+/// Every card number and phone number in `text`, in order (see the module docs for the patterns): the
+/// standalone numbers found the way the chat's own masker finds them, classified by this emulator's rules.
 fn pii_spans(text: &str) -> Vec<Span> {
-    let b = text.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        let plus = b[i] == b'+' && b.get(i + 1).is_some_and(u8::is_ascii_digit);
-        if !(plus || b[i].is_ascii_digit()) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        let mut j = if plus { i + 1 } else { i };
-        let mut groups: Vec<&str> = Vec::new();
-        loop {
-            let g = j;
-            while j < b.len() && b[j].is_ascii_digit() {
-                j += 1;
-            }
-            groups.push(&text[g..j]);
-            let sep = j < b.len() && (b[j] == b' ' || b[j] == b'-');
-            if sep && b.get(j + 1).is_some_and(u8::is_ascii_digit) {
-                j += 1;
-            } else {
-                break;
-            }
-        }
-        let touches_before = text[..start]
-            .chars()
-            .next_back()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ',' | '/'));
-        let touches_after = text[j..].chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-            || (text[j..].starts_with(['.', ',', '/']) && b.get(j + 1).is_some_and(u8::is_ascii_digit));
-        if !touches_before
-            && !touches_after
-            && let Some(kind) = classify(plus, &groups)
-        {
-            out.push(Span { start, end: j, kind });
-        }
-        i = j.max(i + 1);
-    }
-    out
+    mangaassist_core::safety::mask::standalone_numbers(text)
+        .filter_map(|run| classify(run.plus, &run.groups).map(|kind| Span { start: run.start, end: run.end, kind }))
+        .collect()
 }
 
 /// Card, phone or neither, from a number's digit groups.
