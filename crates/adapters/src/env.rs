@@ -63,6 +63,26 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 }
 
+/// How each function reads its settings at cold start, the one idiom of the five: [`FromEnv::read`] from
+/// any [`Env`], [`FromEnv::from_env`] from the process environment (`main`), [`FromEnv::from_pairs`] from a
+/// fixed list (tests; the last pair of a name wins).
+pub trait FromEnv: Sized {
+    type Error;
+
+    /// The settings, read from `env`.
+    fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, Self::Error>;
+
+    /// The settings, read from the process environment.
+    fn from_env() -> Result<Self, Self::Error> {
+        Self::read(&process_env())
+    }
+
+    /// The settings, read from `pairs`.
+    fn from_pairs(pairs: &[(&str, &str)]) -> Result<Self, Self::Error> {
+        Self::read(&Env(|k: &str| pairs.iter().rev().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())))
+    }
+}
+
 /// The process environment.
 pub fn process_env() -> Env<impl Fn(&str) -> Option<String>> {
     Env(|k: &str| std::env::var(k).ok())

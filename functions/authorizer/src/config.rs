@@ -1,7 +1,7 @@
 //! The authorizer's configuration, read once at cold start (see `mangaassist_adapters::auth::settings`).
 
 use mangaassist_adapters::auth::settings::AuthSettings;
-use mangaassist_adapters::env::{ConfigError, Env, process_env};
+use mangaassist_adapters::env::{ConfigError, Env, FromEnv};
 
 /// Everything the authorizer reads from the environment.
 #[derive(Debug, Clone)]
@@ -9,13 +9,11 @@ pub struct AuthorizerConfig {
     pub auth: AuthSettings,
 }
 
-impl AuthorizerConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::read(&process_env())
-    }
+impl FromEnv for AuthorizerConfig {
+    type Error = ConfigError;
 
     /// Reads the settings from `env` (the process environment in `main`, a map in tests and locally).
-    pub fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+    fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, Self::Error> {
         Ok(Self { auth: AuthSettings::from_env(env)? })
     }
 }

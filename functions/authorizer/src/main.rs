@@ -7,6 +7,7 @@ use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest;
 use lambda_runtime::{LambdaEvent, service_fn};
 use mangaassist_adapters::auth::guest::{self, GuestKey};
 use mangaassist_adapters::auth::verify::Verifier;
+use mangaassist_adapters::env::FromEnv;
 use mangaassist_adapters::sdk;
 use mangaassist_core::clock::{Clock, SystemClock};
 use mangaassist_core::metrics;

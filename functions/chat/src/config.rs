@@ -8,7 +8,7 @@ use std::time::Duration;
 use mangaassist_adapters::bedrock::StreamOpen;
 pub use mangaassist_adapters::env::ConfigError;
 use mangaassist_adapters::env::{
-    Env, SourceSettings, pregen_settings, process_env, prompt_budget, region, safety_settings,
+    Env, FromEnv, SourceSettings, pregen_settings, prompt_budget, region, safety_settings,
 };
 use mangaassist_core::ahead::typed::TypedAheadConfig;
 use mangaassist_core::answer::hedge::{HedgeConfig, HedgeDelay};
@@ -185,10 +185,12 @@ fn hedge<F: Fn(&str) -> Option<String>>(env: &Env<F>, d: &HedgeConfig) -> Result
     Ok(HedgeConfig { enabled: env.switch("HEDGE", d.enabled)?, delay, share, ..*d })
 }
 
-impl ChatConfig {
+impl FromEnv for ChatConfig {
+    type Error = ChatConfigError;
+
     /// Reads the configuration through `get` (the process environment in `main`, a map in tests).
     /// Reads the settings from `env` (the process environment in `main`, a map in tests and locally).
-    pub fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ChatConfigError> {
+    fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, Self::Error> {
         let d = TurnConfig::default();
         let region = region(env);
         let pregen = pregen_settings(env)?;
@@ -309,22 +311,15 @@ impl ChatConfig {
             connections: ConnectionSettings::read(env)?,
         })
     }
-
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ChatConfigError> {
-        Self::read(&process_env())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use mangaassist_core::intent::Intent;
-    use std::collections::HashMap;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<ChatConfig, ChatConfigError> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        ChatConfig::read(&Env(|k: &str| m.get(k).cloned()))
+        ChatConfig::from_pairs(pairs)
     }
 
     #[test]

@@ -8,6 +8,7 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use mangaassist_adapters::apigw::ApiGatewaySinks;
 use mangaassist_adapters::bedrock::BedrockModel;
 use mangaassist_adapters::dynamo::DynamoStore;
+use mangaassist_adapters::env::FromEnv;
 use mangaassist_adapters::lambda_queue::LambdaQueue;
 use mangaassist_adapters::sdk;
 use mangaassist_adapters::throughput_state::DynamoThroughputState;

@@ -9,7 +9,7 @@
 //! cold start).
 
 pub use mangaassist_adapters::env::ConfigError;
-use mangaassist_adapters::env::{Env, SourceSettings, pregen_settings, process_env, prompt_budget};
+use mangaassist_adapters::env::{Env, FromEnv, SourceSettings, pregen_settings, prompt_budget};
 use mangaassist_core::compress::PromptBudget;
 use mangaassist_core::limits::{LimitConfig, Tier};
 use mangaassist_core::prefetch::PrefetchConfig;
@@ -32,10 +32,12 @@ pub struct PrefetchFnConfig {
     pub limits: LimitConfig,
 }
 
-impl PrefetchFnConfig {
+impl FromEnv for PrefetchFnConfig {
+    type Error = ConfigError;
+
     /// Reads the configuration through `get` (the process environment in `main`, a map in tests).
     /// Reads the settings from `env` (the process environment in `main`, a map in tests and locally).
-    pub fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+    fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, Self::Error> {
         let d = PrefetchConfig::default();
         let threshold: f64 = env.parse("PREFETCH_THRESHOLD", d.threshold, "expected 0.0 to 1.0")?;
         if !(0.0..=1.0).contains(&threshold) {
@@ -70,22 +72,15 @@ impl PrefetchFnConfig {
             budget: prompt_budget(env)?,
         })
     }
-
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::read(&process_env())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
     use std::time::Duration;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<PrefetchFnConfig, ConfigError> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        PrefetchFnConfig::read(&Env(|k: &str| m.get(k).cloned()))
+        PrefetchFnConfig::from_pairs(pairs)
     }
 
     #[test]

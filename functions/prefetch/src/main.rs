@@ -1,5 +1,6 @@
 //! Wiring only: tracing, configuration, adapters and SDK clients built once, then the Lambda runtime loop.
 
+use mangaassist_adapters::env::FromEnv;
 use std::sync::Arc;
 
 use anyhow::Context as _;

@@ -6,7 +6,7 @@
 use mangaassist_core::throughput::{Commitment, PeakPlan, PlanConfig, ThroughputSpec};
 
 pub use mangaassist_adapters::env::ConfigError;
-use mangaassist_adapters::env::{Env, process_env};
+use mangaassist_adapters::env::{Env, FromEnv};
 
 /// Everything the throughput function reads from its environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,10 +56,12 @@ pub fn valid_provisioned_model_id(id: &str) -> bool {
         && context.strip_suffix('k').is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
 }
 
-impl ThroughputConfig {
+impl FromEnv for ThroughputConfig {
+    type Error = ConfigError;
+
     /// Reads the configuration through `get` (the process environment in `main`, a map in tests).
     /// Reads the settings from `env` (the process environment in `main`, a map in tests and locally).
-    pub fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+    fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, Self::Error> {
         let nonempty = |name: &str| env.nonempty(name);
         let table_name = nonempty("TABLE_NAME").unwrap_or_else(|| "mangaassist".to_owned());
         let Some(model_id) = nonempty("PT_MODEL_ID") else {
@@ -113,23 +115,16 @@ impl ThroughputConfig {
             plan: PlanConfig { plan, region },
         })
     }
-
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::read(&process_env())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     const HAIKU_200K: &str = "anthropic.claude-haiku-4-5-20251001-v1:0:200k";
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<ThroughputConfig, ConfigError> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        ThroughputConfig::read(&Env(|k: &str| m.get(k).cloned()))
+        ThroughputConfig::from_pairs(pairs)
     }
 
     #[test]

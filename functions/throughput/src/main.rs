@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use lambda_runtime::{LambdaEvent, service_fn};
 use mangaassist_adapters::bedrock_control::BedrockControl;
+use mangaassist_adapters::env::FromEnv;
 use mangaassist_adapters::sdk;
 use mangaassist_adapters::throughput_state::DynamoThroughputState;
 use mangaassist_core::clock::SystemClock;

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use mangaassist_adapters::auth::settings::AuthSettings;
-use mangaassist_adapters::env::{ConfigError, Env, process_env};
+use mangaassist_adapters::env::{ConfigError, Env, FromEnv};
 
 #[derive(Debug, Clone)]
 pub struct TokenConfig {
@@ -21,13 +21,11 @@ pub struct TokenConfig {
     pub per_minute: u32,
 }
 
-impl TokenConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::read(&process_env())
-    }
+impl FromEnv for TokenConfig {
+    type Error = ConfigError;
 
     /// Reads the settings from `env` (the process environment in `main`, a map in tests and locally).
-    pub fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+    fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, Self::Error> {
         let auth = AuthSettings::from_env(env)?;
         if auth.allow_guests && auth.guest_secret_arn.is_none() {
             return Err(ConfigError {

@@ -5,6 +5,7 @@ use anyhow::Context as _;
 use lambda_http::{Request, service_fn};
 use mangaassist_adapters::auth::guest::{self, GuestIssuer, GuestKey};
 use mangaassist_adapters::auth::limit::DynamoRateLimiter;
+use mangaassist_adapters::env::FromEnv;
 use mangaassist_adapters::sdk;
 use token::config::TokenConfig;
 use token::handler::{App, handle};
