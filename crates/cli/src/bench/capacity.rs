@@ -20,7 +20,7 @@ use mangaassist_core::memory_store::MemoryStore;
 use mangaassist_core::models::{CLAUDE_HAIKU_4_5, ModelRouting};
 use mangaassist_core::routes::Routes;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -115,55 +115,14 @@ impl CapacityReport {
     }
 }
 
-/// Held-out conversations: phrasings, genres and follow-ups the built-in script does not use, English and
-/// Japanese, five messages each.
+/// Held-out conversations (`crates/cli/data/capacity-heldout.jsonl`): phrasings, genres and follow-ups the
+/// built-in script does not use, English and Japanese, five messages each.
 pub fn held_out_conversations() -> Vec<Conversation> {
-    let c = Conversation::of;
-    let none = Value::Null;
-    vec![
-        c(&[
-            ("I loved Monster, what should I read next?", json!({"store_section":"mystery"})),
-            ("Which of those is finished?", none.clone()),
-            ("How many volumes does the second one have?", none.clone()),
-            ("Is there a box set?", none.clone()),
-            ("Thanks, any sale on it this week?", json!({"store_section":"promotions"})),
-        ]),
-        c(&[
-            ("料理がテーマの漫画を探しています", json!({"store_section":"slice-of-life"})),
-            ("1つ目はどんな話ですか?", none.clone()),
-            ("電子書籍版はありますか?", none.clone()),
-            ("送料はいくらですか?", none.clone()),
-            ("ありがとう、カートに入れます", none.clone()),
-        ]),
-        c(&[
-            ("Any sports manga for a 12 year old?", json!({"store_section":"sports"})),
-            ("Is the first one violent?", none.clone()),
-            ("Do you ship to Osaka by Friday?", none.clone()),
-            ("Can I pay on delivery?", none.clone()),
-            ("What else is popular in sports right now?", json!({"store_section":"sports"})),
-        ]),
-        c(&[
-            ("My order 113-7654321-7654321 has not arrived", none.clone()),
-            ("It was supposed to come yesterday", none.clone()),
-            ("Can I cancel it and get a refund?", none.clone()),
-            ("How long does a refund take?", none.clone()),
-            ("OK, recommend me something short meanwhile", none.clone()),
-        ]),
-        c(&[
-            ("SFのおすすめを3つ教えて", json!({"store_section":"sci-fi"})),
-            ("3つ目の評価は?", none.clone()),
-            ("完結していますか?", none.clone()),
-            ("似た作品はありますか?", none.clone()),
-            ("予約注文はできますか?", none.clone()),
-        ]),
-        c(&[
-            ("Something romantic but not too long", json!({"store_section":"romance"})),
-            ("Tell me about the second one", none.clone()),
-            ("What do reviewers say about it?", none.clone()),
-            ("Is it available digitally?", none.clone()),
-            ("Add it to my cart please", none.clone()),
-        ]),
-    ]
+    let text = include_str!("../../data/capacity-heldout.jsonl");
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| serde_json::from_str(l).map_err(|e| eprintln!("bench: capacity-heldout.jsonl: {e}")).ok())
+        .collect()
 }
 
 /// Runs the fleet three ways (`quick`: 80 connections instead of 200), one conversation per connection.
@@ -314,5 +273,18 @@ async fn fleet(url: &str, script: &[Conversation], connections: usize) -> Capaci
         ttft_ms: pcts(&t.ttft),
         total_ms: pcts(&t.total),
         wall_s: started.elapsed().as_secs_f64(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_held_out_conversation_is_read_with_its_five_messages() {
+        let lines = include_str!("../../data/capacity-heldout.jsonl").lines().filter(|l| !l.trim().is_empty()).count();
+        let script = held_out_conversations();
+        assert_eq!(script.len(), lines);
+        assert!(script.len() >= 6 && script.iter().all(|c| c.messages.len() == 5));
     }
 }
