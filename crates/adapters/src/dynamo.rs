@@ -19,6 +19,9 @@ use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::delete_item::builders::DeleteItemFluentBuilder;
+use aws_sdk_dynamodb::operation::get_item::builders::GetItemFluentBuilder;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use mangaassist_core::cache::CounterKey;
 use mangaassist_core::error::StoreError;
@@ -72,19 +75,22 @@ where
     }
 }
 
-fn conn_key(id: &ConnectionId) -> (AttributeValue, AttributeValue) {
+/// An item's key: partition key `pk`, sort key `sk`.
+type Key = (AttributeValue, AttributeValue);
+
+fn conn_key(id: &ConnectionId) -> Key {
     (s(format!("CONN#{id}")), s("META"))
 }
 
-fn claim_key(session: &SessionId, id: &MessageId) -> (AttributeValue, AttributeValue) {
+fn claim_key(session: &SessionId, id: &MessageId) -> Key {
     (s(format!("MSG#{session}#{id}")), s("CLAIM"))
 }
 
-fn owner_key(session: &SessionId) -> (AttributeValue, AttributeValue) {
+fn owner_key(session: &SessionId) -> Key {
     (s(format!("SESSION#{session}")), s("OWNER"))
 }
 
-fn counter_key(c: &Counter) -> (AttributeValue, AttributeValue) {
+fn counter_key(c: &Counter) -> Key {
     (s(format!("LIMIT#{}", c.owner)), s(counter_sort_key(&c.key)))
 }
 
@@ -121,6 +127,21 @@ impl DynamoStore {
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// An `UpdateItem` of the item at `key` in this table.
+    fn update(&self, (pk, sk): Key) -> UpdateItemFluentBuilder {
+        self.client.update_item().table_name(&self.table).key("pk", pk).key("sk", sk)
+    }
+
+    /// A `GetItem` of the item at `key` in this table.
+    fn get(&self, (pk, sk): Key) -> GetItemFluentBuilder {
+        self.client.get_item().table_name(&self.table).key("pk", pk).key("sk", sk)
+    }
+
+    /// A `DeleteItem` of the item at `key` in this table.
+    fn delete(&self, (pk, sk): Key) -> DeleteItemFluentBuilder {
+        self.client.delete_item().table_name(&self.table).key("pk", pk).key("sk", sk)
     }
 
     fn turn_from_item(item: &Item) -> Option<TurnRecord> {
@@ -171,16 +192,7 @@ impl Store for DynamoStore {
     }
 
     async fn get_connection(&self, id: &ConnectionId) -> Result<Option<ConnectionRecord>, StoreError> {
-        let (pk, sk) = conn_key(id);
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", pk)
-            .key("sk", sk)
-            .send()
-            .await
-            .map_err(store_err)?;
+        let out = self.get(conn_key(id)).send().await.map_err(store_err)?;
         let Some(item) = out.item else { return Ok(None) };
         let rec = (|| {
             Some(ConnectionRecord {
@@ -199,15 +211,7 @@ impl Store for DynamoStore {
     }
 
     async fn delete_connection(&self, id: &ConnectionId) -> Result<(), StoreError> {
-        let (pk, sk) = conn_key(id);
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", pk)
-            .key("sk", sk)
-            .send()
-            .await
-            .map_err(store_err)?;
+        self.delete(conn_key(id)).send().await.map_err(store_err)?;
         Ok(())
     }
 
@@ -335,17 +339,7 @@ impl Store for DynamoStore {
     }
 
     async fn session_owner(&self, session: &SessionId) -> Result<Option<UserId>, StoreError> {
-        let (pk, sk) = owner_key(session);
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", pk)
-            .key("sk", sk)
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(store_err)?;
+        let out = self.get(owner_key(session)).consistent_read(true).send().await.map_err(store_err)?;
         Ok(out.item.as_ref().and_then(|i| get_s(i, "user_id")).and_then(|u| UserId::parse(u).ok()))
     }
 
@@ -380,13 +374,8 @@ impl Store for DynamoStore {
         now_ms: u64,
         until_ms: u64,
     ) -> Result<bool, StoreError> {
-        let (pk, sk) = conn_key(conn);
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", pk)
-            .key("sk", sk)
+            .update(conn_key(conn))
             // A connection whose record was never written still gets one slot (the item then holds only the
             // slot, and expires like a connection).
             .update_expression("SET turn_msg = :m, turn_until = :until, expires_at = if_not_exists(expires_at, :exp)")
@@ -405,13 +394,8 @@ impl Store for DynamoStore {
     }
 
     async fn end_turn(&self, conn: &ConnectionId, msg: &MessageId) -> Result<(), StoreError> {
-        let (pk, sk) = conn_key(conn);
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", pk)
-            .key("sk", sk)
+            .update(conn_key(conn))
             .update_expression("REMOVE turn_msg, turn_until")
             .condition_expression("turn_msg = :m")
             .expression_attribute_values(":m", s(msg.as_str()))
@@ -436,13 +420,8 @@ impl Store for DynamoStore {
         if limit.is_some_and(|l| delta > 0 && delta > l) {
             return Ok(None);
         }
-        let (pk, sk) = counter_key(counter);
         let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", pk)
-            .key("sk", sk)
+            .update(counter_key(counter))
             .update_expression("ADD n :d SET expires_at = :e")
             .expression_attribute_values(":d", n(delta))
             .expression_attribute_values(":e", n(expires_at))
@@ -463,16 +442,7 @@ impl Store for DynamoStore {
     }
 
     async fn counter(&self, counter: &Counter) -> Result<i64, StoreError> {
-        let (pk, sk) = counter_key(counter);
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", pk)
-            .key("sk", sk)
-            .send()
-            .await
-            .map_err(store_err)?;
+        let out = self.get(counter_key(counter)).send().await.map_err(store_err)?;
         Ok(out.item.as_ref().and_then(|i| get_n(i, "n")).unwrap_or(0))
     }
 
