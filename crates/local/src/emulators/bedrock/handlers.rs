@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -17,23 +17,43 @@ use super::Shared;
 use super::connection::ConnectionUse;
 use super::latency::{SYNC_CHUNK_TOKENS, Timing, timing};
 use super::record::{Fault, GuardrailCall, InFlight, RequestRecord, Stats};
-use super::request::{answer_tokens, billed_tokens, family_of, parse, say_after_first_sentence};
+use super::request::{Parsed, answer_tokens, billed_tokens, family_of, parse, say_after_first_sentence};
 use super::wire::{error_response, event, exception, guardrail_not_found, metadata, refuse};
 use crate::emulators::answers::estimate_tokens;
 use crate::emulators::guardrail::{self, Direction, StreamMode, Trace};
 use mangaassist_core::ids::Asin;
 
-pub(super) async fn converse_stream(
-    State(shared): State<Arc<Shared>>,
-    Extension(conn): Extension<ConnectionUse>,
-    Path(model_id): Path<String>,
-    body: Bytes,
-) -> Response {
-    let received_at = Instant::now();
-    let parsed = match parse(&shared, &body) {
-        Ok(p) => p,
-        Err(r) => return refuse(r),
-    };
+/// A model call as both answering handlers take it: the emulator, the connection it came on, the model id
+/// of its path, when its body had been read, and the body parsed. A body that does not parse is refused
+/// before a handler runs (Bedrock's `ValidationException`).
+pub(super) struct Call {
+    shared: Arc<Shared>,
+    conn: ConnectionUse,
+    model_id: String,
+    received_at: Instant,
+    parsed: Parsed,
+}
+
+impl FromRequest<Arc<Shared>> for Call {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &Arc<Shared>) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let Extension(conn) = Extension::<ConnectionUse>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Path(model_id) =
+            Path::<String>::from_request_parts(&mut parts, state).await.map_err(IntoResponse::into_response)?;
+        let body =
+            Bytes::from_request(Request::from_parts(parts, body), state).await.map_err(IntoResponse::into_response)?;
+        let received_at = Instant::now();
+        let parsed = parse(state, &body).map_err(refuse)?;
+        Ok(Self { shared: state.clone(), conn, model_id, received_at, parsed })
+    }
+}
+
+pub(super) async fn converse_stream(call: Call) -> Response {
+    let Call { shared, conn, model_id, received_at, parsed } = call;
     let family = family_of(&shared, &model_id, &parsed.asked);
     let key = parsed.key.clone();
     let input_tokens = billed_tokens(&parsed.context, parsed.messages);
@@ -275,17 +295,8 @@ pub(super) async fn converse_stream(
 
 /// `Converse`: the whole answer at once: a summary-like digest of the user lines (the chat's summaries), or
 /// the deterministic answer when the request is not a summary (pre-generated answers).
-pub(super) async fn converse(
-    State(shared): State<Arc<Shared>>,
-    Extension(conn): Extension<ConnectionUse>,
-    Path(model_id): Path<String>,
-    body: Bytes,
-) -> Response {
-    let received_at = Instant::now();
-    let parsed = match parse(&shared, &body) {
-        Ok(p) => p,
-        Err(r) => return refuse(r),
-    };
+pub(super) async fn converse(call: Call) -> Response {
+    let Call { shared, conn, model_id, received_at, parsed } = call;
     let family = match family_of(&shared, &model_id, &parsed.asked) {
         Ok(f) => f,
         Err(r) => return refuse(r),
