@@ -239,11 +239,11 @@ async fn the_handler_answers_a_typing_event_with_200_and_posts_nothing() {
     let emu = BedrockEmulator::start(([127, 0, 0, 1], 0).into(), EmulatorConfig::default()).await.unwrap();
     let (endpoint, recorder) = recording_endpoint().await;
     let sdk = mangaassist_adapters::sdk::local(&emu.url()).await;
-    let app = App {
-        engine: Engine::new(BedrockModel::new(&sdk), dynamo(&moto).await, SystemClock, TurnConfig::default()),
-        sinks: ApiGatewaySinks::new(sdk, Some(endpoint)),
-        warm: mangaassist_adapters::warm::Warmer::default(),
-    };
+    let app = App::new(
+        Engine::new(BedrockModel::new(&sdk), dynamo(&moto).await, SystemClock, TurnConfig::default()),
+        ApiGatewaySinks::new(sdk, Some(endpoint)),
+        mangaassist_adapters::warm::Warmer::default(),
+    );
     let event = |name: &str| -> LambdaEvent<ApiGatewayWebsocketProxyRequest> {
         let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
         let payload = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();

@@ -57,6 +57,9 @@ enum Scenario {
     /// Idle gaps on the heavy-tail model: warm connections, the fresh-connection retry and hedging off and
     /// on side by side, and each alone; our CPU per turn.
     Tail,
+    /// The tail scenario's CPU pass alone: our CPU per turn on the chat function's own thread, and the
+    /// whole process's (100 turns each; `--quick` 20).
+    Cpu,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -294,6 +297,7 @@ fn scenario_name(cmd: &Cmd) -> &'static str {
         Scenario::Abuse => "abuse",
         Scenario::Typing => "typing",
         Scenario::Tail => "tail",
+        Scenario::Cpu => "cpu",
     }
 }
 
@@ -371,6 +375,9 @@ async fn run(cmd: Cmd, rec: &Recorder) -> anyhow::Result<()> {
         Cmd::Bench { scenario: Scenario::Tail, quick, conversations, drops, json, .. } => {
             // Boxed: twenty systems replaying side by side make a large future.
             Box::pin(bench::tail::tail(quick, conversations, drops, json, rec)).await
+        }
+        Cmd::Bench { scenario: Scenario::Cpu, quick, json, .. } => {
+            bench::tail::cpu(if quick { 20 } else { 100 }, json, rec).await
         }
         Cmd::Bench { guardrail: Some(run), quick, json, .. } => {
             bench::guardrail::guardrail(run, quick, json, rec).await

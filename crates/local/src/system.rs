@@ -89,6 +89,11 @@ pub struct SystemOptions {
     /// [`mangaassist_adapters::sdk::POOL_IDLE_TIMEOUT`]. A bench that scales the endpoint's idle timeout
     /// down (`bench --scenario tail`) scales this with it, to keep the pool's below the endpoint's.
     pub pool_idle: Option<Duration>,
+    /// Runs the chat function on a thread of its own with a single-threaded runtime, as a Lambda process
+    /// runs it, and reads `completed.metrics.cpu_us` from that thread's CPU clock: the handler's own CPU
+    /// (its SDK connections, parsing, the engine, the embedded sources' in-process work), without the
+    /// emulators, the gateway and the clients that share this process. Off by default (one runtime for all).
+    pub chat_thread: bool,
 }
 
 impl Default for SystemOptions {
@@ -105,6 +110,7 @@ impl Default for SystemOptions {
             warm: None,
             stream_open: StreamOpen::default(),
             pool_idle: None,
+            chat_thread: false,
         }
     }
 }
@@ -239,11 +245,15 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Invokes the chat handler in-process: JSON in, JSON out, as the Lambda runtime would.
-pub fn in_process<St: Store + 'static, K: Cache + AnswerBuffer + 'static>(app: Arc<LocalApp<St, K>>) -> Invoke {
+/// Invokes the chat handler in-process: JSON in, JSON out, as the Lambda runtime would; on `thread` when
+/// given (see [`SystemOptions::chat_thread`]), else on the caller's runtime.
+pub fn in_process<St: Store + 'static, K: Cache + AnswerBuffer + 'static>(
+    app: Arc<LocalApp<St, K>>,
+    thread: Option<ChatThread>,
+) -> Invoke {
     Arc::new(move |ev: Value| {
         let app = app.clone();
-        Box::pin(async move {
+        let invoke = async move {
             let req: ApiGatewayWebsocketProxyRequest =
                 serde_json::from_value(ev).map_err(|e| format!("event does not parse: {e}"))?;
             let mut ctx = lambda_runtime::Context::default();
@@ -253,8 +263,53 @@ pub fn in_process<St: Store + 'static, K: Cache + AnswerBuffer + 'static>(app: A
             ctx.deadline = crate::system::now_ms() + CHAT_TIMEOUT_MS;
             let resp = handle(&app, LambdaEvent::new(req, ctx)).await.map_err(|e| e.to_string())?;
             serde_json::to_value(resp).map_err(|e| e.to_string())
-        })
+        };
+        match thread.clone() {
+            Some(t) => Box::pin(async move { t.run(invoke).await }),
+            None => Box::pin(invoke),
+        }
     })
+}
+
+/// A thread with a single-threaded runtime of its own, where the chat function runs as in a Lambda process.
+/// It ends when the last handle is dropped.
+#[derive(Clone)]
+pub struct ChatThread {
+    jobs: tokio::sync::mpsc::UnboundedSender<futures_util::future::BoxFuture<'static, ()>>,
+}
+
+impl ChatThread {
+    pub fn start() -> anyhow::Result<Self> {
+        let (jobs, mut rx) = tokio::sync::mpsc::unbounded_channel::<futures_util::future::BoxFuture<'static, ()>>();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("Failed to build the chat thread's runtime")?;
+        std::thread::Builder::new()
+            .name("chat-lambda".to_owned())
+            .spawn(move || {
+                rt.block_on(async move {
+                    while let Some(job) = rx.recv().await {
+                        tokio::spawn(job);
+                    }
+                });
+            })
+            .context("Failed to start the chat thread")?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `fut` on the thread; an error when the thread is gone or dropped the job.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, String>> + Send + 'static,
+    ) -> Result<T, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = Box::pin(async move {
+            let _ = tx.send(fut.await);
+        });
+        self.jobs.send(job).map_err(|_| "the chat thread has stopped".to_owned())?;
+        rx.await.map_err(|_| "the chat thread dropped the invocation".to_owned())?
+    }
 }
 
 /// Starts the emulators and wires the chat handler to them, with `store` as its store.
@@ -337,23 +392,36 @@ async fn start_unboxed<St: Store + 'static, K: Cache + AnswerBuffer + 'static>(
         Some(idle) => Warmer::default().with_idle(idle).with_bedrock(model.clone()),
         None => Warmer::default(),
     };
-    warm.warm_all(None).await;
-    let app = Arc::new(App {
-        engine: Engine::new(model, store, SystemClock, opts.turn)
-            .with_sources(Sources { retriever: retriever.clone(), products: services.clone(), cache })
-            .with_prefetch(prefetch.clone())
-            .with_routes(routes),
-        // Signed with the run's own key: the emulated `@connections` API accepts no other.
-        sinks: ApiGatewaySinks::new(management_sdk, Some(management)),
-        warm,
-    });
+    let thread = opts.chat_thread.then(ChatThread::start).transpose()?;
+    // On the chat thread when there is one, so the warmed connections' tasks run (and count) there.
+    let warm = match &thread {
+        Some(t) => {
+            let w = warm.clone();
+            t.run(async move { Ok(w.warm_all(None).await) }).await.map_err(anyhow::Error::msg)?;
+            warm
+        }
+        None => {
+            warm.warm_all(None).await;
+            warm
+        }
+    };
+    let engine = Engine::new(model, store, SystemClock, opts.turn)
+        .with_sources(Sources { retriever: retriever.clone(), products: services.clone(), cache })
+        .with_prefetch(prefetch.clone())
+        .with_routes(routes);
+    // Signed with the run's own key: the emulated `@connections` API accepts no other.
+    let mut app = App::new(engine, ApiGatewaySinks::new(management_sdk, Some(management)), warm);
+    if thread.is_some() {
+        app.cpu = chat::handler::thread_cpu;
+    }
+    let app = Arc::new(app);
     ledger.attach(&app);
     let issuer = Arc::new(LocalIssuer::new(gw_addr, opts.allow_guests)?);
     let authorizer = in_process_authorizer(Arc::new(issuer.verifier()));
     let gateway = Gateway::start_with(
         listener,
         opts.gateway,
-        in_process(app.clone()),
+        in_process(app.clone(), thread),
         Some(authorizer),
         issuer.clone().router().merge(crate::web::products_router(catalog)),
     )?;

@@ -17,7 +17,7 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use lambda_runtime::LambdaEvent;
 use mangaassist_adapters::apigw::ApiGatewaySinks;
 use mangaassist_adapters::warm::Warmer;
-use mangaassist_core::clock::{Clock, CpuMeter, SystemClock};
+use mangaassist_core::clock::{Clock, CpuClock, CpuMeter, SystemClock};
 use mangaassist_core::error::chain;
 use mangaassist_core::ids::{ConnectionId, SourceAddr, UserId};
 use mangaassist_core::ports::{ModelClient, Store};
@@ -49,7 +49,17 @@ impl WsResponse {
 /// `completed.metrics.cpu_us`. Lambda runs one invocation per process at a time, so the difference over an
 /// invocation is that invocation's CPU (the runtime's own polling included, which is ours too).
 pub fn process_cpu() -> Option<Duration> {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    cpu_clock(rustix::time::ClockId::ProcessCPUTime)
+}
+
+/// The calling thread's CPU time so far: the clock of a handler that runs alone on its own thread (the local
+/// system's `chat_thread`, which shares its process with the emulators, the gateway and the clients).
+pub fn thread_cpu() -> Option<Duration> {
+    cpu_clock(rustix::time::ClockId::ThreadCPUTime)
+}
+
+fn cpu_clock(id: rustix::time::ClockId) -> Option<Duration> {
+    let t = rustix::time::clock_gettime(id);
     let secs = u64::try_from(t.tv_sec).ok()?;
     let nanos = u32::try_from(t.tv_nsec).ok()?;
     Some(Duration::new(secs, nanos))
@@ -77,6 +87,16 @@ pub struct App<M, St, C, X = NoSources, Q = NoPrefetch> {
     pub sinks: ApiGatewaySinks,
     /// The hot-path connections to keep open ([`Warmer::default`]: none).
     pub warm: Warmer,
+    /// What `completed.metrics.cpu_us` reads: [`process_cpu`] ([`App::new`]), or [`thread_cpu`] where the
+    /// handler runs alone on a thread of a shared process.
+    pub cpu: CpuClock,
+}
+
+impl<M, St, C, X, Q> App<M, St, C, X, Q> {
+    /// The chat function's state, its CPU read from the process's clock (one invocation per process).
+    pub fn new(engine: Engine<M, St, C, X, Q>, sinks: ApiGatewaySinks, warm: Warmer) -> Self {
+        Self { engine, sinks, warm, cpu: process_cpu }
+    }
 }
 
 /// Whether a frame is a `typing` frame (its `action`), read without parsing the rest.
@@ -96,7 +116,7 @@ pub async fn handle<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: P
     event: LambdaEvent<ApiGatewayWebsocketProxyRequest>,
 ) -> Result<WsResponse, lambda_runtime::Error> {
     let started = Instant::now();
-    let cpu = CpuMeter::start(process_cpu);
+    let cpu = CpuMeter::start(app.cpu);
     let (ev, ctx) = event.into_parts();
     // The turn must end before the Lambda does (API Gateway's integration gives up at 29 s anyway). An
     // event without a deadline (0) leaves the turn's own `TURN_DEADLINE_MS`.
@@ -215,6 +235,20 @@ mod tests {
         let meter = CpuMeter::start(process_cpu).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(meter.used().unwrap() < std::time::Duration::from_millis(25));
+        // (In the same test: a test running beside this one would spend the process's CPU.) The thread
+        // clock counts none of another thread's work, and all of its own.
+        let meter = CpuMeter::start(super::thread_cpu).unwrap();
+        std::thread::spawn(|| spin(40)).join().unwrap();
+        assert!(meter.used().unwrap() < std::time::Duration::from_millis(20), "{:?}", meter.used());
+        spin(20);
+        assert!(meter.used().unwrap() >= std::time::Duration::from_millis(10));
+    }
+
+    fn spin(ms: u64) {
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+        while std::time::Instant::now() < until {
+            std::hint::black_box(0u64);
+        }
     }
 
     #[test]

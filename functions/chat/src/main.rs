@@ -44,7 +44,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         // The reconciler's CONFIG/THROUGHPUT record decides when provisioned throughput serves the turn.
         engine = engine.with_routes(Routes::new(DynamoThroughputState::new(&sdk, &cfg.table_name), cfg.route_cache));
     }
-    let app = App { engine, sinks: ApiGatewaySinks::new(sdk, cfg.management_endpoint), warm };
+    let app = App::new(engine, ApiGatewaySinks::new(sdk, cfg.management_endpoint), warm);
     let app = &app;
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
         handle(app, ev).await
