@@ -254,11 +254,8 @@ pub async fn mark_stored<X: ContextSources>(
     // serve one session, and no copy may outlive a turn an instance without speculation stored.
     let key = epoch_key(session);
     let value = EpochValue { marker: format!("{marker}.{:08x}", fastrand::u32(..)), recall }.encode();
-    match within("epoch write", deadline, sources.cache_set(&key, &value, cfg.epoch_ttl())).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %crate::error::chain(&e), "could not renew the memory epoch"),
-        Err(e) => tracing::warn!(error = %e, "could not renew the memory epoch"),
-    }
+    crate::deadline::best_effort("memory epoch renewal", deadline, sources.cache_set(&key, &value, cfg.epoch_ttl()))
+        .await;
 }
 
 impl SpeculationEntry {

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use futures_util::FutureExt as _;
 
 use crate::clock::Clock;
-use crate::deadline::within;
-use crate::error::{ErrorCode, chain};
+use crate::deadline::{best_effort, within};
+use crate::error::ErrorCode;
 use crate::gather::{Assembler, ContextConfig, SourceCalls};
 use crate::ids::MessageId;
 use crate::metrics;
@@ -143,12 +143,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         let key = SpeculationEntry::key(&session);
         let value = entry.encode();
         let write = async {
-            let set = self.sources.cache_set(&key, &value, spec.ttl);
-            match within("speculation write", cfg.cache, set).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %chain(&e), "could not cache the typing speculation"),
-                Err(e) => tracing::warn!(error = %e, "could not cache the typing speculation"),
-            }
+            best_effort("typing speculation write", cfg.cache, self.sources.cache_set(&key, &value, spec.ttl)).await;
         };
         // What the services returned is shared with every later turn, as a turn's own fetches are.
         tokio::join!(write, assembler.write_back(&gathered.context));
