@@ -247,7 +247,7 @@ pub struct TurnMetrics {
     pub intent: Intent,
     /// The model that answered, as a client may be told it: the intent's model id (or the fallback's, or the
     /// pre-generating model's), never a provisioned-throughput ARN with its account id
-    /// ([`crate::models::client_model_id`]; serialized through it again, so no ARN can reach a client).
+    /// ([`crate::models::ModelId::client_name_of`]; serialized through it again, so no ARN can reach a client).
     #[serde(serialize_with = "client_safe_model")]
     pub model: String,
     /// The exact model id or provisioned-throughput ARN the request went to: logs and the stored record
@@ -294,7 +294,7 @@ pub struct TurnMetrics {
 
 /// `model` as a client may see it, whatever was put in it (defense in depth: an ARN never leaves).
 fn client_safe_model<S: serde::Serializer>(model: &str, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&crate::models::client_model_id(model, ""))
+    s.serialize_str(&crate::models::ModelId::client_name_of(model, ""))
 }
 
 /// Server -> client events.

@@ -318,7 +318,8 @@ pub(super) async fn converse(
     let input_tokens = billed_tokens(&parsed.context, parsed.messages);
     let output_tokens = estimate_tokens(&text);
     let Timing { latency: lat, cache_read, cache_write } = timing(&shared, &model_id, family, &parsed);
-    let tail = shared.cfg.tail.filter(|_| !mangaassist_core::models::is_provisioned_arn(&model_id));
+    let provisioned = mangaassist_core::models::ModelId::parse(&model_id).is_ok_and(|m| m.is_provisioned());
+    let tail = shared.cfg.tail.filter(|_| !provisioned);
     let mut done = lat.first_token(input_tokens, tail.as_ref()) + lat.per_token() * output_tokens;
     // The guardrail scans the whole answer once it is generated.
     let verdict = parsed.guardrail.as_ref().map(|_| guardrail::assess(Direction::Output, &text));
