@@ -27,7 +27,7 @@ pub const MAX_TEXT_BYTES: usize = 4 * 1024;
 /// checked at the parse before any work. About 250 Japanese or 1,000 English characters: three times a
 /// typical two-to-three-sentence question (72-89 tokens in Japanese, 32-48 in English; README, Limits).
 /// The prompt reserves `BUDGET_USER_MESSAGE_TOKENS` for the message; a longer one takes the difference
-/// from the retrieved context, so the prompt's total holds ([`crate::compress`]).
+/// from the retrieved context, so the prompt's total holds ([`crate::prompt::compress`]).
 pub const MAX_MESSAGE_TOKENS: usize = 300;
 /// The largest `page_context` accepted, serialized.
 pub const MAX_PAGE_CONTEXT_BYTES: usize = 4 * 1024;

@@ -14,7 +14,7 @@
 //! [`Catalog::Everything`] (the default, a what-if) sells provisioned throughput for every model of the
 //! capability table at any context length, so tests and benches can buy it for the Haiku-class reference
 //! model. [`Catalog::Documented`] sells exactly what the Bedrock supported-models table lists for one Region
-//! (`mangaassist_core::throughput::plan::PROVISIONED_SOLD`): nothing in `ap-northeast-1`. In either, a model
+//! (`mangaassist_core::capacity::plan::PROVISIONED_SOLD`): nothing in `ap-northeast-1`. In either, a model
 //! of the table without a context length is on-demand (and through inference profiles), a provisioned id the
 //! catalog does not sell is not a model of the Region (`GetFoundationModel`: 404 `ResourceNotFoundException`),
 //! and `CreateProvisionedModelThroughput` for it is a `ValidationException` (the error type is our choice:
@@ -46,8 +46,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
+use mangaassist_core::capacity::plan::{PROVISIONED_SOLD, documented_provisioned};
 use mangaassist_core::models::{FAMILIES, ModelId, family};
-use mangaassist_core::throughput::plan::{PROVISIONED_SOLD, documented_provisioned};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;

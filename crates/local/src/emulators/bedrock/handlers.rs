@@ -295,7 +295,7 @@ pub(super) async fn converse(
         Some(Fault::Say(_)) => q.pop_front(),
         _ => None,
     });
-    let text = if parsed.context.contains(mangaassist_core::summary::SUMMARY_PROMPT) {
+    let text = if parsed.context.contains(mangaassist_core::gather::summary::SUMMARY_PROMPT) {
         let mut asked: Vec<String> = Vec::new();
         for line in parsed.context.lines() {
             if let Some(q) = line.strip_prefix("user: ") {
@@ -311,7 +311,7 @@ pub(super) async fn converse(
     } else {
         answer_tokens(&shared, &parsed, fault.as_ref()).0.concat()
     };
-    let text = match (&fault, parsed.context.contains(mangaassist_core::summary::SUMMARY_PROMPT)) {
+    let text = match (&fault, parsed.context.contains(mangaassist_core::gather::summary::SUMMARY_PROMPT)) {
         (Some(Fault::Say(sentence)), true) => say_after_first_sentence(&text, sentence),
         _ => text,
     };
