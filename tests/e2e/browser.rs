@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use base64::Engine as _;
-use mangaassist_core::memory_store::MemoryStore;
+use mangaassist_core::ports::memory::MemoryStore;
 use mangaassist_local::embedded::catalog::Catalog;
 use mangaassist_local::emulators::bedrock::LatencyModel;
 use mangaassist_local::system::{SystemOptions, start};

@@ -11,11 +11,11 @@ use lambda_runtime::{Context, LambdaEvent};
 use mangaassist_adapters::bedrock_control::BedrockControl;
 use mangaassist_adapters::dynamo::ensure_table;
 use mangaassist_adapters::throughput_state::DynamoThroughputState;
-use mangaassist_core::clock::Clock;
-use mangaassist_core::routes::Routes;
-use mangaassist_core::throughput::{
+use mangaassist_core::answer::routes::Routes;
+use mangaassist_core::capacity::{
     ControlError, Offer, PeakPlan, PlanConfig, Reconciler, ThroughputControl, ThroughputSpec, ThroughputStateStore,
 };
+use mangaassist_core::clock::Clock;
 use mangaassist_local::client::ChatClient;
 use mangaassist_local::emulators::bedrock::{BedrockEmulator, EmulatorConfig};
 use mangaassist_local::emulators::control_plane::Catalog;

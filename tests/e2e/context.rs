@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mangaassist_adapters::dynamo::DynamoStore;
 use mangaassist_adapters::redis_cache::{RedisCache, RedisConfig};
-use mangaassist_core::routes::Routes;
+use mangaassist_core::answer::routes::Routes;
 use mangaassist_local::client::ChatClient;
 use mangaassist_local::embedded::services::Service;
 use mangaassist_local::emulators::bedrock::{EmulatorConfig, LatencyModel};

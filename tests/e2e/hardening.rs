@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mangaassist_core::ids::ConnectionId;
-use mangaassist_core::memory_store::MemoryStore;
 use mangaassist_core::ports::ConnectionSink;
+use mangaassist_core::ports::memory::MemoryStore;
 use mangaassist_local::client::ChatClient;
 use mangaassist_local::emulators::bedrock::{EmulatorConfig, LatencyModel};
 use mangaassist_local::system::{LocalSystem, SystemOptions, start};

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use mangaassist_adapters::dynamo::DynamoStore;
 use mangaassist_adapters::redis_cache::{RedisCache, RedisConfig};
-use mangaassist_core::routes::Routes;
-use mangaassist_core::sources::Cache;
+use mangaassist_core::answer::routes::Routes;
+use mangaassist_core::ports::sources::Cache;
 use mangaassist_local::client::ChatClient;
 use mangaassist_local::emulators::bedrock::{EmulatorConfig, LatencyModel, RequestRecord};
 use mangaassist_local::system::{LocalSystem, SystemOptions, start_full};

@@ -7,10 +7,10 @@ use std::time::Duration;
 use mangaassist_adapters::bedrock_control::BedrockControl;
 use mangaassist_adapters::dynamo::{DynamoStore, ensure_table};
 use mangaassist_adapters::throughput_state::DynamoThroughputState;
-use mangaassist_core::models::base_model_id;
-use mangaassist_core::routes::Routes;
+use mangaassist_core::answer::routes::Routes;
+use mangaassist_core::capacity::{Reconciler, ThroughputSpec, Trigger};
+use mangaassist_core::models::ModelId;
 use mangaassist_core::testkit::TestClock;
-use mangaassist_core::throughput::{Reconciler, ThroughputSpec, Trigger};
 use mangaassist_local::client::ChatClient;
 use mangaassist_local::emulators::bedrock::{EmulatorConfig, Fault, LatencyModel};
 use mangaassist_local::system::{SystemOptions, start_routed};
@@ -71,7 +71,7 @@ async fn turns_use_provisioned_capacity_only_once_it_is_in_service_and_fail_over
     // request went to.
     let told = done["metrics"]["model"].as_str().unwrap();
     assert!(!told.contains("arn:") && !done.to_string().contains(arn.as_str()), "{done}");
-    assert_eq!(base_model_id(told), "anthropic.claude-haiku-4-5-20251001-v1:0", "{told}");
+    assert_eq!(ModelId::parse(told).unwrap().base(), Some("anthropic.claude-haiku-4-5-20251001-v1:0"), "{told}");
     let id = done["message_id"].as_str().unwrap();
     assert_eq!(sys.emulator.stats.for_message(id)[0].model_id, arn);
     assert_eq!(done["metrics"]["failovers"], 0);

@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use mangaassist_adapters::dynamo::DynamoStore;
+use mangaassist_core::answer::routes::Routes;
 use mangaassist_core::cache::CacheKey;
 use mangaassist_core::ports::sources::Cache;
 use mangaassist_core::ports::{Store, TurnStatus};
-use mangaassist_core::routes::Routes;
 use mangaassist_local::client::ChatClient;
 use mangaassist_local::embedded::ttl_cache::TtlCache;
 use mangaassist_local::emulators::bedrock::{EmulatorConfig, Fault, RequestRecord};
@@ -151,9 +151,9 @@ async fn injections_reach_the_model_as_inert_data_inside_the_question() {
         for tag in ["<question>", "</question>", "<context>", "</context>", "<page>", "</page>"] {
             assert!(prompt.matches(tag).count() <= 1, "{tag} twice: {prompt}");
         }
-        let question = mangaassist_core::compress::QUESTION.section(prompt).unwrap();
+        let question = mangaassist_core::prompt::compress::QUESTION.section(prompt).unwrap();
         assert_eq!(question, mangaassist_core::safety::inert(attack), "{prompt}");
-        if let Some(context) = mangaassist_core::compress::CONTEXT.section(prompt) {
+        if let Some(context) = mangaassist_core::prompt::compress::CONTEXT.section(prompt) {
             assert!(!context.contains("B0FAKE"), "no planted context: {context}");
         }
     }

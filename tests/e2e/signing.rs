@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use mangaassist_adapters::env::{Env, SourceSettings};
 use mangaassist_adapters::sigv4::{RequestSigner, SigningService};
 use mangaassist_core::intent::Intent;
-use mangaassist_core::sources::Retriever;
+use mangaassist_core::ports::sources::Retriever;
 use serde_json::json;
 
 const REGION: &str = "ap-northeast-1";

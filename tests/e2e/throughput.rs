@@ -11,8 +11,8 @@ use lambda_runtime::{Context, LambdaEvent};
 use mangaassist_adapters::bedrock_control::BedrockControl;
 use mangaassist_adapters::dynamo::ensure_table;
 use mangaassist_adapters::throughput_state::DynamoThroughputState;
+use mangaassist_core::capacity::{Action, Reconciler, ThroughputControl, ThroughputSpec, ThroughputStatus};
 use mangaassist_core::testkit::TestClock;
-use mangaassist_core::throughput::{Action, Reconciler, ThroughputControl, ThroughputSpec, ThroughputStatus};
 use mangaassist_local::emulators::bedrock::{BedrockEmulator, EmulatorConfig};
 use serde_json::Value;
 
@@ -124,7 +124,7 @@ async fn scale_up_buys_once_goes_in_service_and_scale_down_deletes_it() {
 #[tokio::test]
 async fn a_commitment_term_purchase_is_kept_at_scale_down_with_its_term_end_recorded() {
     let mut rig = rig(JST_1000).await;
-    rig.reconciler.spec.commitment = Some(mangaassist_core::throughput::Commitment::OneMonth);
+    rig.reconciler.spec.commitment = Some(mangaassist_core::capacity::Commitment::OneMonth);
     let cp = &rig.emulator.control;
     let up = handle(&rig.reconciler, event("schedule-scale-up.json")).await.unwrap();
     let arn = up.state.arn.clone().unwrap();
@@ -200,7 +200,7 @@ async fn the_emulated_control_plane_is_idempotent_on_the_client_token_and_reject
 
 #[tokio::test]
 async fn the_state_item_is_written_only_over_the_version_that_was_read() {
-    use mangaassist_core::throughput::{SaveOutcome, ThroughputState, ThroughputStateStore};
+    use mangaassist_core::capacity::{SaveOutcome, ThroughputState, ThroughputStateStore};
     let rig = rig(JST_1000).await;
     let store = &rig.reconciler.store;
     assert_eq!(store.load().await.unwrap(), None);

@@ -15,7 +15,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_bedrock::Client;
 use aws_sdk_bedrock::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrock::types::{CommitmentDuration, InferenceType, ProvisionedModelStatus};
-use mangaassist_core::throughput::{
+use mangaassist_core::capacity::{
     Commitment, ControlError, Offer, ProvisionedThroughput, ThroughputControl, ThroughputSpec, ThroughputStatus,
 };
 

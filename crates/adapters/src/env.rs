@@ -5,11 +5,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use mangaassist_core::compress::PromptBudget;
 use mangaassist_core::models::{CLAUDE_HAIKU_4_5, check, profile_for_region};
+use mangaassist_core::ports::sources::Sources;
 use mangaassist_core::pregen::{PregenConfig, PregenMode};
+use mangaassist_core::prompt::compress::PromptBudget;
 use mangaassist_core::safety::{GuardrailRef, SafetyConfig};
-use mangaassist_core::sources::Sources;
 
 use aws_config::SdkConfig;
 

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use mangaassist_core::backoff::Backoff;
-use mangaassist_core::sources::SourceError;
+use mangaassist_core::ports::sources::SourceError;
 use reqwest::{StatusCode, Url};
 
 /// Timeouts and retries of one HTTP source.

@@ -14,8 +14,8 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_lambda::Client;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
-use mangaassist_core::prefetch::{PrefetchJob, PrefetchQueue};
-use mangaassist_core::sources::SourceError;
+use mangaassist_core::ahead::prefetch::{PrefetchJob, PrefetchQueue};
+use mangaassist_core::ports::sources::SourceError;
 
 /// Deadline of one invoke, connection included.
 pub const INVOKE_TIMEOUT: Duration = Duration::from_secs(1);

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mangaassist_core::intent::Intent;
-use mangaassist_core::sources::{Passage, Retriever, SourceError, kinds_for};
+use mangaassist_core::ports::sources::{Passage, Retriever, SourceError, kinds_for};
 use reqwest::Url;
 use serde::Deserialize;
 use serde_json::{Value, json};

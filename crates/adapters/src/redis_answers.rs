@@ -24,7 +24,7 @@ use fred::prelude::{Expiration, KeysInterface, LuaInterface, StreamsInterface, V
 use fred::types::SetOptions;
 use mangaassist_core::ids::SessionId;
 use mangaassist_core::ports::answers::{AnswerBuffer, Buffered, Claimed, GenerationHead};
-use mangaassist_core::sources::SourceError;
+use mangaassist_core::ports::sources::SourceError;
 
 use crate::redis_cache::RedisCache;
 

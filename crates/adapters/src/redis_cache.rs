@@ -20,7 +20,7 @@ use fred::prelude::{
     SetOptions, Value as RedisValue,
 };
 use futures_util::future::try_join_all;
-use mangaassist_core::sources::{Cache, SourceError};
+use mangaassist_core::ports::sources::{Cache, SourceError};
 
 /// Where Redis is and how long to wait for it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,7 @@
 //! client, so one connection pool, serves all four.
 
 use mangaassist_core::ids::{Asin, UserId};
-use mangaassist_core::sources::{ProductService, SourceError};
+use mangaassist_core::ports::sources::{ProductService, SourceError};
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
 

@@ -26,7 +26,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use mangaassist_core::error::StoreError;
 
 use crate::dynamo::{get_n, get_s, store_err};
-use mangaassist_core::throughput::{
+use mangaassist_core::capacity::{
     Desired, DesiredSource, PlanCheck, SaveOutcome, ThroughputState, ThroughputStateStore, ThroughputStatus,
 };
 

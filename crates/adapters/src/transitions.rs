@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use fred::prelude::HashesInterface;
+use mangaassist_core::ahead::prefetch::TransitionStore;
 use mangaassist_core::cache::CacheKey;
 use mangaassist_core::intent::Intent;
-use mangaassist_core::prefetch::TransitionStore;
-use mangaassist_core::sources::SourceError;
+use mangaassist_core::ports::sources::SourceError;
 
 use crate::redis_cache::RedisCache;
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use mangaassist_core::memory_store::MemoryStore;
-use mangaassist_core::relay::RelayMode;
+use mangaassist_core::answer::relay::RelayMode;
+use mangaassist_core::ports::memory::MemoryStore;
 use mangaassist_local::emulators::bedrock::LatencyModel;
 use mangaassist_local::system::{SystemOptions, start};
 

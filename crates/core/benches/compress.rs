@@ -5,13 +5,13 @@
 //! `cargo bench -p mangaassist-core --bench compress`
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use mangaassist_core::compress::{CompressInput, PromptBudget, PromptCompressor, raw_tokens};
 use mangaassist_core::ids::Asin;
 use mangaassist_core::intent::{self, Intent};
+use mangaassist_core::ports::sources::Passage;
 use mangaassist_core::ports::{ChatMessage, Role};
 use mangaassist_core::pregen;
 use mangaassist_core::prompt::SYSTEM_PROMPT;
-use mangaassist_core::sources::Passage;
+use mangaassist_core::prompt::compress::{CompressInput, PromptBudget, PromptCompressor, raw_tokens};
 use mangaassist_core::tokenizer::{Cl100k, Tokenizer};
 use serde_json::{Map, Value};
 use std::hint::black_box;

@@ -51,26 +51,6 @@ pub mod turn;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
-// The module paths before the layout by steps, for the crates that still name them.
-#[doc(hidden)]
-pub use admit::{limits, session};
-#[doc(hidden)]
-pub use ahead::{prefetch, speculate};
-#[doc(hidden)]
-pub use answer::{relay, routes, serve};
-#[doc(hidden)]
-pub use cache as entries;
-#[doc(hidden)]
-pub use capacity as throughput;
-#[doc(hidden)]
-pub use gather as context;
-#[doc(hidden)]
-pub use gather::summary;
-#[doc(hidden)]
-pub use ports::{memory as memory_store, sources};
-#[doc(hidden)]
-pub use prompt::compress;
-
 /// The layout rule of the `# Layout` section, checked on the sources: a module uses only its own group and
 /// the groups below it, and the value modules at the bottom form no cycle.
 #[cfg(test)]

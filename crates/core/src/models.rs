@@ -7,14 +7,16 @@
 //!   simple intents go to a small fast model, product questions and recommendations to the Haiku-class one.
 //! - [`check`] refuses, at cold start, a model id nobody can serve: unknown, or past its end of life.
 //!
-//! Model ids come in four shapes, all reduced to a base id by [`base_model_id`]: a base id
-//! (`anthropic.claude-haiku-4-5-20251001-v1:0`), a cross-region inference profile (`jp.` / `global.` / ...
-//! prefix), a base id with a context-length suffix (`...:200k`, for provisioned throughput), and a
-//! provisioned-throughput ARN (routed by the caller, not by family).
+//! Model ids (base ids, inference profiles, context variants, ARNs) are parsed by one grammar, [`ModelId`]
+//! (in `models/id.rs`); a family is found by the base id behind any of them.
 
 use std::collections::BTreeMap;
 
 use crate::intent::Intent;
+
+mod id;
+
+pub use id::{ModelId, ModelIdError, ModelKind, ProfilePrefix};
 
 /// Where a model is in its life on Bedrock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +48,9 @@ pub struct Family {
     pub latency_optimized: bool,
     /// `serviceTier.type = priority` is offered.
     pub priority_tier: bool,
+    /// The cross-Region inference profiles the family is offered through (as far as verified; see
+    /// `source`): what [`profile_for_region`] chooses from.
+    pub profiles: &'static [ProfilePrefix],
     /// Where the row's facts come from.
     pub source: &'static str,
 }
@@ -67,6 +72,7 @@ pub const FAMILIES: &[Family] = &[
         cache_min_tokens: Some(4096),
         latency_optimized: false,
         priority_tier: false,
+        profiles: &[ProfilePrefix::Global, ProfilePrefix::Us, ProfilePrefix::Eu, ProfilePrefix::Jp],
         source: "Bedrock model card model-card-anthropic-claude-haiku-4-5 (profiles global/us/eu/jp; caching 4,096 \
                  tokens per checkpoint, 4 checkpoints); latency-optimized-inference.html (not listed); \
                  service-tiers-inference.html (reserved tier only)",
@@ -79,6 +85,7 @@ pub const FAMILIES: &[Family] = &[
         cache_min_tokens: None,
         latency_optimized: false,
         priority_tier: true,
+        profiles: &[ProfilePrefix::Global, ProfilePrefix::Us, ProfilePrefix::Eu, ProfilePrefix::Jp],
         source: "Bedrock model card model-card-amazon-nova-2-lite (profiles global/us/eu/jp, no in-Region \
                  endpoint); service-tiers-inference.html (priority and flex, ap-northeast-1 included); prefill and \
                  caching minimum not verified",
@@ -91,10 +98,11 @@ pub const FAMILIES: &[Family] = &[
         cache_min_tokens: Some(1536),
         latency_optimized: false,
         priority_tier: false,
+        profiles: &[ProfilePrefix::Us, ProfilePrefix::Eu, ProfilePrefix::Apac],
         source: "Bedrock model card model-card-amazon-nova-micro; Nova user guide invoke.html (prefill); \
                  prompt-caching table (1K, 1,536 in AWS's agent toolkit: the larger is used); from ap-northeast-1 \
-                 only through the apac. profile (batch-inference-supported table; apac.amazon.nova-micro-v1:0 \
-                 listed in ap-northeast-1): requests leave Japan, no jp. profile found",
+                 only through the apac. profile (batch-inference-supported table: inference profile from us-, eu- \
+                 and ap- Regions; apac.amazon.nova-micro-v1:0 listed in ap-northeast-1): requests leave Japan, no jp. profile found",
     },
     Family {
         name: "Amazon Nova Lite",
@@ -104,8 +112,10 @@ pub const FAMILIES: &[Family] = &[
         cache_min_tokens: Some(1536),
         latency_optimized: false,
         priority_tier: false,
+        profiles: &[ProfilePrefix::Us, ProfilePrefix::Eu, ProfilePrefix::Apac],
         source: "Bedrock model card model-card-amazon-nova-lite; Nova user guide invoke.html; prompt-caching table; \
-                 from ap-northeast-1 only through the apac. profile (batch-inference-supported table)",
+                 from ap-northeast-1 only through the apac. profile (batch-inference-supported table: inference \
+                 profile from us-, eu- and ap- Regions; no jp. profile found)",
     },
     Family {
         name: "Amazon Nova Pro",
@@ -115,7 +125,10 @@ pub const FAMILIES: &[Family] = &[
         cache_min_tokens: Some(1024),
         latency_optimized: true,
         priority_tier: true,
-        source: "latency-optimized-inference.html (us-east-1/us-east-2 profiles); service-tiers-inference.html",
+        profiles: &[ProfilePrefix::Us, ProfilePrefix::Eu, ProfilePrefix::Apac],
+        source: "latency-optimized-inference.html (us-east-1/us-east-2 profiles); service-tiers-inference.html; \
+                 batch-inference-supported table (inference profile from us-, eu- and ap- Regions, \
+                 ap-northeast-1 included: us./eu./apac. profiles; no jp. profile found)",
     },
     Family {
         name: "Claude 3.5 Haiku",
@@ -125,6 +138,7 @@ pub const FAMILIES: &[Family] = &[
         cache_min_tokens: Some(2048),
         latency_optimized: true,
         priority_tier: false,
+        profiles: &[],
         source: "Bedrock model card model-card-anthropic-claude-3-5-haiku (EOL 2026-06-19)",
     },
     Family {
@@ -135,54 +149,21 @@ pub const FAMILIES: &[Family] = &[
         cache_min_tokens: None,
         latency_optimized: false,
         priority_tier: false,
+        profiles: &[],
         source: "Bedrock model card model-card-anthropic-claude-3-haiku (EOL 2026-09-10 in most Regions)",
     },
 ];
 
-/// Cross-region inference profile prefixes.
-const PROFILE_PREFIXES: &[&str] = &["global.", "us.", "eu.", "jp.", "apac.", "au.", "in.", "ca.", "us-gov."];
-
-/// The base model id behind a model id, profile id or context-suffixed id.
-pub fn base_model_id(id: &str) -> &str {
-    let id = id.rsplit_once("foundation-model/").map_or(id, |(_, b)| b);
-    let id = id.rsplit_once("inference-profile/").map_or(id, |(_, b)| b);
-    let id = PROFILE_PREFIXES.iter().find_map(|p| id.strip_prefix(p)).unwrap_or(id);
-    // `...-v1:0:200k`: a third `:` part is the context length of a provisioned variant.
-    match id.match_indices(':').nth(1) {
-        Some((i, _)) => &id[..i],
-        None => id,
-    }
-}
-
-/// Whether `id` is a provisioned-throughput ARN.
-pub fn is_provisioned_arn(id: &str) -> bool {
-    id.contains(":provisioned-model/")
-}
-
-/// The model a client is told answered: `served` when it is a model or inference-profile id; the model or
-/// profile id inside a foundation-model or system inference-profile ARN; otherwise (a provisioned-throughput,
-/// custom-model or application-profile ARN, which name the account and no model) `intent_model`, the id the
-/// intent's route asked for (provisioned throughput serves that same base model), or, when that too is an
-/// ARN, its family's name. Never an ARN, never an account id.
-pub fn client_model_id(served: &str, intent_model: &str) -> String {
-    let Some(rest) = served.strip_prefix("arn:") else { return served.to_owned() };
-    for resource in ["foundation-model/", "inference-profile/"] {
-        if let Some((_, id)) = rest.split_once(resource)
-            && !id.is_empty()
-            && !rest.contains("application-inference-profile/")
-        {
-            return id.to_owned();
-        }
-    }
-    if !intent_model.is_empty() && !intent_model.starts_with("arn:") {
-        return intent_model.to_owned();
-    }
-    family(intent_model).or_else(|| family(served)).map_or_else(|| "provisioned".to_owned(), |f| f.name.to_owned())
+/// Whether `a` and `b` name the same base model (a profile or a context variant aside); `false` when either
+/// names none (a provisioned-throughput or application-profile ARN) or is not a model id.
+pub fn same_base_model(a: &str, b: &str) -> bool {
+    matches!((ModelId::parse(a), ModelId::parse(b)), (Ok(a), Ok(b)) if a.same_base(&b))
 }
 
 /// The family of a model id, profile id or context-suffixed id.
 pub fn family(id: &str) -> Option<&'static Family> {
-    let base = base_model_id(id);
+    let id = ModelId::parse(id).ok()?;
+    let base = id.base()?;
     FAMILIES.iter().find(|f| f.base_ids.contains(&base))
 }
 
@@ -204,7 +185,7 @@ pub enum ModelConfigError {
 /// Refuses, at cold start, a model that no request could reach: unknown, or past its end of life.
 /// Provisioned-throughput ARNs are not checked (the reconciler bought them for a known model).
 pub fn check(id: &str) -> Result<Option<&'static Family>, ModelConfigError> {
-    if is_provisioned_arn(id) {
+    if ModelId::parse(id).is_ok_and(|m| m.is_provisioned()) {
         return Ok(None);
     }
     let f = family(id).ok_or_else(|| ModelConfigError::Unknown(id.to_owned()))?;
@@ -214,13 +195,27 @@ pub fn check(id: &str) -> Result<Option<&'static Family>, ModelConfigError> {
     }
 }
 
-/// The cross-region inference profile of `base` for a stack in `region`: the Japan geo profile in Tokyo
-/// and Osaka (requests stay in Japan), the global one elsewhere.
+/// The model id to call `base` by from a stack in `region`, among the profiles its family is offered
+/// through: in Tokyo and Osaka the Japan profile (requests stay in Japan), else the Asia Pacific one (Nova
+/// Micro and Lite have no `jp.` profile), else the global one; elsewhere the global profile, else the
+/// Region's geography; the base id itself (in-Region) when none of those is offered. A model outside the
+/// capability table gets `jp.` in Japan and `global.` elsewhere.
 pub fn profile_for_region(region: &str, base: &str) -> String {
-    match region {
-        "ap-northeast-1" | "ap-northeast-3" => format!("jp.{base}"),
-        _ => format!("global.{base}"),
-    }
+    use ProfilePrefix::{Apac, Eu, Global, Jp, Us, UsGov};
+    const UNKNOWN: &[ProfilePrefix] = &ProfilePrefix::ALL;
+    let offered = family(base).map_or(UNKNOWN, |f| f.profiles);
+    let preference: &[ProfilePrefix] = match region {
+        "ap-northeast-1" | "ap-northeast-3" => &[Jp, Apac, Global],
+        r if r.starts_with("us-gov-") => &[UsGov],
+        r if r.starts_with("us-") => &[Global, Us],
+        r if r.starts_with("eu-") => &[Global, Eu],
+        r if r.starts_with("ap-") => &[Global, Apac],
+        _ => &[Global],
+    };
+    preference
+        .iter()
+        .find(|p| offered.contains(p))
+        .map_or_else(|| base.to_owned(), |p| format!("{}.{base}", p.as_str()))
 }
 
 /// Request levers the operator switched on; each reaches only models that support it.
@@ -355,6 +350,7 @@ mod tests {
 
     #[test]
     fn a_client_is_never_told_an_arn_or_an_account() {
+        let client_model_id = ModelId::client_name_of;
         let haiku = "jp.anthropic.claude-haiku-4-5-20251001-v1:0";
         let pt = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abc123xyz";
         assert_eq!(client_model_id(pt, haiku), haiku);
@@ -370,7 +366,13 @@ mod tests {
         let app = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3";
         assert_eq!(client_model_id(app, haiku), haiku);
         assert_eq!(client_model_id(pt, app), "provisioned");
-        for out in [client_model_id(pt, haiku), client_model_id(app, pt)] {
+        let custom = "arn:aws:bedrock:us-east-1:123456789012:custom-model/amazon.nova-lite-v1:0:300k/abc";
+        assert_eq!(client_model_id(custom, haiku), haiku);
+        let fm = "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-lite-v1:0";
+        assert_eq!(client_model_id(pt, fm), "Amazon Nova Lite", "an ARN intent is named by its family");
+        let malformed = "arn:aws:bedrock:us-east-1:123456789012:foundation-model/";
+        assert_eq!(client_model_id(malformed, haiku), haiku);
+        for out in [client_model_id(pt, haiku), client_model_id(app, pt), client_model_id(malformed, "")] {
             assert!(!out.contains("arn:") && !out.contains("123456789012"), "{out}");
         }
     }
@@ -384,10 +386,15 @@ mod tests {
             "arn:aws:bedrock:ap-northeast-1:123456789012:inference-profile/jp.anthropic.claude-haiku-4-5-20251001-v1:0",
             "arn:aws:bedrock:ap-northeast-3::foundation-model/anthropic.claude-haiku-4-5-20251001-v1:0",
         ] {
-            assert_eq!(base_model_id(id), CLAUDE_HAIKU_4_5, "{id}");
+            assert_eq!(ModelId::parse(id).unwrap().base(), Some(CLAUDE_HAIKU_4_5), "{id}");
             assert_eq!(family(id).map(|f| f.name), Some("Claude Haiku 4.5"), "{id}");
         }
         assert!(family("meta.llama-nope").is_none());
+        assert!(family("arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abc").is_none());
+        let pt = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abc";
+        assert!(same_base_model("anthropic.claude-haiku-4-5-20251001-v1:0:200k", &format!("jp.{CLAUDE_HAIKU_4_5}")));
+        assert!(!same_base_model(pt, pt), "an ARN that names no model matches nothing");
+        assert!(!same_base_model(NOVA_2_LITE, CLAUDE_HAIKU_4_5));
     }
 
     #[test]
@@ -404,6 +411,31 @@ mod tests {
     fn the_stack_region_picks_the_japan_profile_or_the_global_one() {
         assert_eq!(profile_for_region("ap-northeast-1", CLAUDE_HAIKU_4_5), format!("jp.{CLAUDE_HAIKU_4_5}"));
         assert_eq!(profile_for_region("eu-west-1", NOVA_2_LITE), format!("global.{NOVA_2_LITE}"));
+        assert_eq!(profile_for_region("ap-northeast-3", NOVA_2_LITE), format!("jp.{NOVA_2_LITE}"));
+    }
+
+    #[test]
+    fn a_model_without_a_japan_profile_is_called_through_the_asia_pacific_one_from_tokyo() {
+        for base in ["amazon.nova-micro-v1:0", "amazon.nova-lite-v1:0", "amazon.nova-pro-v1:0"] {
+            assert_eq!(profile_for_region("ap-northeast-1", base), format!("apac.{base}"));
+            assert_eq!(profile_for_region("ap-northeast-3", base), format!("apac.{base}"));
+            assert_eq!(
+                profile_for_region("us-east-1", base),
+                format!("us.{base}"),
+                "no global profile: the geography's"
+            );
+            assert_eq!(profile_for_region("eu-central-1", base), format!("eu.{base}"));
+            assert_eq!(profile_for_region("sa-east-1", base), base, "no profile offered: the in-Region id");
+        }
+        // Every profile chosen names a profile the family is offered through.
+        for f in FAMILIES {
+            for region in ["ap-northeast-1", "ap-northeast-3", "us-east-1", "eu-west-1", "ap-southeast-2"] {
+                let chosen = ModelId::parse(&profile_for_region(region, f.base_ids[0])).unwrap();
+                assert!(chosen.profile().is_none_or(|p| f.profiles.contains(&p)), "{} in {region}: {chosen}", f.name);
+            }
+        }
+        assert_eq!(profile_for_region("ap-northeast-1", "meta.unknown-v1:0"), "jp.meta.unknown-v1:0");
+        assert_eq!(profile_for_region("us-west-2", "meta.unknown-v1:0"), "global.meta.unknown-v1:0");
     }
 
     #[test]

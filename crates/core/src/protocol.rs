@@ -27,7 +27,7 @@ pub const MAX_TEXT_BYTES: usize = 4 * 1024;
 /// checked at the parse before any work. About 250 Japanese or 1,000 English characters: three times a
 /// typical two-to-three-sentence question (72-89 tokens in Japanese, 32-48 in English; README, Limits).
 /// The prompt reserves `BUDGET_USER_MESSAGE_TOKENS` for the message; a longer one takes the difference
-/// from the retrieved context, so the prompt's total holds ([`crate::compress`]).
+/// from the retrieved context, so the prompt's total holds ([`crate::prompt::compress`]).
 pub const MAX_MESSAGE_TOKENS: usize = 300;
 /// The largest `page_context` accepted, serialized.
 pub const MAX_PAGE_CONTEXT_BYTES: usize = 4 * 1024;
@@ -247,7 +247,7 @@ pub struct TurnMetrics {
     pub intent: Intent,
     /// The model that answered, as a client may be told it: the intent's model id (or the fallback's, or the
     /// pre-generating model's), never a provisioned-throughput ARN with its account id
-    /// ([`crate::models::client_model_id`]; serialized through it again, so no ARN can reach a client).
+    /// ([`crate::models::ModelId::client_name_of`]; serialized through it again, so no ARN can reach a client).
     #[serde(serialize_with = "client_safe_model")]
     pub model: String,
     /// The exact model id or provisioned-throughput ARN the request went to: logs and the stored record
@@ -294,7 +294,7 @@ pub struct TurnMetrics {
 
 /// `model` as a client may see it, whatever was put in it (defense in depth: an ARN never leaves).
 fn client_safe_model<S: serde::Serializer>(model: &str, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&crate::models::client_model_id(model, ""))
+    s.serialize_str(&crate::models::ModelId::client_name_of(model, ""))
 }
 
 /// Server -> client events.

@@ -10,18 +10,18 @@ pub use mangaassist_adapters::env::ConfigError;
 use mangaassist_adapters::env::{
     Env, FromEnv, SourceSettings, pregen_settings, prompt_budget, region, safety_settings,
 };
+use mangaassist_core::admit::limits::{AddressLimits, LimitConfig, Tier};
+use mangaassist_core::ahead::speculate::SpeculationConfig;
 use mangaassist_core::ahead::typed::TypedAheadConfig;
 use mangaassist_core::answer::hedge::{HedgeConfig, HedgeDelay};
-use mangaassist_core::context::ContextConfig;
-use mangaassist_core::limits::{AddressLimits, LimitConfig, Tier};
+use mangaassist_core::answer::relay::{RelayConfig, RelayMode};
+use mangaassist_core::answer::routes::FailoverConfig;
+use mangaassist_core::gather::ContextConfig;
+use mangaassist_core::gather::summary::SummaryConfig;
 use mangaassist_core::models::{
     CLAUDE_HAIKU_4_5, Levers, ModelConfigError, ModelRouting, NOVA_2_LITE, check, profile_for_region,
 };
 use mangaassist_core::prompt::PromptConfig;
-use mangaassist_core::relay::{RelayConfig, RelayMode};
-use mangaassist_core::routes::FailoverConfig;
-use mangaassist_core::speculate::SpeculationConfig;
-use mangaassist_core::summary::SummaryConfig;
 use mangaassist_core::turn::TurnConfig;
 use std::sync::Arc;
 

@@ -13,8 +13,8 @@ use mangaassist_adapters::lambda_queue::LambdaQueue;
 use mangaassist_adapters::sdk;
 use mangaassist_adapters::throughput_state::DynamoThroughputState;
 use mangaassist_adapters::warm::Warmer;
+use mangaassist_core::answer::routes::Routes;
 use mangaassist_core::clock::SystemClock;
-use mangaassist_core::routes::Routes;
 use mangaassist_core::turn::Engine;
 
 #[tokio::main]

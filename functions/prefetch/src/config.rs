@@ -10,10 +10,10 @@
 
 pub use mangaassist_adapters::env::ConfigError;
 use mangaassist_adapters::env::{Env, FromEnv, SourceSettings, pregen_settings, prompt_budget};
-use mangaassist_core::compress::PromptBudget;
-use mangaassist_core::limits::{LimitConfig, Tier};
-use mangaassist_core::prefetch::PrefetchConfig;
+use mangaassist_core::admit::limits::{LimitConfig, Tier};
+use mangaassist_core::ahead::prefetch::PrefetchConfig;
 use mangaassist_core::pregen::PregenConfig;
+use mangaassist_core::prompt::compress::PromptBudget;
 
 /// Everything the prefetch function reads from its environment.
 #[derive(Debug, Clone, PartialEq)]

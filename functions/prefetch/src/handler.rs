@@ -3,12 +3,12 @@
 //! failures included, so Lambda does not retry a best-effort prefetch (the claim would skip it anyway).
 
 use lambda_runtime::LambdaEvent;
+use mangaassist_core::ahead::prefetch::{PrefetchJob, PrefetchReport, Prefetcher, Pregenerate, TransitionStore};
 use mangaassist_core::clock::{Clock as _, SystemClock};
 use mangaassist_core::metrics;
+use mangaassist_core::ports::sources::ContextSources;
 use mangaassist_core::ports::{EmfStdout, Metrics as _};
-use mangaassist_core::prefetch::{PrefetchJob, PrefetchReport, Prefetcher, Pregenerate, TransitionStore};
 use mangaassist_core::safety::Direction;
-use mangaassist_core::sources::ContextSources;
 use serde_json::Value;
 use tracing::Instrument;
 

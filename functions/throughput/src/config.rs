@@ -3,7 +3,8 @@
 //! The Bedrock and DynamoDB endpoints are not here: the SDK's own `AWS_ENDPOINT_URL_BEDROCK` and
 //! `AWS_ENDPOINT_URL_DYNAMODB` variables override them.
 
-use mangaassist_core::throughput::{Commitment, PeakPlan, PlanConfig, ThroughputSpec};
+use mangaassist_core::capacity::{Commitment, PeakPlan, PlanConfig, ThroughputSpec};
+use mangaassist_core::models::ModelId;
 
 pub use mangaassist_adapters::env::ConfigError;
 use mangaassist_adapters::env::{Env, FromEnv};
@@ -34,32 +35,9 @@ fn valid_name(s: &str) -> bool {
     (1..=63).contains(&s.len())
 }
 
-/// What `CreateProvisionedModelThroughput` accepts as `modelId` here: a base model's provisioned-throughput id,
-/// i.e. the on-demand id plus its context-length variant (`anthropic.claude-haiku-4-5-20251001-v1:0:200k`), or
-/// a custom model's ARN. A bare on-demand id or an inference profile (`jp.`, `global.`) is refused by Bedrock.
-pub fn valid_provisioned_model_id(id: &str) -> bool {
-    if let Some(rest) = id.strip_prefix("arn:") {
-        return rest.contains(":bedrock:") && rest.contains(":custom-model/");
-    }
-    let Some((provider, model)) = id.split_once('.') else { return false };
-    let is_profile = ["us", "eu", "apac", "jp", "au", "ca", "global", "us-gov"].contains(&provider);
-    let mut parts = model.rsplitn(3, ':');
-    let (Some(context), Some(version), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
-        return false;
-    };
-    !is_profile
-        && !provider.is_empty()
-        && provider.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.is_empty()
-        && !version.is_empty()
-        && version.chars().all(|c| c.is_ascii_digit())
-        && context.strip_suffix('k').is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
-}
-
 impl FromEnv for ThroughputConfig {
     type Error = ConfigError;
 
-    /// Reads the configuration through `get` (the process environment in `main`, a map in tests).
     /// Reads the settings from `env` (the process environment in `main`, a map in tests and locally).
     fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, Self::Error> {
         let nonempty = |name: &str| env.nonempty(name);
@@ -71,7 +49,8 @@ impl FromEnv for ThroughputConfig {
                 reason: "required: the model to buy provisioned throughput for",
             });
         };
-        if !valid_provisioned_model_id(&model_id) {
+        // What `CreateProvisionedModelThroughput` accepts as `modelId`: not an on-demand id or a profile.
+        if !ModelId::parse(&model_id).is_ok_and(|m| m.provisioned_purchase_ok()) {
             return Err(ConfigError {
                 name: "PT_MODEL_ID",
                 value: model_id,
@@ -163,17 +142,17 @@ mod tests {
             "amazon.nova-lite-v1:0:300k",
             "arn:aws:bedrock:ap-northeast-1:123456789012:custom-model/amazon.nova-lite-v1:0:300k/abc123",
         ] {
-            assert!(valid_provisioned_model_id(ok), "{ok}");
+            assert_eq!(cfg(&[("PT_MODEL_ID", ok)]).unwrap().spec.model_id, ok);
         }
         for bad in [
             "anthropic.claude-haiku-4-5-20251001-v1:0",
             "jp.anthropic.claude-haiku-4-5-20251001-v1:0:200k",
+            "in.anthropic.claude-haiku-4-5-20251001-v1:0:200k",
             "global.amazon.nova-2-lite-v1:0:300k",
             "anthropic.claude-haiku-4-5-20251001-v1:0:200",
             "m",
             "",
         ] {
-            assert!(!valid_provisioned_model_id(bad), "{bad}");
             assert_eq!(cfg(&[("PT_MODEL_ID", bad)]).unwrap_err().name, "PT_MODEL_ID", "{bad}");
         }
     }

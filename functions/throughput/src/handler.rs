@@ -11,9 +11,9 @@
 //! `reconcile`) try again; the reconciler's idempotency makes that safe.
 
 use lambda_runtime::LambdaEvent;
+use mangaassist_core::capacity::{Outcome, Reconciler, ThroughputControl, ThroughputStateStore, Trigger};
 use mangaassist_core::clock::Clock;
 use mangaassist_core::error::chain;
-use mangaassist_core::throughput::{Outcome, Reconciler, ThroughputControl, ThroughputStateStore, Trigger};
 use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument;

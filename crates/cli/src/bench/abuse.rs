@@ -22,12 +22,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mangaassist_adapters::redis_cache::{RedisCache, RedisConfig};
+use mangaassist_core::answer::routes::Routes;
 use mangaassist_core::cache::CounterKey;
 use mangaassist_core::clock::{Clock as _, SystemClock};
 use mangaassist_core::ids::{SessionId, UserId};
-use mangaassist_core::memory_store::MemoryStore;
+use mangaassist_core::ports::memory::MemoryStore;
 use mangaassist_core::ports::{Counter, Store, TurnStatus};
-use mangaassist_core::routes::Routes;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;

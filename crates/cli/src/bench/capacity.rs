@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mangaassist_core::memory_store::MemoryStore;
+use mangaassist_core::answer::routes::Routes;
 use mangaassist_core::models::{CLAUDE_HAIKU_4_5, ModelRouting};
-use mangaassist_core::routes::Routes;
+use mangaassist_core::ports::memory::MemoryStore;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::Mutex;

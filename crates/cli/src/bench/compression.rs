@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use mangaassist_core::memory_store::MemoryStore;
+use mangaassist_core::ports::memory::MemoryStore;
 use serde_json::{Value, json};
 
 use super::driver::{print_table, run};
@@ -62,10 +62,10 @@ const PASSES: usize = 3;
 /// end-to-end TTFT with compression on and off.
 #[expect(clippy::print_stdout, reason = "the scenario's tables are the command's output (progress goes to stderr)")]
 pub async fn compression(opts: CompressionOptions, rec: &Recorder) -> anyhow::Result<()> {
-    use mangaassist_core::compress::{CompressInput, PromptBudget, PromptCompressor, raw_tokens};
     use mangaassist_core::intent::{self, Intent};
+    use mangaassist_core::ports::sources::Passage;
     use mangaassist_core::ports::{ChatMessage, Role};
-    use mangaassist_core::sources::Passage;
+    use mangaassist_core::prompt::compress::{CompressInput, PromptBudget, PromptCompressor, raw_tokens};
     use mangaassist_core::tokenizer::{Cl100k, Tokenizer};
 
     // Cold initialisation of the BPE tables: the first count in this process.

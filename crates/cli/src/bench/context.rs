@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mangaassist_core::memory_store::MemoryStore;
+use mangaassist_core::ports::memory::MemoryStore;
 use serde_json::json;
 
 use super::builtin_conversations;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use mangaassist_core::cache::CacheKey;
 use mangaassist_core::ids::{Asin, SessionId};
-use mangaassist_core::memory_store::MemoryStore;
+use mangaassist_core::ports::memory::MemoryStore;
 use mangaassist_core::ports::sources::Cache;
 use mangaassist_core::pregen::{PregenEntry, PregenMode};
 use serde::Serialize;

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mangaassist_core::intent::Intent;
-use mangaassist_core::memory_store::MemoryStore;
 use mangaassist_core::models::{CLAUDE_HAIKU_4_5, Levers, ModelRouting};
+use mangaassist_core::ports::memory::MemoryStore;
 use serde::Serialize;
 use serde_json::{Value, json};
 

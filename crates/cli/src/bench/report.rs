@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use mangaassist_core::context::ContextConfig;
+use mangaassist_core::gather::ContextConfig;
 use serde_json::Value;
 
 use super::driver::TurnSample;
@@ -540,7 +540,7 @@ mod tests {
         use mangaassist_local::system::{SystemOptions, start};
         let mut opts = SystemOptions::default();
         opts.emulator.latency = LatencyModel::fast();
-        let system = start(mangaassist_core::memory_store::MemoryStore::default(), opts).await.unwrap();
+        let system = start(mangaassist_core::ports::memory::MemoryStore::default(), opts).await.unwrap();
         let rec = Recorder::on("turns", vec![("quick".into(), "true".into())]);
         let script = super::super::builtin_conversations();
         let url = system.bare_ws_url();

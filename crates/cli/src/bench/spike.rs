@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mangaassist_core::capacity::RouteRecord;
-use mangaassist_core::memory_store::MemoryStore;
 use mangaassist_core::models::{CLAUDE_HAIKU_4_5, ModelRouting};
+use mangaassist_core::ports::memory::MemoryStore;
 use serde_json::{Value, json};
 
 use super::driver::{print_table, run};
@@ -46,7 +46,7 @@ impl SharedRoute {
     }
 }
 
-impl mangaassist_core::routes::RouteLoader for SharedRoute {
+impl mangaassist_core::answer::routes::RouteLoader for SharedRoute {
     fn provisioned_arn(
         &self,
     ) -> futures_util::future::BoxFuture<'_, Result<Option<String>, mangaassist_core::error::StoreError>> {
@@ -97,7 +97,7 @@ pub struct SpikeOptions {
 /// Ramps concurrency under each plan ([`Plan`]), side by side.
 #[expect(clippy::print_stdout, reason = "the scenario's table is the command's output (progress goes to stderr)")]
 pub async fn spike(opts: SpikeOptions, rec: &Recorder) -> anyhow::Result<()> {
-    use mangaassist_core::routes::Routes;
+    use mangaassist_core::answer::routes::Routes;
     let script: Vec<Conversation> = builtin_conversations();
     let mut report = serde_json::Map::new();
     let mut rows = Vec::new();
@@ -163,7 +163,7 @@ pub async fn spike(opts: SpikeOptions, rec: &Recorder) -> anyhow::Result<()> {
 /// and waits until it is in service.
 pub(super) async fn buy_provisioned(emulator: &BedrockEmulator, units: u32) -> anyhow::Result<String> {
     use mangaassist_adapters::bedrock_control::BedrockControl;
-    use mangaassist_core::throughput::{ThroughputControl, ThroughputSpec, ThroughputStatus};
+    use mangaassist_core::capacity::{ThroughputControl, ThroughputSpec, ThroughputStatus};
     emulator.control.set_creating_delay(Duration::from_millis(200));
     let sdk = mangaassist_adapters::sdk::local(&emulator.url()).await;
     let control = BedrockControl::new(&sdk);

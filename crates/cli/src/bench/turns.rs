@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mangaassist_core::memory_store::MemoryStore;
-use mangaassist_core::relay::RelayMode;
+use mangaassist_core::answer::relay::RelayMode;
+use mangaassist_core::ports::memory::MemoryStore;
 use serde_json::Value;
 
 use super::driver::{print_table, run};

@@ -16,8 +16,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mangaassist_core::memory_store::MemoryStore;
-use mangaassist_core::speculate::{Basis, normalize};
+use mangaassist_core::ahead::speculate::{Basis, normalize};
+use mangaassist_core::ports::memory::MemoryStore;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 

@@ -18,7 +18,7 @@
 
 use serde::Serialize;
 
-use crate::models::{base_model_id, family, is_provisioned_arn};
+use crate::models::{family, same_base_model};
 
 /// What the stack asked the peak to switch on (`PEAK_CAPACITY`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -139,7 +139,7 @@ pub enum Capacity {
 /// every other model gets the priority tier at peak if its family offers it.
 pub fn peak_capacity(plan: Option<PeakPlan>, pt_model_id: &str, sold: bool, model_id: &str, peak: bool) -> Capacity {
     let Some(plan) = plan.filter(|_| peak) else { return Capacity::Standard };
-    let same_model = !is_provisioned_arn(pt_model_id) && base_model_id(pt_model_id) == base_model_id(model_id);
+    let same_model = same_base_model(pt_model_id, model_id);
     if plan.buys() && sold && same_model {
         return Capacity::Provisioned;
     }

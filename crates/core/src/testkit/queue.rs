@@ -3,8 +3,8 @@
 use std::sync::Mutex;
 
 use super::lock;
-use crate::prefetch::{PrefetchJob, PrefetchQueue};
-use crate::sources::SourceError;
+use crate::ahead::prefetch::{PrefetchJob, PrefetchQueue};
+use crate::ports::sources::SourceError;
 
 /// A `PrefetchQueue` that records its jobs (share it with `Arc`: the core implements the queue for
 /// `Arc<Q>`).

@@ -8,10 +8,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::lock;
-use crate::entries::{Lookup, RagEntry};
+use crate::cache::{Lookup, RagEntry};
 use crate::intent::Intent;
 use crate::ports::answers::MemoryAnswers;
-use crate::sources::{ContextSources, Passage, SourceError};
+use crate::ports::sources::{ContextSources, Passage, SourceError};
 
 /// `ContextSources` in memory. The retriever answers one passage `about <query>`; a service answers
 /// `{"key": "<lookup key>"}` unless the key was made [`missing`](Self::missing); a `Rag` lookup answers

@@ -11,7 +11,7 @@ use crate::answer::routes::{Route, plan};
 use crate::answer::serve::{self, Serving};
 use crate::clock::Clock;
 use crate::gather::Gathered;
-use crate::models::{ModelChoice, base_model_id};
+use crate::models::{ModelChoice, same_base_model};
 use crate::ports::{ModelClient, ModelRequest, Store};
 use crate::prompt::PromptParts;
 
@@ -104,6 +104,6 @@ impl<M: ModelClient, St: Store, C: Clock, X, Q> Engine<M, St, C, X, Q> {
     /// Whether the provisioned throughput serves `model_id` (same base model).
     fn provisioned_serves(&self, model_id: &str) -> bool {
         let pt = self.cfg.provisioned_model.as_deref().unwrap_or(&self.cfg.models.default.model_id);
-        base_model_id(pt) == base_model_id(model_id)
+        same_base_model(pt, model_id)
     }
 }

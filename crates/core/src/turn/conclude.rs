@@ -96,7 +96,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             raw_tokens,
             compression_ratio: f64::from(prompt_tokens) / f64::from(raw_tokens.max(1)),
             intent: gathered.intent,
-            model: crate::models::client_model_id(&model, &composed.choice.model_id),
+            model: crate::models::ModelId::client_name_of(&model, &composed.choice.model_id),
             served_by: model,
             route,
             failovers,

@@ -329,7 +329,7 @@ impl Catalog {
         // The genre on sale this week: the first product's, so it is stable for a seed.
         let featured = self.products.first().map(|p| p.genre);
         let promos = match placement {
-            mangaassist_core::entries::PROMO_PLACEMENT => {
+            mangaassist_core::cache::PROMO_PLACEMENT => {
                 let mut v = vec![json!({
                     "id": "points-x10",
                     "title": "10x points on every first volume this week",
@@ -429,7 +429,7 @@ mod tests {
     #[test]
     fn the_chat_placement_has_promotions_and_an_unknown_one_has_none() {
         let c = Catalog::default();
-        let p = c.promotions_json(mangaassist_core::entries::PROMO_PLACEMENT).unwrap();
+        let p = c.promotions_json(mangaassist_core::cache::PROMO_PLACEMENT).unwrap();
         assert!(p["promotions"].as_array().is_some_and(|a| !a.is_empty()));
         assert!(c.promotions_json("nowhere").is_none());
     }

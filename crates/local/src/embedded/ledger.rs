@@ -9,12 +9,12 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock, Weak};
 
 use chat::handler::App;
+use mangaassist_core::admit::limits::{Limiter, TokenLedger};
+use mangaassist_core::ahead::prefetch::PrefetchQueue;
 use mangaassist_core::clock::Clock;
 use mangaassist_core::ids::UserId;
-use mangaassist_core::limits::{Limiter, TokenLedger};
+use mangaassist_core::ports::sources::ContextSources;
 use mangaassist_core::ports::{ModelClient, Store};
-use mangaassist_core::prefetch::PrefetchQueue;
-use mangaassist_core::sources::ContextSources;
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

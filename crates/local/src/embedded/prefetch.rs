@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use mangaassist_core::intent::Intent;
-use mangaassist_core::prefetch::{
+use mangaassist_core::ahead::prefetch::{
     NoPregen, PrefetchJob, PrefetchQueue, PrefetchReport, Prefetcher, Pregenerate, TransitionStore,
 };
-use mangaassist_core::sources::{ContextSources, SourceError};
+use mangaassist_core::intent::Intent;
+use mangaassist_core::ports::sources::{ContextSources, SourceError};
 use tokio::task::JoinSet;
 
 fn poisoned() -> SourceError {
@@ -120,8 +120,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mangaassist_core::prefetch::PrefetchConfig;
-    use mangaassist_core::sources::NoSources;
+    use mangaassist_core::ahead::prefetch::PrefetchConfig;
+    use mangaassist_core::ports::sources::NoSources;
 
     #[tokio::test]
     async fn transitions_are_counted_per_origin() {

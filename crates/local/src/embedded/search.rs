@@ -11,9 +11,9 @@
 use std::collections::HashSet;
 
 use mangaassist_core::intent::Intent;
-use mangaassist_core::sources::Passage;
-use mangaassist_core::sources::kinds_for;
-use mangaassist_core::sources::{Retriever, SourceError};
+use mangaassist_core::ports::sources::Passage;
+use mangaassist_core::ports::sources::kinds_for;
+use mangaassist_core::ports::sources::{Retriever, SourceError};
 use mangaassist_core::tokenizer::{Cl100k, Tokenizer as _};
 use tantivy::collector::TopDocs;
 use tantivy::directory::RamDirectory;

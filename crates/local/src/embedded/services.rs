@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use mangaassist_adapters::services::ServiceEndpoints;
 use mangaassist_core::ids::{Asin, UserId};
-use mangaassist_core::sources::{ProductService, SourceError};
+use mangaassist_core::ports::sources::{ProductService, SourceError};
 use serde::Deserialize;
 use serde_json::Value;
 

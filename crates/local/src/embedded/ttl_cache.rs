@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mangaassist_core::ids::SessionId;
 use mangaassist_core::ports::answers::{AnswerBuffer, Buffered, Claimed, GenerationHead, MemoryAnswers};
-use mangaassist_core::sources::{Cache, SourceError};
+use mangaassist_core::ports::sources::{Cache, SourceError};
 use tokio::time::Instant;
 
 /// The capacity `mangaassist serve` uses.

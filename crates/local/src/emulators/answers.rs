@@ -16,8 +16,8 @@
 use mangaassist_core::intent::is_japanese;
 use std::sync::LazyLock;
 
-use mangaassist_core::compress::{CONTEXT, PAGE, QUESTION, REFERS_TO, Tag};
 use mangaassist_core::ids::Asin;
+use mangaassist_core::prompt::compress::{CONTEXT, PAGE, QUESTION, REFERS_TO, Tag};
 use serde_json::Value;
 
 use crate::embedded::catalog::{Catalog, genre_ja};

@@ -14,7 +14,7 @@
 //! [`Catalog::Everything`] (the default, a what-if) sells provisioned throughput for every model of the
 //! capability table at any context length, so tests and benches can buy it for the Haiku-class reference
 //! model. [`Catalog::Documented`] sells exactly what the Bedrock supported-models table lists for one Region
-//! (`mangaassist_core::throughput::plan::PROVISIONED_SOLD`): nothing in `ap-northeast-1`. In either, a model
+//! (`mangaassist_core::capacity::plan::PROVISIONED_SOLD`): nothing in `ap-northeast-1`. In either, a model
 //! of the table without a context length is on-demand (and through inference profiles), a provisioned id the
 //! catalog does not sell is not a model of the Region (`GetFoundationModel`: 404 `ResourceNotFoundException`),
 //! and `CreateProvisionedModelThroughput` for it is a `ValidationException` (the error type is our choice:
@@ -46,8 +46,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use mangaassist_core::models::{FAMILIES, base_model_id, family};
-use mangaassist_core::throughput::plan::{PROVISIONED_SOLD, documented_provisioned};
+use mangaassist_core::capacity::plan::{PROVISIONED_SOLD, documented_provisioned};
+use mangaassist_core::models::{FAMILIES, ModelId, family};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -73,7 +73,7 @@ impl Catalog {
         if model_id.starts_with("arn:") {
             return true;
         }
-        let known = family(model_id).is_some() && model_id.match_indices(':').count() == 2;
+        let known = family(model_id).is_some() && ModelId::parse(model_id).is_ok_and(|m| m.provisioned_purchase_ok());
         match self {
             Self::Everything => known,
             Self::Documented(region) => documented_provisioned(model_id, region).unwrap_or(false),
@@ -466,7 +466,8 @@ async fn list(State(cp): State<Arc<ControlPlane>>, Query(q): Query<ListParams>) 
 /// `inference_types`.
 fn model_json(model_id: &str, inference_types: &[&str]) -> Value {
     let f = family(model_id);
-    let provider = base_model_id(model_id).split('.').next().unwrap_or_default();
+    let id = ModelId::parse(model_id).ok();
+    let provider = id.as_ref().and_then(ModelId::provider).unwrap_or_default();
     json!({
         "modelArn": model_arn(model_id),
         "modelId": model_id,

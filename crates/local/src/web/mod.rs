@@ -17,7 +17,7 @@ use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
-use mangaassist_core::context::ContextConfig;
+use mangaassist_core::gather::ContextConfig;
 use serde_json::{Value, json};
 
 use crate::embedded::catalog::Catalog;

@@ -23,7 +23,7 @@
 //! leg that did not run (0 ms) keeps its row, empty. Cache hits mark the cache row; a pre-generated answer
 //! marks the model row.
 
-use mangaassist_core::context::ContextConfig;
+use mangaassist_core::gather::ContextConfig;
 use serde::Serialize;
 use serde_json::Value;
 

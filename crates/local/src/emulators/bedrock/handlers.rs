@@ -306,7 +306,7 @@ pub(super) async fn converse(call: Call) -> Response {
         Some(Fault::Say(_)) => q.pop_front(),
         _ => None,
     });
-    let text = if parsed.context.contains(mangaassist_core::summary::SUMMARY_PROMPT) {
+    let text = if parsed.context.contains(mangaassist_core::gather::summary::SUMMARY_PROMPT) {
         let mut asked: Vec<String> = Vec::new();
         for line in parsed.context.lines() {
             if let Some(q) = line.strip_prefix("user: ") {
@@ -322,14 +322,15 @@ pub(super) async fn converse(call: Call) -> Response {
     } else {
         answer_tokens(&shared, &parsed, fault.as_ref()).0.concat()
     };
-    let text = match (&fault, parsed.context.contains(mangaassist_core::summary::SUMMARY_PROMPT)) {
+    let text = match (&fault, parsed.context.contains(mangaassist_core::gather::summary::SUMMARY_PROMPT)) {
         (Some(Fault::Say(sentence)), true) => say_after_first_sentence(&text, sentence),
         _ => text,
     };
     let input_tokens = billed_tokens(&parsed.context, parsed.messages);
     let output_tokens = estimate_tokens(&text);
     let Timing { latency: lat, cache_read, cache_write } = timing(&shared, &model_id, family, &parsed);
-    let tail = shared.cfg.tail.filter(|_| !mangaassist_core::models::is_provisioned_arn(&model_id));
+    let provisioned = mangaassist_core::models::ModelId::parse(&model_id).is_ok_and(|m| m.is_provisioned());
+    let tail = shared.cfg.tail.filter(|_| !provisioned);
     let mut done = lat.first_token(input_tokens, tail.as_ref()) + lat.per_token() * output_tokens;
     // The guardrail scans the whole answer once it is generated.
     let verdict = parsed.guardrail.as_ref().map(|_| guardrail::assess(Direction::Output, &text));

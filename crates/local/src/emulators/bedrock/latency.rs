@@ -165,7 +165,10 @@ pub(crate) fn timing(shared: &Shared, model_id: &str, family: &Family, parsed: &
     if let Some(prefix) = &parsed.cached_prefix {
         let tokens = billed_tokens(prefix, 0);
         if family.cache_min_tokens.is_some_and(|min| tokens >= min) {
-            let key = format!("{}\u{0}{prefix}", mangaassist_core::models::base_model_id(model_id));
+            // Per base model (a profile shares its base's cache); an ARN that names no model keeps its own.
+            let id = mangaassist_core::models::ModelId::parse(model_id).ok();
+            let model = id.as_ref().and_then(|m| m.base()).unwrap_or(model_id);
+            let key = format!("{model}\u{0}{prefix}");
             let now = Instant::now();
             let hit = shared.prompt_cache.lock().map(|mut c| {
                 let hit = c.get(&key).is_some_and(|until| *until > now);
