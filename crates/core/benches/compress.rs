@@ -12,11 +12,11 @@ use mangaassist_core::ports::{ChatMessage, Role};
 use mangaassist_core::pregen;
 use mangaassist_core::prompt::SYSTEM_PROMPT;
 use mangaassist_core::prompt::compress::{CompressInput, PromptBudget, PromptCompressor, raw_tokens};
+use mangaassist_core::protocol::PageContext;
 use mangaassist_core::tokenizer::{Cl100k, Tokenizer};
-use serde_json::{Map, Value};
 use std::hint::black_box;
 
-fn fixture() -> (Vec<Passage>, Vec<ChatMessage>, Map<String, Value>) {
+fn fixture() -> (Vec<Passage>, Vec<ChatMessage>, PageContext) {
     let chunk = |i: usize| {
         format!(
             "Spiral Chronicle {i} (渦巻く年代記) is a horror series in {} volumes. ASIN B0SPIRAL{i:02}. Readers praise its art \
@@ -43,7 +43,7 @@ fn fixture() -> (Vec<Passage>, Vec<ChatMessage>, Map<String, Value>) {
     let page = serde_json::from_str(
         r#"{"current_asin":"B0SPIRAL01","store_section":"horror","browsing_history":["B0SPIRAL01","B0GHOSTG01"]}"#,
     )
-    .unwrap_or_default();
+    .expect("a valid page context");
     (chunks, conversation, page)
 }
 

@@ -10,15 +10,17 @@
 //! older Lambda keeps serving a newer client.
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::{ErrorCode, FrameError};
 use crate::ids::{Asin, MessageId};
 use crate::intent::Intent;
 
 mod frame;
+mod page;
 
 pub use frame::{MessageFields, message_fields, read_object};
+pub use page::{MAX_PAGE_LIST, MAX_SECTION_CHARS, PageContext, PageField, Section};
 
 /// The longest raw `text` read at all, in bytes of UTF-8: a cheap bound checked before anything else
 /// (the token limit below is the one a shopper meets).
@@ -61,8 +63,8 @@ pub struct ClientMessage {
     pub message_id: MessageId,
     /// Normalized and masked ([`crate::safety::shopper_text`]), within [`MAX_MESSAGE_TOKENS`], not empty.
     pub text: String,
-    /// What the shopper is looking at (current ASIN, store section, cart, ...), as sent by the page.
-    pub page_context: Map<String, Value>,
+    /// What the shopper is looking at (current ASIN, store section, cart, ...), validated.
+    pub page_context: PageContext,
 }
 
 /// A rejected frame, with the message id when one could be read (so the client can match the error).
@@ -111,7 +113,7 @@ impl ClientMessage {
 pub struct TypingFrame {
     /// Normalized, masked and trimmed, as a sent message's; may be empty (the shopper cleared the box).
     pub text: String,
-    pub page_context: Map<String, Value>,
+    pub page_context: PageContext,
 }
 
 impl TypingFrame {
@@ -381,7 +383,7 @@ mod tests {
         .unwrap();
         assert_eq!(m.message_id.as_str(), "m-1");
         assert_eq!(m.text, "おすすめは?");
-        assert_eq!(m.page_context["current_asin"], "B0TEST0001");
+        assert_eq!(m.page_context.current_asin.as_ref().map(Asin::as_str), Some("B0TEST0001"));
     }
 
     #[test]
@@ -413,7 +415,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.text, "horror ma");
-        assert_eq!(t.page_context["current_asin"], "B0TEST0001");
+        assert_eq!(t.page_context.current_asin.as_ref().map(Asin::as_str), Some("B0TEST0001"));
         assert_eq!(TypingFrame::parse(r#"{"action":"typing","text":""}"#).unwrap().text, "");
         let code = |f: &str| TypingFrame::parse(f).unwrap_err().code();
         assert_eq!(code("nope"), "bad_frame");

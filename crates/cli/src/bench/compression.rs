@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use mangaassist_core::ports::memory::MemoryStore;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::driver::{print_table, run};
 use super::report::Recorder;
@@ -35,7 +35,7 @@ fn long_conversations(seed: u64, n: usize, turns: usize) -> Vec<Conversation> {
     (0..n)
         .map(|_| {
             let r = g.request();
-            let page = Some(Value::Object(r.page_context.clone()));
+            let page = serde_json::to_value(&r.page_context).ok();
             let mut messages = Vec::with_capacity(turns);
             for _ in 0..turns {
                 let q = g.request().user_message;

@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use mangaassist_core::ahead::speculate::{Basis, normalize};
 use mangaassist_core::ports::memory::MemoryStore;
+use mangaassist_core::protocol::PageContext;
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::ScriptedMessage;
 use super::driver::run_turn;
@@ -206,7 +207,7 @@ struct Row {
 }
 
 /// Whether a context built for `typed` may never serve `sent`: another intent, product or page.
-fn different_context(typed: &str, sent: &str, page: &Map<String, Value>) -> bool {
+fn different_context(typed: &str, sent: &str, page: &PageContext) -> bool {
     let (a, b) = (Basis::of(typed, page), Basis::of(sent, page));
     a.intent != b.intent || a.asins != b.asins || a.ordinal != b.ordinal
 }
@@ -314,7 +315,7 @@ async fn run_conversation(mode: &mut Mode, conv: Vec<Typed>, rec: &Recorder) -> 
                 let legs = s.completed["metrics"]["speculated_legs"]
                     .as_array()
                     .map_or(0, |l| l.iter().filter(|l| l.as_str() != Some("memory")).count());
-                let page = msg.page.as_object().cloned().unwrap_or_default();
+                let page = PageContext::parse(msg.page.as_object().cloned().unwrap_or_default())?;
                 let wrong = legs > 0 && msg.edited.is_some_and(|e| different_context(msg.text, e, &page));
                 run.ttft.push(s.ttft_ms);
                 let m = &s.completed["metrics"];
@@ -650,7 +651,7 @@ mod tests {
 
     #[test]
     fn an_edit_to_another_product_or_intent_is_a_different_context() {
-        let none = Map::new();
+        let none = PageContext::default();
         assert!(different_context("Is B0UZUMAKI1 in stock", "Is B0CHAINSAW in stock", &none));
         assert!(different_context("送料はいくらですか", "返品はできますか", &none));
         assert!(!different_context("Can you recommend a romance manga", "Can you recommend a cooking manga", &none));

@@ -27,8 +27,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
+use crate::protocol::PageContext;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::cache::{Lookup, prefetch_claim};
@@ -57,7 +57,7 @@ pub struct PrefetchJob {
     #[serde(default)]
     pub products: Vec<Asin>,
     #[serde(default)]
-    pub page_context: Map<String, Value>,
+    pub page_context: PageContext,
     /// The exchanges the next turn will have verbatim, oldest first (this one last): what pre-generation
     /// puts in the follow-up's prompt, as the turn would.
     #[serde(default)]

@@ -32,7 +32,6 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use crate::admit::session::Memory;
 use crate::cache::Passage;
@@ -44,6 +43,7 @@ use crate::ids::{Asin, ConnectionId, SessionId, UserId};
 use crate::intent::{self, Entities, Intent, Ordinal};
 use crate::ports::Counter;
 use crate::ports::sources::ContextSources;
+use crate::protocol::PageContext;
 use crate::safety::InputVerdict;
 
 /// Settings of typing-time speculation.
@@ -158,7 +158,7 @@ pub struct Basis {
 
 impl Basis {
     /// Classifies `text` and reads its entities the way the turn does.
-    pub fn of(text: &str, page: &Map<String, Value>) -> Self {
+    pub fn of(text: &str, page: &PageContext) -> Self {
         let entities = intent::extract(text, &[]);
         let intent = intent::classify(text, &entities);
         Self {
@@ -426,13 +426,14 @@ pub async fn lookup<X: ContextSources>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn session(s: &str) -> SessionId {
         SessionId::parse(s).unwrap()
     }
 
-    fn page(v: Value) -> Map<String, Value> {
-        v.as_object().cloned().unwrap_or_default()
+    fn page(v: serde_json::Value) -> PageContext {
+        PageContext::parse(v.as_object().cloned().unwrap_or_default()).unwrap()
     }
 
     const NOW: u64 = 1_800_000_000_000;
@@ -527,7 +528,7 @@ mod tests {
     #[test]
     fn a_stale_entry_another_sessions_entry_and_no_entry_are_never_reused() {
         let cfg = SpeculationConfig::default();
-        let fin = Basis::of("any horror manga", &Map::new());
+        let fin = Basis::of("any horror manga", &PageContext::default());
         let old = entry("any horror manga", Value::Null, NOW - 61_000);
         assert_eq!(decide(Some(&old), &session("s-1"), NOW, &fin, &cfg), Reuse::Miss(Miss::Stale));
         let fresh = entry("any horror manga", Value::Null, NOW - 1_000);
@@ -568,7 +569,7 @@ mod tests {
 
     #[test]
     fn memory_is_kept_only_when_whole_and_after_an_epoch_read_and_served_only_while_the_epoch_holds() {
-        let basis = || Basis::of("any horror manga", &Map::new());
+        let basis = || Basis::of("any horror manga", &PageContext::default());
         let new = |whole, epoch| SpeculationEntry::new(session("s-1"), 1, NOW, basis(), &gathered(whole), epoch);
         assert!(new(false, Some(None)).memory.is_none(), "a memory missing a part");
         assert!(new(true, None).memory.is_none(), "the epoch read failed");
@@ -600,14 +601,14 @@ mod tests {
                 s.clone(),
                 1,
                 NOW,
-                Basis::of("any horror manga", &Map::new()),
+                Basis::of("any horror manga", &PageContext::default()),
                 &gathered(true),
                 epoch,
             );
             cache.cache_set(&SpeculationEntry::key(&s), &e.encode(), cfg.ttl).await.unwrap();
         };
         let send = async || {
-            let fin = Basis::of("any horror manga?", &Map::new());
+            let fin = Basis::of("any horror manga?", &PageContext::default());
             lookup(&cache, d, &cfg, &s, fin, NOW + 1_000).await.expect("the entry fits")
         };
         // No turn stored in between (and none ever: no marker at all): the copy is current.
@@ -630,7 +631,7 @@ mod tests {
         // A message the entry does not fit still takes a current memory, and nothing else; a stale entry,
         // or another session's, gives nothing.
         speculate(read_epoch(&cache, d, &s).await).await;
-        let other = Basis::of("where is my order", &Map::new());
+        let other = Basis::of("where is my order", &PageContext::default());
         let r = lookup(&cache, d, &cfg, &s, other.clone(), NOW + 1_000).await.expect("the memory");
         assert!(r.memory.is_some() && r.retrieved.is_none() && r.values.is_empty() && r.absent.is_empty());
         // Nothing but the marker read at send (for a typed-ahead answer's basis).

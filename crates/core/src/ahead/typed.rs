@@ -9,8 +9,6 @@
 
 use std::time::Duration;
 
-use serde_json::{Map, Value};
-
 use crate::ahead::speculate::normalize;
 use crate::cache::CounterKey;
 use crate::deadline::best_effort;
@@ -20,6 +18,7 @@ use crate::intent::is_japanese;
 use crate::ports::Counter;
 use crate::ports::ModelEvent;
 use crate::ports::answers::{AnswerBuffer, Buffered};
+use crate::protocol::PageContext;
 
 /// Settings of typed-ahead answers (`ANSWER_SPECULATION`, off unless named, and only with a cache).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,8 +67,8 @@ pub struct AnswerBasis {
 }
 
 impl AnswerBasis {
-    pub fn new(text: &str, page: &Map<String, Value>, epoch: Option<String>, verdict: String, model: &str) -> Self {
-        let page = if page.is_empty() { String::new() } else { serde_json::to_string(page).unwrap_or_default() };
+    pub fn new(text: &str, page: &PageContext, epoch: Option<String>, verdict: String, model: &str) -> Self {
+        let page = page.to_json();
         Self { text: normalize(text), page, epoch, verdict, model: model.to_owned() }
     }
 
@@ -160,7 +159,7 @@ mod tests {
 
     #[test]
     fn a_basis_differs_when_any_part_does_and_not_for_case_or_a_final_question_mark() {
-        let page = Map::new();
+        let page = PageContext::default();
         let b = |t: &str, e: Option<&str>, v: &str, m: &str| {
             AnswerBasis::new(t, &page, e.map(str::to_owned), v.to_owned(), m).key()
         };
@@ -171,8 +170,8 @@ mod tests {
         assert_ne!(base, b("Is Spiral scary", None, "none", "m"), "no marker then");
         assert_ne!(base, b("Is Spiral scary", Some("e1"), "pass@g:1", "m"), "verdict");
         assert_ne!(base, b("Is Spiral scary", Some("e1"), "none", "n"), "model");
-        let mut shelf = Map::new();
-        shelf.insert("store_section".into(), Value::String("horror".into()));
+        let shelf =
+            PageContext { store_section: Some("horror".to_owned().try_into().unwrap()), ..PageContext::default() };
         let other_page = AnswerBasis::new("Is Spiral scary", &shelf, Some("e1".into()), "none".into(), "m").key();
         assert_ne!(base, other_page, "page context");
     }

@@ -8,22 +8,21 @@
 
 use std::time::Duration;
 
-use serde_json::{Map, Value};
-
 use crate::cache::Lookup;
 use crate::deadline::within;
 use crate::error::chain;
 use crate::gather::Gathered;
 use crate::ids::Asin;
 use crate::ports::sources::ContextSources;
-use crate::safety::{KnownProducts, page_asins};
+use crate::protocol::PageContext;
+use crate::safety::KnownProducts;
 
 /// The page-context ASINs that exist, of those `answer` names: the ones the gathered context holds, and
 /// the ones a product lookup found (side by side, each bounded by `deadline`; a lookup that fails or times
 /// out vouches for nothing).
 pub async fn vouched_page_asins<X: ContextSources>(
     sources: &X,
-    page: &Map<String, Value>,
+    page: &PageContext,
     gathered: &Gathered,
     answer: &str,
     deadline: Duration,
@@ -38,11 +37,11 @@ pub async fn vouched_page_asins<X: ContextSources>(
     }
     let mut out = Vec::new();
     let mut ask = Vec::new();
-    for a in page_asins(page).filter_map(|a| Asin::parse(a).ok()) {
-        if out.contains(&a) || ask.contains(&a) || !named.contains(&a) {
+    for a in page.asins() {
+        if out.contains(a) || ask.contains(a) || !named.contains(a) {
             continue;
         }
-        if held.contains(&a) { out.push(a) } else { ask.push(a) }
+        if held.contains(a) { out.push(a.clone()) } else { ask.push(a.clone()) }
     }
     if ask.is_empty() {
         return out;
@@ -92,7 +91,8 @@ mod tests {
             "current_asin": "B0FAKE0003",
             "browsing_history": ["B0REAL0001", "B0NOTNAMED", "B0CACHED01", "B0HELD0001"],
         });
-        let Value::Object(page) = page else { unreachable!() };
+        let serde_json::Value::Object(page) = page else { unreachable!() };
+        let page = PageContext::parse(page).unwrap();
         let answer = "B0FAKE0003, B0REAL0001, B0CACHED01 and B0HELD0001 are all great.";
         let mut gathered = Gathered::default();
         gathered.context.values.push((Lookup::Promo, "sale on B0HELD0001".to_owned()));

@@ -29,7 +29,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::admit::session::Memory;
@@ -42,7 +41,7 @@ use crate::intent::{self, Entities, Intent};
 use crate::ports::Store;
 use crate::ports::sources::{ContextSources, SourceError};
 use crate::pregen::{self, Ask, PregenEntry};
-use crate::protocol::{ClientMessage, Leg, LegTimings};
+use crate::protocol::{ClientMessage, Leg, LegTimings, PageContext};
 use recall::Recall;
 
 /// Deadlines and sizes of the context legs.
@@ -87,7 +86,7 @@ impl Default for ContextConfig {
 
 /// The products a turn is about: explicit ASINs, the resolved ordinal, then the page's current product,
 /// then browsing history; at most `max`.
-pub fn focus_products(entities: &Entities, page: &serde_json::Map<String, Value>, max: usize) -> Vec<Asin> {
+pub fn focus_products(entities: &Entities, page: &PageContext, max: usize) -> Vec<Asin> {
     let mut out: Vec<Asin> = Vec::new();
     let mut push = |a: &Asin| {
         if out.len() < max && !out.contains(a) {
@@ -98,13 +97,7 @@ pub fn focus_products(entities: &Entities, page: &serde_json::Map<String, Value>
     if let Some(p) = &entities.resolved {
         push(p);
     }
-    let page_asin = |v: &Value| v.as_str().and_then(|s| Asin::parse(s).ok());
-    if let Some(a) = page.get("current_asin").and_then(page_asin) {
-        push(&a);
-    }
-    if let Some(h) = page.get("browsing_history").and_then(Value::as_array) {
-        h.iter().filter_map(page_asin).for_each(|a| push(&a));
-    }
+    page.current_asin.iter().chain(&page.browsing_history).for_each(push);
     out
 }
 

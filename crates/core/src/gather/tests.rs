@@ -16,7 +16,7 @@ fn slow(retrieval: Duration, service: Duration) -> ScriptedSources {
 }
 
 fn message(text: &str, page: &str) -> ClientMessage {
-    let frame = serde_json::json!({"action": "sendMessage", "message_id": "m-1", "text": text, "page_context": serde_json::from_str::<Value>(page).unwrap()});
+    let frame = serde_json::json!({"action": "sendMessage", "message_id": "m-1", "text": text, "page_context": serde_json::from_str::<serde_json::Value>(page).unwrap()});
     ClientMessage::parse(&frame.to_string()).unwrap()
 }
 
@@ -129,9 +129,8 @@ fn focus_prefers_named_products_then_the_ordinal_then_the_page() {
         resolved: Some(Asin::parse("B0ORDINAL1").unwrap()),
         ..Entities::default()
     };
-    let page: serde_json::Map<String, Value> =
-        serde_json::from_str(r#"{"current_asin":"B0CURRENT1","browsing_history":["B0HISTORY1","not an asin"]}"#)
-            .unwrap();
+    let page: PageContext =
+        serde_json::from_str(r#"{"current_asin":"B0CURRENT1","browsing_history":["B0HISTORY1"]}"#).unwrap();
     assert_eq!(focus_products(&e, &page, 3), ["B0NAMED001", "B0ORDINAL1", "B0CURRENT1"]);
     assert_eq!(focus_products(&Entities::default(), &page, 3), ["B0CURRENT1", "B0HISTORY1"]);
 }

@@ -28,12 +28,10 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use serde_json::{Map, Value};
-
 use crate::cache::Passage;
 use crate::intent::Intent;
 use crate::ports::ChatMessage;
-use crate::protocol::MAX_MESSAGE_TOKENS;
+use crate::protocol::{MAX_MESSAGE_TOKENS, PageContext, PageField};
 use crate::tokenizer::Tokenizer;
 
 mod sections;
@@ -160,7 +158,7 @@ pub struct CompressInput<'a> {
     pub conversation_tokens: &'a [Option<usize>],
     /// The stored running summary of turns older than the verbatim window.
     pub summary: Option<&'a str>,
-    pub page_context: &'a Map<String, Value>,
+    pub page_context: &'a PageContext,
     /// Facts derived this turn (e.g. `refers_to=B0...` for an ordinal), always kept.
     pub notes: &'a [(&'a str, String)],
     pub user_message: &'a str,
@@ -206,16 +204,17 @@ pub enum CompressError {
 }
 
 /// Page-context fields each intent needs (the design's table). `General` keeps all.
-pub fn page_fields(intent: Intent) -> Option<&'static [&'static str]> {
+pub fn page_fields(intent: Intent) -> Option<&'static [PageField]> {
+    use PageField::{BrowsingHistory, CartAsins, CurrentAsin, StoreSection};
     Some(match intent {
-        Intent::ProductQuestion => &["current_asin", "store_section"],
-        Intent::Recommendation => &["browsing_history", "store_section"],
-        Intent::ProductDiscovery => &["store_section", "browsing_history"],
+        Intent::ProductQuestion => &[CurrentAsin, StoreSection],
+        Intent::Recommendation => &[BrowsingHistory, StoreSection],
+        Intent::ProductDiscovery => &[StoreSection, BrowsingHistory],
         Intent::OrderTracking => &[],
-        Intent::ReturnRequest => &["current_asin"],
-        Intent::Faq => &["store_section"],
-        Intent::Promotion => &["store_section", "cart_asins"],
-        Intent::CheckoutHelp => &["cart_asins"],
+        Intent::ReturnRequest => &[CurrentAsin],
+        Intent::Faq => &[StoreSection],
+        Intent::Promotion => &[StoreSection, CartAsins],
+        Intent::CheckoutHelp => &[CartAsins],
         Intent::General => return None,
     })
 }
@@ -381,11 +380,7 @@ pub fn raw_tokens<T: Tokenizer + ?Sized>(tok: &T, input: &CompressInput<'_>) -> 
             .map(|(i, m)| input.conversation_tokens.get(i).copied().flatten().unwrap_or_else(|| tok.count(&m.text)) + 2)
             .sum::<usize>()
         + input.summary.map_or(0, |s| tok.count(s))
-        + if input.page_context.is_empty() {
-            0
-        } else {
-            tok.count(&serde_json::to_string(input.page_context).unwrap_or_default())
-        }
+        + tok.count(&input.page_context.to_json())
         + tok.count(input.user_message)
 }
 

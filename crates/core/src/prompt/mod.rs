@@ -95,7 +95,7 @@ pub fn uncompressed_request(
         text.push('\n');
     }
     if !input.page_context.is_empty() {
-        text.push_str(&serde_json::to_string(input.page_context).unwrap_or_default());
+        text.push_str(&input.page_context.to_json());
         text.push('\n');
     }
     for (k, v) in input.notes {
@@ -137,7 +137,7 @@ impl PromptParts {
     pub fn input<'a>(
         &'a self,
         question: &'a str,
-        page_context: &'a serde_json::Map<String, serde_json::Value>,
+        page_context: &'a crate::protocol::PageContext,
         gathered: &'a Gathered,
     ) -> CompressInput<'a> {
         CompressInput {

@@ -15,7 +15,7 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::{MAX_MESSAGE_TOKENS, MAX_PAGE_CONTEXT_BYTES, MAX_TEXT_BYTES};
+use super::{MAX_MESSAGE_TOKENS, MAX_PAGE_CONTEXT_BYTES, MAX_TEXT_BYTES, PageContext};
 use crate::error::FrameError;
 
 /// Builds a `Value`, refusing duplicate keys in every object.
@@ -106,8 +106,8 @@ pub fn read_object(frame: &str) -> Result<Map<String, Value>, FrameError> {
 pub struct MessageFields {
     /// Normalized, masked and trimmed ([`crate::safety::shopper_text`]); may be empty.
     pub text: String,
-    /// Validated against the page schema ([`crate::safety::page_context`]).
-    pub page_context: Map<String, Value>,
+    /// Validated against the page schema ([`PageContext::parse`]).
+    pub page_context: PageContext,
 }
 
 /// Takes `text` (required) and `page_context` (optional) out of a frame and validates them: the raw text
@@ -128,14 +128,14 @@ pub fn message_fields(obj: &mut Map<String, Value>) -> Result<MessageFields, Fra
         return Err(FrameError::TooManyTokens { limit: MAX_MESSAGE_TOKENS });
     }
     let page_context = match obj.remove("page_context") {
-        None | Some(Value::Null) => Map::new(),
+        None | Some(Value::Null) => PageContext::default(),
         Some(Value::Object(m)) => {
             let size = serde_json::to_string(&m).map_or(usize::MAX, |s| s.len());
             if size > MAX_PAGE_CONTEXT_BYTES {
                 let reason = format!("is {size} bytes; the limit is {MAX_PAGE_CONTEXT_BYTES}");
                 return Err(FrameError::InvalidField { field: "page_context", reason });
             }
-            crate::safety::page_context(m)?
+            PageContext::parse(m)?
         }
         Some(_) => {
             return Err(FrameError::InvalidField { field: "page_context", reason: "must be an object".into() });

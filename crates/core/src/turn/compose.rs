@@ -40,7 +40,7 @@ pub(super) struct Asked<'a> {
     pub request_id: &'a str,
     /// The text as the shopper sent (or typed) it.
     pub text: &'a str,
-    pub page: &'a serde_json::Map<String, serde_json::Value>,
+    pub page: &'a crate::protocol::PageContext,
     /// The text the model sees (masked where the input guardrail masked).
     pub question: &'a str,
     pub gathered: &'a Gathered,

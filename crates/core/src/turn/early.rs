@@ -126,8 +126,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         // Page-context products count too: a generation reads the product's record first (the cache, else
         // the product service) and generates nothing for one neither knows, so no overview is ever written
         // for a product that does not exist.
-        let page: Vec<Asin> =
-            crate::safety::page_asins(&turn.msg.page_context).filter_map(|a| Asin::parse(a).ok()).collect();
+        let page: Vec<Asin> = turn.msg.page_context.asins().cloned().collect();
         let known = super::conclude::known_products(gathered, &page);
         // The order an answer names products in, as far as the prompt tells: the ones the question names,
         // the page the shopper is looking at, then the rest of the context.

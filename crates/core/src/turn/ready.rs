@@ -82,15 +82,6 @@ impl InputCheck {
     }
 }
 
-/// The page context as the input guardrail reads it: JSON, or empty when there is none.
-pub(super) fn page_json(msg: &ClientMessage) -> String {
-    if msg.page_context.is_empty() {
-        String::new()
-    } else {
-        serde_json::to_string(&msg.page_context).unwrap_or_default()
-    }
-}
-
 impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> Engine<M, St, C, X, Q> {
     /// Gathers everything the turn needs before it can compose its request, side by side; the turn slot is
     /// held for as long as the turn may run.
@@ -164,7 +155,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
     /// exactly this text and page context, by the same guardrail, is taken instead of a new check.
     async fn check_input(&self, msg: &ClientMessage, prior: impl Future<Output = Option<Arc<Reusable>>>) -> InputCheck {
         let Some(g) = &self.cfg.safety.input else { return InputCheck::Pass };
-        let page = page_json(msg);
+        let page = msg.page_context.to_json();
         let name = g.name();
         if self.cfg.speculation.enabled
             && let Some(p) = prior.await

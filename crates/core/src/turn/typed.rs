@@ -8,7 +8,6 @@
 //! this is optional work), the turn's own deadline, and every token generated counts against the user's
 //! daily budget at once, served or not.
 
-use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use super::Engine;
@@ -26,6 +25,7 @@ use crate::metrics;
 use crate::ports::answers::{AnswerBuffer, Buffered, GenerationHead};
 use crate::ports::sources::ContextSources;
 use crate::ports::{ModelClient, ModelEvent, ModelStream, Store};
+use crate::protocol::PageContext;
 use crate::safety::{GuardrailRef, InputVerdict};
 
 /// A settled partial, with what the typing step gathered for it.
@@ -34,7 +34,7 @@ pub(super) struct Partial<'a> {
     pub session: &'a SessionId,
     pub who: &'a Principal,
     pub text: &'a str,
-    pub page: &'a Map<String, Value>,
+    pub page: &'a PageContext,
     pub gathered: &'a Gathered,
     /// The input guardrail's verdict on exactly this text (`None`: none configured, or the check failed).
     pub verdict: Option<&'a InputVerdict>,

@@ -21,7 +21,7 @@ use crate::ports::{ModelClient, Store};
 use crate::protocol::{ClientMessage, TypingFrame};
 use crate::safety::InputVerdict;
 
-use super::ready::{InputCheck, page_json};
+use super::ready::InputCheck;
 use super::typed::Partial;
 use super::{Engine, Invocation};
 use crate::ahead::typed;
@@ -169,7 +169,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
     /// Not counted as an intervention here: the turn that takes it counts it.
     async fn input_verdict(&self, msg: &ClientMessage) -> Option<InputVerdict> {
         let g = self.cfg.safety.input.as_ref()?;
-        let page = page_json(msg);
+        let page = msg.page_context.to_json();
         let a = self.assess_input(g, &msg.text, &page).await?;
         let masked = match InputCheck::of(&a, &msg.text) {
             InputCheck::Masked(m) => Some(m),

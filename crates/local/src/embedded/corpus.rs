@@ -7,8 +7,9 @@
 //! `{"system_prompt":"...","rag_chunks":[{"content":"...","score":0.8}],"conversation":[{"role":"user",
 //! "content":"..."}],"summary":null,"page_context":{...},"user_message":"...","intent":null}`.
 
+use mangaassist_core::ids::Asin;
+use mangaassist_core::protocol::{PageContext, Section};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
 
 /// One product of the generated catalog.
 #[derive(Debug, Clone, Serialize)]
@@ -43,7 +44,7 @@ pub struct CorpusRequest {
     #[serde(default)]
     pub summary: Option<String>,
     #[serde(default)]
-    pub page_context: Map<String, Value>,
+    pub page_context: PageContext,
     pub user_message: String,
     /// `null`: classify the message.
     #[serde(default)]
@@ -203,19 +204,12 @@ impl Generator {
         let summary = (len > 4 && self.rng.bool()).then(|| {
             format!("The shopper is looking for {} manga and asked about {} (ASIN {}).", p.genre, p.title_en, p.asin)
         });
-        let mut page = Map::new();
-        if self.rng.bool() {
-            page.insert("current_asin".into(), json!(p.asin));
-        }
-        page.insert("store_section".into(), json!(p.genre));
-        let history: Vec<String> = (0..self.rng.usize(0..=6)).map(|_| self.product().asin).collect();
-        if !history.is_empty() {
-            page.insert("browsing_history".into(), json!(history));
-        }
-        let cart: Vec<String> = (0..self.rng.usize(0..=4)).map(|_| self.product().asin).collect();
-        if !cart.is_empty() {
-            page.insert("cart_asins".into(), json!(cart));
-        }
+        let asin = |a: String| Asin::parse(a).expect("the generator's ASINs are well formed");
+        let current_asin = self.rng.bool().then(|| asin(p.asin.clone()));
+        let store_section = Some(Section::parse(p.genre).expect("genre names are section names"));
+        let browsing_history = (0..self.rng.usize(0..=6)).map(|_| asin(self.product().asin)).collect();
+        let cart_asins = (0..self.rng.usize(0..=4)).map(|_| asin(self.product().asin)).collect();
+        let page = PageContext { browsing_history, cart_asins, current_asin, store_section };
         CorpusRequest {
             system_prompt: self.system_prompt(),
             rag_chunks,

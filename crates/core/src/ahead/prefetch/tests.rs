@@ -115,7 +115,7 @@ fn job(id: &str) -> PrefetchJob {
         previous_intent: Some(Intent::ProductDiscovery),
         intent: Intent::Recommendation,
         products: asins(2),
-        page_context: Map::new(),
+        page_context: PageContext::default(),
         history: Vec::new(),
         summary: None,
         previous_products: Vec::new(),

@@ -6,12 +6,11 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use serde_json::{Map, Value};
-
 use super::page_fields;
 use crate::cache::Passage;
 use crate::intent::Intent;
 use crate::ports::{ChatMessage, Role};
+use crate::protocol::PageContext;
 use crate::safety::{inert, inert_line};
 use crate::tokenizer::{Tokenizer, grapheme_floor};
 
@@ -313,7 +312,7 @@ fn join_reversed(lines: &[String]) -> String {
 
 pub(super) fn compress_page<T: Tokenizer + ?Sized>(
     tok: &T,
-    page: &Map<String, Value>,
+    page: &PageContext,
     notes: &[(&str, String)],
     intent: Intent,
     budget: usize,
@@ -336,20 +335,11 @@ pub(super) fn compress_page<T: Tokenizer + ?Sized>(
     for (k, v) in notes {
         push(k, v);
     }
-    for (k, v) in page {
-        if fields.is_some_and(|f| !f.contains(&k.as_str())) {
+    for (field, v) in page.entries() {
+        if fields.is_some_and(|f| !f.contains(&field)) {
             continue;
         }
-        match v {
-            Value::Null => {}
-            Value::String(s) => push(k, s),
-            Value::Array(a) => {
-                let items: Vec<String> =
-                    a.iter().map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned)).collect();
-                push(k, &items.join(","));
-            }
-            other => push(k, &other.to_string()),
-        }
+        push(field.key(), &v);
     }
     // One pass in the common case (it fits); a cut costs a second.
     if let Some(n) = tok.count_up_to(&out, budget) {

@@ -13,7 +13,7 @@ fn msg(role: Role, text: &str) -> ChatMessage {
 fn input<'a>(
     chunks: &'a [Passage],
     conv: &'a [ChatMessage],
-    page: &'a Map<String, Value>,
+    page: &'a PageContext,
     user: &'a str,
 ) -> CompressInput<'a> {
     CompressInput {
@@ -110,19 +110,24 @@ fn older_turns_become_a_digest_and_the_last_four_stay_verbatim() {
 
 #[test]
 fn page_context_keeps_only_what_the_intent_needs() {
-    let page: Map<String, Value> = serde_json::from_str(
-        r#"{"current_asin":"B0AAAAAAA1","store_section":"horror","cart_asins":["B0X","B0Y"],"browsing_history":["B0Z"]}"#,
+    let page: PageContext = serde_json::from_str(
+        r#"{"current_asin":"B0AAAAAAA1","store_section":"horror","cart_asins":["B0CARTAAA1","B0CARTAAA2"],"browsing_history":["B0HISTAAA1"]}"#,
     )
     .unwrap();
     let (p, _) = compress_page(&Cl100k, &page, &[], Intent::CheckoutHelp, 100);
-    assert_eq!(p, "cart_asins=B0X,B0Y");
+    assert_eq!(p, "cart_asins=B0CARTAAA1,B0CARTAAA2");
+    let (p, _) = compress_page(&Cl100k, &page, &[], Intent::General, 100);
+    assert_eq!(
+        p,
+        "browsing_history=B0HISTAAA1; cart_asins=B0CARTAAA1,B0CARTAAA2; current_asin=B0AAAAAAA1; store_section=horror"
+    );
     let (p, _) = compress_page(&Cl100k, &page, &[("refers_to", "B0Q".into())], Intent::OrderTracking, 100);
     assert_eq!(p, "refers_to=B0Q");
 }
 
 #[test]
 fn a_message_that_cannot_fit_the_total_is_an_error_not_a_cut() {
-    let page = Map::new();
+    let page = PageContext::default();
     let long = "manga ".repeat(300);
     let c = PromptCompressor::default();
     let budget = PromptBudget { total: 200, ..PromptBudget::default() };
@@ -156,7 +161,7 @@ fn every_admitted_message_fits_whole_at_every_calibration_and_the_total_holds() 
     let conv: Vec<ChatMessage> = (0..12)
         .map(|i| msg(if i % 2 == 0 { Role::User } else { Role::Assistant }, &"Do you have Berserk? ".repeat(15)))
         .collect();
-    let page: Map<String, Value> = serde_json::from_str(
+    let page: PageContext = serde_json::from_str(
         r#"{"store_section":"horror","browsing_history":["B0AAAAAAA1","B0AAAAAAA2","B0AAAAAAA3"]}"#,
     )
     .unwrap();
@@ -186,7 +191,7 @@ fn every_admitted_message_fits_whole_at_every_calibration_and_the_total_holds() 
 fn a_message_longer_than_its_share_takes_the_difference_from_retrieval() {
     let chunk = "Spiral Chronicle is a horror series in 12 volumes by a celebrated artist. ".repeat(100);
     let chunks = vec![Passage { content: chunk, score: 1.0, tokens: None }];
-    let page = Map::new();
+    let page = PageContext::default();
     let c = PromptCompressor::default();
     let b = PromptBudget::default();
     let short = c.compress(&Cl100k, &input(&chunks, &[], &page, "Any horror manga like Uzumaki?"), &b).unwrap();
@@ -246,7 +251,7 @@ proptest! {
         }).collect();
         let conv: Vec<ChatMessage> = turns.iter().enumerate()
             .map(|(i, t)| msg(if i % 2 == 0 { Role::User } else { Role::Assistant }, t)).collect();
-        let page: Map<String, Value> = serde_json::from_str(r#"{"store_section":"horror","browsing_history":["B0AAAAAAA1"]}"#).unwrap();
+        let page: PageContext = serde_json::from_str(r#"{"store_section":"horror","browsing_history":["B0AAAAAAA1"]}"#).unwrap();
         let known: Vec<Option<usize>> = conv.iter().enumerate().map(|(i, m)| (i % 3 == 0).then(|| Cl100k.count(m.text.trim()))).collect();
         let mut inp = input(&chunks, &conv, &page, &user);
         inp.summary = summary.as_deref();
@@ -299,8 +304,9 @@ fn every_injection_stays_inert_data_inside_its_own_section() {
     for attack in INJECTIONS {
         let passages = [Passage { content: format!("Review: {attack}"), score: 0.9, tokens: None }];
         let conv = [msg(Role::User, attack), msg(Role::Assistant, attack)];
-        let page: Map<String, Value> =
-            serde_json::from_value(serde_json::json!({"store_section": attack})).unwrap_or_default();
+        // An attack never reaches the page section: the schema refuses it as a section name.
+        assert!(serde_json::from_value::<PageContext>(serde_json::json!({"store_section": attack})).is_err());
+        let page: PageContext = serde_json::from_value(serde_json::json!({"store_section": "horror"})).unwrap();
         let mut i = input(&passages, &conv, &page, attack);
         i.intent = Intent::General;
         i.summary = Some(attack);
