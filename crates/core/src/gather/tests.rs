@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::ports::memory::MemoryStore;
+use crate::protocol::PageContext;
 use crate::testkit::{ScriptedSources, turn};
 
 /// Sources with scripted latencies (cache reads take 1 ms); they log queries, service calls and cache writes.
