@@ -167,7 +167,7 @@ fn limits<F: Fn(&str) -> Option<String>>(env: &Env<F>, d: &LimitConfig) -> Resul
 
 /// Hedging of a late first token: `HEDGE` (on/off), `HEDGE_DELAY_MS` (`p90`, the route's learned p90, or a
 /// fixed delay in ms), `HEDGE_INITIAL_DELAY_MS` (the delay until the p90 is learned), `HEDGE_SHARE` (the
-/// share of turns that may be hedged, 0..=1).
+/// share of turns that may be hedged, 0..=1), `HEDGE_BURST` (the most hedges saved up, at least 1).
 fn hedge<F: Fn(&str) -> Option<String>>(env: &Env<F>, d: &HedgeConfig) -> Result<HedgeConfig, ChatConfigError> {
     let initial = match d.delay {
         HedgeDelay::Learned { initial } | HedgeDelay::Fixed(initial) => initial,
@@ -182,7 +182,12 @@ fn hedge<F: Fn(&str) -> Option<String>>(env: &Env<F>, d: &HedgeConfig) -> Result
         let e = ConfigError { name: "HEDGE_SHARE", value: share.to_string(), reason: "expected 0..=1" };
         return Err(e.into());
     }
-    Ok(HedgeConfig { enabled: env.switch("HEDGE", d.enabled)?, delay, share, ..*d })
+    let burst: u32 = env.parse("HEDGE_BURST", d.burst, "expected a whole number of hedges, at least 1")?;
+    if burst == 0 {
+        let e = ConfigError { name: "HEDGE_BURST", value: "0".into(), reason: "expected at least 1" };
+        return Err(e.into());
+    }
+    Ok(HedgeConfig { enabled: env.switch("HEDGE", d.enabled)?, delay, share, burst, ..*d })
 }
 
 impl FromEnv for ChatConfig {
@@ -425,6 +430,9 @@ mod tests {
         assert_eq!(c.turn.failover.hedge.delay, HedgeDelay::Fixed(Duration::from_millis(900)));
         assert_eq!(cfg(&[("HEDGE_DELAY_MS", "p90")]).unwrap().turn.failover.hedge.delay, d.delay);
         assert_eq!(cfg(&[("HEDGE_SHARE", "1.5")]).unwrap_err().name(), "HEDGE_SHARE");
+        assert_eq!(cfg(&[("HEDGE_BURST", "2")]).unwrap().turn.failover.hedge.burst, 2);
+        assert_eq!(cfg(&[("HEDGE_BURST", "0")]).unwrap_err().name(), "HEDGE_BURST");
+        assert_eq!(cfg(&[("HEDGE_BURST", "-1")]).unwrap_err().name(), "HEDGE_BURST");
         assert_eq!(cfg(&[("HEDGE_DELAY_MS", "soon")]).unwrap_err().name(), "HEDGE_DELAY_MS");
         assert_eq!(cfg(&[("HEDGE", "maybe")]).unwrap_err().name(), "HEDGE");
     }

@@ -23,7 +23,10 @@
 //! every lever on, and each lever alone (`by_lever`): `warm` (connections opened at start and refreshed on
 //! `$connect`/`typing` after idle, the pool's idle timeout below the endpoint's), `retry` (the first-byte
 //! deadline with one retry on a fresh connection), `hedge` (a second stream on the fallback route when the
-//! first token is later than the route's learned p90, at most 10% of turns).
+//! first token is later than the route's learned p90, at most 10% of turns). A sixth side has every lever
+//! on with Nova 2 Lite (`jp.` profile, first token ~0.5x Haiku's) as the fallback, so the hedge's stream is
+//! a faster model's: with the same model on both routes, a hedge started at the p90 answers at best at
+//! p90 + a median draw, which bounds how much of the model's own tail it can cut.
 //!
 //! **Measured.** Per turn: the client's first token (send -> first `delta`), the time until the emulator
 //! received the turn's first model request (`to_model`), the same less the turn's context assembly
@@ -42,7 +45,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use mangaassist_adapters::bedrock::StreamOpen;
 use mangaassist_core::answer::hedge::HedgeConfig;
-use mangaassist_core::models::{CLAUDE_HAIKU_4_5, ModelRouting};
+use mangaassist_core::models::{CLAUDE_HAIKU_4_5, ModelRouting, NOVA_2_LITE};
 use mangaassist_core::ports::memory::MemoryStore;
 use mangaassist_local::client::ChatClient;
 use mangaassist_local::emulators::bedrock::{ConnectionModel, EmulatorConfig, HeavyTail};
@@ -88,16 +91,28 @@ struct Levers {
     warm: bool,
     retry: bool,
     hedge: bool,
+    /// The fallback (the hedge's route) is Nova 2 Lite (`jp.` profile, first token ~0.5x Haiku's) instead
+    /// of Haiku's own `global.` profile.
+    lite_fallback: bool,
 }
 
-/// The sides, in the order they are reported: off, on, then each lever alone.
-const SIDES: [(&str, Levers); 5] = [
-    ("off", Levers { warm: false, retry: false, hedge: false }),
-    ("on", Levers { warm: true, retry: true, hedge: true }),
-    ("warm", Levers { warm: true, retry: false, hedge: false }),
-    ("retry", Levers { warm: false, retry: true, hedge: false }),
-    ("hedge", Levers { warm: false, retry: false, hedge: true }),
+const fn levers(warm: bool, retry: bool, hedge: bool) -> Levers {
+    Levers { warm, retry, hedge, lite_fallback: false }
+}
+
+/// The sides, in the order they are reported: off, on, each lever alone, then every lever on with the
+/// faster fallback.
+const SIDES: [(&str, Levers); 6] = [
+    ("off", levers(false, false, false)),
+    ("on", levers(true, true, true)),
+    ("warm", levers(true, false, false)),
+    ("retry", levers(false, true, false)),
+    ("hedge", levers(false, false, true)),
+    (LITE, Levers { lite_fallback: true, ..levers(true, true, true) }),
 ];
+
+/// The side with every lever on and Nova 2 Lite as the hedge's route.
+const LITE: &str = "on, Nova 2 Lite fallback";
 
 /// The options of a side's system.
 fn options(levers: Levers, drops: Drops) -> SystemOptions {
@@ -115,7 +130,8 @@ fn options(levers: Levers, drops: Drops) -> SystemOptions {
     let mut opts = SystemOptions { emulator, sources: SourceLatency::design(), ..SystemOptions::default() };
     let t = &mut opts.turn;
     t.models = ModelRouting::single(format!("jp.{CLAUDE_HAIKU_4_5}"), 400);
-    t.fallback_model_id = Some(format!("global.{CLAUDE_HAIKU_4_5}"));
+    t.fallback_model_id =
+        Some(if levers.lite_fallback { format!("jp.{NOVA_2_LITE}") } else { format!("global.{CLAUDE_HAIKU_4_5}") });
     t.summary.model_id = None;
     t.speculation.enabled = false;
     t.failover.hedge =
@@ -216,6 +232,8 @@ impl Run {
 struct TailReport {
     ttft_ms_off: Pcts,
     ttft_ms_on: Pcts,
+    /// Every lever on, the hedge's route Nova 2 Lite (the rest of that side in `sides`).
+    ttft_ms_on_lite_fallback: Pcts,
     /// Turns whose model requests met a new connection (a handshake), every lever off and on.
     cold_connection_turns: Map<String, Value>,
     /// With every lever on: hedges started per turn, the share of them that answered, the tokens spent on
@@ -420,7 +438,9 @@ pub async fn tail(
     let reports: Vec<(&str, SideReport)> =
         SIDES.iter().zip(&runs).map(|((name, _), run)| (*name, run.report())).collect();
     let side = |name: &str| reports.iter().find(|(n, _)| *n == name).map(|(_, r)| r.clone());
-    let (Some(off), Some(on)) = (side("off"), side("on")) else { anyhow::bail!("no off or on side") };
+    let (Some(off), Some(on), Some(lite)) = (side("off"), side("on"), side(LITE)) else {
+        anyhow::bail!("no off, on or lite side")
+    };
 
     let f = |p: &Pcts| format!("{:.0} / {:.0} / {:.0}", p.p50, p.p95, p.p99);
     println!(
@@ -453,6 +473,16 @@ pub async fn tail(
         p99_cut * 100.0,
         pass(p99_cut >= 0.30)
     );
+    let lite_cut = 1.0 - lite.ttft_ms.p99 / off.ttft_ms.p99.max(1.0);
+    println!(
+        "first token p99 {:.0} -> {:.0} ms with the levers on and Nova 2 Lite as the hedge's route: {:.1}% lower (target >= 30%): {}; {:.3} extra calls per turn; {:.1}% of turns answered by the hedge",
+        off.ttft_ms.p99,
+        lite.ttft_ms.p99,
+        lite_cut * 100.0,
+        pass(lite_cut >= 0.30),
+        lite.extra_model_calls_per_turn,
+        lite.hedges_per_turn * lite.hedge_win_rate * 100.0
+    );
     println!(
         "extra model calls {:.3} per turn with the levers on (target <= 0.10): {}",
         on.extra_model_calls_per_turn,
@@ -478,7 +508,7 @@ pub async fn tail(
         let mut sides = Map::new();
         for (name, r) in &reports {
             sides.insert((*name).to_owned(), to_value(r));
-            if !matches!(*name, "off" | "on") {
+            if !matches!(*name, "off" | "on" | LITE) {
                 by_lever.insert((*name).to_owned(), to_value(r));
             }
         }
@@ -489,6 +519,7 @@ pub async fn tail(
         let report = TailReport {
             ttft_ms_off: off.ttft_ms,
             ttft_ms_on: on.ttft_ms,
+            ttft_ms_on_lite_fallback: lite.ttft_ms,
             cold_connection_turns: cold,
             hedges_per_turn: on.hedges_per_turn,
             hedge_win_rate: on.hedge_win_rate,

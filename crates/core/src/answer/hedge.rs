@@ -16,7 +16,10 @@
 //!   both calls draw on the same quota, and a hedge would only deepen the throttle. Never for a failover
 //!   (after a failed attempt the next stream is already the second one).
 //! - **At most a share of turns**: a token bucket that every turn fills by [`HedgeConfig::share`] and every
-//!   hedge empties by one, holding at most one hedge: over `n` turns, at most `1 + share x n` are hedged.
+//!   hedge empties by one, holding at most [`HedgeConfig::burst`] hedges: over `n` turns, at most
+//!   `burst + share x n` are hedged. The burst matters: the turns later than the p90 come at random, so a
+//!   bucket of one is often empty when a slow one comes (it halves the hedges a 10% share allows, and a
+//!   tail event then goes unhedged half the time); five in hand hedge nearly all of them.
 //!
 //! What a hedge costs is counted per turn ([`Hedged`]): the loser's request is billed at least its input
 //! (Bedrock does not say what a cancelled stream bills; its output is nothing we saw: a loser has produced no
@@ -44,25 +47,28 @@ pub enum HedgeDelay {
     Fixed(Duration),
 }
 
-/// Hedging settings (`HEDGE`, `HEDGE_DELAY_MS`, `HEDGE_INITIAL_DELAY_MS`, `HEDGE_SHARE`).
+/// Hedging settings (`HEDGE`, `HEDGE_DELAY_MS`, `HEDGE_INITIAL_DELAY_MS`, `HEDGE_SHARE`, `HEDGE_BURST`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HedgeConfig {
     pub enabled: bool,
     pub delay: HedgeDelay,
     /// The share of turns that may be hedged (0..=1).
     pub share: f64,
+    /// The most hedges the bucket holds (at least 1).
+    pub burst: u32,
     /// A throttle seen on a route within this long stops hedges on it.
     pub throttle_window: Duration,
 }
 
 impl Default for HedgeConfig {
     /// On, at the learned p90 (1 s until learned: about Claude Haiku 4.5's published first token, 0.5-0.9 s,
-    /// plus a margin), for at most 10% of turns, not within 30 s of a throttle.
+    /// plus a margin), for at most 10% of turns with up to 5 in hand, not within 30 s of a throttle.
     fn default() -> Self {
         Self {
             enabled: true,
             delay: HedgeDelay::Learned { initial: Duration::from_secs(1) },
             share: 0.1,
+            burst: 5,
             throttle_window: Duration::from_secs(30),
         }
     }
@@ -97,8 +103,8 @@ pub struct Hedger {
 struct State {
     first_tokens: HashMap<String, VecDeque<Duration>>,
     throttled_at: HashMap<String, Instant>,
-    /// Hedges available now, in millionths of a hedge (at most one: [`WHOLE`]); integers, so that ten
-    /// turns at 10% make exactly one hedge.
+    /// Hedges available now, in millionths of a hedge ([`WHOLE`] is one); integers, so that ten turns at
+    /// 10% make exactly one hedge.
     tokens: u64,
 }
 
@@ -113,12 +119,13 @@ impl Default for Hedger {
 }
 
 impl Hedger {
-    /// A turn that may hedge starts: the bucket gains `share` of a hedge.
-    pub fn turn(&self, share: f64) {
+    /// A turn that may hedge starts: the bucket gains [`HedgeConfig::share`] of a hedge, up to
+    /// [`HedgeConfig::burst`] hedges.
+    pub fn turn(&self, cfg: &HedgeConfig) {
         if let Ok(mut s) = self.state.lock() {
             // In 0..=WHOLE after the clamp: the cast neither truncates nor wraps.
-            let add = (share.clamp(0.0, 1.0) * WHOLE as f64).round() as u64;
-            s.tokens = (s.tokens + add).min(WHOLE);
+            let add = (cfg.share.clamp(0.0, 1.0) * WHOLE as f64).round() as u64;
+            s.tokens = (s.tokens + add).min(WHOLE * u64::from(cfg.burst.max(1)));
         }
     }
 
@@ -242,9 +249,35 @@ mod tests {
         let (h, cfg) = (Hedger::default(), HedgeConfig::default());
         let mut hedges = 0;
         for _ in 0..1_000 {
-            h.turn(cfg.share);
+            h.turn(&cfg);
             hedges += usize::from(h.take(&cfg, "m", "fb"));
         }
-        assert_eq!(hedges, 100, "1,000 turns that all wanted a hedge at a 10% share");
+        // The one in hand at the start, then one per ten turns: 1 + 0.1 n.
+        assert_eq!(hedges, 101, "1,000 turns that all wanted a hedge at a 10% share");
+    }
+
+    #[test]
+    fn quiet_turns_save_up_to_the_burst_and_no_more() {
+        let (h, cfg) = (Hedger::default(), HedgeConfig::default());
+        for _ in 0..1_000 {
+            h.turn(&cfg);
+        }
+        // Then slow turns in a row: the five saved, then one per ten turns again (the first of them added
+        // nothing to a full bucket).
+        let mut took = Vec::new();
+        for _ in 0..30 {
+            h.turn(&cfg);
+            took.push(h.take(&cfg, "m", "fb"));
+        }
+        assert!(took[..5].iter().all(|t| *t), "{took:?}");
+        assert_eq!(took.iter().filter(|t| **t).count(), 5 + 2, "{took:?}");
+        assert!(took[10] && took[20], "{took:?}");
+        let one = HedgeConfig { burst: 1, ..cfg };
+        let h = Hedger::default();
+        for _ in 0..100 {
+            h.turn(&one);
+        }
+        assert!(h.take(&one, "m", "fb"));
+        assert!(!h.take(&one, "m", "fb"), "a burst of one holds one");
     }
 }

@@ -351,7 +351,7 @@ async fn open<M: ModelClient>(
 ) -> Result<Opened<M::Stream>, ModelError> {
     let hedger = routes.hedger();
     if hedging {
-        hedger.turn(cfg.hedge.share);
+        hedger.turn(&cfg.hedge);
     }
     let mut plan: Vec<&(String, Route)> = plan.iter().collect();
     // The route this turn was sent to: the key of its first-token samples.
@@ -752,7 +752,7 @@ mod tests {
             hedged += usize::from(opened.hedge.started);
         }
         // One hedge in the bucket at the start, then one per 10 turns.
-        assert_eq!(hedged, 1 + 49 / 10, "50 slow turns at a 10% share");
+        assert_eq!(hedged, 1 + 50 / 10, "50 slow turns at a 10% share");
     }
 
     #[tokio::test(start_paused = true)]
