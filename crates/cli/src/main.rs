@@ -208,6 +208,17 @@ fn relay_modes(r: Relay) -> Vec<RelayMode> {
     }
 }
 
+/// The turn's settings as the chat Lambda reads them: its own reader ([`::chat::config::ChatConfig`]) over this
+/// process's environment, so `serve` runs on the Lambda's defaults and takes the same variables (`HEDGE`,
+/// `TYPING_SPECULATION`, the model ids, ...). One local difference: EMF records are off unless
+/// `EMF_METRICS` is set (on Lambda they go to CloudWatch; here they would bury the console).
+fn lambda_turn_config() -> anyhow::Result<mangaassist_core::turn::TurnConfig> {
+    use mangaassist_adapters::env::{Env, FromEnv as _};
+    let env = Env(|name: &str| std::env::var(name).ok().or_else(|| (name == "EMF_METRICS").then(|| "off".to_owned())));
+    let cfg = ::chat::config::ChatConfig::read(&env).context("the chat function's settings (environment)")?;
+    Ok(cfg.turn)
+}
+
 #[expect(clippy::print_stdout, reason = "the addresses to connect to are what `serve` prints")]
 async fn serve(
     listen: SocketAddr,
@@ -219,7 +230,9 @@ async fn serve(
     expose_on_network: bool,
 ) -> anyhow::Result<()> {
     let public = mangaassist_local::system::check_exposure(&[listen, bedrock_listen], expose_on_network)?;
-    let mut opts = SystemOptions { gateway_addr: listen, bedrock_addr: bedrock_listen, ..SystemOptions::default() };
+    let turn = lambda_turn_config()?;
+    let mut opts =
+        SystemOptions { gateway_addr: listen, bedrock_addr: bedrock_listen, turn, ..SystemOptions::default() };
     opts.turn.typed.enabled = typed_ahead == OnOff::On;
     if guardrail == OnOff::On {
         mangaassist_local::system::with_guardrails(&mut opts);

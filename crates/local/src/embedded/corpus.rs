@@ -204,11 +204,12 @@ impl Generator {
         let summary = (len > 4 && self.rng.bool()).then(|| {
             format!("The shopper is looking for {} manga and asked about {} (ASIN {}).", p.genre, p.title_en, p.asin)
         });
-        let asin = |a: String| Asin::parse(a).expect("the generator's ASINs are well formed");
-        let current_asin = self.rng.bool().then(|| asin(p.asin.clone()));
-        let store_section = Some(Section::parse(p.genre).expect("genre names are section names"));
-        let browsing_history = (0..self.rng.usize(0..=6)).map(|_| asin(self.product().asin)).collect();
-        let cart_asins = (0..self.rng.usize(0..=4)).map(|_| asin(self.product().asin)).collect();
+        // The catalog's ASINs and genre names are well formed (the corpus test checks every page).
+        let asin = |a: String| Asin::parse(a).ok();
+        let current_asin = if self.rng.bool() { asin(p.asin.clone()) } else { None };
+        let store_section = Section::parse(p.genre).ok();
+        let browsing_history = (0..self.rng.usize(0..=6)).filter_map(|_| asin(self.product().asin)).collect();
+        let cart_asins = (0..self.rng.usize(0..=4)).filter_map(|_| asin(self.product().asin)).collect();
         let page = PageContext { browsing_history, cart_asins, current_asin, store_section };
         CorpusRequest {
             system_prompt: self.system_prompt(),
@@ -246,6 +247,19 @@ mod tests {
             let back: CorpusRequest = serde_json::from_str(&line).unwrap();
             assert_eq!(back.user_message, r.user_message);
             assert!((1..=30).contains(&back.conversation.len()));
+            assert_eq!(back.page_context, r.page_context);
         }
+    }
+
+    #[test]
+    fn every_page_is_well_formed() {
+        // The generator drops a malformed ASIN or section instead of failing: there is none to drop.
+        let g = Generator::new(3, 300);
+        assert!(g.catalog.iter().all(|p| Asin::is_valid(&p.asin) && Section::parse(p.genre).is_ok()));
+        let requests = generate(3, 300);
+        assert!(requests.iter().all(|r| r.page_context.store_section.is_some()));
+        assert!(requests.iter().any(|r| r.page_context.current_asin.is_some()));
+        assert!(requests.iter().any(|r| !r.page_context.browsing_history.is_empty()));
+        assert!(requests.iter().any(|r| !r.page_context.cart_asins.is_empty()));
     }
 }
