@@ -266,7 +266,12 @@ pub fn in_process<St: Store + 'static, K: Cache + AnswerBuffer + 'static>(
         };
         match thread.clone() {
             Some(t) => Box::pin(async move { t.run(invoke).await }),
-            None => Box::pin(invoke),
+            // A task of its own, as the Lambda runtime runs an invocation: not nested under the gateway's
+            // connection task (whose frames would add to the handler's stack), and not cancelled when that
+            // task's client goes away.
+            None => Box::pin(async move {
+                tokio::spawn(invoke).await.map_err(|e| format!("the chat invocation did not finish: {e}"))?
+            }),
         }
     })
 }

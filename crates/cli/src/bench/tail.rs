@@ -444,13 +444,14 @@ pub async fn tail(
 
     let f = |p: &Pcts| format!("{:.0} / {:.0} / {:.0}", p.p50, p.p95, p.p99);
     println!(
-        "| levers | turns | first token p50/p95/p99 ms | after a gap p50/p95/p99 | warm p50/p95/p99 | before the model p95, gap / warm | cold-connection turns | hedges/turn | hedge wins | extra calls/turn | extra tokens/turn |"
+        "| levers | turns | failed | first token p50/p95/p99 ms | after a gap p50/p95/p99 | warm p50/p95/p99 | before the model p95, gap / warm | cold-connection turns | hedges/turn | hedge wins | extra calls/turn | extra tokens/turn |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, r) in &reports {
         println!(
-            "| {name} | {} | {} | {} | {} | {:.0} / {:.0} | {} | {:.3} | {:.2} | {:.3} | {:.1} |",
+            "| {name} | {} | {} | {} | {} | {} | {:.0} / {:.0} | {} | {:.3} | {:.2} | {:.3} | {:.1} |",
             r.turns,
+            r.errors,
             f(&r.ttft_ms),
             f(&r.ttft_ms_after_gap),
             f(&r.ttft_ms_warm),
@@ -545,8 +546,10 @@ pub async fn tail(
         };
         write_json(path, &report)?;
     }
-    let errors: u64 = runs.iter().map(|r| r.errors).sum();
-    anyhow::ensure!(errors == 0, "{errors} turns failed");
+    // A side without the retry or warm connections may lose turns to a silently dropped socket (the stall
+    // outlasts the first-token timeout): that is what `--drops silent` shows. A side with either may not.
+    let errors: u64 = SIDES.iter().zip(&runs).filter(|((_, l), _)| l.retry || l.warm).map(|(_, r)| r.errors).sum();
+    anyhow::ensure!(errors == 0, "{errors} turns failed on the sides with the retry or warm connections");
     Ok(())
 }
 

@@ -258,11 +258,17 @@ impl<M: ModelClient, B: AnswerBuffer> Answerer<'_, M, B> {
                 }
             }
             Serving::Model => {
-                let open = open_hedged(self.model, request, plan, self.failover, self.routes);
+                let open = Box::pin(open_hedged(self.model, request, plan, self.failover, self.routes));
                 let Opened { mut stream, model, route, failovers, sent_at, hedge } =
                     tokio::time::timeout_at(self.deadline, open).await.map_err(|_| ModelError::Deadline)??;
-                let out =
-                    relay(&mut Deadlined::new(&mut stream, self.deadline), sink, conn, message_id, self.relay).await;
+                let out = Box::pin(relay(
+                    &mut Deadlined::new(&mut stream, self.deadline),
+                    sink,
+                    conn,
+                    message_id,
+                    self.relay,
+                ))
+                .await;
                 drop(stream); // cancels generation if the relay stopped early
                 let model_first_token_ms = ms(sent_at, out.first_delta_at);
                 Ok(Streamed {

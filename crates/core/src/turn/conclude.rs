@@ -66,7 +66,8 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             (Vec::new(), 0)
         } else {
             let (sources, deadline) = (&self.sources, self.cfg.context.services);
-            let page = vouched_page_asins(sources, &turn.msg.page_context, &gathered, &out.text, deadline).await;
+            let page =
+                Box::pin(vouched_page_asins(sources, &turn.msg.page_context, &gathered, &out.text, deadline)).await;
             let (mut kept, unknown) = known_products(&gathered, &page).keep(Asin::all_in(&out.text));
             if kept.is_empty() {
                 kept.extend(gathered.entities.resolved.iter().cloned());
@@ -123,9 +124,11 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         // Nothing reached the client and nothing is stored: the claim goes back before it is told.
         let nothing_sent = !out.sent_anything() && !status.settles_claim();
         let cards: Vec<ProductRef> = products.into_iter().map(|asin| ProductRef { asin }).collect();
-        let store = self.store_turn(turn, &gathered.memory, &record, nothing_sent);
+        // The steps after the answer are boxed: built inline, each state machine passes through this one's
+        // stack frame, and in a debug build their sum overflowed a 2 MiB thread stack (a test thread's).
+        let store = Box::pin(self.store_turn(turn, &gathered.memory, &record, nothing_sent));
         let ending = Ending::Streamed { out: &out, products: &cards, metrics: &metrics, claim_back: nothing_sent };
-        let end = self.end(sink, turn, hold, ending);
+        let end = Box::pin(self.end(sink, turn, hold, ending));
         let (stored, result) = if status == TurnStatus::Partial {
             // Storing a partial turn gives its claim back: done before the error, which invites a resend.
             let stored = store.await;
@@ -140,7 +143,7 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
                 .record_all(metrics::guardrail_record(self.clock.now_ms(), Direction::Output, &policies).records());
         }
         log_turn(&metrics, status);
-        self.after_answer(turn, &gathered, &result, &record, stored, &composed.serving).await;
+        Box::pin(self.after_answer(turn, &gathered, &result, &record, stored, &composed.serving)).await;
         // A typed-ahead or pre-generated answer's tokens were counted against the user's day when they were
         // generated (the turn reports them all the same).
         let tokens = if served == Served::Pregen {
@@ -285,7 +288,8 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             }
         };
         let assembler = Assembler { sources: &self.sources, store: &self.store, cfg: &self.cfg.context };
-        tokio::join!(summarize, assembler.write_back(&gathered.context), mark_served, prefetch);
+        let write_back = assembler.write_back(&gathered.context);
+        tokio::join!(Box::pin(summarize), Box::pin(write_back), Box::pin(mark_served), Box::pin(prefetch));
     }
 
     /// A turn or summary of the session was stored: a new memory epoch marker ([`speculate::mark_stored`]),

@@ -41,9 +41,10 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q> Engine<M, St, C,
         });
         let answerer = Answerer { model: &self.model, relay, failover, routes, deadline, typed };
         let message_id = &turn.msg.message_id;
-        let answer = answerer.answer(sink, &turn.conn, message_id, &c.request, &c.plan, serving);
+        // Boxed, as the steps after the answer are: a debug build's frames must fit a 2 MiB thread stack.
+        let answer = Box::pin(answerer.answer(sink, &turn.conn, message_id, &c.request, &c.plan, serving));
         // A cancelled generation that had finished is waste nobody else will count; read beside the answer.
-        let (streamed, ()) = tokio::join!(answer, self.count_finished_waste(turn, cancelled));
+        let (streamed, ()) = tokio::join!(answer, Box::pin(self.count_finished_waste(turn, cancelled)));
         streamed.map_err(Stop::Model)
     }
 
