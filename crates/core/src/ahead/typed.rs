@@ -46,7 +46,7 @@ impl Default for TypedAheadConfig {
             min_chars: 8,
             min_words: 3,
             ttl: Duration::from_secs(30),
-            per_message: 4,
+            per_message: 5,
             per_minute: 12,
             wait: Duration::from_secs(5),
         }
@@ -78,6 +78,16 @@ impl AnswerBasis {
         let epoch = self.epoch.as_deref().unwrap_or("-");
         [self.model.as_str(), epoch, &self.verdict, &self.page, &self.text].join("\u{1f}")
     }
+}
+
+/// The parts of [`AnswerBasis::key`], in order.
+const BASIS_PARTS: [&str; 5] = ["model", "epoch", "verdict", "page", "text"];
+
+/// Which parts two basis keys differ in (for the log line of a cancelled generation; never their values,
+/// which hold the shopper's text).
+pub fn basis_difference(a: &str, b: &str) -> Vec<&'static str> {
+    let (mut x, mut y) = (a.split('\u{1f}'), b.split('\u{1f}'));
+    BASIS_PARTS.into_iter().filter(|_| x.next() != y.next()).collect()
 }
 
 /// The verdict part of a basis: no input guardrail, passed by it, or masked by it.
@@ -173,6 +183,9 @@ mod tests {
         let shelf =
             PageContext { store_section: Some("horror".to_owned().try_into().unwrap()), ..PageContext::default() };
         let other_page = AnswerBasis::new("Is Spiral scary", &shelf, Some("e1".into()), "none".into(), "m").key();
+        assert_eq!(basis_difference(&base, &other_page), ["page"]);
+        assert_eq!(basis_difference(&base, &b("Is Spiral gory", Some("e2"), "none", "m")), ["epoch", "text"]);
+        assert!(basis_difference(&base, &base).is_empty());
         assert_ne!(base, other_page, "page context");
     }
 

@@ -69,7 +69,12 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q> Engine<M, St, C,
         match &claimed {
             Claimed::Mine(head) => tracing::info!(generation = head.id, "serving the answer typed ahead"),
             Claimed::Mismatch(head) => {
-                tracing::info!(generation = head.id, "the answer typed ahead was for another text; cancelled");
+                let differs = crate::ahead::typed::basis_difference(&head.basis, basis);
+                tracing::info!(
+                    generation = head.id,
+                    ?differs,
+                    "the answer typed ahead was for another basis; cancelled"
+                );
                 self.metrics.record(&metrics::typed_ahead_record(self.clock.now_ms(), "cancelled", 0, 0));
             }
             Claimed::Nothing => {}

@@ -94,8 +94,9 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             Ok(_) => return Ahead::Skipped("a pre-generated answer fits"),
             Err(_) => return Ahead::Skipped("over the message budget"),
         };
-        if !self.admit_answer_ahead(p.conn, p.who, epoch.as_deref()).await {
+        if let Err(over) = self.admit_answer_ahead(p.conn, p.who, epoch.as_deref()).await {
             self.record_ahead("refused", 0, 0);
+            tracing::debug!(over, chars = p.text.chars().count(), "answer ahead refused by its budget");
             return Ahead::Skipped("over a typed-ahead budget");
         }
         let model = composed.choice.model_id.clone();
@@ -135,7 +136,14 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
     }
 
     /// One of the user's typed-ahead generations per minute and per message, both counted in the store.
-    async fn admit_answer_ahead(&self, conn: &ConnectionId, who: &Principal, epoch: Option<&str>) -> bool {
+    /// Counts one generation against the user's per-minute and the connection's per-message budgets; `Err`
+    /// names the budget that refused (or could not be read).
+    async fn admit_answer_ahead(
+        &self,
+        conn: &ConnectionId,
+        who: &Principal,
+        epoch: Option<&str>,
+    ) -> Result<(), &'static str> {
         let now = self.clock.now_ms();
         let cfg = &self.cfg.typed;
         let (minute, message) =
@@ -146,7 +154,12 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
             within("typed-ahead budget", bound, add)
         };
         let (a, b) = tokio::join!(count(&minute, cfg.per_minute), count(&message, cfg.per_message));
-        matches!((a, b), (Ok(Ok(Some(_))), Ok(Ok(Some(_)))))
+        match (a, b) {
+            (Ok(Ok(Some(_))), Ok(Ok(Some(_)))) => Ok(()),
+            (Ok(Ok(None)), _) => Err("per minute"),
+            (_, Ok(Ok(None))) => Err("per message"),
+            _ => Err("unavailable"),
+        }
     }
 
     /// Opens the model stream and appends its events to the buffer until the answer ends, the buffer says
