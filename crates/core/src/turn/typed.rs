@@ -135,9 +135,8 @@ impl<M: ModelClient, St: Store, C: Clock, X: ContextSources, Q: PrefetchQueue> E
         outcome
     }
 
-    /// One of the user's typed-ahead generations per minute and per message, both counted in the store.
-    /// Counts one generation against the user's per-minute and the connection's per-message budgets; `Err`
-    /// names the budget that refused (or could not be read).
+    /// Counts one generation against the user's per-minute and the connection's per-message budgets, both
+    /// in the store; `Err` names the budget that refused (or `unavailable`: a count could not be read).
     async fn admit_answer_ahead(
         &self,
         conn: &ConnectionId,
